@@ -1,0 +1,346 @@
+"""From an experiment file to validated, fully resolved runs.
+
+Order of precedence: defaults, then the file (with its ``extends``), then the grid
+point or variant, then ``--set`` on the command line. Every problem found in any
+run is reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tsrx.config.load import Provenance, deep_merge, get_dotted, load_with_extends, set_dotted
+from tsrx.config.schema import (Component, RawValue, build_dataclass, check_table, component_of,
+                                dataclass_fields, signature_fields)
+from tsrx.config.sections import TOP_LEVEL_KEYS, all_sections
+from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+
+CLI = "<command line>"
+
+
+@dataclass
+class RunSpec:
+    """One point of an experiment: its name, what distinguishes it, its resolved config."""
+
+    experiment: str
+    name: str
+    point: dict[str, Any]
+    config: dict
+    provenance: Provenance = field(default_factory=dict)
+
+    @property
+    def plugins(self) -> list[str]:
+        return list(self.config.get("plugins", []))
+
+
+@dataclass
+class Experiment:
+    name: str
+    file: Path
+    runs: list[RunSpec]
+
+
+def parse_overrides(items: list[str]) -> dict[str, RawValue]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TsrxError(f"--set {item!r}: expected table.key=value")
+        out[key.strip()] = RawValue(value.strip())
+    return out
+
+
+def _label(key: str, all_keys: list[str]) -> str:
+    parts = key.split(".")
+    if parts[-1] == "type" and len(parts) > 1:
+        parts = parts[:-1]
+    short = parts[-1]
+    clashes = [k for k in all_keys if k != key and (
+        k.split(".")[-2] if k.endswith(".type") and "." in k else k.split(".")[-1]) == short]
+    return ".".join(parts) if clashes else short
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "+".join(_fmt(x) for x in v)
+    if isinstance(v, dict):
+        return v.get("type", "table") if isinstance(v.get("type"), str) else "table"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v).replace("/", "_").replace(" ", "_")
+
+
+def run_name(point: dict[str, Any], variant: str | None) -> str:
+    """Readable and deterministic: ``variant,head=mlp,combiner=uncertainty-1a2b3c4d``."""
+    if not point and variant is None:
+        return "main"
+    keys = [k for k in point if k != "__variant__"]
+    parts = ([variant] if variant else []) + [f"{_label(k, keys)}={_fmt(point[k])}" for k in keys]
+    digest = hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return ",".join(parts) + "-" + digest
+
+
+def schema_knows(dotted: str) -> str | None:
+    """None if ``dotted`` can name a config key, else why not (for grid and --set keys)."""
+    sections = all_sections()
+    parts = dotted.split(".")
+    if parts[0] in TOP_LEVEL_KEYS:
+        return None if len(parts) == 1 else f"{parts[0]!r} has no sub-keys"
+    if parts[0] not in sections:
+        return f"no table [{parts[0]}]{suggest(parts[0], sections)}"
+    schema: Any = sections[parts[0]].schema
+    for i, p in enumerate(parts[1:], start=1):
+        if isinstance(schema, Component) or component_of(schema) is not None:
+            return None  # a component's arguments are checked against its signature
+        if not dataclasses.is_dataclass(schema):
+            return None  # inside a free-form table (dict)
+        fields = dataclass_fields(schema)
+        if p not in fields:
+            here = ".".join(parts[:i])
+            return f"[{here}] has no key {p!r}{suggest(p, fields)}"
+        schema = fields[p].annotation
+        schema = _unwrap_optional(schema)
+    return None
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    import types
+    import typing
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _file_of(key: str, prov: Provenance, default: str) -> str:
+    parts = key.replace("[", ".").split(".")
+    for i in range(len(parts), 0, -1):
+        f = prov.get(".".join(parts[:i]))
+        if f:
+            return f
+    return default
+
+
+def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]], list[ConfigIssue]]:
+    issues: list[ConfigIssue] = []
+    grid = raw.pop("grid", {}) or {}
+    variants = raw.pop("variants", []) or []
+    if not isinstance(grid, dict):
+        issues.append(ConfigIssue(file, "grid", f"expected a table of dotted key -> list, got {grid!r}"))
+        grid = {}
+    axes: list[tuple[str, list]] = []
+    for key, values in _flatten_grid(grid):
+        why = schema_knows(key)
+        if why:
+            issues.append(ConfigIssue(file, f"grid.{key}", f"names nothing: {why}"))
+            continue
+        if not isinstance(values, list):
+            issues.append(ConfigIssue(file, f"grid.{key}", f"expected a list of values, got {values!r}"))
+            continue
+        if not values:
+            issues.append(ConfigIssue(file, f"grid.{key}", "is an empty list: the grid would have no runs"))
+            continue
+        axes.append((key, values))
+    vlist: list[tuple[str | None, dict]] = []
+    if not isinstance(variants, list):
+        issues.append(ConfigIssue(file, "variants", "expected [[variants]] tables"))
+        variants = []
+    seen = set()
+    for i, v in enumerate(variants):
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str):
+            issues.append(ConfigIssue(file, f"variants[{i}]", "each [[variants]] needs name = \"...\""))
+            continue
+        if v["name"] in seen:
+            issues.append(ConfigIssue(file, f"variants[{i}].name", f"duplicate variant name {v['name']!r}"))
+        seen.add(v["name"])
+        overrides = {}
+        for key, value in _flatten_grid({k: x for k, x in v.items() if k != "name"}):
+            why = schema_knows(key)
+            if why:
+                issues.append(ConfigIssue(file, f"variants[{i}].{key}", f"names nothing: {why}"))
+            overrides[key] = value
+        vlist.append((v["name"], overrides))
+    if not vlist:
+        vlist = [(None, {})]
+    points = []
+    for vname, voverrides in vlist:
+        for combo in itertools.product(*[vals for _, vals in axes]):
+            point = dict(voverrides)
+            point.update({k: val for (k, _), val in zip(axes, combo)})
+            points.append((vname, point))
+    return points, issues
+
+
+def _flatten_grid(tbl: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Grid keys may be written dotted (``"model.head.type" = [...]``) or as sub-tables."""
+    out = []
+    for k, v in tbl.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.extend(_flatten_grid(v, key))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _component_defaults(table: dict, registry_name: str) -> dict:
+    from tsrx.registry import ALL
+    try:
+        obj = ALL[registry_name].get(table["type"])
+        fields, _ = signature_fields(obj)
+    except Exception:
+        return table
+    out = dict(table)
+    for name, f in fields.items():
+        if name not in out and not f.required and _tomlable(f.default):
+            out[name] = copy.deepcopy(f.default)
+    return out
+
+
+def _tomlable(v: Any) -> bool:
+    if isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_tomlable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _tomlable(x) for k, x in v.items())
+    return False
+
+
+def _fill_components(value: Any, tp: Any) -> Any:
+    """Recursively add signature defaults to component tables inside ``value``."""
+    if value is None:
+        return None
+    comp = component_of(tp)
+    if comp is not None:
+        if comp.many:
+            return [v if isinstance(v, str) else _component_defaults(v, comp.registry) for v in value]
+        return _component_defaults(value, comp.registry) if isinstance(value, dict) else value
+    import typing
+    tp = _unwrap_optional(tp)
+    if typing.get_origin(tp) is dict and isinstance(value, dict):
+        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return {k: _fill_components(v, inner) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        fields = dataclass_fields(tp)
+        return {k: _fill_components(v, fields[k].annotation) if k in fields else v
+                for k, v in value.items()}
+    return value
+
+
+def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[ConfigIssue]]:
+    """Validate every table of one run and fill in defaults; returns (config, issues)."""
+    sections = all_sections()
+    issues: list[ConfigIssue] = []
+    out: dict = {}
+    for key, value in raw.items():
+        if key in TOP_LEVEL_KEYS:
+            expected = TOP_LEVEL_KEYS[key]
+            if not isinstance(value, expected) or isinstance(value, bool) and expected is int:
+                issues.append(ConfigIssue(_file_of(key, prov, file), key,
+                                          f"expected {expected.__name__}, got {value!r}"))
+            out[key] = value
+        elif key not in sections:
+            allowed = sorted(set(sections) | set(TOP_LEVEL_KEYS))
+            issues.append(ConfigIssue(_file_of(key, prov, file), key,
+                                      f"unknown table or key{suggest(key, allowed)}; "
+                                      f"allowed: {', '.join(allowed)}"))
+    for name, sec in sections.items():
+        table = raw.get(name)
+        if table is not None and not isinstance(table, dict):
+            issues.append(ConfigIssue(_file_of(name, prov, file), name,
+                                      f"expected a table [{name}], got {table!r}"))
+            continue
+        if isinstance(sec.schema, Component):
+            from tsrx.registry import ALL
+            if table is None or "type" not in table:
+                table = deep_merge(sec.default or {}, table or {})
+            if not table:
+                continue
+            for iss in ALL[sec.schema.registry].check(table, name):
+                issues.append(ConfigIssue(_file_of(iss.key, prov, file), iss.key, iss.message))
+            out[name] = _component_defaults(table, sec.schema.registry)
+            continue
+        fields = dataclass_fields(sec.schema)
+        checked, problems = check_table(table or {}, fields, name)
+        for k, m in problems:
+            issues.append(ConfigIssue(_file_of(k, prov, file), k, m))
+        if problems:
+            out[name] = checked
+            continue
+        instance = build_dataclass(sec.schema, checked, name)
+        resolved = dataclasses.asdict(instance)
+        out[name] = _fill_components(resolved, sec.schema)
+    return out, issues
+
+
+def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
+                    only: list[str] | None = None) -> Experiment:
+    """Read, expand and validate an experiment; raises ConfigError listing every problem."""
+    path = Path(path)
+    raw, prov = load_with_extends(path)
+    file = str(path.resolve())
+    name = raw.get("name") if isinstance(raw.get("name"), str) else path.stem
+    from tsrx.plugins import load_named_plugins
+    plugins = raw.get("plugins", [])
+    if plugins:
+        if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+            raise ConfigError([ConfigIssue(file, "plugins", "expected a list of module names or .py paths")])
+        load_named_plugins(plugins, path.parent, where=f"{file}:plugins")
+    sets = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    points, issues = _expand_points(raw, file)
+    for key in sets:
+        why = schema_knows(key)
+        if why:
+            issues.append(ConfigIssue(CLI, f"--set {key}", f"names nothing: {why}"))
+    runs: list[RunSpec] = []
+    for vname, point in points:
+        cfg = copy.deepcopy(raw)
+        run_prov = dict(prov)
+        for key, value in point.items():
+            set_dotted(cfg, key, copy.deepcopy(value))
+            run_prov[key] = file
+        for key, value in sets.items():
+            set_dotted(cfg, key, value)
+            run_prov[key] = CLI
+        rname = run_name(point, vname)
+        cfg["name"] = name
+        resolved, run_issues = resolve_run(cfg, run_prov, file)
+        for iss in run_issues:
+            tagged = iss if rname == "main" else ConfigIssue(iss.file, iss.key, f"{iss.message} [run {rname}]")
+            if tagged not in issues:
+                issues.append(tagged)
+        runs.append(RunSpec(name, rname, point, resolved, run_prov))
+    if issues:
+        raise ConfigError(_dedupe(issues))
+    if only:
+        unknown = [o for o in only if not any(r.name == o or r.name.startswith(o) for r in runs)]
+        if unknown:
+            raise TsrxError(f"--only {unknown[0]!r} names no run of {path}"
+                            f"{suggest(unknown[0], [r.name for r in runs])}; runs: "
+                            + ", ".join(r.name for r in runs))
+        runs = [r for r in runs if any(r.name == o or r.name.startswith(o) for o in only)]
+    return Experiment(name, path, runs)
+
+
+def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """One issue per location: the same mistake in every grid point is reported once."""
+    seen: dict[tuple[str, str, str], ConfigIssue] = {}
+    for iss in issues:
+        base = iss.message.split(" [run ")[0]
+        k = (iss.file, iss.key, base)
+        if k not in seen:
+            seen[k] = iss
+    return list(seen.values())
+
+
+def get(config: dict, dotted: str, default: Any = None) -> Any:
+    return get_dotted(config, dotted, default)

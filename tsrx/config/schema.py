@@ -1,0 +1,271 @@
+"""Type checking of TOML values against Python annotations.
+
+One mechanism serves every table: a section's dataclass (``[train]``) and a
+component's constructor signature (``[model.head]``) are both checked here, so
+an owner only writes annotated fields and gets file:table.key errors for free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import tomllib
+import types
+import typing
+from pathlib import PurePath
+from typing import Any, Callable, Literal, Union
+
+from tsrx.errors import suggest
+
+
+class RawValue(str):
+    """A value typed on the command line (``--set k=v``): converted by the schema, not guessed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """Marks a field as a component table of a registry (``Annotated[dict, Component("head")]``).
+
+    ``many=True``: a list whose items are names or tables of that registry.
+    """
+
+    registry: str
+    many: bool = False
+
+
+def component_of(tp: Any) -> Component | None:
+    if typing.get_origin(tp) is typing.Annotated:
+        for meta in tp.__metadata__:
+            if isinstance(meta, Component):
+                return meta
+    return None
+
+
+class Mismatch(Exception):
+    """A value does not fit its annotation; the message says what was expected."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        comp = component_of(tp)
+        if comp is not None:
+            return f"a list of {comp.registry} names or tables" if comp.many else (
+                f"a {comp.registry} table with 'type'")
+        return _type_name(typing.get_args(tp)[0])
+    if tp is Any or tp is inspect.Parameter.empty:
+        return "any value"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is dict:
+        args = typing.get_args(tp)
+        return f"a table of {_type_name(args[1])}" if args else "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            dict: "a table", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _parse_raw(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return str(raw)
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """Return ``value`` converted to ``tp`` where TOML cannot say it (int->float, str->Path),
+    or raise :class:`Mismatch`."""
+    if tp is Any or tp is inspect.Parameter.empty or tp is object:
+        return _parse_raw(value) if isinstance(value, RawValue) else value
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return coerce(value, typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if isinstance(value, RawValue) and str in args:
+            return str(value)
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg)
+            except Mismatch:
+                pass
+        raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+    if isinstance(value, RawValue) and tp is not str and not (
+            isinstance(tp, type) and issubclass(tp, PurePath)):
+        value = _parse_raw(value)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and type(value) is type(allowed[allowed.index(value)]):
+            return value
+        raise Mismatch(f"expected {_type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = args[0] if args else Any
+        out = [coerce(v, inner) for v in value]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[1] if args else Any
+        return {k: coerce(v, inner) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return str(value)
+    elif isinstance(tp, type) and issubclass(tp, PurePath):
+        if isinstance(value, (str, PurePath)):
+            return str(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    elif tp is list:
+        if isinstance(value, list):
+            return value
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return value  # nested tables are checked field by field by check_table
+    else:
+        return value
+    raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    annotation: Any
+    required: bool
+    default: Any = None
+
+
+def dataclass_fields(cls: type) -> dict[str, Field]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (
+            f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        out[f.name] = Field(f.name, hints.get(f.name, Any), required, default)
+    return out
+
+
+def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
+    """Fields of a callable's keyword parameters, and whether it takes ``**kwargs``."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to no type checks
+        hints = {}
+    sig = inspect.signature(obj)
+    fields, var_kw = {}, False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+            continue
+        required = p.default is inspect.Parameter.empty
+        fields[p.name] = Field(p.name, hints.get(p.name, p.annotation), required,
+                               None if required else p.default)
+    return fields, var_kw
+
+
+def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: bool = False,
+                provided: frozenset[str] = frozenset(), skip: frozenset[str] = frozenset()
+                ) -> tuple[dict, list[tuple[str, str]]]:
+    """Check ``table`` against ``fields``.
+
+    Returns the coerced table and a list of ``(dotted key, message)`` problems;
+    ``provided`` names arguments tsrx itself supplies (not required from the user),
+    ``skip`` names keys the caller checks itself (such as ``type``).
+    """
+    problems: list[tuple[str, str]] = []
+    out = {}
+    for key, value in table.items():
+        if key in skip:
+            out[key] = value
+            continue
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            if extra_ok:
+                out[key] = _parse_raw(value) if isinstance(value, RawValue) else value
+                continue
+            allowed = sorted(fields)
+            problems.append((path, f"unknown key{suggest(key, allowed)}; allowed keys: "
+                                   f"{', '.join(allowed) if allowed else '(none)'}"))
+            continue
+        if key in provided:
+            problems.append((path, "is set by tsrx itself and cannot be given here"))
+            continue
+        f = fields[key]
+        try:
+            out[key] = coerce(value, f.annotation)
+        except Mismatch as exc:
+            problems.append((path, str(exc)))
+            continue
+        problems.extend(check_components(out[key], f.annotation, path))
+        if dataclasses.is_dataclass(f.annotation) and isinstance(value, dict):
+            sub, sub_problems = check_table(value, dataclass_fields(f.annotation), path)
+            out[key] = sub
+            problems.extend(sub_problems)
+    for name, f in fields.items():
+        if f.required and name not in table and name not in provided and name not in skip:
+            problems.append((f"{where}.{name}" if where else name,
+                             f"is required ({_type_name(f.annotation)})"))
+    return out, problems
+
+
+def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
+    """Problems of component tables inside ``value`` (marked with :class:`Component`)."""
+    if value is None:
+        return []
+    comp = component_of(tp)
+    if comp is not None:
+        from tsrx.registry import ALL
+        registry = ALL[comp.registry]
+        items = list(enumerate(value)) if comp.many else [(None, value)]
+        problems = []
+        for i, item in items:
+            where = path if i is None else f"{path}[{i}]"
+            table = {"type": item} if isinstance(item, str) else item
+            problems += [(iss.key, iss.message) for iss in registry.check(table, where)]
+        return problems
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if component_of(arg) is not None:
+                return check_components(value, arg, path)
+    if origin is dict and isinstance(value, dict):
+        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return [p for k, v in value.items() for p in check_components(v, inner, f"{path}.{k}")]
+    return []
+
+
+def build_dataclass(cls: type, table: dict, where: str) -> Any:
+    """Instantiate a section dataclass from an already-checked table."""
+    fields = dataclass_fields(cls)
+    kwargs = {}
+    for k, v in table.items():
+        ann = fields[k].annotation
+        if dataclasses.is_dataclass(ann) and isinstance(v, dict):
+            v = build_dataclass(ann, v, f"{where}.{k}")
+        kwargs[k] = v
+    return cls(**kwargs)

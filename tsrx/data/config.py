@@ -1,0 +1,49 @@
+"""The ``[data]`` table: where samples come from and how they are shaped.
+
+Sizes follow the TextZoom protocol: HR 32x128, LR 16x64 (height x width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from tsrx.config.schema import Component
+from tsrx.config.sections import section
+
+Dataset = Annotated[dict, Component("dataset")]
+
+
+@dataclass
+class SynthSpec:
+    """Synthetic TextZoom-format data written under ``data.root`` when it is missing."""
+
+    train: int = 2000
+    test: list[int] = field(default_factory=lambda: [300, 300, 300])
+    seed: int = 0
+
+
+@dataclass
+class DataSection:
+    """``[data]``: dataset tables (``[data.train]``, ``[data.test.easy]``...) and loading options.
+
+    Relative ``roots`` in dataset tables are resolved against ``root``, so one
+    override (``--set data.root=/path/to/TextZoom``) switches synthetic to real data.
+    """
+
+    root: str = "data/synth"
+    synth: SynthSpec | None = None
+    train: Dataset | None = None
+    val: dict[str, Dataset] = field(default_factory=dict)
+    test: dict[str, Dataset] = field(default_factory=dict)
+    hr_size: list[int] = field(default_factory=lambda: [32, 128])
+    lr_size: list[int] = field(default_factory=lambda: [16, 64])
+    mask: bool = True
+    voc_type: Literal["digit", "lower", "upper", "all"] = "all"
+    max_len: int = 100
+    skip_bad: bool = False
+    cache: bool = True
+    num_workers: int = 2
+
+
+section("data")(DataSection)

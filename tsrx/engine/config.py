@@ -1,0 +1,69 @@
+"""Tables owned by the engine: ``[loss]``, ``[optim]``, ``[sched]``, ``[train]``, ``[eval]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from tsrx.config.schema import Component
+from tsrx.config.sections import register_section, section
+
+
+@dataclass
+class LossSection:
+    """``[loss]``: per-task losses and the combiner that merges them into one scalar.
+
+    Missing task losses default to the TextZoom ones: ``sr = {type = "textzoom"}``
+    (100 x (MSE + 1e-4 x gradient-profile loss)) and ``recognition = {type = "ctc"}``.
+    """
+
+    sr: Annotated[dict, Component("sr_loss")] | None = None
+    recognition: Annotated[dict, Component("rec_loss")] | None = None
+    combiner: Annotated[dict, Component("combiner")] = field(
+        default_factory=lambda: {"type": "avg"})
+
+
+@dataclass
+class TrainSection:
+    """``[train]``: the training loop. ``batch_size`` is global (split over DDP ranks)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    val_every: int = 500
+    ckpt_every: int = 500
+    log_every: int = 10
+    selectors: Annotated[list, Component("selector", many=True)] = field(
+        default_factory=lambda: ["best_acc", "best_psnr"])
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    grad_clip: float | None = 0.25
+    deterministic: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    channels_last: bool = False
+    compile: bool = False
+    val_batch_size: int = 50
+
+
+@dataclass
+class EvalSection:
+    """``[eval]``: the evaluation protocol and the recognizer that judges accuracy.
+
+    ``textzoom`` reproduces the reference code's numbers (PSNR/SSIM per batch, then
+    averaged over batches); ``per-image`` averages per image.
+    """
+
+    protocol: Literal["textzoom", "per-image"] = "textzoom"
+    batch_size: int = 50
+    judge: Annotated[dict, Component("recognizer")] | None = None
+    judge_weights: str | None = None
+    baselines: bool = False
+
+
+section("loss")(LossSection)
+section("train")(TrainSection)
+section("eval")(EvalSection)
+register_section("optim", Component("optimizer"),
+                 default={"type": "adam", "lr": 1e-3, "betas": [0.5, 0.999]},
+                 doc="[optim]: the optimizer (a component table); TSRN's reference uses Adam, "
+                     "lr 1e-3, beta1 0.5.")
+register_section("sched", Component("scheduler"), default={"type": "constant"},
+                 doc="[sched]: the learning-rate schedule (a component table).")

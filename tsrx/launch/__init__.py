@@ -1,0 +1,1 @@
+"""Launching runs: run directories, the submitit job, status."""

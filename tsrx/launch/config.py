@@ -1,0 +1,45 @@
+"""Tables owned by the launcher: ``[launcher]`` and ``[slurm]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tsrx.config.sections import section
+
+
+@dataclass
+class LauncherSection:
+    """``[launcher]``: where and how big each run's job is.
+
+    ``tasks_per_node`` defaults to ``gpus_per_node`` (one rank per GPU); with no GPU
+    (local CPU runs) ranks use gloo.
+    """
+
+    type: Literal["local", "slurm"] = "local"
+    runs_dir: str = "runs"
+    nodes: int = 1
+    gpus_per_node: int = 4
+    tasks_per_node: int | None = None
+    cpus_per_task: int = 1
+    mem: str | None = None
+    timeout_min: int = 60
+    signal_delay_s: int = 90
+    array_parallelism: int = 64
+    max_requeues: int = 5
+
+
+@dataclass
+class SlurmSection:
+    """``[slurm]``: cluster specifics; ``extra`` holds any further sbatch parameter."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+section("launcher")(LauncherSection)
+section("slurm")(SlurmSection)

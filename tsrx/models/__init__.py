@@ -1,0 +1,1 @@
+"""Model composition that knows no concrete architecture (see ``plugins/`` for those)."""

@@ -1,0 +1,155 @@
+"""Plugin discovery: entry points, plus modules and files named by an experiment.
+
+Built-in plugins and third-party packages register the same way: a module listed
+under the ``tsrx.plugins`` entry-point group registers its components on import.
+Unpackaged research code is named in an experiment (``plugins = ["my_lab.heads",
+"path/to/my_head.py"]``). ``TSRX_NO_PLUGIN_AUTOLOAD=1`` turns off third-party
+autoloading; the built-ins (entry points of the ``tsrx`` distribution) stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata as md
+import importlib.util
+import os
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsrx.errors import TsrxError
+
+ENTRY_POINT_GROUP = "tsrx.plugins"
+NO_AUTOLOAD_ENV = "TSRX_NO_PLUGIN_AUTOLOAD"
+BUILTIN_DIST = "tsrx"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from: shown by `tsrx plugins list` and recorded in run metadata."""
+
+    name: str       # entry-point name, module name or file path
+    module: str
+    package: str    # providing distribution ("" for local modules and files)
+    version: str
+    builtin: bool
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: PluginInfo
+    error: str
+
+    def __str__(self) -> str:
+        pkg = f" from package {self.plugin.package} {self.plugin.version}" if self.plugin.package else ""
+        return (f"plugin {self.plugin.name!r} (module {self.plugin.module}{pkg}) "
+                f"failed to import: {self.error}")
+
+
+_loaded: dict[str, PluginInfo] = {}
+_failures: list[PluginFailure] = []
+_autoloaded = False
+
+
+def loaded_plugins() -> list[PluginInfo]:
+    return list(_loaded.values())
+
+
+def failures() -> list[PluginFailure]:
+    return list(_failures)
+
+
+def failure_for(component: str) -> str:
+    """Text for an unknown-name error: the plugins that failed (one may have held it)."""
+    return "; ".join(str(f) for f in _failures)
+
+
+def _import_plugin(info: PluginInfo, loader) -> None:
+    from tsrx.registry import registering_for
+    label = f"{info.name} ({info.package} {info.version})" if info.package else info.name
+    with registering_for(label):
+        loader()
+    _loaded[info.name] = info
+
+
+def load_plugins() -> None:
+    """Import every plugin of the entry-point group, once per process."""
+    global _autoloaded
+    if _autoloaded:
+        return
+    _autoloaded = True
+    no_autoload = os.environ.get(NO_AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else ""
+        version = ep.dist.version if ep.dist is not None else ""
+        builtin = dist.lower() == BUILTIN_DIST
+        if no_autoload and not builtin:
+            continue
+        info = PluginInfo(ep.name, ep.value.split(":")[0], dist, version, builtin)
+        if info.name in _loaded:
+            continue
+        try:
+            _import_plugin(info, ep.load)
+        except TsrxError:
+            raise
+        except Exception as exc:  # a broken third-party plugin must not take tsrx down
+            err = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            failure = PluginFailure(info, err)
+            _failures.append(failure)
+            warnings.warn(f"tsrx: skipped {failure}", RuntimeWarning, stacklevel=2)
+
+
+def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str = "plugins") -> None:
+    """Import the plugins an experiment names: dotted module names or ``.py`` paths.
+
+    Paths are relative to the experiment file's folder. Failures are errors: the
+    experiment asked for this plugin by name.
+    """
+    load_plugins()
+    for spec in specs:
+        if spec.endswith(".py") or "/" in spec or os.sep in spec:
+            path = (Path(base_dir) / spec).resolve()
+            key = str(path)
+            if key in _loaded:
+                continue
+            if not path.is_file():
+                raise TsrxError(f"{where}: plugin file {spec!r} not found (looked at {path})")
+            mod_name = f"tsrx_local_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+            info = PluginInfo(key, mod_name, "", "", False)
+
+            def load_file(path: Path = path, mod_name: str = mod_name) -> None:
+                spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+                module = importlib.util.module_from_spec(spec_obj)
+                sys.modules[mod_name] = module
+                try:
+                    spec_obj.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(mod_name, None)
+                    raise
+            loader = load_file
+        else:
+            key = spec
+            if key in _loaded:
+                continue
+            info = PluginInfo(spec, spec, "", "", False)
+
+            def loader(spec: str = spec) -> None:
+                importlib.import_module(spec)
+        try:
+            _import_plugin(info, loader)
+        except TsrxError:
+            raise
+        except Exception as exc:
+            err = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise TsrxError(f"{where}: plugin {spec!r} failed to import: {err}") from exc
+
+
+def reset_for_tests() -> None:
+    """Forget what was loaded, so a test can install a plugin and discover it."""
+    global _autoloaded
+    _autoloaded = False
+    _loaded.clear()
+    _failures.clear()
