@@ -16,7 +16,6 @@ import importlib.util
 import os
 import sys
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +98,7 @@ def load_plugins() -> None:
             err = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             failure = PluginFailure(info, err)
             _failures.append(failure)
-            warnings.warn(f"tsrx: skipped {failure}", RuntimeWarning, stacklevel=2)
+            print(f"tsrx: warning: skipped {failure}", file=sys.stderr)
 
 
 def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str = "plugins") -> None:

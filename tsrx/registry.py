@@ -30,9 +30,11 @@ class Entry:
 class Registry:
     """Named components of one kind; see the module docstring."""
 
-    def __init__(self, kind: str, description: str):
+    def __init__(self, kind: str, description: str, provided: tuple[str, ...] = ()):
         self.kind = kind
         self.description = description
+        # arguments tsrx supplies when it builds a component (not settable in TOML)
+        self.provided = frozenset(provided)
         self._entries: dict[str, Entry] = {}
 
     # -- registration ---------------------------------------------------------------
@@ -98,6 +100,7 @@ class Registry:
     def check(self, table: dict, where: str, file: str = "<config>",
               provided: frozenset[str] = frozenset()) -> list[ConfigIssue]:
         """Problems of a component table (unknown type, unknown or mistyped argument)."""
+        provided = frozenset(provided) | self.provided
         if not isinstance(table, dict):
             return [ConfigIssue(file, where, f"expected a table with 'type', got {table!r}")]
         if "type" not in table:
@@ -125,7 +128,7 @@ class Registry:
         obj = self.get(table["type"])
         fields, var_kw = signature_fields(obj)
         checked, _ = check_table(table, fields, where, extra_ok=var_kw, skip=frozenset({"type"}),
-                                 provided=frozenset(context))
+                                 provided=frozenset(context) | self.provided)
         kwargs = {k: v for k, v in checked.items() if k != "type"}
         for k, v in context.items():
             if k in fields or var_kw:
@@ -173,16 +176,20 @@ class registering_for:
 
 
 # The extension points. Each component's constructor is its schema.
+# The extension points. Each component's constructor is its schema; ``provided`` names the
+# arguments the engine passes itself.
 SR_BACKBONES = Registry("sr backbone", "super-resolvers: LR image (B,C,h,w) -> SR image (B,C,H,W)")
 RECOGNIZERS = Registry("recognizer", "text recognizers exposing sequence features and a classifier")
-HEADS = Registry("head", "recognition heads: features (T,B,C) -> logits (T,B,classes)")
+HEADS = Registry("head", "recognition heads: features (T,B,C) -> logits (T,B,classes)",
+                 provided=("in_features", "num_classes"))
 SR_LOSSES = Registry("sr loss", "losses between the SR and HR images")
 REC_LOSSES = Registry("recognition loss", "losses between recognizer logits and labels")
-COMBINERS = Registry("loss combiner", "merge per-task losses into one scalar")
+COMBINERS = Registry("loss combiner", "merge per-task losses into one scalar", provided=("tasks",))
 SELECTORS = Registry("selector", "decide which validation result is the best checkpoint")
-DATASETS = Registry("dataset", "sources of (LR, HR, label) samples")
-OPTIMIZERS = Registry("optimizer", "torch optimizers built from model parameters")
-SCHEDULERS = Registry("scheduler", "learning-rate schedules")
+DATASETS = Registry("dataset", "sources of (LR, HR, label) samples",
+                    provided=("root", "hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad"))
+OPTIMIZERS = Registry("optimizer", "torch optimizers built from model parameters", provided=("params",))
+SCHEDULERS = Registry("scheduler", "learning-rate schedules", provided=("optimizer", "total_steps"))
 
 ALL: dict[str, Registry] = {
     "sr": SR_BACKBONES, "recognizer": RECOGNIZERS, "head": HEADS, "sr_loss": SR_LOSSES,
