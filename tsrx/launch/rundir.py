@@ -1,0 +1,210 @@
+"""Run directories: ``runs/<experiment>/<run>/`` owns one resolved config.
+
+A run directory is the unit of resuming: submitting the same config again reuses it
+(the trainer resumes from ``last.pth``); a different config is refused, because
+resuming a checkpoint under changed settings silently mixes two experiments.
+``force`` replaces the config and moves the old outputs (checkpoints, metrics,
+status, summary) into ``superseded/<UTC time>/`` so the run starts fresh and nothing
+is lost; ``new`` leaves the old directory alone and creates ``<run>~2``, ``<run>~3``...
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from tsrx.errors import TsrxError
+
+CONFIG = "config.toml"
+META = "meta.json"
+# What the trainer writes; `force` moves these aside instead of resuming from them.
+OUTPUTS = ("last.pth", "best_acc_model.pth", "best_psnr_model.pth", "metrics.jsonl",
+           "status.json", "summary.json", "eval", "logs")
+MAX_DIFF_CHARS = 200_000
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Temp file in the same folder, fsync, rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_toml(text: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ, with (old, new); a missing side is ``None``."""
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}.{key}" if prefix else key
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_differences(a, b, dotted))
+        elif a != b:
+            out.append((dotted, a, b))
+    return out
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def git_state(cwd: Path | None = None) -> dict:
+    """Commit and uncommitted diff of the repository the user works in (None outside git)."""
+    cwd = Path(cwd or Path.cwd())
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    if commit is None:
+        return {"commit": None, "dirty": None, "diff": None}
+    diff = _git(["diff", "HEAD"], cwd) or ""
+    truncated = len(diff) > MAX_DIFF_CHARS
+    return {"commit": commit.strip(), "dirty": bool(diff), "diff_truncated": truncated,
+            "diff": diff[:MAX_DIFF_CHARS]}
+
+
+def versions(run_plugins: list[str] | None = None) -> dict:
+    """tsrx, Python and every installed tsrx plugin distribution, read without importing them."""
+    import importlib.metadata as md
+    import platform
+
+    from tsrx import __version__
+    from tsrx.plugins import ENTRY_POINT_GROUP
+    dists = {}
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            dists[ep.dist.name] = ep.dist.version
+    return {"tsrx": __version__, "python": platform.python_version(),
+            "plugin_packages": dict(sorted(dists.items())), "experiment_plugins": list(run_plugins or [])}
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Serialise meta.json updates (submitter and job attempts may overlap)."""
+    with open(run_dir / ".meta.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_meta(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / META).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def update_meta(run_dir: Path, **changes: Any) -> dict:
+    """Merge ``changes`` into meta.json atomically; returns the new content."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        meta = read_meta(run_dir)
+        meta.update(changes)
+        atomic_write_text(run_dir / META, json.dumps(meta, indent=2, default=str) + "\n")
+    return meta
+
+
+def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
+    """Append one attempt (a submission or a requeued start) to meta.json's ``jobs``."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        meta = read_meta(run_dir)
+        jobs = meta.setdefault("jobs", [])
+        jobs.append({"job_id": str(job_id), "launcher": launcher, "time": utc_now(), **extra})
+        atomic_write_text(run_dir / META, json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _supersede(run_dir: Path) -> Path | None:
+    present = [run_dir / n for n in OUTPUTS if (run_dir / n).exists()]
+    if not present:
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = run_dir / "superseded" / stamp
+    dest.mkdir(parents=True)
+    for p in present:
+        os.replace(p, dest / p.name)
+    return dest
+
+
+def _free_suffix(run_dir: Path, config_text: str) -> Path:
+    """``<run>~2``, ``<run>~3``...: the first that is unused or already holds this config."""
+    wanted = _load_toml(config_text)
+    for i in range(2, 10_000):
+        cand = run_dir.with_name(f"{run_dir.name}~{i}")
+        cfg = cand / CONFIG
+        if not cfg.exists() or _load_toml(cfg.read_text(encoding="utf-8")) == wanted:
+            return cand
+    raise TsrxError(f"{run_dir}: no free '~N' suffix left for --new")
+
+
+def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = False,
+                    command: list[str] | None = None) -> Path:
+    """Create or reuse ``runs_dir/<experiment>/<run.name>/`` for ``run`` (a RunSpec).
+
+    Same config: returns the existing directory (resume). Different config: TsrxError
+    naming both and the differing keys, unless ``force`` or ``new`` (see module doc).
+    """
+    from tsrx.config.toml_write import dumps
+    if force and new:
+        raise TsrxError("--force and --new exclude each other: replace the run, or start a new one")
+    text = dumps(run.config)
+    run_dir = Path(runs_dir) / run.experiment / run.name
+    cfg_path = run_dir / CONFIG
+    superseded = None
+    if cfg_path.exists():
+        old = _load_toml(cfg_path.read_text(encoding="utf-8"))
+        diffs = config_differences(old, _load_toml(text))
+        if diffs and new:
+            run_dir = _free_suffix(run_dir, text)
+            cfg_path = run_dir / CONFIG
+        elif diffs and force:
+            superseded = _supersede(run_dir)
+        elif diffs:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:12])
+            more = f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else ""
+            raise TsrxError(
+                f"run directory {run_dir} belongs to a different config: {cfg_path} differs from "
+                f"run {run.name!r} of experiment {run.experiment!r} in {len(diffs)} key(s): "
+                f"{shown}{more}. Use --force to replace it (old outputs move to superseded/) "
+                f"or --new to start a new run directory beside it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists() or superseded is not None:
+        atomic_write_text(cfg_path, text)
+    meta = read_meta(run_dir)
+    changes: dict[str, Any] = {"experiment": run.experiment, "run": run.name, "point": run.point,
+                               "command": command if command is not None else list(sys.argv),
+                               "command_line": shlex.join(command if command is not None else sys.argv),
+                               "git": git_state(), "versions": versions(run.plugins),
+                               "updated": utc_now()}
+    if not meta:
+        changes["created"] = changes["updated"]
+        changes["jobs"] = []
+    if superseded is not None:
+        changes["superseded"] = meta.get("superseded", []) + [str(superseded.relative_to(run_dir))]
+    update_meta(run_dir, **changes)
+    return run_dir
