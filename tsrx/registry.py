@@ -45,16 +45,16 @@ class Registry:
                             "(a non-empty string without ':')")
 
         def add(o: Any) -> Any:
-            module = getattr(o, "__module__", "?")
+            where = callable_name(o)
+            plugin = _current_plugin() or getattr(o, "__module__", "?")
             if name in self._entries:
                 old = self._entries[name]
                 if old.obj is o:
                     return o
                 raise TsrxError(
-                    f"{self.kind} {name!r} is registered twice: by {old.module} "
-                    f"(plugin {old.plugin}) and by {module} "
-                    f"(plugin {_current_plugin() or module}). Rename one of them.")
-            self._entries[name] = Entry(name, o, module, _current_plugin() or module)
+                    f"{self.kind} {name!r} is registered twice: by {callable_name(old.obj)} "
+                    f"(plugin {old.plugin}) and by {where} (plugin {plugin}). Rename one of them.")
+            self._entries[name] = Entry(name, o, getattr(o, "__module__", "?"), plugin)
             return o
 
         return add if obj is None else add(obj)

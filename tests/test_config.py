@@ -1,0 +1,138 @@
+"""Experiment files: extends, grid, variants, overrides and every kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tsrx.config.experiment import load_experiment, run_name
+from tsrx.errors import ConfigError, TsrxError
+
+
+def write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+def test_extends_deep_merges_relative_to_file(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "common.toml", "seed = 3\n[train]\nsteps = 10\nbatch_size = 16\n")
+    exp = write(tmp_path / "exp.toml", 'extends = ["base/common.toml"]\n[train]\nsteps = 20\n')
+    run, = load_experiment(exp).runs
+    assert run.config["train"]["steps"] == 20
+    assert run.config["train"]["batch_size"] == 16
+    assert run.config["seed"] == 3
+    assert run.config["train"]["val_every"] == 500  # default filled in
+    assert run.name == "main"
+
+
+def test_extends_cycle_and_missing_file(tmp_path):
+    write(tmp_path / "a.toml", 'extends = ["b.toml"]\n')
+    write(tmp_path / "b.toml", 'extends = ["a.toml"]\n')
+    with pytest.raises(TsrxError, match="cycle"):
+        load_experiment(tmp_path / "a.toml")
+    write(tmp_path / "c.toml", 'extends = ["nope.toml"]\n')
+    with pytest.raises(TsrxError, match="nope.toml.*not found"):
+        load_experiment(tmp_path / "c.toml")
+
+
+def test_grid_is_a_cartesian_product_with_stable_names(tmp_path):
+    exp = write(tmp_path / "g.toml", """
+[grid]
+"model.head.type" = ["dense", "mlp", "sidernn", "sidernn+mlp"]
+"loss.combiner.type" = ["avg", "uncertainty"]
+[model.recognizer]
+type = "crnn"
+[model.head]
+type = "dense"
+""")
+    runs = load_experiment(exp).runs
+    assert len(runs) == 8
+    names = [r.name for r in runs]
+    assert len(set(names)) == 8
+    assert names[1].startswith("head=dense,combiner=uncertainty-")
+    assert names == [r.name for r in load_experiment(exp).runs]  # deterministic
+    mlp_unc = [r for r in runs if r.point == {"model.head.type": "mlp", "loss.combiner.type": "uncertainty"}]
+    assert mlp_unc[0].config["model"]["head"]["type"] == "mlp"
+    assert mlp_unc[0].config["loss"]["combiner"]["type"] == "uncertainty"
+
+
+def test_variants_combine_with_grid(tmp_path):
+    exp = write(tmp_path / "v.toml", """
+[grid]
+"train.steps" = [1, 2]
+[[variants]]
+name = "small"
+"train.batch_size" = 8
+[[variants]]
+name = "big"
+"train.batch_size" = 32
+""")
+    runs = load_experiment(exp).runs
+    assert len(runs) == 4
+    big = [r for r in runs if r.name.startswith("big,")]
+    assert {r.config["train"]["batch_size"] for r in big} == {32}
+
+
+def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
+    write(tmp_path / "base.toml", "[train]\nsteps = 'many'\n")
+    exp = write(tmp_path / "exp.toml", """
+extends = ["base.toml"]
+traning = 1
+[train]
+bach_size = 4
+amp = "bf17"
+[grid]
+"train.nope" = [1]
+"train.log_every" = []
+""")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(exp)
+    text = str(exc.value)
+    assert "base.toml:train.steps: expected an integer, got 'many'" in text
+    assert "exp.toml:train.bach_size: unknown key (did you mean 'batch_size'" in text
+    assert "allowed keys: amp, batch_size," in text
+    assert "exp.toml:traning: unknown table or key (did you mean 'train'?)" in text
+    assert "'bf16'" in text and "train.amp" in text
+    assert "grid.train.nope: names nothing" in text
+    assert "grid.train.log_every: is an empty list" in text
+    assert len(exc.value.issues) == 6
+
+
+def test_set_overrides_are_typed_by_schema(tmp_path):
+    exp = write(tmp_path / "e.toml", "[train]\nsteps = 5\n")
+    run, = load_experiment(exp, ["train.steps=7", "train.grad_clip=1", "train.amp=bf16",
+                                 "data.root=/data/TextZoom"]).runs
+    assert run.config["train"]["steps"] == 7
+    assert run.config["train"]["grad_clip"] == 1.0 and isinstance(run.config["train"]["grad_clip"], float)
+    assert run.config["train"]["amp"] == "bf16"
+    assert run.config["data"]["root"] == "/data/TextZoom"
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(exp, ["train.steps=abc", "trian.steps=1"])
+    text = str(exc.value)
+    assert "<command line>:train.steps: expected an integer" in text
+    assert "names nothing" in text and "did you mean 'train'" in text
+
+
+def test_malformed_toml_names_line_and_column(tmp_path):
+    exp = write(tmp_path / "bad.toml", "[train]\nsteps = 5\nbatch_size = = 3\n")
+    with pytest.raises(TsrxError, match=r"bad.toml:3:\d+: malformed TOML"):
+        load_experiment(exp)
+
+
+def test_component_arguments_checked_against_signature(tmp_path):
+    exp = write(tmp_path / "e.toml", '[optim]\ntype = "adam"\nlr = 0.1\nbetas = [0.9, 0.99]\nmomentum = 0.9\n')
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(exp)
+    assert "optim.momentum: unknown key" in str(exc.value)
+    exp = write(tmp_path / "e.toml", '[optim]\ntype = "adma"\n')
+    with pytest.raises(ConfigError, match="unknown optimizer 'adma' \\(did you mean 'adam'"):
+        load_experiment(exp)
+
+
+def test_run_name_is_readable_and_hash_depends_on_point():
+    a = run_name({"model.head.type": "mlp", "loss.combiner.type": "uncertainty"}, None)
+    b = run_name({"model.head.type": "mlp", "loss.combiner.type": "avg"}, None)
+    assert a.startswith("head=mlp,combiner=uncertainty-") and len(a.split("-")[-1]) == 8
+    assert a.split("-")[-1] != b.split("-")[-1]
