@@ -1,0 +1,262 @@
+"""TSRN (Wang et al., "Scene Text Image Super-Resolution in the Wild", ECCV 2020).
+
+Same architecture, state_dict keys and shapes as the official TextZoom code
+(github.com/JasonBoy1/TextZoom, ``src/model/tsrn.py`` with ``recognizer/stn_head.py`` and
+``recognizer/tps_spatial_transformer.py``), so its ``model_best.pth`` (weights under
+``state_dict_G``) loads with no key left over:
+
+- ``block1``: Conv9x9(C_in -> 2h) + PReLU; ``block2..block{n+1}``: recurrent residual blocks;
+  ``block{n+2}``: Conv3x3 + BatchNorm; ``block{n+3}``: x2 PixelShuffle stage(s), Conv9x9 -> C_in;
+  output ``tanh(block{n+3}(block1 + block{n+2}))``.
+- ``tps`` / ``stn_head``: the TPS spatial transformer aligning the LR input, training only.
+
+The GRU blocks compute the official 1x1 conv + bidirectional GRU with one layout copy
+per call (sequence-first input, the 1x1 conv as a matmul on the already permuted tensor),
+instead of conv, permute + contiguous, and cuDNN's internal batch_first transposes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsrx.registry import SR_BACKBONES
+
+# Official TextZoom constants: the STN reads the LR image resized to 32x64 and the TPS
+# writes the LR size (height // scale, width // scale = 16x64) from 20 control points.
+STN_INPUT_SIZE = (32, 64)
+TPS_OUTPUT_SIZE = (16, 64)
+NUM_CONTROL_POINTS = 20
+TPS_MARGINS = (0.05, 0.05)
+STN_INIT_MARGIN = 0.01
+
+
+class Mish(nn.Module):
+    """x * tanh(softplus(x)); the official ``mish`` module (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.mish(x)
+
+
+class GruBlock(nn.Module):
+    """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height)."""
+
+    def __init__(self, channels: int, along_height: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=1)
+        self.gru = nn.GRU(channels, channels // 2, bidirectional=True)
+        self.along_height = along_height
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        # (T, N, C) with T the scanned axis: the one copy this block makes.
+        seq = x.permute(2, 0, 3, 1) if self.along_height else x.permute(3, 0, 2, 1)
+        t = seq.shape[0]
+        seq = seq.reshape(t, -1, c)
+        seq = F.linear(seq, self.conv1.weight.flatten(1), self.conv1.bias)
+        out = self.gru(seq)[0].view(t, b, -1, c)
+        return out.permute(1, 3, 0, 2) if self.along_height else out.permute(1, 3, 2, 0)
+
+
+class RecurrentResidualBlock(nn.Module):
+    """conv-BN-mish-conv-BN, a column GRU on that residual, then a row GRU on x + residual."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.gru1 = GruBlock(channels, along_height=True)
+        self.prelu = Mish()  # the official attribute name, although it is mish
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.gru2 = GruBlock(channels, along_height=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
+        return self.gru2(x + self.gru1(residual))
+
+
+class UpsampleBlock(nn.Module):
+    """Conv3x3 to 4C channels, PixelShuffle x2, mish."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * 4, kernel_size=3, padding=1)
+        self.pixel_shuffle = nn.PixelShuffle(2)
+        self.prelu = Mish()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prelu(self.pixel_shuffle(self.conv(x)))
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _control_points(margin_x: float, margin_y: float) -> torch.Tensor:
+    """Control points on the top then bottom edge, x evenly spaced; (20, 2) as (x, y) in [0, 1]."""
+    per_side = NUM_CONTROL_POINTS // 2
+    xs = torch.linspace(margin_x, 1.0 - margin_x, per_side, dtype=torch.float64)
+    top = torch.stack([xs, torch.full_like(xs, margin_y)], 1)
+    bottom = torch.stack([xs, torch.full_like(xs, 1.0 - margin_y)], 1)
+    return torch.cat([top, bottom], 0)
+
+
+class STNHead(nn.Module):
+    """Predicts the 20 TPS control points from the (32x64) input; starts at the identity."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        widths = [32, 64, 128, 256, 256, 256]
+        layers: list[nn.Module] = []
+        for i, w in enumerate(widths):
+            layers.append(_conv_bn_relu(in_channels if i == 0 else widths[i - 1], w))
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2, 2))
+        self.stn_convnet = nn.Sequential(*layers)  # 32x64 -> 1x2
+        self.stn_fc1 = nn.Sequential(nn.Linear(2 * 256, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True))
+        self.stn_fc2 = nn.Linear(512, NUM_CONTROL_POINTS * 2)
+        self._init()
+
+    def _init(self) -> None:
+        # As the official STNHead.init_weights / init_stn: fc2 outputs the margin-0.01
+        # control points whatever the features, so the transform starts near identity.
+        for m in itertools.chain(self.stn_convnet.modules(), self.stn_fc1.modules()):
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.001)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.stn_fc2.weight)
+        with torch.no_grad():
+            self.stn_fc2.bias.copy_(_control_points(STN_INIT_MARGIN, STN_INIT_MARGIN).flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.stn_fc1(self.stn_convnet(x).flatten(1))
+        return self.stn_fc2(0.1 * feat).view(-1, NUM_CONTROL_POINTS, 2)
+
+
+def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """phi(r) = r^2 log r = 0.5 d log d with d the squared distance (0 at d = 0)."""
+    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return torch.where(d > 0, 0.5 * d * torch.log(d.clamp_min(1e-300)), torch.zeros_like(d))
+
+
+class TPSSpatialTransformer(nn.Module):
+    """Thin-plate-spline warp from predicted source control points to a fixed output grid.
+
+    Buffers (``inverse_kernel``, ``padding_matrix``, ``target_coordinate_repr``,
+    ``target_control_points``) carry the official names, as they are in its checkpoints.
+    """
+
+    def __init__(self, output_size: tuple[int, int] = TPS_OUTPUT_SIZE):
+        super().__init__()
+        self.height, self.width = output_size
+        n = NUM_CONTROL_POINTS
+        target = _control_points(*TPS_MARGINS)
+        kernel = torch.zeros(n + 3, n + 3, dtype=torch.float64)
+        kernel[:n, :n] = _tps_kernel(target, target)
+        kernel[:n, -3] = 1
+        kernel[-3, :n] = 1
+        kernel[:n, -2:] = target
+        kernel[-2:, :n] = target.T
+        ys, xs = torch.meshgrid(torch.arange(self.height, dtype=torch.float64) / (self.height - 1),
+                                torch.arange(self.width, dtype=torch.float64) / (self.width - 1),
+                                indexing="ij")
+        coords = torch.stack([xs.flatten(), ys.flatten()], 1)  # (H*W, 2) as (x, y), row-major
+        coord_repr = torch.cat([_tps_kernel(coords, target), torch.ones(len(coords), 1,
+                                dtype=torch.float64), coords], 1)
+        self.register_buffer("inverse_kernel", torch.linalg.inv(kernel).float())
+        self.register_buffer("padding_matrix", torch.zeros(3, 2))
+        self.register_buffer("target_coordinate_repr", coord_repr.float())
+        self.register_buffer("target_control_points", target.float())
+
+    def forward(self, x: torch.Tensor, source_points: torch.Tensor) -> torch.Tensor:
+        b = source_points.shape[0]
+        y = torch.cat([source_points, self.padding_matrix.expand(b, 3, 2)], 1)
+        source = self.target_coordinate_repr @ (self.inverse_kernel @ y)  # (B, H*W, 2)
+        grid = source.view(b, self.height, self.width, 2).clamp(0, 1) * 2 - 1
+        # align_corners=True: the behaviour of grid_sample in torch <= 1.2, which the
+        # official code was written against (it passes no align_corners).
+        return F.grid_sample(x, grid, align_corners=True)
+
+
+@SR_BACKBONES.register("tsrn")
+class TSRN(nn.Module):
+    """TSRN x2 super-resolver: (B, C, 16, 64) -> (B, C, 32, 128), C = 4 with ``mask`` else 3.
+
+    Options: ``blocks`` recurrent residual blocks (official ``srb_nums``), ``hidden_units``
+    (the body has 2 x hidden_units channels), ``mask`` (4th input/output channel), ``stn``
+    (TPS alignment of the input, in training mode only), ``init`` (``default``: PyTorch's
+    initialisation as in the official code; ``kaiming``: Kaiming-normal convolutions and
+    orthogonal recurrent weights; the STN head keeps its identity start either way) and
+    ``upsample_stages``:
+
+    - 1: the official x2 PixelShuffle stage (identical keys);
+    - 2: two x2 PixelShuffle stages (x4), then a learned stride-2 3x3 convolution back to
+      x2, so the output stays 32x128; ``block{n+3}`` gains layers and its final conv moves
+      from index 1 to 3, so official checkpoints load only into the default.
+    """
+
+    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True, stn: bool = True,
+                 upsample_stages: Literal[1, 2] = 1, init: Literal["default", "kaiming"] = "default"):
+        super().__init__()
+        self.in_channels = 4 if mask else 3
+        self.blocks = blocks
+        self.stn = stn
+        channels = 2 * hidden_units
+        self.block1 = nn.Sequential(nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4),
+                                    nn.PReLU())
+        for i in range(blocks):
+            setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
+        setattr(self, f"block{blocks + 2}", nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
+        tail: list[nn.Module] = [UpsampleBlock(channels) for _ in range(upsample_stages)]
+        if upsample_stages == 2:
+            tail.append(nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1))
+        tail.append(nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4))
+        setattr(self, f"block{blocks + 3}", nn.Sequential(*tail))
+        self._body = [f"block{i}" for i in range(2, blocks + 3)]
+        self._tail = f"block{blocks + 3}"
+        if stn:
+            self.tps = TPSSpatialTransformer()
+            self.stn_head = STNHead(self.in_channels)
+        if init == "kaiming":
+            self._kaiming_init()
+
+    def _kaiming_init(self) -> None:
+        for name, m in self.named_modules():
+            if name.startswith("stn_head"):
+                continue
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.GRU):
+                for pname, p in m.named_parameters():
+                    if pname.startswith("weight_hh"):
+                        for gate in p.data.chunk(3, 0):
+                            nn.init.orthogonal_(gate)
+                    elif pname.startswith("weight_ih"):
+                        nn.init.xavier_uniform_(p)
+                    else:
+                        nn.init.zeros_(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stn and self.training:
+            x = F.interpolate(x, STN_INPUT_SIZE, mode="bilinear", align_corners=True)
+            x = self.tps(x, self.stn_head(x))
+        head = self.block1(x)
+        y = head
+        for name in self._body:
+            y = getattr(self, name)(y)
+        return torch.tanh(getattr(self, self._tail)(head + y))
