@@ -71,3 +71,13 @@ def test_new_makes_a_suffixed_dir_and_reuses_it(tmp_path):
 def test_force_and_new_together_is_an_error(tmp_path):
     with pytest.raises(TsrxError, match="exclude"):
         prepare_run_dir(spec(), tmp_path, force=True, new=True)
+
+
+def test_launcher_tables_do_not_change_identity(tmp_path):
+    d = prepare_run_dir(spec(), tmp_path)
+    (d / "last.pth").write_bytes(b"ckpt")
+    moved = spec()
+    moved.config["slurm"] = {"partition": "long"}
+    assert prepare_run_dir(moved, tmp_path) == d
+    assert 'partition = "long"' in (d / "config.toml").read_text()
+    assert (d / "last.pth").exists()

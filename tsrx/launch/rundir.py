@@ -6,6 +6,9 @@ resuming a checkpoint under changed settings silently mixes two experiments.
 ``force`` replaces the config and moves the old outputs (checkpoints, metrics,
 status, summary) into ``superseded/<UTC time>/`` so the run starts fresh and nothing
 is lost; ``new`` leaves the old directory alone and creates ``<run>~2``, ``<run>~3``...
+
+The ``[launcher]`` and ``[slurm]`` tables say where a run computes, not what: changing
+them (a partition, a time limit) resumes the run and rewrites its config.toml.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ META = "meta.json"
 OUTPUTS = ("last.pth", "best_acc_model.pth", "best_psnr_model.pth", "metrics.jsonl",
            "status.json", "summary.json", "eval", "logs")
 MAX_DIFF_CHARS = 200_000
+PLACEMENT_TABLES = ("launcher", "slurm")
 
 
 def utc_now() -> str:
@@ -53,10 +57,11 @@ def _load_toml(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def config_differences(old: dict, new: dict, prefix: str = "",
+                       ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
     """Dotted keys whose values differ, with (old, new); a missing side is ``None``."""
     out: list[tuple[str, Any, Any]] = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted((set(old) | set(new)) - set(ignore)):
         dotted = f"{prefix}.{key}" if prefix else key
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
@@ -157,7 +162,8 @@ def _free_suffix(run_dir: Path, config_text: str) -> Path:
     for i in range(2, 10_000):
         cand = run_dir.with_name(f"{run_dir.name}~{i}")
         cfg = cand / CONFIG
-        if not cfg.exists() or _load_toml(cfg.read_text(encoding="utf-8")) == wanted:
+        if not cfg.exists() or not config_differences(
+                _load_toml(cfg.read_text(encoding="utf-8")), wanted, ignore=PLACEMENT_TABLES):
             return cand
     raise TsrxError(f"{run_dir}: no free '~N' suffix left for --new")
 
@@ -176,12 +182,15 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
     run_dir = Path(runs_dir) / run.experiment / run.name
     cfg_path = run_dir / CONFIG
     superseded = None
+    rewrite = not cfg_path.exists()
     if cfg_path.exists():
         old = _load_toml(cfg_path.read_text(encoding="utf-8"))
-        diffs = config_differences(old, _load_toml(text))
+        diffs = config_differences(old, _load_toml(text), ignore=PLACEMENT_TABLES)
+        rewrite = bool(config_differences(old, _load_toml(text)))
         if diffs and new:
             run_dir = _free_suffix(run_dir, text)
             cfg_path = run_dir / CONFIG
+            rewrite = True
         elif diffs and force:
             superseded = _supersede(run_dir)
         elif diffs:
@@ -193,7 +202,7 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
                 f"{shown}{more}. Use --force to replace it (old outputs move to superseded/) "
                 f"or --new to start a new run directory beside it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg_path.exists() or superseded is not None:
+    if rewrite:
         atomic_write_text(cfg_path, text)
     meta = read_meta(run_dir)
     changes: dict[str, Any] = {"experiment": run.experiment, "run": run.name, "point": run.point,
