@@ -21,6 +21,9 @@ class SynthSpec:
     train: int = 2000
     test: list[int] = field(default_factory=lambda: [300, 300, 300])
     seed: int = 0
+    # "builtin": Pillow's embedded font only (identical data on every machine); "all": also
+    # the system's TrueType fonts (more variety, but the data then depends on the machine)
+    fonts: Literal["all", "builtin"] = "builtin"
 
 
 @dataclass

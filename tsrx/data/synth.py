@@ -1,0 +1,243 @@
+"""Synthetic data in TextZoom's exact LMDB format: ``OUT/train1`` and ``OUT/test/{easy,medium,hard}``.
+
+Every code path that reads TextZoom reads this, so a fresh machine (no data set, no system
+fonts, no network) can train and evaluate end to end. HR crops are rendered words of
+varying size (height about 16-64 px, wider than tall), colour, font and slight rotation.
+LR images come from a camera-like chain applied to the HR crop: Gaussian blur, x2 area
+downscale, sensor noise, JPEG; its strength grows easy -> medium -> hard (hard also loses
+contrast and is slightly misaligned with its HR, as TextZoom's two-focal-length pairs are).
+Both images are stored as PNG at their native sizes, as in TextZoom.
+
+Each sample draws from its own generator seeded by (seed, split, index), so a sample does
+not depend on how many came before it or on the process that made it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import string
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageFont
+
+from tsrx.data.lmdb_io import write_lmdb
+from tsrx.data.synth_words import WORDS
+from tsrx.errors import TsrxError
+
+TEST_SPLITS = ("easy", "medium", "hard")
+SPLIT_CODES = {"train1": 0, "easy": 1, "medium": 2, "hard": 3}
+FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
+             "/System/Library/Fonts")
+BUILTIN = "builtin"
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """Ranges (low, high) of the LR chain's parameters for one difficulty level."""
+
+    blur: tuple[float, float]       # Gaussian sigma, in HR pixels, before the x2 downscale
+    noise: tuple[float, float]      # Gaussian noise sigma on 0-255, after downscaling
+    jpeg: tuple[int, int]           # JPEG quality
+    contrast: tuple[float, float]   # LR contrast kept (1 = unchanged)
+    shift: float                    # max LR/HR misalignment, in HR pixels
+    text_px: tuple[int, int]        # HR font size in pixels (small text is harder)
+
+
+LEVELS = {
+    "easy": Degradation(blur=(0.7, 1.1), noise=(1.0, 3.0), jpeg=(80, 95), contrast=(0.95, 1.0),
+                        shift=0.0, text_px=(30, 44)),
+    "medium": Degradation(blur=(1.2, 1.7), noise=(3.0, 6.0), jpeg=(50, 75), contrast=(0.8, 0.95),
+                          shift=0.0, text_px=(24, 38)),
+    "hard": Degradation(blur=(1.6, 2.3), noise=(5.0, 9.0), jpeg=(30, 55), contrast=(0.6, 0.85),
+                        shift=1.5, text_px=(18, 32)),
+}
+
+
+def find_fonts(which: str = "all") -> list[str]:
+    """Font sources in a fixed order: the built-in font, then system TrueType fonts if asked."""
+    if which not in ("all", BUILTIN):
+        raise TsrxError(f"fonts must be 'all' or 'builtin', got {which!r}")
+    fonts = [BUILTIN]
+    if which == "all":
+        found = []
+        for base in FONT_DIRS:
+            if os.path.isdir(base):
+                for dirpath, _, files in os.walk(base):
+                    found += [os.path.join(dirpath, f) for f in files
+                              if f.lower().endswith((".ttf", ".otf"))
+                              and not any(s in f for s in ("Math", "Symbol", "Emoji"))]
+        fonts += sorted(found)
+    return fonts
+
+
+_font_cache: dict[tuple[str, int], ImageFont.FreeTypeFont] = {}
+
+
+def load_font(source: str, size: int) -> ImageFont.FreeTypeFont:
+    key = (source, size)
+    if key not in _font_cache:
+        if source == BUILTIN:
+            # Pillow >= 10.1 embeds a scalable font (needs FreeType, which its wheels include)
+            _font_cache[key] = ImageFont.load_default(size=size)
+        else:
+            _font_cache[key] = ImageFont.truetype(source, size)
+    return _font_cache[key]
+
+
+def make_word(rng: np.random.Generator) -> str:
+    """A label: a word in lower, Title or UPPER case, a number, or a short code."""
+    kind = rng.random()
+    if kind < 0.7:
+        word = WORDS[rng.integers(len(WORDS))]
+        case = rng.random()
+        return word if case < 0.4 else (word.capitalize() if case < 0.7 else word.upper())
+    if kind < 0.85:
+        return str(rng.integers(0, 10 ** int(rng.integers(1, 6))))
+    pool = string.ascii_uppercase + string.digits
+    code = "".join(pool[i] for i in rng.integers(0, len(pool), size=int(rng.integers(2, 7))))
+    if rng.random() < 0.2:
+        cut = int(rng.integers(1, len(code)))
+        code = code[:cut] + "-" + code[cut:]
+    return code
+
+
+def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Background and text colours at least 90 gray levels apart."""
+    while True:
+        bg = rng.integers(0, 256, size=3)
+        fg = rng.integers(0, 256, size=3)
+        luma = np.array([0.299, 0.587, 0.114])
+        if abs(float(bg @ luma) - float(fg @ luma)) >= 90:
+            return bg, fg
+
+
+def render_hr(text: str, rng: np.random.Generator, fonts: list[str], level: Degradation
+              ) -> Image.Image:
+    """A word rendered as a scene-text-like crop, RGB, native size."""
+    source = fonts[int(rng.integers(len(fonts)))]
+    size = int(rng.integers(level.text_px[0], level.text_px[1] + 1))
+    font = load_font(source, size)
+    left, top, right, bottom = font.getbbox(text)
+    # the line's height, not the word's: "ace" and "Sky" get crops of the same height
+    _, top_ref, _, bottom_ref = font.getbbox("Hgy")
+    top, bottom = min(top, top_ref), max(bottom, bottom_ref)
+    tw, th = right - left, bottom - top
+    pad_x = int(rng.integers(2, max(3, size // 2)))
+    pad_y = int(rng.integers(1, max(2, size // 4)))
+    w, h = tw + 2 * pad_x, th + 2 * pad_y
+    bg, fg = _colours(rng)
+    # background: base colour, a gentle linear gradient and a faint texture
+    ramp = np.linspace(-1.0, 1.0, w)[None, :, None] * rng.uniform(-25, 25, size=3)
+    canvas = np.clip(bg[None, None, :] + ramp + rng.normal(0, 3, (h, w, 3)), 0, 255)
+    ink = Image.new("L", (w, h), 0)
+    from PIL import ImageDraw
+    ImageDraw.Draw(ink).text((pad_x - left, pad_y - top), text, font=font, fill=255)
+    angle = float(rng.uniform(-3.0, 3.0))
+    if abs(angle) > 0.3:
+        ink = ink.rotate(angle, resample=Image.BICUBIC, expand=False)
+    alpha = np.asarray(ink, dtype=np.float64)[:, :, None] / 255.0
+    rgb = canvas * (1 - alpha) + fg[None, None, :] * alpha
+    img = Image.fromarray(rgb.round().astype(np.uint8), "RGB")
+    # real HR crops are photos too: a touch of softness
+    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.5))))
+
+
+def degrade(hr: Image.Image, rng: np.random.Generator, level: Degradation) -> Image.Image:
+    """The LR image: misalign (hard), blur, x2 area downscale, contrast, noise, JPEG."""
+    img = hr
+    if level.shift > 0:
+        dx, dy = rng.uniform(-level.shift, level.shift, size=2)
+        scale = float(rng.uniform(0.97, 1.03))
+        w, h = img.size
+        cx, cy = w / 2, h / 2
+        # inverse affine map (output -> input) for a zoom about the centre plus a shift
+        coeffs = (1 / scale, 0, cx - cx / scale + dx, 0, 1 / scale, cy - cy / scale + dy)
+        img = img.transform(img.size, Image.AFFINE, coeffs, resample=Image.BILINEAR,
+                            fillcolor=tuple(int(v) for v in np.asarray(img)[0, 0]))
+    img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*level.blur))))
+    w, h = img.size
+    img = img.resize((max(1, w // 2), max(1, h // 2)), Image.BOX)
+    arr = np.asarray(img, dtype=np.float64)
+    contrast = float(rng.uniform(*level.contrast))
+    arr = arr.mean() + (arr - arr.mean()) * contrast
+    arr = arr + rng.normal(0, float(rng.uniform(*level.noise)), arr.shape)
+    img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(rng.integers(level.jpeg[0], level.jpeg[1] + 1)))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def make_sample(seed: int, split: str, index: int, fonts: list[str]) -> tuple[str, bytes, bytes]:
+    """(label, HR PNG, LR PNG) of one sample; ``split`` is train1, easy, medium or hard."""
+    rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
+    if split == "train1":
+        level = LEVELS[TEST_SPLITS[int(rng.integers(3))]]
+    else:
+        level = LEVELS[split]
+    text = make_word(rng)
+    hr = render_hr(text, rng, fonts, level)
+    lr = degrade(hr, rng, level)
+    return text, png_bytes(hr), png_bytes(lr)
+
+
+@dataclass(frozen=True)
+class SynthManifest:
+    """What was generated, written as ``synth.json`` next to the LMDBs."""
+
+    train: int
+    test: list[int]
+    seed: int
+    fonts: list[str]
+    format: str = "textzoom-lmdb"
+
+
+def _write_split(path: Path, seed: int, split: str, n: int, fonts: list[str]) -> None:
+    write_lmdb(path, (make_sample(seed, split, i, fonts) for i in range(1, n + 1)))
+
+
+def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, ...] = (300, 300, 300),
+               seed: int = 0, fonts: str = "all") -> SynthManifest:
+    """Write ``out/train1`` and ``out/test/{easy,medium,hard}``; ``out`` must be absent or empty.
+
+    Built in a temporary sibling folder and renamed into place, so an interrupted run never
+    leaves a half data set that later looks complete.
+    """
+    out = Path(out)
+    if len(test) != 3 or min(test) < 0 or train < 0:
+        raise TsrxError(f"synth: --train must be >= 0 and --test three counts >= 0 "
+                        f"(easy medium hard), got train={train} test={list(test)}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TsrxError(f"synth: {out} already exists and is not empty; remove it or pick "
+                        "another folder")
+    font_list = find_fonts(fonts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        # one process is enough: about 2 ms per sample (2,900 samples in ~6 s)
+        _write_split(tmp / "train1", seed, "train1", train, font_list)
+        for split, n in zip(TEST_SPLITS, test):
+            _write_split(tmp / "test" / split, seed, split, n, font_list)
+        manifest = SynthManifest(train=train, test=list(test), seed=seed, fonts=font_list)
+        (tmp / "synth.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
