@@ -1,0 +1,221 @@
+"""``tsrx ckpt inspect|compose``: look into checkpoint files; compose parts into one file.
+
+``compose`` is the user's workflow after training parts separately: build the whole
+model, load the parts' weights into it in one shot, evaluate it once, save one tsrx
+checkpoint that later runs load with ``model.init.whole``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Inspect checkpoints; compose part checkpoints into one.",
+                  no_args_is_help=True)
+
+TEXTZOOM_TEST_SPLITS = ("easy", "medium", "hard")
+
+
+# -- inspect ------------------------------------------------------------------------------
+def _config_summary(config: dict) -> list[tuple[str, str]]:
+    rows = []
+    if config.get("name"):
+        rows.append(("experiment", str(config["name"])))
+    model = config.get("model") or {}
+    for part in ("sr", "recognizer", "head"):
+        table = model.get(part)
+        if table:
+            opts = ", ".join(f"{k}={v}" for k, v in table.items() if k != "type")
+            rows.append((f"model.{part}", table.get("type", "?") + (f" ({opts})" if opts else "")))
+    for key in ("coupling", "feature_layer", "freeze", "rec_input"):
+        if key in model and (key != "feature_layer" or model.get("coupling") == "feature"):
+            rows.append((f"model.{key}", str(model[key])))
+    data = config.get("data") or {}
+    for key in ("root", "mask"):
+        if key in data:
+            rows.append((f"data.{key}", str(data[key])))
+    train = config.get("train") or {}
+    for key in ("steps", "batch_size"):
+        if key in train:
+            rows.append((f"train.{key}", str(train[key])))
+    return rows
+
+
+def _exact_counts(obj: dict) -> dict[str, int] | None:
+    """Parameter counts per part from the model the checkpoint's config builds, or None."""
+    config = obj.get("config") if isinstance(obj, dict) else None
+    if not isinstance(config, dict) or not config.get("model"):
+        return None
+    try:
+        from tsrx.models.build import build_model
+        model = build_model(config, load_init=False)
+    except Exception:  # a plugin that is not installed here: fall back to the file's estimate
+        return None
+    return {part: sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] == part)
+            for part in ("sr", "recognizer", "head")}
+
+
+@app.command("inspect")
+def inspect_cmd(
+    path: Path = typer.Argument(..., help="Checkpoint file (tsrx, TextZoom, meijieru CRNN or a state_dict)."),
+    keys: bool = typer.Option(False, "--keys", help="Also list every tensor with its shape."),
+) -> None:
+    """Format detected, parts with parameter counts, step and a summary of the config."""
+    from rich.table import Table
+
+    from tsrx.cli.console import console
+    from tsrx.engine.checkpoint import detect_format, load_checkpoint, parameter_counts, state_dict_for
+
+    obj = load_checkpoint(path)
+    fmt = detect_format(obj)
+    state = state_dict_for(obj)
+    console.print(f"[bold]{path}[/]: format [bold]{fmt}[/]"
+                  + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else ""))
+    counts = parameter_counts(state)
+    exact = _exact_counts(obj) if fmt == "tsrx" else None
+    table = Table(title="parts")
+    for col in ("part", "tensors", "parameters"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for part, (n_tensors, n_params) in counts.items():
+        shown = exact[part] if exact and part in exact else n_params
+        table.add_row(part, str(n_tensors), f"{shown:,}")
+    table.caption = ("parameters counted by building the checkpoint's model" if exact else
+                     "parameters estimated from the file: floating tensors other than "
+                     "BatchNorm statistics (other buffers count too)")
+    console.print(table)
+    info: list[tuple[str, str]] = []
+    if fmt == "tsrx":
+        for key in ("step", "epoch"):
+            if obj.get(key) is not None:
+                info.append((key, str(obj[key])))
+        info += _config_summary(obj.get("config") or {})
+        for key in ("optimizer", "scheduler", "scaler", "rng", "sampler"):
+            info.append((key, "saved" if obj.get(key) is not None else "-"))
+        plugins = obj.get("plugins") or []
+        if plugins:
+            info.append(("plugins", ", ".join(_plugin_label(p) for p in plugins)))
+    elif fmt == "textzoom" and isinstance(obj.get("info"), dict):
+        info += [(f"info.{k}", str(v)) for k, v in obj["info"].items()]
+    for key, value in info:
+        console.print(f"{key}: {value}", highlight=False, markup=False)
+    if keys:
+        for key, value in state.items():
+            console.print(f"{key} {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}",
+                          highlight=False, markup=False)
+
+
+def _plugin_label(p: Any) -> str:
+    if isinstance(p, dict):
+        version = p.get("version") or ""
+        return f"{p.get('name', '?')}{' ' + version if version else ''}"
+    return str(p)
+
+
+# -- compose ------------------------------------------------------------------------------
+def _resolve_config(config_file: Path | None, run: str | None, sets: list[str],
+                    parts: dict[str, str]) -> dict:
+    from tsrx.config.experiment import load_experiment, parse_overrides, resolve_run
+    from tsrx.errors import ConfigError, TsrxError
+    if config_file is not None:
+        exp = load_experiment(config_file, sets, only=[run] if run else None)
+        if len(exp.runs) > 1:
+            raise TsrxError(f"{config_file} has {len(exp.runs)} runs; pick one with --run "
+                            f"({', '.join(r.name for r in exp.runs)})")
+        return exp.runs[0].config
+    # Without a file: the default TSRN and CRNN, with whichever parts were given.
+    raw: dict = {"name": "compose", "model": {}}
+    if "sr" in parts:
+        raw["model"]["sr"] = {"type": "tsrn"}
+    if "recognizer" in parts:
+        raw["model"]["recognizer"] = {"type": "crnn"}
+    if "head" in parts:
+        raise TsrxError("--head needs --config: the head's type and sizes come from [model.head]")
+    from tsrx.config.load import set_dotted
+    for key, value in parse_overrides(sets).items():
+        set_dotted(raw, key, value)
+    config, issues = resolve_run(raw, {}, "<tsrx ckpt compose>")
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def _test_sets(config: dict) -> dict[str, Any]:
+    """``data.test`` of the config; without it, TextZoom's test/{easy,medium,hard} under data.root."""
+    from tsrx.data.loader import build_dataset
+    from tsrx.errors import TsrxError
+    data = dict(config.get("data") or {})
+    tables = dict(data.get("test") or {})
+    root = Path(data.get("root", ""))
+    if not tables:
+        tables = {s: {"type": "textzoom", "roots": [f"test/{s}"]}
+                  for s in TEXTZOOM_TEST_SPLITS if (root / "test" / s / "data.mdb").is_file()}
+    if not tables:
+        raise TsrxError(f"no test set: the config has no [data.test] tables and {root} has no "
+                        "test/easy, test/medium, test/hard LMDBs; pass --data ROOT (the TextZoom "
+                        "folder) or --no-eval")
+    return {name: build_dataset(t, data, f"data.test.{name}") for name, t in tables.items()}
+
+
+@app.command("compose")
+def compose_cmd(
+    output: Path = typer.Option(..., "-o", "--output", help="The composed tsrx checkpoint to write."),
+    sr: Path = typer.Option(None, "--sr", help="SR checkpoint (tsrx, TextZoom model_best.pth, state_dict)."),
+    recognizer: Path = typer.Option(None, "--recognizer", help="Recognizer checkpoint (tsrx, crnn.pth, state_dict)."),
+    head: Path = typer.Option(None, "--head", help="Head checkpoint (tsrx or state_dict); needs --config."),
+    config_file: Path = typer.Option(None, "--config", help="Experiment TOML that defines [model] (default: TSRN + CRNN)."),
+    run: str = typer.Option(None, "--run", help="The run of --config to use when it has several."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.sr.stn=false."),
+    data: Path = typer.Option(None, "--data", help="Data root for the evaluation (sets data.root)."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation on the test set."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Evaluation batch size (default: [eval] batch_size)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cuda when available)."),
+    allow_shape_mismatch: bool = typer.Option(False, "--allow-shape-mismatch",
+                                              help="Skip tensors whose shapes do not fit, instead of failing."),
+) -> None:
+    """Load part checkpoints into the whole model in one shot, evaluate once, save one file."""
+    from tsrx.errors import TsrxError
+    parts = {k: str(v) for k, v in (("sr", sr), ("recognizer", recognizer), ("head", head)) if v}
+    if not parts:
+        raise TsrxError("ckpt compose: give at least one of --sr, --recognizer, --head")
+    sets = list(set_) + ([f"data.root={data}"] if data is not None else [])
+    config = _resolve_config(config_file, run, sets, parts)
+    model_cfg = config.setdefault("model", {})
+    for part in parts:
+        if not model_cfg.get(part):
+            raise TsrxError(f"--{part} given but the config has no [model.{part}] to load it into")
+    model_cfg["init"] = {**(model_cfg.get("init") or {}), **parts}
+    if allow_shape_mismatch:
+        model_cfg["allow_shape_mismatch"] = True
+
+    import torch
+
+    from tsrx.cli.console import console
+    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint, unwrap
+    from tsrx.models.build import build_model
+    from tsrx.plugins import loaded_plugins
+
+    model = build_model(config, console=console)
+    result = None
+    if not no_eval:
+        from tsrx.engine.evaluator import evaluate_model, result_table, without_predictions
+        eval_cfg = config.get("eval") or {}
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        datasets = _test_sets(config)
+        from tsrx.engine.build import build_judge
+        judge, judge_name = build_judge(eval_cfg, model)
+        result = evaluate_model(model.to(dev), datasets, protocol=eval_cfg.get("protocol", "textzoom"),
+                                batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
+                                judge=judge.to(dev) if judge is not None else None,
+                                judge_name=judge_name, with_predictions=False)
+        console.print(result_table(result, title=f"composed model on {config['data']['root']}"))
+        result = without_predictions(result)
+    sources = dict(model_cfg["init"])
+    model_cfg["init"] = {}  # the composed file is the one to load from now on
+    payload = make_checkpoint(
+        unwrap(model).to("cpu").state_dict(), step=0, config=config,
+        plugins=[{"name": p.name, "package": p.package, "version": p.version} for p in loaded_plugins()],
+        metrics={"compose": result} if result else None, composed_from=sources)
+    save_checkpoint(output, payload)
+    console.print(f"saved {output} (load it with model.init.whole = \"{output}\")", highlight=False)

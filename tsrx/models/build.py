@@ -1,0 +1,112 @@
+"""``[model]`` of a resolved config -> a :class:`JointModel`, initial weights loaded in one shot.
+
+Parts come from the registries (SR_BACKBONES, RECOGNIZERS, HEADS); a head gets its
+``in_features`` and ``num_classes`` from the recognizer. ``model.init`` maps ``whole``, ``sr``,
+``recognizer`` or ``head`` to a checkpoint (tsrx, TextZoom, meijieru CRNN or a bare
+state_dict); all of them are merged into one state_dict (``whole`` first, then the parts,
+which win) and loaded into the whole model at once with strict=False and a printed report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tsrx.errors import TsrxError
+from tsrx.models.joint import JointModel
+
+INIT_KEYS = ("whole", "sr", "recognizer", "head")
+
+
+def _channels_check(sr: Any, data: dict, where: str) -> None:
+    if sr is None or "mask" not in data:
+        return
+    expected = 4 if data["mask"] else 3
+    got = getattr(sr, "in_channels", None)
+    if got is not None and got != expected:
+        raise TsrxError(
+            f"{where}model.sr: the SR backbone takes {got}-channel images but data.mask = "
+            f"{str(bool(data['mask'])).lower()} gives {expected}-channel images; set "
+            f"model.sr.mask = {str(bool(data['mask'])).lower()} or data.mask = "
+            f"{str(got == 4).lower()}")
+
+
+def build_parts(model_cfg: dict, file: str = "<config>") -> dict[str, Any]:
+    """The ``sr``, ``recognizer`` and ``head`` modules of ``[model]`` (None where absent)."""
+    from tsrx.registry import HEADS, RECOGNIZERS, SR_BACKBONES
+    sr = SR_BACKBONES.build(model_cfg["sr"], "model.sr", file) if model_cfg.get("sr") else None
+    rec = (RECOGNIZERS.build(model_cfg["recognizer"], "model.recognizer", file)
+           if model_cfg.get("recognizer") else None)
+    head = None
+    if model_cfg.get("head"):
+        if rec is None:
+            raise TsrxError(f"{file}: model.head: a head replaces a recognizer's classifier, "
+                            "so it needs [model.recognizer]")
+        head = HEADS.build(model_cfg["head"], "model.head", file,
+                           in_features=rec.feature_dim, num_classes=rec.num_classes)
+    return {"sr": sr, "recognizer": rec, "head": head}
+
+
+def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[dict, list[str]]:
+    """Merge the checkpoints of ``model.init`` into one state_dict in the joint key space.
+
+    Returns the state_dict and notes (e.g. loss-combiner weights left to the trainer).
+    """
+    from tsrx.engine.checkpoint import load_checkpoint, state_dict_for
+    unknown = [k for k in init if k not in INIT_KEYS]
+    if unknown:
+        raise TsrxError(f"model.init: unknown part(s) {', '.join(map(repr, unknown))}; "
+                        f"expected {', '.join(INIT_KEYS)}")
+    merged: dict = {}
+    notes: list[str] = []
+    for part in INIT_KEYS:
+        if part not in init:
+            continue
+        path = Path(init[part])
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        try:
+            state = state_dict_for(load_checkpoint(path), part)
+        except TsrxError as exc:
+            raise TsrxError(f"model.init.{part}: {exc}") from exc
+        combiner = [k for k in state if k.startswith("combiner.")]
+        if combiner:
+            notes.append(f"model.init.{part}: {len(combiner)} loss-combiner tensor(s) in {path} "
+                         "are not model weights and were left out")
+            state = {k: v for k, v in state.items() if not k.startswith("combiner.")}
+        merged.update(state)
+    return merged, notes
+
+
+def build_model(config: dict, load_init: bool = True, console: Any = None,
+                file: str = "<config>") -> JointModel:
+    """The joint model of a resolved config; ``model.init`` is loaded when ``load_init``.
+
+    The load report is printed to ``console`` (a rich Console; stdout when None) and kept
+    as ``model.load_report`` (None when nothing was loaded).
+    """
+    model_cfg = config.get("model") or {}
+    data = config.get("data") or {}
+    parts = build_parts(model_cfg, file)
+    _channels_check(parts["sr"], data, "" if file == "<config>" else f"{file}: ")
+    model = JointModel(parts["sr"], parts["recognizer"], parts["head"],
+                       coupling=model_cfg.get("coupling", "image"),
+                       feature_layer=model_cfg.get("feature_layer", "rnn"),
+                       freeze=model_cfg.get("freeze", []),
+                       rec_input=model_cfg.get("rec_input", "auto"))
+    model.load_report = None
+    init = model_cfg.get("init") or {}
+    if load_init and init:
+        from tsrx.engine.checkpoint import load_into
+        state, notes = init_state_dict(init)
+        sources = ", ".join(f"{k}={v}" for k, v in init.items())
+        report = load_into(model, state, allow_shape_mismatch=model_cfg.get(
+            "allow_shape_mismatch", False), source=sources)
+        if console is None:
+            from rich.console import Console
+            console = Console()
+        report.print(console)
+        for note in notes:
+            console.print(note, highlight=False, markup=False)
+        model.load_report = report
+    return model
