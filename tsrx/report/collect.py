@@ -1,0 +1,320 @@
+"""Find the runs of an experiment and read what they recorded (docs/architecture.md, run directory).
+
+A report starts from an experiment TOML (its runs, in grid order, including those not
+started yet) or from a folder: one run directory, an experiment's folder of runs, or a
+runs folder holding experiments. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tsrx.errors import TsrxError
+from tsrx.report import cache
+
+RUN_FILES = ("config.toml", "meta.json", "status.json", "summary.json", "metrics.jsonl")
+
+
+def _load_toml(path: Path) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise TsrxError(f"{path}: cannot read the run's config: {exc}") from None
+
+
+def _load_json(path: Path, problems: list[str]) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"{path}: unreadable JSON ({exc})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return None
+    return data
+
+
+@dataclass
+class Selected:
+    """One checkpoint selector of a run: its name in summary.json and its checkpoint file."""
+
+    name: str
+    filename: str
+
+    @property
+    def stem(self) -> str:
+        return Path(self.filename).stem
+
+
+@dataclass
+class Result:
+    """An evaluation result and where it came from: a test result, or the selector's validation one."""
+
+    values: dict
+    source: str          # "test" or "val"
+    where: str           # the file (and key) it was read from
+    verified: bool = True
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    experiment: str
+    point: dict[str, Any]
+    config: dict | None
+    meta: dict = field(default_factory=dict)
+    status: dict | None = None
+    summary: dict | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    @property
+    def state(self) -> str:
+        """completed, running, failed, pending (directory but no status yet) or missing (never launched)."""
+        if not self.exists:
+            return "missing"
+        if self.status is None:
+            return "pending"
+        return str(self.status.get("state", "unknown"))
+
+    def state_note(self) -> str:
+        s = self.status or {}
+        if self.state == "running":
+            step, total = s.get("step"), s.get("total_steps")
+            return f"running, step {step}/{total}" if step is not None else "running"
+        if self.state == "failed":
+            err = str(s.get("error") or "").strip().splitlines()
+            return "failed" + (f": {err[-1][:80]}" if err else "")
+        if self.state == "missing":
+            return "not launched"
+        if self.state == "pending":
+            return "pending (no status.json)"
+        return self.state
+
+    def metrics(self) -> list[dict]:
+        """metrics.jsonl lines; a torn last line (a run writing right now) is skipped."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if i != len(lines):
+                    self.problems.append(f"{path}:{i}: not a JSON line, skipped")
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def selectors(self) -> list[Selected]:
+        """Selectors named by the config, summary.json and cached eval files, in that order."""
+        seen: dict[str, Selected] = {}
+        for entry in ((self.config or {}).get("train") or {}).get("selectors") or []:
+            sel = _selector_of(entry)
+            if sel is not None:
+                seen.setdefault(sel.name, sel)
+        for name, best in ((self.summary or {}).get("best") or {}).items():
+            filename = (best or {}).get("filename") or (best or {}).get("checkpoint")
+            sel = Selected(name, Path(filename).name if filename else f"{name}_model.pth")
+            seen.setdefault(name, sel)
+        eval_dir = self.path / "eval"
+        if eval_dir.is_dir():
+            for f in sorted(eval_dir.glob("*-*.json")):
+                stem = f.stem.rsplit("-", 1)[0]
+                if not any(s.stem == stem for s in seen.values()):
+                    name = stem[:-len("_model")] if stem.endswith("_model") else stem
+                    seen.setdefault(name, Selected(name, f"{stem}.pth"))
+        return list(seen.values())
+
+    def result(self, sel: Selected, eval_overrides: dict | None = None) -> tuple[Result | None, str]:
+        """The run's result for a selector: a cached test result, else the selector's validation result."""
+        ckpt = self.path / sel.filename
+        settings = cache.eval_settings(self.config or {}, eval_overrides)
+        values, where, how = cache.lookup(self.path, sel.stem, ckpt, settings)
+        if values is not None:
+            return Result(values, "test", str(where), how == "verified"), ""
+        best = ((self.summary or {}).get("best") or {}).get(sel.name)
+        if isinstance(best, dict) and isinstance(best.get("result"), dict):
+            step = best.get("step")
+            return Result(best["result"], "val", f"{self.path / 'summary.json'} best.{sel.name} "
+                                                 f"(step {step})"), how
+        return None, how
+
+
+def _selector_of(entry: Any) -> Selected | None:
+    """Name and file of a ``train.selectors`` entry, following the built-in naming rule
+    (``<name>_model.pth``; ``best`` names itself ``best_<metric>`` or ``best_<split>_<metric>``)."""
+    if isinstance(entry, str):
+        return Selected(entry, f"{entry}_model.pth")
+    if not isinstance(entry, dict):
+        return None
+    name = entry.get("name")
+    if not name and entry.get("type") == "best" and entry.get("metric"):
+        split = entry.get("split", "average")
+        name = f"best_{entry['metric']}" if split == "average" else f"best_{split}_{entry['metric']}"
+    if not name:
+        name = str(entry.get("type", ""))
+    if not name:
+        return None
+    return Selected(name, entry.get("filename") or f"{name}_model.pth")
+
+
+def read_run(path: Path, *, name: str | None = None, experiment: str | None = None,
+             point: dict | None = None, config: dict | None = None) -> Run:
+    """Everything a run directory recorded (absent files stay None; unreadable ones are noted)."""
+    path = Path(path)
+    problems: list[str] = []
+    meta = _load_json(path / "meta.json", problems) or {}
+    if (path / "config.toml").is_file():
+        try:
+            config = _load_toml(path / "config.toml")
+        except TsrxError as exc:
+            problems.append(str(exc))
+    rec_point = meta.get("point")
+    return Run(path=path, name=name or meta.get("run") or path.name,
+               experiment=experiment or meta.get("experiment") or path.parent.name,
+               point=dict(rec_point) if isinstance(rec_point, dict) else dict(point or {}),
+               config=config, meta=meta,
+               status=_load_json(path / "status.json", problems),
+               summary=_load_json(path / "summary.json", problems), problems=problems)
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in RUN_FILES)
+
+
+def _run_dirs_under(folder: Path) -> list[Path]:
+    kids = sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in ("eval", "logs", "submitit"))
+    runs = [p for p in kids if is_run_dir(p)]
+    if runs:
+        return runs
+    return [g for k in kids for g in sorted(k.iterdir()) if is_run_dir(g)]
+
+
+@dataclass
+class Collection:
+    """The runs a report covers, and the grid axes (dotted keys) in their declared order."""
+
+    source: str
+    runs: list[Run]
+    axes: list[str]
+    value_order: dict[str, list[str]] = field(default_factory=dict)
+
+
+def collect(target: str | Path, runs_dir: str | Path | None = None, overrides: list[str] | None = None
+            ) -> Collection:
+    """Runs of an experiment TOML (every grid point, launched or not) or of a folder."""
+    target = Path(target)
+    if target.is_file() and target.suffix == ".toml" and target.name != "config.toml":
+        return _from_experiment(target, runs_dir, overrides)
+    if target.is_file() and target.name == "config.toml":
+        target = target.parent
+    if not target.exists():
+        raise TsrxError(f"{target}: no such experiment file or runs folder")
+    if not target.is_dir():
+        raise TsrxError(f"{target}: expected an experiment .toml file or a runs folder")
+    paths = [target] if is_run_dir(target) else _run_dirs_under(target)
+    if not paths:
+        raise TsrxError(f"{target}: no run directories found (a run directory holds "
+                        f"{', '.join(RUN_FILES)})")
+    runs = [read_run(p) for p in paths]
+    axes: list[str] = []
+    for r in runs:
+        for k in r.point:
+            if k not in axes:
+                axes.append(k)
+    if not axes:
+        axes = _differing_keys([r.config for r in runs if r.config is not None])
+        for r in runs:
+            r.point = {k: _get(r.config or {}, k) for k in axes}
+    return Collection(str(target), runs, axes)
+
+
+def _from_experiment(path: Path, runs_dir: str | Path | None, overrides: list[str] | None) -> Collection:
+    from tsrx.config.experiment import load_experiment
+    exp = load_experiment(path, overrides or [])
+    runs: list[Run] = []
+    axes: list[str] = []
+    order: dict[str, list[str]] = {}
+    for spec in exp.runs:
+        base = Path(runs_dir) if runs_dir else Path((spec.config.get("launcher") or {}).get("runs_dir", "runs"))
+        folder = base / spec.experiment / spec.name
+        run = read_run(folder, name=spec.name, experiment=spec.experiment, point=spec.point,
+                       config=spec.config if not (folder / "config.toml").is_file() else None)
+        if not run.point:
+            run.point = dict(spec.point)
+        runs.append(run)
+        # runs made with --new sit beside their run as <run>~2, <run>~3...
+        for extra in sorted(folder.parent.glob(f"{spec.name}~*")) if folder.parent.is_dir() else []:
+            if is_run_dir(extra):
+                runs.append(read_run(extra, experiment=spec.experiment, point=spec.point))
+        for k, v in spec.point.items():
+            if k not in axes:
+                axes.append(k)
+            order.setdefault(k, [])
+            if value_label(v) not in order[k]:
+                order[k].append(value_label(v))
+    return Collection(str(path), runs, axes, order)
+
+
+def _get(config: dict, dotted: str) -> Any:
+    cur: Any = config
+    for p in dotted.split("."):
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur
+
+
+def _differing_keys(configs: list[dict]) -> list[str]:
+    """Dotted keys whose values differ between configs (the implicit grid of a runs folder)."""
+    from tsrx.report.diff import flatten
+    if len(configs) < 2:
+        return []
+    flats = [flatten(c) for c in configs]
+    keys = sorted(set().union(*flats))
+    return [k for k in keys if k != "name" and len({json.dumps(f.get(k), sort_keys=True, default=str)
+                                                     for f in flats}) > 1]
+
+
+def value_label(v: Any) -> str:
+    """How a grid value reads in a table: ``sidernn+mlp``, ``avg``, ``0.001``."""
+    if v is None:
+        return "-"
+    if isinstance(v, dict):
+        return str(v.get("type", json.dumps(v, sort_keys=True)))
+    if isinstance(v, (list, tuple)):
+        return "+".join(value_label(x) for x in v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def axis_label(key: str, keys: list[str]) -> str:
+    """Short name of a grid key: ``model.head.type`` -> ``head`` (longer when two would clash)."""
+    def short(k: str) -> str:
+        parts = k.split(".")
+        return parts[-2] if parts[-1] == "type" and len(parts) > 1 else parts[-1]
+    if any(short(k) == short(key) for k in keys if k != key):
+        parts = key.split(".")
+        return ".".join(parts[:-1] if parts[-1] == "type" else parts)
+    return short(key)

@@ -1,0 +1,81 @@
+"""``tsrx report --eval-missing``: test results for checkpoints that have none cached yet.
+
+Each result is written to the run's ``eval/`` cache under the checkpoint's sha256 and the
+eval settings, so the next report (or ``tsrx eval``) reads it instead of evaluating again.
+torch and the engine are imported here, inside the functions, only when evaluation is asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tsrx.errors import TsrxError
+from tsrx.report import cache
+from tsrx.report.collect import Collection, Run, Selected
+
+
+@dataclass
+class Pending:
+    run: Run
+    selector: Selected
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run.path / self.selector.filename
+
+
+def missing(coll: Collection, selectors: list[Selected], overrides: dict | None = None) -> list[Pending]:
+    """Checkpoints on disk whose test result is not cached for the current settings."""
+    out = []
+    for run in coll.runs:
+        if run.config is None:
+            continue
+        for sel in selectors:
+            ckpt = run.path / sel.filename
+            if not ckpt.is_file():
+                continue
+            settings = cache.eval_settings(run.config, overrides)
+            values, _, _ = cache.lookup(run.path, sel.stem, ckpt, settings)
+            if values is None:
+                out.append(Pending(run, sel))
+    return out
+
+
+def evaluate_checkpoint(run: Run, checkpoint: Path, *, device: str = "cpu",
+                        batch_size: int | None = None) -> dict:
+    """Build the run's model, load the checkpoint, evaluate on the run's test splits."""
+    import torch
+
+    from tsrx.data.loader import build_datasets
+    from tsrx.engine.checkpoint import load_checkpoint, load_into, state_dict_for
+    from tsrx.engine.evaluator import evaluate_model
+    from tsrx.models.build import build_model
+
+    config = run.config or {}
+    eval_cfg = config.get("eval") or {}
+    ckpt = load_checkpoint(checkpoint)
+    model = build_model(config)
+    load_into(model, state_dict_for(ckpt, model))
+    model.to(torch.device(device)).eval()
+    _, _, test = build_datasets(config["data"])
+    if not test:
+        raise TsrxError(f"{run.path}/config.toml: [data.test] defines no test split to evaluate on")
+    return evaluate_model(model, test, protocol=eval_cfg.get("protocol", "textzoom"),
+                          batch_size=batch_size or eval_cfg.get("batch_size", 50), device=device)
+
+
+def evaluate_missing(pending: list[Pending], *, device: str = "cpu", batch_size: int | None = None,
+                     evaluate: Callable[..., dict] = evaluate_checkpoint,
+                     progress: Callable[[str], None] = lambda msg: None) -> list[Path]:
+    """Evaluate and cache each pending checkpoint; returns the cache files written."""
+    overrides = {"batch_size": batch_size} if batch_size else None
+    written = []
+    for i, p in enumerate(pending, start=1):
+        progress(f"[{i}/{len(pending)}] evaluating {p.checkpoint}")
+        result = evaluate(p.run, p.checkpoint, device=device, batch_size=batch_size)
+        result = {k: v for k, v in result.items()}
+        settings = cache.eval_settings(p.run.config or {}, overrides)
+        written.append(cache.store(p.run.path, p.checkpoint, settings, result))
+    return written

@@ -1,0 +1,292 @@
+"""The notebook's tables, built from recorded results.
+
+One block per checkpoint selector and per combination of the non-row grid axes
+(``best_acc_model.pth``, ``combiner=avg``), rows for the chosen axis (``dense``, ``mlp``,
+``sidernn``, ``sidernn+mlp``), columns E/M/H/A for ACC, PSNR and SSIM. The A columns
+are always recomputed from the splits weighted by their sample counts; a stored average
+that disagrees is flagged, since that is how a hand-copied table betrays itself.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from tsrx.errors import TsrxError, suggest
+from tsrx.report.collect import Collection, Result, Run, Selected, axis_label, value_label
+from tsrx.report.diff import differences
+
+METRICS = ("acc", "psnr", "ssim")
+# Half a unit in the fourth decimal, the precision tables show: a stored average further
+# than this from the recomputed one would print differently, so it is a real disagreement.
+AVERAGE_TOLERANCE = 5e-5
+RUN_AXIS = "run"
+
+
+@dataclass
+class Row:
+    label: str
+    run: Run
+    result: Result | None
+    cells: dict[str, float | None]
+    notes: list[str] = field(default_factory=list)
+    mismatched: set[str] = field(default_factory=set)  # columns whose stored average disagrees
+
+
+@dataclass
+class Block:
+    selector: str                # checkpoint file, e.g. best_acc_model.pth
+    group: dict[str, str]        # other axes' labels -> values
+    row_axis: str
+    columns: list[str]
+    rows: list[Row]
+    protocol: str
+    recognizer: str
+    source: str                  # "test", "val", "mixed" or "none"
+
+    @property
+    def title(self) -> str:
+        g = ", ".join(f"{k}={v}" for k, v in self.group.items())
+        return f"{self.selector}" + (f" · {g}" if g else "")
+
+    def best(self) -> dict[str, set[int]]:
+        """Column -> indexes of the rows holding its best value (highest; ties all count).
+
+        Validation values never compete with test values: with any test result in the
+        block, only test rows are ranked.
+        """
+        out: dict[str, set[int]] = {}
+        ranked = [i for i, r in enumerate(self.rows) if r.result is not None]
+        if any(self.rows[i].result.source == "test" for i in ranked):
+            ranked = [i for i in ranked if self.rows[i].result.source == "test"]
+        for col in self.columns:
+            vals = [(i, self.rows[i].cells.get(col)) for i in ranked]
+            vals = [(i, round(v, 4)) for i, v in vals if v is not None and not math.isnan(v)]
+            if len(vals) > 1:
+                top = max(v for _, v in vals)
+                out[col] = {i for i, v in vals if v == top}
+        return out
+
+    def source_line(self) -> str:
+        what = {"test": "test results (eval/ cache)",
+                "val": "VALIDATION results of the selector (summary.json), not test results",
+                "mixed": "mixed: test results where cached, else validation (see notes)",
+                "none": "no results recorded yet"}[self.source]
+        return f"protocol: {self.protocol} · recognizer: {self.recognizer} · values: {what}"
+
+
+@dataclass
+class Report:
+    source: str
+    row_axis: str
+    blocks: list[Block]
+    warnings: list[str]
+    problems: list[str]
+
+
+def split_columns(splits: list[str]) -> dict[str, str]:
+    """Split name -> column letter: easy -> E; names whose initials clash keep their full name."""
+    initials = [s[:1].upper() for s in splits]
+    return {s: (s[:1].upper() if initials.count(s[:1].upper()) == 1 and s[:1].upper() != "A" else s)
+            for s in splits}
+
+
+def columns_for(splits: list[str]) -> list[str]:
+    letters = split_columns(splits)
+    return [c for m in METRICS for c in [f"{letters[s]}-{m.upper()}" for s in splits] + [f"A-{m.upper()}"]]
+
+
+def recomputed_average(result: dict, metric: str) -> float | None:
+    """Sample-weighted mean over the splits; None when any split lacks the metric or its n."""
+    splits = result.get("splits") or {}
+    total, weight = 0.0, 0
+    for values in splits.values():
+        v, n = (values or {}).get(metric), (values or {}).get("n")
+        if v is None or n is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        total += float(v) * int(n)
+        weight += int(n)
+    return total / weight if weight else None
+
+
+def _cells(result: dict, splits: list[str]) -> tuple[dict[str, float | None], list[str], set[str]]:
+    letters = split_columns(splits)
+    cells: dict[str, float | None] = {}
+    notes: list[str] = []
+    bad: set[str] = set()
+    rsplits = result.get("splits") or {}
+    for m in METRICS:
+        for s in splits:
+            v = (rsplits.get(s) or {}).get(m)
+            cells[f"{letters[s]}-{m.upper()}"] = None if v is None else float(v)
+        avg = recomputed_average(result, m)
+        col = f"A-{m.upper()}"
+        cells[col] = avg
+        stored = (result.get("average") or {}).get(m)
+        if avg is not None and stored is not None and abs(float(stored) - avg) > AVERAGE_TOLERANCE:
+            ns = "/".join(str((rsplits.get(s) or {}).get("n")) for s in splits)
+            notes.append(f"{col}: stored average {float(stored):.4f} != {avg:.4f} recomputed "
+                         f"from the splits weighted by n = {ns}")
+            bad.add(col)
+    return cells, notes, bad
+
+
+def resolve_axis(requested: str | None, axes: list[str]) -> str:
+    """A grid key from ``--rows``: the dotted key or its short label; default the first axis."""
+    if not axes:
+        return RUN_AXIS
+    if requested is None:
+        return axes[0]
+    if requested == RUN_AXIS or requested in axes:
+        return requested
+    labels = {axis_label(a, axes): a for a in axes}
+    if requested in labels:
+        return labels[requested]
+    raise TsrxError(f"--rows {requested!r}: not a grid axis of these runs{suggest(requested, list(labels))}; "
+                    f"axes: {', '.join(f'{l} ({a})' for l, a in labels.items())}, or 'run'")
+
+
+def _splits_of(results: list[dict]) -> list[str]:
+    out: list[str] = []
+    for r in results:
+        for s in (r.get("splits") or {}):
+            if s not in out:
+                out.append(s)
+    return out or ["easy", "medium", "hard"]
+
+
+def _rank(value: str, order: list[str]) -> tuple[int, str]:
+    """Grid order for values the experiment declares, then alphabetical."""
+    return (order.index(value), "") if value in order else (len(order), value)
+
+
+def _ordered(values: list[str], order: list[str]) -> list[str]:
+    known = [v for v in order if v in values]
+    return known + sorted(v for v in values if v not in known)
+
+
+def selectors_of(runs: list[Run], wanted: list[str] | None) -> list[Selected]:
+    all_sel: dict[str, Selected] = {}
+    for r in runs:
+        for s in r.selectors():
+            all_sel.setdefault(s.filename, s)
+    if not wanted:
+        return list(all_sel.values())
+    out = []
+    for w in wanted:
+        hits = [s for s in all_sel.values() if w in (s.name, s.filename, s.stem)]
+        if not hits:
+            names = [s.name for s in all_sel.values()]
+            raise TsrxError(f"--selector {w!r}: no run records it{suggest(w, names)}; recorded: "
+                            f"{', '.join(f'{s.name} ({s.filename})' for s in all_sel.values()) or '(none)'}")
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def build_report(coll: Collection, rows: str | None = None, selectors: list[str] | None = None) -> Report:
+    row_axis = resolve_axis(rows, coll.axes)
+    others = [a for a in coll.axes if a != row_axis]
+    labels = {a: axis_label(a, coll.axes) for a in coll.axes}
+    sels = selectors_of(coll.runs, selectors)
+    problems = [p for r in coll.runs for p in r.problems]
+    blocks: list[Block] = []
+    for sel in sels:
+        results = {id(r): r.result(sel) for r in coll.runs}
+        splits = _splits_of([res.values for res, _ in results.values() if res is not None])
+        groups: dict[tuple, list[Run]] = {}
+        for r in coll.runs:
+            key = tuple(value_label(r.point.get(a)) for a in others)
+            groups.setdefault(key, []).append(r)
+        group_keys = sorted(groups, key=lambda k: [_rank(v, coll.value_order.get(a, []))
+                                                   for a, v in zip(others, k)])
+        for gk in group_keys:
+            members = groups[gk]
+            if row_axis == RUN_AXIS:
+                members = sorted(members, key=lambda r: r.name)
+            else:
+                order = _ordered(sorted({value_label(r.point.get(row_axis)) for r in members}),
+                                 coll.value_order.get(row_axis, []))
+                members = sorted(members, key=lambda r: (order.index(value_label(r.point.get(row_axis))),
+                                                         r.name))
+            block_rows = []
+            for r in members:
+                res, why = results[id(r)]
+                label = r.name if row_axis == RUN_AXIS else value_label(r.point.get(row_axis))
+                if sum(1 for m in members if m.point.get(row_axis) == r.point.get(row_axis)) > 1 \
+                        and row_axis != RUN_AXIS:
+                    label = f"{label} ({r.path.name})"
+                if res is None:
+                    cells, extra, bad = {}, [why or "no result recorded"] if r.state == "completed" else [], set()
+                else:
+                    cells, extra, bad = _cells(res.values, splits)
+                    if res.source == "val":
+                        extra.insert(0, "validation result (no test result cached)")
+                    if not res.verified:
+                        extra.insert(0, "test result not verified (checkpoint file absent)")
+                block_rows.append(Row(label, r, res, cells, extra, bad))
+            present = [row.result for row in block_rows if row.result is not None]
+            sources = {p.source for p in present}
+            source = "none" if not sources else (sources.pop() if len(sources) == 1 else "mixed")
+            protocol = _common([_protocol(p.values) for p in present])
+            recognizer = _common([str(p.values.get("recognizer") or "none") for p in present])
+            blocks.append(Block(sel.filename, {labels[a]: v for a, v in zip(others, gk)},
+                                labels.get(row_axis, RUN_AXIS), columns_for(splits), block_rows,
+                                protocol, recognizer, source))
+    return Report(coll.source, labels.get(row_axis, RUN_AXIS), blocks,
+                  identical_metric_warnings(coll.runs, sels), problems)
+
+
+def _protocol(result: dict) -> str:
+    p = str(result.get("protocol") or "unknown")
+    bs = result.get("batch_size")
+    return f"{p} (batch {bs})" if bs is not None and p == "textzoom" else p
+
+
+def _common(values: list[str]) -> str:
+    uniq = list(dict.fromkeys(values))
+    if not uniq:
+        return "-"
+    return uniq[0] if len(uniq) == 1 else "MIXED: " + " | ".join(uniq)
+
+
+def _fingerprint(result: dict) -> tuple | None:
+    vals = []
+    for s, values in sorted((result.get("splits") or {}).items()):
+        for m in METRICS:
+            v = (values or {}).get(m)
+            vals.append((s, m, None if v is None else round(float(v), 4)))
+    return tuple(vals) if any(v is not None for *_, v in vals) else None
+
+
+def identical_metric_warnings(runs: list[Run], sels: list[Selected]) -> list[str]:
+    """Runs whose configs differ but whose results agree to four decimals: a switch that did nothing?"""
+    out = []
+    for sel in sels:
+        seen: dict[tuple, list[Run]] = {}
+        for r in runs:
+            res, _ = r.result(sel)
+            if res is None or r.config is None:
+                continue
+            fp = _fingerprint(res.values)
+            if fp is not None:
+                seen.setdefault((res.source, fp), []).append(r)
+        for (source, _), same in seen.items():
+            for i, a in enumerate(same):
+                for b in same[i + 1:]:
+                    diffs = differences(a.config, b.config, ignore=("name",))
+                    if not diffs:
+                        continue
+                    shown = "; ".join(f"{k}: {_v(x)} vs {_v(y)}" for k, x, y in diffs[:6])
+                    more = f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else ""
+                    out.append(f"identical {source} metrics for {sel.filename} (every split, 4 decimals) "
+                               f"from runs that differ in config: {a.name} and {b.name} differ in "
+                               f"{shown}{more}. Did a setting silently not take effect, or does the "
+                               f"checkpoint predate the first update? Compare with `tsrx diff {shlex.quote(str(a.path))} {shlex.quote(str(b.path))}`.")
+    return out
+
+
+def _v(x: Any) -> str:
+    from tsrx.report.diff import short
+    return short(x, 40)
