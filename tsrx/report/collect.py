@@ -133,7 +133,7 @@ class Run:
             if sel is not None:
                 seen.setdefault(sel.name, sel)
         for name, best in ((self.summary or {}).get("best") or {}).items():
-            filename = (best or {}).get("filename") or (best or {}).get("checkpoint")
+            filename = next((best[k] for k in ("file", "filename", "checkpoint") if (best or {}).get(k)), None)
             sel = Selected(name, Path(filename).name if filename else f"{name}_model.pth")
             seen.setdefault(name, sel)
         eval_dir = self.path / "eval"

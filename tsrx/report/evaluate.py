@@ -45,37 +45,46 @@ def missing(coll: Collection, selectors: list[Selected], overrides: dict | None 
 
 def evaluate_checkpoint(run: Run, checkpoint: Path, *, device: str = "cpu",
                         batch_size: int | None = None) -> dict:
-    """Build the run's model, load the checkpoint, evaluate on the run's test splits."""
+    """Build the run's model, load the checkpoint in one shot, evaluate on the run's test splits."""
     import torch
 
-    from tsrx.data.loader import build_datasets
+    from tsrx.data.loader import build_datasets, ensure_synth
+    from tsrx.engine.build import build_judge
     from tsrx.engine.checkpoint import load_checkpoint, load_into, state_dict_for
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.models.build import build_model
 
     config = run.config or {}
     eval_cfg = config.get("eval") or {}
-    ckpt = load_checkpoint(checkpoint)
-    model = build_model(config)
-    load_into(model, state_dict_for(ckpt, model))
-    model.to(torch.device(device)).eval()
+    model = build_model(config, load_init=False)
+    load_into(model, state_dict_for(load_checkpoint(checkpoint)),
+              allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False),
+              source=str(checkpoint))
+    dev = torch.device(device)
+    model.to(dev).eval()
+    judge, judge_name = build_judge(eval_cfg, model)
+    if judge is not None:
+        judge = judge.to(dev)
+    ensure_synth(config["data"])
     _, _, test = build_datasets(config["data"])
     if not test:
-        raise TsrxError(f"{run.path}/config.toml: [data.test] defines no test split to evaluate on")
+        raise TsrxError(f"{run.path / 'config.toml'}: [data.test] names no test split to evaluate on")
     return evaluate_model(model, test, protocol=eval_cfg.get("protocol", "textzoom"),
-                          batch_size=batch_size or eval_cfg.get("batch_size", 50), device=device)
+                          batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
+                          judge=judge, judge_name=judge_name,
+                          baselines=bool(eval_cfg.get("baselines", False)))
 
 
 def evaluate_missing(pending: list[Pending], *, device: str = "cpu", batch_size: int | None = None,
-                     evaluate: Callable[..., dict] = evaluate_checkpoint,
+                     evaluate: Callable[..., dict] | None = None,
                      progress: Callable[[str], None] = lambda msg: None) -> list[Path]:
     """Evaluate and cache each pending checkpoint; returns the cache files written."""
+    evaluate = evaluate or evaluate_checkpoint
     overrides = {"batch_size": batch_size} if batch_size else None
     written = []
     for i, p in enumerate(pending, start=1):
         progress(f"[{i}/{len(pending)}] evaluating {p.checkpoint}")
         result = evaluate(p.run, p.checkpoint, device=device, batch_size=batch_size)
-        result = {k: v for k, v in result.items()}
         settings = cache.eval_settings(p.run.config or {}, overrides)
         written.append(cache.store(p.run.path, p.checkpoint, settings, result))
     return written
