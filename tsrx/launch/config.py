@@ -13,7 +13,10 @@ class LauncherSection:
     """``[launcher]``: where and how big each run's job is.
 
     ``tasks_per_node`` defaults to ``gpus_per_node`` (one rank per GPU); with no GPU
-    (local CPU runs) ranks use gloo.
+    (local CPU runs) ranks use gloo. ``timeout_min`` is the job's time limit; SIGUSR2
+    comes ``signal_delay_s`` before it, the run saves and is requeued (at most
+    ``max_requeues`` times for time limits; preemptions do not count). ``entry`` is the
+    ``module:function`` each rank calls with the run directory.
     """
 
     type: Literal["local", "slurm"] = "local"
@@ -27,6 +30,7 @@ class LauncherSection:
     signal_delay_s: int = 90
     array_parallelism: int = 64
     max_requeues: int = 5
+    entry: str = "tsrx.engine.run:run_training"
 
 
 @dataclass

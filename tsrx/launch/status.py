@@ -1,0 +1,339 @@
+"""Where each run stands, from its directory and the scheduler's records; no torch.
+
+Sources, most trusted first: the trainer's ``status.json`` saying completed; Slurm
+(``squeue`` for queued and recent jobs, ``sacct`` when the cluster has accounting);
+for local jobs whether the controller process lives; submitit's result file; the
+``cancelled`` mark ``tsrx cancel`` leaves in ``meta.json``. Clusters without sacct
+forget finished jobs after MinJobAge, so the files alone must still give an answer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tsrx.errors import TsrxError
+
+TERMINAL = ("completed", "failed", "cancelled", "timeout")
+_SLURM_STATES = {
+    "PENDING": "pending", "CONFIGURING": "pending", "REQUEUED": "pending",
+    "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending", "RESV_DEL_HOLD": "pending",
+    "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running", "STAGE_OUT": "running",
+    "SIGNALING": "running", "RESIZING": "running", "STOPPED": "running",
+    "COMPLETED": "completed", "CANCELLED": "cancelled", "TIMEOUT": "timeout",
+    "PREEMPTED": "pending", "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "failed", "SPECIAL_EXIT": "failed", "REVOKED": "cancelled",
+}
+
+
+@dataclass
+class RunStatus:
+    """One row of ``tsrx status``."""
+
+    run: str
+    run_dir: str
+    state: str
+    step: int | None = None
+    total_steps: int | None = None
+    metrics: dict = field(default_factory=dict)
+    elapsed_s: float | None = None
+    job_id: str | None = None
+    launcher: str | None = None
+    requeues: int = 0
+    scheduler_state: str | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.state + (f" (requeued {self.requeues}x)" if self.requeues else "")
+
+
+# -- finding run directories ----------------------------------------------------------
+def _experiment_runs_dir(toml: Path) -> Path:
+    """runs/<name> of an experiment file, read without resolving (no plugins, no torch)."""
+    from tsrx.config.load import load_with_extends
+    raw, _ = load_with_extends(toml)
+    name = raw.get("name") if isinstance(raw.get("name"), str) else toml.stem
+    runs_dir = (raw.get("launcher") or {}).get("runs_dir", "runs")
+    return Path(runs_dir) / name
+
+
+def find_run_dirs(target: str | Path | None = None) -> list[Path]:
+    """Run directories named by an experiment file, a runs folder, an experiment folder or a run."""
+    path = Path(target) if target else Path("runs")
+    if path.suffix == ".toml" and path.is_file():
+        path = _experiment_runs_dir(path)
+        if not path.is_dir():
+            return []
+    if not path.exists():
+        raise TsrxError(f"{path}: no such run directory, runs folder or experiment file")
+    if (path / "config.toml").is_file():
+        return [path]
+    found = sorted(p.parent for p in path.glob("*/config.toml"))
+    found += sorted(p.parent for p in path.glob("*/*/config.toml"))
+    if not found and not path.is_dir():
+        raise TsrxError(f"{path}: not a run directory (no config.toml) nor a folder of runs")
+    return found
+
+
+# -- reading files --------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def tail_jsonl(path: Path, max_bytes: int = 256 * 1024) -> list[dict]:
+    """The last complete JSON lines of a (possibly large, possibly growing) file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            chunk = f.read()
+    except OSError:
+        return []
+    lines = chunk.split(b"\n")
+    if size > max_bytes:
+        lines = lines[1:]  # first line is probably cut
+    out = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
+
+
+def latest_metrics(run_dir: Path) -> tuple[dict, int | None]:
+    """(average of the last validation, last step seen) from metrics.jsonl."""
+    lines = tail_jsonl(run_dir / "metrics.jsonl")
+    val = next((x for x in reversed(lines) if x.get("kind") == "val"), None)
+    step = next((x.get("step") for x in reversed(lines) if "step" in x), None)
+    metrics = {}
+    if val:
+        avg = (val.get("result") or {}).get("average") or {}
+        metrics = {k: avg[k] for k in ("acc", "psnr", "ssim") if isinstance(avg.get(k), (int, float))}
+        metrics["val_step"] = val.get("step")
+    return metrics, step
+
+
+def _parse_time(s: Any) -> float | None:
+    if isinstance(s, (int, float)):
+        return float(s)
+    if not isinstance(s, str):
+        return None
+    try:
+        t = _dt.datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+def _result_kind(submitit_folder: str | None, job_id: str) -> str | None:
+    """'success' or 'error' from submitit's rank-0 result file, without unpickling it.
+
+    Unpickling could import whatever the result holds (torch); the tag is a short
+    string at the start of the pickled tuple.
+    """
+    if not submitit_folder:
+        return None
+    path = Path(submitit_folder) / job_id / f"{job_id}_0_result.pkl"
+    try:
+        head = path.read_bytes()[:64]
+    except OSError:
+        return None
+    return "success" if b"success" in head else "error" if b"error" in head else None
+
+
+# -- scheduler ------------------------------------------------------------------------
+def _run(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """Slurm state per job id (``123`` or ``123_4``): squeue first, sacct for what it forgot."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    out: dict[str, str] = {}
+    text = _run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "-j", ",".join(ids)])
+    if text is None:  # squeue fails outright when one id is unknown: ask for our jobs instead
+        text = _run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "--me"])
+    for line in (text or "").splitlines():
+        jid, _, state = line.strip().partition("|")
+        if jid in ids and state:
+            out[jid] = state.split()[0]
+    missing = [i for i in ids if i not in out]
+    if missing:
+        text = _run(["sacct", "-n", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(missing)])
+        for line in (text or "").splitlines():
+            jid, _, state = line.strip().partition("|")
+            if jid in missing and state:
+                out[jid] = state.split()[0]
+    return out
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    # a finished controller that nobody reaped is a zombie: not running
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+# -- one row per run ------------------------------------------------------------------
+def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | None = None) -> RunStatus:
+    """The row for one run directory; ``slurm`` is :func:`slurm_states` for its job ids."""
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / "meta.json")
+    status = _read_json(run_dir / "status.json")
+    metrics, metric_step = latest_metrics(run_dir)
+    jobs = [j for j in meta.get("jobs", []) if isinstance(j, dict)]
+    submits = [j for j in jobs if j.get("event") == "submit"]
+    last = submits[-1] if submits else (jobs[-1] if jobs else None)
+    job_id = last.get("job_id") if last else None
+    launcher = last.get("launcher") if last else None
+    starts = [j for j in jobs if j.get("event") == "start" and j.get("job_id") == job_id]
+    requeues = max(0, len(starts) - 1)
+    row = RunStatus(run=meta.get("run") or run_dir.name, run_dir=str(run_dir), state="not submitted",
+                    step=status.get("step", metric_step), total_steps=status.get("total_steps"),
+                    metrics=metrics, job_id=job_id, launcher=launcher, requeues=requeues,
+                    error=status.get("error"))
+    if row.total_steps is None:
+        cfg = _read_toml(run_dir / "config.toml")
+        row.total_steps = (cfg.get("train") or {}).get("steps")
+    sched = (slurm or {}).get(job_id) if job_id and launcher == "slurm" else None
+    row.scheduler_state = sched
+    trainer_state = status.get("state")
+    cancelled = meta.get("cancelled") and last and str(meta["cancelled"]) >= str(last.get("time", ""))
+    if job_id is None:
+        row.state = trainer_state or "not submitted"
+    elif trainer_state == "completed":
+        row.state = "completed"
+    elif sched is not None:
+        row.state = _SLURM_STATES.get(sched, sched.lower())
+        if row.state == "completed" and trainer_state == "failed":
+            row.state = "failed"
+    elif launcher == "local" and _alive(job_id):
+        row.state = "running" if starts else "pending"
+    else:
+        kind = _result_kind(meta.get("submitit_folder"), job_id)
+        if cancelled:
+            row.state = "cancelled"
+        elif kind == "error" or trainer_state == "failed":
+            row.state = "failed"
+        elif kind == "success":
+            row.state = "completed"
+        elif launcher == "local":
+            row.state = "failed" if starts else "cancelled"
+        else:  # Slurm forgot the job and left no result: the last thing the files say
+            row.state = f"unknown (last: {trainer_state or 'submitted'})"
+    restarts = max([int(j.get("restart") or 0) for j in starts] + [0])
+    row.requeues = max(requeues, restarts, len(starts) if row.state == "pending" else 0)
+    first_start = next((_parse_time(j.get("started") or j.get("time")) for j in jobs
+                        if j.get("event") == "start"), None)
+    if first_start is not None:
+        end = _parse_time(status.get("updated")) if row.state in TERMINAL else None
+        row.elapsed_s = max(0.0, (end or now or _now()) - first_start)
+    return row
+
+
+def _now() -> float:
+    return _dt.datetime.now(_dt.timezone.utc).timestamp()
+
+
+def _read_toml(path: Path) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def collect(run_dirs: list[Path]) -> list[RunStatus]:
+    """Rows for many runs with one squeue (and at most one sacct) call in all."""
+    ids = []
+    for d in run_dirs:
+        jobs = _read_json(Path(d) / "meta.json").get("jobs", [])
+        subs = [j for j in jobs if isinstance(j, dict) and j.get("event") == "submit"]
+        if subs and subs[-1].get("launcher") == "slurm":
+            ids.append(str(subs[-1]["job_id"]))
+    states = slurm_states(ids) if ids else {}
+    return [run_status(d, states) for d in run_dirs]
+
+
+# -- output ---------------------------------------------------------------------------
+def fmt_elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def table(rows: list[RunStatus], title: str | None = None) -> Any:
+    from rich.table import Table
+    t = Table(title=title, show_lines=False)
+    for col in ("run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job"):
+        t.add_column(col, justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left")
+    colours = {"completed": "green", "running": "cyan", "pending": "yellow", "failed": "red",
+               "cancelled": "magenta", "timeout": "red"}
+    for r in rows:
+        m = r.metrics
+        step = "-" if r.step is None else f"{r.step}/{r.total_steps if r.total_steps is not None else '?'}"
+        colour = colours.get(r.state, "white")
+        t.add_row(r.run, f"[{colour}]{r.label}[/]", step,
+                  f"{m['acc']:.4f}" if "acc" in m else "-", f"{m['psnr']:.2f}" if "psnr" in m else "-",
+                  f"{m['ssim']:.4f}" if "ssim" in m else "-", fmt_elapsed(r.elapsed_s), r.job_id or "-")
+    return t
+
+
+def as_json(rows: list[RunStatus]) -> str:
+    return json.dumps([{**asdict(r), "label": r.label} for r in rows], indent=2)
+
+
+def follow(run_dirs: list[Path], console: Any, interval_s: float = 5.0,
+           max_wait_s: float | None = None) -> list[RunStatus]:
+    """Redraw the table until every run is finished (or ``max_wait_s`` passes)."""
+    import time
+
+    from rich.live import Live
+    start = time.monotonic()
+    rows = collect(run_dirs)
+    with Live(table(rows), console=console, refresh_per_second=1) as live:
+        while not all(r.state in TERMINAL for r in rows):
+            if max_wait_s is not None and time.monotonic() - start > max_wait_s:
+                break
+            time.sleep(interval_s)
+            rows = collect(run_dirs)
+            live.update(table(rows))
+    return rows

@@ -1,0 +1,251 @@
+"""From an experiment file to submitted jobs: run directories, submitit executors, arrays.
+
+One job array per experiment when every run asks for the same resources (the usual
+grid), else one job per run. Slurm submissions return at once with the job ids; the
+local launcher has no queue, so it runs the jobs one after another and waits.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tsrx.errors import TsrxError
+
+LAUNCHERS = ("slurm", "local")
+
+
+@dataclass
+class PlannedRun:
+    """One run and what submitting it would do to its directory."""
+
+    spec: Any                       # tsrx.config.experiment.RunSpec
+    run_dir: Path
+    action: str                     # "new", "resume", "refused: ...", "force", "new dir"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    experiment: str
+    file: Path
+    launcher: str
+    runs_dir: Path
+    runs: list[PlannedRun]
+
+    @property
+    def as_array(self) -> bool:
+        """All runs share resources (a single run is submitted as a plain job)."""
+        first = json.dumps(self.runs[0].params, sort_keys=True, default=str)
+        return len(self.runs) > 1 and all(
+            json.dumps(r.params, sort_keys=True, default=str) == first for r in self.runs)
+
+    @property
+    def submitit_folder(self) -> Path:
+        # An array shares one submitit folder, so it lives beside the run directories.
+        return (self.runs_dir / self.experiment / "submitit").absolute()
+
+
+@dataclass
+class Submitted:
+    run: PlannedRun
+    job_id: str
+    job: Any = None
+
+
+def slurm_parameters(config: dict, job_name: str) -> dict:
+    """submitit SlurmExecutor parameters from a run's ``[launcher]`` and ``[slurm]`` tables."""
+    lau, slu = config.get("launcher", {}), config.get("slurm", {})
+    gpus = int(lau.get("gpus_per_node", 0) or 0)
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "nodes": int(lau.get("nodes", 1)),
+        "ntasks_per_node": int(lau.get("tasks_per_node") or max(gpus, 1)),
+        "cpus_per_task": int(lau.get("cpus_per_task", 1)),
+        "time": int(lau.get("timeout_min", 60)),
+        "signal_delay_s": int(lau.get("signal_delay_s", 90)),
+        "array_parallelism": int(lau.get("array_parallelism", 64)),
+        "stderr_to_stdout": True,
+    }
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if lau.get("mem"):
+        params["mem"] = str(lau["mem"])
+    for key, name in (("partition", "partition"), ("account", "account"), ("qos", "qos"),
+                      ("constraint", "constraint")):
+        if slu.get(key):
+            params[name] = slu[key]
+    if slu.get("setup"):
+        params["setup"] = list(slu["setup"])
+    if slu.get("extra"):
+        params["additional_parameters"] = dict(slu["extra"])
+    return params
+
+
+def local_parameters(config: dict) -> dict:
+    """submitit LocalExecutor parameters: N ranks on this machine (one node)."""
+    lau = config.get("launcher", {})
+    gpus = int(lau.get("gpus_per_node", 0) or 0)
+    if int(lau.get("nodes", 1)) != 1:
+        raise TsrxError(f"launcher.nodes = {lau.get('nodes')}: the local launcher runs on one "
+                        "node; set launcher.nodes = 1 or use --launcher slurm")
+    return {"tasks_per_node": int(lau.get("tasks_per_node") or max(gpus, 1)),
+            "gpus_per_node": gpus,
+            "timeout_min": int(lau.get("timeout_min", 60)),
+            "signal_delay_s": int(lau.get("signal_delay_s", 90)),
+            "stderr_to_stdout": True}
+
+
+def _job_name(experiment: str, run: str | None) -> str:
+    name = f"tsrx-{experiment}" + (f"-{run}" if run else "")
+    return "".join(ch if ch.isalnum() or ch in "-_.=+," else "_" for ch in name)[:120]
+
+
+def _action(spec: Any, run_dir: Path, force: bool, new: bool) -> str:
+    from tsrx.config.toml_write import dumps
+    from tsrx.launch.rundir import PLACEMENT_TABLES, _load_toml, config_differences
+    cfg = run_dir / "config.toml"
+    if not cfg.exists():
+        return "new"
+    diffs = config_differences(_load_toml(cfg.read_text(encoding="utf-8")),
+                               _load_toml(dumps(spec.config)), ignore=PLACEMENT_TABLES)
+    if not diffs:
+        return "resume"
+    if force:
+        return "replace (--force)"
+    if new:
+        return "new directory (--new)"
+    return "refused: config differs in " + ", ".join(k for k, _, _ in diffs[:6])
+
+
+def plan(file: str | Path, launcher: str | None = None, sets: list[str] | None = None,
+         only: list[str] | None = None, force: bool = False, new: bool = False) -> Plan:
+    """Expand and validate the experiment; decide launcher, resources and directories."""
+    from tsrx.config.experiment import load_experiment
+    if launcher is not None and launcher not in LAUNCHERS:
+        raise TsrxError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    sets = list(sets or [])
+    if launcher:
+        sets.append(f"launcher.type={launcher}")
+    exp = load_experiment(file, sets, only=only)
+    if not exp.runs:
+        raise TsrxError(f"{file}: the experiment has no runs")
+    kinds = {r.config["launcher"]["type"] for r in exp.runs}
+    if len(kinds) > 1:
+        raise TsrxError(f"{file}: runs ask for different launchers ({', '.join(sorted(kinds))}); "
+                        "launcher.type cannot vary across a grid: pick one with --launcher")
+    kind = kinds.pop()
+    dirs = {r.config["launcher"]["runs_dir"] for r in exp.runs}
+    if len(dirs) > 1:
+        raise TsrxError(f"{file}: launcher.runs_dir cannot vary across a grid ({', '.join(sorted(dirs))})")
+    runs_dir = Path(dirs.pop())
+    planned = []
+    for spec in exp.runs:
+        params = (slurm_parameters(spec.config, _job_name(exp.name, None)) if kind == "slurm"
+                  else local_parameters(spec.config))
+        run_dir = runs_dir / exp.name / spec.name
+        planned.append(PlannedRun(spec, run_dir, _action(spec, run_dir, force, new), params))
+    p = Plan(exp.name, Path(file), kind, runs_dir, planned)
+    if not p.as_array:
+        for r in p.runs:
+            if kind == "slurm":
+                r.params["job_name"] = _job_name(exp.name, r.spec.name)
+    return p
+
+
+def sbatch_script(p: Plan) -> str:
+    """The sbatch file submitit would write for this plan (the array's, or the first job's)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+    folder = p.submitit_folder / "%j"
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    params = dict(p.runs[0].params)
+    if p.as_array:
+        params["map_count"] = len(p.runs)
+    return _make_sbatch_string(command=command, folder=folder, **params)
+
+
+def _check_sbatch() -> None:
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        raise TsrxError(f"--launcher slurm: {' and '.join(missing)} not found on PATH (this machine "
+                        "is not a Slurm login node). Run here with --launcher local, or submit "
+                        "from the cluster's login node")
+
+
+def _executor(p: Plan, params: dict) -> Any:
+    import submitit
+    folder = p.submitit_folder / "%j"
+    max_requeues = int(p.runs[0].spec.config["launcher"].get("max_requeues", 5))
+    if p.launcher == "slurm":
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
+    else:
+        ex = submitit.LocalExecutor(folder=folder, max_num_timeout=max_requeues)
+    try:
+        ex.update_parameters(**params)
+    except ValueError as exc:
+        raise TsrxError(f"{p.file}: invalid launcher settings: {exc}") from None
+    return ex
+
+
+def _slurm_error(exc: Exception, p: Plan) -> TsrxError:
+    msg = str(exc).strip() or type(exc).__name__
+    return TsrxError(f"sbatch refused the job for {p.file} (check [slurm] partition/account/qos "
+                     f"and slurm.extra): {msg}")
+
+
+def submit(p: Plan, *, force: bool = False, new: bool = False, command: list[str] | None = None,
+           wait_local: Callable[[Submitted], None] | None = None,
+           on_submitted: Callable[[Submitted], None] | None = None) -> list[Submitted]:
+    """Create the run directories and submit; refused directories stop everything first."""
+    from submitit.core.utils import FailedJobError
+
+    from tsrx.launch.job import TrainJob
+    from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
+    if p.launcher == "slurm":
+        _check_sbatch()
+    refused = [r for r in p.runs if r.action.startswith("refused")]
+    if refused:  # every conflict is reported before anything is created
+        msgs = []
+        for r in refused:
+            try:
+                prepare_run_dir(r.spec, p.runs_dir, command=command)
+            except TsrxError as exc:
+                msgs.append(str(exc))
+        if msgs:
+            raise TsrxError("\n".join(msgs))
+    for r in p.runs:
+        r.run_dir = prepare_run_dir(r.spec, p.runs_dir, force=force, new=new, command=command)
+        update_meta(r.run_dir, submitit_folder=str(p.submitit_folder))
+    done: list[Submitted] = []
+
+    def record(r: PlannedRun, job: Any) -> Submitted:
+        s = Submitted(r, str(job.job_id), job)
+        record_job(r.run_dir, s.job_id, p.launcher, event="submit")
+        if on_submitted:
+            on_submitted(s)
+        done.append(s)
+        return s
+
+    jobs_of = {id(r): TrainJob(r.run_dir, p.launcher, r.spec.config["launcher"]["entry"])
+               for r in p.runs}
+    try:
+        if p.launcher == "slurm" and p.as_array:
+            ex = _executor(p, p.runs[0].params)
+            with ex.batch():
+                jobs = [ex.submit(jobs_of[id(r)]) for r in p.runs]
+            for r, job in zip(p.runs, jobs):
+                record(r, job)
+        else:
+            for r in p.runs:
+                job = _executor(p, r.params).submit(jobs_of[id(r)])
+                s = record(r, job)
+                if p.launcher == "local" and wait_local:
+                    wait_local(s)
+    except FailedJobError as exc:
+        raise _slurm_error(exc, p) from None
+    return done
