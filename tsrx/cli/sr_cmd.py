@@ -1,0 +1,110 @@
+"""``tsrx sr``: super-resolve your own text crops with a checkpoint.
+
+Any crop is resized to the model's LR size exactly as the TextZoom protocol prepares its
+LR images (Pillow bicubic, aspect ratio not kept, the mask channel when the model takes
+one), so the model sees what it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def _inputs(items: list[Path]) -> list[Path]:
+    from tsrx.errors import TsrxError
+    out: list[Path] = []
+    for p in items:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise TsrxError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise TsrxError(f"{p}: no such image or folder")
+    return out
+
+
+def super_resolve(ckpt: Path, images: list[Path], out_dir: Path, *, recognize: bool = False,
+                  device: str = "cpu", batch_size: int = 64, recognizer: str | None = None) -> list[dict]:
+    """Write ``<out_dir>/<name>.png`` for each image; returns one dict per image (paths, readings)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tsrx.data.transforms import decode_image, preprocess, to_float
+    from tsrx.errors import TsrxError
+    from tsrx.report.inference import bicubic_up, load, sr_of, to_uint8
+
+    loaded = load(ckpt, device, recognizer)
+    data = loaded.config.get("data") or {}
+    lr_size = [int(x) for x in data.get("lr_size", (16, 64))]
+    sr_part = getattr(loaded.model, "sr", None)
+    mask = int(getattr(sr_part, "in_channels", 4 if data.get("mask", True) else 3)) == 4
+    if recognize and not loaded.has_reader:
+        raise TsrxError(f"--recognize: {ckpt} has no recognizer and its config names no judge weights; "
+                        "pass --recognizer crnn.pth")
+    files = _inputs(images)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names: dict[str, int] = {}
+    rows: list[dict] = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        arrays = []
+        for f in chunk:
+            try:
+                img = decode_image(f.read_bytes())
+            except ValueError as exc:
+                raise TsrxError(f"{f}: {exc}") from None
+            arrays.append(preprocess(img, lr_size, mask))
+        lr = to_float(torch.from_numpy(np.stack(arrays))).to(loaded.device)
+        sr = sr_of(loaded.model, lr)
+        before = after = None
+        if recognize:
+            with torch.no_grad():
+                before = loaded.read(bicubic_up(lr, tuple(sr.shape[-2:])))
+                after = loaded.read(sr)
+        for j, (f, pic) in enumerate(zip(chunk, to_uint8(sr))):
+            stem = f.stem
+            names[stem] = names.get(stem, 0) + 1
+            if names[stem] > 1:  # same name from two folders: keep both
+                stem = f"{stem}~{names[stem]}"
+            dest = out_dir / f"{stem}.png"
+            Image.fromarray(pic).save(dest, format="PNG")
+            rows.append({"input": str(f), "output": str(dest),
+                         "before": before[j] if before else None, "after": after[j] if after else None})
+    return rows
+
+
+def sr(
+    inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images (any size)."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="tsrx checkpoint with an SR part."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the SR PNGs."),
+    recognize: bool = typer.Option(False, "--recognize", help="Print the reading of the "
+                                   "bicubic-upscaled input and of the SR image."),
+    recognizer: str = typer.Option(None, "--recognizer", help="Judge weights when the model "
+                                   "has no recognizer."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Super-resolve text crops: each is resized to the model's LR size (bicubic), then SR'd."""
+    from tsrx.cli.console import console, err_console
+    rows = super_resolve(ckpt, inputs, output, recognize=recognize, device=device, recognizer=recognizer)
+    if recognize:
+        from rich.markup import escape
+        from rich.table import Table
+        t = Table(title="readings: bicubic-upscaled input -> SR", title_justify="left")
+        for col in ("image", "before", "after"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(*(escape(str(v)) for v in (Path(r["input"]).name, r["before"], r["after"])))
+        console.print(t)
+    err_console.print(f"wrote {len(rows)} image(s) to {output}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sr")(sr)
