@@ -1,0 +1,175 @@
+"""TSRN and the bicubic baseline: shapes, parameter counts, the official key layout and outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+from tsrx.errors import TsrxError
+from tsrx.registry import SR_BACKBONES
+
+
+def official_tsrn_keys(blocks: int = 5, hidden: int = 32, in_ch: int = 4) -> dict[str, tuple]:
+    """The state_dict_G layout of TextZoom's TSRN(STN=True, mask=True), written out by hand
+    from the official module tree (src/model/tsrn.py, recognizer/stn_head.py, tps_...py)."""
+    c = 2 * hidden
+    keys: dict[str, tuple] = {"block1.0.weight": (c, in_ch, 9, 9), "block1.0.bias": (c,),
+                              "block1.1.weight": (1,)}
+
+    def bn(prefix: str, n: int) -> None:
+        keys.update({f"{prefix}.weight": (n,), f"{prefix}.bias": (n,), f"{prefix}.running_mean": (n,),
+                     f"{prefix}.running_var": (n,), f"{prefix}.num_batches_tracked": ()})
+
+    def gru(prefix: str) -> None:
+        keys.update({f"{prefix}.conv1.weight": (c, c, 1, 1), f"{prefix}.conv1.bias": (c,)})
+        for sfx in ("", "_reverse"):
+            keys.update({f"{prefix}.gru.weight_ih_l0{sfx}": (3 * c // 2, c),
+                         f"{prefix}.gru.weight_hh_l0{sfx}": (3 * c // 2, c // 2),
+                         f"{prefix}.gru.bias_ih_l0{sfx}": (3 * c // 2,),
+                         f"{prefix}.gru.bias_hh_l0{sfx}": (3 * c // 2,)})
+
+    for i in range(2, blocks + 2):
+        b = f"block{i}"
+        keys.update({f"{b}.conv1.weight": (c, c, 3, 3), f"{b}.conv1.bias": (c,)})
+        bn(f"{b}.bn1", c)
+        gru(f"{b}.gru1")
+        keys.update({f"{b}.conv2.weight": (c, c, 3, 3), f"{b}.conv2.bias": (c,)})
+        bn(f"{b}.bn2", c)
+        gru(f"{b}.gru2")
+    keys.update({f"block{blocks + 2}.0.weight": (c, c, 3, 3), f"block{blocks + 2}.0.bias": (c,)})
+    bn(f"block{blocks + 2}.1", c)
+    keys.update({f"block{blocks + 3}.0.conv.weight": (4 * c, c, 3, 3),
+                 f"block{blocks + 3}.0.conv.bias": (4 * c,),
+                 f"block{blocks + 3}.1.weight": (in_ch, c, 9, 9), f"block{blocks + 3}.1.bias": (in_ch,)})
+    keys.update({"tps.inverse_kernel": (23, 23), "tps.padding_matrix": (3, 2),
+                 "tps.target_coordinate_repr": (16 * 64, 23), "tps.target_control_points": (20, 2)})
+    widths = [in_ch, 32, 64, 128, 256, 256, 256]
+    for j in range(6):
+        p = f"stn_head.stn_convnet.{2 * j}"
+        keys.update({f"{p}.0.weight": (widths[j + 1], widths[j], 3, 3), f"{p}.0.bias": (widths[j + 1],)})
+        bn(f"{p}.1", widths[j + 1])
+    keys.update({"stn_head.stn_fc1.0.weight": (512, 512), "stn_head.stn_fc1.0.bias": (512,)})
+    bn("stn_head.stn_fc1.1", 512)
+    keys.update({"stn_head.stn_fc2.weight": (40, 512), "stn_head.stn_fc2.bias": (40,)})
+    return keys
+
+
+def random_state(layout: dict[str, tuple], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, shape in layout.items():
+        if k.endswith("num_batches_tracked"):
+            out[k] = torch.tensor(7)
+        elif k.endswith("running_var"):
+            out[k] = torch.rand(shape, generator=g) + 0.5
+        else:
+            out[k] = torch.randn(shape, generator=g) * 0.1
+    return out
+
+
+def tsrn(**options):
+    return SR_BACKBONES.build({"type": "tsrn", **options}, "model.sr")
+
+
+def test_default_tsrn_has_the_official_parameter_count_and_keys():
+    model = tsrn()
+    assert model.in_channels == 4
+    assert sum(p.numel() for p in model.parameters()) == 2_681_677
+    assert sum(p.numel() for p in tsrn(stn=False).parameters()) == 826_629
+    layout = official_tsrn_keys()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
+
+
+@pytest.mark.parametrize("options,channels", [({}, 4), ({"mask": False}, 3),
+                                              ({"upsample_stages": 2}, 4),
+                                              ({"blocks": 2, "hidden_units": 16, "stn": False}, 4)])
+def test_tsrn_maps_lr_to_hr_size_in_train_and_eval(options, channels):
+    model = tsrn(**options)
+    lr = torch.rand(2, channels, 16, 64)
+    assert model.train()(lr).shape == (2, channels, 32, 128)
+    assert model.eval()(lr).shape == (2, channels, 32, 128)
+
+
+def test_stn_runs_in_training_only():
+    torch.manual_seed(0)
+    model = tsrn(blocks=1, hidden_units=8)
+    lr = torch.rand(2, 4, 16, 64)
+    calls = []
+    model.stn_head.register_forward_hook(lambda *a: calls.append(1))
+    model.eval()(lr)
+    assert calls == []
+    model.train()(lr)
+    assert calls == [1]
+
+
+def _reference_gru_block(block, x: torch.Tensor, along_height: bool) -> torch.Tensor:
+    """The official computation order: 1x1 conv on NCHW, rows (or columns) as a batch of
+    batch-first sequences, back to NCHW."""
+    if along_height:
+        x = x.transpose(-1, -2)
+    x = F.conv2d(x, block.conv1.weight, block.conv1.bias)
+    b, c, h, w = x.shape
+    seq = x.permute(0, 2, 3, 1).reshape(b * h, w, c)
+    out = block.gru(seq.transpose(0, 1))[0].transpose(0, 1)  # batch-first semantics
+    out = out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return out.transpose(-1, -2) if along_height else out
+
+
+def _reference_forward(model, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode TSRN forward written the official way (no STN in eval)."""
+    head = model.block1(x)
+    y = head
+    for i in range(2, model.blocks + 2):
+        rrb = getattr(model, f"block{i}")
+        r = rrb.bn2(rrb.conv2(F.mish(rrb.bn1(rrb.conv1(y)))))
+        r = _reference_gru_block(rrb.gru1, r, along_height=True)
+        y = _reference_gru_block(rrb.gru2, y + r, along_height=False)
+    y = getattr(model, f"block{model.blocks + 2}")(y)
+    return torch.tanh(getattr(model, f"block{model.blocks + 3}")(head + y))
+
+
+def test_official_checkpoint_loads_without_leftovers_and_gives_official_outputs(tmp_path):
+    path = tmp_path / "model_best.pth"
+    torch.save({"state_dict_G": random_state(official_tsrn_keys()),
+                "info": {"arch": "tsrn", "iters": 1000, "epochs": 3}, "best_history_res": {"easy": 0.5},
+                "param_num": 2681677, "converge": [{"iter": 1, "acc": 0.1}]}, path)
+    obj = load_checkpoint(path)
+    assert detect_format(obj) == "textzoom"
+    state = state_dict_for(obj, "sr")
+    assert all(k.startswith("sr.") for k in state)
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sr = tsrn()
+
+    holder = Holder()
+    report = load_into(holder, state)
+    assert report.missing == [] and report.unexpected == [] and report.mismatched == []
+    assert len(report.loaded) == len(official_tsrn_keys())
+    model = holder.sr.eval()
+    lr = torch.rand(2, 4, 16, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(lr), _reference_forward(model, lr), atol=1e-5, rtol=1e-4)
+
+
+def test_tsrn_kaiming_init_changes_body_but_keeps_stn_identity_start():
+    torch.manual_seed(0)
+    model = tsrn(init="kaiming")
+    fc2 = model.stn_head.stn_fc2
+    assert torch.count_nonzero(fc2.weight) == 0
+    assert fc2.bias.view(20, 2)[0].tolist() == pytest.approx([0.01, 0.01])
+    assert model.block2.gru1.gru.bias_ih_l0.abs().sum() == 0
+
+
+def test_bicubic_has_no_parameters_and_keeps_channels():
+    model = SR_BACKBONES.build({"type": "bicubic"}, "model.sr")
+    lr = torch.rand(2, 4, 16, 64)
+    out = model(lr)
+    assert list(model.parameters()) == [] and model.in_channels == 4
+    assert out.shape == (2, 4, 32, 128)
+    torch.testing.assert_close(out, F.interpolate(lr, (32, 128), mode="bicubic", align_corners=False))
+    with pytest.raises(TsrxError, match="4-channel"):
+        model(torch.rand(2, 3, 16, 64))
