@@ -50,12 +50,12 @@ class Degradation:
 
 
 LEVELS = {
-    "easy": Degradation(blur=(0.7, 1.1), noise=(1.0, 3.0), jpeg=(80, 95), contrast=(0.95, 1.0),
+    "easy": Degradation(blur=(0.6, 1.0), noise=(1.0, 3.0), jpeg=(80, 95), contrast=(0.95, 1.0),
                         shift=0.0, text_px=(30, 44)),
-    "medium": Degradation(blur=(1.2, 1.7), noise=(3.0, 6.0), jpeg=(50, 75), contrast=(0.8, 0.95),
+    "medium": Degradation(blur=(1.0, 1.4), noise=(2.0, 5.0), jpeg=(55, 80), contrast=(0.85, 0.95),
                           shift=0.0, text_px=(24, 38)),
-    "hard": Degradation(blur=(1.6, 2.3), noise=(5.0, 9.0), jpeg=(30, 55), contrast=(0.6, 0.85),
-                        shift=1.5, text_px=(18, 32)),
+    "hard": Degradation(blur=(1.3, 1.8), noise=(3.0, 7.0), jpeg=(40, 65), contrast=(0.7, 0.9),
+                        shift=1.0, text_px=(20, 34)),
 }
 
 

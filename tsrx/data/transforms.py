@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from tsrx.errors import TsrxError
 
@@ -25,6 +25,9 @@ def decode_image(data: bytes) -> Image.Image:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # force the full decode now: truncated files fail here, not later
             return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot decode image (not an image format Pillow reads; "
+                         f"{len(data)} bytes starting {data[:8]!r})") from None
     except Exception as exc:  # Pillow raises several unrelated types for bad bytes
         raise ValueError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
 
