@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from report_fixtures import (AVG_BEST_ACC, HEADS, N, UNC_BEST_ACC, notebook_grid, result,
+from test_report_fixtures import (AVG_BEST_ACC, HEADS, N, UNC_BEST_ACC, notebook_grid, result,
                              write_run)
 from tsrx.errors import TsrxError
 from tsrx.report.collect import collect

@@ -7,7 +7,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from report_fixtures import AVG_BEST_ACC, config, result, write_run
+from test_report_fixtures import AVG_BEST_ACC, config, result, write_run
 from tsrx.report import cache
 from tsrx.report.collect import collect
 from tsrx.report.diff import differences
