@@ -1,0 +1,121 @@
+"""`tsrx ckpt inspect` and `tsrx ckpt compose` as a user runs them, on real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tsrx.cli.main import app
+from tsrx.config.experiment import load_experiment
+from tsrx.engine.checkpoint import load_checkpoint
+from tsrx.models.build import build_model
+
+SMALL = """
+name = "compose-test"
+[data]
+root = "data"
+[model.sr]
+type = "tsrn"
+blocks = 1
+hidden_units = 8
+stn = false
+[model.recognizer]
+type = "crnn"
+"""
+
+
+def tsrx(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tsrx", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def parts(workdir):
+    """A TextZoom-format SR checkpoint and a meijieru-format CRNN file for the SMALL config."""
+    (workdir / "small.toml").write_text(SMALL)
+    src = build_model(load_experiment(workdir / "small.toml").runs[0].config)
+    torch.save({"state_dict_G": src.sr.state_dict(), "info": {"arch": "tsrn", "iters": 77}},
+               workdir / "model_best.pth")
+    torch.save(src.recognizer.state_dict(), workdir / "crnn.pth")
+    return src
+
+
+def test_inspect_shows_format_parts_and_info(parts, workdir):
+    out = tsrx("ckpt", "inspect", "model_best.pth", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    assert "format textzoom" in out.stdout and "info.iters: 77" in out.stdout
+    n_sr = sum(p.numel() for p in parts.sr.parameters())  # without STN no other float buffers
+    assert f"{n_sr:,}" in out.stdout
+    out = tsrx("ckpt", "inspect", "crnn.pth", "--keys", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    assert "format crnn" in out.stdout and "recognizer.rnn.1.embedding.weight (37, 512)" in out.stdout
+
+
+def test_inspect_refuses_an_unsafe_file(workdir):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    torch.save({"x": Exploit()}, workdir / "evil.pth")
+    out = tsrx("ckpt", "inspect", "evil.pth", cwd=workdir)
+    assert out.returncode == 2
+    assert "evil.pth is refused as unsafe" in out.stderr and "owned" not in out.stdout
+
+
+def test_compose_saves_one_checkpoint_that_loads_in_one_shot(parts, workdir):
+    result = CliRunner().invoke(app, ["ckpt", "compose", "--sr", "model_best.pth", "--recognizer",
+                                      "crnn.pth", "--config", "small.toml", "--no-eval", "-o",
+                                      "full.pth"])
+    assert result.exit_code == 0, result.output
+    assert "recognizer" in result.output and "saved full.pth" in result.output
+    obj = load_checkpoint(workdir / "full.pth")
+    assert obj["format"] == "tsrx" and obj["step"] == 0
+    assert obj["composed_from"] == {"sr": "model_best.pth", "recognizer": "crnn.pth"}
+    assert obj["config"]["model"]["init"] == {}
+    # a later run loads the one file: nothing missing, the parts' weights in place
+    cfg = load_experiment(workdir / "small.toml", ["model.init.whole=full.pth"]).runs[0].config
+    model = build_model(cfg)
+    assert model.load_report.missing == [] and model.load_report.unexpected == []
+    assert torch.equal(model.sr.block1[0].weight, parts.sr.block1[0].weight)
+    assert torch.equal(model.recognizer.cnn.conv6.weight, parts.recognizer.cnn.conv6.weight)
+
+    out = tsrx("ckpt", "inspect", "full.pth", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    n_sr = sum(p.numel() for p in parts.sr.parameters())
+    assert "format tsrx" in out.stdout and f"{n_sr:,}" in out.stdout
+    assert "model.sr: tsrn (blocks=1" in out.stdout and "experiment: compose-test" in out.stdout
+
+
+def test_compose_evaluates_on_the_test_set(parts, workdir):
+    from tsrx.data.synth import synthesize
+    synthesize(workdir / "data", train=0, test=[2, 2, 2], seed=0)
+    result = CliRunner().invoke(app, ["ckpt", "compose", "--sr", "model_best.pth", "--recognizer",
+                                      "crnn.pth", "--config", "small.toml", "--device", "cpu",
+                                      "-o", "full.pth"])
+    assert result.exit_code == 0, result.output
+    assert "easy" in result.output and "hard" in result.output and "PSNR" in result.output
+    metrics = load_checkpoint(workdir / "full.pth")["metrics"]["compose"]
+    assert metrics["average"]["n"] == 6 and set(metrics["splits"]) == {"easy", "medium", "hard"}
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    """The CLI entry point in-process: (exit code, stderr)."""
+    from tsrx.cli.main import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_compose_errors_name_the_problem(parts, workdir, capsys):
+    code, err = run_main(capsys, "ckpt", "compose", "-o", "x.pth")
+    assert code == 2 and "at least one of --sr" in err
+    code, err = run_main(capsys, "ckpt", "compose", "--sr", "crnn.pth", "--no-eval", "-o", "x.pth")
+    assert code == 2 and "crnn checkpoint holds recognizer weights" in err
+    code, err = run_main(capsys, "ckpt", "compose", "--sr", "model_best.pth", "--config",
+                         "small.toml", "-o", "x.pth")
+    assert code == 2 and "--no-eval" in err
+    assert not (workdir / "x.pth").exists()
