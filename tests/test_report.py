@@ -213,3 +213,14 @@ def test_cli_modules_do_not_import_torch():
             "tsrx.report.render, tsrx.report.diff, tsrx.report.cache, tsrx.report.evaluate; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tsrx_report_through_the_real_entry_point(tmp_path):
+    exp = notebook_grid(tmp_path / "runs")
+    cmd = [sys.executable, "-c", "import sys; from tsrx.cli.main import main; main(sys.argv[1:])",
+           "report", str(exp), "--rows", "head", "--selector", "best_acc", "--format", "md"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(NOTEBOOK_AVG_BEST_ACC)
+    bad = subprocess.run(cmd[:3] + ["report", str(exp), "--rows", "arch"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--rows 'arch': not a grid axis" in bad.stderr

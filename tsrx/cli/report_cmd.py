@@ -55,7 +55,7 @@ def report(
         output.write_text(render_text(rep, format_), encoding="utf-8")
         err_console.print(f"wrote {output}")
     elif format_ == "rich":
-        for renderable in to_rich(rep):
+        for renderable in to_rich(rep, console.width):
             console.print(renderable)
     else:
         typer.echo(render_text(rep, format_), nl=False)
@@ -72,6 +72,8 @@ def diff(
     """Resolved-config differences between two runs (or checkpoints' embedded configs)."""
     import json
 
+    from rich.markup import escape
+
     from tsrx.cli.console import console
     from tsrx.report.diff import config_of, differences, short
 
@@ -86,13 +88,13 @@ def diff(
         typer.echo(f"no differences in the resolved config:\n  A = {wa}\n  B = {wb}")
         return
     from rich.table import Table
-    t = Table(title=f"{len(diffs)} difference(s) in the resolved config", title_justify="left",
-              caption=f"A = {wa}\nB = {wb}", caption_justify="left")
+    typer.echo(f"{len(diffs)} difference(s) in the resolved config\nA = {wa}\nB = {wb}")
+    t = Table()
     t.add_column("key", no_wrap=True)
     t.add_column("A")
     t.add_column("B")
     for k, va, vb in diffs:
-        t.add_row(k, short(va), short(vb))
+        t.add_row(escape(k), escape(short(va)), escape(short(vb)))
     console.print(t)
 
 

@@ -104,30 +104,46 @@ def to_json(report: Report) -> str:
 
 
 # -- rich --------------------------------------------------------------------------------
-def to_rich(report: Report) -> list:
-    """Renderables for a rich console: one table per block, then warnings."""
+def _rich_table(block: Block, columns: list[str], title: str | None):
     from rich.table import Table
     from rich.text import Text
 
-    out: list = []
     styles = {"failed": "bold red", "running": "yellow", "missing": "dim", "pending": "dim"}
+    best = block.best()
+    t = Table(title=title, title_justify="left", header_style="bold")
+    t.add_column(block.row_axis, no_wrap=True)
+    for col in columns:
+        t.add_column(col, justify="right", no_wrap=True)
+    for i, row in enumerate(block.rows):
+        cells = []
+        for col in columns:
+            text = fmt(row.cells.get(col)) + ("*" if col in row.mismatched else "")
+            style = "bold green" if i in best.get(col, ()) else ""
+            if col in row.mismatched:
+                style = "bold yellow"
+            cells.append(Text(text, style=style))
+        t.add_row(Text(_label(row), style=styles.get(row.run.state, "")), *cells)
+    return t
+
+
+def to_rich(report: Report, width: int = 200) -> list:
+    """Renderables for a rich console: per block one table, or, when ``width`` is too narrow
+    for 12 metric columns, three (ACC, PSNR, SSIM); then notes and warnings."""
+    from rich.text import Text
+
+    out: list = []
     for block in report.blocks:
-        best = block.best()
-        t = Table(title=block.title, caption=block.source_line(), caption_justify="left",
-                  title_justify="left", header_style="bold")
-        t.add_column(block.row_axis, no_wrap=True)
-        for col in block.columns:
-            t.add_column(col, justify="right")
-        for i, row in enumerate(block.rows):
-            cells = []
-            for col in block.columns:
-                text = fmt(row.cells.get(col)) + ("*" if col in row.mismatched else "")
-                style = "bold green" if i in best.get(col, ()) else ""
-                if col in row.mismatched:
-                    style = "bold yellow"
-                cells.append(Text(text, style=style))
-            t.add_row(Text(_label(row), style=styles.get(row.run.state, "")), *cells)
-        out.append(t)
+        label_w = max([len(block.row_axis)] + [len(_label(r)) for r in block.rows])
+        wide = label_w + 4 + 11 * len(block.columns) <= width
+        out.append(Text(block.title, style="bold"))
+        out.append(Text(block.source_line(), style="dim"))
+        if wide:
+            out.append(_rich_table(block, block.columns, None))
+        else:
+            per = len(block.columns) // 3
+            for k in range(3):
+                cols = block.columns[k * per:(k + 1) * per]
+                out.append(_rich_table(block, cols, cols[-1].split("-", 1)[1]))
         for n in _notes(block):
             out.append(Text(f"  note: {n}", style="yellow" if "stored average" in n else "dim"))
         out.append(Text(""))
@@ -144,7 +160,7 @@ def render_text(report: Report, fmt_name: str) -> str:
     from rich.console import Console
     buf = io.StringIO()
     console = Console(file=buf, width=200, force_terminal=False, color_system=None)
-    for r in to_rich(report):
+    for r in to_rich(report, console.width):
         console.print(r)
     for w in report.warnings:
         console.print(f"warning: {w}")
