@@ -47,7 +47,7 @@ def test_sr_only_and_recognizer_only_models():
 def test_image_coupling_sends_recognition_gradients_into_the_sr_backbone():
     model = build_model(config(sr=SMALL_SR, recognizer={"type": "crnn"}, head={"type": "dense"}))
     assert model.rec_input == "sr"
-    model(batch())["logits"].logsumexp(2).mean().backward()
+    model(batch(1))["logits"].logsumexp(2).mean().backward()
     assert all(grads(model, "sr."))
     assert all(grads(model, "recognizer.cnn.")) and all(grads(model, "recognizer.rnn.0."))
     assert all(grads(model, "head."))
@@ -79,7 +79,7 @@ def test_freeze_prefixes_keep_weights_and_batchnorm_statistics():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     stats = bn.running_mean.clone()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    model(batch())["logits"].logsumexp(2).mean().backward()
+    model(batch(1))["logits"].logsumexp(2).mean().backward()
     opt.step()
     after = dict(model.named_parameters())
     assert torch.equal(before["sr.block1.0.weight"], after["sr.block1.0.weight"])

@@ -17,8 +17,11 @@ class ModelSection:
     - Recognizer fine-tuning (stage 2): ``recognizer`` (+ ``head`` replacing its classifier).
     - Joint (stage 3): all three, ``coupling = "image"`` (the recognizer reads the SR image)
       or ``"feature"`` (the head reads a feature map inside the composed model).
-    ``init`` maps a part (``sr``, ``recognizer``, ``head``, ``whole``) to a checkpoint,
-    loaded in one shot into the whole model (strict=False, with a report).
+    ``init`` maps a part (``sr``, ``recognizer``, ``head``, ``whole``) to a checkpoint
+    (tsrx, TextZoom ``state_dict_G``, meijieru CRNN or a bare state_dict), merged with
+    ``whole`` first and loaded in one shot into the whole model (strict=False, with a
+    report). ``feature_layer`` (feature coupling): the first recognizer layer that trains;
+    ``freeze``: module-name prefixes (``"sr"``, ``"recognizer.cnn"``). See docs/models.md.
     """
 
     sr: Annotated[dict, Component("sr")] | None = None
