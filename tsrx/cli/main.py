@@ -16,7 +16,7 @@ from tsrx import __version__
 from tsrx.errors import TsrxError
 
 app = typer.Typer(name="tsrx", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False, rich_markup_mode="rich",
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Experiments for scene text image super-resolution: train, evaluate, "
                        "submit to Slurm, report.")
 
