@@ -44,6 +44,7 @@ def test_series_reads_terms_sigma_and_validation(tmp_path):
     assert s.val["psnr"]["hard"] == ([20, 30], [22.0, 23.0])
 
 
+@pytest.mark.slow
 def test_curves_png_for_one_and_several_runs(tmp_path):
     a = read_run(_metrics_run(tmp_path / "a"))
     b = read_run(_metrics_run(tmp_path / "b", combiner="avg", steps=(10, 20)))
