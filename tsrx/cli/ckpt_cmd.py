@@ -169,6 +169,8 @@ def compose_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.sr.stn=false."),
     data: Path = typer.Option(None, "--data", help="Data root for the evaluation (sets data.root)."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation on the test set."),
+    judge: Path = typer.Option(None, "--judge", help="Recognizer weights (e.g. crnn.pth) that read "
+                               "the SR images for ACC when the model has no recognizer."),
     batch_size: int = typer.Option(None, "--batch-size", help="Evaluation batch size (default: [eval] batch_size)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cuda when available)."),
     allow_shape_mismatch: bool = typer.Option(False, "--allow-shape-mismatch",
@@ -204,10 +206,10 @@ def compose_cmd(
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         datasets = _test_sets(config)
         from tsrx.engine.build import build_judge
-        judge, judge_name = build_judge(eval_cfg, model)
+        judge_model, judge_name = build_judge(eval_cfg, model, str(judge) if judge else None)
         result = evaluate_model(model.to(dev), datasets, protocol=eval_cfg.get("protocol", "textzoom"),
                                 batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
-                                judge=judge.to(dev) if judge is not None else None,
+                                judge=judge_model.to(dev) if judge_model is not None else None,
                                 judge_name=judge_name, with_predictions=False)
         console.print(result_table(result, title=f"composed model on {config['data']['root']}"))
         result = without_predictions(result)
