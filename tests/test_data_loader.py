@@ -145,3 +145,10 @@ def test_ensure_synth_builds_once(tmp_path):
     assert os.path.isfile(tmp_path / "d" / "test" / "hard" / "data.mdb")
     assert ensure_synth(data_cfg(tmp_path / "none")) is False
     assert not (tmp_path / "none").exists()
+
+
+def test_ensure_synth_rejects_a_misspelt_key(tmp_path):
+    cfg = data_cfg(tmp_path / "d", synth={"trian": 6, "fonts": "builtin"})
+    with pytest.raises(TsrxError, match=r"data.synth.trian: unknown key"):
+        ensure_synth(cfg)
+    assert not (tmp_path / "d").exists()

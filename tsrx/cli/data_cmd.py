@@ -97,8 +97,9 @@ def _print_summaries(summaries, baselines: dict, sheet: Path | None) -> None:
         hist = "  ".join(f"{k}:{v}" for k, v in s.label_lengths.items())
         console.print(f"{s.name} label lengths  {hist}", highlight=False)
     if baselines:
-        console.print("bicubic: LR 16x64 -> 32x128 (torch bicubic), RGB [0,1], PSNR/SSIM per image "
-                      "averaged (see tsrx/data/stats.py)", highlight=False)
+        console.print("bicubic: LR 16x64 -> 32x128 (torch bicubic, align_corners=False), "
+                      "textzoom protocol, batch 50 (as tsrx eval's bicubic baseline)",
+                      highlight=False)
     if sheet:
         console.print(f"contact sheet: {sheet}", highlight=False)
 

@@ -172,6 +172,7 @@ def ensure_synth(data_cfg: dict) -> bool:
     root = Path(data_cfg["root"])
     if not spec or has_data(root):
         return False
+    spec = _checked_synth(spec)
     from tsrx.data.synth import synthesize
     root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = root.parent / f".{root.name}.synth.lock"
@@ -180,7 +181,20 @@ def ensure_synth(data_cfg: dict) -> bool:
         if has_data(root):
             return False
         log.info("synthesising TextZoom-format data into %s", root)
-        synthesize(root, train=int(spec.get("train", 2000)),
-                   test=[int(n) for n in spec.get("test", [300, 300, 300])],
-                   seed=int(spec.get("seed", 0)), fonts=str(spec.get("fonts", "builtin")))
+        synthesize(root, train=spec.train, test=spec.test, seed=spec.seed, fonts=spec.fonts)
     return True
+
+
+def _checked_synth(spec: dict):
+    """``data.synth`` as a SynthSpec, with file:key errors for unknown or mistyped keys.
+
+    The table is checked here as well because an optional sub-table of a section is not
+    checked field by field by the config loader (yet); a misspelt key must not be ignored.
+    """
+    from tsrx.config.schema import build_dataclass, check_table, dataclass_fields
+    from tsrx.data.config import SynthSpec
+    from tsrx.errors import ConfigError, ConfigIssue
+    checked, problems = check_table(dict(spec), dataclass_fields(SynthSpec), "data.synth")
+    if problems:
+        raise ConfigError([ConfigIssue("<config>", k, m) for k, m in problems])
+    return build_dataclass(SynthSpec, checked, "data.synth")
