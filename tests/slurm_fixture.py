@@ -77,6 +77,18 @@ def tsrx(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (no second torch import): (exit code, stdout, stderr)."""
+    from tsrx.cli.main import main
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def status_rows(target: Path | str, cwd: Path) -> dict[str, dict]:
     res = tsrx("status", str(target), "--json", cwd=cwd)
     assert res.returncode == 0, res.stderr

@@ -6,7 +6,7 @@ import json
 import textwrap
 
 import pytest
-from slurm_fixture import standin, standin_value, tiny_real_experiment, tsrx  # noqa: F401
+from slurm_fixture import cli, standin, standin_value, tiny_real_experiment, tsrx  # noqa: F401
 
 from tsrx.errors import TsrxError
 from tsrx.launch import submit as submit_mod
@@ -33,10 +33,10 @@ def grid_file(tmp_path, extra=""):
     return path
 
 
-def test_dry_run_prints_runs_differences_and_sbatch_script(workdir):
-    res = tsrx("submit", str(grid_file(workdir)), "--dry-run", cwd=workdir)
-    assert res.returncode == 0, res.stderr
-    out = res.stdout
+def test_dry_run_prints_runs_differences_and_sbatch_script(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = cli(capsys, "submit", str(grid_file(workdir)), "--dry-run")
+    assert code == 0, err
     assert "2 run(s)" in out and "one job array via slurm" in out
     assert "combiner=avg-" in out and "combiner=uncertainty-" in out
     assert "loss.combiner.type" in out  # the differences table
@@ -54,8 +54,8 @@ def test_points_with_different_resources_become_separate_jobs(workdir):
     assert len(plan.runs) == 4 and not plan.as_array
     assert sorted({r.params["time"] for r in plan.runs}) == [10, 20]
     assert len({r.params["job_name"] for r in plan.runs}) == 4  # one job per point
-    res = tsrx("submit", str(path), "--dry-run", cwd=workdir)
-    assert "4 job(s) via slurm" in res.stdout and "--array" not in res.stdout
+    script = submit_mod.sbatch_script(plan)
+    assert "--array" not in script and "#SBATCH --time=10" in script
 
 
 def test_no_sbatch_suggests_local_launcher(workdir, monkeypatch):
@@ -67,7 +67,7 @@ def test_no_sbatch_suggests_local_launcher(workdir, monkeypatch):
     assert not (workdir / "runs").exists()
 
 
-def test_run_dir_with_other_config_is_refused_before_anything_runs(workdir):
+def test_run_dir_with_other_config_is_refused_before_anything_runs(workdir, capsys):
     path = grid_file(workdir)
     from tsrx.launch.rundir import prepare_run_dir
     plan = submit_mod.plan(path)
@@ -75,11 +75,12 @@ def test_run_dir_with_other_config_is_refused_before_anything_runs(workdir):
         prepare_run_dir(r.spec, plan.runs_dir)
     changed = submit_mod.plan(path, sets=["train.steps=7"])
     assert all(r.action.startswith("refused: config differs in train.steps") for r in changed.runs)
-    res = tsrx("submit", str(path), "--set", "train.steps=7", "--launcher", "local", cwd=workdir)
-    assert res.returncode == 2
-    assert "belongs to a different config" in res.stderr and "train.steps" in res.stderr
-    assert res.stderr.count("belongs to a different config") == 2  # every run, at once
-    assert "--force" in res.stderr and "--new" in res.stderr
+    code, _, err = cli(capsys, "submit", str(path), "--set", "train.steps=7", "--launcher", "local")
+    err = " ".join(err.split())  # rich wraps long messages
+    assert code == 2
+    assert "belongs to a different config" in err and "train.steps" in err
+    assert err.count("belongs to a different config") == 2  # every run, at once
+    assert "--force" in err and "--new" in err
     assert "steps = 1000" in (plan.runs[0].run_dir / "config.toml").read_text()
 
 
