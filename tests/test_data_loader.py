@@ -152,3 +152,20 @@ def test_ensure_synth_rejects_a_misspelt_key(tmp_path):
     with pytest.raises(TsrxError, match=r"data.synth.trian: unknown key"):
         ensure_synth(cfg)
     assert not (tmp_path / "d").exists()
+
+
+def _build_cache(args):
+    from tsrx.data.cache import load_or_build
+    lmdb_path, cache_dir = args
+    c = load_or_build(lmdb_path, [32, 128], [16, 64], True, cache_dir)
+    return str(c.folder), c.images(3)[0].sum().item()
+
+
+def test_simultaneous_cache_builds_make_one_entry(synth_root, tmp_path):
+    import multiprocessing as mp
+    args = (str(synth_root / "train1"), str(tmp_path / "c"))
+    with mp.get_context("fork").Pool(2) as pool:
+        results = pool.map(_build_cache, [args, args])
+    assert results[0] == results[1]
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()] == [
+        os.path.basename(results[0][0])]
