@@ -219,7 +219,7 @@ def _fill_components(value: Any, tp: Any) -> Any:
     """Recursively add signature defaults to component tables inside ``value``."""
     if value is None:
         return None
-    comp = component_of(tp)
+    comp = component_of(tp) or component_of(_unwrap_optional(tp))
     if comp is not None:
         if comp.many:
             return [v if isinstance(v, str) else _component_defaults(v, comp.registry) for v in value]
