@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from test_data_support import good_entries, write_raw_lmdb
@@ -19,6 +20,7 @@ def tsrx(*args, cwd=None):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_synth_inspect_check(tmp_path):
     out = tmp_path / "synth"
     r = tsrx("data", "synth", out, "--train", 12, "--test", 3, 4, 5, "--seed", 2,

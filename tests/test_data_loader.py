@@ -169,3 +169,20 @@ def test_simultaneous_cache_builds_make_one_entry(synth_root, tmp_path):
     assert results[0] == results[1]
     assert [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()] == [
         os.path.basename(results[0][0])]
+
+
+@pytest.mark.slow
+def test_parallel_cache_build_equals_serial(synth_root, tmp_path, monkeypatch):
+    import numpy as np
+
+    import tsrx.data.cache as cache
+    monkeypatch.setattr(cache, "CHUNK", 7)
+    monkeypatch.setattr(cache, "PARALLEL_FROM", 10 ** 9)
+    serial = cache.load_or_build(synth_root / "train1", [32, 128], [16, 64], True, tmp_path / "s")
+    monkeypatch.setattr(cache, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(cache, "_usable_cpus", lambda: 2)
+    parallel = cache.load_or_build(synth_root / "train1", [32, 128], [16, 64], True,
+                                   tmp_path / "p")
+    assert parallel.labels == serial.labels and len(serial.labels) == 40
+    for a, b in zip(serial._arrays(), parallel._arrays()):
+        assert np.array_equal(a, b)

@@ -114,30 +114,27 @@ def load_or_build(lmdb_path: str | Path, hr_size, lr_size, mask: bool,
 
 
 def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
-    db = LazyLmdb(lmdb_path)
-    n = read_num_samples(db)
+    n = read_num_samples(LazyLmdb(lmdb_path))
     c = 4 if mask else 3
     log.info("decoding %s (%d samples) into %s", lmdb_path, n, final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        hr = np.lib.format.open_memmap(tmp / "hr.npy", mode="w+", dtype=np.uint8,
-                                       shape=(n, c, int(hr_size[0]), int(hr_size[1])))
-        lr = np.lib.format.open_memmap(tmp / "lr.npy", mode="w+", dtype=np.uint8,
-                                       shape=(n, c, int(lr_size[0]), int(lr_size[1])))
-        labels: list[str | None] = []
-        problems: dict[str, str] = {}
-        for i in range(1, n + 1):
-            try:
-                label, hr_bytes, lr_bytes = read_raw(db, i)
-                labels.append(label)
-                hr[i - 1], lr[i - 1] = decode_pair(hr_bytes, lr_bytes, i, hr_size, lr_size, mask)
-            except SampleProblem as exc:
-                if len(labels) < i:
-                    labels.append(None)
-                problems[str(i)] = str(exc)
-        hr.flush()
-        lr.flush()
-        del hr, lr
+        for name, size in (("hr.npy", hr_size), ("lr.npy", lr_size)):
+            arr = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8,
+                                            shape=(n, c, int(size[0]), int(size[1])))
+            del arr
+        chunks = [(str(lmdb_path), str(tmp), a, min(a + CHUNK, n + 1), list(hr_size),
+                   list(lr_size), bool(mask)) for a in range(1, n + 1, CHUNK)]
+        workers = min(_usable_cpus(), MAX_WORKERS, len(chunks))
+        if workers > 1 and n >= PARALLEL_FROM:
+            import multiprocessing as mp
+            # spawn, not fork: the parent may hold torch threads and open LMDB environments
+            with mp.get_context("spawn").Pool(workers) as pool:
+                parts = pool.map(_decode_range, chunks)
+        else:
+            parts = [_decode_range(chunk) for chunk in chunks]
+        labels: list[str | None] = [label for part, _ in parts for label in part]
+        problems = {k: v for _, part in parts for k, v in part.items()}
         meta = {"format": CACHE_FORMAT, "lmdb": str(lmdb_path.resolve()), "num_samples": n,
                 "hr_size": list(hr_size), "lr_size": list(lr_size), "mask": bool(mask),
                 "labels": labels, "problems": problems}
@@ -153,3 +150,37 @@ def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+CHUNK = 1000           # entries per task
+PARALLEL_FROM = 4000   # below this, starting processes costs more than it saves
+MAX_WORKERS = 8
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects Slurm / cgroup CPU binding
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _decode_range(task: tuple) -> tuple[list[str | None], dict[str, str]]:
+    """Decode 1-based entries [start, stop) into the memory-mapped arrays of the build."""
+    lmdb_path, tmp, start, stop, hr_size, lr_size, mask = task
+    db = LazyLmdb(lmdb_path)
+    hr = np.load(Path(tmp) / "hr.npy", mmap_mode="r+")
+    lr = np.load(Path(tmp) / "lr.npy", mmap_mode="r+")
+    labels: list[str | None] = []
+    problems: dict[str, str] = {}
+    for i in range(start, stop):
+        try:
+            label, hr_bytes, lr_bytes = read_raw(db, i)
+            labels.append(label)
+            hr[i - 1], lr[i - 1] = decode_pair(hr_bytes, lr_bytes, i, hr_size, lr_size, mask)
+        except SampleProblem as exc:
+            if len(labels) < i - start + 1:
+                labels.append(None)
+            problems[str(i)] = str(exc)
+    hr.flush()
+    lr.flush()
+    return labels, problems
