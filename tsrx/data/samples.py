@@ -40,8 +40,8 @@ class BadSample:
 class BadSampleError(TsrxError):
     def __init__(self, bad: BadSample, hint: str = ""):
         self.bad = bad
-        super().__init__(str(bad) + (hint or "; set skip_bad = true in the dataset's [data] "
-                                             "section to skip and count such samples"))
+        super().__init__(str(bad) + (hint or "; `tsrx data check` lists every problem, "
+                                             "data.skip_bad = true skips and counts them"))
 
 
 def read_raw(db: LazyLmdb, index: int) -> tuple[str, bytes, bytes]:

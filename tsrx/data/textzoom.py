@@ -44,22 +44,27 @@ class LmdbSplit:
     def bad(self, index: int, reason: str) -> BadSample:
         return BadSample(str(self.path), self.split, index, reason)
 
-    def missing_entries(self) -> list[int]:
-        """1-based indices with a missing key, found cheaply when the entry count is short."""
+    def missing_entries(self) -> list[tuple[int, str]]:
+        """(1-based index, first missing key) of incomplete entries; cheap when none are."""
         with self.db.env.begin() as txn:
-            entries = txn.stat()["entries"]
-            if entries >= 3 * self.num_samples + 1:
+            if txn.stat()["entries"] >= 3 * self.num_samples + 1:
                 return []
-            return [i for i in range(1, self.num_samples + 1)
-                    if any(txn.get(k) is None for k in (label_key(i), hr_key(i), lr_key(i)))]
+            out = []
+            for i in range(1, self.num_samples + 1):
+                for k in (label_key(i), hr_key(i), lr_key(i)):
+                    if txn.get(k) is None:
+                        out.append((i, k.decode()))
+                        break
+            return out
 
-    def label(self, index: int) -> str:
-        """Raw label of 1-based ``index`` (SampleProblem when unreadable)."""
+    def scan(self, index: int) -> str:
+        """Raw label of a usable entry, or SampleProblem: from the cache's record when cached
+        (no pixels touched), else by reading and decoding the entry."""
         if self.cache is not None:
-            if index in self.cache.problems and self.cache.labels[index - 1] is None:
+            if index in self.cache.problems:
                 raise SampleProblem(self.cache.problems[index])
             return self.cache.labels[index - 1]
-        return read_raw(self.db, index)[0]
+        return self.read(index)[0]
 
     def read(self, index: int) -> tuple[str, np.ndarray, np.ndarray]:
         """(raw label, hr, lr) of 1-based ``index``, or SampleProblem."""
@@ -115,20 +120,15 @@ class TextZoomDataset(Dataset):
         if not self.skip_bad and split.cache is None:
             missing = split.missing_entries()
             if missing:
-                raise BadSampleError(split.bad(missing[0], (
-                    f"num-samples is {n} but {len(missing)} entr"
-                    f"{'y is' if len(missing) == 1 else 'ies are'} missing (first shown)")))
+                index, key = missing[0]
+                raise BadSampleError(split.bad(index, (
+                    f"missing key {key!r} (num-samples is {n}; {len(missing)} incomplete "
+                    f"entr{'y' if len(missing) == 1 else 'ies'}, first shown)")))
             return range(1, n + 1)  # other problems surface when the entry is read
         good = []
         for i in range(1, n + 1):
             try:
-                if split.cache is None:
-                    label, _, _ = split.read(i)
-                else:
-                    label = split.label(i)
-                    if i in split.cache.problems:
-                        raise SampleProblem(split.cache.problems[i])
-                check_label(label, self.voc_type, self.max_len)
+                check_label(split.scan(i), self.voc_type, self.max_len)
                 good.append(i)
             except SampleProblem as exc:
                 bad = split.bad(i, str(exc))
