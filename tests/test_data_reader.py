@@ -86,6 +86,10 @@ def test_mask_is_computed_on_the_resized_image():
     resized = img.resize((64, 16), Image.BICUBIC)
     gray = np.asarray(resized.convert("L"))
     assert np.array_equal(out[3], np.where(gray > gray.mean(), 0, 255))
+    # the reference's own formulation: Image.point with a threshold lambda on the 'L' image
+    thres = np.array(resized.convert("L")).mean()
+    reference = np.asarray(resized.convert("L").point(lambda x: 0 if x > thres else 255))
+    assert np.array_equal(out[3], reference) and 0 < (out[3] == 255).mean() < 1
     assert np.array_equal(out[:3].transpose(1, 2, 0), np.asarray(resized))
 
 
