@@ -153,7 +153,7 @@ def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
 
 
 CHUNK = 1000           # entries per task
-PARALLEL_FROM = 4000   # below this, starting processes costs more than it saves
+PARALLEL_FROM = 10000  # below this, starting processes (each imports torch) costs more than it saves
 MAX_WORKERS = 8
 
 
