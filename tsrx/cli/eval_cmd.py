@@ -1,0 +1,133 @@
+"""``tsrx eval --ckpt PATH``: one table of ACC / PSNR / SSIM on test/{easy,medium,hard}.
+
+Accepts tsrx checkpoints (their config says what the model is) and foreign files (the
+official TextZoom TSRN, meijieru's CRNN, a bare state_dict) with ``--config`` or the
+defaults for their format. The protocol, batch size and judge are printed with the
+table and stored in the JSON, which also holds every image's prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+SPLITS = ("easy", "medium", "hard")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+
+
+def eval_command(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint: tsrx, TextZoom TSRN, meijieru CRNN."),
+    config: Path = typer.Option(None, "--config", help="Experiment TOML describing the model "
+                                "(for foreign checkpoints; a tsrx checkpoint carries its own)."),
+    data: Path = typer.Option(None, "--data", help="Data root holding test/{easy,medium,hard} "
+                              "(default: the config's [data.test] tables)."),
+    recognizer: Path = typer.Option(None, "--recognizer", help="Judge weights for ACC when the "
+                                    "model has no recognizer: meijieru's crnn.pth or a tsrx checkpoint."),
+    protocol: str = typer.Option(None, "--protocol", help="textzoom (per batch, as the reference "
+                                 "code) or per-image (default: the config's [eval] protocol)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
+                                   "(default: [eval] batch_size, 50)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the result (with predictions) here."),
+    baselines: bool = typer.Option(False, "--baselines", help="Add the bicubic and HR rows."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Evaluate a checkpoint and print one table (rows easy/medium/hard/A)."""
+    import torch
+
+    from tsrx.cli.console import console, err_console
+    from tsrx.engine.build import build_judge
+    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.engine.evaluator import evaluate_model, result_table
+    from tsrx.errors import TsrxError
+    from tsrx.models.build import build_model
+
+    raw = load_checkpoint(ckpt)
+    fmt = detect_format(raw)
+    cfg = _config_for(raw, fmt, config)
+    eval_cfg = cfg.get("eval") or {}
+    protocol = protocol or eval_cfg.get("protocol", "textzoom")
+    if protocol not in ("textzoom", "per-image"):
+        raise TsrxError(f"--protocol {protocol!r}: expected textzoom or per-image")
+    batch_size = batch_size or eval_cfg.get("batch_size", 50)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    model = build_model(cfg, load_init=False)
+    state = {k: v for k, v in state_dict_for(raw).items() if not k.startswith("combiner.")}
+    report = load_into(model, state, source=str(ckpt))
+    if report.missing:
+        raise TsrxError(f"{ckpt}: {len(report.missing)} model weight(s) missing from the "
+                        f"checkpoint (first: {report.missing[0]}); does --config describe this "
+                        f"model? ({fmt} format)")
+    if report.unexpected:
+        err_console.print(f"note: {len(report.unexpected)} checkpoint key(s) unused "
+                          f"(first: {report.unexpected[0]})", highlight=False, markup=False)
+    model.to(dev)
+    judge, judge_name = build_judge(eval_cfg, model, str(recognizer) if recognizer else None)
+    if judge is not None:
+        judge.to(dev)
+    datasets = _datasets(cfg, data)
+    result = evaluate_model(model, datasets, protocol=protocol, batch_size=batch_size, device=dev,
+                            judge=judge, baselines=baselines or eval_cfg.get("baselines", False),
+                            with_predictions=True, judge_name=judge_name)
+    result = {"checkpoint": str(ckpt), "format": fmt,
+              "data": str(data) if data else (cfg.get("data") or {}).get("root"), **result}
+    console.print(result_table(result, title=f"{ckpt}"))
+    if json_out:
+        from tsrx.launch.rundir import atomic_write_text
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_out, json.dumps(result, indent=1) + "\n")
+        err_console.print(f"wrote {json_out}", highlight=False)
+
+
+def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
+    """The resolved config of the model: the checkpoint's, --config's, or the format's default."""
+    from tsrx.config.experiment import load_experiment, resolve_run
+    from tsrx.errors import ConfigError, TsrxError
+    from tsrx.plugins import load_named_plugins
+    if config_file is not None:
+        exp = load_experiment(config_file)
+        if len(exp.runs) > 1:
+            raise TsrxError(f"--config {config_file}: it has {len(exp.runs)} runs; the model of "
+                            "the first is used only when there is one. Pass a single-run file")
+        return exp.runs[0].config
+    if fmt == "tsrx" and raw.get("config"):
+        cfg = raw["config"]
+        load_named_plugins(cfg.get("plugins") or [], ".", where="checkpoint config plugins")
+        return cfg
+    defaults = {"textzoom": {"sr": {"type": "tsrn"}}, "crnn": {"recognizer": {"type": "crnn"}}}
+    if fmt not in defaults:
+        raise TsrxError(f"checkpoint format {fmt!r} does not say which model it holds: pass "
+                        "--config FILE with a [model] table")
+    cfg, issues = resolve_run({"name": "eval", "model": defaults[fmt]}, {}, "<tsrx eval>")
+    if issues:
+        raise ConfigError(issues)
+    return cfg
+
+
+def _datasets(cfg: dict, data: Path | None) -> dict:
+    from tsrx.errors import TsrxError
+    data_cfg = dict(cfg.get("data") or {})
+    if data is None:
+        from tsrx.data.loader import build_dataset
+        tables = data_cfg.get("test") or {}
+        if not tables:
+            raise TsrxError("no test data: pass --data ROOT (holding test/easy, test/medium, "
+                            "test/hard) or a config with [data.test] tables")
+        return {name: build_dataset(t, data_cfg, f"data.test.{name}") for name, t in tables.items()}
+    from tsrx.data.textzoom import TextZoomDataset
+    found = {s: f"test/{s}" for s in SPLITS if (data / "test" / s).is_dir()}
+    if not found:
+        raise TsrxError(f"--data {data}: no test/easy, test/medium or test/hard folder in it")
+    return {s: TextZoomDataset(root=str(data), roots=[r],
+                               hr_size=data_cfg.get("hr_size", [32, 128]),
+                               lr_size=data_cfg.get("lr_size", [16, 64]),
+                               mask=data_cfg.get("mask", True), voc_type=data_cfg.get("voc_type", "all"),
+                               max_len=data_cfg.get("max_len", 100),
+                               skip_bad=data_cfg.get("skip_bad", False),
+                               cache=data_cfg.get("cache", True))
+            for s, r in found.items()}

@@ -1,0 +1,106 @@
+"""``tsrx train FILE``: train an experiment's runs in the foreground.
+
+``--nproc N`` starts N gloo processes on this machine (DDP on the CPU, or one GPU each
+when CUDA is there); 1 trains in this process, or joins an existing torchrun/Slurm
+environment. Ctrl-C once asks the run to stop at the next step boundary and save
+``last.pth`` (the same command resumes it); twice aborts.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+SET_HELP = "Override a key, typed by the schema: --set train.steps=100 (repeatable)."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    file: Path = typer.Argument(..., help="Experiment TOML file."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    run: list[str] = typer.Option([], "--run", help="Only the run(s) with this name or prefix."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (DDP ranks) on this machine."),
+    runs_dir: Path = typer.Option(None, "--runs-dir",
+                                  help="Where run directories go (default: [launcher] runs_dir)."),
+    force: bool = typer.Option(False, "--force", help="Replace a run directory whose config differs."),
+    new: bool = typer.Option(False, "--new", help="Start a new run directory beside a differing one."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Train every run of FILE (or those named by --run), one after the other."""
+    from tsrx.config.experiment import load_experiment
+    from tsrx.launch.rundir import prepare_run_dir
+
+    exp = load_experiment(file, set_, only=run or None)
+    states = []
+    for spec in exp.runs:
+        target = runs_dir or Path(spec.config.get("launcher", {}).get("runs_dir", "runs"))
+        run_dir = prepare_run_dir(spec, target, force=force, new=new, command=sys.argv)
+        typer.echo(f"run {spec.name}: {run_dir}", err=True)
+        state = train_run_dir(run_dir, nproc, device)
+        states.append(state)
+        if state != "completed":
+            typer.echo(f"run {spec.name} stopped ({state}); the same command resumes it from "
+                       f"{run_dir / 'last.pth'}", err=True)
+            raise typer.Exit(130 if state == "preempted" else 1)
+
+
+def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
+    """Train one prepared run directory with ``nproc`` local processes; returns its state."""
+    if nproc == 1:
+        from tsrx.engine.run import run_training
+        with _stop_on_ctrl_c():
+            return run_training(run_dir, device=device)["state"]
+    import torch.multiprocessing as mp
+
+    from tsrx.engine.distributed import detect
+    if detect().distributed:
+        from tsrx.errors import TsrxError
+        raise TsrxError("--nproc starts its own processes; this process is already one rank of "
+                        "a torchrun/Slurm job (drop --nproc, the job's ranks are the processes)")
+    port = _free_port()
+    mp.spawn(_spawned_rank, args=(str(run_dir), nproc, port, device), nprocs=nproc, join=True)
+    import json
+    status = json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
+    return status["state"]
+
+
+def _spawned_rank(rank: int, run_dir: str, world: int, port: int, device: str | None) -> None:
+    from tsrx.engine.distributed import DistEnv
+    from tsrx.engine.run import run_training
+    env = DistEnv(rank=rank, world_size=world, local_rank=rank, local_world_size=world,
+                  master_addr="127.0.0.1", master_port=port, source="spawn")
+    with _stop_on_ctrl_c():
+        run_training(Path(run_dir), env=env, device=device)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _stop_on_ctrl_c:
+    """First SIGINT: stop at the next step boundary and save; the second interrupts."""
+
+    def __enter__(self) -> None:
+        from tsrx.engine.signals import request_stop, stop_requested
+
+        def handler(signum, frame):
+            if stop_requested() is not None:
+                raise KeyboardInterrupt
+            request_stop("interrupted (Ctrl-C)")
+        try:
+            self.previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -1,0 +1,196 @@
+"""Assemble a training run from its resolved config.
+
+Everything a run needs is built here, in one place and in a fixed order (the order
+matters: model initialisation draws from the seeded RNG, so every rank builds the
+same weights): model, tasks, losses, combiner, optimizer, scheduler, selectors,
+datasets and loaders. The Trainer only wires them together.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tsrx.engine.distributed import DistEnv
+from tsrx.errors import TsrxError
+
+log = logging.getLogger("tsrx.engine")
+
+DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"}}
+
+
+@dataclass
+class RunParts:
+    """What a run is made of; see :func:`build_run`."""
+
+    model: nn.Module
+    tasks: list[str]
+    losses: dict[str, nn.Module]
+    loss_tables: dict[str, dict]          # the resolved loss choice, recorded in the run dir
+    combiner: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    selectors: list[Any]
+    judge: nn.Module | None
+    judge_name: str | None
+    train_set: Any
+    val_sets: dict[str, Any]
+    test_sets: dict[str, Any]
+    sampler: Any
+    train_loader: Any
+    batch_size_per_rank: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:
+    if global_batch < 1 or global_batch % world_size:
+        raise TsrxError(f"{key} = {global_batch} is the global batch size and must be a positive "
+                        f"multiple of the number of processes ({world_size}); e.g. "
+                        f"{max(world_size, global_batch - global_batch % world_size)}")
+    return global_batch // world_size
+
+
+def model_tasks(model: nn.Module) -> list[str]:
+    """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer."""
+    tasks = []
+    if getattr(model, "sr", None) is not None:
+        tasks.append("sr")
+    if getattr(model, "recognizer", None) is not None:
+        tasks.append("recognition")
+    if not tasks:
+        raise TsrxError("[model] has neither an SR part nor a recognizer: nothing to train")
+    return tasks
+
+
+def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str]]:
+    """Loss modules per task, the resolved tables (defaults filled in) and warnings."""
+    from tsrx.config.experiment import _component_defaults
+    from tsrx.registry import REC_LOSSES, SR_LOSSES
+    registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
+    losses, tables, warnings = {}, {}, []
+    for task in ("sr", "recognition"):
+        table = loss_cfg.get(task)
+        if task not in tasks:
+            if table:
+                warnings.append(f"[loss] {task} = {table} has no effect: the model has no "
+                                f"{'SR part' if task == 'sr' else 'recognizer'}")
+            continue
+        table = table or DEFAULT_LOSSES[task]
+        reg, reg_key = registries[task]
+        losses[task] = reg.build(table, f"loss.{task}")
+        tables[task] = _component_defaults(table, reg_key)
+    return losses, tables, warnings
+
+
+def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = None
+                ) -> tuple[nn.Module | None, str | None]:
+    """The recognizer that reads SR images for ACC, and how to name it in tables.
+
+    The model's own recognizer judges when it has one; otherwise ``[eval] judge`` with
+    ``judge_weights`` (or ``recognizer_path``, the CLI's ``--recognizer``): meijieru's
+    crnn.pth, or a tsrx checkpoint whose recognizer (and head) are used. No weights
+    means no judge: an untrained recognizer's accuracy would be meaningless.
+    """
+    if getattr(model, "recognizer", None) is not None:
+        return None, "the model's own recognizer"
+    weights = recognizer_path or eval_cfg.get("judge_weights")
+    if not weights:
+        return None, None
+    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.models.build import build_parts
+    from tsrx.models.joint import JointModel
+    try:
+        ckpt = load_checkpoint(weights)
+    except TsrxError as exc:
+        raise TsrxError(f"judge weights ({'--recognizer' if recognizer_path else 'eval.judge_weights'}"
+                        f"): {exc}") from None
+    fmt = detect_format(ckpt)
+    saved = (((ckpt.get("config") or {}).get("model") or {}) if fmt == "tsrx" else {})
+    table = eval_cfg.get("judge") or saved.get("recognizer") or {"type": "crnn"}
+    parts = build_parts({"recognizer": table, "head": saved.get("head")})
+    judge = JointModel(recognizer=parts["recognizer"], head=parts["head"], rec_input="hr")
+    state = state_dict_for(ckpt, None if fmt == "tsrx" else "recognizer")
+    state = {k: v for k, v in state.items() if k.split(".", 1)[0] in ("recognizer", "head")}
+    report = load_into(judge, state, source=str(weights))
+    if report.missing:
+        raise TsrxError(f"judge weights {weights}: {len(report.missing)} weight(s) missing "
+                        f"(first: {report.missing[0]}); is it a {table['type']} checkpoint?")
+    judge.eval()
+    for p in judge.parameters():
+        p.requires_grad_(False)
+    return judge, f"{table['type']} ({weights})"
+
+
+def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
+    """Every part of a training run, in the order described in the module docstring."""
+    from tsrx.data.loader import ResumableSampler, build_datasets, build_loader, ensure_synth
+    from tsrx.models.build import build_model
+    from tsrx.registry import COMBINERS, OPTIMIZERS, SCHEDULERS, SELECTORS
+
+    train_cfg, data_cfg = config["train"], config["data"]
+    seed = int(config.get("seed", 0))
+    batch = per_rank_batch(train_cfg["batch_size"], env.world_size)
+
+    seed_everything(seed)  # the same on every rank: identical initial weights
+    from rich.console import Console
+    # the init load report is printed once, by rank 0
+    model = build_model(config, console=None if env.is_main else Console(quiet=True)).to(device)
+    tasks = model_tasks(model)
+    losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks)
+    losses = {k: v.to(device) for k, v in losses.items()}
+    combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=tasks).to(device)
+
+    model_params = [p for p in model.parameters() if p.requires_grad]
+    if not model_params:
+        raise TsrxError("[model] has no trainable parameters (everything is frozen)")
+    groups = [{"params": model_params}]
+    combiner_params = [p for p in combiner.parameters() if p.requires_grad]
+    if combiner_params:
+        groups.append({"params": combiner_params, "weight_decay": 0.0})
+    optimizer = OPTIMIZERS.build(config["optim"], "optim", params=groups)
+    scheduler = SCHEDULERS.build(config["sched"], "sched", optimizer=optimizer,
+                                 total_steps=train_cfg["steps"])
+    selectors = [SELECTORS.build({"type": s} if isinstance(s, str) else s,
+                                 f"train.selectors[{i}]")
+                 for i, s in enumerate(train_cfg["selectors"])]
+    judge, judge_name = build_judge(config.get("eval") or {}, model)
+    if judge is not None:
+        judge = judge.to(device)
+    if judge_name is None and any(getattr(s, "metric", None) == "acc" for s in selectors):
+        warnings.append("selector best_acc never fires: the model has no recognizer and [eval] "
+                        "names no judge_weights, so validation has no accuracy")
+
+    if env.is_main:
+        ensure_synth(data_cfg)
+    from tsrx.engine.distributed import barrier
+    barrier()  # other ranks wait for rank 0's synthetic data before opening it
+    train_set, val_sets, test_sets = build_datasets(data_cfg)
+    if train_set is None:
+        raise TsrxError("[data] has no train table: nothing to train on (set [data.train])")
+    sampler = ResumableSampler(len(train_set), rank=env.rank, world_size=env.world_size,
+                               seed=seed, shuffle=True, drop_last=True)
+    if len(sampler) < batch:
+        raise TsrxError(f"data.train has {len(train_set)} samples: too few for one batch of "
+                        f"{train_cfg['batch_size']} over {env.world_size} process(es)")
+    loader = build_loader(train_set, batch, sampler=sampler, num_workers=data_cfg["num_workers"],
+                          pin_memory=device.type == "cuda")
+    for w in warnings:
+        log.warning(w)
+    return RunParts(model=model, tasks=tasks, losses=losses, loss_tables=loss_tables,
+                    combiner=combiner, optimizer=optimizer, scheduler=scheduler,
+                    selectors=selectors, judge=judge, judge_name=judge_name,
+                    train_set=train_set, val_sets=val_sets, test_sets=test_sets,
+                    sampler=sampler, train_loader=loader, batch_size_per_rank=batch,
+                    warnings=warnings)

@@ -1,0 +1,127 @@
+"""Train the run in a run directory: the entry point of every launcher.
+
+``run_training(run_dir)`` reads ``run_dir/config.toml`` (loading the plugins it names),
+detects the distributed environment, resumes from ``last.pth`` when present, trains,
+evaluates the final model, and writes status.json, metrics.jsonl, summary.json,
+checkpoints and ``logs/rank<R>.log``. The same call serves the foreground command
+(``tsrx train``), spawned CPU ranks and the submitit job.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tsrx.engine import distributed as dist_utils
+from tsrx.engine import signals
+
+log = logging.getLogger("tsrx")
+
+
+def load_run_config(run_dir: Path) -> dict:
+    """The resolved config of ``run_dir/config.toml``, validated again (plugins loaded)."""
+    from tsrx.config.experiment import load_experiment
+    from tsrx.errors import TsrxError
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise TsrxError(f"{run_dir}: no config.toml (create run directories with `tsrx train` "
+                        "or `tsrx submit`)")
+    return load_experiment(path).runs[0].config
+
+
+def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
+                 device: str | None = None, console: Any = None) -> dict:
+    """Train ``run_dir`` to the end (or to a stop request); returns the final state.
+
+    ``{"state": "completed" | "preempted", "step", "total_steps", "final", "run_dir"}``.
+    ``console`` (rank 0) receives the final table; stdout when None.
+    """
+    from tsrx.engine.trainer import Trainer, write_status
+    run_dir = Path(run_dir)
+    env = env or dist_utils.detect()
+    handlers = _setup_logging(run_dir, env)
+    trainer = None
+    failed = False
+    try:
+        config = load_run_config(run_dir)
+        dev = dist_utils.setup(env, device)
+        log.info("run %s: rank %d of %d on %s (%s)", run_dir, env.rank, env.world_size, dev,
+                 env.source)
+        trainer = Trainer(config, run_dir, env, dev)
+        last = run_dir / "last.pth"
+        if last.exists():
+            trainer.resume(last)
+        result = trainer.train()
+        final = None
+        if result["state"] == "completed":
+            final = trainer.final_evaluation()
+            if env.is_main:
+                from tsrx.engine.evaluator import result_table
+                if console is None:
+                    from rich.console import Console
+                    console = Console()
+                console.print(result_table(final, title=f"{run_dir.name}: final model"))
+        trainer.write_summary(final, result["state"])
+        result["final"] = final
+        return result
+    except BaseException as exc:
+        failed = True
+        if env.is_main:
+            step = trainer.step if trainer is not None else 0
+            total = trainer.train_cfg["steps"] if trainer is not None else 0
+            write_status(run_dir, "failed", step, total, f"{type(exc).__name__}: {exc}")
+        log.error("run failed: %s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        if trainer is not None:
+            trainer.close()
+        del trainer
+        if failed:
+            _destroy_without_barrier()  # peers may be gone: a barrier could wait forever
+        else:
+            dist_utils.shutdown()
+        signals.clear()
+        for h in handlers:
+            logging.getLogger("tsrx").removeHandler(h)
+            h.close()
+
+
+def _destroy_without_barrier() -> None:
+    if dist_utils.active():
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handler]:
+    """``logs/rank<R>.log`` per rank, and rank 0's messages on the terminal.
+
+    A submitit job links ``logs/rank<R>.log`` to its own stdout file; then the log goes
+    to stdout instead of being written twice.
+    """
+    logger = logging.getLogger("tsrx")
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter(f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
+    link = run_dir / "logs" / f"rank{env.rank}.log"
+    handlers: list[logging.Handler] = []
+    if link.is_symlink():
+        handlers.append(logging.StreamHandler(sys.stdout))
+    else:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(link, encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
+    if env.is_main and not link.is_symlink():
+        if sys.stderr.isatty():
+            from rich.logging import RichHandler
+
+            from tsrx.cli.console import err_console
+            console_handler: logging.Handler = RichHandler(console=err_console, show_path=False)
+        else:
+            console_handler = logging.StreamHandler(sys.stderr)
+            console_handler.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(console_handler)
+    for h in handlers:
+        logger.addHandler(h)
+    return handlers

@@ -1,0 +1,460 @@
+"""The Trainer: build everything, then step, checkpoint, validate, log; resume exactly.
+
+Read top to bottom: ``__init__`` builds the run (``tsrx.engine.build``), ``train_step``
+does one optimisation step, ``train`` is the loop, ``state_dict`` / ``load_state_dict``
+hold everything a bit-identical resume needs.
+
+DDP wraps a small module holding the model *and* the loss combiner, so the learned
+task weights s_i get their gradients averaged over ranks exactly like the model's.
+Checkpoints are written from the unwrapped parts, so a DDP and a one-process run save
+identical keys (``sr.*``, ``recognizer.*``, ``head.*``, ``combiner.*``).
+
+Once per step all ranks all_reduce one small vector: [non-finite flag, stop flag,
+total loss, task losses]. It gives the rank-averaged losses for the log and makes all
+ranks take the same decision (skip, stop with an error, or stop for preemption) at
+the same step, so none is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tsrx.engine import distributed as dist_utils
+from tsrx.engine import signals
+from tsrx.engine.build import build_run, seed_everything
+from tsrx.errors import TsrxError
+from tsrx.models.text import encode_labels
+
+log = logging.getLogger("tsrx.train")
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class LossModule(nn.Module):
+    """model -> task losses -> combiner: the unit DDP wraps (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, losses: dict[str, nn.Module], combiner: nn.Module):
+        super().__init__()
+        self.model = model
+        self.losses = nn.ModuleDict(losses)
+        self.combiner = combiner
+        rec = getattr(model, "recognizer", None)
+        self.alphabet = rec.alphabet if rec is not None else ""
+        # a lower-case alphabet (CRNN's 0-9a-z) reads upper-case labels as lower-case
+        self.lower_labels = self.alphabet == self.alphabet.lower()
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        out = self.model(batch)
+        terms: dict[str, torch.Tensor] = {}
+        if "sr" in self.losses:
+            terms["sr"] = self.losses["sr"](out["sr"], batch["hr"])
+        if "recognition" in self.losses:
+            targets, lengths = encode_labels(batch["label"], self.alphabet, lower=self.lower_labels)
+            terms["recognition"] = self.losses["recognition"](out["logits"], targets, lengths)
+        total, logs = self.combiner(terms)
+        return total, terms, logs
+
+
+class Trainer:
+    """One run on this rank; ``train()`` returns ``{"state": "completed" | "preempted", ...}``."""
+
+    def __init__(self, config: dict, run_dir: Path, env: dist_utils.DistEnv,
+                 device: torch.device):
+        self.config, self.run_dir, self.env, self.device = config, Path(run_dir), env, device
+        tc = self.train_cfg = config["train"]
+        self.eval_cfg = config.get("eval") or {}
+        self.seed = int(config.get("seed", 0))
+        if tc["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # warn_only: CTC has no deterministic CUDA kernel; torch warns where it falls short
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+        parts = self.parts = build_run(config, env, device)
+        self.model, self.combiner = parts.model, parts.combiner
+        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
+        self.selectors = parts.selectors
+        if tc["channels_last"]:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_module = LossModule(self.model, parts.losses, self.combiner)
+        self.ddp: nn.Module = self.loss_module
+        if env.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.forward = torch.compile(self.ddp) if tc["compile"] else self.ddp
+
+        self.amp_dtype = AMP_DTYPES[tc["amp"]]
+        if tc["amp"] == "fp16" and device.type != "cuda":
+            raise TsrxError("train.amp = 'fp16' needs a CUDA device; on CPU use 'bf16' or 'none'")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=tc["amp"] == "fp16")
+        self.clip_params = [p for p in self.model.parameters() if p.requires_grad]
+
+        seed_everything(self.seed + env.rank)  # per-rank randomness (dropout) from here on
+        self.step = 0
+        self.epoch = 0
+        self.skipped = 0
+        self.best: dict[str, dict] = {}
+        self.global_batch = tc["batch_size"]
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._progress: _Progress | None = None
+
+    # -- one step -------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> dict:
+        """Forward, agree across ranks, backward, clip, update. Returns the step's log values."""
+        batch = self._to_device(batch)
+        self.ddp.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            total, terms, logs = self.forward(batch)
+        values = torch.stack([total.detach().float(), *[t.detach().float() for t in terms.values()]])
+        values = values.tolist()
+        local = [float(not all(math.isfinite(v) for v in values)),
+                 float(signals.stop_requested() is not None), *values]
+        agreed = dist_utils.all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=self.device))
+        agreed = agreed.cpu().tolist()
+        world = self.env.world_size
+        mean_total = agreed[2] / world
+        mean_terms = {k: v / world for k, v in zip(terms, agreed[3:])}
+        out = {"loss": mean_total, "terms": mean_terms, "combiner": logs,
+               "stop": agreed[1] > 0, "skipped": False}
+        self.optimizer.zero_grad(set_to_none=True)
+        if agreed[0] > 0:
+            if self.train_cfg["on_nonfinite"] == "stop":
+                shown = ", ".join(f"{k}={v:.6g}" for k, v in {"total": mean_total, **mean_terms}.items())
+                raise TsrxError(
+                    f"non-finite loss at step {self.step + 1} (rank-averaged terms: {shown}); "
+                    "the run stops here. Set train.on_nonfinite = \"skip\" to skip such steps "
+                    "and count them instead")
+            self.skipped += 1
+            out["skipped"] = True
+            log.warning("step %d: non-finite loss (%s), step skipped (%d so far)", self.step + 1,
+                        mean_terms, self.skipped)
+        else:
+            self.scaler.scale(total).backward()
+            if self.train_cfg["grad_clip"]:
+                self.scaler.unscale_(self.optimizer)
+                # the model's gradients only: the reference clips the network at 0.25, and the
+                # combiner's s_i must not shrink the model's step
+                torch.nn.utils.clip_grad_norm_(self.clip_params, self.train_cfg["grad_clip"])
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+        self.parts.sampler.advance(self.parts.batch_size_per_rank)
+        self.step += 1
+        return out
+
+    # -- the loop ---------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Step until ``train.steps``; checkpoint, validate and log when due."""
+        tc = self.train_cfg
+        total = tc["steps"]
+        self._write_status("running")
+        self._record_start()
+        batches = self._batches()
+        self._progress = _Progress(self.env.is_main, total, self.step)
+        last_log = (time.perf_counter(), self.step)
+        stopped = False
+        try:
+            while self.step < total and not stopped:
+                out = self.train_step(next(batches))
+                stopped = out["stop"]
+                now = time.perf_counter()
+                rate = (self.step - last_log[1]) * self.global_batch / max(now - last_log[0], 1e-9)
+                self._progress.update(self.step, out["loss"], self._lr(), rate)
+                if self.step % tc["log_every"] == 0 or self.step == total:
+                    self._log_train(out, rate)
+                    last_log = (now, self.step)
+                if self.step % tc["val_every"] == 0 or self.step == total:
+                    self.validate()
+                if self.step % tc["ckpt_every"] == 0 or self.step == total or stopped:
+                    self.save_last()
+        finally:
+            self._progress.close()
+        state = "preempted" if stopped and self.step < total else "completed"
+        if stopped:
+            log.info("stopped after step %d: %s", self.step, signals.stop_requested())
+        self._write_status(state)
+        return {"state": state, "step": self.step, "total_steps": total,
+                "skipped_steps": self.skipped, "run_dir": str(self.run_dir)}
+
+    def _batches(self):
+        """Batches forever, epoch after epoch; the sampler remembers the position."""
+        sampler, loader = self.parts.sampler, self.parts.train_loader
+        while True:
+            sampler.set_epoch(self.epoch)
+            # creating a DataLoader iterator draws a seed from the global RNG: fork it so
+            # a resumed run (which creates one more iterator) draws the same numbers after
+            with torch.random.fork_rng(devices=[]):
+                iterator = iter(loader)
+            yield from iterator
+            self.epoch += 1
+
+    def _to_device(self, batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                v = v.to(self.device, non_blocking=True)
+                if self.train_cfg["channels_last"] and v.dim() == 4:
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # -- validation and selectors -------------------------------------------------------------
+    def validate(self) -> dict:
+        """Every rank evaluates its shard; the reduced result feeds the selectors."""
+        from tsrx.engine.evaluator import evaluate_model
+        with torch.random.fork_rng(devices=[]):
+            result = evaluate_model(
+                self.model, self.parts.val_sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
+                batch_size=self.train_cfg["val_batch_size"], device=self.device,
+                judge=self.parts.judge, with_predictions=False, env=self.env,
+                judge_name=self.parts.judge_name)
+        for sel in self.selectors:
+            score = sel.score(result)
+            best = self.best.get(sel.name)
+            if score > (best["score"] if best else -math.inf):
+                self.best[sel.name] = {"step": self.step, "score": score, "result": result,
+                                       "filename": sel.filename}
+                if self.env.is_main:
+                    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
+                    save_checkpoint(self.run_dir / sel.filename, make_checkpoint(
+                        self._model_state(), step=self.step, epoch=self.epoch,
+                        config=self.config, plugins=_plugins(),
+                        metrics={"selector": sel.name, "score": score, "result": result}))
+        avg = result["average"]
+        log.info("validation at step %d: %s", self.step, ", ".join(
+            f"{k} {'-' if avg[k] is None else format(avg[k], '.4f')}" for k in ("acc", "psnr", "ssim")))
+        self._append_metrics({"kind": "val", "step": self.step, "result": result})
+        return result
+
+    def final_evaluation(self) -> dict:
+        """The ``[eval]`` protocol on the test splits (validation splits when none)."""
+        from tsrx.engine.evaluator import evaluate_model
+        sets = self.parts.test_sets or self.parts.val_sets
+        return evaluate_model(
+            self.model, sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
+            batch_size=self.eval_cfg.get("batch_size", 50), device=self.device,
+            judge=self.parts.judge, baselines=self.eval_cfg.get("baselines", False),
+            with_predictions=False, env=self.env, judge_name=self.parts.judge_name)
+
+    # -- state ------------------------------------------------------------------------------
+    def _model_state(self) -> dict:
+        state = dict(self.model.state_dict())
+        state.update({f"combiner.{k}": v for k, v in self.combiner.state_dict().items()})
+        return state
+
+    def state_dict(self) -> dict:
+        """The whole training state (a collective: every rank contributes its RNG state)."""
+        from tsrx.engine.checkpoint import make_checkpoint
+        rng = dist_utils.all_gather_objects(_rng_state())
+        return make_checkpoint(
+            self._model_state(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+            step=self.step, epoch=self.epoch, sampler=self.parts.sampler.state_dict(),
+            rng={"world_size": self.env.world_size, "ranks": rng}, config=self.config,
+            plugins=_plugins(), metrics={"best": self.best, "skipped_steps": self.skipped})
+
+    def load_state_dict(self, state: dict) -> None:
+        model_state = {k: v for k, v in state["model"].items() if not k.startswith("combiner.")}
+        combiner_state = {k[len("combiner."):]: v for k, v in state["model"].items()
+                          if k.startswith("combiner.")}
+        self.model.load_state_dict(model_state)
+        self.combiner.load_state_dict(combiner_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.parts.sampler.load_state_dict(state["sampler"])
+        metrics = state.get("metrics") or {}
+        self.best = dict(metrics.get("best") or {})
+        self.skipped = int(metrics.get("skipped_steps", 0))
+        rng = state.get("rng") or {}
+        if rng.get("world_size") == self.env.world_size:
+            _set_rng_state(rng["ranks"][self.env.rank])
+        else:
+            log.warning("checkpoint was written by %s process(es), this run has %d: random "
+                        "streams are reseeded, so the rest of the run is not bit-identical",
+                        rng.get("world_size"), self.env.world_size)
+
+    def save_last(self) -> None:
+        state = self.state_dict()
+        if self.env.is_main:
+            from tsrx.engine.checkpoint import save_checkpoint
+            save_checkpoint(self.run_dir / "last.pth", state)
+
+    def resume(self, path: Path) -> None:
+        from tsrx.engine.checkpoint import load_checkpoint
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+        if self.env.is_main:
+            _truncate_metrics(self.metrics_path, self.step)
+
+    def close(self) -> None:
+        """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
+        self.forward = self.ddp = self.loss_module = None
+        self.optimizer = self.scheduler = None
+        self.parts = None
+
+    # -- files of the run directory -------------------------------------------------------------
+    def _record_start(self) -> None:
+        self._append_metrics({
+            "kind": "run", "step": self.step, "tasks": self.parts.tasks,
+            "losses": self.parts.loss_tables, "combiner": self.combiner_description(),
+            "world_size": self.env.world_size, "batch_size": self.global_batch,
+            "batch_size_per_rank": self.parts.batch_size_per_rank,
+            "judge": self.parts.judge_name, "resumed": self.step > 0})
+
+    def combiner_description(self) -> dict:
+        describe = getattr(self.combiner, "describe", None)
+        return describe() if describe else {"type": type(self.combiner).__name__}
+
+    def _log_train(self, out: dict, rate: float) -> None:
+        combiner = {"type": self.combiner_description()["type"]}
+        combiner.update({k: v for k, v in out["combiner"].items() if k not in out["terms"]})
+        line = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": out["loss"],
+                "terms": out["terms"], "lr": self._lr(), "samples_per_s": rate,
+                "combiner": combiner, "skipped_steps": self.skipped}
+        self._append_metrics(line)
+        if not self._progress.live:
+            log.info("step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s", self.step,
+                     self.train_cfg["steps"], out["loss"],
+                     " ".join(f"{k} {v:.5g}" for k, v in {**out["terms"], **combiner}.items()
+                              if k != "type"), self._lr(), rate, self._progress.eta_text())
+        self._write_status("running")
+
+    def _append_metrics(self, line: dict) -> None:
+        if self.env.is_main:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line, default=_json_default) + "\n")
+
+    def _write_status(self, state: str, error: str | None = None) -> None:
+        if self.env.is_main:
+            write_status(self.run_dir, state, self.step, self.train_cfg["steps"], error)
+
+    def write_summary(self, final: dict | None, state: str) -> dict:
+        summary = {"state": state, "step": self.step, "total_steps": self.train_cfg["steps"],
+                   "best": {name: {"step": b["step"], "file": b["filename"], "result": b["result"]}
+                            for name, b in self.best.items()},
+                   "final": final, "tasks": self.parts.tasks, "losses": self.parts.loss_tables,
+                   "combiner": self.combiner_description(), "skipped_steps": self.skipped,
+                   "world_size": self.env.world_size, "plugins": _plugins()}
+        if self.env.is_main:
+            _atomic_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+# -- helpers --------------------------------------------------------------------------------
+def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
+    from tsrx.launch.rundir import utc_now
+    _atomic_json(Path(run_dir) / "status.json", {"state": state, "step": step, "total_steps": total,
+                                                 "updated": utc_now(), "error": error})
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    from tsrx.launch.rundir import atomic_write_text
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if torch.is_tensor(obj):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the resumed step: the resumed run writes them again."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    from tsrx.launch.rundir import atomic_write_text
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def _plugins() -> list[dict]:
+    from dataclasses import asdict
+
+    from tsrx.plugins import loaded_plugins
+    return [asdict(p) for p in loaded_plugins()]
+
+
+def _rng_state() -> dict:
+    """Every random stream as tensors, lists and numbers (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": version, "state": list(internal), "gauss": gauss}}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+class _Progress:
+    """A rich progress bar on rank 0 when stderr is a terminal; otherwise only an ETA string."""
+
+    def __init__(self, main: bool, total: int, start: int):
+        self.total, self.start, self.t0 = total, start, time.perf_counter()
+        self.step = start
+        self.live = main and sys.stderr.isatty()
+        self._bar = None
+        if self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            from tsrx.cli.console import err_console
+            self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=err_console)
+            self._task = self._bar.add_task("train", total=total, completed=start, info="")
+            self._bar.start()
+
+    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
+        self.step = step
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step,
+                             info=f"loss {loss:.4g}  lr {lr:.2e}  {rate:.1f} samples/s")
+
+    def eta_text(self) -> str:
+        done = self.step - self.start
+        if done <= 0:
+            return ""
+        left = (time.perf_counter() - self.t0) / done * (self.total - self.step)
+        return f" eta {int(left) // 60}:{int(left) % 60:02d}"
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
