@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,9 @@ def _differences(runs) -> tuple[list[str], list[list[str]]]:
             if k not in keys:
                 keys.append(k)
     from tsrx.config.load import get_dotted
-    rows = [[str(get_dotted(r.spec.config, k, "-")) for k in keys] for r in runs]
+    missing = object()
+    rows = [["-" if (v := get_dotted(r.spec.config, k, missing)) is missing else json.dumps(v, default=list)
+             for k in keys] for r in runs]
     return keys, rows
 
 
@@ -39,12 +42,11 @@ def _print_plan(plan, console) -> None:
     console.print(t)
     keys, rows = _differences(plan.runs)
     if keys:
-        d = Table(title="resolved config differences")
+        d = Table(title="resolved config differences between the runs")
         d.add_column("run")
-        for k in keys:
-            d.add_column(k)
+        d.add_column("values")
         for r, vals in zip(plan.runs, rows):
-            d.add_row(r.spec.name, *vals)
+            d.add_row(r.spec.name, "\n".join(f"{k} = {v}" for k, v in zip(keys, vals) if v != "-"))
         console.print(d)
     if plan.launcher == "slurm":
         console.print("[bold]sbatch script[/] (submitit writes this; ids fill in at submission):")
@@ -66,6 +68,7 @@ def _wait_local(console):
                     time.sleep(2.0)
                     live.update(table(collect([sub.run.run_dir])))
                 live.update(table(collect([sub.run.run_dir])))
+            console.print()
         except KeyboardInterrupt:
             job.cancel()
             raise
@@ -116,7 +119,8 @@ def register(app: typer.Typer) -> None:
                 st.follow([s.run.run_dir for s in done], console)
         else:
             rows = st.collect([s.run.run_dir for s in done])
-            console.print(st.table(rows))
+            if len(rows) > 1:
+                console.print(st.table(rows, title="all runs"))
             bad = [r for r in rows if r.state != "completed"]
             if bad:
                 raise typer.Exit(1)

@@ -304,14 +304,18 @@ def table(rows: list[RunStatus], title: str | None = None) -> Any:
     from rich.table import Table
     t = Table(title=title, show_lines=False)
     for col in ("run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job"):
-        t.add_column(col, justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left")
+        t.add_column(col, justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left",
+                     overflow="fold")
+    # runs of several experiments: say which experiment each belongs to
+    several = len({Path(r.run_dir).parent for r in rows}) > 1
     colours = {"completed": "green", "running": "cyan", "pending": "yellow", "failed": "red",
                "cancelled": "magenta", "timeout": "red"}
     for r in rows:
         m = r.metrics
         step = "-" if r.step is None else f"{r.step}/{r.total_steps if r.total_steps is not None else '?'}"
         colour = colours.get(r.state, "white")
-        t.add_row(r.run, f"[{colour}]{r.label}[/]", step,
+        name = f"{Path(r.run_dir).parent.name}/{r.run}" if several else r.run
+        t.add_row(name, f"[{colour}]{r.label}[/]", step,
                   f"{m['acc']:.4f}" if "acc" in m else "-", f"{m['psnr']:.2f}" if "psnr" in m else "-",
                   f"{m['ssim']:.4f}" if "ssim" in m else "-", fmt_elapsed(r.elapsed_s), r.job_id or "-")
     return t
