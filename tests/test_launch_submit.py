@@ -165,3 +165,29 @@ def test_local_launcher_with_the_real_trainer(workdir):
     assert "rank 1 of 2" in (run / "logs" / "rank1.log").read_text()
     rows = json.loads(tsrx("status", str(run), "--json", cwd=workdir).stdout)
     assert rows[0]["state"] == "completed" and rows[0]["step"] == 4 and "psnr" in rows[0]["metrics"]
+
+
+@pytest.mark.parametrize("profile", ["example_cluster", "local_test"])
+def test_cluster_profiles_extend_an_experiment(workdir, profile):
+    from slurm_fixture import SLURM_DIR
+    path = workdir / "exp.toml"
+    path.write_text(f'extends = ["{SLURM_DIR / "profiles" / (profile + ".toml")}"]\n'
+                    '[launcher]\ntimeout_min = 7\n')
+    plan = submit_mod.plan(path)
+    params = plan.runs[0].params
+    assert plan.launcher == "slurm" and params["time"] == 7  # the experiment wins
+    assert params["gpus_per_node"] == 4 and params["ntasks_per_node"] == 4
+    assert params["partition"] == {"example_cluster": "gpu", "local_test": "debug"}[profile]
+    script = submit_mod.sbatch_script(plan)
+    assert f"#SBATCH --partition={params['partition']}" in script
+
+
+def test_uncertainty_grid_is_eight_four_gpu_runs_in_one_array(workdir):
+    from slurm_fixture import REPO
+    plan = submit_mod.plan(REPO / "experiments" / "uncertainty_grid.toml")
+    assert len(plan.runs) == 8 and plan.as_array and plan.launcher == "slurm"
+    heads = {r.spec.config["model"]["head"]["type"] for r in plan.runs}
+    combiners = {r.spec.config["loss"]["combiner"]["type"] for r in plan.runs}
+    assert heads == {"dense", "mlp", "sidernn", "sidernn+mlp"} and combiners == {"avg", "uncertainty"}
+    assert plan.runs[0].params["gpus_per_node"] == 4 and plan.runs[0].params["ntasks_per_node"] == 4
+    assert "#SBATCH --array=0-7%8" in submit_mod.sbatch_script(plan)
