@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one paragraph on stderr and exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("TSRX_DEBUG") == "1"
     try:
-        app(args=argv, standalone_mode=False, prog_name="tsrx")
+        rc = app(args=argv, standalone_mode=False, prog_name="tsrx")
+        if isinstance(rc, int) and rc:  # typer.Exit(code) returns its code without standalone mode
+            sys.exit(rc)
     except TsrxError as exc:
         if debug:
             raise
@@ -100,3 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from typing import Any
 
 from tsrx.config.load import Provenance, deep_merge, get_dotted, load_with_extends, set_dotted
 from tsrx.config.schema import (Component, RawValue, build_dataclass, check_table, component_of,
-                                dataclass_fields, signature_fields)
+                                dataclass_fields, signature_fields, unwrap_optional)
 from tsrx.config.sections import TOP_LEVEL_KEYS, all_sections
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
 
@@ -106,18 +106,8 @@ def schema_knows(dotted: str) -> str | None:
             here = ".".join(parts[:i])
             return f"[{here}] has no key {p!r}{suggest(p, fields)}"
         schema = fields[p].annotation
-        schema = _unwrap_optional(schema)
+        schema = unwrap_optional(schema)
     return None
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    import types
-    import typing
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
 
 
 def _file_of(key: str, prov: Provenance, default: str) -> str:
@@ -219,13 +209,13 @@ def _fill_components(value: Any, tp: Any) -> Any:
     """Recursively add signature defaults to component tables inside ``value``."""
     if value is None:
         return None
-    comp = component_of(tp) or component_of(_unwrap_optional(tp))
+    comp = component_of(tp) or component_of(unwrap_optional(tp))
     if comp is not None:
         if comp.many:
             return [v if isinstance(v, str) else _component_defaults(v, comp.registry) for v in value]
         return _component_defaults(value, comp.registry) if isinstance(value, dict) else value
     import typing
-    tp = _unwrap_optional(tp)
+    tp = unwrap_optional(tp)
     if typing.get_origin(tp) is dict and isinstance(value, dict):
         inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         return {k: _fill_components(v, inner) for k, v in value.items()}

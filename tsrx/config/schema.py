@@ -71,6 +71,15 @@ def _type_name(tp: Any) -> str:
             dict: "a table", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def unwrap_optional(tp: Any) -> Any:
+    """``X | None`` -> ``X`` (other unions unchanged)."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
 def _parse_raw(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -222,8 +231,9 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
             problems.append((path, str(exc)))
             continue
         problems.extend(check_components(out[key], f.annotation, path))
-        if dataclasses.is_dataclass(f.annotation) and isinstance(value, dict):
-            sub, sub_problems = check_table(value, dataclass_fields(f.annotation), path)
+        sub_schema = unwrap_optional(f.annotation)
+        if dataclasses.is_dataclass(sub_schema) and isinstance(value, dict):
+            sub, sub_problems = check_table(value, dataclass_fields(sub_schema), path)
             out[key] = sub
             problems.extend(sub_problems)
     for name, f in fields.items():
@@ -264,7 +274,7 @@ def build_dataclass(cls: type, table: dict, where: str) -> Any:
     fields = dataclass_fields(cls)
     kwargs = {}
     for k, v in table.items():
-        ann = fields[k].annotation
+        ann = unwrap_optional(fields[k].annotation)
         if dataclasses.is_dataclass(ann) and isinstance(v, dict):
             v = build_dataclass(ann, v, f"{where}.{k}")
         kwargs[k] = v

@@ -8,8 +8,10 @@ the blank; class ``i`` (1-based) is ``alphabet[i-1]``.
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: data tools stay light
+    import torch
 
 VOCABULARIES = {
     "digit": string.digits,
@@ -34,6 +36,7 @@ def normalize_for_accuracy(text: str) -> str:
 def encode_labels(labels: list[str], alphabet: str, lower: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenated CTC targets and their lengths; characters outside ``alphabet`` are dropped."""
+    import torch
     index = {c: i + 1 for i, c in enumerate(alphabet)}
     targets: list[int] = []
     lengths: list[int] = []
@@ -48,6 +51,7 @@ def encode_labels(labels: list[str], alphabet: str, lower: bool = True
 
 def ctc_greedy_decode(logits: torch.Tensor, alphabet: str) -> list[str]:
     """Best path decoding of (T, B, classes) logits: argmax, merge repeats, drop blanks."""
+    import torch
     best = logits.argmax(dim=2).transpose(0, 1).cpu()  # (B, T)
     keep = torch.ones_like(best, dtype=torch.bool)
     keep[:, 1:] = best[:, 1:] != best[:, :-1]
