@@ -111,3 +111,10 @@ def test_logs_and_cancel_of_a_local_run(workdir, capsys):
     assert code == 2 and "no log for rank 3" in err
     code, out, _ = cli(capsys, "cancel", str(d))
     assert code == 0 and "not running" in out
+
+
+def test_follow_returns_once_every_run_has_ended(workdir, capsys):
+    make_run(workdir, "done", state="completed", step=10, job="9876511", starts=1)
+    make_run(workdir, "crashed", state="failed", step=3, job="9876512", starts=1)
+    code, out, _ = cli(capsys, "status", "runs", "--follow")
+    assert code == 0 and "completed" in out and "failed" in out

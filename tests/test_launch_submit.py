@@ -191,3 +191,14 @@ def test_uncertainty_grid_is_eight_four_gpu_runs_in_one_array(workdir):
     assert heads == {"dense", "mlp", "sidernn", "sidernn+mlp"} and combiners == {"avg", "uncertainty"}
     assert plan.runs[0].params["gpus_per_node"] == 4 and plan.runs[0].params["ntasks_per_node"] == 4
     assert "#SBATCH --array=0-7%8" in submit_mod.sbatch_script(plan)
+
+
+def test_submitted_callable_is_a_tiny_pickle_without_torch(tmp_path):
+    import cloudpickle
+
+    from tsrx.launch.job import TrainJob
+    job = TrainJob(tmp_path / "runs" / "exp" / "main", "slurm")
+    data = cloudpickle.dumps(job)
+    assert len(data) < 1000 and b"torch" not in data
+    again = cloudpickle.loads(data).checkpoint().function  # what a requeue resubmits
+    assert again.run_dir == job.run_dir and again.config_path.endswith("main/config.toml")
