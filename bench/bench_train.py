@@ -1,0 +1,188 @@
+"""Item 1: the TSRN train step (forward + backward + clip + Adam), tsrx against the baseline.
+
+tsrx runs through its real ``Trainer.train_step`` (built from an experiment file like any
+run, so the combiner, the rank agreement and the scheduler step are all counted); the
+baseline is ``bench.baseline_tsrn``, the reference pipeline's eager structure, loaded with
+the tsrx model's initial weights. Reference settings: batch 64, mask and STN on, Adam lr 1e-3
+betas (0.5, 0.999), gradient clipping at 0.25, loss 100 * (MSE + 1e-4 * GPL). Both see the
+same fixed batch, so their first losses must agree to float tolerance (checked, reported).
+
+Variants: ``tsrx`` (defaults), ``tsrx channels_last`` (``train.channels_last = true``) and,
+with ``compile=True``, ``tsrx compile`` (``train.compile = true``; compilation happens in
+the warm-up and is reported apart). ``tsrn_file`` times a candidate ``plugins/tsrn.py`` in
+place of the installed one (how a speed patch is measured before it lands).
+
+    python -m bench --only train [--smoke] [--compile] [--tsrn-file PATH]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import interleaved, row
+
+TARGET_RATIO = 1.25
+LOSS_RTOL = 1e-5
+FULL = {"batch": 64, "warmup": 1, "reps": 5}
+SMOKE = {"batch": 2, "warmup": 1, "reps": 1}
+
+EXPERIMENT = """\
+name = "bench_train"
+seed = 0
+
+[data]
+root = "{root}"
+synth = {{ train = {train}, test = [0, 0, 0], seed = 0 }}
+train = {{ type = "textzoom", roots = ["train1"] }}
+num_workers = 0
+
+[model]
+sr = {{ type = "tsrn", mask = true, stn = true }}
+
+[optim]
+type = "adam"
+lr = 1e-3
+betas = [0.5, 0.999]
+
+[train]
+steps = 1000000
+batch_size = {batch}
+grad_clip = 0.25
+selectors = ["best_psnr"]
+"""
+
+
+def make_batch(batch: int, seed: int = 0, device: str = "cpu") -> dict:
+    """A fixed training batch in the contract's shape: RGB + mask, LR 16x64, HR 32x128."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    return {"lr": torch.rand(batch, 4, 16, 64, generator=g).to(device),
+            "hr": torch.rand(batch, 4, 32, 128, generator=g).to(device),
+            "label": ["text"] * batch, "index": torch.arange(batch)}
+
+
+@contextlib.contextmanager
+def candidate_tsrn(path: str | Path | None):
+    """Serve ``SR_BACKBONES["tsrn"]`` from the file at ``path`` while the block runs."""
+    if path is None:
+        yield
+        return
+    from tsrx.registry import SR_BACKBONES
+    original = SR_BACKBONES.get("tsrn")  # runs plugin discovery first: no duplicate later
+    SR_BACKBONES.unregister("tsrn")
+    try:
+        spec = importlib.util.spec_from_file_location("bench_candidate_tsrn", Path(path))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield
+    finally:
+        SR_BACKBONES.unregister("tsrn")
+        SR_BACKBONES.register("tsrn", original)
+
+
+def build_trainer(workdir: Path, batch: int, device: str, overrides: list[str]):
+    """A tsrx Trainer for the reference TSRN settings, as ``tsrx train`` would build it."""
+    import torch
+
+    from tsrx.config.experiment import load_experiment
+    from tsrx.engine.distributed import DistEnv
+    from tsrx.engine.trainer import Trainer
+    path = workdir / "bench_train.toml"
+    path.write_text(EXPERIMENT.format(root=(workdir / "synth").as_posix(), train=max(batch, 8),
+                                      batch=batch))
+    config = load_experiment(path, overrides).runs[0].config
+    run_dir = workdir / ("run-" + "-".join(o.replace("=", "_") for o in overrides) if overrides
+                         else "run")
+    run_dir.mkdir()
+    return Trainer(config, run_dir, DistEnv(), torch.device(device))
+
+
+def baseline_for(sr, device: str):
+    """The baseline TSRN with ``sr``'s weights, its loss and optimizer (reference settings)."""
+    import torch
+
+    from bench.baseline_tsrn import BaselineImageLoss, BaselineTSRN
+    model = BaselineTSRN(blocks=sr.blocks, mask=sr.in_channels == 4, stn=sr.stn)
+    model.load_state_dict(sr.state_dict(), strict=True)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    return model, BaselineImageLoss(), optimizer
+
+
+def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None,
+        device: str = "cpu", amp: str = "none") -> list[dict]:
+    """Rows: samples/s per variant, the ratio against the baseline, the loss agreement."""
+    import torch
+
+    from bench.baseline_tsrn import baseline_train_step
+    sizes = SMOKE if smoke else FULL
+    batch = make_batch(sizes["batch"], device=device)
+    variants: dict[str, list[str]] = {"tsrx": [], "tsrx channels_last": ["train.channels_last=true"]}
+    if compile:
+        variants["tsrx compile"] = ["train.compile=true"]
+    if amp != "none":
+        variants = {f"{k} {amp}": v + [f"train.amp={amp}"] for k, v in variants.items()}
+    with tempfile.TemporaryDirectory(prefix="tsrx-bench-train-") as tmp, candidate_tsrn(tsrn_file):
+        trainers = {name: build_trainer(Path(tmp), sizes["batch"], device, o)
+                    for name, o in variants.items()}
+        first = next(iter(trainers.values()))
+        model, loss_fn, optimizer = baseline_for(first.model.sr, device)
+        autocast = (torch.autocast(device, dtype=torch.bfloat16) if amp == "bf16"
+                    else contextlib.nullcontext())
+
+        def baseline() -> float:
+            with autocast:
+                return baseline_train_step(model, loss_fn, optimizer, batch["lr"], batch["hr"])
+
+        calls = {"baseline": baseline}
+        for name, trainer in trainers.items():
+            calls[name] = (lambda t=trainer: t.train_step(batch)["loss"])
+        compile_s = None
+        if compile:
+            start = time.perf_counter()
+            calls[next(n for n in calls if "compile" in n)]()  # compile outside the timing
+            compile_s = time.perf_counter() - start
+        sync = torch.cuda.synchronize if device.startswith("cuda") else None
+        times = interleaved(calls, sizes["warmup"], sizes["reps"], sync=sync)
+        peak_mib = {}
+        if device.startswith("cuda"):
+            for name, call in calls.items():
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                call()
+                torch.cuda.synchronize()
+                peak_mib[name] = torch.cuda.max_memory_allocated() / 2**20
+        for t in trainers.values():
+            t.close()
+
+    n = sizes["batch"]
+    base = times["baseline"]
+    common = {"batch": n, "reps": sizes["reps"], "warmup": sizes["warmup"], "device": device,
+              "amp": amp, "tsrn_file": tsrn_file}
+    rows = [row("train", "baseline (reference structure, eager)", n / base["wall_median"],
+                "samples/s", cpu_samples_per_s=n / base["cpu_median"], wall_s=base["wall"],
+                cpu_s=base["cpu"], peak_gpu_mib=peak_mib.get("baseline"), **common)]
+    for name in trainers:
+        t = times[name]
+        ratio = base["wall_median"] / t["wall_median"]
+        cpu_ratio = base["cpu_median"] / t["cpu_median"]
+        rows.append(row("train", name, n / t["wall_median"], "samples/s",
+                        cpu_samples_per_s=n / t["cpu_median"], wall_s=t["wall"], cpu_s=t["cpu"],
+                        compile_s=compile_s if "compile" in name else None,
+                        peak_gpu_mib=peak_mib.get(name), **common))
+        rows.append(row("train", f"{name} / baseline", ratio, "x", f">= {TARGET_RATIO}",
+                        ratio >= TARGET_RATIO if device == "cpu" and amp == "none" else None,
+                        cpu_time_ratio=cpu_ratio))
+    ref = base["first"]
+    for name in trainers:
+        got = times[name]["first"]
+        rel = abs(got - ref) / max(abs(ref), 1e-12)
+        # bf16 changes the math on purpose: report the difference, judge only float32
+        rows.append(row("train", f"first-step loss {name} vs baseline", rel, "rel. diff",
+                        f"<= {LOSS_RTOL:g}", rel <= LOSS_RTOL if amp == "none" else None,
+                        tsrx_loss=got, baseline_loss=ref))
+    return rows
