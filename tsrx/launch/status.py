@@ -340,4 +340,5 @@ def follow(run_dirs: list[Path], console: Any, interval_s: float = 5.0,
             time.sleep(interval_s)
             rows = collect(run_dirs)
             live.update(table(rows))
+    console.print()
     return rows
