@@ -135,6 +135,7 @@ def tiny_plugin(tmp_path_factory) -> Path:
 
 def write_experiment(folder: Path, data: Path, plugin: Path, name: str = "tiny",
                      extra: str = "") -> Path:
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / f"{name}.toml"
     path.write_text(BASE.format(name=name, plugin=plugin, root=data) + extra)
     return path
