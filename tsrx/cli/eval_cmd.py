@@ -42,7 +42,7 @@ def eval_command(
     from tsrx.cli.console import console, err_console
     from tsrx.engine.build import build_judge
     from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
-    from tsrx.engine.evaluator import evaluate_model, result_table
+    from tsrx.engine.evaluator import evaluate_model, print_result
     from tsrx.errors import TsrxError
     from tsrx.models.build import build_model
 
@@ -76,7 +76,7 @@ def eval_command(
                             with_predictions=True, judge_name=judge_name)
     result = {"checkpoint": str(ckpt), "format": fmt,
               "data": str(data) if data else (cfg.get("data") or {}).get("root"), **result}
-    console.print(result_table(result, title=f"{ckpt}"))
+    print_result(console, result, title=str(ckpt))
     if json_out:
         from tsrx.launch.rundir import atomic_write_text
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -180,15 +180,18 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def result_caption(result: dict) -> list[str]:
+    """The lines printed under every table: the protocol, batch size and judge."""
+    lines = [f"protocol {result['protocol']}, batch size {result['batch_size']}, "
+             f"recognizer: {result.get('recognizer') or '-'}"]
+    return lines + list(result.get("notes") or [])
+
+
 def result_table(result: dict, title: str = "evaluation") -> Any:
     """One rich table: rows easy/medium/hard/A (and the baselines'), columns ACC/PSNR/SSIM."""
-    from rich.table import Table
-    caption = (f"protocol {result['protocol']}, batch size {result['batch_size']}, "
-               f"recognizer: {result.get('recognizer') or '-'}")
-    if result.get("notes"):
-        caption += "\n" + "\n".join(result["notes"])
     from rich.markup import escape
-    table = Table(title=escape(title), caption=escape(caption))
+    from rich.table import Table
+    table = Table(title=escape(title))
     for col, justify in (("", "left"), ("split", "left"), ("ACC", "right"), ("PSNR", "right"),
                          ("SSIM", "right"), ("n", "right")):
         table.add_column(col, justify=justify)
@@ -203,4 +206,12 @@ def result_table(result: dict, title: str = "evaluation") -> Any:
     return table
 
 
-__all__ = ["evaluate_model", "read_images", "result_table", "without_predictions", "FIELDS"]
+def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
+    """The table, then its caption lines unwrapped (paths stay copyable)."""
+    console.print(result_table(result, title))
+    for line in result_caption(result):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+__all__ = ["evaluate_model", "read_images", "result_table", "print_result", "result_caption",
+           "without_predictions", "FIELDS"]

@@ -58,11 +58,11 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
         if result["state"] == "completed":
             final = trainer.final_evaluation()
             if env.is_main:
-                from tsrx.engine.evaluator import result_table
+                from tsrx.engine.evaluator import print_result
                 if console is None:
                     from rich.console import Console
                     console = Console()
-                console.print(result_table(final, title=f"{run_dir.name}: final model"))
+                print_result(console, final, title=f"{run_dir.parent.name}/{run_dir.name}: final model")
         trainer.write_summary(final, result["state"])
         result["final"] = final
         return result
