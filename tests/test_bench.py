@@ -1,0 +1,136 @@
+"""The benchmark suite: the baseline computes what tsrx computes, and the smoke run's output.
+
+No timing assertions: the figures depend on the machine; what must not rot is that the
+suite runs, writes its table and JSON, and that the baseline it compares against is the
+same network as tsrx's TSRN.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.baseline_tsrn import BaselineImageLoss, BaselineTSRN
+from bench.common import atomic_write_json, interleaved
+from tsrx.registry import SR_BACKBONES, SR_LOSSES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and immune to a busy machine's stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pair(**options):
+    torch.manual_seed(0)
+    tsrx_model = SR_BACKBONES.build({"type": "tsrn", **options}, "model.sr")
+    base = BaselineTSRN(blocks=options.get("blocks", 5), hidden_units=options.get("hidden_units", 32),
+                        mask=options.get("mask", True), stn=options.get("stn", True))
+    base.load_state_dict(tsrx_model.state_dict(), strict=True)
+    return tsrx_model, base
+
+
+def test_baseline_has_the_tsrx_keys_and_shapes():
+    tsrx_model, base = pair()
+    a, b = tsrx_model.state_dict(), base.state_dict()
+    assert list(a) == list(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+
+
+@pytest.mark.parametrize("options", [{"blocks": 2, "hidden_units": 8},
+                                     {"blocks": 1, "hidden_units": 8, "mask": False, "stn": False}])
+def test_baseline_and_tsrx_give_the_same_loss_and_gradients(options):
+    tsrx_model, base = pair(**options)
+    channels = 4 if options.get("mask", True) else 3
+    g = torch.Generator().manual_seed(1)
+    lr, hr = torch.rand(3, channels, 16, 64, generator=g), torch.rand(3, channels, 32, 128, generator=g)
+    loss_tsrx = SR_LOSSES.build({"type": "textzoom"}, "loss.sr")(tsrx_model(lr), hr)
+    loss_base = BaselineImageLoss()(base(lr), hr)
+    torch.testing.assert_close(loss_tsrx, loss_base, rtol=1e-5, atol=0)
+    loss_tsrx.backward()
+    loss_base.backward()
+    grads = dict(base.named_parameters())
+    # conv biases right before a batch norm have a true gradient of 0 (the norm removes
+    # them): only rounding noise is left, so compare against the largest gradient's scale
+    scale = max(p.grad.abs().max() for p in base.parameters())
+    for name, p in tsrx_model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+def test_baseline_and_tsrx_agree_in_eval_mode():
+    tsrx_model, base = pair(blocks=1, hidden_units=8)
+    lr = torch.rand(2, 4, 16, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(tsrx_model.eval()(lr), base.eval()(lr), rtol=1e-4, atol=1e-5)
+
+
+def test_candidate_tsrn_file_serves_the_registry_then_restores_it(tmp_path):
+    from bench.bench_train import candidate_tsrn
+    original = SR_BACKBONES.get("tsrn")
+    candidate = tmp_path / "tsrn.py"
+    candidate.write_text(
+        "from tsrx.registry import SR_BACKBONES\n"
+        "from tsrx_builtin.tsrn import TSRN as Official\n\n"
+        "@SR_BACKBONES.register('tsrn')\n"
+        "class TSRN(Official):\n"
+        "    candidate = True\n")
+    with candidate_tsrn(candidate):
+        built = SR_BACKBONES.build({"type": "tsrn", "blocks": 1, "hidden_units": 8}, "model.sr")
+        assert getattr(built, "candidate", False)
+    assert SR_BACKBONES.get("tsrn") is original
+
+
+def test_interleaved_times_every_variant_and_keeps_its_first_result():
+    calls = []
+    out = interleaved({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
+                      warmup=1, reps=3)
+    assert calls.count("a") == calls.count("b") == 4
+    assert out["a"]["first"] == 1 and out["b"]["first"] == 2
+    assert len(out["a"]["wall"]) == len(out["b"]["cpu"]) == 3
+    assert out["a"]["wall_median"] >= 0 and out["b"]["cpu_median"] >= 0
+
+
+def test_atomic_write_json_leaves_only_the_file(tmp_path):
+    path = tmp_path / "sub" / "results.json"
+    atomic_write_json(path, {"rows": [1, 2]})
+    assert json.loads(path.read_text()) == {"rows": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
+@pytest.mark.slow
+def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--threads", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tsrx benchmarks" in proc.stdout and f"wrote {out}" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True
+    assert {"cpu", "cores", "torch", "torch_threads"} <= set(result["machine"])
+    rows = result["rows"]
+    assert {r["item"] for r in rows} == {"train", "eval", "data", "cli", "ddp"}
+    for r in rows:
+        assert {"item", "name", "value", "unit", "target", "ok", "detail"} <= set(r)
+        assert not r["name"].startswith("error"), r
+    by_name = {r["name"]: r for r in rows}
+    losses = [r for r in rows if r["name"].startswith("first-step loss")]
+    assert losses and all(r["ok"] for r in losses)
+    assert by_name["tsrx / baseline"]["value"] > 0
+    assert by_name["metrics time / model time"]["value"] > 0
+    assert "best loader / fastest tsrx train step" in by_name
+    cli = [r for r in rows if r["item"] == "cli"]
+    assert all(r["detail"]["exit_code"] == 0 for r in cli)
+    assert by_name["tsrx --help"]["detail"]["imports_torch"] is False
+    ddp = [r for r in rows if r["item"] == "ddp"]
+    assert [r["detail"]["efficiency"] for r in ddp][0] == pytest.approx(1.0)
+    assert all(r["value"] > 0 for r in ddp)
