@@ -78,11 +78,14 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
             evaluate_model(model, {k: [v[i] for i in range(2)] for k, v in datasets.items()},
                            batch_size=2, device=device, judge=judge)  # warm-up
             _sync(device)
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             result = evaluate_model(model, datasets, protocol="textzoom", batch_size=BATCH,
                                     device=device, judge=judge, judge_name="crnn (random weights)")
             _sync(device)
             total_s = time.perf_counter() - start
+            peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
 
             load_s, batches = 0.0, []
             for name, ds in datasets.items():
@@ -120,7 +123,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
     common = {"images": n_images, "batch_size": BATCH, "device": device, "amp": amp}
     return [
         row("eval", "end to end (evaluate_model: TSRN + CRNN judge + metrics)", n_images / total_s,
-            "images/s", seconds=total_s, evaluated=judged, **common),
+            "images/s", seconds=total_s, evaluated=judged, peak_gpu_mib=peak_mib, **common),
         row("eval", "model only (SR + CRNN + decode)", n_parts / model_s, "images/s",
             seconds=model_s, **{**common, "images": n_parts}),
         row("eval", "metrics only (PSNR + SSIM + accuracy)", n_parts / metrics_s, "images/s",

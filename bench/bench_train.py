@@ -29,6 +29,7 @@ TARGET_RATIO = 1.25
 LOSS_RTOL = 1e-5
 FULL = {"batch": 64, "warmup": 1, "reps": 5}
 SMOKE = {"batch": 2, "warmup": 1, "reps": 1}
+FULL_CUDA = {"batch": 64, "warmup": 10, "reps": 30}  # steps take milliseconds on a GPU
 
 EXPERIMENT = """\
 name = "bench_train"
@@ -119,7 +120,7 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
     import torch
 
     from bench.baseline_tsrn import baseline_train_step
-    sizes = SMOKE if smoke else FULL
+    sizes = SMOKE if smoke else FULL_CUDA if device.startswith("cuda") else FULL
     batch = make_batch(sizes["batch"], device=device)
     variants: dict[str, list[str]] = {"tsrx": [], "tsrx channels_last": ["train.channels_last=true"]}
     if compile:
