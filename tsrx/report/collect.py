@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsrx.config.load import get_dotted
 from tsrx.errors import TsrxError
 from tsrx.report import cache
 
@@ -245,7 +246,7 @@ def collect(target: str | Path, runs_dir: str | Path | None = None, overrides: l
     if not axes:
         axes = _differing_keys([r.config for r in runs if r.config is not None])
         for r in runs:
-            r.point = {k: _get(r.config or {}, k) for k in axes}
+            r.point = {k: get_dotted(r.config or {}, k) for k in axes}
     return Collection(str(target), runs, axes)
 
 
@@ -274,15 +275,6 @@ def _from_experiment(path: Path, runs_dir: str | Path | None, overrides: list[st
             if value_label(v) not in order[k]:
                 order[k].append(value_label(v))
     return Collection(str(path), runs, axes, order)
-
-
-def _get(config: dict, dotted: str) -> Any:
-    cur: Any = config
-    for p in dotted.split("."):
-        if not isinstance(cur, dict) or p not in cur:
-            return None
-        cur = cur[p]
-    return cur
 
 
 def _differing_keys(configs: list[dict]) -> list[str]:
