@@ -124,3 +124,24 @@ def test_protocols_on_the_evaluator_match_hand_computed_values(files):
     expected = psnr_per_image(sr, batch["hr"]).mean()
     assert per_image["splits"]["hard"]["psnr"] == pytest.approx(expected.item(), rel=1e-5)
     del load_experiment
+
+
+def test_models_with_their_own_recognizer_judge_themselves_and_the_baselines(files):
+    from tsrx.config.experiment import load_experiment
+    from tsrx.data.loader import build_datasets
+    from tsrx.engine.evaluator import evaluate_model
+    from tsrx.models.build import build_model
+    base = files["tmp"] / "tiny.toml"
+    for has_sr in (True, False):  # joint model; stage 2 (recognizer only, reads HR)
+        config = load_experiment(base, ['model.recognizer={type = "tiny_rec"}']).runs[0].config
+        if not has_sr:
+            config["model"]["sr"] = None
+        net = build_model(config)
+        _, _, test = build_datasets(config["data"])
+        result = evaluate_model(net, test, batch_size=4, baselines=True)
+        assert result["recognizer"] == "the model's own recognizer"
+        assert result["average"]["acc"] is not None
+        assert (result["average"]["psnr"] is not None) == has_sr
+        assert result["baselines"]["bicubic"]["average"]["acc"] is not None
+        assert result["baselines"]["hr"]["average"]["acc"] is not None
+        assert len(result["predictions"]["easy"]) == 6

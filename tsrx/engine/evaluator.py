@@ -92,6 +92,10 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
     rows = ["model"] + (["bicubic", "hr"] if baselines else [])
     accs = {row: MetricAccumulator(protocol, list(datasets)) for row in rows}
     has_reader = judge is not None or getattr(model, "recognizer", None) is not None
+    if judge_name is None and has_reader:
+        reader = judge if judge is not None else model
+        judge_name = ("the model's own recognizer" if judge is None else
+                      type(getattr(reader, "recognizer", reader)).__name__)
     predictions: dict[str, list[dict]] = {name: [] for name in datasets}
     was_training = model.training
     model.eval()
