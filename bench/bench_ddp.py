@@ -95,4 +95,7 @@ def run(smoke: bool = False) -> list[dict]:
                             rate, "samples/s", None, rate is not None, efficiency=eff,
                             cores=cores, reads_as=note, steps=sizes["steps"],
                             omp_threads=os.environ.get("OMP_NUM_THREADS", "1"), **detail))
+            if n > 1:
+                rows.append(row("ddp", f"{n} processes: efficiency ({note}, {cores} cores)",
+                                eff, "fraction"))
     return rows
