@@ -95,7 +95,8 @@ class STNHead(nn.Module):
             _conv3x3_block(128, 256), nn.MaxPool2d(2, 2),
             _conv3x3_block(256, 256), nn.MaxPool2d(2, 2),
             _conv3x3_block(256, 256))
-        self.stn_fc1 = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True))
+        self.stn_fc1 = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512),
+                                     nn.ReLU(inplace=True))
         self.stn_fc2 = nn.Linear(512, num_points * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,13 +152,15 @@ class TPSSpatialTransformer(nn.Module):
 class BaselineTSRN(nn.Module):
     """The reference TSRN x2: block1, ``blocks`` recurrent residual blocks, conv+BN, upsample."""
 
-    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True, stn: bool = True):
+    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
+                 stn: bool = True):
         super().__init__()
         planes = 4 if mask else 3
         channels = 2 * hidden_units
         self.blocks = blocks
         self.stn = stn
-        self.block1 = nn.Sequential(nn.Conv2d(planes, channels, kernel_size=9, padding=4), nn.PReLU())
+        self.block1 = nn.Sequential(nn.Conv2d(planes, channels, kernel_size=9, padding=4),
+                                    nn.PReLU())
         for i in range(blocks):
             setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
         setattr(self, f"block{blocks + 2}", nn.Sequential(
@@ -193,7 +196,8 @@ class BaselineImageLoss(nn.Module):
         left = F.pad(x, (1, 0, 0, 0))[:, :, :, :w]
         top = F.pad(x, (0, 0, 1, 0))[:, :, :h, :]
         bottom = F.pad(x, (0, 0, 0, 1))[:, :, 1:, :]
-        return torch.pow(torch.pow((right - left) * 0.5, 2) + torch.pow((top - bottom) * 0.5, 2) + 1e-6, 0.5)
+        squared = torch.pow((right - left) * 0.5, 2) + torch.pow((top - bottom) * 0.5, 2)
+        return torch.pow(squared + 1e-6, 0.5)
 
 
 def baseline_train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,

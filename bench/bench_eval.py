@@ -6,9 +6,10 @@ A synthetic test set with TextZoom's split sizes (easy 1619, medium 1411, hard 1
 batch 50, decoded cache on, the data set's default). The CRNN has random weights: speed
 does not depend on them, and the accuracy figure is not the point here.
 
-Then the first batches of each split (1,050 images), held in memory, are timed part by part: the model (SR + CRNN read +
-greedy decode), and the metrics (``MetricAccumulator.update``: PSNR, SSIM, accuracy) on
-the SR outputs. Target: metrics under 10% of the model time.
+Then the first batches of each split (1,050 images), held in memory, are timed part by
+part: the model (SR + CRNN read + greedy decode), and the metrics
+(``MetricAccumulator.update``: PSNR, SSIM, accuracy) on the SR outputs. Target: metrics
+under 10% of the model time.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
                                     device=device, judge=judge, judge_name="crnn (random weights)")
             _sync(device)
             total_s = time.perf_counter() - start
-            peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+            peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+                        else None)
 
             load_s, batches = 0.0, []
             for name, ds in datasets.items():

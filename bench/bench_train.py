@@ -122,7 +122,8 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
     from bench.baseline_tsrn import baseline_train_step
     sizes = SMOKE if smoke else FULL_CUDA if device.startswith("cuda") else FULL
     batch = make_batch(sizes["batch"], device=device)
-    variants: dict[str, list[str]] = {"tsrx": [], "tsrx channels_last": ["train.channels_last=true"]}
+    variants: dict[str, list[str]] = {"tsrx": [],
+                                      "tsrx channels_last": ["train.channels_last=true"]}
     if compile:
         variants["tsrx compile"] = ["train.compile=true"]
     if amp != "none":

@@ -34,7 +34,8 @@ def one_thread():
 def pair(**options):
     torch.manual_seed(0)
     tsrx_model = SR_BACKBONES.build({"type": "tsrn", **options}, "model.sr")
-    base = BaselineTSRN(blocks=options.get("blocks", 5), hidden_units=options.get("hidden_units", 32),
+    base = BaselineTSRN(blocks=options.get("blocks", 5),
+                        hidden_units=options.get("hidden_units", 32),
                         mask=options.get("mask", True), stn=options.get("stn", True))
     base.load_state_dict(tsrx_model.state_dict(), strict=True)
     return tsrx_model, base
@@ -53,7 +54,8 @@ def test_baseline_and_tsrx_give_the_same_loss_and_gradients(options):
     tsrx_model, base = pair(**options)
     channels = 4 if options.get("mask", True) else 3
     g = torch.Generator().manual_seed(1)
-    lr, hr = torch.rand(3, channels, 16, 64, generator=g), torch.rand(3, channels, 32, 128, generator=g)
+    lr = torch.rand(3, channels, 16, 64, generator=g)
+    hr = torch.rand(3, channels, 32, 128, generator=g)
     loss_tsrx = SR_LOSSES.build({"type": "textzoom"}, "loss.sr")(tsrx_model(lr), hr)
     loss_base = BaselineImageLoss()(base(lr), hr)
     torch.testing.assert_close(loss_tsrx, loss_base, rtol=1e-5, atol=0)
@@ -110,8 +112,9 @@ def test_atomic_write_json_leaves_only_the_file(tmp_path):
 @pytest.mark.slow
 def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--threads", "1", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--threads", "1", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "tsrx benchmarks" in proc.stdout and f"wrote {out}" in proc.stdout
     result = json.loads(out.read_text())
