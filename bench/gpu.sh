@@ -20,7 +20,9 @@ mkdir -p "$OUT_DIR"
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     DEVICE=cuda
     MODE=()
-    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+    fi
 else
     echo "gpu.sh: no CUDA device; dry run on the CPU in smoke mode" >&2
     DEVICE=cpu
@@ -28,9 +30,10 @@ else
 fi
 
 status=0
+# ${MODE[@]+...}: an empty array under `set -u` is an error in bash before 4.4
 # float32 first: the loss agreement with the baseline is judged without autocast
-"$PY" -m bench "${MODE[@]}" --device "$DEVICE" --amp none --only train \
+"$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp none --only train \
     --out "$OUT_DIR/results_gpu_fp32.json" "$@" || status=1
-"$PY" -m bench "${MODE[@]}" --device "$DEVICE" --amp bf16 --only train eval data \
+"$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp bf16 --only train eval data \
     --out "$OUT_DIR/results_gpu_bf16.json" "$@" || status=1
 exit "$status"

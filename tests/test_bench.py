@@ -8,6 +8,7 @@ same network as tsrx's TSRN.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,20 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     assert len(ddp) == 2 and all(r["value"] > 0 for r in ddp)
     assert ddp[0]["detail"]["efficiency"] == pytest.approx(1.0)
     assert any(r["name"].startswith("2 processes: efficiency") for r in rows)
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_runs_on_the_cpu_and_writes_both_files(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: bench/gpu.sh would run the full GPU benchmark")
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh")], cwd=tmp_path,
+                          env={**os.environ, "BENCH_OUT_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dry run on the CPU" in proc.stderr
+    fp32 = json.loads((tmp_path / "results_gpu_fp32.json").read_text())
+    bf16 = json.loads((tmp_path / "results_gpu_bf16.json").read_text())
+    assert fp32["args"]["amp"] == "none" and bf16["args"]["amp"] == "bf16"
+    assert {r["item"] for r in fp32["rows"]} == {"train"}
+    assert {r["item"] for r in bf16["rows"]} == {"train", "eval", "data"}
+    assert all(r["ok"] for r in fp32["rows"] if r["name"].startswith("first-step loss"))
