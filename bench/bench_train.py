@@ -133,7 +133,8 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
                     for name, o in variants.items()}
         first = next(iter(trainers.values()))
         model, loss_fn, optimizer = baseline_for(first.model.sr, device)
-        autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if amp == "bf16"
+        device_type = device.split(":")[0]
+        autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if amp == "bf16"
                     else contextlib.nullcontext())
 
         def baseline() -> float:
