@@ -10,9 +10,10 @@ Same architecture, state_dict keys and shapes as the official TextZoom code
   output ``tanh(block{n+3}(block1 + block{n+2}))``.
 - ``tps`` / ``stn_head``: the TPS spatial transformer aligning the LR input, training only.
 
-The GRU blocks compute the official 1x1 conv + bidirectional GRU with one layout copy
-per call (sequence-first input, the 1x1 conv as a matmul on the already permuted tensor),
-instead of conv, permute + contiguous, and cuDNN's internal batch_first transposes.
+Same math as the official code, arranged for speed (``bench/``, docs/performance.md):
+activations stay NHWC (channels_last) through the network, and on CPU the GRU blocks run
+their recurrence with the 1x1 conv folded into the input projection and both directions
+stepped together (see ``GruBlock``); the output is returned contiguous (NCHW).
 """
 
 from __future__ import annotations
@@ -44,7 +45,19 @@ class Mish(nn.Module):
 
 
 class GruBlock(nn.Module):
-    """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height)."""
+    """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height).
+
+    Input and output are NHWC in memory (channels_last), so the convolutions around the
+    block keep their faster NHWC path. Two ways to the same math:
+
+    - on CUDA, ``nn.GRU`` (one cuDNN kernel for the whole sequence);
+    - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops, the
+      recurrence is written out: the 1x1 conv and both directions' input projections are
+      one matmul with the folded weight ``W_ih @ W_conv`` (autograd still gives both
+      parameters their gradients), and both directions advance together, one batched
+      matmul and five elementwise ops per step for the pair. Gates as ``nn.GRU``:
+      ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
+    """
 
     def __init__(self, channels: int, along_height: bool):
         super().__init__()
@@ -53,14 +66,53 @@ class GruBlock(nn.Module):
         self.along_height = along_height
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            return self._scan(x)
+        return self._nn_gru(x)
+
+    def _nn_gru(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        # (T, N, C) with T the scanned axis: the one copy this block makes.
+        # (T, N, C) with T the scanned axis
         seq = x.permute(2, 0, 3, 1) if self.along_height else x.permute(3, 0, 2, 1)
         t = seq.shape[0]
-        seq = seq.reshape(t, -1, c)
-        seq = F.linear(seq, self.conv1.weight.flatten(1), self.conv1.bias)
+        seq = F.linear(seq.reshape(t, -1, c), self.conv1.weight.flatten(1), self.conv1.bias)
         out = self.gru(seq)[0].view(t, b, -1, c)
-        return out.permute(1, 3, 0, 2) if self.along_height else out.permute(1, 3, 2, 0)
+        nhwc = out.permute(1, 0, 2, 3) if self.along_height else out.permute(1, 2, 0, 3)
+        return nhwc.contiguous().permute(0, 3, 1, 2)
+
+    def _scan(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g, k = self.gru, c // 2
+        w_ih = torch.cat([g.weight_ih_l0, g.weight_ih_l0_reverse])  # (6k, C): forward | reverse
+        b_ih = torch.cat([g.bias_ih_l0, g.bias_ih_l0_reverse])
+        gates_in = F.linear(x.permute(0, 2, 3, 1), w_ih @ self.conv1.weight.flatten(1),
+                            torch.addmv(b_ih, w_ih, self.conv1.bias)).view(b, h, w, 2, 3 * k)
+        # -> (T, 2, N, 3k), T the scanned axis and the reverse direction flipped along it,
+        # so step t reads one contiguous slice for both directions
+        order = (1, 0, 2, 3) if self.along_height else (2, 0, 1, 3)
+        scan = 1 if self.along_height else 2
+        forward_in, reverse_in = gates_in.unbind(-2)  # unbind: its backward is one stack
+        steps = torch.stack([forward_in.permute(order), reverse_in.flip(scan).permute(order)], 1)
+        t = steps.shape[0]
+        steps = steps.view(t, 2, -1, 3 * k)
+        w_hh = torch.stack([g.weight_hh_l0, g.weight_hh_l0_reverse]).transpose(1, 2)  # (2, k, 3k)
+        b_hh = torch.stack([g.bias_hh_l0, g.bias_hh_l0_reverse]).unsqueeze(1)  # (2, 1, 3k)
+        state = steps.new_zeros(2, steps.shape[2], k)
+        outputs = []
+        # split, not slicing: a split's backward is one cat, a slice's a zero fill and a copy
+        steps_rz, steps_n = steps.split((2 * k, k), -1)
+        for step_rz, step_n in zip(steps_rz.unbind(0), steps_n.unbind(0)):
+            hidden_rz, hidden_n = torch.baddbmm(b_hh, state, w_hh).split((2 * k, k), -1)
+            reset, update = torch.sigmoid(step_rz + hidden_rz).split(k, -1)
+            new = torch.tanh(torch.addcmul(step_n, reset, hidden_n))
+            state = torch.lerp(new, state, update)  # (1 - z) * n + z * h
+            outputs.append(state)
+        forward_out, reverse_out = torch.stack(outputs).unbind(1)  # (T, N, k) each
+        inverse = (1, 0, 2, 3) if self.along_height else (1, 2, 0, 3)
+        shape = (h, b, w, k) if self.along_height else (w, b, h, k)
+        forward_dir = forward_out.view(shape).permute(inverse)
+        reverse_dir = reverse_out.flip(0).view(shape).permute(inverse)
+        return torch.cat([forward_dir, reverse_dir], -1).permute(0, 3, 1, 2)
 
 
 class RecurrentResidualBlock(nn.Module):
@@ -252,11 +304,14 @@ class TSRN(nn.Module):
                         nn.init.zeros_(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # NHWC (channels_last) from here to the output: the convolutions and the pixel
+        # shuffle are faster on it (CPU and cuDNN) and the GRU blocks keep it
+        x = x.contiguous(memory_format=torch.channels_last)
         if self.stn and self.training:
             x = F.interpolate(x, STN_INPUT_SIZE, mode="bilinear", align_corners=True)
             x = self.tps(x, self.stn_head(x))
-        head = self.block1(x)
+        head = self.block1(x.contiguous(memory_format=torch.channels_last))
         y = head
         for name in self._body:
             y = getattr(self, name)(y)
-        return torch.tanh(getattr(self, self._tail)(head + y))
+        return torch.tanh(getattr(self, self._tail)(head + y)).contiguous()
