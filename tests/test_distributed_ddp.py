@@ -42,7 +42,10 @@ def runs(tmp_path_factory, tiny_data, tiny_plugin):
     # exact resume: dropout makes the RNG streams matter
     for name in ("straight", "resumed"):
         exp = write_experiment(tmp, tiny_data, tiny_plugin, name)
-        out[name] = prepare(exp, tmp / "runs", ["model.sr.dropout=0.2"])
+        exp.write_text(exp.read_text().replace('sr = { type = "tiny_sr" }',
+                                               'sr = { type = "tiny_sr", dropout = 0.2 }'))
+        out[name] = prepare(exp, tmp / "runs")
+        assert out[name].joinpath("config.toml").read_text().count("dropout = 0.2") == 1
     out["straight_state"] = _train(out["straight"], 2)
     out["stopped_state"] = _train(out["resumed"], 2, mp, stop_at=3)
     out["stopped_metrics"] = metrics(out["resumed"], "train")
@@ -108,3 +111,12 @@ def test_resume_checkpoint_holds_the_whole_training_state(runs):
     assert set(ranks[0]) == {"torch", "cuda", "numpy", "python"}
     assert ckpt["sampler"]["epoch"] == 1
     assert ckpt["config"]["train"]["steps"] == 8
+
+
+def test_nonfinite_loss_stops_both_ranks_with_a_named_error(tmp_path, tiny_data, tiny_plugin):
+    from tsrx.errors import TsrxError
+    run_dir = prepare(write_experiment(tmp_path, tiny_data, tiny_plugin, "nan"), tmp_path / "runs",
+                      ['loss.sr={type = "tiny_nan", at = 2}'])
+    with pytest.raises(TsrxError, match=r"a rank failed: .*non-finite loss at step 2 .*sr=nan"):
+        _train(run_dir, 2)  # neither rank is left waiting in a collective
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"

@@ -117,20 +117,29 @@ batch_size = 4
 '''
 
 
+# Test modules import these fixtures, and pytest then makes one instance per module; the
+# cache keeps one per process (a second plugin file would register "tiny_sr" twice).
+_made: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A TextZoom-format data set: 40 training pairs, 6 per test split."""
-    from tsrx.data.synth import synthesize
-    root = tmp_path_factory.mktemp("engine_data") / "synth"
-    synthesize(root, train=40, test=[6, 6, 6], seed=0)
-    return root
+    if "data" not in _made:
+        from tsrx.data.synth import synthesize
+        root = tmp_path_factory.mktemp("engine_data") / "synth"
+        synthesize(root, train=40, test=[6, 6, 6], seed=0)
+        _made["data"] = root
+    return _made["data"]
 
 
 @pytest.fixture(scope="session")
 def tiny_plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("engine_plugin") / "tiny_engine_plugin.py"
-    path.write_text(PLUGIN)
-    return path
+    if "plugin" not in _made:
+        path = tmp_path_factory.mktemp("engine_plugin") / "tiny_engine_plugin.py"
+        path.write_text(PLUGIN)
+        _made["plugin"] = path
+    return _made["plugin"]
 
 
 def write_experiment(folder: Path, data: Path, plugin: Path, name: str = "tiny",

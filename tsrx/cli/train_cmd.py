@@ -64,10 +64,25 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
         raise TsrxError("--nproc starts its own processes; this process is already one rank of "
                         "a torchrun/Slurm job (drop --nproc, the job's ranks are the processes)")
     port = _free_port()
-    mp.spawn(_spawned_rank, args=(str(run_dir), nproc, port, device), nprocs=nproc, join=True)
+    try:
+        with _stop_on_ctrl_c():  # the ranks get the same Ctrl-C and stop together
+            mp.spawn(_spawned_rank, args=(str(run_dir), nproc, port, device), nprocs=nproc,
+                     join=True)
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        from tsrx.errors import TsrxError
+        error = _status(run_dir).get("error")
+        if error is None:
+            raise
+        raise TsrxError(f"{run_dir}: a rank failed: {error}") from exc
+    return _status(run_dir)["state"]
+
+
+def _status(run_dir: Path) -> dict:
     import json
-    status = json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
-    return status["state"]
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _spawned_rank(rank: int, run_dir: str, world: int, port: int, device: str | None) -> None:

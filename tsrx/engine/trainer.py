@@ -109,6 +109,7 @@ class Trainer:
         self.global_batch = tc["batch_size"]
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._progress: _Progress | None = None
+        self._tb = _tensorboard(self.run_dir / "tensorboard") if env.is_main else None
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
@@ -240,6 +241,11 @@ class Trainer:
         log.info("validation at step %d: %s", self.step, ", ".join(
             f"{k} {'-' if avg[k] is None else format(avg[k], '.4f')}" for k in ("acc", "psnr", "ssim")))
         self._append_metrics({"kind": "val", "step": self.step, "result": result})
+        if self._tb is not None:
+            for name, values in [*result["splits"].items(), ("average", avg)]:
+                for metric in ("acc", "psnr", "ssim"):
+                    if values[metric] is not None:
+                        self._tb.add_scalar(f"val_{name}/{metric}", values[metric], self.step)
         return result
 
     def final_evaluation(self) -> dict:
@@ -307,6 +313,8 @@ class Trainer:
 
     def close(self) -> None:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
+        if self._tb is not None:
+            self._tb.close()
         self.forward = self.ddp = self.loss_module = None
         self.optimizer = self.scheduler = None
         self.parts = None
@@ -331,6 +339,12 @@ class Trainer:
                 "terms": out["terms"], "lr": self._lr(), "samples_per_s": rate,
                 "combiner": combiner, "skipped_steps": self.skipped}
         self._append_metrics(line)
+        if self._tb is not None:
+            scalars = {"loss": out["loss"], "lr": line["lr"], "samples_per_s": rate,
+                       **{f"loss_{k}": v for k, v in out["terms"].items()},
+                       **{k: v for k, v in combiner.items() if k != "type"}}
+            for k, v in scalars.items():
+                self._tb.add_scalar(f"train/{k}", v, self.step)
         if not self._progress.live:
             log.info("step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s", self.step,
                      self.train_cfg["steps"], out["loss"],
@@ -394,6 +408,15 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
+def _tensorboard(folder: Path) -> Any:
+    """A TensorBoard writer when the tensorboard package is installed (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
+
 def _plugins() -> list[dict]:
     from dataclasses import asdict
 
@@ -417,7 +440,7 @@ def _set_rng_state(state: dict) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
