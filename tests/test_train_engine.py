@@ -161,3 +161,15 @@ def test_tensorboard_events_when_installed(tmp_path, tiny_data, tiny_plugin):
     pytest.importorskip("tensorboard")
     run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_judge_weights_give_sr_validation_an_accuracy(tmp_path, tiny_data, tiny_plugin):
+    from tsrx.registry import RECOGNIZERS
+    crnn = tmp_path / "crnn.pth"
+    torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)  # meijieru's bare state_dict layout
+    run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, [
+        f'eval.judge_weights={crnn}', 'train.selectors=["best_acc", "best_psnr"]'])
+    val = metrics(run_dir, "val")[-1]["result"]
+    assert val["recognizer"] == f"crnn ({crnn})"
+    assert 0.0 <= val["average"]["acc"] <= 1.0
+    assert (run_dir / "best_acc_model.pth").exists()  # a score exists, so the first one is best
