@@ -199,7 +199,10 @@ def result_table(result: dict, title: str = "evaluation") -> Any:
     for col, justify in (("", "left"), ("split", "left"), ("ACC", "right"), ("PSNR", "right"),
                          ("SSIM", "right"), ("n", "right")):
         table.add_column(col, justify=justify)
-    named = [("model", result)] + list((result.get("baselines") or {}).items())
+    named = [("model", result)] + [
+        (name, res) for name, res in (result.get("baselines") or {}).items()
+        # the HR row has only ACC: without a judge it would be a block of dashes
+        if any(res["average"][m] is not None for m in ("acc", "psnr", "ssim"))]
     for i, (name, res) in enumerate(named):
         if i:
             table.add_section()
