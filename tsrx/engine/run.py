@@ -57,7 +57,7 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
         final = None
         if result["state"] == "completed":
             final = trainer.final_evaluation()
-            if env.is_main:
+            if env.is_main and final is not None:
                 from tsrx.engine.evaluator import print_result
                 if console is None:
                     from rich.console import Console

@@ -219,6 +219,11 @@ class Trainer:
     def validate(self) -> dict:
         """Every rank evaluates its shard; the reduced result feeds the selectors."""
         from tsrx.engine.evaluator import evaluate_model
+        if not self.parts.val_sets:
+            if self.step == self.train_cfg["val_every"]:
+                log.warning("no validation data ([data.val] or [data.test]): nothing to validate, "
+                            "so no selector writes a best checkpoint")
+            return {}
         with torch.random.fork_rng(devices=[]):
             result = evaluate_model(
                 self.model, self.parts.val_sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
@@ -252,6 +257,8 @@ class Trainer:
         """The ``[eval]`` protocol on the test splits (validation splits when none)."""
         from tsrx.engine.evaluator import evaluate_model
         sets = self.parts.test_sets or self.parts.val_sets
+        if not sets:
+            return None
         return evaluate_model(
             self.model, sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
             batch_size=self.eval_cfg.get("batch_size", 50), device=self.device,
