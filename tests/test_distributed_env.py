@@ -46,9 +46,11 @@ def test_slurm_environment(monkeypatch):
     assert env.master_port == port_for_job("4242")
 
 
-def test_slurm_master_port_from_job_and_array_index():
-    ports = {port_for_job("4242"), port_for_job("4242", "1"), port_for_job("4243")}
-    assert len(ports) == 3 and all(20000 <= p <= 32767 for p in ports)
+def test_slurm_master_port_from_job_id():
+    # array tasks have their own SLURM_JOB_ID: consecutive ids must get distinct ports
+    ports = {port_for_job(str(i)) for i in range(4240, 4250)}
+    assert len(ports) == 10 and all(20000 <= p <= 32767 for p in ports)
+    assert detect({**SLURM, "SLURM_ARRAY_TASK_ID": "7"}).master_port == port_for_job("4242")
     assert detect({**SLURM, "MASTER_PORT": "23456"}).master_port == 23456
 
 

@@ -87,7 +87,7 @@ def _from_slurm(environ: Mapping[str, str]) -> DistEnv:
                         + ", ".join(missing) + " are not. Run the job's tasks with srun/submitit.")
     world = _int(environ, "SLURM_NTASKS", "Slurm")
     port = (int(environ["MASTER_PORT"]) if "MASTER_PORT" in environ
-            else port_for_job(environ["SLURM_JOB_ID"], environ.get("SLURM_ARRAY_TASK_ID")))
+            else port_for_job(environ["SLURM_JOB_ID"]))
     addr = environ.get("MASTER_ADDR") or first_host(environ["SLURM_JOB_NODELIST"])
     return DistEnv(rank=_int(environ, "SLURM_PROCID", "Slurm"), world_size=world,
                    local_rank=_int(environ, "SLURM_LOCALID", "Slurm"),
@@ -112,9 +112,13 @@ def _checked(env: DistEnv) -> DistEnv:
     return env
 
 
-def port_for_job(job_id: str, array_task_id: str | None = None) -> int:
-    """A master port from the job id (and array index), the same on every rank of the job."""
-    digits = re.sub(r"\D", "", f"{job_id}{array_task_id or ''}") or "0"
+def port_for_job(job_id: str) -> int:
+    """A master port from the job id, the same on every rank of the job.
+
+    Slurm gives every array task its own ``SLURM_JOB_ID``, so the id alone tells jobs
+    apart (appending the array index made job 12 task 3 and job 1 task 23 collide).
+    """
+    digits = re.sub(r"\D", "", str(job_id)) or "0"
     low, high = PORT_RANGE
     return low + int(digits) % (high - low + 1)
 
