@@ -136,3 +136,22 @@ def test_run_name_is_readable_and_hash_depends_on_point():
     b = run_name({"model.head.type": "mlp", "loss.combiner.type": "avg"}, None)
     assert a.startswith("head=mlp,combiner=uncertainty-") and len(a.split("-")[-1]) == 8
     assert a.split("-")[-1] != b.split("-")[-1]
+
+
+def test_set_into_component_tables_is_typed_by_the_signature(tmp_path):
+    exp = write(tmp_path / "e.toml", '[model.sr]\ntype = "tsrn"\n')
+    run, = load_experiment(exp, ["model.sr.hidden_units=8", "optim.lr=0.01", 'optim.type="sgd"',
+                                 'eval.judge_weights="/w/crnn.pth"', "data.root=/data/TZ",
+                                 "sched={type = 'cosine', warmup_steps = 10}"]).runs
+    cfg = run.config
+    assert cfg["model"]["sr"]["hidden_units"] == 8
+    assert cfg["optim"]["type"] == "sgd" and cfg["optim"]["lr"] == 0.01
+    assert isinstance(cfg["optim"]["lr"], float)
+    assert cfg["eval"]["judge_weights"] == "/w/crnn.pth"
+    assert cfg["data"]["root"] == "/data/TZ"
+    assert cfg["sched"]["type"] == "cosine" and cfg["sched"]["warmup_steps"] == 10
+    from tsrx.config.toml_write import dumps
+    import tomllib
+    assert tomllib.loads(dumps(cfg))["model"]["sr"]["hidden_units"] == 8
+    with pytest.raises(ConfigError, match="model.sr.hidden_units: expected an integer"):
+        load_experiment(exp, ["model.sr.hidden_units=many"])

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.config.load import Provenance, deep_merge, get_dotted, load_with_extends, set_dotted
-from tsrx.config.schema import (Component, RawValue, build_dataclass, check_table, component_of,
-                                dataclass_fields, signature_fields, unwrap_optional)
+from tsrx.config.schema import (Component, Mismatch, RawValue, build_dataclass, check_table, coerce,
+                                component_of, dataclass_fields, parse_raw, signature_fields,
+                                unwrap_optional)
 from tsrx.config.sections import TOP_LEVEL_KEYS, all_sections
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
 
@@ -189,6 +190,12 @@ def _component_defaults(table: dict, registry_name: str) -> dict:
     except Exception:
         return table
     out = dict(table)
+    for name, value in table.items():
+        if isinstance(value, RawValue):  # from --set: typed by the component's signature
+            try:
+                out[name] = coerce(value, fields[name].annotation) if name in fields else parse_raw(value)
+            except Mismatch:
+                pass  # the check of this table reports it
     for name, f in fields.items():
         if name not in out and not f.required and _tomlable(f.default):
             out[name] = copy.deepcopy(f.default)
@@ -299,6 +306,8 @@ def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
             set_dotted(cfg, key, copy.deepcopy(value))
             run_prov[key] = file
         for key, value in sets.items():
+            if key.endswith(".type") or value.lstrip().startswith(("{", "[")):
+                value = parse_raw(value)  # a component name, inline table or array: plain TOML
             set_dotted(cfg, key, value)
             run_prov[key] = CLI
         rname = run_name(point, vname)

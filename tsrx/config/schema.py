@@ -80,7 +80,13 @@ def unwrap_optional(tp: Any) -> Any:
     return tp
 
 
-def _parse_raw(raw: str) -> Any:
+def _raw_string(raw: RawValue) -> str:
+    """A command-line string: quoted TOML (``"/p"``) is unquoted, anything else taken as typed."""
+    parsed = parse_raw(raw) if raw[:1] in "\"'" else None
+    return parsed if isinstance(parsed, str) else str(raw)
+
+
+def parse_raw(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -91,14 +97,14 @@ def coerce(value: Any, tp: Any) -> Any:
     """Return ``value`` converted to ``tp`` where TOML cannot say it (int->float, str->Path),
     or raise :class:`Mismatch`."""
     if tp is Any or tp is inspect.Parameter.empty or tp is object:
-        return _parse_raw(value) if isinstance(value, RawValue) else value
+        return parse_raw(value) if isinstance(value, RawValue) else value
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         return coerce(value, typing.get_args(tp)[0])
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if isinstance(value, RawValue) and str in args:
-            return str(value)
+            return _raw_string(value)
         for arg in args:
             if arg is type(None):
                 continue
@@ -109,7 +115,7 @@ def coerce(value: Any, tp: Any) -> Any:
         raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
     if isinstance(value, RawValue) and tp is not str and not (
             isinstance(tp, type) and issubclass(tp, PurePath)):
-        value = _parse_raw(value)
+        value = parse_raw(value)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed and type(value) is type(allowed[allowed.index(value)]):
@@ -138,9 +144,13 @@ def coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is str:
+        if isinstance(value, RawValue):
+            return _raw_string(value)
         if isinstance(value, str):
             return str(value)
     elif isinstance(tp, type) and issubclass(tp, PurePath):
+        if isinstance(value, RawValue):
+            return _raw_string(value)
         if isinstance(value, (str, PurePath)):
             return str(value)
     elif tp is dict:
@@ -215,7 +225,7 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
         path = f"{where}.{key}" if where else key
         if key not in fields:
             if extra_ok:
-                out[key] = _parse_raw(value) if isinstance(value, RawValue) else value
+                out[key] = parse_raw(value) if isinstance(value, RawValue) else value
                 continue
             allowed = sorted(fields)
             problems.append((path, f"unknown key{suggest(key, allowed)}; allowed keys: "
