@@ -33,10 +33,11 @@ def test_synth_inspect_check(tmp_path):
     r = tsrx("data", "inspect", out, "-o", tmp_path / "sheet.png", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert [s["name"] for s in info["splits"]] == ["train1", "test/easy", "test/medium",
+    assert [s["name"] for s in info["splits"]] == ["train1", "train2", "test/easy", "test/medium",
                                                    "test/hard"]
-    assert [s["num_samples"] for s in info["splits"]] == [12, 3, 4, 5]
-    hard = info["splits"][3]
+    assert [s["num_samples"] for s in info["splits"]] == [12, 2, 3, 4, 5]  # train2: 12*2794/14573
+    assert manifest["train2"] == 2
+    hard = info["splits"][4]
     assert sum(hard["label_lengths"].values()) == 5 and hard["outside_vocabulary"] == []
     assert 16 <= hard["hr_h"][0] <= hard["hr_h"][1] <= 64
     assert hard["bicubic"] is None

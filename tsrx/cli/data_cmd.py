@@ -14,8 +14,11 @@ app = typer.Typer(help="Synthesise, inspect and check TextZoom-format LMDB data.
 
 @app.command("synth")
 def synth_cmd(
-    out: Path = typer.Argument(..., help="Folder to create (train1, test/easy, test/medium, test/hard)."),
-    train: int = typer.Option(2000, "--train", help="Training samples."),
+    out: Path = typer.Argument(..., help="Folder to create (train1, train2, test/easy, test/medium, "
+                                         "test/hard)."),
+    train: int = typer.Option(2000, "--train", help="Training samples in train1."),
+    train2: int = typer.Option(None, "--train2", help="Training samples in train2 (default: "
+                                                      "TextZoom's ratio, 2794/14573 of --train)."),
     test: tuple[int, int, int] = typer.Option((300, 300, 300), "--test",
                                               help="Test samples: easy medium hard."),
     seed: int = typer.Option(0, "--seed", help="Same seed (and fonts): same data."),
@@ -28,9 +31,10 @@ def synth_cmd(
     from tsrx.data.synth import synthesize
 
     start = time.perf_counter()
-    manifest = synthesize(out, train=train, test=list(test), seed=seed, fonts=fonts)
+    manifest = synthesize(out, train=train, test=list(test), seed=seed, fonts=fonts, train2=train2)
     took = time.perf_counter() - start
-    console.print(f"wrote {out}: train1 {train}, test/easy {test[0]}, test/medium {test[1]}, "
+    console.print(f"wrote {out}: train1 {train}, train2 {manifest.train2}, test/easy {test[0]}, "
+                  f"test/medium {test[1]}, "
                   f"test/hard {test[2]} (seed {seed}, {len(manifest.fonts)} font(s), "
                   f"{took:.1f} s)", highlight=False)
 

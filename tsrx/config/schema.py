@@ -103,6 +103,8 @@ def coerce(value: Any, tp: Any) -> Any:
         return coerce(value, typing.get_args(tp)[0])
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
         if isinstance(value, RawValue) and str in args:
             return _raw_string(value)
         for arg in args:

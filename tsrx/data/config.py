@@ -19,6 +19,7 @@ class SynthSpec:
     """Synthetic TextZoom-format data written under ``data.root`` when it is missing."""
 
     train: int = 2000
+    train2: int | None = None  # default: TextZoom's train2/train1 ratio of `train`
     test: list[int] = field(default_factory=lambda: [300, 300, 300])
     seed: int = 0
     # "builtin": Pillow's embedded font only (identical data on every machine); "all": also

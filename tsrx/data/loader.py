@@ -181,7 +181,8 @@ def ensure_synth(data_cfg: dict) -> bool:
         if has_data(root):
             return False
         log.info("synthesising TextZoom-format data into %s", root)
-        synthesize(root, train=spec.train, test=spec.test, seed=spec.seed, fonts=spec.fonts)
+        synthesize(root, train=spec.train, test=spec.test, seed=spec.seed, fonts=spec.fonts,
+                   train2=spec.train2)
     return True
 
 

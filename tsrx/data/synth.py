@@ -1,4 +1,4 @@
-"""Synthetic data in TextZoom's exact LMDB format: ``OUT/train1`` and ``OUT/test/{easy,medium,hard}``.
+"""Synthetic data in TextZoom's exact LMDB format: ``OUT/train1``, ``OUT/train2`` and ``OUT/test/{easy,medium,hard}``.
 
 Every code path that reads TextZoom reads this, so a fresh machine (no data set, no system
 fonts, no network) can train and evaluate end to end. HR crops are rendered words of
@@ -31,7 +31,14 @@ from tsrx.data.synth_words import WORDS
 from tsrx.errors import TsrxError
 
 TEST_SPLITS = ("easy", "medium", "hard")
-SPLIT_CODES = {"train1": 0, "easy": 1, "medium": 2, "hard": 3}
+SPLIT_CODES = {"train1": 0, "easy": 1, "medium": 2, "hard": 3, "train2": 4}
+# TextZoom's training sets: train1 14,573 and train2 2,794 pairs (TextZoom paper, Table 1).
+# Synthetic data keeps that ratio, so experiments name both roots on either data set.
+TRAIN2_PER_TRAIN1 = 2794 / 14573
+
+
+def default_train2(train: int) -> int:
+    return round(train * TRAIN2_PER_TRAIN1)
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
              "/System/Library/Fonts")
 BUILTIN = "builtin"
@@ -181,9 +188,9 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 def make_sample(seed: int, split: str, index: int, fonts: list[str]) -> tuple[str, bytes, bytes]:
-    """(label, HR PNG, LR PNG) of one sample; ``split`` is train1, easy, medium or hard."""
+    """(label, HR PNG, LR PNG) of one sample; ``split`` is train1, train2, easy, medium or hard."""
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-    if split == "train1":
+    if split in ("train1", "train2"):
         level = LEVELS[TEST_SPLITS[int(rng.integers(3))]]
     else:
         level = LEVELS[split]
@@ -201,6 +208,7 @@ class SynthManifest:
     test: list[int]
     seed: int
     fonts: list[str]
+    train2: int = 0
     format: str = "textzoom-lmdb"
 
 
@@ -209,16 +217,20 @@ def _write_split(path: Path, seed: int, split: str, n: int, fonts: list[str]) ->
 
 
 def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, ...] = (300, 300, 300),
-               seed: int = 0, fonts: str = "all") -> SynthManifest:
-    """Write ``out/train1`` and ``out/test/{easy,medium,hard}``; ``out`` must be absent or empty.
+               seed: int = 0, fonts: str = "all", train2: int | None = None) -> SynthManifest:
+    """Write ``out/train1``, ``out/train2`` and ``out/test/{easy,medium,hard}``.
+
+    ``out`` must be absent or empty. ``train2`` defaults to TextZoom's train2/train1 ratio
+    (no ``train2`` folder when it comes to 0).
 
     Built in a temporary sibling folder and renamed into place, so an interrupted run never
     leaves a half data set that later looks complete.
     """
     out = Path(out)
-    if len(test) != 3 or min(test) < 0 or train < 0:
-        raise TsrxError(f"synth: --train must be >= 0 and --test three counts >= 0 "
-                        f"(easy medium hard), got train={train} test={list(test)}")
+    train2 = default_train2(train) if train2 is None else train2
+    if len(test) != 3 or min(test) < 0 or train < 0 or train2 < 0:
+        raise TsrxError(f"synth: --train and --train2 must be >= 0 and --test three counts >= 0 "
+                        f"(easy medium hard), got train={train} train2={train2} test={list(test)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TsrxError(f"synth: {out} already exists and is not empty; remove it or pick "
                         "another folder")
@@ -228,9 +240,12 @@ def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, 
     try:
         # one process is enough: about 2 ms per sample (2,900 samples in ~6 s)
         _write_split(tmp / "train1", seed, "train1", train, font_list)
+        if train2:
+            _write_split(tmp / "train2", seed, "train2", train2, font_list)
         for split, n in zip(TEST_SPLITS, test):
             _write_split(tmp / "test" / split, seed, split, n, font_list)
-        manifest = SynthManifest(train=train, test=list(test), seed=seed, fonts=font_list)
+        manifest = SynthManifest(train=train, test=list(test), seed=seed, fonts=font_list,
+                                 train2=train2)
         (tmp / "synth.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if out.exists():
