@@ -38,7 +38,8 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
     ``{"state": "completed" | "preempted", "step", "total_steps", "final", "run_dir"}``.
     ``console`` (rank 0) receives the final table; stdout when None.
     """
-    from tsrx.engine.trainer import Trainer, write_status
+    from tsrx.engine.runfiles import write_status
+    from tsrx.engine.trainer import Trainer
     run_dir = Path(run_dir)
     env = env or dist_utils.detect()
     handlers = _setup_logging(run_dir, env)

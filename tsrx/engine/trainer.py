@@ -21,19 +21,18 @@ import json
 import logging
 import math
 import os
-import random
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
 from tsrx.engine.build import build_run, seed_everything
+from tsrx.engine.rng import rng_state, set_rng_state
+from tsrx.engine.runfiles import (Progress, atomic_json, json_default, plugin_records,
+                                  tensorboard_writer, truncate_metrics, write_status)
 from tsrx.errors import TsrxError
 from tsrx.models.text import encode_labels
 
@@ -108,8 +107,8 @@ class Trainer:
         self.best: dict[str, dict] = {}
         self.global_batch = tc["batch_size"]
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._progress: _Progress | None = None
-        self._tb = _tensorboard(self.run_dir / "tensorboard") if env.is_main else None
+        self._progress: Progress | None = None
+        self._tb = tensorboard_writer(self.run_dir / "tensorboard") if env.is_main else None
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
@@ -164,7 +163,7 @@ class Trainer:
         self._write_status("running")
         self._record_start()
         batches = self._batches()
-        self._progress = _Progress(self.env.is_main, total, self.step)
+        self._progress = Progress(self.env.is_main, total, self.step)
         last_log = (time.perf_counter(), self.step)
         stopped = False
         try:
@@ -240,7 +239,7 @@ class Trainer:
                     from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
                     save_checkpoint(self.run_dir / sel.filename, make_checkpoint(
                         self._model_state(), step=self.step, epoch=self.epoch,
-                        config=self.config, plugins=_plugins(),
+                        config=self.config, plugins=plugin_records(),
                         metrics={"selector": sel.name, "score": score, "result": result}))
         avg = result["average"]
         log.info("validation at step %d: %s", self.step, ", ".join(
@@ -274,13 +273,13 @@ class Trainer:
     def state_dict(self) -> dict:
         """The whole training state (a collective: every rank contributes its RNG state)."""
         from tsrx.engine.checkpoint import make_checkpoint
-        rng = dist_utils.all_gather_objects(_rng_state())
+        rng = dist_utils.all_gather_objects(rng_state())
         return make_checkpoint(
             self._model_state(), optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
             step=self.step, epoch=self.epoch, sampler=self.parts.sampler.state_dict(),
             rng={"world_size": self.env.world_size, "ranks": rng}, config=self.config,
-            plugins=_plugins(), metrics={"best": self.best, "skipped_steps": self.skipped})
+            plugins=plugin_records(), metrics={"best": self.best, "skipped_steps": self.skipped})
 
     def load_state_dict(self, state: dict) -> None:
         model_state = {k: v for k, v in state["model"].items() if not k.startswith("combiner.")}
@@ -299,7 +298,7 @@ class Trainer:
         self.skipped = int(metrics.get("skipped_steps", 0))
         rng = state.get("rng") or {}
         if rng.get("world_size") == self.env.world_size:
-            _set_rng_state(rng["ranks"][self.env.rank])
+            set_rng_state(rng["ranks"][self.env.rank])
         else:
             log.warning("checkpoint was written by %s process(es), this run has %d: random "
                         "streams are reseeded, so the rest of the run is not bit-identical",
@@ -316,7 +315,7 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
         if self.env.is_main:
-            _truncate_metrics(self.metrics_path, self.step)
+            truncate_metrics(self.metrics_path, self.step)
 
     def close(self) -> None:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
@@ -362,7 +361,7 @@ class Trainer:
     def _append_metrics(self, line: dict) -> None:
         if self.env.is_main:
             with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line, default=_json_default) + "\n")
+                f.write(json.dumps(line, default=json_default) + "\n")
 
     def _write_status(self, state: str, error: str | None = None) -> None:
         if self.env.is_main:
@@ -374,117 +373,7 @@ class Trainer:
                             for name, b in self.best.items()},
                    "final": final, "tasks": self.parts.tasks, "losses": self.parts.loss_tables,
                    "combiner": self.combiner_description(), "skipped_steps": self.skipped,
-                   "world_size": self.env.world_size, "plugins": _plugins()}
+                   "world_size": self.env.world_size, "plugins": plugin_records()}
         if self.env.is_main:
-            _atomic_json(self.run_dir / "summary.json", summary)
+            atomic_json(self.run_dir / "summary.json", summary)
         return summary
-
-
-# -- helpers --------------------------------------------------------------------------------
-def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
-    from tsrx.launch.rundir import utc_now
-    _atomic_json(Path(run_dir) / "status.json", {"state": state, "step": step, "total_steps": total,
-                                                 "updated": utc_now(), "error": error})
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    from tsrx.launch.rundir import atomic_write_text
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if torch.is_tensor(obj):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the resumed step: the resumed run writes them again."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-    from tsrx.launch.rundir import atomic_write_text
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
-def _tensorboard(folder: Path) -> Any:
-    """A TensorBoard writer when the tensorboard package is installed (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder))
-
-
-def _plugins() -> list[dict]:
-    from dataclasses import asdict
-
-    from tsrx.plugins import loaded_plugins
-    return [asdict(p) for p in loaded_plugins()]
-
-
-def _rng_state() -> dict:
-    """Every random stream as tensors, lists and numbers (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": {"version": version, "state": list(internal), "gauss": gauss}}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-
-
-class _Progress:
-    """A rich progress bar on rank 0 when stderr is a terminal; otherwise only an ETA string."""
-
-    def __init__(self, main: bool, total: int, start: int):
-        self.total, self.start, self.t0 = total, start, time.perf_counter()
-        self.step = start
-        self.live = main and sys.stderr.isatty()
-        self._bar = None
-        if self.live:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            from tsrx.cli.console import err_console
-            self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=err_console)
-            self._task = self._bar.add_task("train", total=total, completed=start, info="")
-            self._bar.start()
-
-    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
-        self.step = step
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step,
-                             info=f"loss {loss:.4g}  lr {lr:.2e}  {rate:.1f} samples/s")
-
-    def eta_text(self) -> str:
-        done = self.step - self.start
-        if done <= 0:
-            return ""
-        left = (time.perf_counter() - self.t0) / done * (self.total - self.step)
-        return f" eta {int(left) // 60}:{int(left) % 60:02d}"
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
