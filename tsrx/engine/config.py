@@ -25,7 +25,11 @@ class LossSection:
 
 @dataclass
 class TrainSection:
-    """``[train]``: the training loop. ``batch_size`` is global (split over DDP ranks)."""
+    """``[train]``: the training loop. ``batch_size`` is global (split over DDP ranks).
+
+    ``deterministic``: deterministic kernels, and gradients all-reduced one tensor at a time
+    so that a run resumed on more than two ranks stays bit-identical (tsrx/engine/grad_sync.py).
+    """
 
     steps: int = 1000
     batch_size: int = 64

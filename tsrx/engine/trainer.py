@@ -30,6 +30,7 @@ from torch import nn
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
 from tsrx.engine.build import build_run, seed_everything
+from tsrx.engine.grad_sync import use_layout_independent_sync
 from tsrx.engine.rng import rng_state, set_rng_state
 from tsrx.engine.runfiles import (Progress, atomic_json, json_default, plugin_records,
                                   tensorboard_writer, truncate_metrics, write_status)
@@ -92,6 +93,8 @@ class Trainer:
         if env.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+            if tc["deterministic"]:  # exact resume with any number of ranks (grad_sync.py)
+                use_layout_independent_sync(self.ddp)
         self.forward = torch.compile(self.ddp) if tc["compile"] else self.ddp
 
         self.amp_dtype = AMP_DTYPES[tc["amp"]]
