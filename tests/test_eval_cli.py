@@ -145,3 +145,25 @@ def test_models_with_their_own_recognizer_judge_themselves_and_the_baselines(fil
         assert result["baselines"]["bicubic"]["average"]["acc"] is not None
         assert result["baselines"]["hr"]["average"]["acc"] is not None
         assert len(result["predictions"]["easy"]) == 6
+
+
+def test_eval_of_a_run_checkpoint_is_cached_where_report_reads_it(files, tiny_plugin):
+    """`tsrx eval --ckpt runs/<exp>/<run>/best_psnr_model.pth` then `tsrx report runs/<exp>`:
+    the report shows that test result instead of the selector's validation result."""
+    from test_engine_helpers import prepare
+
+    from tsrx.engine.checkpoint import save_checkpoint
+    tmp = files["tmp"]
+    run_dir = prepare(write_experiment(tmp / "exp", files["data"], tiny_plugin, "cached"), tmp / "runs")
+    ckpt = run_dir / "best_psnr_model.pth"
+    save_checkpoint(ckpt, torch.load(files["ckpt"], weights_only=True))
+    proc = _tsrx("eval", "--ckpt", ckpt, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    cached = list((run_dir / "eval").glob("best_psnr_model-*.json"))
+    assert len(cached) == 1 and "cached for tsrx report" in proc.stderr
+    report = _tsrx("report", run_dir.parent, "--format", "json", cwd=tmp)
+    assert report.returncode == 0, report.stderr
+    row = json.loads(report.stdout)["blocks"][0]["rows"][0]
+    assert row["source"] == "test" and row["from"].endswith(cached[0].name)
+    assert row["values"]["A-PSNR"] == pytest.approx(json.loads(cached[0].read_text())["average"]["psnr"])
+

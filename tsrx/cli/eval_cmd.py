@@ -77,6 +77,14 @@ def eval_command(
     result = {"checkpoint": str(ckpt), "format": fmt,
               "data": str(data) if data else (cfg.get("data") or {}).get("root"), **result}
     print_result(console, result, title=str(ckpt))
+    if config is None and data is None and recognizer is None:
+        overrides = {k: v for k, v in (("protocol", protocol), ("batch_size", batch_size))
+                     if v != eval_cfg.get(k)}
+        if baselines:
+            overrides["baselines"] = True
+        cached = _store_in_run_dir(Path(ckpt), result, overrides)
+        if cached is not None:
+            err_console.print(f"cached for tsrx report: {cached}", highlight=False)
     if json_out:
         from tsrx.launch.rundir import atomic_write_text
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,3 +139,19 @@ def _datasets(cfg: dict, data: Path | None) -> dict:
                                skip_bad=data_cfg.get("skip_bad", False),
                                cache=data_cfg.get("cache", True))
             for s, r in found.items()}
+
+
+def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict) -> Path | None:
+    """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
+    (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""
+    import tomllib
+
+    from tsrx.report import cache
+    config_file = ckpt.parent / "config.toml"
+    if not config_file.is_file():
+        return None
+    try:
+        run_config = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return cache.store(ckpt.parent, ckpt, cache.eval_settings(run_config, overrides or None), result)
