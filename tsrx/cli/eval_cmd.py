@@ -144,8 +144,7 @@ def _datasets(cfg: dict, data: Path | None) -> dict:
 def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict) -> Path | None:
     """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
     (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""
-    import tomllib
-
+    from tsrx.config.load import tomllib
     from tsrx.report import cache
     config_file = ckpt.parent / "config.toml"
     if not config_file.is_file():

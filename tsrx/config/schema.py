@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import tomllib
 import types
 import typing
 from pathlib import PurePath
 from typing import Any, Callable, Literal, Union
 
+from tsrx.config.load import tomllib
 from tsrx.errors import suggest
 
 

@@ -50,10 +50,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _load_toml(text: str) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from tsrx.config.load import tomllib  # tomli before Python 3.11
     return tomllib.loads(text)
 
 

@@ -8,7 +8,6 @@ runs folder holding experiments. Nothing here imports torch.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,7 @@ RUN_FILES = ("config.toml", "meta.json", "status.json", "summary.json", "metrics
 
 
 def _load_toml(path: Path) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from tsrx.config.load import tomllib  # tomli before Python 3.11
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
