@@ -67,3 +67,7 @@ def test_quickstart_end_to_end_with_tiny_steps(workdir):
     assert summary["state"] == "completed"
     assert summary["final"]["baselines"]["bicubic"]["average"]["psnr"] > 0
     assert (run_dir / "best_psnr_model.pth").is_file() and (run_dir / "last.pth").is_file()
+    # `tsrx train` records itself as the run's job: status knows how long it ran
+    from tsrx.launch.status import run_status
+    row = run_status(run_dir)
+    assert row.state == "completed" and row.elapsed_s is not None and row.job_id

@@ -8,7 +8,9 @@ environment. Ctrl-C once asks the run to stop at the next step boundary and save
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def train(
 ) -> None:
     """Train every run of FILE (or those named by --run), one after the other."""
     from tsrx.config.experiment import load_experiment
-    from tsrx.launch.rundir import prepare_run_dir
+    from tsrx.launch.rundir import prepare_run_dir, record_job, utc_now
 
     exp = load_experiment(file, set_, only=run or None)
     states = []
@@ -42,6 +44,10 @@ def train(
         target = runs_dir or Path(spec.config.get("launcher", {}).get("runs_dir", "runs"))
         run_dir = prepare_run_dir(spec, target, force=force, new=new, command=sys.argv)
         typer.echo(f"run {spec.name}: {run_dir}", err=True)
+        # this process is the run's job, as a local submitit job is: tsrx status can see it
+        # running (pid alive), how long it took, and that it died if it did
+        record_job(run_dir, str(os.getpid()), "local", event="start", host=socket.gethostname(),
+                   started=utc_now(), via="tsrx train")
         state = train_run_dir(run_dir, nproc, device)
         states.append(state)
         if state != "completed":
