@@ -61,8 +61,8 @@ def failures() -> list[PluginFailure]:
     return list(_failures)
 
 
-def failure_for(component: str) -> str:
-    """Text for an unknown-name error: the plugins that failed (one may have held it)."""
+def failures_text() -> str:
+    """For an unknown-name error: the plugins that failed to import (one may have held it)."""
     return "; ".join(str(f) for f in _failures)
 
 
@@ -144,11 +144,3 @@ def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str 
         except Exception as exc:
             err = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             raise TsrxError(f"{where}: plugin {spec!r} failed to import: {err}") from exc
-
-
-def reset_for_tests() -> None:
-    """Forget what was loaded, so a test can install a plugin and discover it."""
-    global _autoloaded
-    _autoloaded = False
-    _loaded.clear()
-    _failures.clear()

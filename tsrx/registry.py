@@ -87,8 +87,8 @@ class Registry:
         entries = self._loaded()
         if name in entries:
             return entries[name].obj
-        from tsrx.plugins import failure_for
-        failed = failure_for(name)
+        from tsrx.plugins import failures_text
+        failed = failures_text()
         registered = ", ".join(sorted(entries)) or "(none)"
         msg = (f"unknown {self.kind} {name!r}{suggest(name, entries)}; "
                f"registered: {registered}")

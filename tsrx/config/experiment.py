@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsrx.config.load import Provenance, deep_merge, get_dotted, load_with_extends, set_dotted
+from tsrx.config.load import Provenance, deep_merge, load_with_extends, set_dotted
 from tsrx.config.schema import (Component, Mismatch, RawValue, build_dataclass, check_table, coerce,
                                 component_of, dataclass_fields, parse_raw, signature_fields,
                                 unwrap_optional)
@@ -339,7 +339,3 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
         if k not in seen:
             seen[k] = iss
     return list(seen.values())
-
-
-def get(config: dict, dotted: str, default: Any = None) -> Any:
-    return get_dotted(config, dotted, default)

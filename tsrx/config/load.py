@@ -117,8 +117,3 @@ def get_dotted(table: dict, dotted: str, default: Any = None) -> Any:
             return default
         cur = cur[p]
     return cur
-
-
-def has_dotted(table: dict, dotted: str) -> bool:
-    sentinel = object()
-    return get_dotted(table, dotted, sentinel) is not sentinel
