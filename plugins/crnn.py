@@ -13,12 +13,16 @@ layer only, so the default CRNN keeps exactly meijieru's keys.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsrx.models.text import VOCABULARIES, ctc_greedy_decode
-from tsrx.registry import RECOGNIZERS
+from tsrx.engine.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.models.recognition import Recognition
+from tsrx.models.text import VOCABULARIES, ctc_greedy_decode, ctc_greedy_recognize
+from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
 
 # TextZoom's parse_crnn_data: bicubic to 32x100, then ITU-R 601 luma of the RGB channels.
 INPUT_SIZE = (32, 100)
@@ -67,6 +71,8 @@ class CRNN(nn.Module):
     ``alphabet[i-1]``, 0 is the CTC blank), ``leaky_relu`` (meijieru's option, off in crnn.pth).
     """
 
+    ctc = True  # CTC logits (T, B, K), class 0 blank: heads and the CTC loss apply
+
     def __init__(self, hidden_units: int = 256, alphabet: str = VOCABULARIES["lower"],
                  leaky_relu: bool = False):
         super().__init__()
@@ -101,3 +107,28 @@ class CRNN(nn.Module):
     def decode(self, logits: torch.Tensor) -> list[str]:
         """Greedy CTC decoding of (T, B, K) logits into strings."""
         return ctc_greedy_decode(logits, self.alphabet)
+
+    def recognize(self, images: torch.Tensor) -> Recognition:
+        """TextZoom's CRNN evaluation: greedy CTC decoding (see tsrx.models.recognition)."""
+        return ctc_greedy_recognize(self(images), self.alphabet)
+
+
+@CHECKPOINT_FORMATS.register("crnn")
+def read_crnn(obj) -> OfficialCheckpoint | None:
+    """meijieru/crnn.pytorch's bare state_dict (``crnn.pth``, as TextZoom loads it)."""
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return None
+    state = strip_module_prefix(obj)
+    if "cnn.conv0.weight" not in state or not any(k.startswith("rnn.0.rnn.") for k in state):
+        return None
+    classes = state["rnn.1.embedding.weight"].shape[0] if "rnn.1.embedding.weight" in state else None
+    hidden = state["rnn.0.rnn.weight_hh_l0"].shape[1] if "rnn.0.rnn.weight_hh_l0" in state else 256
+    table: dict = {"type": "crnn", "hidden_units": int(hidden)}
+    if classes is not None and classes != len(VOCABULARIES["lower"]) + 1:
+        fits = [name for name, chars in VOCABULARIES.items() if len(chars) + 1 == classes]
+        if fits:
+            table["alphabet"] = VOCABULARIES[fits[0]]
+    return OfficialCheckpoint("crnn", {"recognizer": table},
+                              OrderedDict((f"recognizer.{k}", v) for k, v in state.items()),
+                              {"classes": classes})

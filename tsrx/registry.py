@@ -190,6 +190,10 @@ DATASETS = Registry("dataset", "sources of (LR, HR, label) samples",
                     provided=("root", "hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad"))
 OPTIMIZERS = Registry("optimizer", "torch optimizers built from model parameters", provided=("params",))
 SCHEDULERS = Registry("scheduler", "learning-rate schedules", provided=("optimizer", "total_steps"))
+# Not a config table: readers of official checkpoint layouts, obj -> OfficialCheckpoint | None
+# (tsrx.engine.checkpoint.read_official).
+CHECKPOINT_FORMATS = Registry("checkpoint format",
+                              "readers of official checkpoint layouts (TextZoom, CRNN...)")
 
 ALL: dict[str, Registry] = {
     "sr": SR_BACKBONES, "recognizer": RECOGNIZERS, "head": HEADS, "sr_loss": SR_LOSSES,
@@ -204,4 +208,5 @@ def callable_name(obj: Callable) -> str:
 
 __all__ = ["Registry", "Entry", "ALL", "registering_for", "callable_name", *[
     n for n in ("SR_BACKBONES", "RECOGNIZERS", "HEADS", "SR_LOSSES", "REC_LOSSES", "COMBINERS",
-                "SELECTORS", "DATASETS", "OPTIMIZERS", "SCHEDULERS")]]
+                "SELECTORS", "DATASETS", "OPTIMIZERS", "SCHEDULERS",
+                "CHECKPOINT_FORMATS")]]

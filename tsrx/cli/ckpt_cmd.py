@@ -96,8 +96,12 @@ def inspect_cmd(
         plugins = obj.get("plugins") or []
         if plugins:
             info.append(("plugins", ", ".join(_plugin_label(p) for p in plugins)))
-    elif fmt == "textzoom" and isinstance(obj.get("info"), dict):
-        info += [(f"info.{k}", str(v)) for k, v in obj["info"].items()]
+    elif fmt != "state_dict":
+        from tsrx.engine.checkpoint import read_official
+        official = read_official(obj)
+        for part, table in official.model.items():
+            info.append((f"model.{part}", ", ".join(f"{k}={v}" for k, v in table.items())))
+        info += [(k, str(v)) for k, v in official.info.items()]
     for key, value in info:
         console.print(f"{key}: {value}", highlight=False, markup=False)
     if keys:

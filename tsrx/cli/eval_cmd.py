@@ -107,11 +107,12 @@ def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
         cfg = raw["config"]
         load_named_plugins(cfg.get("plugins") or [], ".", where="checkpoint config plugins")
         return cfg
-    defaults = {"textzoom": {"sr": {"type": "tsrn"}}, "crnn": {"recognizer": {"type": "crnn"}}}
-    if fmt not in defaults:
+    from tsrx.engine.checkpoint import read_official
+    official = read_official(raw)
+    if official is None:
         raise TsrxError(f"checkpoint format {fmt!r} does not say which model it holds: pass "
                         "--config FILE with a [model] table")
-    cfg, issues = resolve_run({"name": "eval", "model": defaults[fmt]}, {}, "<tsrx eval>")
+    cfg, issues = resolve_run({"name": "eval", "model": official.model}, {}, "<tsrx eval>")
     if issues:
         raise ConfigError(issues)
     return cfg

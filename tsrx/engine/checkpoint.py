@@ -25,9 +25,6 @@ from tsrx.errors import TsrxError
 FORMAT = "tsrx"
 FORMAT_VERSION = 1
 PARTS = ("sr", "recognizer", "head", "combiner")
-FORMATS = ("tsrx", "textzoom", "crnn", "state_dict")
-# Where each foreign format's weights live in the joint model.
-_FOREIGN_PART = {"textzoom": "sr", "crnn": "recognizer"}
 
 
 # -- saving and loading files -------------------------------------------------------------
@@ -113,53 +110,90 @@ def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, 
     return out
 
 
+@dataclass
+class OfficialCheckpoint:
+    """An official (non-tsrx) checkpoint recognised by a reader in ``CHECKPOINT_FORMATS``.
+
+    ``model`` is the ``[model]`` table that rebuilds what the file holds (e.g.
+    ``{"sr": {"type": "srcnn"}}``), ``state`` its weights already in the joint model's key
+    space (``sr.*``, ``recognizer.*``), ``info`` what is worth showing (``tsrx ckpt inspect``).
+    """
+
+    format: str
+    model: dict
+    state: "OrderedDict[str, torch.Tensor]"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def parts(self) -> set[str]:
+        return {k.split(".", 1)[0] for k in self.state}
+
+
+def read_official(obj: Any) -> OfficialCheckpoint | None:
+    """The first reader in ``CHECKPOINT_FORMATS`` that claims ``obj`` (None if none does).
+
+    Readers are plugins (``@CHECKPOINT_FORMATS.register("textzoom")``): a function of the
+    loaded object returning an :class:`OfficialCheckpoint`, or None when the layout is not
+    theirs. A reader that recognises the layout but finds it broken raises ``TsrxError``.
+    """
+    from tsrx.registry import CHECKPOINT_FORMATS
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        return None
+    for entry in CHECKPOINT_FORMATS.entries():
+        found = entry.obj(obj)
+        if found is not None:
+            return found
+    return None
+
+
 def detect_format(obj: Any) -> str:
-    """"tsrx", "textzoom" (dict with ``state_dict_G``), "crnn" (meijieru's bare state_dict)
+    """"tsrx", the name of an official format a reader claims (``textzoom``, ``crnn``...),
     or "state_dict" (any other bare state_dict)."""
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         return "tsrx"
-    if isinstance(obj, Mapping) and "state_dict_G" in obj:
-        return "textzoom"
+    official = read_official(obj)
+    if official is not None:
+        return official.format
     if _is_tensor_map(obj):
-        keys = strip_module_prefix(obj)
-        if "cnn.conv0.weight" in keys and any(k.startswith("rnn.0.rnn.") for k in keys):
-            return "crnn"
         return "state_dict"
+    from tsrx.registry import CHECKPOINT_FORMATS
+    known = ", ".join(["tsrx", *CHECKPOINT_FORMATS.names(), "a bare state_dict"])
     if isinstance(obj, Mapping):
         shown = ", ".join(sorted(map(str, obj))[:8])
-        raise TsrxError(f"unknown checkpoint format: a dict with keys {shown}; expected a tsrx "
-                        "checkpoint, TextZoom's (state_dict_G) or a bare state_dict")
-    raise TsrxError(f"unknown checkpoint format: a {type(obj).__name__}, expected a dict")
+        raise TsrxError(f"unknown checkpoint format: a dict with keys {shown}; expected one of: "
+                        f"{known}")
+    raise TsrxError(f"unknown checkpoint format: a {type(obj).__name__}, expected a dict ({known})")
 
 
 def state_dict_for(obj: Any, part: str | None = None) -> "OrderedDict[str, torch.Tensor]":
     """The weights of ``obj`` in the joint model's key space (``sr.*``, ``recognizer.*``...).
 
     ``part`` (sr, recognizer, head or None / "whole" for everything) says where a bare
-    state_dict belongs and, for a tsrx checkpoint, which part to take from it. TextZoom's
-    ``state_dict_G`` goes to ``sr.*`` and meijieru's CRNN to ``recognizer.*``.
+    state_dict belongs and, for a tsrx or official checkpoint, which part to take from it.
     """
-    fmt = detect_format(obj)
     whole = part in (None, "whole")
+    fmt = detect_format(obj)
     if fmt == "tsrx":
         state = strip_module_prefix(obj["model"])
-        if whole:
-            return state
-        return OrderedDict((k, v) for k, v in state.items() if k.split(".", 1)[0] == part)
-    if fmt == "textzoom":
-        state = strip_module_prefix(obj["state_dict_G"])
+    elif fmt != "state_dict":
+        official = read_official(obj)
+        state = official.state
+        if not whole and part not in official.parts:
+            held = ", ".join(sorted(official.parts)) or "nothing"
+            raise TsrxError(f"a {fmt} checkpoint holds {held} weights, it cannot initialise "
+                            f"{part!r}")
     else:
         state = strip_module_prefix(obj)
-    target = _FOREIGN_PART.get(fmt, None if whole else part)
-    if fmt in _FOREIGN_PART and not whole and part != target:
-        raise TsrxError(f"a {fmt} checkpoint holds {target} weights, it cannot initialise {part!r}")
-    if target is None:
+        if whole:
+            return state
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for k, v in state.items():
+            # a bare state_dict saved from the joint model already carries its part prefix
+            out[k if k.startswith(part + ".") else f"{part}.{k}"] = v
+        return out
+    if whole:
         return state
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for k, v in state.items():
-        # a bare state_dict saved from the joint model already carries its part prefix
-        out[k if k.startswith(target + ".") else f"{target}.{k}"] = v
-    return out
+    return OrderedDict((k, v) for k, v in state.items() if k.split(".", 1)[0] == part)
 
 
 # -- loading into a model -----------------------------------------------------------------

@@ -60,3 +60,25 @@ def ctc_greedy_decode(logits: torch.Tensor, alphabet: str) -> list[str]:
     for row, mask in zip(best.tolist(), keep.tolist()):
         out.append("".join(alphabet[i - 1] for i, k in zip(row, mask) if k))
     return out
+
+
+def ctc_greedy_recognize(logits: torch.Tensor, alphabet: str):
+    """Best path decoding with each kept character's softmax probability as its score.
+
+    Returns a :class:`tsrx.models.recognition.Recognition`; the texts equal
+    :func:`ctc_greedy_decode`'s. A merged run of repeats keeps its first frame's score.
+    """
+    import torch
+
+    from tsrx.models.recognition import Recognition
+    probs = torch.softmax(logits.float(), dim=2).transpose(0, 1).cpu()  # (B, T, K)
+    conf, best = probs.max(dim=2)
+    keep = torch.ones_like(best, dtype=torch.bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != 0
+    texts, scores = [], []
+    for row, mask, row_conf in zip(best.tolist(), keep.tolist(), conf.tolist()):
+        kept = [(alphabet[i - 1], c) for i, k, c in zip(row, mask, row_conf) if k]
+        texts.append("".join(ch for ch, _ in kept))
+        scores.append([c for _, c in kept])
+    return Recognition(texts, scores)
