@@ -10,7 +10,6 @@ from slurm_fixture import cli, standin, standin_value, tiny_real_experiment, tsr
 
 from tsrx.errors import TsrxError
 from tsrx.launch import submit as submit_mod
-from tsrx.launch.job import PORT_MAX, PORT_MIN, master_port
 
 
 def grid_file(tmp_path, extra=""):
@@ -87,12 +86,6 @@ def test_run_dir_with_other_config_is_refused_before_anything_runs(workdir, caps
 def test_local_launcher_rejects_several_nodes(workdir):
     with pytest.raises(TsrxError, match="launcher.nodes"):
         submit_mod.plan(grid_file(workdir), launcher="local", sets=["launcher.nodes=2"])
-
-
-def test_master_port_in_range_and_distinct_for_consecutive_jobs():
-    ports = {master_port(str(j)) for j in range(1000, 1100)}
-    assert len(ports) == 100 and all(PORT_MIN <= p <= PORT_MAX for p in ports)
-    assert master_port("123_4") == master_port("1234")
 
 
 def local_file(tmp_path, entry, steps=6, ranks=2, extra=""):
