@@ -8,6 +8,7 @@ import textwrap
 import pytest
 from slurm_fixture import cli, standin, standin_value, tiny_real_experiment, tsrx  # noqa: F401
 
+from tsrx.engine.distributed import PORT_RANGE
 from tsrx.errors import TsrxError
 from tsrx.launch import submit as submit_mod
 
@@ -113,7 +114,7 @@ def test_local_launcher_runs_all_ranks_to_completion(workdir, standin):
     assert sorted(r["RANK"] for r in ranks) == ["0", "1"]
     assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and {r["MASTER_ADDR"] for r in ranks} == {"127.0.0.1"}
     port = {r["MASTER_PORT"] for r in ranks}
-    assert len(port) == 1 and PORT_MIN <= int(port.pop()) <= PORT_MAX
+    assert len(port) == 1 and PORT_RANGE[0] <= int(port.pop()) <= PORT_RANGE[1]
     assert json.loads((run / "summary.json").read_text())["final"]["value"] == standin_value(6)
     meta = json.loads((run / "meta.json").read_text())
     assert [j["event"] for j in meta["jobs"]] == ["submit", "start"]
