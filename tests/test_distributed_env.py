@@ -76,7 +76,8 @@ def test_rank_outside_world_is_refused():
     ("gpu[7,9],cpu1", ["gpu7", "gpu9", "cpu1"]),
     ("n[08-11]", ["n08", "n09", "n10", "n11"]),
     ("tsrx-n[1-2]", ["tsrx-n1", "tsrx-n2"]),
-    ("r[1-2]n[1-2]-ib", ["r1n1-ib", "r1n2-ib", "r2n1-ib", "r2n2-ib"]),
+    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]), ("n[01-2]", ["n01", "n02"]),
+    ("n[1-02]", ["n1", "n2"]), ("n[1-2]-ib", ["n1-ib", "n2-ib"]),
     ("a[1],b", ["a1", "b"])])
 def test_host_list_expands_like_slurm(nodelist, hosts):
     # the same cases against `scontrol show hostnames`: tests/test_slurm_multinode.py

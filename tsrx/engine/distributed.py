@@ -155,9 +155,11 @@ def expand_hostlist(nodelist: str) -> list[str]:
     """Slurm's compressed host list, expanded without Slurm.
 
     ``n[1-3,5],gpu01`` -> n1 n2 n3 n5 gpu01; ``gpu[003-005]`` keeps the zero padding of
-    the range's first number; several bracket groups in one name expand as a product,
-    the last group fastest (``r[1-2]n[1-2]`` -> r1n1 r1n2 r2n1 r2n2), as
-    ``scontrol show hostnames`` does. Anything else is a TsrxError naming the list.
+    the range's first number (``n[1-02]`` -> n1 n2); several bracket groups in one name
+    expand as a product, the last group fastest (``r[1-2]n[1-2]`` -> r1n1 r1n2 r2n1 r2n2),
+    as ``scontrol show hostnames`` does (tests/test_slurm_multinode.py compares them).
+    Text after a bracket (``n[1-2]-ib``) is accepted, though Slurm 22.05 rejects it.
+    Anything else is a TsrxError naming the list.
     """
     def bad(why: str) -> TsrxError:
         return TsrxError(f"SLURM_JOB_NODELIST={nodelist!r}: {why} (expected Slurm's host list "
