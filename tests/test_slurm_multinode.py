@@ -168,3 +168,24 @@ def test_node_lists_expand_like_scontrol(slurm_cluster):
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
                              text=True, timeout=30, check=True).stdout.split()
         assert expand_hostlist(nodelist) == out, nodelist
+
+
+def test_master_address_that_does_not_resolve_fails_with_a_clear_message(slurm_cluster, workdir):
+    # A cluster whose nodes cannot resolve the master's name: every rank stops at once
+    # with the reason, instead of waiting for init_process_group's timeout.
+    path = tiny_real_experiment(workdir / "noname.toml", workdir / "data" / "synth", "noname",
+                                "slurm", ranks=1, steps=2, extra=f'''
+        [slurm]
+        partition = "{MULTI_PARTITION}"
+        setup = ["export MASTER_ADDR=no-such-node.invalid"]
+    ''')
+    res = tsrx("submit", str(path), "--set", "launcher.nodes=2", "--set", "launcher.gpus_per_node=0",
+               cwd=workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = next(d for d in (workdir / "runs" / "noname").iterdir() if d.name != "submitit")
+    wait_for(lambda: status_rows(run, workdir)[run.name]["state"] == "failed", 180, "state failed")
+    for rank, node in ((0, "tsrx-n1"), (1, "tsrx-n2")):
+        text = (run / "logs" / f"rank{rank}.log").read_text()
+        assert (f"rank {rank} on node {node}: the master address 'no-such-node.invalid'" in text
+                and "does not resolve" in text and "/etc/hosts" in text), text[-3000:]
+    assert "does not resolve" in (status_rows(run, workdir)[run.name]["error"] or "")
