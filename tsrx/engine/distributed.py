@@ -6,6 +6,10 @@ writes the same variables), Slurm (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_L
 ``SLURM_JOB_NODELIST``, ``SLURM_JOB_ID``), or nothing (one process). A half-set
 environment is refused rather than guessed around: a rank that guesses wrong waits
 forever for peers that never come.
+
+It also owns the rendezvous of a multi-node job: the master address (``MASTER_ADDR``,
+else the first host of ``SLURM_JOB_NODELIST``; it must resolve on every node) and port
+(:func:`port_for_job`), which the launcher's job exports with the same functions.
 """
 
 from __future__ import annotations
