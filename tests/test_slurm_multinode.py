@@ -115,8 +115,10 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
              150, "two requeued and started again")
 
     def both_completed():
+        # status.json says completed before the final evaluation: summary.json comes last
         rows = status_rows(workdir / "runs" / "span", workdir)
-        return all(r["state"] == "completed" for r in rows.values()) and rows
+        done = all(r["state"] == "completed" for r in rows.values())
+        return done and all((_read(d / "summary.json") or {}).get("final") for d in runs.values()) and rows
     rows = wait_for(both_completed, 300, "both runs completed", interval_s=3)
     rows = {re.split(r"[-,]", k)[0]: r for k, r in rows.items()}
 
