@@ -1,8 +1,11 @@
 """Shared helpers for the launcher tests: the real test Slurm, a stand-in trainer, bounded waits.
 
-``slurm_cluster`` starts the single-node Slurm from ``slurm/start.sh`` once per test
-session and stops it with ``slurm/stop.sh``. Without root it skips with the reason,
-unless ``CI=true``: there the Slurm tests must run, so it fails instead.
+``slurm_cluster`` starts the test Slurm from ``slurm/start.sh`` once per test session,
+with two nodes (tsrx-n1, tsrx-n2 on this host), and stops it with ``slurm/stop.sh``. Its
+default partition ``debug`` holds tsrx-n1 only, so single-node tests see the one-node
+cluster (4 CPUs, 4-rank jobs queue one after another); multi-node jobs ask for
+``MULTI_PARTITION``, which holds both. Without root it skips with the reason, unless
+``CI=true``: there the Slurm tests must run, so it fails instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ SLURM_DIR = REPO / "slurm"
 SLURM_ROOT = Path(os.environ.get("TSRX_SLURM_ROOT", "/tmp/tsrx-slurm"))
 ON_CI = os.environ.get("CI", "").lower() == "true"
 TSRX = [sys.executable, "-c", "from tsrx.cli.main import main; main()"]
+SLURM_NODES = ("tsrx-n1", "tsrx-n2")
+MULTI_PARTITION = "multi"  # every node; the default partition "debug" is the first node
 
 
 def _unavailable(reason: str) -> None:
@@ -33,12 +38,13 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running single-node Slurm; yields the environment (SLURM_CONF, PATH with sacct stand-in)."""
+    """A running two-node Slurm; yields the environment (SLURM_CONF, PATH with sacct stand-in)."""
     if os.geteuid() != 0:
         _unavailable("needs root to start slurmctld/slurmd (see slurm/README.md)")
     try:
         res = subprocess.run([str(SLURM_DIR / "start.sh")], capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "TSRX_SLURM_ROOT": str(SLURM_ROOT)})
+                             timeout=300, env={**os.environ, "TSRX_SLURM_ROOT": str(SLURM_ROOT),
+                                                  "TSRX_SLURM_NODES": str(len(SLURM_NODES))})
     except subprocess.TimeoutExpired:
         _unavailable("slurm/start.sh did not finish within 300 s")
     if res.returncode != 0:

@@ -118,3 +118,20 @@ def test_follow_returns_once_every_run_has_ended(workdir, capsys):
     make_run(workdir, "crashed", state="failed", step=3, job="9876512", starts=1)
     code, out, _ = cli(capsys, "status", "runs", "--follow")
     assert code == 0 and "completed" in out and "failed" in out
+
+
+def test_nodes_of_the_latest_attempt(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    d = make_run(workdir, "multi", state="running", step=4, job="31")
+    record_job(d, "31", "slurm", event="start", restart=0, host="login", nodes="gpu[01-02]")
+    record_job(d, "31", "slurm", event="start", restart=1, host="login", nodes="gpu[07,09]")
+    old = make_run(workdir, "old", state="completed", step=10, job="9876511")
+    record_job(old, "9876511", "local", event="start", host="box7")  # before nodes were recorded
+    make_run(workdir, "queued", job="32")
+    rows = {r.run: r for r in st.collect(st.find_run_dirs(workdir / "runs"))}
+    assert rows["multi"].nodes == "gpu[07,09]"  # the requeued attempt ran elsewhere
+    assert rows["old"].nodes == "box7" and rows["queued"].nodes is None
+    code, out, _ = cli(capsys, "status")
+    assert code == 0 and "nodes" in out and "gpu[07,09]" in out and "box7" in out
+    code, out, _ = cli(capsys, "status", "runs/exp/multi", "--json")
+    assert json.loads(out)[0]["nodes"] == "gpu[07,09]"

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 from slurm_fixture import cli, standin, standin_value, tiny_real_experiment, tsrx  # noqa: F401
 
+from tsrx.engine.distributed import PORT_RANGE
 from tsrx.errors import TsrxError
 from tsrx.launch import submit as submit_mod
-from tsrx.launch.job import PORT_MAX, PORT_MIN, master_port
 
 
 def grid_file(tmp_path, extra=""):
@@ -89,12 +89,6 @@ def test_local_launcher_rejects_several_nodes(workdir):
         submit_mod.plan(grid_file(workdir), launcher="local", sets=["launcher.nodes=2"])
 
 
-def test_master_port_in_range_and_distinct_for_consecutive_jobs():
-    ports = {master_port(str(j)) for j in range(1000, 1100)}
-    assert len(ports) == 100 and all(PORT_MIN <= p <= PORT_MAX for p in ports)
-    assert master_port("123_4") == master_port("1234")
-
-
 def local_file(tmp_path, entry, steps=6, ranks=2, extra=""):
     path = tmp_path / "local.toml"
     path.write_text(textwrap.dedent(f'''
@@ -120,7 +114,7 @@ def test_local_launcher_runs_all_ranks_to_completion(workdir, standin):
     assert sorted(r["RANK"] for r in ranks) == ["0", "1"]
     assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and {r["MASTER_ADDR"] for r in ranks} == {"127.0.0.1"}
     port = {r["MASTER_PORT"] for r in ranks}
-    assert len(port) == 1 and PORT_MIN <= int(port.pop()) <= PORT_MAX
+    assert len(port) == 1 and PORT_RANGE[0] <= int(port.pop()) <= PORT_RANGE[1]
     assert json.loads((run / "summary.json").read_text())["final"]["value"] == standin_value(6)
     meta = json.loads((run / "meta.json").read_text())
     assert [j["event"] for j in meta["jobs"]] == ["submit", "start"]

@@ -64,8 +64,10 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
              150, "b requeued and started again")
 
     def both_completed():
+        # status.json says completed before the final evaluation: summary.json comes last
         rows = status_rows(workdir / "runs" / "pair", workdir)
-        return all(r["state"] == "completed" for r in rows.values()) and rows
+        done = all(r["state"] == "completed" for r in rows.values())
+        return done and all((_read(d / "summary.json") or {}).get("final") for d in runs.values()) and rows
     rows = wait_for(both_completed, 240, "both runs completed", interval_s=3)
     row_b = next(r for k, r in rows.items() if k.startswith("b"))
     assert row_b["requeues"] >= 1 and "requeued" in row_b["label"]

@@ -6,13 +6,19 @@ writes the same variables), Slurm (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_L
 ``SLURM_JOB_NODELIST``, ``SLURM_JOB_ID``), or nothing (one process). A half-set
 environment is refused rather than guessed around: a rank that guesses wrong waits
 forever for peers that never come.
+
+It also owns the rendezvous of a multi-node job: the master address (``MASTER_ADDR``,
+else the first host of ``SLURM_JOB_NODELIST``; it must resolve on every node) and port
+(:func:`port_for_job`), which the launcher's job exports with the same functions.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -113,38 +119,133 @@ def _checked(env: DistEnv) -> DistEnv:
 
 
 def port_for_job(job_id: str) -> int:
-    """A master port from the job id, the same on every rank of the job.
+    """The master port of a job: from its id, the same on every rank of every node.
 
-    Slurm gives every array task its own ``SLURM_JOB_ID``, so the id alone tells jobs
-    apart (appending the array index made job 12 task 3 and job 1 task 23 collide).
+    The one place the port is computed (the launcher's job and the Slurm environment
+    reader both call it). Ranks of one job agree without talking, and concurrent jobs
+    on a node differ: consecutive ids never collide within the 12768 ports of
+    PORT_RANGE. Slurm gives every array task its own ``SLURM_JOB_ID``, so the id
+    alone tells jobs apart (appending the array index made job 12 task 3 and job 1
+    task 23 collide); ``123_4`` counts as ``1234``. submitit's own choice
+    (20000-60000) can land in the ephemeral range and clash with outgoing connections.
     """
     digits = re.sub(r"\D", "", str(job_id)) or "0"
     low, high = PORT_RANGE
     return low + int(digits) % (high - low + 1)
 
 
-def first_host(nodelist: str) -> str:
-    """First host of a Slurm node list: ``scontrol show hostnames`` when available, else parsed."""
+def hostnames(nodelist: str) -> list[str]:
+    """Every host of a Slurm node list, in Slurm's order.
+
+    ``scontrol show hostnames`` when it is on PATH (Slurm's own reading), else
+    :func:`expand_hostlist`. The first host is the job's master address.
+    """
     try:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
                              text=True, timeout=20, check=True).stdout.split()
         if out:
-            return out[0]
+            return out
     except (OSError, subprocess.SubprocessError):
         pass
-    return parse_first_host(nodelist)
+    return expand_hostlist(nodelist)
 
 
-def parse_first_host(nodelist: str) -> str:
-    """``gpu[003-005,9],cpu1`` -> ``gpu003``; ``node1,node2`` -> ``node1``."""
-    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not m or not m.group(1):
-        raise TsrxError(f"SLURM_JOB_NODELIST={nodelist!r}: cannot read a host name from it")
-    prefix, ranges = m.group(1), m.group(2)
-    if not ranges:
-        return prefix
-    first = ranges.split(",")[0].split("-")[0]
-    return prefix + first
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list (the node of rank 0, the master address)."""
+    return hostnames(nodelist)[0]
+
+
+def expand_hostlist(nodelist: str) -> list[str]:
+    """Slurm's compressed host list, expanded without Slurm.
+
+    ``n[1-3,5],gpu01`` -> n1 n2 n3 n5 gpu01; ``gpu[003-005]`` keeps the zero padding of
+    the range's first number (``n[1-02]`` -> n1 n2); several bracket groups in one name
+    expand as a product, the last group fastest (``r[1-2]n[1-2]`` -> r1n1 r1n2 r2n1 r2n2),
+    as ``scontrol show hostnames`` does (tests/test_slurm_multinode.py compares them).
+    Text after a bracket (``n[1-2]-ib``) is accepted, though Slurm 22.05 rejects it.
+    Anything else is a TsrxError naming the list.
+    """
+    def bad(why: str) -> TsrxError:
+        return TsrxError(f"SLURM_JOB_NODELIST={nodelist!r}: {why} (expected Slurm's host list "
+                         "syntax, e.g. 'n[1-3,5],gpu01')")
+
+    hosts: list[str] = []
+    for item in _split_top_level(nodelist.strip(), bad):
+        parts: list[list[str]] = []
+        for token in re.split(r"(\[[^\[\]]*\])", item):
+            if token.startswith("["):
+                parts.append(_expand_ranges(token[1:-1], bad))
+            elif "[" in token or "]" in token:
+                raise bad(f"unbalanced bracket in {item!r}")
+            elif token:
+                parts.append([token])
+        hosts.extend("".join(combo) for combo in itertools.product(*parts))
+    if not hosts:
+        raise bad("no host name in it")
+    return hosts
+
+
+def _split_top_level(nodelist: str, bad: Any) -> list[str]:
+    items, depth, current = [], 0, ""
+    for ch in nodelist:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if depth not in (0, 1):
+            raise bad("unbalanced bracket")
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    if depth:
+        raise bad("unbalanced bracket")
+    items.append(current)
+    if any(not i.strip() for i in items):
+        raise bad("empty host name")
+    return [i.strip() for i in items]
+
+
+def _expand_ranges(spec: str, bad: Any) -> list[str]:
+    out: list[str] = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", part)
+        if not m:
+            raise bad(f"[{spec}] holds {part!r}, not a number or a range a-b")
+        lo, hi = m.group(1), m.group(2) or m.group(1)
+        if int(hi) < int(lo):
+            raise bad(f"range {part!r} runs backwards")
+        width = len(lo)
+        out.extend(str(i).zfill(width) for i in range(int(lo), int(hi) + 1))
+    return out
+
+
+def node_name(environ: Mapping[str, str] | None = None) -> str:
+    """This process's node as Slurm names it (``SLURMD_NODENAME``), else the host name.
+
+    They differ when one machine runs several Slurm nodes, and on clusters whose node
+    names are not host names.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def check_master_address(env: DistEnv) -> None:
+    """Fail clearly when the master address does not resolve on this node.
+
+    init_process_group would otherwise retry until its timeout (minutes) and say only
+    that it could not connect. The address comes from MASTER_ADDR or the first host of
+    SLURM_JOB_NODELIST, so a cluster must resolve its node names on every node.
+    """
+    if not env.distributed or not env.master_addr:
+        return
+    try:
+        socket.getaddrinfo(env.master_addr, env.master_port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TsrxError(
+            f"rank {env.rank} on node {node_name()}: the master address {env.master_addr!r} "
+            f"(MASTER_ADDR, else the first host of SLURM_JOB_NODELIST="
+            f"{os.environ.get('SLURM_JOB_NODELIST', '<unset>')!r}) does not resolve: {exc}. "
+            "Every node must resolve the job's node names (DNS or /etc/hosts); or export "
+            "MASTER_ADDR as an address all ranks can reach (docs/engine.md, DDP)") from None
 
 
 # -- process group --------------------------------------------------------------------
@@ -169,6 +270,7 @@ def setup(env: DistEnv, device: str | None = None) -> "Any":
         if env.local_world_size > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // env.local_world_size))
     if env.distributed and not dist.is_initialized():
+        check_master_address(env)
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
                                 rank=env.rank, world_size=env.world_size)

@@ -48,8 +48,9 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
     try:
         config = load_run_config(run_dir)
         dev = dist_utils.setup(env, device)
-        log.info("run %s: rank %d of %d on %s (%s)", run_dir, env.rank, env.world_size, dev,
-                 env.source)
+        log.info("run %s: rank %d of %d on node %s, %s (%s; master %s:%s)", run_dir, env.rank,
+                 env.world_size, dist_utils.node_name(), dev, env.source, env.master_addr,
+                 env.master_port)
         trainer = Trainer(config, run_dir, env, dev)
         last = run_dir / "last.pth"
         if last.exists():
@@ -98,12 +99,16 @@ def _destroy_without_barrier() -> None:
 def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handler]:
     """``logs/rank<R>.log`` per rank, and rank 0's messages on the terminal.
 
+    Every line names its rank and node (``rank2@n2``): on a multi-node job the logs of
+    one run come from several machines.
+
     A submitit job links ``logs/rank<R>.log`` to its own stdout file; then the log goes
     to stdout instead of being written twice.
     """
     logger = logging.getLogger("tsrx")
     logger.setLevel(logging.INFO)
-    fmt = logging.Formatter(f"%(asctime)s rank{env.rank} %(levelname)s %(name)s: %(message)s")
+    fmt = logging.Formatter(f"%(asctime)s rank{env.rank}@{dist_utils.node_name()} %(levelname)s "
+                            "%(name)s: %(message)s")
     link = run_dir / "logs" / f"rank{env.rank}.log"
     handlers: list[logging.Handler] = []
     if link.is_symlink():

@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 TRAIN_TARGET = "tsrx.engine.run:run_training"
 STOP_TARGET = "tsrx.engine.signals:request_stop"
-PORT_MIN, PORT_MAX = 20000, 32767  # below Linux's ephemeral range (32768-60999)
 
 
 def _resolve(target: str) -> Callable:
@@ -35,29 +34,22 @@ def _resolve(target: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def master_port(job_id: str) -> int:
-    """A port from the job id, so concurrent jobs on one node differ without talking.
-
-    Consecutive ids (array tasks each have their own SLURM_JOB_ID) never collide
-    within the 12768 ports of the range; submitit's own choice (20000-60000, random
-    from the id) can land in the ephemeral range and clash with outgoing connections.
-    """
-    digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
-    return PORT_MIN + int(digits) % (PORT_MAX - PORT_MIN + 1)
-
-
 def export_distributed_env(job_env: Any) -> dict[str, str]:
     """torch ``env://`` variables from the submitit environment, without overriding the user's.
 
-    Sets MASTER_ADDR (first node; 127.0.0.1 for the local launcher), MASTER_PORT,
-    RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE. CUDA_VISIBLE_DEVICES is left as
+    Sets MASTER_ADDR (first host of SLURM_JOB_NODELIST; 127.0.0.1 for the local
+    launcher), MASTER_PORT (:func:`tsrx.engine.distributed.port_for_job`), RANK,
+    WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE. CUDA_VISIBLE_DEVICES is left as
     Slurm/submitit set it: the engine picks ``cuda:LOCAL_RANK``.
     """
+    from tsrx.engine.distributed import first_host, port_for_job
     raw_id = os.environ.get("SLURM_JOB_ID") or job_env.raw_job_id
     local = job_env.cluster == "local"
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
     values = {
-        "MASTER_ADDR": "127.0.0.1" if local else job_env.hostnames[0],
-        "MASTER_PORT": str(master_port(raw_id)),
+        "MASTER_ADDR": "127.0.0.1" if local else (first_host(nodelist) if nodelist
+                                                 else job_env.hostnames[0]),
+        "MASTER_PORT": str(port_for_job(raw_id)),
         "RANK": str(job_env.global_rank),
         "WORLD_SIZE": str(job_env.num_tasks),
         "LOCAL_RANK": str(job_env.local_rank),
@@ -109,7 +101,8 @@ class TrainJob:
         if job_env.global_rank == 0:
             record_job(run_dir, job_env.job_id, self.launcher, event="start",
                        restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
-                       host=socket.gethostname(), started=utc_now())
+                       host=socket.gethostname(), started=utc_now(),
+                       nodes=os.environ.get("SLURM_JOB_NODELIST") or socket.gethostname())
         train = _resolve(self.target)
         request_stop = _resolve(self.stop_target)
         caught: list[int] = []

@@ -48,6 +48,7 @@ class RunStatus:
     requeues: int = 0
     scheduler_state: str | None = None
     error: str | None = None
+    nodes: str | None = None  # the latest attempt's SLURM_JOB_NODELIST (or host), e.g. n[1-2]
 
     @property
     def label(self) -> str:
@@ -254,6 +255,8 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
             row.state = "failed" if starts else "cancelled"
         else:  # Slurm forgot the job and left no result: the last thing the files say
             row.state = f"unknown (last: {trainer_state or 'submitted'})"
+    if starts:
+        row.nodes = starts[-1].get("nodes") or starts[-1].get("host")
     restarts = max([int(j.get("restart") or 0) for j in starts] + [0])
     row.requeues = max(requeues, restarts, len(starts) if row.state == "pending" else 0)
     first_start = next((_parse_time(j.get("started") or j.get("time")) for j in jobs
@@ -299,7 +302,7 @@ def fmt_elapsed(seconds: float | None) -> str:
 def table(rows: list[RunStatus], title: str | None = None) -> Any:
     from rich.table import Table
     t = Table(title=title, show_lines=False)
-    for col in ("run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job"):
+    for col in ("run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job", "nodes"):
         t.add_column(col, justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left",
                      overflow="fold")
     # runs of several experiments: say which experiment each belongs to
@@ -313,7 +316,8 @@ def table(rows: list[RunStatus], title: str | None = None) -> Any:
         name = f"{Path(r.run_dir).parent.name}/{r.run}" if several else r.run
         t.add_row(name, f"[{colour}]{r.label}[/]", step,
                   f"{m['acc']:.4f}" if "acc" in m else "-", f"{m['psnr']:.2f}" if "psnr" in m else "-",
-                  f"{m['ssim']:.4f}" if "ssim" in m else "-", fmt_elapsed(r.elapsed_s), r.job_id or "-")
+                  f"{m['ssim']:.4f}" if "ssim" in m else "-", fmt_elapsed(r.elapsed_s), r.job_id or "-",
+                  r.nodes or "-")
     return t
 
 
