@@ -451,31 +451,23 @@ ASTER_MARKERS = ("encoder.layer0.0.weight", "decoder.decoder.attention_unit.sEmb
                  "stn_head.stn_fc2.weight")
 
 
-def _looks_like(state: Mapping[str, Any]) -> str:
-    """A short description of what a non-ASTER state_dict holds, for error messages."""
-    keys = list(state)
-    if any(k.startswith(("MORN.", "ASRN.")) for k in keys):
-        return "a MORAN checkpoint (MORN/ASRN keys)"
-    if "cnn.conv0.weight" in keys:
-        return "a CRNN checkpoint (cnn.conv0 / rnn keys)"
-    if any(k.startswith(("sr.", "recognizer.")) for k in keys):
-        return "a tsrx model state_dict (sr./recognizer. keys)"
-    shown = ", ".join(keys[:5])
-    return f"a state_dict with keys {shown}{'...' if len(keys) > 5 else ''}"
-
-
 def describe_checkpoint(obj: Any) -> str:
-    """What an arbitrary loaded checkpoint looks like (CRNN, MORAN, an SR model...)."""
+    """What a loaded checkpoint looks like, for errors: the official format a reader in
+    CHECKPOINT_FORMATS claims (CRNN, MORAN, a TextZoom SR model...), else its first keys."""
+    from tsrx.engine.checkpoint import read_official
+    if isinstance(obj, Mapping) and obj.get("format") == "tsrx":
+        return "a tsrx checkpoint"
+    try:
+        found = read_official(obj)
+    except TsrxError as exc:
+        return f"a checkpoint that a known layout rejects ({exc})"
+    if found is not None:
+        names = {"textzoom": "TextZoom SR", "crnn": "CRNN", "moran": "MORAN", "aster": "ASTER"}
+        return (f"{'an' if found.format == 'aster' else 'a'} "
+                f"{names.get(found.format, found.format)} checkpoint (model {found.model})")
     if isinstance(obj, Mapping):
-        if obj.get("format") == "tsrx":
-            return "a tsrx checkpoint"
-        if "state_dict_G" in obj:
-            info = obj.get("info") if isinstance(obj.get("info"), Mapping) else {}
-            return f"a TextZoom SR checkpoint (arch {info.get('arch', 'tsrn')!r})"
-        if isinstance(obj.get("state_dict"), Mapping):
-            return _looks_like(strip_module_prefix(obj["state_dict"]))
-        if obj and all(isinstance(k, str) for k in obj):
-            return _looks_like(strip_module_prefix(obj))
+        keys = [str(k) for k in obj]
+        return f"a dict with keys {', '.join(keys[:5])}{'...' if len(keys) > 5 else ''}"
     return f"a {type(obj).__name__}"
 
 
