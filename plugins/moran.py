@@ -305,13 +305,18 @@ class Moran(nn.Module):
 
     def loss(self, images: torch.Tensor, labels: list[str]) -> torch.Tensor:
         """MORAN_v2's training objective: cross-entropy (mean over characters, '$' included)
-        of both decoders, teacher-forced. MORN runs without its test-time refinement."""
+        of both decoders, teacher-forced. MORN runs without its test-time refinement; with
+        ``augment``, MORAN_v2's randomness: half the batches skip MORN, and the attention
+        weights get a fractional pickup."""
         targets, targets_rev, lengths = self.encode_labels(labels)
         targets, targets_rev = targets.to(images.device), targets_rev.to(images.device)
         x = self.prepare(images)
         augment = self.augment and self.training
         if not (augment and bool(torch.rand(()) > 0.5)):
             x = self.MORN(x, refine=0)
+        else:  # MORN skipped: its parameters still join the graph, with zero gradients,
+            # because DDP expects a gradient for every parameter at every step
+            x = x + 0.0 * sum(p.sum() for p in self.MORN.parameters())
         feats = self.ASRN.features(x)
         mask = (torch.arange(targets.size(1), device=images.device).unsqueeze(0)
                 < torch.tensor(lengths, device=images.device).unsqueeze(1))
