@@ -82,6 +82,7 @@ def test_loss_is_sequence_cross_entropy_of_the_reference(model):
     torch.testing.assert_close(loss, REF["loss"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_beam_search_and_strings_equal_the_reference(model):
     images = REF["images"].float() / 255.0
     with torch.no_grad():
@@ -135,3 +136,17 @@ def test_bad_checkpoints_say_what_they_are():
     assert read_aster(CRNN().state_dict()) is None
     with pytest.raises(TsrxError, match="voc_type"):
         Aster(voc_type="greek")
+
+
+def test_model_init_loads_an_aster_file_with_every_key(tmp_path):
+    from tsrx.models.build import build_model
+    torch.manual_seed(1)
+    source = Aster(voc_type="lower")
+    path = tmp_path / "demo.pth.tar"
+    torch.save({"state_dict": source.state_dict()}, path)
+    model = build_model({"model": {"recognizer": {"type": "aster", "voc_type": "lower"},
+                                   "init": {"recognizer": str(path)}}})
+    report = model.load_report
+    assert not report.missing and not report.unexpected and not report.mismatched
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.recognizer.state_dict()[key], value)
