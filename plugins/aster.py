@@ -220,9 +220,16 @@ class AttentionUnit(nn.Module):
         self.xEmbed = nn.Linear(x_dim, att_dim)
         self.wEmbed = nn.Linear(att_dim, 1)
 
-    def forward(self, x: torch.Tensor, s_prev: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The features' projection, the same at every step (computed once per word)."""
         b, t, _ = x.size()
-        x_proj = self.xEmbed(x.contiguous().view(-1, self.x_dim)).view(b, t, -1)
+        return self.xEmbed(x.contiguous().view(-1, self.x_dim)).view(b, t, -1)
+
+    def forward(self, x: torch.Tensor, s_prev: torch.Tensor,
+                x_proj: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, _ = x.size()
+        if x_proj is None:
+            x_proj = self.project(x)
         s_proj = self.sEmbed(s_prev.squeeze(0)).unsqueeze(1).expand(b, t, self.att_dim)
         v = self.wEmbed(torch.tanh(s_proj + x_proj).view(-1, self.att_dim)).view(b, t)
         return F.softmax(v, dim=1)
@@ -238,8 +245,9 @@ class DecoderUnit(nn.Module):
         self.gru = nn.GRU(input_size=x_dim + att_dim, hidden_size=s_dim, batch_first=True)
         self.fc = nn.Linear(s_dim, y_dim)
 
-    def forward(self, x: torch.Tensor, s_prev: torch.Tensor, y_prev: torch.Tensor):
-        alpha = self.attention_unit(x, s_prev)
+    def forward(self, x: torch.Tensor, s_prev: torch.Tensor, y_prev: torch.Tensor,
+                x_proj: torch.Tensor | None = None):
+        alpha = self.attention_unit(x, s_prev, x_proj)
         context = torch.bmm(alpha.unsqueeze(1), x).squeeze(1)
         y_proj = self.tgt_embedding(y_prev.long())
         output, state = self.gru(torch.cat([y_proj, context], 1).unsqueeze(1), s_prev)
@@ -261,10 +269,11 @@ class AttentionRecognitionHead(nn.Module):
         state = x.new_zeros(1, b, self.s_dim)
         y_prev = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
         outputs = []
+        x_proj = self.decoder.attention_unit.project(x)
         for i in range(steps):
             if i > 0:
                 y_prev = targets[:, i - 1]
-            output, state = self.decoder(x, state, y_prev)
+            output, state = self.decoder(x, state, y_prev, x_proj)
             outputs.append(output.unsqueeze(1))
         return torch.cat(outputs, 1)
 
@@ -280,6 +289,8 @@ class AttentionRecognitionHead(nn.Module):
         b, length, d = x.size()
         k, c = beam_width, self.num_classes
         feats = x.unsqueeze(1).expand(b, k, length, d).reshape(b * k, length, d)
+        x_proj = self.decoder.attention_unit.project(x)
+        x_proj = x_proj.unsqueeze(1).expand(b, k, length, -1).reshape(b * k, length, -1)
         state = x.new_zeros(1, b * k, self.s_dim)
         pos_index = (torch.arange(b, device=x.device) * k).view(-1, 1)
         scores = x.new_full((b * k, 1), -float("inf"))
@@ -287,7 +298,7 @@ class AttentionRecognitionHead(nn.Module):
         y_prev = torch.full((b * k,), c, dtype=torch.long, device=x.device)
         stored_scores, stored_preds, stored_symbols, stored_logp = [], [], [], []
         for _ in range(self.max_len_labels):
-            output, state = self.decoder(feats, state, y_prev)
+            output, state = self.decoder(feats, state, y_prev, x_proj)
             log_probs = F.log_softmax(output, dim=1)
             expanded = scores.repeat(1, c)
             expanded += log_probs
