@@ -59,6 +59,9 @@ def test_heads_and_ctc_losses_are_refused_for_attention_recognizers():
         build_losses({"recognition": {"type": "ctc"}}, ["recognition"], rec_ctc=False)
     with pytest.raises(TsrxError, match="no loss of its own"):
         build_losses({"recognition": {"type": "own"}}, ["recognition"], rec_ctc=True)
+    from tsrx.models.build import build_model
+    with pytest.raises(TsrxError, match="model.head: moran is an attention recognizer"):
+        build_model({"model": {"recognizer": {"type": "moran"}, "head": {"type": "mlp"}}})
     losses, tables, _ = build_losses({}, ["recognition"], rec_ctc=False)
     assert tables["recognition"]["type"] == "own"
 
