@@ -293,13 +293,13 @@ class AttentionRecognitionHead(nn.Module):
         x_proj = x_proj.unsqueeze(1).expand(b, k, length, -1).reshape(b * k, length, -1)
         state = x.new_zeros(1, b * k, self.s_dim)
         pos_index = (torch.arange(b, device=x.device) * k).view(-1, 1)
-        scores = x.new_full((b * k, 1), -float("inf"))
+        scores = torch.full((b * k, 1), -float("inf"), device=x.device)  # float32 under AMP too
         scores[::k] = 0.0
         y_prev = torch.full((b * k,), c, dtype=torch.long, device=x.device)
         stored_scores, stored_preds, stored_symbols, stored_logp = [], [], [], []
         for _ in range(self.max_len_labels):
             output, state = self.decoder(feats, state, y_prev, x_proj)
-            log_probs = F.log_softmax(output, dim=1)
+            log_probs = F.log_softmax(output.float(), dim=1)
             expanded = scores.repeat(1, c)
             expanded += log_probs
             top, candidates = expanded.view(b, -1).topk(k, dim=1)
@@ -420,8 +420,8 @@ class Aster(nn.Module):
         logits = self.teacher_forced_logits(images, targets, steps)
         targets = targets[:, :steps].to(logits.device)
         mask = (torch.arange(steps, device=logits.device).unsqueeze(0)
-                < torch.tensor(lengths, device=logits.device).unsqueeze(1)).to(logits.dtype)
-        log_probs = F.log_softmax(logits.reshape(-1, logits.size(2)), dim=1)
+                < torch.tensor(lengths, device=logits.device).unsqueeze(1)).float()
+        log_probs = F.log_softmax(logits.reshape(-1, logits.size(2)).float(), dim=1)
         nll = -log_probs.gather(1, targets.reshape(-1, 1)) * mask.reshape(-1, 1)
         return nll.sum() / len(labels)
 

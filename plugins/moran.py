@@ -322,7 +322,7 @@ class Moran(nn.Module):
                 < torch.tensor(lengths, device=images.device).unsqueeze(1))
         l2r = self.ASRN.attentionL2R.teacher_forced(feats, targets, augment)[mask]
         r2l = self.ASRN.attentionR2L.teacher_forced(feats, targets_rev, augment)[mask]
-        return F.cross_entropy(torch.cat([l2r, r2l], 0),
+        return F.cross_entropy(torch.cat([l2r, r2l], 0).float(),
                                torch.cat([targets[mask], targets_rev[mask]], 0))
 
     def load_official(self, obj: Any, source: str = "checkpoint") -> None:

@@ -43,6 +43,22 @@ def test_attention_recognizer_fine_tunes_with_its_own_loss(tmp_path, tiny_data, 
     assert state and all(k.startswith("recognizer.") for k in state)
 
 
+@pytest.mark.slow
+def test_sr_model_trains_through_an_attention_recognizer(tmp_path, tiny_data, tiny_plugin):
+    from tsrx.engine.run import run_training
+    exp = write_experiment(tmp_path, tiny_data, tiny_plugin, "joint_att")
+    text = exp.read_text().replace('sr = { type = "tiny_sr" }',
+                                   'sr = { type = "tiny_sr" }\nrecognizer = { type = "moran" }')
+    exp.write_text("\n".join(line for line in text.splitlines() if not line.startswith("test.")))
+    run_dir = prepare(exp, tmp_path / "runs", REC_ONLY)
+    result = run_training(run_dir, device="cpu")
+    assert result["state"] == "completed"
+    terms = [m["terms"] for m in metrics(run_dir, "train")]
+    assert all(set(t) == {"sr", "recognition"} and t["recognition"] > 0 for t in terms)
+    state = weights(run_dir / "last.pth")
+    assert any(k.startswith("sr.") for k in state) and any(k.startswith("recognizer.MORN") for k in state)
+
+
 def test_heads_and_ctc_losses_are_refused_for_attention_recognizers():
     from tsrx.engine.build import build_losses
     from tsrx.models.joint import JointModel
