@@ -39,6 +39,7 @@ from tsrx.engine.checkpoint import OfficialCheckpoint, strip_module_prefix
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
+from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly
 
 # TextZoom src/utils/labelmaps.py get_vocabulary: characters, then the three special tokens.
 ASTER_VOCABULARIES = {
@@ -454,32 +455,12 @@ class Aster(nn.Module):
             raise TsrxError(f"{source}: the ASTER checkpoint has {classes} classes "
                             f"({voc_type_for_classes(classes, source)} vocabulary), this "
                             f"recognizer has {self.num_classes} (voc_type = {self.voc_type!r})")
-        self.load_state_dict(state, strict=True)
+        load_strictly(self, state, source, "ASTER")
 
 
 # -- official checkpoints ----------------------------------------------------------------
 ASTER_MARKERS = ("encoder.layer0.0.weight", "decoder.decoder.attention_unit.sEmbed.weight",
                  "stn_head.stn_fc2.weight")
-
-
-def describe_checkpoint(obj: Any) -> str:
-    """What a loaded checkpoint looks like, for errors: the official format a reader in
-    CHECKPOINT_FORMATS claims (CRNN, MORAN, a TextZoom SR model...), else its first keys."""
-    from tsrx.engine.checkpoint import read_official
-    if isinstance(obj, Mapping) and obj.get("format") == "tsrx":
-        return "a tsrx checkpoint"
-    try:
-        found = read_official(obj)
-    except TsrxError as exc:
-        return f"a checkpoint that a known layout rejects ({exc})"
-    if found is not None:
-        names = {"textzoom": "TextZoom SR", "crnn": "CRNN", "moran": "MORAN", "aster": "ASTER"}
-        return (f"{'an' if found.format == 'aster' else 'a'} "
-                f"{names.get(found.format, found.format)} checkpoint (model {found.model})")
-    if isinstance(obj, Mapping):
-        keys = [str(k) for k in obj]
-        return f"a dict with keys {', '.join(keys[:5])}{'...' if len(keys) > 5 else ''}"
-    return f"a {type(obj).__name__}"
 
 
 def aster_state_dict(obj: Any, source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":

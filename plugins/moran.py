@@ -34,6 +34,7 @@ from tsrx.engine.checkpoint import OfficialCheckpoint, strip_module_prefix
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
+from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly
 
 ALPHABET = string.digits + string.ascii_lowercase + "$"  # TextZoom's alphabet_moran
 END = "$"
@@ -329,7 +330,7 @@ class Moran(nn.Module):
         """Load MORAN_v2 weights (``moran.pth``, ``module.`` prefixes allowed), strictly."""
         state = moran_state_dict(obj, source)
         _check_classes(state, source)
-        self.load_state_dict(state, strict=True)
+        load_strictly(self, state, source, "MORAN")
 
 
 # -- official checkpoints ----------------------------------------------------------------
@@ -343,7 +344,6 @@ def moran_state_dict(obj: Any, source: str = "checkpoint") -> "OrderedDict[str, 
         state = strip_module_prefix(obj)
         if all(m in state for m in MORAN_MARKERS):
             return state
-    from tsrx_builtin.aster import describe_checkpoint
     raise TsrxError(f"{source}: expected a MORAN checkpoint (a state_dict with "
                     f"{', '.join(MORAN_MARKERS)}, 'module.' prefixes allowed), got "
                     f"{describe_checkpoint(obj)}")

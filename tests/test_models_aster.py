@@ -133,6 +133,10 @@ def test_bad_checkpoints_say_what_they_are():
         aster_state_dict(moran, "moran.pth")
     with pytest.raises(TsrxError, match="TextZoom SR checkpoint"):
         aster_state_dict({"state_dict_G": {}, "info": {"arch": "tsrn"}}, "x.pth")
+    partial = {k: v for k, v in state.items() if not k.startswith("encoder.rnn.")}
+    with pytest.raises(TsrxError, match=r"aster.pth.tar: the ASTER checkpoint does not fit.*"
+                                        r"missing \(first: encoder.rnn"):
+        Aster(voc_type="lower").load_official({"state_dict": partial}, "aster.pth.tar")
     assert read_aster(CRNN().state_dict()) is None
     with pytest.raises(TsrxError, match="voc_type"):
         Aster(voc_type="greek")
