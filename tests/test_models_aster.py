@@ -92,7 +92,8 @@ def test_beam_search_and_strings_equal_the_reference(model):
     # get_str_list keeps the literal 'PADDING' where the reference predicts it; tsrx drops it
     # (TextZoom's _normalize_text drops it as well before comparing)
     assert rec.texts == [t.replace("PADDING", "") for t in REF["texts"]]
-    assert any(t == "" for t in rec.texts) and any(len(t) == 100 for t in rec.texts)
+    lengths = [(row + [model.eos]).index(model.eos) for row in ids.tolist()]
+    assert len(set(lengths)) >= 4 and min(lengths) < 10  # words end at many different steps
     for text, scores in zip(rec.texts, rec.scores):
         assert len(scores) == len(text) and all(0.0 < s <= 1.0 for s in scores)
 
