@@ -103,3 +103,15 @@ class CTCLoss(nn.Module):
         if self.reduction == "length":
             per_sample = per_sample / target_lengths.to(per_sample).clamp(min=1)
         return per_sample.sum() / batch
+
+
+@REC_LOSSES.register("own")
+class RecognizerOwnLoss(nn.Module):
+    """The recognizer's own training objective, for attention recognizers (``ctc = False``:
+    ASTER's and MORAN's teacher-forced cross-entropy). The joint model computes it
+    (``recognizer.loss(images, labels)``); this passes it on as the recognition term."""
+
+    own = True
+
+    def forward(self, rec_loss: torch.Tensor) -> torch.Tensor:
+        return rec_loss

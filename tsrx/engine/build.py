@@ -74,8 +74,13 @@ def model_tasks(model: nn.Module) -> list[str]:
     return tasks
 
 
-def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str]]:
-    """Loss modules per task, the resolved tables (defaults filled in) and warnings."""
+def build_losses(loss_cfg: dict, tasks: list[str], rec_ctc: bool = True
+                 ) -> tuple[dict, dict, list[str]]:
+    """Loss modules per task, the resolved tables (defaults filled in) and warnings.
+
+    ``rec_ctc``: whether the recognizer gives CTC logits; an attention recognizer (ASTER,
+    MORAN) trains with its own loss, ``recognition = {type = "own"}`` (its default).
+    """
     from tsrx.config.experiment import _component_defaults
     from tsrx.registry import REC_LOSSES, SR_LOSSES
     registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
@@ -87,9 +92,18 @@ def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str
                 warnings.append(f"[loss] {task} = {table} has no effect: the model has no "
                                 f"{'SR part' if task == 'sr' else 'recognizer'}")
             continue
+        if task == "recognition" and not rec_ctc:
+            table = table or {"type": "own"}
         table = table or DEFAULT_LOSSES[task]
         reg, reg_key = registries[task]
         losses[task] = reg.build(table, f"loss.{task}")
+        if task == "recognition" and bool(getattr(losses[task], "own", False)) == rec_ctc:
+            raise TsrxError(
+                f"loss.recognition = {table}: " + (
+                    "an attention recognizer (ctc = false) trains with its own loss; use "
+                    "recognition = {type = \"own\"} or leave [loss] recognition out" if not rec_ctc
+                    else "the recognizer gives CTC logits and has no loss of its own; use a "
+                    "CTC loss such as {type = \"ctc\"}"))
         tables[task] = _component_defaults(table, reg_key)
     return losses, tables, warnings
 
@@ -148,7 +162,9 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     # the init load report is printed once, by rank 0
     model = build_model(config, console=None if env.is_main else Console(quiet=True)).to(device)
     tasks = model_tasks(model)
-    losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks)
+    losses, loss_tables, warnings = build_losses(
+        config.get("loss") or {}, tasks,
+        rec_ctc=getattr(getattr(model, "recognizer", None), "ctc", True))
     losses = {k: v.to(device) for k, v in losses.items()}
     combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=tasks).to(device)
 

@@ -60,7 +60,9 @@ class LossModule(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if "sr" in self.losses:
             terms["sr"] = self.losses["sr"](out["sr"], batch["hr"])
-        if "recognition" in self.losses:
+        if "recognition" in self.losses and getattr(self.losses["recognition"], "own", False):
+            terms["recognition"] = self.losses["recognition"](out["rec_loss"])
+        elif "recognition" in self.losses:
             targets, lengths = encode_labels(batch["label"], self.alphabet, lower=self.lower_labels)
             terms["recognition"] = self.losses["recognition"](out["logits"], targets, lengths)
         total, logs = self.combiner(terms)

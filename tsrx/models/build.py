@@ -42,6 +42,10 @@ def build_parts(model_cfg: dict, file: str = "<config>") -> dict[str, Any]:
         if rec is None:
             raise TsrxError(f"{file}: model.head: a head replaces a recognizer's classifier, "
                             "so it needs [model.recognizer]")
+        if not getattr(rec, "ctc", True):
+            raise TsrxError(f"{file}: model.head: {model_cfg['recognizer'].get('type')} is an "
+                            "attention recognizer (ctc = false); heads replace a CTC "
+                            "recognizer's classifier (crnn). Remove [model.head]")
         head = HEADS.build(model_cfg["head"], "model.head", file,
                            in_features=rec.feature_dim, num_classes=rec.num_classes)
     return {"sr": sr, "recognizer": rec, "head": head}

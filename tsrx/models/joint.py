@@ -12,6 +12,9 @@ every composition and for DDP and non-DDP runs (save ``unwrap(model).state_dict(
   recognizer's parameters from ``feature_layer`` on (in the recognizer's parameter order)
   train; the earlier ones are frozen. They still pass gradients to the SR backbone, which
   trains unless ``freeze`` lists ``"sr"``.
+Attention recognizers (``ctc = False``: ASTER, MORAN) take no head and no feature coupling;
+in training, ``forward`` gives their own loss (``recognizer.loss(images, labels)``) as
+``rec_loss`` instead of logits.
 With a head, the recognizer's own ``classifier`` is unused and frozen (DDP would otherwise
 wait for its gradients). ``freeze`` lists module-name prefixes (``"sr"``, ``"recognizer.cnn"``);
 frozen parameters get ``requires_grad = False`` and frozen BatchNorm layers stay in eval mode.
@@ -50,6 +53,12 @@ class JointModel(nn.Module):
         if head is not None and recognizer is None:
             raise TsrxError("model.head: a head replaces a recognizer's classifier, so it needs "
                             "[model.recognizer]")
+        if recognizer is not None and not getattr(recognizer, "ctc", True) and (
+                head is not None or coupling == "feature"):
+            raise TsrxError(
+                f"model: {type(recognizer).__name__} is an attention recognizer (ctc = false); "
+                "heads and the feature coupling replace a CTC recognizer's classifier (CRNN). "
+                "Remove [model.head], use coupling = 'image'; it trains with its own loss")
         if coupling not in ("image", "feature"):
             raise TsrxError(f"model.coupling: expected 'image' or 'feature', got {coupling!r}")
         self.sr = sr
@@ -116,6 +125,10 @@ class JointModel(nn.Module):
         logits = None
         if self.recognizer is not None:
             images = sr if self.rec_input == "sr" else batch[self.rec_input]
+            if not getattr(self.recognizer, "ctc", True):
+                # attention recognizers give no logits; in training, their own loss
+                return {"sr": sr, "logits": None, "rec_loss": self.recognizer.loss(
+                    images, batch["label"]) if self.training and "label" in batch else None}
             if self.head is not None:
                 logits = self.head(self.recognizer.encode(images))
             else:
