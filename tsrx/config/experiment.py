@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsrx.config.load import Provenance, deep_merge, load_with_extends, set_dotted
+from tsrx.config.load import Provenance, deep_merge, flatten_grid, load_with_extends, set_dotted
 from tsrx.config.schema import (Component, Mismatch, RawValue, build_dataclass, check_table, coerce,
                                 component_of, dataclass_fields, parse_raw, signature_fields,
                                 unwrap_optional)
@@ -128,7 +128,7 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
         issues.append(ConfigIssue(file, "grid", f"expected a table of dotted key -> list, got {grid!r}"))
         grid = {}
     axes: list[tuple[str, list]] = []
-    for key, values in _flatten_grid(grid):
+    for key, values in flatten_grid(grid):
         why = schema_knows(key)
         if why:
             issues.append(ConfigIssue(file, f"grid.{key}", f"names nothing: {why}"))
@@ -153,7 +153,7 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             issues.append(ConfigIssue(file, f"variants[{i}].name", f"duplicate variant name {v['name']!r}"))
         seen.add(v["name"])
         overrides = {}
-        for key, value in _flatten_grid({k: x for k, x in v.items() if k != "name"}):
+        for key, value in flatten_grid({k: x for k, x in v.items() if k != "name"}):
             why = schema_knows(key)
             if why:
                 issues.append(ConfigIssue(file, f"variants[{i}].{key}", f"names nothing: {why}"))
@@ -168,18 +168,6 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             point.update({k: val for (k, _), val in zip(axes, combo)})
             points.append((vname, point))
     return points, issues
-
-
-def _flatten_grid(tbl: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """Grid keys may be written dotted (``"model.head.type" = [...]``) or as sub-tables."""
-    out = []
-    for k, v in tbl.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.extend(_flatten_grid(v, key))
-        else:
-            out.append((key, v))
-    return out
 
 
 def _component_defaults(table: dict, registry_name: str) -> dict:

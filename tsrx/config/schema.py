@@ -33,6 +33,17 @@ class Component:
     many: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A condition on a value beyond its type (``Annotated[str, NON_EMPTY]``)."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+NON_EMPTY = Check(lambda v: bool(str(v).strip()), "a non-empty path")
+
+
 def component_of(tp: Any) -> Component | None:
     if typing.get_origin(tp) is typing.Annotated:
         for meta in tp.__metadata__:
@@ -52,6 +63,9 @@ def _type_name(tp: Any) -> str:
         if comp is not None:
             return f"a list of {comp.registry} names or tables" if comp.many else (
                 f"a {comp.registry} table with 'type'")
+        checks = [m.expected for m in tp.__metadata__ if isinstance(m, Check)]
+        if checks:
+            return " and ".join(checks)
         return _type_name(typing.get_args(tp)[0])
     if tp is Any or tp is inspect.Parameter.empty:
         return "any value"
@@ -100,7 +114,11 @@ def coerce(value: Any, tp: Any) -> Any:
         return parse_raw(value) if isinstance(value, RawValue) else value
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return coerce(value, typing.get_args(tp)[0])
+        out = coerce(value, typing.get_args(tp)[0])
+        for meta in tp.__metadata__:
+            if isinstance(meta, Check) and not meta.test(out):
+                raise Mismatch(f"expected {meta.expected}, got {value!r}")
+        return out
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -135,7 +153,13 @@ def coerce(value: Any, tp: Any) -> Any:
             raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
         args = typing.get_args(tp)
         inner = args[1] if args else Any
-        return {k: coerce(v, inner) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = coerce(v, inner)
+            except Mismatch as exc:
+                raise Mismatch(f"key {k!r}: {exc}") from None
+        return out
     if tp is bool:
         if isinstance(value, bool):
             return value
