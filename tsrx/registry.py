@@ -10,11 +10,15 @@ checked against the component's signature before anything heavy runs.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from tsrx.config.schema import check_table, signature_fields
+from tsrx.config.schema import check_table, signature_fields, unannotated_options
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+
+log = logging.getLogger("tsrx")
+_warned: set[tuple[str, str]] = set()  # components whose unannotated options were reported
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ class Registry:
             msg += f". Note: {failed}"
         raise TsrxError(msg)
 
+    def label(self, name: str) -> str:
+        """``'gated' of plugin gated (tsrx-gated-head 0.1.0)``: a component in an error."""
+        entry = self._entries.get(name)
+        return f"{name!r} of plugin {entry.plugin}" if entry else repr(name)
+
     # -- build from a table -----------------------------------------------------------
     def check(self, table: dict, where: str, file: str = "<config>",
               provided: frozenset[str] = frozenset()) -> list[ConfigIssue]:
@@ -133,7 +142,17 @@ class Registry:
         for k, v in context.items():
             if k in fields or var_kw:
                 kwargs[k] = v
+        self._warn_unannotated(table["type"], obj, frozenset(context) | self.provided)
         return obj(**kwargs)
+
+    def _warn_unannotated(self, name: str, obj: Any, provided: frozenset[str]) -> None:
+        options = unannotated_options(obj, provided)
+        key = (self.kind, name)
+        if options and key not in _warned:
+            _warned.add(key)
+            log.warning("%s %s: option(s) %s have no type annotation, so their TOML values "
+                        "are not checked; annotate them (e.g. `hidden_units: int = 32`)",
+                        self.kind, self.label(name), ", ".join(options))
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} registered)"

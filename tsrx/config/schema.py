@@ -233,6 +233,18 @@ def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
     return fields, var_kw
 
 
+def unannotated_options(obj: Callable, provided: frozenset[str] = frozenset()) -> list[str]:
+    """Constructor options without a type annotation: TOML values for them go unchecked."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name not in ("self", *provided)
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.annotation is inspect.Parameter.empty]
+
+
 def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: bool = False,
                 provided: frozenset[str] = frozenset(), skip: frozenset[str] = frozenset()
                 ) -> tuple[dict, list[tuple[str, str]]]:

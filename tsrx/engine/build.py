@@ -74,8 +74,13 @@ def model_tasks(model: nn.Module) -> list[str]:
     return tasks
 
 
-def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str]]:
-    """Loss modules per task, the resolved tables (defaults filled in) and warnings."""
+def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = None,
+                 data_cfg: dict | None = None) -> tuple[dict, dict, list[str]]:
+    """Loss modules per task, the resolved tables (defaults filled in) and warnings.
+
+    With ``model``, each loss is checked against its contract on tensors of the shapes the
+    model produces (``tsrx.contracts``).
+    """
     from tsrx.config.experiment import _component_defaults
     from tsrx.registry import REC_LOSSES, SR_LOSSES
     registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
@@ -91,7 +96,18 @@ def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str
         reg, reg_key = registries[task]
         losses[task] = reg.build(table, f"loss.{task}")
         tables[task] = _component_defaults(table, reg_key)
+        if model is not None:
+            _check_loss(task, losses[task], reg.label(table["type"]), model, data_cfg or {})
     return losses, tables, warnings
+
+
+def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_cfg: dict) -> None:
+    from tsrx import contracts
+    if task == "sr":
+        contracts.check_sr_loss(loss, label, channels=getattr(model.sr, "in_channels", 3),
+                                size=tuple(data_cfg.get("hr_size", (32, 128))))
+    elif getattr(model.recognizer, "ctc", True):
+        contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
 
 
 def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = None
@@ -148,9 +164,13 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     # the init load report is printed once, by rank 0
     model = build_model(config, console=None if env.is_main else Console(quiet=True)).to(device)
     tasks = model_tasks(model)
-    losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks)
+    losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks, model, data_cfg)
     losses = {k: v.to(device) for k, v in losses.items()}
-    combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=tasks).to(device)
+    from tsrx import contracts
+    combiner_table = config["loss"]["combiner"]
+    combiner = COMBINERS.build(combiner_table, "loss.combiner", tasks=tasks)
+    contracts.check_combiner(combiner, COMBINERS.label(combiner_table["type"]), tasks=tasks)
+    combiner = combiner.to(device)
 
     model_params = [p for p in model.parameters() if p.requires_grad]
     if not model_params:
@@ -162,9 +182,12 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     optimizer = OPTIMIZERS.build(config["optim"], "optim", params=groups)
     scheduler = SCHEDULERS.build(config["sched"], "sched", optimizer=optimizer,
                                  total_steps=train_cfg["steps"])
-    selectors = [SELECTORS.build({"type": s} if isinstance(s, str) else s,
-                                 f"train.selectors[{i}]")
-                 for i, s in enumerate(train_cfg["selectors"])]
+    selectors = []
+    splits = list(data_cfg.get("val") or data_cfg.get("test") or ("easy", "medium", "hard"))
+    for i, s in enumerate(train_cfg["selectors"]):
+        table = {"type": s} if isinstance(s, str) else s
+        selectors.append(SELECTORS.build(table, f"train.selectors[{i}]"))
+        contracts.check_selector(selectors[-1], SELECTORS.label(table["type"]), splits=splits)
     judge, judge_name = build_judge(config.get("eval") or {}, model)
     if judge is not None:
         judge = judge.to(device)
