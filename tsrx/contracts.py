@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tsrx.errors import TsrxError
+from tsrx.registry import source_file
 
 DOC = "docs/architecture.md, 'Tensors and batches'"
 DRY_BATCH = 2   # 2, not 1: a (B, T, K) output differs from (T, B, K) only when B != T
@@ -95,15 +96,6 @@ class Selector(Protocol):
 
 
 # -- describing a component in an error ---------------------------------------------------
-def source_file(obj: Any) -> str:
-    """The file that defines ``obj`` (its class for an instance), or '?'."""
-    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
-    try:
-        return inspect.getsourcefile(target) or "?"
-    except TypeError:
-        return "?"
-
-
 def describe(component: Any, kind: str, name: str | None = None) -> str:
     """``head 'gated' of plugin gated (gated_head.GatedHead in /path/gated_head.py)``.
 

@@ -10,6 +10,7 @@ checked against the component's signature before anything heavy runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -219,6 +220,15 @@ ALL: dict[str, Registry] = {
 
 def callable_name(obj: Callable) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
+
+
+def source_file(obj: Any) -> str:
+    """The file that defines ``obj`` (its class for an instance), or '?'."""
+    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    try:
+        return inspect.getsourcefile(target) or "?"
+    except TypeError:
+        return "?"
 
 
 __all__ = ["Registry", "Entry", "ALL", "registering_for", "callable_name", *[

@@ -56,7 +56,7 @@ class Mismatch(Exception):
     """A value does not fit its annotation; the message says what was expected."""
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         comp = component_of(tp)
@@ -66,19 +66,19 @@ def _type_name(tp: Any) -> str:
         checks = [m.expected for m in tp.__metadata__ if isinstance(m, Check)]
         if checks:
             return " and ".join(checks)
-        return _type_name(typing.get_args(tp)[0])
+        return type_name(typing.get_args(tp)[0])
     if tp is Any or tp is inspect.Parameter.empty:
         return "any value"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+        return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        return f"a list of {_type_name(args[0])}" if args else "a list"
+        return f"a list of {type_name(args[0])}" if args else "a list"
     if origin is dict:
         args = typing.get_args(tp)
-        return f"a table of {_type_name(args[1])}" if args else "a table"
+        return f"a table of {type_name(args[1])}" if args else "a table"
     if dataclasses.is_dataclass(tp):
         return "a table"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
@@ -132,7 +132,7 @@ def coerce(value: Any, tp: Any) -> Any:
                 return coerce(value, arg)
             except Mismatch:
                 pass
-        raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+        raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
     if isinstance(value, RawValue) and tp is not str and not (
             isinstance(tp, type) and issubclass(tp, PurePath)):
         value = parse_raw(value)
@@ -140,17 +140,17 @@ def coerce(value: Any, tp: Any) -> Any:
         allowed = typing.get_args(tp)
         if value in allowed and type(value) is type(allowed[allowed.index(value)]):
             return value
-        raise Mismatch(f"expected {_type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}")
+        raise Mismatch(f"expected {type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+            raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         inner = args[0] if args else Any
         out = [coerce(v, inner) for v in value]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+            raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
         args = typing.get_args(tp)
         inner = args[1] if args else Any
         out = {}
@@ -190,7 +190,7 @@ def coerce(value: Any, tp: Any) -> Any:
             return value  # nested tables are checked field by field by check_table
     else:
         return value
-    raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+    raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +287,7 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
     for name, f in fields.items():
         if f.required and name not in table and name not in provided and name not in skip:
             problems.append((f"{where}.{name}" if where else name,
-                             f"is required ({_type_name(f.annotation)})"))
+                             f"is required ({type_name(f.annotation)})"))
     return out, problems
 
 
