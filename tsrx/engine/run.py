@@ -65,6 +65,8 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
                     console = Console()
                 print_result(console, final, title=f"{run_dir.parent.name}/{run_dir.name}: final model")
         trainer.write_summary(final, result["state"])
+        if result["state"] == "completed":
+            trainer.mark_completed()
         result["final"] = final
         return result
     except BaseException as exc:

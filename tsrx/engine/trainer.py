@@ -108,6 +108,7 @@ class Trainer:
         self.epoch = 0
         self.skipped = 0
         self.best: dict[str, dict] = {}
+        self._last_val: tuple[int, dict] | None = None  # (step, result) of the last validation
         self.global_batch = tc["batch_size"]
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._progress: Progress | None = None
@@ -188,7 +189,10 @@ class Trainer:
         state = "preempted" if stopped and self.step < total else "completed"
         if stopped:
             log.info("stopped after step %d: %s", self.step, signals.stop_requested())
-        self._write_status(state)
+        if state != "completed":
+            self._write_status(state)
+        # a completed run stays "running" until the final evaluation and summary are written
+        # (run_training calls mark_completed), so `tsrx status` does not report it early
         return {"state": state, "step": self.step, "total_steps": total,
                 "skipped_steps": self.skipped, "run_dir": str(self.run_dir)}
 
@@ -248,6 +252,7 @@ class Trainer:
         log.info("validation at step %d: %s", self.step, ", ".join(
             f"{k} {'-' if avg[k] is None else format(avg[k], '.4f')}" for k in ("acc", "psnr", "ssim")))
         self._append_metrics({"kind": "val", "step": self.step, "result": result})
+        self._last_val = (self.step, result)
         if self._tb is not None:
             for name, values in [*result["splits"].items(), ("average", avg)]:
                 for metric in ("acc", "psnr", "ssim"):
@@ -256,16 +261,37 @@ class Trainer:
         return result
 
     def final_evaluation(self) -> dict:
-        """The ``[eval]`` protocol on the test splits (validation splits when none)."""
+        """The ``[eval]`` protocol on the test splits (validation splits when none).
+
+        When that is exactly what the last validation computed (same splits, same step, same
+        batch size, no baselines), its result is reused instead of evaluating again.
+        """
         from tsrx.engine.evaluator import evaluate_model
         sets = self.parts.test_sets or self.parts.val_sets
         if not sets:
             return None
+        if self._validation_is_final():
+            log.info("final evaluation: reusing the result of step %d's validation (same splits and "
+                     "settings)", self.step)
+            return self._last_val[1]
         return evaluate_model(
             self.model, sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
             batch_size=self.eval_cfg.get("batch_size", 50), device=self.device,
             judge=self.parts.judge, baselines=self.eval_cfg.get("baselines", False),
             with_predictions=False, env=self.env, judge_name=self.parts.judge_name)
+
+    def _validation_is_final(self) -> bool:
+        data = self.config.get("data") or {}
+        # val defaults to test, and the final evaluation falls back to val
+        same_splits = not data.get("val") or not data.get("test") or data["val"] == data["test"]
+        return (self._last_val is not None and self._last_val[0] == self.step and same_splits
+                and bool(self.parts.val_sets)
+                and self.eval_cfg.get("batch_size", 50) == self.train_cfg["val_batch_size"]
+                and not self.eval_cfg.get("baselines", False))
+
+    def mark_completed(self) -> None:
+        """status.json says "completed": called once the final evaluation is written."""
+        self._write_status("completed")
 
     # -- state ------------------------------------------------------------------------------
     def _model_state(self) -> dict:
