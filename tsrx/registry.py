@@ -56,6 +56,14 @@ class Registry:
                 old = self._entries[name]
                 if old.obj is o:
                     return o
+                if _same_source(old.obj, o):
+                    raise TsrxError(
+                        f"{self.kind} {name!r} is registered twice by the same code: "
+                        f"{source_file(o)} was imported twice, as module {old.module} "
+                        f"(plugin {old.plugin}) and as module {getattr(o, '__module__', '?')} "
+                        f"(plugin {plugin}). Load it once: name it either in an experiment's "
+                        "plugins = [...] or through an installed package / module path, "
+                        "not both")
                 raise TsrxError(
                     f"{self.kind} {name!r} is registered twice: by {callable_name(old.obj)} "
                     f"(plugin {old.plugin}) and by {where} (plugin {plugin}). Rename one of them.")
@@ -220,6 +228,13 @@ ALL: dict[str, Registry] = {
 
 def callable_name(obj: Callable) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
+
+
+def _same_source(a: Any, b: Any) -> bool:
+    """Two objects defined by the same code in the same file (one file imported twice)."""
+    file = source_file(a)
+    return (file != "?" and file == source_file(b)
+            and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None))
 
 
 def source_file(obj: Any) -> str:

@@ -16,7 +16,7 @@ CONFIG_HELP = ("An experiment file whose `plugins = [...]` (modules, .py files) 
 def _load(config: Path | None) -> None:
     """Every entry-point plugin, and those an experiment file names (without validating it)."""
     from tsrx.plugins import load_named_plugins, load_plugins
-    load_plugins()
+    load_plugins(warn=False)  # the commands print the failures themselves
     if config is not None:
         from tsrx.config.load import load_with_extends
         raw, _ = load_with_extends(config)
@@ -126,9 +126,11 @@ def show_cmd(
     if not found:
         every = sorted({n for k in keys for n in ALL[k].names()})
         where = f"registry {kind!r}" if kind else "any registry"
+        from tsrx.plugins import failures_text
+        failed = failures_text()
         raise TsrxError(f"no component {name!r} in {where}{suggest(name, every)}; "
                         "`tsrx plugins list` shows them all (add --config FILE for an "
-                        "experiment's local plugins)")
+                        "experiment's local plugins)" + (f". Note: {failed}" if failed else ""))
     described = [describe_component(k, name) for k in found]
     if as_json:
         typer.echo(json.dumps(described if len(described) > 1 else described[0], indent=2,
