@@ -63,7 +63,7 @@ def test_experiment_files_examples_validate(tmp_path, monkeypatch):
                                              "align_corners": False}
         assert run.config["model"]["init"] == {}
         assert run.config["train"]["steps"] == 100 and run.config["train"]["val_every"] == 500
-        base, = load_experiment(tmp_path / "experiments" / "joint_image.toml").runs
+        base = load_experiment(tmp_path / "experiments" / "joint_image.toml").runs[0]
         assert base.config["model"]["init"] and base.config["train"]["val_every"] == 1000
     finally:
         sys.modules.pop("my_lab.heads", None)
