@@ -66,8 +66,28 @@ def failures_text() -> str:
     return "; ".join(str(f) for f in _failures)
 
 
+_plugin_stack: list[str] = []
+
+
+def current_plugin() -> str | None:
+    """The plugin being imported (registrations are attributed to it), or None."""
+    return _plugin_stack[-1] if _plugin_stack else None
+
+
+class registering_for:
+    """Context manager: registrations inside it are attributed to ``plugin``."""
+
+    def __init__(self, plugin: str):
+        self.plugin = plugin
+
+    def __enter__(self) -> None:
+        _plugin_stack.append(self.plugin)
+
+    def __exit__(self, *exc: object) -> None:
+        _plugin_stack.pop()
+
+
 def _import_plugin(info: PluginInfo, loader) -> None:
-    from tsrx.registry import registering_for
     label = f"{info.name} ({info.package} {info.version})" if info.package else info.name
     with registering_for(label):
         loader()

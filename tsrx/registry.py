@@ -9,14 +9,21 @@ checked against the component's signature before anything heavy runs.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 import inspect
 import logging
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union
 
-from tsrx.config.schema import check_table, signature_fields, unannotated_options
+from tsrx.config.schema import (Mismatch, RawValue, check_table, coerce, component_of,
+                                dataclass_fields, parse_raw, signature_fields,
+                                unannotated_options, unwrap_optional)
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+from tsrx.plugins import current_plugin, failures_text, load_plugins, registering_for
 
 log = logging.getLogger("tsrx")
 _warned: set[tuple[str, str]] = set()  # components whose unannotated options were reported
@@ -51,7 +58,7 @@ class Registry:
 
         def add(o: Any) -> Any:
             where = callable_name(o)
-            plugin = _current_plugin() or getattr(o, "__module__", "?")
+            plugin = current_plugin() or getattr(o, "__module__", "?")
             if name in self._entries:
                 old = self._entries[name]
                 if old.obj is o:
@@ -78,7 +85,6 @@ class Registry:
 
     # -- lookup -----------------------------------------------------------------------
     def _loaded(self) -> dict[str, Entry]:
-        from tsrx.plugins import load_plugins
         load_plugins()
         return self._entries
 
@@ -100,7 +106,6 @@ class Registry:
         entries = self._loaded()
         if name in entries:
             return entries[name].obj
-        from tsrx.plugins import failures_text
         failed = failures_text()
         registered = ", ".join(sorted(entries)) or "(none)"
         msg = (f"unknown {self.kind} {name!r}{suggest(name, entries)}; "
@@ -183,27 +188,6 @@ def _import_object(spec: str, kind: str) -> Any:
     return obj
 
 
-_plugin_stack: list[str] = []
-
-
-def _current_plugin() -> str | None:
-    return _plugin_stack[-1] if _plugin_stack else None
-
-
-class registering_for:
-    """Context manager: registrations inside it are attributed to ``plugin``."""
-
-    def __init__(self, plugin: str):
-        self.plugin = plugin
-
-    def __enter__(self) -> None:
-        _plugin_stack.append(self.plugin)
-
-    def __exit__(self, *exc: Any) -> None:
-        _plugin_stack.pop()
-
-
-# The extension points. Each component's constructor is its schema.
 # The extension points. Each component's constructor is its schema; ``provided`` names the
 # arguments the engine passes itself.
 SR_BACKBONES = Registry("sr backbone", "super-resolvers: LR image (B,C,h,w) -> SR image (B,C,H,W)")
@@ -224,6 +208,89 @@ ALL: dict[str, Registry] = {
     "rec_loss": REC_LOSSES, "combiner": COMBINERS, "selector": SELECTORS, "dataset": DATASETS,
     "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
 }
+
+
+# -- component tables inside config sections (one home: checked, defaulted, built here) -----
+def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
+    """Problems of component tables inside ``value`` of type ``tp`` (fields marked with
+    :class:`Component`), as ``(dotted key, message)``."""
+    if value is None:
+        return []
+    comp = component_of(tp)
+    if comp is not None:
+        registry = ALL[comp.registry]
+        items = list(enumerate(value)) if comp.many else [(None, value)]
+        problems = []
+        for i, item in items:
+            where = path if i is None else f"{path}[{i}]"
+            table = {"type": item} if isinstance(item, str) else item
+            problems += [(iss.key, iss.message) for iss in registry.check(table, where)]
+        return problems
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if component_of(arg) is not None:
+                return check_components(value, arg, path)
+    if origin is dict and isinstance(value, dict):
+        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return [p for k, v in value.items() for p in check_components(v, inner, f"{path}.{k}")]
+    tp = unwrap_optional(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # a section, a nested table
+        fields = dataclass_fields(tp)
+        return [p for k, v in value.items() if k in fields
+                for p in check_components(v, fields[k].annotation, f"{path}.{k}")]
+    return []
+
+
+def component_defaults(table: dict, registry_name: str) -> dict:
+    """``table`` with its component's constructor defaults filled in (the resolved config
+    records every option), and ``--set`` strings typed by the constructor's signature."""
+    try:
+        obj = ALL[registry_name].get(table["type"])
+        fields, _ = signature_fields(obj)
+    except Exception:
+        return table
+    out = dict(table)
+    for name, value in table.items():
+        if isinstance(value, RawValue):  # from --set: typed by the component's signature
+            try:
+                out[name] = coerce(value, fields[name].annotation) if name in fields else parse_raw(value)
+            except Mismatch:
+                pass  # the check of this table reports it
+    for name, f in fields.items():
+        if name not in out and not f.required and _tomlable(f.default):
+            out[name] = copy.deepcopy(f.default)
+    return out
+
+
+def _tomlable(v: Any) -> bool:
+    if isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_tomlable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _tomlable(x) for k, x in v.items())
+    return False
+
+
+def fill_components(value: Any, tp: Any) -> Any:
+    """Recursively add signature defaults to component tables inside ``value``."""
+    if value is None:
+        return None
+    comp = component_of(tp) or component_of(unwrap_optional(tp))
+    if comp is not None:
+        if comp.many:
+            return [v if isinstance(v, str) else component_defaults(v, comp.registry) for v in value]
+        return component_defaults(value, comp.registry) if isinstance(value, dict) else value
+    tp = unwrap_optional(tp)
+    if typing.get_origin(tp) is dict and isinstance(value, dict):
+        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return {k: fill_components(v, inner) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        fields = dataclass_fields(tp)
+        return {k: fill_components(v, fields[k].annotation) if k in fields else v
+                for k, v in value.items()}
+    return value
 
 
 def callable_name(obj: Callable) -> str:

@@ -252,7 +252,9 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
 
     Returns the coerced table and a list of ``(dotted key, message)`` problems;
     ``provided`` names arguments tsrx itself supplies (not required from the user),
-    ``skip`` names keys the caller checks itself (such as ``type``).
+    ``skip`` names keys the caller checks itself (such as ``type``). Component tables inside
+    (fields marked :class:`Component`) are the registries' to check:
+    ``tsrx.registry.check_components``.
     """
     problems: list[tuple[str, str]] = []
     out = {}
@@ -278,7 +280,6 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
         except Mismatch as exc:
             problems.append((path, str(exc)))
             continue
-        problems.extend(check_components(out[key], f.annotation, path))
         sub_schema = unwrap_optional(f.annotation)
         if dataclasses.is_dataclass(sub_schema) and isinstance(value, dict):
             sub, sub_problems = check_table(value, dataclass_fields(sub_schema), path)
@@ -289,32 +290,6 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
             problems.append((f"{where}.{name}" if where else name,
                              f"is required ({type_name(f.annotation)})"))
     return out, problems
-
-
-def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
-    """Problems of component tables inside ``value`` (marked with :class:`Component`)."""
-    if value is None:
-        return []
-    comp = component_of(tp)
-    if comp is not None:
-        from tsrx.registry import ALL
-        registry = ALL[comp.registry]
-        items = list(enumerate(value)) if comp.many else [(None, value)]
-        problems = []
-        for i, item in items:
-            where = path if i is None else f"{path}[{i}]"
-            table = {"type": item} if isinstance(item, str) else item
-            problems += [(iss.key, iss.message) for iss in registry.check(table, where)]
-        return problems
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if component_of(arg) is not None:
-                return check_components(value, arg, path)
-    if origin is dict and isinstance(value, dict):
-        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
-        return [p for k, v in value.items() for p in check_components(v, inner, f"{path}.{k}")]
-    return []
 
 
 def build_dataclass(cls: type, table: dict, where: str) -> Any:

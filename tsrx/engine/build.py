@@ -81,7 +81,7 @@ def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = Non
     With ``model``, each loss is checked against its contract on tensors of the shapes the
     model produces (``tsrx.contracts``).
     """
-    from tsrx.config.experiment import _component_defaults
+    from tsrx.registry import component_defaults
     from tsrx.registry import REC_LOSSES, SR_LOSSES
     registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
     losses, tables, warnings = {}, {}, []
@@ -95,7 +95,7 @@ def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = Non
         table = table or DEFAULT_LOSSES[task]
         reg, reg_key = registries[task]
         losses[task] = reg.build(table, f"loss.{task}")
-        tables[task] = _component_defaults(table, reg_key)
+        tables[task] = component_defaults(table, reg_key)
         if model is not None:
             _check_loss(task, losses[task], reg.label(table["type"]), model, data_cfg or {})
     return losses, tables, warnings
@@ -124,7 +124,7 @@ def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = 
     weights = recognizer_path or eval_cfg.get("judge_weights")
     if not weights:
         return None, None
-    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.models.build import build_parts
     from tsrx.models.joint import JointModel
     try:

@@ -119,7 +119,7 @@ def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handl
         if sys.stderr.isatty():
             from rich.logging import RichHandler
 
-            from tsrx.cli.console import err_console
+            from tsrx.console import err_console
             console_handler: logging.Handler = RichHandler(console=err_console, show_path=False)
         else:
             console_handler = logging.StreamHandler(sys.stderr)

@@ -89,13 +89,14 @@ class Trainer:
         if tc["channels_last"]:
             self.model.to(memory_format=torch.channels_last)
         self.loss_module = LossModule(self.model, parts.losses, self.combiner)
-        self.ddp: nn.Module = self.loss_module
+        # what a step calls: the loss module itself, or its DDP wrapper when distributed
+        self.step_module: nn.Module = self.loss_module
         if env.distributed:
-            self.ddp = nn.parallel.DistributedDataParallel(
+            self.step_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
             if tc["deterministic"]:  # exact resume with any number of ranks (grad_sync.py)
-                use_layout_independent_sync(self.ddp)
-        self.forward = torch.compile(self.ddp) if tc["compile"] else self.ddp
+                use_layout_independent_sync(self.step_module)
+        self.forward = torch.compile(self.step_module) if tc["compile"] else self.step_module
 
         self.amp_dtype = AMP_DTYPES[tc["amp"]]
         if tc["amp"] == "fp16" and device.type != "cuda":
@@ -118,7 +119,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict:
         """Forward, agree across ranks, backward, clip, update. Returns the step's log values."""
         batch = self._to_device(batch)
-        self.ddp.train()
+        self.step_module.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             total, terms, logs = self.forward(batch)
@@ -350,7 +351,7 @@ class Trainer:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
         if self._tb is not None:
             self._tb.close()
-        self.forward = self.ddp = self.loss_module = None
+        self.forward = self.step_module = self.loss_module = None
         self.optimizer = self.scheduler = None
         self.parts = None
 

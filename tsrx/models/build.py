@@ -71,7 +71,7 @@ def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[d
 
     Returns the state_dict and notes (e.g. loss-combiner weights left to the trainer).
     """
-    from tsrx.engine.checkpoint import load_checkpoint, state_dict_for
+    from tsrx.checkpoint import load_checkpoint, state_dict_for
     unknown = [k for k in init if k not in INIT_KEYS]
     if unknown:
         raise TsrxError(f"model.init: unknown part(s) {', '.join(map(repr, unknown))}; "
@@ -116,7 +116,7 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
     model.load_report = None
     init = model_cfg.get("init") or {}
     if load_init and init:
-        from tsrx.engine.checkpoint import load_into
+        from tsrx.checkpoint import load_into
         state, notes = init_state_dict(init)
         sources = ", ".join(f"{k}={v}" for k, v in init.items())
         report = load_into(model, state, allow_shape_mismatch=model_cfg.get(
