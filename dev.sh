@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up and the two everyday commands, on a fresh machine or an existing checkout:
 #   ./dev.sh quickstart   venv + install, then the main job on synthetic TextZoom-format data (CPU)
-#   ./dev.sh test         venv + install, then the whole test suite (Slurm tests start a real Slurm)
+#   ./dev.sh test         venv + install, ruff (lint + format check), then the whole test suite
+#                         (Slurm tests start a real Slurm)
 # The venv lives in .venv (override with TSRX_VENV). CPU installs pin the torch CPU wheel
 # (2.13.0) so that no multi-GB CUDA build is downloaded; GPU users install their own torch
 # into the venv first and it is kept.
@@ -36,6 +37,9 @@ case "$cmd" in
         ;;
     test)
         setup
+        # lint and format first: cheap, and a failure names the file and line
+        ruff check .
+        ruff format --check .
         exec python -m pytest "$@"
         ;;
     *)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsrx.engine.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS

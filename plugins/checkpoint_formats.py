@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Mapping
 
-from tsrx.engine.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
 from tsrx.errors import TsrxError
 from tsrx.registry import CHECKPOINT_FORMATS, SR_BACKBONES
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsrx.engine.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
 from tsrx.models.recognition import Recognition
 from tsrx.models.text import VOCABULARIES, ctc_greedy_decode, ctc_greedy_recognize
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS

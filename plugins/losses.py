@@ -113,5 +113,8 @@ class RecognizerOwnLoss(nn.Module):
 
     own = True
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def forward(self, rec_loss: torch.Tensor) -> torch.Tensor:
         return rec_loss

@@ -17,7 +17,7 @@ from tsrx.errors import TsrxError
 def describe_checkpoint(obj: Any) -> str:
     """What a loaded checkpoint looks like, for errors: the official format a reader in
     CHECKPOINT_FORMATS claims (CRNN, MORAN, a TextZoom SR model...), else its first keys."""
-    from tsrx.engine.checkpoint import read_official
+    from tsrx.checkpoint import read_official
     if isinstance(obj, Mapping) and obj.get("format") == "tsrx":
         return "a tsrx checkpoint"
     try:

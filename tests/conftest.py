@@ -1,13 +1,9 @@
-"""Shared test set-up: every test runs with a fresh working directory and no third-party
-plugin autoloading unless it asks for it."""
+"""Shared test fixtures. ``workdir``: a test that asks for it runs in a fresh, empty working
+directory (relative paths such as ``runs/`` and ``data/`` land there)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-os.environ.setdefault("TSRX_TEST", "1")
 
 
 @pytest.fixture

@@ -155,3 +155,74 @@ def test_set_into_component_tables_is_typed_by_the_signature(tmp_path):
     assert tomllib.loads(dumps(cfg))["model"]["sr"]["hidden_units"] == 8
     with pytest.raises(ConfigError, match="model.sr.hidden_units: expected an integer"):
         load_experiment(exp, ["model.sr.hidden_units=many"])
+
+
+def test_extends_changing_a_component_type_starts_its_table_afresh(tmp_path):
+    write(tmp_path / "base.toml", '[model]\nsr = { type = "tsrn", blocks = 1, stn = false }\n')
+    exp = write(tmp_path / "exp.toml", 'extends = ["base.toml"]\n[model]\nsr = { type = "bicubic" }\n')
+    run, = load_experiment(exp).runs
+    assert run.config["model"]["sr"] == {"type": "bicubic", "mask": True, "scale": 2,
+                                         "align_corners": False}
+    # the same type merges key by key as before
+    write(tmp_path / "same.toml", 'extends = ["base.toml"]\n[model]\nsr = { type = "tsrn", blocks = 2 }\n')
+    run, = load_experiment(tmp_path / "same.toml").runs
+    assert (run.config["model"]["sr"]["blocks"], run.config["model"]["sr"]["stn"]) == (2, False)
+
+
+def test_extends_replace_and_delete_markers(tmp_path):
+    write(tmp_path / "base.toml", """
+[model]
+sr = { type = "tsrn", blocks = 1, stn = false }
+init = { sr = "sr.pth", recognizer = "weights/crnn.pth" }
+[train]
+steps = 7
+batch_size = 4
+[grid]
+"train.lr_unused" = [1]
+[grid.model.sr]
+blocks = [1, 2]
+hidden_units = [8, 16]
+""".replace('"train.lr_unused" = [1]\n', ""))
+    exp = write(tmp_path / "exp.toml", """
+extends = ["base.toml"]
+[model.sr]
+"_replace_" = true
+type = "tsrn"
+hidden_units = 8
+[model.init]
+recognizer = "_delete_"
+[train]
+batch_size = "_delete_"
+[grid]
+"model.sr.blocks" = "_delete_"
+""")
+    runs = load_experiment(exp).runs
+    assert [r.point for r in runs] == [{"model.sr.hidden_units": 8}, {"model.sr.hidden_units": 16}]
+    cfg = runs[0].config
+    assert cfg["model"]["sr"]["blocks"] == 5 and cfg["model"]["sr"]["stn"] is True  # defaults
+    assert cfg["model"]["init"] == {"sr": "sr.pth"}
+    assert cfg["train"]["steps"] == 7 and cfg["train"]["batch_size"] == 64  # back to default
+    # a whole table, and a grid axis written as a sub-table by the child
+    write(tmp_path / "drop.toml", 'extends = ["base.toml"]\n[model]\ninit = "_delete_"\n'
+                                  '[grid.model.sr]\nhidden_units = "_delete_"\n')
+    runs = load_experiment(tmp_path / "drop.toml").runs
+    assert [r.point for r in runs] == [{"model.sr.blocks": 1}, {"model.sr.blocks": 2}]
+    assert runs[0].config["model"]["init"] == {}
+
+
+def test_replace_marker_must_be_true(tmp_path):
+    exp = write(tmp_path / "exp.toml", '[model.sr]\n"_replace_" = 1\ntype = "bicubic"\n')
+    with pytest.raises(ConfigError, match=r"exp.toml:model.sr._replace_: expected true"):
+        load_experiment(exp)
+
+
+def test_empty_init_path_is_an_error_at_validation(tmp_path):
+    exp = write(tmp_path / "exp.toml", '[model]\nsr = { type = "bicubic" }\n'
+                                       'init = { sr = "", recognizer = "crnn.pth" }\n'
+                                       '[eval]\njudge_weights = " "\n')
+    with pytest.raises(ConfigError) as err:
+        load_experiment(exp)
+    text = str(err.value)
+    assert "exp.toml:model.init: key 'sr': expected a non-empty path, got ''" in text
+    assert "exp.toml:eval.judge_weights: expected a non-empty path, got ' '" in text
+    assert "init.recognizer" not in text

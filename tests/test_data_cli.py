@@ -83,7 +83,7 @@ def test_not_a_data_set(tmp_path):
 
 def test_bicubic_baseline_orders_the_splits(tmp_path):
     """The synthetic splits get harder easy -> medium -> hard, and leave room for SR."""
-    from tsrx.data.stats import bicubic_baseline
+    from tsrx.engine.data_stats import bicubic_baseline
     from tsrx.data.synth import synthesize
     from tsrx.data.textzoom import open_lmdb_dataset
     synthesize(tmp_path / "s", train=0, test=[40, 40, 40], seed=0, fonts="builtin")

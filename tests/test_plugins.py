@@ -159,3 +159,52 @@ def test_local_file_and_module_plugins(tmp_path, monkeypatch):
     from tsrx.errors import TsrxError
     with pytest.raises(TsrxError, match="missing_file.py' not found"):
         load_experiment(exp)
+
+
+def _broken_site(tmp_path: Path) -> Path:
+    """An installed-looking distribution whose entry point fails to import (no pip needed)."""
+    site = tmp_path / "site"
+    info = site / "tsrx_broken-2.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "broken_plugin.py").write_text("raise RuntimeError('missing CUDA extension')\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tsrx-broken\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[tsrx.plugins]\nbroken = broken_plugin\n")
+    return site
+
+
+def test_skipped_plugin_warning_prints_once_per_command(tmp_path):
+    site = _broken_site(tmp_path)
+    env = {k: v for k, v in tsrx_env(site).items() if k != "TSRX_PLUGIN_WARNED"}
+    # the command, then a child process (a spawned rank) that loads the plugins again
+    code = ("import subprocess, sys\nfrom tsrx.plugins import load_plugins\nload_plugins()\n"
+            "subprocess.run([sys.executable, '-c', 'from tsrx.plugins import load_plugins; "
+            "load_plugins()'], check=True)\n")
+    proc = run([sys.executable, "-c", code], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("skipped plugin 'broken'") == 1, proc.stderr
+    # `plugins list` reports the failure in its own words, once
+    listing = run([sys.executable, "-m", "tsrx", "plugins", "list", "head"], tmp_path, env)
+    assert (listing.stdout + listing.stderr).count("missing CUDA extension") == 1
+
+
+def test_the_same_file_loaded_twice_is_not_told_to_rename(tmp_path, monkeypatch):
+    from tsrx.errors import TsrxError
+    from tsrx.plugins import load_named_plugins
+    from tsrx.registry import HEADS
+    (tmp_path / "twice_head_for_test.py").write_text(
+        "from tsrx.registry import HEADS\n"
+        "@HEADS.register('twice_head_for_test')\n"
+        "class H:\n"
+        "    def __init__(self, in_features: int, num_classes: int):\n"
+        "        pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        load_named_plugins([str(tmp_path / "twice_head_for_test.py")])
+        with pytest.raises(TsrxError) as err:
+            load_named_plugins(["twice_head_for_test"])
+        msg = str(err.value)
+        assert "registered twice by the same code" in msg and "imported twice" in msg
+        assert "twice_head_for_test.py" in msg and "Rename" not in msg
+    finally:
+        HEADS.unregister("twice_head_for_test")
+        sys.modules.pop("twice_head_for_test", None)

@@ -173,3 +173,33 @@ def test_judge_weights_give_sr_validation_an_accuracy(tmp_path, tiny_data, tiny_
     assert val["recognizer"] == f"crnn ({crnn})"
     assert 0.0 <= val["average"]["acc"] <= 1.0
     assert (run_dir / "best_acc_model.pth").exists()  # a score exists, so the first one is best
+
+
+def test_completed_only_after_the_final_evaluation_which_reuses_the_last_validation(
+        tmp_path, tiny_data, tiny_plugin, monkeypatch):
+    import tsrx.engine.evaluator as evaluator
+    from tsrx.engine.trainer import Trainer
+    calls, seen = [], []
+    real_eval, real_final = evaluator.evaluate_model, Trainer.final_evaluation
+
+    def counting(*a, **k):
+        calls.append(sorted(a[1]))
+        return real_eval(*a, **k)
+
+    def final(self):
+        seen.append(json.loads((self.run_dir / "status.json").read_text())["state"])
+        return real_final(self)
+
+    monkeypatch.setattr(evaluator, "evaluate_model", counting)
+    monkeypatch.setattr(Trainer, "final_evaluation", final)
+    run_dir, result = _run(tmp_path, tiny_data, tiny_plugin)
+    assert seen == ["running"]  # not "completed" while the final evaluation runs
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+    # validations at steps 2 and 4; the final one is step 4's (same splits, batch size)
+    assert len(calls) == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final"] == metrics(run_dir, "val")[-1]["result"]
+    # different settings (baselines): evaluated again
+    calls.clear()
+    _run(tmp_path / "b", tiny_data, tiny_plugin, ["eval.baselines=true"])
+    assert len(calls) == 3

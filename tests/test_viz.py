@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from test_viz_fixtures import joint_ckpt, sr_only_ckpt, synth_root  # noqa: F401 (fixtures)
 from tsrx.errors import TsrxError
 from tsrx.report.collect import read_run
-from tsrx.report.curves import plot_curves, series_of
-from tsrx.report.sheets import GREEN, LABEL_W, MARGIN, RED, HEADER_H, Sample, contact_sheet, sheet_size
+from tsrx.viz.curves import plot_curves, series_of
+from tsrx.viz.sheets import GREEN, LABEL_W, MARGIN, RED, HEADER_H, Sample, contact_sheet, sheet_size
 
 
 def _metrics_run(folder, combiner="uncertainty", steps=(10, 20, 30)):
@@ -112,7 +112,7 @@ def test_viz_samples_cli(tmp_path, joint_ckpt, synth_root):
 
 
 def test_viz_samples_without_reader_still_draws(tmp_path, sr_only_ckpt, synth_root):
-    from tsrx.report.samples import samples_sheet
+    from tsrx.viz.samples import samples_sheet
     path, sections = samples_sheet(sr_only_ckpt, synth_root, tmp_path / "s.png", n=1, splits=["easy"])
     assert sections["easy"][0].reads["sr"] is None and sections["easy"][0].verdict is None
     assert Image.open(path).size == sheet_size([1])

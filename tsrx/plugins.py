@@ -66,16 +66,53 @@ def failures_text() -> str:
     return "; ".join(str(f) for f in _failures)
 
 
+_plugin_stack: list[str] = []
+
+
+def current_plugin() -> str | None:
+    """The plugin being imported (registrations are attributed to it), or None."""
+    return _plugin_stack[-1] if _plugin_stack else None
+
+
+class registering_for:
+    """Context manager: registrations inside it are attributed to ``plugin``."""
+
+    def __init__(self, plugin: str):
+        self.plugin = plugin
+
+    def __enter__(self) -> None:
+        _plugin_stack.append(self.plugin)
+
+    def __exit__(self, *exc: object) -> None:
+        _plugin_stack.pop()
+
+
 def _import_plugin(info: PluginInfo, loader) -> None:
-    from tsrx.registry import registering_for
     label = f"{info.name} ({info.package} {info.version})" if info.package else info.name
     with registering_for(label):
         loader()
     _loaded[info.name] = info
 
 
-def load_plugins() -> None:
-    """Import every plugin of the entry-point group, once per process."""
+# Names of plugins whose failure was already reported in this command: ranks spawned by
+# `tsrx train --nproc N` inherit it, so the warning prints once rather than N + 1 times.
+WARNED_ENV = "TSRX_PLUGIN_WARNED"
+
+
+def _warn_once(failure: PluginFailure) -> None:
+    warned = [w for w in os.environ.get(WARNED_ENV, "").split(",") if w]
+    if failure.plugin.name in warned:
+        return
+    os.environ[WARNED_ENV] = ",".join([*warned, failure.plugin.name])
+    print(f"tsrx: warning: skipped {failure}", file=sys.stderr)
+
+
+def load_plugins(warn: bool = True) -> None:
+    """Import every plugin of the entry-point group, once per process.
+
+    A plugin that fails to import is skipped and reported once (``warn=False``: the caller
+    reports :func:`failures` itself).
+    """
     global _autoloaded
     if _autoloaded:
         return
@@ -98,7 +135,8 @@ def load_plugins() -> None:
             err = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             failure = PluginFailure(info, err)
             _failures.append(failure)
-            print(f"tsrx: warning: skipped {failure}", file=sys.stderr)
+            if warn:
+                _warn_once(failure)
 
 
 def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str = "plugins") -> None:

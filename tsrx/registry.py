@@ -9,12 +9,24 @@ checked against the component's signature before anything heavy runs.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
+import inspect
+import logging
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union
 
-from tsrx.config.schema import check_table, signature_fields
+from tsrx.config.schema import (Mismatch, RawValue, check_table, coerce, component_of,
+                                dataclass_fields, parse_raw, signature_fields,
+                                unannotated_options, unwrap_optional)
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+from tsrx.plugins import current_plugin, failures_text, load_plugins, registering_for
+
+log = logging.getLogger("tsrx")
+_warned: set[tuple[str, str]] = set()  # components whose unannotated options were reported
 
 
 @dataclass(frozen=True)
@@ -46,11 +58,19 @@ class Registry:
 
         def add(o: Any) -> Any:
             where = callable_name(o)
-            plugin = _current_plugin() or getattr(o, "__module__", "?")
+            plugin = current_plugin() or getattr(o, "__module__", "?")
             if name in self._entries:
                 old = self._entries[name]
                 if old.obj is o:
                     return o
+                if _same_source(old.obj, o):
+                    raise TsrxError(
+                        f"{self.kind} {name!r} is registered twice by the same code: "
+                        f"{source_file(o)} was imported twice, as module {old.module} "
+                        f"(plugin {old.plugin}) and as module {getattr(o, '__module__', '?')} "
+                        f"(plugin {plugin}). Load it once: name it either in an experiment's "
+                        "plugins = [...] or through an installed package / module path, "
+                        "not both")
                 raise TsrxError(
                     f"{self.kind} {name!r} is registered twice: by {callable_name(old.obj)} "
                     f"(plugin {old.plugin}) and by {where} (plugin {plugin}). Rename one of them.")
@@ -65,7 +85,6 @@ class Registry:
 
     # -- lookup -----------------------------------------------------------------------
     def _loaded(self) -> dict[str, Entry]:
-        from tsrx.plugins import load_plugins
         load_plugins()
         return self._entries
 
@@ -87,7 +106,6 @@ class Registry:
         entries = self._loaded()
         if name in entries:
             return entries[name].obj
-        from tsrx.plugins import failures_text
         failed = failures_text()
         registered = ", ".join(sorted(entries)) or "(none)"
         msg = (f"unknown {self.kind} {name!r}{suggest(name, entries)}; "
@@ -95,6 +113,11 @@ class Registry:
         if failed:
             msg += f". Note: {failed}"
         raise TsrxError(msg)
+
+    def label(self, name: str) -> str:
+        """``'gated' of plugin gated (tsrx-gated-head 0.1.0)``: a component in an error."""
+        entry = self._entries.get(name)
+        return f"{name!r} of plugin {entry.plugin}" if entry else repr(name)
 
     # -- build from a table -----------------------------------------------------------
     def check(self, table: dict, where: str, file: str = "<config>",
@@ -133,7 +156,17 @@ class Registry:
         for k, v in context.items():
             if k in fields or var_kw:
                 kwargs[k] = v
+        self._warn_unannotated(table["type"], obj, frozenset(context) | self.provided)
         return obj(**kwargs)
+
+    def _warn_unannotated(self, name: str, obj: Any, provided: frozenset[str]) -> None:
+        options = unannotated_options(obj, provided)
+        key = (self.kind, name)
+        if options and key not in _warned:
+            _warned.add(key)
+            log.warning("%s %s: option(s) %s have no type annotation, so their TOML values "
+                        "are not checked; annotate them (e.g. `hidden_units: int = 32`)",
+                        self.kind, self.label(name), ", ".join(options))
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} registered)"
@@ -155,27 +188,6 @@ def _import_object(spec: str, kind: str) -> Any:
     return obj
 
 
-_plugin_stack: list[str] = []
-
-
-def _current_plugin() -> str | None:
-    return _plugin_stack[-1] if _plugin_stack else None
-
-
-class registering_for:
-    """Context manager: registrations inside it are attributed to ``plugin``."""
-
-    def __init__(self, plugin: str):
-        self.plugin = plugin
-
-    def __enter__(self) -> None:
-        _plugin_stack.append(self.plugin)
-
-    def __exit__(self, *exc: Any) -> None:
-        _plugin_stack.pop()
-
-
-# The extension points. Each component's constructor is its schema.
 # The extension points. Each component's constructor is its schema; ``provided`` names the
 # arguments the engine passes itself.
 SR_BACKBONES = Registry("sr backbone", "super-resolvers: LR image (B,C,h,w) -> SR image (B,C,H,W)")
@@ -202,8 +214,107 @@ ALL: dict[str, Registry] = {
 }
 
 
+# -- component tables inside config sections (one home: checked, defaulted, built here) -----
+def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
+    """Problems of component tables inside ``value`` of type ``tp`` (fields marked with
+    :class:`Component`), as ``(dotted key, message)``."""
+    if value is None:
+        return []
+    comp = component_of(tp)
+    if comp is not None:
+        registry = ALL[comp.registry]
+        items = list(enumerate(value)) if comp.many else [(None, value)]
+        problems = []
+        for i, item in items:
+            where = path if i is None else f"{path}[{i}]"
+            table = {"type": item} if isinstance(item, str) else item
+            problems += [(iss.key, iss.message) for iss in registry.check(table, where)]
+        return problems
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if component_of(arg) is not None:
+                return check_components(value, arg, path)
+    if origin is dict and isinstance(value, dict):
+        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return [p for k, v in value.items() for p in check_components(v, inner, f"{path}.{k}")]
+    tp = unwrap_optional(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # a section, a nested table
+        fields = dataclass_fields(tp)
+        return [p for k, v in value.items() if k in fields
+                for p in check_components(v, fields[k].annotation, f"{path}.{k}")]
+    return []
+
+
+def component_defaults(table: dict, registry_name: str) -> dict:
+    """``table`` with its component's constructor defaults filled in (the resolved config
+    records every option), and ``--set`` strings typed by the constructor's signature."""
+    try:
+        obj = ALL[registry_name].get(table["type"])
+        fields, _ = signature_fields(obj)
+    except Exception:
+        return table
+    out = dict(table)
+    for name, value in table.items():
+        if isinstance(value, RawValue):  # from --set: typed by the component's signature
+            try:
+                out[name] = coerce(value, fields[name].annotation) if name in fields else parse_raw(value)
+            except Mismatch:
+                pass  # the check of this table reports it
+    for name, f in fields.items():
+        if name not in out and not f.required and _tomlable(f.default):
+            out[name] = copy.deepcopy(f.default)
+    return out
+
+
+def _tomlable(v: Any) -> bool:
+    if isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_tomlable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _tomlable(x) for k, x in v.items())
+    return False
+
+
+def fill_components(value: Any, tp: Any) -> Any:
+    """Recursively add signature defaults to component tables inside ``value``."""
+    if value is None:
+        return None
+    comp = component_of(tp) or component_of(unwrap_optional(tp))
+    if comp is not None:
+        if comp.many:
+            return [v if isinstance(v, str) else component_defaults(v, comp.registry) for v in value]
+        return component_defaults(value, comp.registry) if isinstance(value, dict) else value
+    tp = unwrap_optional(tp)
+    if typing.get_origin(tp) is dict and isinstance(value, dict):
+        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return {k: fill_components(v, inner) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        fields = dataclass_fields(tp)
+        return {k: fill_components(v, fields[k].annotation) if k in fields else v
+                for k, v in value.items()}
+    return value
+
+
 def callable_name(obj: Callable) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
+
+
+def _same_source(a: Any, b: Any) -> bool:
+    """Two objects defined by the same code in the same file (one file imported twice)."""
+    file = source_file(a)
+    return (file != "?" and file == source_file(b)
+            and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None))
+
+
+def source_file(obj: Any) -> str:
+    """The file that defines ``obj`` (its class for an instance), or '?'."""
+    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    try:
+        return inspect.getsourcefile(target) or "?"
+    except TypeError:
+        return "?"
 
 
 __all__ = ["Registry", "Entry", "ALL", "registering_for", "callable_name", *[

@@ -66,7 +66,7 @@ def inspect_cmd(
     from rich.table import Table
 
     from tsrx.cli.console import console
-    from tsrx.engine.checkpoint import detect_format, load_checkpoint, parameter_counts, state_dict_for
+    from tsrx.checkpoint import detect_format, load_checkpoint, parameter_counts, state_dict_for
 
     obj = load_checkpoint(path)
     fmt = detect_format(obj)
@@ -97,7 +97,7 @@ def inspect_cmd(
         if plugins:
             info.append(("plugins", ", ".join(_plugin_label(p) for p in plugins)))
     elif fmt != "state_dict":
-        from tsrx.engine.checkpoint import read_official
+        from tsrx.checkpoint import read_official
         official = read_official(obj)
         for part, table in official.model.items():
             info.append((f"model.{part}", ", ".join(f"{k}={v}" for k, v in table.items())))
@@ -198,7 +198,7 @@ def compose_cmd(
     import torch
 
     from tsrx.cli.console import console
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint, unwrap
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint, unwrap
     from tsrx.models.build import build_model
     from tsrx.plugins import loaded_plugins
 

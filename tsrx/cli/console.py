@@ -1,6 +1,6 @@
-"""Shared rich consoles: results on stdout, messages and errors on stderr."""
+"""The shared consoles live in :mod:`tsrx.console` (the engine prints to them too); re-exported
+here for the command modules."""
 
-from rich.console import Console
+from tsrx.console import console, err_console
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["console", "err_console"]

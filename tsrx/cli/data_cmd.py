@@ -57,7 +57,7 @@ def inspect_cmd(
     summaries = [summarize(name, folder) for name, folder in splits]
     baselines = {}
     if bicubic:
-        from tsrx.data.stats import bicubic_baseline
+        from tsrx.engine.data_stats import bicubic_baseline
         from tsrx.data.textzoom import open_lmdb_dataset
         for name, folder in splits:
             baselines[name] = bicubic_baseline(open_lmdb_dataset(folder, mask=False, skip_bad=True))

@@ -41,7 +41,7 @@ def eval_command(
 
     from tsrx.cli.console import console, err_console
     from tsrx.engine.build import build_judge
-    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.engine.evaluator import evaluate_model, print_result
     from tsrx.errors import TsrxError
     from tsrx.models.build import build_model
@@ -107,7 +107,7 @@ def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
         cfg = raw["config"]
         load_named_plugins(cfg.get("plugins") or [], ".", where="checkpoint config plugins")
         return cfg
-    from tsrx.engine.checkpoint import read_official
+    from tsrx.checkpoint import read_official
     official = read_official(raw)
     if official is None:
         raise TsrxError(f"checkpoint format {fmt!r} does not say which model it holds: pass "

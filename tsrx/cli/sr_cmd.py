@@ -39,7 +39,7 @@ def super_resolve(ckpt: Path, images: list[Path], out_dir: Path, *, recognize: b
 
     from tsrx.data.transforms import decode_image, preprocess, to_float
     from tsrx.errors import TsrxError
-    from tsrx.report.inference import bicubic_up, load, sr_of, to_uint8
+    from tsrx.viz.inference import bicubic_up, load, sr_of, to_uint8
 
     loaded = load(ckpt, device, recognizer)
     data = loaded.config.get("data") or {}

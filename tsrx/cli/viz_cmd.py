@@ -25,7 +25,7 @@ def samples(
     """Per split: LR (bicubic-upscaled) | SR | HR with label and readings; SR fixed/broke marked."""
     from tsrx.cli.console import err_console
     from tsrx.errors import TsrxError
-    from tsrx.report.samples import samples_sheet
+    from tsrx.viz.samples import samples_sheet
     if n < 1 or scale < 1:
         raise TsrxError(f"-n and --scale must be >= 1, got -n {n} --scale {scale}")
     path, sections = samples_sheet(ckpt, data, output, n=n, splits=split or None, device=device,
@@ -49,7 +49,7 @@ def curves(
     from tsrx.cli.console import err_console
     from tsrx.errors import TsrxError
     from tsrx.report.collect import is_run_dir, read_run
-    from tsrx.report.curves import plot_curves
+    from tsrx.viz.curves import plot_curves
     bad = [str(r) for r in runs if not is_run_dir(r)]
     if bad:
         raise TsrxError(f"not a run directory (no config.toml, status.json or metrics.jsonl): {bad[0]}")

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsrx.config.load import Provenance, deep_merge, load_with_extends, set_dotted
-from tsrx.config.schema import (Component, Mismatch, RawValue, build_dataclass, check_table, coerce,
-                                component_of, dataclass_fields, parse_raw, signature_fields,
-                                unwrap_optional)
+from tsrx.config.load import Provenance, deep_merge, flatten_grid, load_with_extends, set_dotted
+from tsrx.config.schema import (Component, RawValue, build_dataclass, check_table, component_of,
+                                dataclass_fields, parse_raw, unwrap_optional)
 from tsrx.config.sections import TOP_LEVEL_KEYS, all_sections
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+from tsrx.plugins import load_named_plugins
+from tsrx.registry import ALL, check_components, component_defaults, fill_components
 
 CLI = "<command line>"
 
@@ -128,7 +129,7 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
         issues.append(ConfigIssue(file, "grid", f"expected a table of dotted key -> list, got {grid!r}"))
         grid = {}
     axes: list[tuple[str, list]] = []
-    for key, values in _flatten_grid(grid):
+    for key, values in flatten_grid(grid):
         why = schema_knows(key)
         if why:
             issues.append(ConfigIssue(file, f"grid.{key}", f"names nothing: {why}"))
@@ -153,7 +154,7 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             issues.append(ConfigIssue(file, f"variants[{i}].name", f"duplicate variant name {v['name']!r}"))
         seen.add(v["name"])
         overrides = {}
-        for key, value in _flatten_grid({k: x for k, x in v.items() if k != "name"}):
+        for key, value in flatten_grid({k: x for k, x in v.items() if k != "name"}):
             why = schema_knows(key)
             if why:
                 issues.append(ConfigIssue(file, f"variants[{i}].{key}", f"names nothing: {why}"))
@@ -168,69 +169,6 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             point.update({k: val for (k, _), val in zip(axes, combo)})
             points.append((vname, point))
     return points, issues
-
-
-def _flatten_grid(tbl: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """Grid keys may be written dotted (``"model.head.type" = [...]``) or as sub-tables."""
-    out = []
-    for k, v in tbl.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.extend(_flatten_grid(v, key))
-        else:
-            out.append((key, v))
-    return out
-
-
-def _component_defaults(table: dict, registry_name: str) -> dict:
-    from tsrx.registry import ALL
-    try:
-        obj = ALL[registry_name].get(table["type"])
-        fields, _ = signature_fields(obj)
-    except Exception:
-        return table
-    out = dict(table)
-    for name, value in table.items():
-        if isinstance(value, RawValue):  # from --set: typed by the component's signature
-            try:
-                out[name] = coerce(value, fields[name].annotation) if name in fields else parse_raw(value)
-            except Mismatch:
-                pass  # the check of this table reports it
-    for name, f in fields.items():
-        if name not in out and not f.required and _tomlable(f.default):
-            out[name] = copy.deepcopy(f.default)
-    return out
-
-
-def _tomlable(v: Any) -> bool:
-    if isinstance(v, (bool, int, float, str)):
-        return True
-    if isinstance(v, (list, tuple)):
-        return all(_tomlable(x) for x in v)
-    if isinstance(v, dict):
-        return all(isinstance(k, str) and _tomlable(x) for k, x in v.items())
-    return False
-
-
-def _fill_components(value: Any, tp: Any) -> Any:
-    """Recursively add signature defaults to component tables inside ``value``."""
-    if value is None:
-        return None
-    comp = component_of(tp) or component_of(unwrap_optional(tp))
-    if comp is not None:
-        if comp.many:
-            return [v if isinstance(v, str) else _component_defaults(v, comp.registry) for v in value]
-        return _component_defaults(value, comp.registry) if isinstance(value, dict) else value
-    import typing
-    tp = unwrap_optional(tp)
-    if typing.get_origin(tp) is dict and isinstance(value, dict):
-        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
-        return {k: _fill_components(v, inner) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        fields = dataclass_fields(tp)
-        return {k: _fill_components(v, fields[k].annotation) if k in fields else v
-                for k, v in value.items()}
-    return value
 
 
 def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[ConfigIssue]]:
@@ -257,17 +195,17 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
                                       f"expected a table [{name}], got {table!r}"))
             continue
         if isinstance(sec.schema, Component):
-            from tsrx.registry import ALL
             if table is None or "type" not in table:
                 table = deep_merge(sec.default or {}, table or {})
             if not table:
                 continue
             for iss in ALL[sec.schema.registry].check(table, name):
                 issues.append(ConfigIssue(_file_of(iss.key, prov, file), iss.key, iss.message))
-            out[name] = _component_defaults(table, sec.schema.registry)
+            out[name] = component_defaults(table, sec.schema.registry)
             continue
         fields = dataclass_fields(sec.schema)
         checked, problems = check_table(table or {}, fields, name)
+        problems += check_components(checked, sec.schema, name)
         for k, m in problems:
             issues.append(ConfigIssue(_file_of(k, prov, file), k, m))
         if problems:
@@ -275,7 +213,7 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
             continue
         instance = build_dataclass(sec.schema, checked, name)
         resolved = dataclasses.asdict(instance)
-        out[name] = _fill_components(resolved, sec.schema)
+        out[name] = fill_components(resolved, sec.schema)
     return out, issues
 
 
@@ -286,7 +224,6 @@ def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
     raw, prov = load_with_extends(path)
     file = str(path.resolve())
     name = raw.get("name") if isinstance(raw.get("name"), str) else path.stem
-    from tsrx.plugins import load_named_plugins
     plugins = raw.get("plugins", [])
     if plugins:
         if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):

@@ -2,6 +2,14 @@
 
 Each value remembers the file that set it (its provenance), so an error about a
 merged key still names the file a user must edit.
+
+Merging a file onto the files it extends: tables merge key by key, anything else replaces.
+Three ways to replace or remove what a base file set (docs/config.md, "extends"):
+
+- a component table whose ``type`` changes starts afresh (``sr = { type = "srcnn" }`` over
+  a TSRN keeps none of TSRN's options);
+- ``"_replace_" = true`` inside a table replaces the inherited table instead of merging;
+- ``key = "_delete_"`` removes an inherited key, table or grid axis.
 """
 
 from __future__ import annotations
@@ -47,15 +55,53 @@ def _record(prov: Provenance, table: Any, prefix: str, file: str) -> None:
             _record(prov, v, key, file)
 
 
+REPLACE = "_replace_"  # in a table: `"_replace_" = true` drops the inherited table
+DELETE = "_delete_"    # as a value: removes the inherited key
+
+
 def deep_merge(base: dict, over: dict) -> dict:
-    """``over`` onto ``base``: tables merge key by key, anything else replaces."""
+    """``over`` onto ``base``: tables merge key by key, anything else replaces.
+
+    See the module docstring for ``_replace_``, ``_delete_`` and a changed ``type``; the
+    markers never reach the result.
+    """
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, str) and v == DELETE:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and not _starts_afresh(out[k], v):
             out[k] = deep_merge(out[k], v)
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = strip_markers(copy.deepcopy(v))
     return out
+
+
+def _starts_afresh(base: dict, over: dict) -> bool:
+    if over.get(REPLACE) is True:
+        return True
+    # a component table whose type changes: the old component's options do not apply
+    return "type" in over and "type" in base and over["type"] != base["type"]
+
+
+def strip_markers(value: Any) -> Any:
+    """``value`` without ``_replace_`` keys and ``_delete_`` values (nothing to act on)."""
+    if isinstance(value, dict):
+        return {k: strip_markers(v) for k, v in value.items()
+                if k != REPLACE and not (isinstance(v, str) and v == DELETE)}
+    return value
+
+
+def check_markers(table: Any, file: str, prefix: str = "") -> list[ConfigIssue]:
+    """A ``_replace_`` that is not ``true`` is a mistake worth naming (``= 1``, ``= "yes"``)."""
+    issues: list[ConfigIssue] = []
+    if isinstance(table, dict):
+        for k, v in table.items():
+            key = f"{prefix}.{k}" if prefix else k
+            if k == REPLACE and v is not True:
+                issues.append(ConfigIssue(file, key, f"expected true (replace the inherited "
+                                                     f"table), got {v!r}"))
+            issues.extend(check_markers(v, file, key))
+    return issues
 
 
 def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, Provenance]:
@@ -65,6 +111,13 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
         chain = " -> ".join(str(p) for p in (*_stack, path))
         raise TsrxError(f"{path}: 'extends' forms a cycle: {chain}")
     data = read_toml(path)
+    issues = check_markers(data, str(path))
+    if issues:
+        raise ConfigError(issues)
+    if isinstance(data.get("grid"), dict):
+        # one spelling per axis (dotted key), so `"model.head.type" = "_delete_"` removes an
+        # axis a base file wrote as a sub-table, and the other way round
+        data["grid"] = dict(flatten_grid(data["grid"]))
     extends = data.pop("extends", [])
     if isinstance(extends, str):
         extends = [extends]
@@ -85,8 +138,20 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
     merged = deep_merge(merged, data)
     if "plugins" in data and isinstance(data["plugins"], list):
         merged["plugins"] = _abs_plugins(base_plugins, []) + _abs_plugins(data["plugins"], [], path.parent)
-    _record(prov, data, "", str(path))
-    return merged, prov
+    _record(prov, strip_markers(data), "", str(path))
+    return strip_markers(merged), prov
+
+
+def flatten_grid(tbl: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Grid keys may be written dotted (``"model.head.type" = [...]``) or as sub-tables."""
+    out = []
+    for k, v in tbl.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.extend(flatten_grid(v, key))
+        else:
+            out.append((key, v))
+    return out
 
 
 def _abs_plugins(specs: list, out: list, base: Path | None = None) -> list:

@@ -33,6 +33,17 @@ class Component:
     many: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A condition on a value beyond its type (``Annotated[str, NON_EMPTY]``)."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+NON_EMPTY = Check(lambda v: bool(str(v).strip()), "a non-empty path")
+
+
 def component_of(tp: Any) -> Component | None:
     if typing.get_origin(tp) is typing.Annotated:
         for meta in tp.__metadata__:
@@ -45,26 +56,29 @@ class Mismatch(Exception):
     """A value does not fit its annotation; the message says what was expected."""
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         comp = component_of(tp)
         if comp is not None:
             return f"a list of {comp.registry} names or tables" if comp.many else (
                 f"a {comp.registry} table with 'type'")
-        return _type_name(typing.get_args(tp)[0])
+        checks = [m.expected for m in tp.__metadata__ if isinstance(m, Check)]
+        if checks:
+            return " and ".join(checks)
+        return type_name(typing.get_args(tp)[0])
     if tp is Any or tp is inspect.Parameter.empty:
         return "any value"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+        return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        return f"a list of {_type_name(args[0])}" if args else "a list"
+        return f"a list of {type_name(args[0])}" if args else "a list"
     if origin is dict:
         args = typing.get_args(tp)
-        return f"a table of {_type_name(args[1])}" if args else "a table"
+        return f"a table of {type_name(args[1])}" if args else "a table"
     if dataclasses.is_dataclass(tp):
         return "a table"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
@@ -100,7 +114,11 @@ def coerce(value: Any, tp: Any) -> Any:
         return parse_raw(value) if isinstance(value, RawValue) else value
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return coerce(value, typing.get_args(tp)[0])
+        out = coerce(value, typing.get_args(tp)[0])
+        for meta in tp.__metadata__:
+            if isinstance(meta, Check) and not meta.test(out):
+                raise Mismatch(f"expected {meta.expected}, got {value!r}")
+        return out
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -114,7 +132,7 @@ def coerce(value: Any, tp: Any) -> Any:
                 return coerce(value, arg)
             except Mismatch:
                 pass
-        raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+        raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
     if isinstance(value, RawValue) and tp is not str and not (
             isinstance(tp, type) and issubclass(tp, PurePath)):
         value = parse_raw(value)
@@ -122,20 +140,26 @@ def coerce(value: Any, tp: Any) -> Any:
         allowed = typing.get_args(tp)
         if value in allowed and type(value) is type(allowed[allowed.index(value)]):
             return value
-        raise Mismatch(f"expected {_type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}")
+        raise Mismatch(f"expected {type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+            raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         inner = args[0] if args else Any
         out = [coerce(v, inner) for v in value]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+            raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
         args = typing.get_args(tp)
         inner = args[1] if args else Any
-        return {k: coerce(v, inner) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = coerce(v, inner)
+            except Mismatch as exc:
+                raise Mismatch(f"key {k!r}: {exc}") from None
+        return out
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -166,7 +190,7 @@ def coerce(value: Any, tp: Any) -> Any:
             return value  # nested tables are checked field by field by check_table
     else:
         return value
-    raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+    raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +233,18 @@ def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
     return fields, var_kw
 
 
+def unannotated_options(obj: Callable, provided: frozenset[str] = frozenset()) -> list[str]:
+    """Constructor options without a type annotation: TOML values for them go unchecked."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name not in ("self", *provided)
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.annotation is inspect.Parameter.empty]
+
+
 def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: bool = False,
                 provided: frozenset[str] = frozenset(), skip: frozenset[str] = frozenset()
                 ) -> tuple[dict, list[tuple[str, str]]]:
@@ -216,7 +252,9 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
 
     Returns the coerced table and a list of ``(dotted key, message)`` problems;
     ``provided`` names arguments tsrx itself supplies (not required from the user),
-    ``skip`` names keys the caller checks itself (such as ``type``).
+    ``skip`` names keys the caller checks itself (such as ``type``). Component tables inside
+    (fields marked :class:`Component`) are the registries' to check:
+    ``tsrx.registry.check_components``.
     """
     problems: list[tuple[str, str]] = []
     out = {}
@@ -242,7 +280,6 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
         except Mismatch as exc:
             problems.append((path, str(exc)))
             continue
-        problems.extend(check_components(out[key], f.annotation, path))
         sub_schema = unwrap_optional(f.annotation)
         if dataclasses.is_dataclass(sub_schema) and isinstance(value, dict):
             sub, sub_problems = check_table(value, dataclass_fields(sub_schema), path)
@@ -251,34 +288,8 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
     for name, f in fields.items():
         if f.required and name not in table and name not in provided and name not in skip:
             problems.append((f"{where}.{name}" if where else name,
-                             f"is required ({_type_name(f.annotation)})"))
+                             f"is required ({type_name(f.annotation)})"))
     return out, problems
-
-
-def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
-    """Problems of component tables inside ``value`` (marked with :class:`Component`)."""
-    if value is None:
-        return []
-    comp = component_of(tp)
-    if comp is not None:
-        from tsrx.registry import ALL
-        registry = ALL[comp.registry]
-        items = list(enumerate(value)) if comp.many else [(None, value)]
-        problems = []
-        for i, item in items:
-            where = path if i is None else f"{path}[{i}]"
-            table = {"type": item} if isinstance(item, str) else item
-            problems += [(iss.key, iss.message) for iss in registry.check(table, where)]
-        return problems
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if component_of(arg) is not None:
-                return check_components(value, arg, path)
-    if origin is dict and isinstance(value, dict):
-        inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
-        return [p for k, v in value.items() for p in check_components(v, inner, f"{path}.{k}")]
-    return []
 
 
 def build_dataclass(cls: type, table: dict, where: str) -> Any:

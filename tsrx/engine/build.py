@@ -74,14 +74,19 @@ def model_tasks(model: nn.Module) -> list[str]:
     return tasks
 
 
-def build_losses(loss_cfg: dict, tasks: list[str], rec_ctc: bool = True
+def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = None,
+                 data_cfg: dict | None = None, rec_ctc: bool | None = None
                  ) -> tuple[dict, dict, list[str]]:
     """Loss modules per task, the resolved tables (defaults filled in) and warnings.
 
-    ``rec_ctc``: whether the recognizer gives CTC logits; an attention recognizer (ASTER,
-    MORAN) trains with its own loss, ``recognition = {type = "own"}`` (its default).
+    With ``model``, each loss is checked against its contract on tensors of the shapes the
+    model produces (``tsrx.contracts``). ``rec_ctc`` (default: from the model's recognizer):
+    whether the recognizer gives CTC logits; an attention recognizer (ASTER, MORAN) trains
+    with its own loss, ``recognition = {type = "own"}`` (its default).
     """
-    from tsrx.config.experiment import _component_defaults
+    from tsrx.registry import component_defaults
+    if rec_ctc is None:
+        rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
     from tsrx.registry import REC_LOSSES, SR_LOSSES
     registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
     losses, tables, warnings = {}, {}, []
@@ -104,8 +109,19 @@ def build_losses(loss_cfg: dict, tasks: list[str], rec_ctc: bool = True
                     "recognition = {type = \"own\"} or leave [loss] recognition out" if not rec_ctc
                     else "the recognizer gives CTC logits and has no loss of its own; use a "
                     "CTC loss such as {type = \"ctc\"}"))
-        tables[task] = _component_defaults(table, reg_key)
+        tables[task] = component_defaults(table, reg_key)
+        if model is not None:
+            _check_loss(task, losses[task], reg.label(table["type"]), model, data_cfg or {})
     return losses, tables, warnings
+
+
+def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_cfg: dict) -> None:
+    from tsrx import contracts
+    if task == "sr":
+        contracts.check_sr_loss(loss, label, channels=getattr(model.sr, "in_channels", 3),
+                                size=tuple(data_cfg.get("hr_size", (32, 128))))
+    elif getattr(model.recognizer, "ctc", True):
+        contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
 
 
 def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = None
@@ -122,7 +138,7 @@ def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = 
     weights = recognizer_path or eval_cfg.get("judge_weights")
     if not weights:
         return None, None
-    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.models.build import build_parts
     from tsrx.models.joint import JointModel
     try:
@@ -162,11 +178,13 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     # the init load report is printed once, by rank 0
     model = build_model(config, console=None if env.is_main else Console(quiet=True)).to(device)
     tasks = model_tasks(model)
-    losses, loss_tables, warnings = build_losses(
-        config.get("loss") or {}, tasks,
-        rec_ctc=getattr(getattr(model, "recognizer", None), "ctc", True))
+    losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks, model, data_cfg)
     losses = {k: v.to(device) for k, v in losses.items()}
-    combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=tasks).to(device)
+    from tsrx import contracts
+    combiner_table = config["loss"]["combiner"]
+    combiner = COMBINERS.build(combiner_table, "loss.combiner", tasks=tasks)
+    contracts.check_combiner(combiner, COMBINERS.label(combiner_table["type"]), tasks=tasks)
+    combiner = combiner.to(device)
 
     model_params = [p for p in model.parameters() if p.requires_grad]
     if not model_params:
@@ -178,9 +196,12 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     optimizer = OPTIMIZERS.build(config["optim"], "optim", params=groups)
     scheduler = SCHEDULERS.build(config["sched"], "sched", optimizer=optimizer,
                                  total_steps=train_cfg["steps"])
-    selectors = [SELECTORS.build({"type": s} if isinstance(s, str) else s,
-                                 f"train.selectors[{i}]")
-                 for i, s in enumerate(train_cfg["selectors"])]
+    selectors = []
+    splits = list(data_cfg.get("val") or data_cfg.get("test") or ("easy", "medium", "hard"))
+    for i, s in enumerate(train_cfg["selectors"]):
+        table = {"type": s} if isinstance(s, str) else s
+        selectors.append(SELECTORS.build(table, f"train.selectors[{i}]"))
+        contracts.check_selector(selectors[-1], SELECTORS.label(table["type"]), splits=splits)
     judge, judge_name = build_judge(config.get("eval") or {}, model)
     if judge is not None:
         judge = judge.to(device)

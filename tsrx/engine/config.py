@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from tsrx.config.schema import Component
+from tsrx.config.schema import NON_EMPTY, Component
 from tsrx.config.sections import register_section, section
 
 
@@ -58,7 +58,7 @@ class EvalSection:
     protocol: Literal["textzoom", "per-image"] = "textzoom"
     batch_size: int = 50
     judge: Annotated[dict, Component("recognizer")] | None = None
-    judge_weights: str | None = None
+    judge_weights: Annotated[str, NON_EMPTY] | None = None
     baselines: bool = False
 
 

@@ -306,15 +306,6 @@ def all_gather_objects(obj: Any) -> list:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not active():
-        return obj
-    import torch.distributed as dist
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def shutdown() -> None:
     """Leave the process group cleanly.
 

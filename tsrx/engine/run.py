@@ -66,6 +66,8 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
                     console = Console()
                 print_result(console, final, title=f"{run_dir.parent.name}/{run_dir.name}: final model")
         trainer.write_summary(final, result["state"])
+        if result["state"] == "completed":
+            trainer.mark_completed()
         result["final"] = final
         return result
     except BaseException as exc:
@@ -122,7 +124,7 @@ def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handl
         if sys.stderr.isatty():
             from rich.logging import RichHandler
 
-            from tsrx.cli.console import err_console
+            from tsrx.console import err_console
             console_handler: logging.Handler = RichHandler(console=err_console, show_path=False)
         else:
             console_handler = logging.StreamHandler(sys.stderr)

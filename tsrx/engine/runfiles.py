@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
+from tsrx.files import atomic_write_text, utc_now
+
 
 def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
-    from tsrx.launch.rundir import utc_now
     atomic_json(Path(run_dir) / "status.json", {"state": state, "step": step, "total_steps": total,
                                                  "updated": utc_now(), "error": error})
 
 
 def atomic_json(path: Path, data: Any) -> None:
-    from tsrx.launch.rundir import atomic_write_text
     atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
@@ -44,7 +44,6 @@ def truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
-    from tsrx.launch.rundir import atomic_write_text
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
@@ -76,7 +75,7 @@ class Progress:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
 
-            from tsrx.cli.console import err_console
+            from tsrx.console import err_console
             self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  TextColumn("eta"), TimeRemainingColumn(), console=err_console)

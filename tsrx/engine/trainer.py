@@ -91,13 +91,14 @@ class Trainer:
         if tc["channels_last"]:
             self.model.to(memory_format=torch.channels_last)
         self.loss_module = LossModule(self.model, parts.losses, self.combiner)
-        self.ddp: nn.Module = self.loss_module
+        # what a step calls: the loss module itself, or its DDP wrapper when distributed
+        self.step_module: nn.Module = self.loss_module
         if env.distributed:
-            self.ddp = nn.parallel.DistributedDataParallel(
+            self.step_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
             if tc["deterministic"]:  # exact resume with any number of ranks (grad_sync.py)
-                use_layout_independent_sync(self.ddp)
-        self.forward = torch.compile(self.ddp) if tc["compile"] else self.ddp
+                use_layout_independent_sync(self.step_module)
+        self.forward = torch.compile(self.step_module) if tc["compile"] else self.step_module
 
         self.amp_dtype = AMP_DTYPES[tc["amp"]]
         if tc["amp"] == "fp16" and device.type != "cuda":
@@ -110,6 +111,7 @@ class Trainer:
         self.epoch = 0
         self.skipped = 0
         self.best: dict[str, dict] = {}
+        self._last_val: tuple[int, dict] | None = None  # (step, result) of the last validation
         self.global_batch = tc["batch_size"]
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._progress: Progress | None = None
@@ -119,7 +121,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict:
         """Forward, agree across ranks, backward, clip, update. Returns the step's log values."""
         batch = self._to_device(batch)
-        self.ddp.train()
+        self.step_module.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             total, terms, logs = self.forward(batch)
@@ -190,7 +192,10 @@ class Trainer:
         state = "preempted" if stopped and self.step < total else "completed"
         if stopped:
             log.info("stopped after step %d: %s", self.step, signals.stop_requested())
-        self._write_status(state)
+        if state != "completed":
+            self._write_status(state)
+        # a completed run stays "running" until the final evaluation and summary are written
+        # (run_training calls mark_completed), so `tsrx status` does not report it early
         return {"state": state, "step": self.step, "total_steps": total,
                 "skipped_steps": self.skipped, "run_dir": str(self.run_dir)}
 
@@ -241,7 +246,7 @@ class Trainer:
                 self.best[sel.name] = {"step": self.step, "score": score, "result": result,
                                        "filename": sel.filename}
                 if self.env.is_main:
-                    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
+                    from tsrx.checkpoint import make_checkpoint, save_checkpoint
                     save_checkpoint(self.run_dir / sel.filename, make_checkpoint(
                         self._model_state(), step=self.step, epoch=self.epoch,
                         config=self.config, plugins=plugin_records(),
@@ -250,6 +255,7 @@ class Trainer:
         log.info("validation at step %d: %s", self.step, ", ".join(
             f"{k} {'-' if avg[k] is None else format(avg[k], '.4f')}" for k in ("acc", "psnr", "ssim")))
         self._append_metrics({"kind": "val", "step": self.step, "result": result})
+        self._last_val = (self.step, result)
         if self._tb is not None:
             for name, values in [*result["splits"].items(), ("average", avg)]:
                 for metric in ("acc", "psnr", "ssim"):
@@ -258,16 +264,37 @@ class Trainer:
         return result
 
     def final_evaluation(self) -> dict:
-        """The ``[eval]`` protocol on the test splits (validation splits when none)."""
+        """The ``[eval]`` protocol on the test splits (validation splits when none).
+
+        When that is exactly what the last validation computed (same splits, same step, same
+        batch size, no baselines), its result is reused instead of evaluating again.
+        """
         from tsrx.engine.evaluator import evaluate_model
         sets = self.parts.test_sets or self.parts.val_sets
         if not sets:
             return None
+        if self._validation_is_final():
+            log.info("final evaluation: reusing the result of step %d's validation (same splits and "
+                     "settings)", self.step)
+            return self._last_val[1]
         return evaluate_model(
             self.model, sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
             batch_size=self.eval_cfg.get("batch_size", 50), device=self.device,
             judge=self.parts.judge, baselines=self.eval_cfg.get("baselines", False),
             with_predictions=False, env=self.env, judge_name=self.parts.judge_name)
+
+    def _validation_is_final(self) -> bool:
+        data = self.config.get("data") or {}
+        # val defaults to test, and the final evaluation falls back to val
+        same_splits = not data.get("val") or not data.get("test") or data["val"] == data["test"]
+        return (self._last_val is not None and self._last_val[0] == self.step and same_splits
+                and bool(self.parts.val_sets)
+                and self.eval_cfg.get("batch_size", 50) == self.train_cfg["val_batch_size"]
+                and not self.eval_cfg.get("baselines", False))
+
+    def mark_completed(self) -> None:
+        """status.json says "completed": called once the final evaluation is written."""
+        self._write_status("completed")
 
     # -- state ------------------------------------------------------------------------------
     def _model_state(self) -> dict:
@@ -277,7 +304,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """The whole training state (a collective: every rank contributes its RNG state)."""
-        from tsrx.engine.checkpoint import make_checkpoint
+        from tsrx.checkpoint import make_checkpoint
         rng = dist_utils.all_gather_objects(rng_state())
         return make_checkpoint(
             self._model_state(), optimizer=self.optimizer.state_dict(),
@@ -312,11 +339,11 @@ class Trainer:
     def save_last(self) -> None:
         state = self.state_dict()
         if self.env.is_main:
-            from tsrx.engine.checkpoint import save_checkpoint
+            from tsrx.checkpoint import save_checkpoint
             save_checkpoint(self.run_dir / "last.pth", state)
 
     def resume(self, path: Path) -> None:
-        from tsrx.engine.checkpoint import load_checkpoint
+        from tsrx.checkpoint import load_checkpoint
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
         if self.env.is_main:
@@ -326,7 +353,7 @@ class Trainer:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
         if self._tb is not None:
             self._tb.close()
-        self.forward = self.ddp = self.loss_module = None
+        self.forward = self.step_module = self.loss_module = None
         self.optimizer = self.scheduler = None
         self.parts = None
 

@@ -28,6 +28,22 @@ from typing import Any, Callable
 TRAIN_TARGET = "tsrx.engine.run:run_training"
 STOP_TARGET = "tsrx.engine.signals:request_stop"
 
+# -- submitit internals: the only ones tsrx relies on, kept here. Tested with submitit 1.5.x;
+# pyproject.toml bounds the version (submitit>=1.5,<1.6) so a release that moves them is
+# picked up deliberately.
+SUBMITIT_RUNNER = "submitit.core._submit"  # the module a job's sbatch script runs
+
+
+def preemption_signal(job_env: Any) -> int:
+    """The signal submitit asks Slurm to send before the time limit (USR2 by default)."""
+    return job_env._usr_sig()
+
+
+def sbatch_string(command: str, folder: Path, **params: Any) -> str:
+    """The sbatch file submitit writes for ``params`` (shown by ``tsrx submit --dry-run``)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+    return _make_sbatch_string(command=command, folder=folder, **params)
+
 
 def _resolve(target: str) -> Callable:
     module, _, attr = target.partition(":")
@@ -106,17 +122,17 @@ class TrainJob:
         train = _resolve(self.target)
         request_stop = _resolve(self.stop_target)
         caught: list[int] = []
-        submitit_handler = signal.getsignal(job_env._usr_sig())
+        submitit_handler = signal.getsignal(preemption_signal(job_env))
 
         def on_preempt(signum: int, frame: Any) -> None:
             caught.append(signum)
             request_stop(f"signal {signal.Signals(signum).name}: preempted or out of time")
 
-        signal.signal(job_env._usr_sig(), on_preempt)
+        signal.signal(preemption_signal(job_env), on_preempt)
         result = train(run_dir)
         state = result.get("state") if isinstance(result, dict) else None
         if state == "preempted":
-            self._requeue(job_env, submitit_handler, caught[0] if caught else job_env._usr_sig())
+            self._requeue(job_env, submitit_handler, caught[0] if caught else preemption_signal(job_env))
         if state != "completed":
             raise RuntimeError(f"training of {self.run_dir} ended in state {state!r}: {result!r}")
         return result

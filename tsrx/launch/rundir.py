@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tsrx.errors import TsrxError
+from tsrx.files import atomic_write_text, utc_now  # noqa: F401  (moved there; still imported from here)
 
 CONFIG = "config.toml"
 META = "meta.json"
@@ -33,20 +34,6 @@ OUTPUTS = ("last.pth", "best_acc_model.pth", "best_psnr_model.pth", "metrics.jso
            "status.json", "summary.json", "eval", "logs")
 MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _load_toml(text: str) -> dict:

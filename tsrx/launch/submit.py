@@ -160,13 +160,13 @@ def plan(file: str | Path, launcher: str | None = None, sets: list[str] | None =
 
 def sbatch_script(p: Plan) -> str:
     """The sbatch file submitit would write for this plan (the array's, or the first job's)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+    from tsrx.launch.job import SUBMITIT_RUNNER, sbatch_string
     folder = p.submitit_folder / "%j"
-    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    command = f"{shlex.quote(sys.executable)} -u -m {SUBMITIT_RUNNER} {shlex.quote(str(folder))}"
     params = dict(p.runs[0].params)
     if p.as_array:
         params["map_count"] = len(p.runs)
-    return _make_sbatch_string(command=command, folder=folder, **params)
+    return sbatch_string(command, folder, **params)
 
 
 def _check_sbatch() -> None:

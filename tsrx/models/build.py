@@ -31,13 +31,26 @@ def _channels_check(sr: Any, data: dict, where: str) -> None:
             f"{str(got == 4).lower()}")
 
 
-def build_parts(model_cfg: dict, file: str = "<config>") -> dict[str, Any]:
-    """The ``sr``, ``recognizer`` and ``head`` modules of ``[model]`` (None where absent)."""
+def build_parts(model_cfg: dict, file: str = "<config>", data: dict | None = None
+                ) -> dict[str, Any]:
+    """The ``sr``, ``recognizer`` and ``head`` modules of ``[model]`` (None where absent).
+
+    Each part is checked against its contract (``tsrx.contracts``) as it is built, with the
+    image sizes and channels of ``data`` (the ``[data]`` table; TextZoom's when None).
+    """
+    from tsrx import contracts
     from tsrx.registry import HEADS, RECOGNIZERS, SR_BACKBONES
-    sr = SR_BACKBONES.build(model_cfg["sr"], "model.sr", file) if model_cfg.get("sr") else None
-    rec = (RECOGNIZERS.build(model_cfg["recognizer"], "model.recognizer", file)
-           if model_cfg.get("recognizer") else None)
-    head = None
+    data = data or {}
+    lr_size, hr_size = tuple(data.get("lr_size", (16, 64))), tuple(data.get("hr_size", (32, 128)))
+    sr = rec = head = None
+    if model_cfg.get("sr"):
+        sr = SR_BACKBONES.build(model_cfg["sr"], "model.sr", file)
+        contracts.check_sr(sr, SR_BACKBONES.label(model_cfg["sr"]["type"]),
+                           lr_size=lr_size, hr_size=hr_size)
+    if model_cfg.get("recognizer"):
+        rec = RECOGNIZERS.build(model_cfg["recognizer"], "model.recognizer", file)
+        contracts.check_recognizer(rec, RECOGNIZERS.label(model_cfg["recognizer"]["type"]),
+                                   channels=4 if data.get("mask") else 3, size=hr_size)
     if model_cfg.get("head"):
         if rec is None:
             raise TsrxError(f"{file}: model.head: a head replaces a recognizer's classifier, "
@@ -48,6 +61,8 @@ def build_parts(model_cfg: dict, file: str = "<config>") -> dict[str, Any]:
                             "recognizer's classifier (crnn). Remove [model.head]")
         head = HEADS.build(model_cfg["head"], "model.head", file,
                            in_features=rec.feature_dim, num_classes=rec.num_classes)
+        contracts.check_head(head, HEADS.label(model_cfg["head"]["type"]),
+                             in_features=rec.feature_dim, num_classes=rec.num_classes)
     return {"sr": sr, "recognizer": rec, "head": head}
 
 
@@ -56,7 +71,7 @@ def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[d
 
     Returns the state_dict and notes (e.g. loss-combiner weights left to the trainer).
     """
-    from tsrx.engine.checkpoint import load_checkpoint, state_dict_for
+    from tsrx.checkpoint import load_checkpoint, state_dict_for
     unknown = [k for k in init if k not in INIT_KEYS]
     if unknown:
         raise TsrxError(f"model.init: unknown part(s) {', '.join(map(repr, unknown))}; "
@@ -91,7 +106,7 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
     """
     model_cfg = config.get("model") or {}
     data = config.get("data") or {}
-    parts = build_parts(model_cfg, file)
+    parts = build_parts(model_cfg, file, data)
     _channels_check(parts["sr"], data, "" if file == "<config>" else f"{file}: ")
     model = JointModel(parts["sr"], parts["recognizer"], parts["head"],
                        coupling=model_cfg.get("coupling", "image"),
@@ -101,7 +116,7 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
     model.load_report = None
     init = model_cfg.get("init") or {}
     if load_init and init:
-        from tsrx.engine.checkpoint import load_into
+        from tsrx.checkpoint import load_into
         state, notes = init_state_dict(init)
         sources = ", ".join(f"{k}={v}" for k, v in init.items())
         report = load_into(model, state, allow_shape_mismatch=model_cfg.get(

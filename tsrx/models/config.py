@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from tsrx.config.schema import Component
+from tsrx.config.schema import NON_EMPTY, Component
 from tsrx.config.sections import section
 
 
@@ -30,7 +30,7 @@ class ModelSection:
     coupling: Literal["image", "feature"] = "image"
     feature_layer: str = "rnn"
     freeze: list[str] = field(default_factory=list)
-    init: dict[str, str] = field(default_factory=dict)
+    init: dict[str, Annotated[str, NON_EMPTY]] = field(default_factory=dict)
     allow_shape_mismatch: bool = False
     rec_input: Literal["auto", "hr", "lr", "sr"] = "auto"
 

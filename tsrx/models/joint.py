@@ -134,12 +134,3 @@ class JointModel(nn.Module):
             else:
                 logits = self.recognizer(images)
         return {"sr": sr, "logits": logits}
-
-    def parameter_summary(self) -> dict[str, dict[str, int]]:
-        """Per part: total and trainable parameter counts (for logs and ``ckpt inspect``)."""
-        out: dict[str, dict[str, int]] = {}
-        for name, p in self.named_parameters():
-            part = out.setdefault(name.split(".", 1)[0], {"parameters": 0, "trainable": 0})
-            part["parameters"] += p.numel()
-            part["trainable"] += p.numel() if p.requires_grad else 0
-        return out

@@ -49,11 +49,6 @@ def cache_key(checkpoint_sha256: str, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def cache_path(run_dir: Path, checkpoint: Path, settings: dict) -> Path:
-    key = cache_key(file_sha256(checkpoint), settings)
-    return Path(run_dir) / "eval" / f"{Path(checkpoint).stem}-{key}.json"
-
-
 def _read(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from typing import Any
 from tsrx.config.load import get_dotted
 from tsrx.errors import TsrxError
 from tsrx.report import cache
+from tsrx.report.diff import flatten
 
 RUN_FILES = ("config.toml", "meta.json", "status.json", "summary.json", "metrics.jsonl")
 
@@ -275,7 +276,6 @@ def _from_experiment(path: Path, runs_dir: str | Path | None, overrides: list[st
 
 def _differing_keys(configs: list[dict]) -> list[str]:
     """Dotted keys whose values differ between configs (the implicit grid of a runs folder)."""
-    from tsrx.report.diff import flatten
     if len(configs) < 2:
         return []
     flats = [flatten(c) for c in configs]

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tsrx.config.load import read_toml
 from tsrx.errors import TsrxError
 
 MISSING = "(absent)"
@@ -58,8 +59,7 @@ def config_of(path: str | Path) -> tuple[dict, str]:
     if not path.exists():
         raise TsrxError(f"{path}: no such run directory, config.toml or checkpoint")
     if path.suffix == ".toml":
-        from tsrx.report.collect import _load_toml
-        return _load_toml(path), str(path)
+        return read_toml(path), str(path)
     return _checkpoint_config(path), f"{path} (embedded config)"
 
 

@@ -50,7 +50,7 @@ def evaluate_checkpoint(run: Run, checkpoint: Path, *, device: str = "cpu",
 
     from tsrx.data.loader import build_datasets, ensure_synth
     from tsrx.engine.build import build_judge
-    from tsrx.engine.checkpoint import load_checkpoint, load_into, state_dict_for
+    from tsrx.checkpoint import load_checkpoint, load_into, state_dict_for
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.models.build import build_model
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from tsrx.errors import TsrxError
-from tsrx.report.inference import bicubic_up, is_correct, load, sr_of, to_uint8
-from tsrx.report.sheets import Sample, contact_sheet, save_png
+from tsrx.viz.inference import bicubic_up, is_correct, load, sr_of, to_uint8
+from tsrx.viz.sheets import Sample, contact_sheet, save_png
 
 
 def pick(n_items: int, n: int) -> list[int]:

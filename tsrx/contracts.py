@@ -1,0 +1,316 @@
+"""The contracts of the extension points, in code (docs/architecture.md, "Tensors and batches").
+
+The Protocols say what each kind of component offers; the ``check_*`` functions verify a
+built component against them once, when a model or run is built: the attributes it must
+have, then one tiny dry forward (batch 2, no gradients, eval mode, the RNG state and every
+module's train/eval mode restored afterwards) whose output shape is compared with what the
+rest of tsrx will assume. A violation is a :class:`ContractError` naming the component, the
+file it comes from, what was expected and what came back, instead of a failure deep inside
+CTC or a convolution later. Dry inputs are deterministic (no draw from the seeded RNG), so
+checking a part does not change the weights of the parts built after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from tsrx.errors import TsrxError
+from tsrx.registry import source_file
+
+DOC = "docs/architecture.md, 'Tensors and batches'"
+DRY_BATCH = 2   # 2, not 1: a (B, T, K) output differs from (T, B, K) only when B != T
+DRY_STEPS = 5   # sequence length of a head's dry input (any value other than DRY_BATCH)
+
+
+class ContractError(TsrxError):
+    """A component does not do what its extension point promises the rest of tsrx."""
+
+
+@runtime_checkable
+class SRBackbone(Protocol):
+    """``forward(lr (B,C,h,w)) -> sr (B,C,H,W)``, C = ``in_channels`` (3 RGB, 4 RGB + mask)."""
+
+    in_channels: int
+
+    def __call__(self, lr: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """Reads RGB images in [0, 1] of any size; class 0 is the CTC blank for CTC recognizers.
+
+    Every recognizer has ``alphabet`` and ``num_classes``. A CTC recognizer (``ctc = True``,
+    the default when the attribute is absent) also has ``forward(images) -> logits (T,B,K)``,
+    ``encode(images) -> features (T,B,feature_dim)`` and ``classifier`` ((T,B,C) -> (T,B,K)),
+    which is what a head replaces.
+    """
+
+    alphabet: str
+    num_classes: int
+
+
+@runtime_checkable
+class Head(Protocol):
+    """``__init__(in_features, num_classes, **options)``; ``forward((T,B,C)) -> (T,B,K)``."""
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SRLoss(Protocol):
+    """``forward(sr, hr) -> scalar tensor``."""
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class RecognitionLoss(Protocol):
+    """``forward(logits (T,B,K), targets, target_lengths) -> scalar tensor``."""
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor,
+                 target_lengths: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Combiner(Protocol):
+    """``nn.Module``; ``forward({task: scalar}) -> (total scalar, {name: float})``."""
+
+    def __call__(self, losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]: ...
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """``name`` (its key in summary.json), ``filename`` (its checkpoint), ``score(result)``."""
+
+    name: str
+    filename: str
+
+    def score(self, result: dict) -> float: ...
+
+
+# -- describing a component in an error ---------------------------------------------------
+def describe(component: Any, kind: str, name: str | None = None) -> str:
+    """``head 'gated' of plugin gated (gated_head.GatedHead in /path/gated_head.py)``.
+
+    ``name`` is the component's label (``Registry.label``: its name and plugin) or None.
+    """
+    cls = type(component)
+    label = f"{kind} {name}" if name else kind
+    return f"{label} ({cls.__module__}.{cls.__qualname__} in {source_file(component)})"
+
+
+def _fail(component: Any, kind: str, name: str | None, what: str) -> ContractError:
+    return ContractError(f"{describe(component, kind, name)} breaks the {kind} contract: {what} "
+                         f"(see {DOC})")
+
+
+def _shape(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)}"
+    return f"a {type(x).__name__}"
+
+
+@contextlib.contextmanager
+def dry_run(*modules: Any) -> Iterator[None]:
+    """Eval mode and no gradients for a dry forward; modes and the CPU RNG are restored after."""
+    mods = [m for m in modules if isinstance(m, nn.Module)]
+    modes = [(sub, sub.training) for m in mods for sub in m.modules()]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for m in mods:
+            m.eval()
+        try:
+            yield
+        finally:
+            for sub, mode in modes:
+                sub.training = mode
+
+
+def _call(component: Any, kind: str, name: str | None, call: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except TsrxError:
+        raise
+    except Exception as exc:
+        raise _fail(component, kind, name, f"the dry call {call} raised "
+                                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def _images(channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Deterministic images in [0, 1] (a ramp, so interpolation and statistics are not trivial)."""
+    n = DRY_BATCH * channels * size[0] * size[1]
+    return torch.linspace(0.0, 1.0, n).reshape(DRY_BATCH, channels, *size)
+
+
+def _device(module: Any) -> torch.device:
+    if isinstance(module, nn.Module):
+        for t in (*module.parameters(), *module.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
+# -- the checks ---------------------------------------------------------------------------
+def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32, 128)) -> None:
+    """``in_channels`` in (3, 4); ``forward`` maps (B,C,lr_size) to (B,C,hr_size)."""
+    kind = "sr backbone"
+    ch = getattr(sr, "in_channels", None)
+    if not isinstance(ch, int) or isinstance(ch, bool) or ch not in (3, 4):
+        raise _fail(sr, kind, name, "it needs an attribute in_channels = 3 (RGB) or 4 (RGB + "
+                                    f"mask) so tsrx can match it with data.mask; got {ch!r}")
+    lr = _images(ch, tuple(lr_size)).to(_device(sr))
+    with dry_run(sr):
+        out = _call(sr, kind, name, f"forward(lr {tuple(lr.shape)})", sr, lr)
+    expected = (DRY_BATCH, ch, *hr_size)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        raise _fail(sr, kind, name, f"forward(lr {tuple(lr.shape)}) must return the SR image "
+                                    f"(B, C, H, W) = {expected}, got {_shape(out)}")
+
+
+def check_recognizer(rec: Any, name: str | None = None, *, channels: int = 3,
+                     size=(32, 128)) -> None:
+    """``alphabet`` and ``num_classes``; for CTC recognizers also ``encode``, ``classifier``,
+    ``feature_dim`` and the (T,B,K) shapes of a dry forward."""
+    kind = "recognizer"
+    missing = [a for a in ("alphabet", "num_classes") if not hasattr(rec, a)]
+    ctc = getattr(rec, "ctc", True)
+    if ctc:
+        missing += [a for a in ("encode", "classifier", "feature_dim") if not hasattr(rec, a)]
+    if missing:
+        what = "a CTC recognizer (ctc = True, the default)" if ctc else "a recognizer"
+        raise _fail(rec, kind, name, f"{what} needs the attribute(s) {', '.join(missing)}")
+    k = rec.num_classes
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise _fail(rec, kind, name, f"num_classes must be an integer >= 2, got {k!r}")
+    if not ctc:
+        return  # attention recognizers decode themselves; their outputs have no fixed shape
+    if k != len(rec.alphabet) + 1:
+        raise _fail(rec, kind, name, f"num_classes must be len(alphabet) + 1 (class 0 is the "
+                                     f"CTC blank): {len(rec.alphabet)} + 1, got {k}")
+    if not isinstance(rec.classifier, nn.Module):
+        raise _fail(rec, kind, name, "classifier must be the nn.Module a head replaces, got "
+                                     f"{type(rec.classifier).__name__}")
+    images = _images(channels, tuple(size)).to(_device(rec))
+    call = f"(images {tuple(images.shape)})"
+    with dry_run(rec):
+        feats = _call(rec, kind, name, "encode" + call, rec.encode, images)
+        logits = _call(rec, kind, name, "forward" + call, rec, images)
+    if (not isinstance(feats, torch.Tensor) or feats.dim() != 3 or feats.shape[1] != DRY_BATCH
+            or feats.shape[2] != rec.feature_dim):
+        raise _fail(rec, kind, name, f"encode{call} must return features (T, B, feature_dim) = "
+                                     f"(T, {DRY_BATCH}, {rec.feature_dim}), got {_shape(feats)}")
+    if (not isinstance(logits, torch.Tensor) or logits.dim() != 3
+            or tuple(logits.shape[1:]) != (DRY_BATCH, k)):
+        raise _fail(rec, kind, name, f"forward{call} must return logits (T, B, num_classes) = "
+                                     f"(T, {DRY_BATCH}, {k}), got {_shape(logits)}")
+
+
+def check_head(head: Any, name: str | None = None, *, in_features: int,
+               num_classes: int) -> None:
+    """``forward`` maps features (T,B,in_features) to logits (T,B,num_classes)."""
+    kind = "head"
+    feats = torch.linspace(-1.0, 1.0, DRY_STEPS * DRY_BATCH * in_features).reshape(
+        DRY_STEPS, DRY_BATCH, in_features).to(_device(head))
+    call = f"forward(features (T, B, C) = {tuple(feats.shape)})"
+    with dry_run(head):
+        out = _call(head, kind, name, call, head, feats)
+    expected = (DRY_STEPS, DRY_BATCH, num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        hint = ""
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (DRY_BATCH, DRY_STEPS,
+                                                                   num_classes):
+            hint = "; it looks batch-first: return (T, B, K), e.g. out.transpose(0, 1)"
+        raise _fail(head, kind, name, f"{call} must return logits (T, B, num_classes) = "
+                                      f"{expected}, got {_shape(out)}{hint}")
+
+
+def _scalar(out: Any) -> bool:
+    return isinstance(out, torch.Tensor) and out.dim() == 0 and out.is_floating_point()
+
+
+def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3,
+                  size=(32, 128)) -> None:
+    """``forward(sr, hr)`` returns a finite scalar tensor."""
+    kind = "sr loss"
+    hr = _images(channels, tuple(size)).to(_device(loss))
+    sr = hr.flip(-1)
+    call = f"forward(sr {tuple(sr.shape)}, hr {tuple(hr.shape)})"
+    with dry_run(loss):
+        out = _call(loss, kind, name, call, loss, sr, hr)
+    if not _scalar(out) or not math.isfinite(float(out)):
+        raise _fail(loss, kind, name, f"{call} must return a finite scalar (0-dim float "
+                                      f"tensor), got {_shape(out)}"
+                                      + (f" = {float(out)}" if _scalar(out) else ""))
+
+
+def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int) -> None:
+    """``forward(logits (T,B,K), targets, target_lengths)`` returns a finite scalar tensor.
+
+    A loss with ``own = True`` passes on an attention recognizer's own objective
+    (``recognizer.loss``) and takes no logits: nothing to check here.
+    """
+    kind = "recognition loss"
+    if getattr(loss, "own", False):
+        return
+    logits = torch.linspace(-1.0, 1.0, 8 * DRY_BATCH * num_classes).reshape(
+        8, DRY_BATCH, num_classes).to(_device(loss))
+    lengths = torch.tensor([2, 1], dtype=torch.long)
+    targets = (torch.arange(int(lengths.sum())) % (num_classes - 1) + 1).long()
+    call = f"forward(logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, target_lengths (2,))"
+    with dry_run(loss):
+        out = _call(loss, kind, name, call, loss, logits, targets, lengths)
+    if not _scalar(out) or not math.isfinite(float(out)):
+        raise _fail(loss, kind, name, f"{call} must return a finite scalar (0-dim float "
+                                      f"tensor), got {_shape(out)}")
+
+
+def check_combiner(combiner: Any, name: str | None = None, *, tasks: list[str]) -> None:
+    """An ``nn.Module`` whose ``forward({task: scalar})`` returns (scalar, dict)."""
+    kind = "loss combiner"
+    if not isinstance(combiner, nn.Module):
+        raise _fail(combiner, kind, name, "it must be an nn.Module (its learned weights are "
+                                          f"saved with the model), got {type(combiner).__name__}")
+    dev = _device(combiner)
+    losses = {t: torch.tensor(1.0 + i, device=dev) for i, t in enumerate(tasks)}
+    call = f"forward({{{', '.join(repr(t) + ': scalar' for t in tasks)}}})"
+    with dry_run(combiner):
+        out = _call(combiner, kind, name, call, combiner, losses)
+    if (not isinstance(out, tuple) or len(out) != 2 or not _scalar(out[0])
+            or not isinstance(out[1], dict)):
+        raise _fail(combiner, kind, name, f"{call} must return (total: 0-dim tensor, logs: dict "
+                                          f"of floats), got {_shape(out)}")
+    bad = [k for k, v in out[1].items() if not isinstance(k, str)
+           or not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if bad:
+        raise _fail(combiner, kind, name, f"{call}'s logs must map names to floats (they go to "
+                                          f"metrics.jsonl); bad entries: {bad[:5]}")
+
+
+def dry_result(splits: list[str]) -> dict:
+    """An evaluation result of the documented shape, for a selector's dry ``score``."""
+    values = {"n": 1, "acc": 0.5, "psnr": 20.0, "ssim": 0.5}
+    return {"splits": {s: dict(values) for s in splits}, "average": dict(values)}
+
+
+def check_selector(selector: Any, name: str | None = None, *,
+                   splits: list[str] = ("easy", "medium", "hard")) -> None:
+    """``name`` and ``filename`` strings; ``score(result)`` returns a number."""
+    kind = "selector"
+    for attr in ("name", "filename"):
+        if not isinstance(getattr(selector, attr, None), str) or not getattr(selector, attr):
+            raise _fail(selector, kind, name, f"it needs a non-empty string attribute {attr}, "
+                                              f"got {getattr(selector, attr, None)!r}")
+    if not callable(getattr(selector, "score", None)):
+        raise _fail(selector, kind, name, "it needs a method score(result) -> float")
+    out = _call(selector, kind, name, "score(result)", selector.score, dry_result(list(splits)))
+    if not isinstance(out, (int, float)) or isinstance(out, bool):
+        raise _fail(selector, kind, name, "score(result) must return a float (higher is "
+                                          f"better), got {_shape(out)}")
+
