@@ -190,6 +190,11 @@ class TPGSR(_TextPriorTSRN):
     ``prior_stages``; this module is one stage.
     """
 
+    # official training (interfaces/super_resolution.py): a zero prior for the first quarter
+    # of each batch, and the SR loss trains the generator through the prior
+    prior_dropout = 0.25
+    prior_detach = False
+
     def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
                  stn: bool = True, text_channels: int = 32):
         super().__init__(blocks, hidden_units, mask, stn, text_channels)
@@ -362,6 +367,11 @@ class TATT(_TextPriorTSRN):
     5 blocks of 32 hidden units, x2, a 64-channel prior map). The transformer's width is the
     body's (``2 * hidden_units``), as the official ``feature_in``.
     """
+
+    # official training: no prior dropout; the prior (and the image between cascade stages)
+    # is detached, so the generator learns from the text-prior loss only
+    prior_dropout = 0.0
+    prior_detach = True
 
     def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
                  stn: bool = True, text_channels: int = 64):

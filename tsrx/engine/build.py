@@ -22,7 +22,8 @@ from tsrx.errors import TsrxError
 
 log = logging.getLogger("tsrx.engine")
 
-DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"}}
+DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"},
+                  "prior": {"type": "tpgsr"}}
 
 
 @dataclass
@@ -63,12 +64,16 @@ def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_s
 
 
 def model_tasks(model: nn.Module) -> list[str]:
-    """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer."""
+    """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer,
+    ``prior`` with a trainable text-prior generator."""
     tasks = []
     if getattr(model, "sr", None) is not None:
         tasks.append("sr")
     if getattr(model, "recognizer", None) is not None:
         tasks.append("recognition")
+    prior = getattr(model, "prior", None)
+    if prior is not None and any(p.requires_grad for p in prior.parameters()):
+        tasks.append("prior")
     if not tasks:
         raise TsrxError("[model] has neither an SR part nor a recognizer: nothing to train")
     return tasks
@@ -77,15 +82,17 @@ def model_tasks(model: nn.Module) -> list[str]:
 def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str]]:
     """Loss modules per task, the resolved tables (defaults filled in) and warnings."""
     from tsrx.config.experiment import _component_defaults
-    from tsrx.registry import REC_LOSSES, SR_LOSSES
-    registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
+    from tsrx.registry import PRIOR_LOSSES, REC_LOSSES, SR_LOSSES
+    registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss"),
+                  "prior": (PRIOR_LOSSES, "prior_loss")}
+    owners = {"sr": "SR part", "recognition": "recognizer", "prior": "trainable text-prior generator"}
     losses, tables, warnings = {}, {}, []
-    for task in ("sr", "recognition"):
+    for task in ("sr", "recognition", "prior"):
         table = loss_cfg.get(task)
         if task not in tasks:
             if table:
                 warnings.append(f"[loss] {task} = {table} has no effect: the model has no "
-                                f"{'SR part' if task == 'sr' else 'recognizer'}")
+                                f"{owners[task]}")
             continue
         table = table or DEFAULT_LOSSES[task]
         reg, reg_key = registries[task]
