@@ -136,7 +136,8 @@ class _TextPriorTSRN(nn.Module):
         setattr(self, f"block{blocks + 2}", nn.Sequential(
             nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
         setattr(self, f"block{blocks + 3}", nn.Sequential(
-            UpsampleBlock(channels), nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4)))
+            UpsampleBlock(channels),
+            nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4)))
         if stn:
             self.tps = ModernTPS(LR_SIZE)
             self.stn_head = LRSTNHead(self.in_channels)

@@ -51,10 +51,11 @@ def test_tpgsr_matches_official_outputs(reference):
     model = _loaded(TPGSR, entry)
     with torch.no_grad():
         sr = model.eval()(reference["lr"], reference["prior"])
-        torch.testing.assert_close(sr, entry["eval_sr"], atol=1e-4, rtol=1e-4)  # F.mish vs x*tanh(softplus(x))
+        # 1e-4: F.mish against the official x * tanh(softplus(x))
+        torch.testing.assert_close(sr, entry["eval_sr"], atol=1e-4, rtol=1e-4)
         # training mode: the STN (16x64 input head, TPS) and batch-statistics BatchNorm
         sr_train = model.train()(reference["lr"], reference["prior"])
-        torch.testing.assert_close(sr_train, entry["train_sr"], atol=1e-4, rtol=1e-4)  # F.mish vs x*tanh(softplus(x))
+        torch.testing.assert_close(sr_train, entry["train_sr"], atol=1e-4, rtol=1e-4)
     assert sr.shape == (3, 4, 32, 128)
 
 
@@ -63,7 +64,7 @@ def test_tatt_matches_official_outputs_and_attention(reference):
     model = _loaded(TATT, entry)
     with torch.no_grad():
         sr, attention = model.eval()(reference["lr"], reference["prior"])
-    torch.testing.assert_close(sr, entry["eval_sr"], atol=1e-4, rtol=1e-4)  # F.mish vs x*tanh(softplus(x))
+    torch.testing.assert_close(sr, entry["eval_sr"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(attention, entry["eval_attention"], atol=2e-6, rtol=1e-4)
     assert attention.shape == (3, 1024, 26)
 

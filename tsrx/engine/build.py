@@ -85,7 +85,8 @@ def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str
     from tsrx.registry import PRIOR_LOSSES, REC_LOSSES, SR_LOSSES
     registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss"),
                   "prior": (PRIOR_LOSSES, "prior_loss")}
-    owners = {"sr": "SR part", "recognition": "recognizer", "prior": "trainable text-prior generator"}
+    owners = {"sr": "SR part", "recognition": "recognizer",
+              "prior": "trainable text-prior generator"}
     losses, tables, warnings = {}, {}, []
     for task in ("sr", "recognition", "prior"):
         table = loss_cfg.get(task)

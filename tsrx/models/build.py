@@ -50,7 +50,8 @@ def build_parts(model_cfg: dict, file: str = "<config>") -> dict[str, Any]:
     return {"sr": sr, "recognizer": rec, "head": head, "prior": prior}
 
 
-def load_prior_weights(model: JointModel, path: str | Path, base_dir: str | Path = ".") -> list[str]:
+def load_prior_weights(model: JointModel, path: str | Path,
+                       base_dir: str | Path = ".") -> list[str]:
     """Load the text-prior generator (``prior.*``) from a recognizer checkpoint (meijieru
     crnn.pth, a tsrx checkpoint's ``recognizer.*`` or a bare state_dict), then copy it into
     ``prior_teacher``. Returns the keys it set."""

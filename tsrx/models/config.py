@@ -70,7 +70,8 @@ class ModelSection:
                                    "generator (a CTC recognizer such as crnn)"))
             if self.sr and not needs_prior:
                 issues.append(("model.sr.type", f"{sr_type!r} takes no text prior; coupling = "
-                               "\"text_prior\" needs a text-prior backbone (tsrn_tl_cascade, tatt)"))
+                               "\"text_prior\" needs a text-prior backbone "
+                               "(tsrn_tl_cascade, tatt)"))
         elif self.prior:
             issues.append(("model.prior", f"a prior generator is used only with coupling = "
                            f"\"text_prior\", not {self.coupling!r}"))
