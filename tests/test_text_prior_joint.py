@@ -133,6 +133,16 @@ prior = {SMALL_CRNN}''')
     assert summary["tasks"] == ["sr", "prior"] and summary["losses"]["prior"]["type"] == "tpgsr"
     assert summary["final"]["average"]["acc"] is not None  # judged by crnn.pth
     assert summary["final"]["splits"]["hard"]["n"] == 6
+    # the run's checkpoint carries its generator: tsrx eval needs no config
+    from typer.testing import CliRunner
+
+    from tsrx.cli.main import app
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(app, ["eval", "--ckpt", str(run_dir / "last.pth"), "--json", str(out),
+                                   "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["average"]["psnr"] == pytest.approx(
+        summary["final"]["average"]["psnr"], rel=1e-5)
 
 
 @pytest.mark.slow
