@@ -73,6 +73,23 @@ def test_tpgsr_prior_loss_matches_the_official_semantic_loss():
     assert TPGSRPriorLoss()(pred, gt) == pytest.approx(100 * float(ref["value"]), rel=1e-5)
 
 
+def test_tatt_rotation_and_tsc_loss_match_the_official_code():
+    import math
+
+    from tsrx.models.rotation import rotate
+    from tsrx_builtin.prior_losses import TextStructureConsistencyLoss
+    ref = torch.load(FIXTURES / "reference.pt", weights_only=True)["tsc"]
+    g = torch.Generator().manual_seed(ref["seed"])
+    images, sr, hr = (torch.rand(3, 4, 32, 128, generator=g) for _ in range(3))
+    arc = (torch.rand(3, generator=g) * 2 - 1) * 5 / 180 * math.pi
+    offsets = torch.rand(3, generator=g)
+    rotated = rotate(images, arc, offsets)
+    torch.testing.assert_close(rotated, ref["rotated"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(TextStructureConsistencyLoss()(rotated, sr, hr), ref["loss"],
+                               atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(rotated, images, atol=1e-3)  # it did rotate
+
+
 def test_text_prior_backbone_without_generator_is_a_config_error(tmp_path):
     from tsrx.config.experiment import load_experiment
     path = tmp_path / "bad.toml"
@@ -82,6 +99,9 @@ def test_text_prior_backbone_without_generator_is_a_config_error(tmp_path):
     path.write_text(f'name = "bad"\n[model]\ncoupling = "text_prior"\nsr = {{ type = "tsrn" }}\n'
                     f'prior = {SMALL_CRNN}\n')
     with pytest.raises(ConfigError, match="needs a text-prior backbone"):
+        load_experiment(path)
+    path.write_text('name = "bad"\n[model]\nsr = { type = "tsrn" }\nrotate_train = 5.0\n')
+    with pytest.raises(ConfigError, match="rotate_train.*text-prior coupling option"):
         load_experiment(path)
 
 
@@ -104,6 +124,11 @@ def test_joint_forward_gives_stages_priors_and_a_frozen_teacher():
     assert model.prior.cnn.conv0.weight.grad is not None
     evaluated = model.eval()(batch)
     assert set(evaluated) == {"sr", "logits"} and evaluated["sr"].shape == (4, 4, 32, 128)
+    model.rotate_train = 5.0  # TATT's rotated pairs: the target rotates, TSC images per stage
+    out = model.train()(batch)
+    assert out["target_hr"].shape == batch["hr"].shape
+    assert not torch.allclose(out["target_hr"], batch["hr"])
+    assert [t.shape for t in out["sr_transformed"]] == [(4, 4, 32, 128)] * 2
     with pytest.raises(TsrxError, match="not a CTC recognizer"):
         fake = CRNN(hidden_units=16)
         fake.ctc = False
@@ -146,17 +171,19 @@ prior = {SMALL_CRNN}''')
 
 
 @pytest.mark.slow
-def test_tatt_cascade_with_a_frozen_generator_trains(tmp_path, tiny_data, crnn_pth):
+def test_tatt_cascade_with_a_frozen_generator_and_tsc_trains(tmp_path, tiny_data, crnn_pth):
     from tsrx.engine.run import run_training
     exp = _experiment(tmp_path, tiny_data, crnn_pth, f'''coupling = "text_prior"
 prior_weights = "{crnn_pth}"
 prior_stages = 2
+rotate_train = 5.0
 freeze = ["prior"]
 sr = {{ type = "tatt", blocks = 1, hidden_units = 16, text_channels = 32, stn = false }}
 prior = {SMALL_CRNN}''', name="tatt")
     run_dir = prepare(exp, tmp_path / "runs", ["train.steps=2", "train.val_every=2"])
     assert run_training(run_dir, device="cpu")["state"] == "completed"
-    assert set(metrics(run_dir, "train")[0]["terms"]) == {"sr"}  # a frozen generator: no TP loss
+    # a frozen generator: no TP loss; rotated pairs: TATT's TSC term
+    assert set(metrics(run_dir, "train")[0]["terms"]) == {"sr", "consistency"}
     state = weights(run_dir / "last.pth")
     assert not any(k.startswith("prior_teacher.") for k in state)
     assert torch.equal(state["prior.cnn.conv0.weight"],

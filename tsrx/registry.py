@@ -185,6 +185,8 @@ HEADS = Registry("head", "recognition heads: features (T,B,C) -> logits (T,B,cla
 SR_LOSSES = Registry("sr loss", "losses between the SR and HR images")
 REC_LOSSES = Registry("recognition loss", "losses between recognizer logits and labels")
 PRIOR_LOSSES = Registry("text-prior loss", "losses between the text priors of the LR and HR images")
+CONSISTENCY_LOSSES = Registry("consistency loss",
+                              "losses between the SR images of a transformed and the plain LR")
 COMBINERS = Registry("loss combiner", "merge per-task losses into one scalar", provided=("tasks",))
 SELECTORS = Registry("selector", "decide which validation result is the best checkpoint")
 DATASETS = Registry("dataset", "sources of (LR, HR, label) samples",
@@ -198,7 +200,8 @@ CHECKPOINT_FORMATS = Registry("checkpoint format",
 
 ALL: dict[str, Registry] = {
     "sr": SR_BACKBONES, "recognizer": RECOGNIZERS, "head": HEADS, "sr_loss": SR_LOSSES,
-    "rec_loss": REC_LOSSES, "prior_loss": PRIOR_LOSSES, "combiner": COMBINERS,
+    "rec_loss": REC_LOSSES, "prior_loss": PRIOR_LOSSES,
+    "consistency_loss": CONSISTENCY_LOSSES, "combiner": COMBINERS,
     "selector": SELECTORS, "dataset": DATASETS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
 }
 
@@ -209,6 +212,6 @@ def callable_name(obj: Callable) -> str:
 
 __all__ = ["Registry", "Entry", "ALL", "registering_for", "callable_name", *[
     n for n in ("SR_BACKBONES", "RECOGNIZERS", "HEADS", "SR_LOSSES", "REC_LOSSES",
-                "PRIOR_LOSSES", "COMBINERS",
+                "PRIOR_LOSSES", "CONSISTENCY_LOSSES", "COMBINERS",
                 "SELECTORS", "DATASETS", "OPTIMIZERS", "SCHEDULERS",
                 "CHECKPOINT_FORMATS")]]

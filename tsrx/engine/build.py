@@ -23,7 +23,7 @@ from tsrx.errors import TsrxError
 log = logging.getLogger("tsrx.engine")
 
 DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"},
-                  "prior": {"type": "tpgsr"}}
+                  "prior": {"type": "tpgsr"}, "consistency": {"type": "tsc"}}
 
 
 @dataclass
@@ -65,7 +65,8 @@ def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_s
 
 def model_tasks(model: nn.Module) -> list[str]:
     """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer,
-    ``prior`` with a trainable text-prior generator."""
+    ``prior`` with a trainable text-prior generator, ``consistency`` with rotated training
+    pairs (TATT's TSC)."""
     tasks = []
     if getattr(model, "sr", None) is not None:
         tasks.append("sr")
@@ -74,6 +75,8 @@ def model_tasks(model: nn.Module) -> list[str]:
     prior = getattr(model, "prior", None)
     if prior is not None and any(p.requires_grad for p in prior.parameters()):
         tasks.append("prior")
+    if getattr(model, "rotate_train", 0) > 0:
+        tasks.append("consistency")
     if not tasks:
         raise TsrxError("[model] has neither an SR part nor a recognizer: nothing to train")
     return tasks
@@ -82,13 +85,15 @@ def model_tasks(model: nn.Module) -> list[str]:
 def build_losses(loss_cfg: dict, tasks: list[str]) -> tuple[dict, dict, list[str]]:
     """Loss modules per task, the resolved tables (defaults filled in) and warnings."""
     from tsrx.config.experiment import _component_defaults
-    from tsrx.registry import PRIOR_LOSSES, REC_LOSSES, SR_LOSSES
+    from tsrx.registry import CONSISTENCY_LOSSES, PRIOR_LOSSES, REC_LOSSES, SR_LOSSES
     registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss"),
-                  "prior": (PRIOR_LOSSES, "prior_loss")}
+                  "prior": (PRIOR_LOSSES, "prior_loss"),
+                  "consistency": (CONSISTENCY_LOSSES, "consistency_loss")}
     owners = {"sr": "SR part", "recognition": "recognizer",
-              "prior": "trainable text-prior generator"}
+              "prior": "trainable text-prior generator",
+              "consistency": "rotated training pairs (model.rotate_train)"}
     losses, tables, warnings = {}, {}, []
-    for task in ("sr", "recognition", "prior"):
+    for task in registries:
         table = loss_cfg.get(task)
         if task not in tasks:
             if table:

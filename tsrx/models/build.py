@@ -124,7 +124,8 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
                        rec_input=model_cfg.get("rec_input", "auto"),
                        prior=parts["prior"], prior_stages=model_cfg.get("prior_stages", 1),
                        prior_dropout=model_cfg.get("prior_dropout"),
-                       prior_detach=model_cfg.get("prior_detach"))
+                       prior_detach=model_cfg.get("prior_detach"),
+                       rotate_train=model_cfg.get("rotate_train", 0.0))
     model.load_report = None
     init = model_cfg.get("init") or {}
     if load_init and model.prior is not None and model_cfg.get("prior_weights"):

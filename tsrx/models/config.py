@@ -29,6 +29,8 @@ class ModelSection:
     loaded at build time; ``prior_stages``: the cascade (TPGSR's ``stu_iter``);
     ``prior_dropout`` (share of a training batch given a zero prior) and ``prior_detach``
     (the SR loss does not train the generator): None takes the backbone's official setting.
+    ``rotate_train`` (degrees, TATT's ``--rotate_train``): rotate each training pair by a
+    random angle up to that and train the ``consistency`` term (TATT's TSC loss).
     """
 
     sr: Annotated[dict, Component("sr")] | None = None
@@ -40,6 +42,7 @@ class ModelSection:
     prior_stages: int = 1
     prior_dropout: float | None = None
     prior_detach: bool | None = None
+    rotate_train: float = 0.0
     feature_layer: str = "rnn"
     freeze: list[str] = field(default_factory=list)
     init: dict[str, str] = field(default_factory=dict)
@@ -75,6 +78,11 @@ class ModelSection:
         elif self.prior:
             issues.append(("model.prior", f"a prior generator is used only with coupling = "
                            f"\"text_prior\", not {self.coupling!r}"))
+        if self.rotate_train < 0 or self.rotate_train >= 90:
+            issues.append(("model.rotate_train", f"degrees in [0, 90), got {self.rotate_train}"))
+        elif self.rotate_train and self.coupling != "text_prior":
+            issues.append(("model.rotate_train", "rotated training pairs (TATT's TSC) are a "
+                           "text-prior coupling option; set coupling = \"text_prior\""))
         if self.prior_stages < 1:
             issues.append(("model.prior_stages", f"must be >= 1, got {self.prior_stages}"))
         if self.prior_dropout is not None and not 0 <= self.prior_dropout < 1:

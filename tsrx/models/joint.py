@@ -19,7 +19,10 @@ every composition and for DDP and non-DDP runs (save ``unwrap(model).state_dict(
   the LR image (generator and backbone shared over stages). In training, the output also
   holds every stage's SR image and prior and ``prior_hr``, the probabilities of
   ``prior_teacher`` (a frozen copy of the generator's initial weights; the generator itself
-  when frozen) on the HR image, for the text-prior loss.
+  when frozen) on the HR image, for the text-prior loss. ``rotate_train`` > 0 (TATT): each
+  training pair is first rotated by a random angle (``target_hr`` is the rotated HR), and
+  ``sr_transformed`` holds, per stage, the SR image of the LR rotated back, rotated again,
+  for TATT's TSC loss.
 With a head, the recognizer's own ``classifier`` is unused and frozen (DDP would otherwise
 wait for its gradients). ``freeze`` lists module-name prefixes (``"sr"``, ``"recognizer.cnn"``);
 frozen parameters get ``requires_grad = False`` and frozen BatchNorm layers stay in eval mode.
@@ -54,7 +57,8 @@ class JointModel(nn.Module):
                  head: nn.Module | None = None, coupling: str = "image",
                  feature_layer: str = "rnn", freeze: Iterable[str] = (), rec_input: str = "auto",
                  prior: nn.Module | None = None, prior_stages: int = 1,
-                 prior_dropout: float | None = None, prior_detach: bool | None = None):
+                 prior_dropout: float | None = None, prior_detach: bool | None = None,
+                 rotate_train: float = 0.0):
         super().__init__()
         if sr is None and recognizer is None:
             raise TsrxError("model: nothing to build; set [model.sr] and/or [model.recognizer]")
@@ -76,6 +80,9 @@ class JointModel(nn.Module):
                                    else prior_dropout)
         self.prior_detach = bool(getattr(sr, "prior_detach", False) if prior_detach is None
                                  else prior_detach)
+        self.rotate_train = float(rotate_train)
+        if self.rotate_train and coupling != "text_prior":
+            raise TsrxError("model.rotate_train needs coupling = \"text_prior\"")
         self.feature_layer = feature_layer
         self.rec_input = self._resolve_rec_input(rec_input)
         self.frozen = self._freeze(list(freeze))
@@ -189,7 +196,15 @@ class JointModel(nn.Module):
 
     def _text_prior_sr(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """The SR image of the last stage; in training also what the text-prior loss reads."""
-        lr = batch["lr"]
+        lr, extra = batch["lr"], {}
+        rotating = self.training and self.rotate_train > 0 and "hr" in batch
+        if rotating:  # TATT: rotate the pair; the counter-rotated LR gives the TSC term
+            from tsrx.models.rotation import random_rotation, rotate
+            angles, offsets = random_rotation(lr.shape[0], self.rotate_train, lr.device)
+            lr = rotate(lr, angles, offsets)
+            extra["target_hr"] = rotate(batch["hr"], angles, offsets)
+            lr_back = rotate(lr, -angles, offsets)
+            extra["sr_transformed"] = []
         image, stages, priors = lr, [], []
         for _ in range(self.prior_stages):
             probs = self._probabilities(self.prior, image)
@@ -205,15 +220,19 @@ class JointModel(nn.Module):
             out = self.sr(lr, prior)
             image = out[0] if isinstance(out, tuple) else out  # TATT adds attention weights
             stages.append(image)
+            if rotating:  # the official TSC runs the SR on the rotated-back LR, same prior
+                back = self.sr(lr_back, prior.detach())
+                back = back[0] if isinstance(back, tuple) else back
+                extra["sr_transformed"].append(rotate(back, angles, offsets))
             if self.prior_detach:
                 image = image.detach()
-        extra: dict = {}
         if self.training:
-            extra = {"sr_stages": stages, "prior": priors}
+            extra.update(sr_stages=stages, prior=priors)
             if "hr" in batch:
                 teacher = self.prior_teacher if self.prior_teacher is not None else self.prior
                 with torch.no_grad():
-                    extra["prior_hr"] = self._probabilities(teacher, batch["hr"])
+                    extra["prior_hr"] = self._probabilities(
+                        teacher, extra.get("target_hr", batch["hr"]))
         return stages[-1], extra
 
     def parameter_summary(self) -> dict[str, dict[str, int]]:
