@@ -65,7 +65,9 @@ class ModelSection:
         if needs_prior and (self.coupling != "text_prior" or not self.prior):
             issues.append(("model.prior", f"model.sr.type = {sr_type!r} is guided by a text prior: "
                            "set model.coupling = \"text_prior\" and a [model.prior] generator "
-                           "(e.g. type = \"crnn\" with model.prior_weights = \"crnn.pth\")"))
+                           "(e.g. type = \"crnn\" with model.prior_weights = \"crnn.pth\"); "
+                           "for an official TPGSR/TATT file: tsrx eval --config FILE with that "
+                           "[model]"))
         if self.coupling == "text_prior":
             if not self.prior:
                 if not needs_prior:
