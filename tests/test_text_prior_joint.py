@@ -214,3 +214,21 @@ prior = {SMALL_CRNN}''', name="tp_eval")
     res = CliRunner().invoke(app, ["eval", "--ckpt", str(official), "--device", "cpu"])
     assert isinstance(res.exception, ConfigError)
     assert "guided by a text prior" in str(res.exception) and "[model.prior]" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_tatt_trains_under_ddp_with_two_processes(tmp_path, tiny_data, crnn_pth):
+    """Every trainable parameter gets a gradient (DDP refuses otherwise at the 2nd step):
+    the trainable generator, TATT's unused official layers frozen, the TSC pass."""
+    from tsrx.cli.train_cmd import train_run_dir
+    exp = _experiment(tmp_path, tiny_data, crnn_pth, f'''coupling = "text_prior"
+prior_weights = "{crnn_pth}"
+rotate_train = 5.0
+sr = {{ type = "tatt", blocks = 1, hidden_units = 16, text_channels = 32 }}
+prior = {SMALL_CRNN}''', name="tatt_ddp")
+    run_dir = prepare(exp, tmp_path / "runs", ["train.steps=3", "train.val_every=3",
+                                               "train.ckpt_every=3"])
+    assert train_run_dir(run_dir, 2, "cpu") == "completed"
+    train = metrics(run_dir, "train")
+    assert [m["step"] for m in train] == [1, 2, 3]
+    assert set(train[-1]["terms"]) == {"sr", "prior", "consistency"}
