@@ -232,3 +232,24 @@ prior = {SMALL_CRNN}''', name="tatt_ddp")
     train = metrics(run_dir, "train")
     assert [m["step"] for m in train] == [1, 2, 3]
     assert set(train[-1]["terms"]) == {"sr", "prior", "consistency"}
+
+
+def test_shipped_experiment_has_both_variants_and_names_a_missing_generator(workdir):
+    import os
+    import subprocess
+    import sys
+
+    from tsrx.config.experiment import load_experiment
+    path = Path(__file__).resolve().parent.parent / "experiments" / "text_prior.toml"
+    runs = {r.name.split(",")[0]: r.config for r in load_experiment(path).runs}
+    assert runs["tpgsr"]["model"]["sr"]["type"] == "tsrn_tl_cascade"
+    assert runs["tatt"]["model"]["sr"]["type"] == "tatt"
+    assert runs["tatt"]["model"]["rotate_train"] == 5.0 and runs["tpgsr"]["model"]["rotate_train"] == 0
+    assert all(c["data"]["root"] == "data/synth" and c["model"]["prior_weights"] == "weights/crnn.pth"
+               for c in runs.values())
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsrx", "train", str(path), "--run", "tpgsr", "--set",
+         "data.root=nowhere"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode != 0
+    assert "model.prior_weights" in proc.stderr and "weights/crnn.pth" in proc.stderr
