@@ -244,9 +244,10 @@ def test_shipped_experiment_has_both_variants_and_names_a_missing_generator(work
     runs = {r.name.split(",")[0]: r.config for r in load_experiment(path).runs}
     assert runs["tpgsr"]["model"]["sr"]["type"] == "tsrn_tl_cascade"
     assert runs["tatt"]["model"]["sr"]["type"] == "tatt"
-    assert runs["tatt"]["model"]["rotate_train"] == 5.0 and runs["tpgsr"]["model"]["rotate_train"] == 0
-    assert all(c["data"]["root"] == "data/synth" and c["model"]["prior_weights"] == "weights/crnn.pth"
-               for c in runs.values())
+    assert runs["tatt"]["model"]["rotate_train"] == 5.0
+    assert runs["tpgsr"]["model"]["rotate_train"] == 0
+    assert all(c["data"]["root"] == "data/synth"
+               and c["model"]["prior_weights"] == "weights/crnn.pth" for c in runs.values())
     proc = subprocess.run(
         [sys.executable, "-m", "tsrx", "train", str(path), "--run", "tpgsr", "--set",
          "data.root=nowhere"], capture_output=True, text=True, timeout=300,
