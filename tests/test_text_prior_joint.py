@@ -168,6 +168,14 @@ prior = {SMALL_CRNN}''')
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["average"]["psnr"] == pytest.approx(
         summary["final"]["average"]["psnr"], rel=1e-5)
+    from tsrx_builtin.crnn import CRNN
+    crnn_params = sum(p.numel() for p in CRNN(hidden_units=32).parameters())
+    res = CliRunner().invoke(app, ["ckpt", "inspect", str(run_dir / "last.pth")],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[1].strip(): line for line in res.output.splitlines()
+            if line.count("│") >= 3}
+    assert f"{crnn_params:,}" in rows["prior"] and f"{crnn_params:,}" in rows["prior_teacher"]
 
 
 @pytest.mark.slow
