@@ -60,6 +60,25 @@ class AverageCombiner(nn.Module):
         return {"type": self.name, "tasks": list(self.tasks)}
 
 
+@COMBINERS.register("sum")
+class SumCombiner(nn.Module):
+    """The plain sum of the task losses (no parameters): TPGSR's and TATT's official
+    ``loss_img + loss_recog_distill``."""
+
+    name = "sum"
+
+    def __init__(self, tasks: list[str]):
+        super().__init__()
+        self.tasks = _check_tasks(tasks, self.name)
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        terms = _ordered(losses, self.tasks, self.name)
+        return torch.stack(terms).sum(), _floats(dict(zip(self.tasks, terms)))
+
+    def describe(self) -> dict:
+        return {"type": self.name, "tasks": list(self.tasks)}
+
+
 @COMBINERS.register("uncertainty")
 class UncertaintyCombiner(nn.Module):
     """Homoscedastic task weighting (Kendall, Gal & Cipolla, CVPR 2018).

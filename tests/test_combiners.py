@@ -28,6 +28,13 @@ def test_avg_is_the_plain_mean_and_logs_each_task():
     assert list(build({"type": "avg"}).parameters()) == []
 
 
+def test_sum_is_the_plain_sum():
+    total, logs = build({"type": "sum"})(losses())
+    assert total.item() == pytest.approx(2.5)
+    assert logs == {"sr": pytest.approx(2.0), "recognition": pytest.approx(0.5)}
+    assert build({"type": "sum"}).describe() == {"type": "sum", "tasks": TASKS}
+
+
 def test_uncertainty_default_form_by_hand():
     comb = build({"type": "uncertainty", "init": math.log(2.0)})
     total, logs = comb(losses())

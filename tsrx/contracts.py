@@ -166,11 +166,21 @@ def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32,
         raise _fail(sr, kind, name, "it needs an attribute in_channels = 3 (RGB) or 4 (RGB + "
                                     f"mask) so tsrx can match it with data.mask; got {ch!r}")
     lr = _images(ch, tuple(lr_size)).to(_device(sr))
+    args, call = (lr,), f"forward(lr {tuple(lr.shape)})"
+    if getattr(sr, "needs_text_prior", False):
+        # text-prior backbones (TPGSR, TATT) read class probabilities (B, K, 1, T) as well;
+        # T = 26 frames, the CRNN generator's output length on a 32x100 image
+        classes = int(getattr(sr, "prior_classes", 37))
+        prior = torch.softmax(torch.linspace(-1.0, 1.0, DRY_BATCH * classes * 26).reshape(
+            DRY_BATCH, classes, 1, 26), dim=1).to(lr.device)
+        args, call = (lr, prior), f"forward(lr {tuple(lr.shape)}, prior {tuple(prior.shape)})"
     with dry_run(sr):
-        out = _call(sr, kind, name, f"forward(lr {tuple(lr.shape)})", sr, lr)
+        out = _call(sr, kind, name, call, sr, *args)
+    if isinstance(out, tuple) and getattr(sr, "needs_text_prior", False):
+        out = out[0]  # TATT also returns its attention weights; tsrx uses the image
     expected = (DRY_BATCH, ch, *hr_size)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-        raise _fail(sr, kind, name, f"forward(lr {tuple(lr.shape)}) must return the SR image "
+        raise _fail(sr, kind, name, f"{call} must return the SR image "
                                     f"(B, C, H, W) = {expected}, got {_shape(out)}")
 
 

@@ -196,6 +196,9 @@ HEADS = Registry("head", "recognition heads: features (T,B,C) -> logits (T,B,cla
                  provided=("in_features", "num_classes"))
 SR_LOSSES = Registry("sr loss", "losses between the SR and HR images")
 REC_LOSSES = Registry("recognition loss", "losses between recognizer logits and labels")
+PRIOR_LOSSES = Registry("text-prior loss", "losses between the text priors of the LR and HR images")
+CONSISTENCY_LOSSES = Registry("consistency loss",
+                              "losses between the SR images of a transformed and the plain LR")
 COMBINERS = Registry("loss combiner", "merge per-task losses into one scalar", provided=("tasks",))
 SELECTORS = Registry("selector", "decide which validation result is the best checkpoint")
 DATASETS = Registry("dataset", "sources of (LR, HR, label) samples",
@@ -203,14 +206,15 @@ DATASETS = Registry("dataset", "sources of (LR, HR, label) samples",
 OPTIMIZERS = Registry("optimizer", "torch optimizers built from model parameters", provided=("params",))
 SCHEDULERS = Registry("scheduler", "learning-rate schedules", provided=("optimizer", "total_steps"))
 # Not a config table: readers of official checkpoint layouts, obj -> OfficialCheckpoint | None
-# (tsrx.engine.checkpoint.read_official).
+# (tsrx.checkpoint.read_official).
 CHECKPOINT_FORMATS = Registry("checkpoint format",
                               "readers of official checkpoint layouts (TextZoom, CRNN...)")
 
 ALL: dict[str, Registry] = {
     "sr": SR_BACKBONES, "recognizer": RECOGNIZERS, "head": HEADS, "sr_loss": SR_LOSSES,
-    "rec_loss": REC_LOSSES, "combiner": COMBINERS, "selector": SELECTORS, "dataset": DATASETS,
-    "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+    "rec_loss": REC_LOSSES, "prior_loss": PRIOR_LOSSES,
+    "consistency_loss": CONSISTENCY_LOSSES, "combiner": COMBINERS,
+    "selector": SELECTORS, "dataset": DATASETS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
 }
 
 
@@ -318,6 +322,7 @@ def source_file(obj: Any) -> str:
 
 
 __all__ = ["Registry", "Entry", "ALL", "registering_for", "callable_name", *[
-    n for n in ("SR_BACKBONES", "RECOGNIZERS", "HEADS", "SR_LOSSES", "REC_LOSSES", "COMBINERS",
+    n for n in ("SR_BACKBONES", "RECOGNIZERS", "HEADS", "SR_LOSSES", "REC_LOSSES",
+                "PRIOR_LOSSES", "CONSISTENCY_LOSSES", "COMBINERS",
                 "SELECTORS", "DATASETS", "OPTIMIZERS", "SCHEDULERS",
                 "CHECKPOINT_FORMATS")]]

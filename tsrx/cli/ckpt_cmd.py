@@ -54,7 +54,7 @@ def _exact_counts(obj: dict) -> dict[str, int] | None:
     except Exception:  # a plugin that is not installed here: fall back to the file's estimate
         return None
     return {part: sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] == part)
-            for part in ("sr", "recognizer", "head")}
+            for part in ("sr", "recognizer", "head", "prior", "prior_teacher")}
 
 
 @app.command("inspect")

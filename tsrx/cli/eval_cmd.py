@@ -59,9 +59,18 @@ def eval_command(
     model = build_model(cfg, load_init=False)
     state = {k: v for k, v in state_dict_for(raw).items() if not k.startswith("combiner.")}
     report = load_into(model, state, source=str(ckpt))
-    if report.missing:
-        raise TsrxError(f"{ckpt}: {len(report.missing)} model weight(s) missing from the "
-                        f"checkpoint (first: {report.missing[0]}); does --config describe this "
+    missing = report.missing
+    prior_weights = (cfg.get("model") or {}).get("prior_weights")
+    if missing and prior_weights and all(k.startswith(("prior.", "prior_teacher."))
+                                         for k in missing):
+        # an official TPGSR/TATT file holds the SR network only: the text-prior generator
+        # comes from the config's model.prior_weights
+        from tsrx.models.build import load_prior_weights
+        load_prior_weights(model, prior_weights)
+        missing = []
+    if missing:
+        raise TsrxError(f"{ckpt}: {len(missing)} model weight(s) missing from the "
+                        f"checkpoint (first: {missing[0]}); does --config describe this "
                         f"model? ({fmt} format)")
     if report.unexpected:
         err_console.print(f"note: {len(report.unexpected)} checkpoint key(s) unused "

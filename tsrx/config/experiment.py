@@ -212,6 +212,9 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
             out[name] = checked
             continue
         instance = build_dataclass(sec.schema, checked, name)
+        # a section may check how its fields fit together (e.g. [model]'s coupling and parts)
+        for k, m in getattr(instance, "cross_check", lambda: [])():
+            issues.append(ConfigIssue(_file_of(k, prov, file), k, m))
         resolved = dataclasses.asdict(instance)
         out[name] = fill_components(resolved, sec.schema)
     return out, issues

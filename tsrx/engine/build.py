@@ -22,7 +22,8 @@ from tsrx.errors import TsrxError
 
 log = logging.getLogger("tsrx.engine")
 
-DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"}}
+DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"},
+                  "prior": {"type": "tpgsr"}, "consistency": {"type": "tsc"}}
 
 
 @dataclass
@@ -63,12 +64,19 @@ def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_s
 
 
 def model_tasks(model: nn.Module) -> list[str]:
-    """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer."""
+    """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer,
+    ``prior`` with a trainable text-prior generator, ``consistency`` with rotated training
+    pairs (TATT's TSC)."""
     tasks = []
     if getattr(model, "sr", None) is not None:
         tasks.append("sr")
     if getattr(model, "recognizer", None) is not None:
         tasks.append("recognition")
+    prior = getattr(model, "prior", None)
+    if prior is not None and any(p.requires_grad for p in prior.parameters()):
+        tasks.append("prior")
+    if getattr(model, "rotate_train", 0) > 0:
+        tasks.append("consistency")
     if not tasks:
         raise TsrxError("[model] has neither an SR part nor a recognizer: nothing to train")
     return tasks
@@ -84,18 +92,23 @@ def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = Non
     whether the recognizer gives CTC logits; an attention recognizer (ASTER, MORAN) trains
     with its own loss, ``recognition = {type = "own"}`` (its default).
     """
-    from tsrx.registry import component_defaults
+    from tsrx.registry import (CONSISTENCY_LOSSES, PRIOR_LOSSES, REC_LOSSES, SR_LOSSES,
+                               component_defaults)
     if rec_ctc is None:
         rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
-    from tsrx.registry import REC_LOSSES, SR_LOSSES
-    registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss")}
+    registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss"),
+                  "prior": (PRIOR_LOSSES, "prior_loss"),
+                  "consistency": (CONSISTENCY_LOSSES, "consistency_loss")}
+    owners = {"sr": "SR part", "recognition": "recognizer",
+              "prior": "trainable text-prior generator",
+              "consistency": "rotated training pairs (model.rotate_train)"}
     losses, tables, warnings = {}, {}, []
-    for task in ("sr", "recognition"):
+    for task in registries:
         table = loss_cfg.get(task)
         if task not in tasks:
             if table:
                 warnings.append(f"[loss] {task} = {table} has no effect: the model has no "
-                                f"{'SR part' if task == 'sr' else 'recognizer'}")
+                                f"{owners[task]}")
             continue
         if task == "recognition" and not rec_ctc:
             table = table or {"type": "own"}
@@ -120,7 +133,7 @@ def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_c
     if task == "sr":
         contracts.check_sr_loss(loss, label, channels=getattr(model.sr, "in_channels", 3),
                                 size=tuple(data_cfg.get("hr_size", (32, 128))))
-    elif getattr(model.recognizer, "ctc", True):
+    elif task == "recognition" and getattr(model.recognizer, "ctc", True):
         contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
 
 

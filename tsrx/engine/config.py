@@ -14,11 +14,15 @@ class LossSection:
     """``[loss]``: per-task losses and the combiner that merges them into one scalar.
 
     Missing task losses default to the TextZoom ones: ``sr = {type = "textzoom"}``
-    (100 x (MSE + 1e-4 x gradient-profile loss)) and ``recognition = {type = "ctc"}``.
+    (100 x (MSE + 1e-4 x gradient-profile loss)) and ``recognition = {type = "ctc"}``;
+    a trainable text-prior generator adds the task ``prior`` (default ``{type = "tpgsr"}``),
+    ``model.rotate_train`` the task ``consistency`` (default ``{type = "tsc"}``).
     """
 
     sr: Annotated[dict, Component("sr_loss")] | None = None
     recognition: Annotated[dict, Component("rec_loss")] | None = None
+    prior: Annotated[dict, Component("prior_loss")] | None = None
+    consistency: Annotated[dict, Component("consistency_loss")] | None = None
     combiner: Annotated[dict, Component("combiner")] = field(
         default_factory=lambda: {"type": "avg"})
 

@@ -58,13 +58,20 @@ class LossModule(nn.Module):
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
         out = self.model(batch)
         terms: dict[str, torch.Tensor] = {}
-        if "sr" in self.losses:
-            terms["sr"] = self.losses["sr"](out["sr"], batch["hr"])
+        hr = out.get("target_hr", batch.get("hr"))  # the model may augment the pair (TATT)
+        if "sr" in self.losses:  # a cascade (text-prior stages) sums the loss of every stage
+            terms["sr"] = sum(self.losses["sr"](sr, hr)
+                              for sr in out.get("sr_stages") or [out["sr"]])
         if "recognition" in self.losses and getattr(self.losses["recognition"], "own", False):
             terms["recognition"] = self.losses["recognition"](out["rec_loss"])
         elif "recognition" in self.losses:
             targets, lengths = encode_labels(batch["label"], self.alphabet, lower=self.lower_labels)
             terms["recognition"] = self.losses["recognition"](out["logits"], targets, lengths)
+        if "prior" in self.losses:  # each stage's LR prior against the teacher's HR prior
+            terms["prior"] = sum(self.losses["prior"](p, out["prior_hr"]) for p in out["prior"])
+        if "consistency" in self.losses:  # SR of a transformed LR, transformed back, vs SR
+            terms["consistency"] = sum(self.losses["consistency"](t, sr, hr) for t, sr in zip(
+                out["sr_transformed"], out.get("sr_stages") or [out["sr"]]))
         total, logs = self.combiner(terms)
         return total, terms, logs
 

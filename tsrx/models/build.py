@@ -33,7 +33,8 @@ def _channels_check(sr: Any, data: dict, where: str) -> None:
 
 def build_parts(model_cfg: dict, file: str = "<config>", data: dict | None = None
                 ) -> dict[str, Any]:
-    """The ``sr``, ``recognizer`` and ``head`` modules of ``[model]`` (None where absent).
+    """The ``sr``, ``recognizer``, ``head`` and ``prior`` modules of ``[model]`` (None where
+    absent).
 
     Each part is checked against its contract (``tsrx.contracts``) as it is built, with the
     image sizes and channels of ``data`` (the ``[data]`` table; TextZoom's when None).
@@ -63,7 +64,34 @@ def build_parts(model_cfg: dict, file: str = "<config>", data: dict | None = Non
                            in_features=rec.feature_dim, num_classes=rec.num_classes)
         contracts.check_head(head, HEADS.label(model_cfg["head"]["type"]),
                              in_features=rec.feature_dim, num_classes=rec.num_classes)
-    return {"sr": sr, "recognizer": rec, "head": head}
+    prior = (RECOGNIZERS.build(model_cfg["prior"], "model.prior", file)
+             if model_cfg.get("prior") else None)
+    return {"sr": sr, "recognizer": rec, "head": head, "prior": prior}
+
+
+def load_prior_weights(model: JointModel, path: str | Path,
+                       base_dir: str | Path = ".") -> list[str]:
+    """Load the text-prior generator (``prior.*``) from a recognizer checkpoint (meijieru
+    crnn.pth, a tsrx checkpoint's ``recognizer.*`` or a bare state_dict), then copy it into
+    ``prior_teacher``. Returns the keys it set."""
+    from tsrx.checkpoint import load_checkpoint, load_into, state_dict_for
+    path = Path(path)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    try:
+        state = state_dict_for(load_checkpoint(path), "recognizer")
+    except TsrxError as exc:
+        raise TsrxError(f"model.prior_weights: {exc}") from exc
+    state = {"prior." + k[len("recognizer."):]: v for k, v in state.items()
+             if k.startswith("recognizer.")}
+    report = load_into(model, state, source=str(path))
+    missing = [k for k in report.missing if k.startswith("prior.")]
+    if missing or not state:
+        raise TsrxError(f"model.prior_weights {path}: {len(missing)} generator weight(s) missing "
+                        f"(first: {missing[0] if missing else 'all'}); is it a "
+                        f"{type(model.prior).__name__} checkpoint?")
+    model.sync_teacher()
+    return [k for k in model.state_dict() if k.startswith(("prior.", "prior_teacher."))]
 
 
 def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[dict, list[str]]:
@@ -112,9 +140,15 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
                        coupling=model_cfg.get("coupling", "image"),
                        feature_layer=model_cfg.get("feature_layer", "rnn"),
                        freeze=model_cfg.get("freeze", []),
-                       rec_input=model_cfg.get("rec_input", "auto"))
+                       rec_input=model_cfg.get("rec_input", "auto"),
+                       prior=parts["prior"], prior_stages=model_cfg.get("prior_stages", 1),
+                       prior_dropout=model_cfg.get("prior_dropout"),
+                       prior_detach=model_cfg.get("prior_detach"),
+                       rotate_train=model_cfg.get("rotate_train", 0.0))
     model.load_report = None
     init = model_cfg.get("init") or {}
+    if load_init and model.prior is not None and model_cfg.get("prior_weights"):
+        load_prior_weights(model, model_cfg["prior_weights"])
     if load_init and init:
         from tsrx.checkpoint import load_into
         state, notes = init_state_dict(init)
@@ -128,4 +162,7 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
         for note in notes:
             console.print(note, highlight=False, markup=False)
         model.load_report = report
+        if (model.prior_teacher is not None and not model_cfg.get("prior_weights")
+                and not any(k.startswith("prior_teacher.") for k in state)):
+            model.sync_teacher()  # the teacher starts from the generator's initial weights
     return model

@@ -22,17 +22,74 @@ class ModelSection:
     ``whole`` first and loaded in one shot into the whole model (strict=False, with a
     report). ``feature_layer`` (feature coupling): the first recognizer layer that trains;
     ``freeze``: module-name prefixes (``"sr"``, ``"recognizer.cnn"``). See docs/models.md.
+
+    ``coupling = "text_prior"`` (TPGSR, TATT): ``[model.prior]``, a CTC recognizer (the text
+    prior generator), reads the LR image and its class probabilities guide a text-prior SR
+    backbone. ``prior_weights``: the generator's checkpoint (meijieru crnn.pth or tsrx),
+    loaded at build time; ``prior_stages``: the cascade (TPGSR's ``stu_iter``);
+    ``prior_dropout`` (share of a training batch given a zero prior) and ``prior_detach``
+    (the SR loss does not train the generator): None takes the backbone's official setting.
+    ``rotate_train`` (degrees, TATT's ``--rotate_train``): rotate each training pair by a
+    random angle up to that and train the ``consistency`` term (TATT's TSC loss).
     """
 
     sr: Annotated[dict, Component("sr")] | None = None
     recognizer: Annotated[dict, Component("recognizer")] | None = None
     head: Annotated[dict, Component("head")] | None = None
-    coupling: Literal["image", "feature"] = "image"
+    coupling: Literal["image", "feature", "text_prior"] = "image"
+    prior: Annotated[dict, Component("recognizer")] | None = None
+    prior_weights: str | None = None
+    prior_stages: int = 1
+    prior_dropout: float | None = None
+    prior_detach: bool | None = None
+    rotate_train: float = 0.0
     feature_layer: str = "rnn"
     freeze: list[str] = field(default_factory=list)
     init: dict[str, Annotated[str, NON_EMPTY]] = field(default_factory=dict)
     allow_shape_mismatch: bool = False
     rec_input: Literal["auto", "hr", "lr", "sr"] = "auto"
+
+
+    def cross_check(self) -> list[tuple[str, str]]:
+        """How coupling, SR backbone and prior generator fit together (config validation)."""
+        issues = []
+        sr_type = (self.sr or {}).get("type")
+        needs_prior = False
+        if isinstance(sr_type, str):
+            from tsrx.errors import TsrxError
+            from tsrx.registry import SR_BACKBONES
+            try:
+                needs_prior = bool(getattr(SR_BACKBONES.get(sr_type), "needs_text_prior", False))
+            except TsrxError:
+                pass  # the unknown type is reported by the component check
+        if needs_prior and (self.coupling != "text_prior" or not self.prior):
+            issues.append(("model.prior", f"model.sr.type = {sr_type!r} is guided by a text prior: "
+                           "set model.coupling = \"text_prior\" and a [model.prior] generator "
+                           "(e.g. type = \"crnn\" with model.prior_weights = \"crnn.pth\"); "
+                           "for an official TPGSR/TATT file: tsrx eval --config FILE with that "
+                           "[model]"))
+        if self.coupling == "text_prior":
+            if not self.prior:
+                if not needs_prior:
+                    issues.append(("model.prior", "coupling = \"text_prior\" needs a [model.prior] "
+                                   "generator (a CTC recognizer such as crnn)"))
+            if self.sr and not needs_prior:
+                issues.append(("model.sr.type", f"{sr_type!r} takes no text prior; coupling = "
+                               "\"text_prior\" needs a text-prior backbone "
+                               "(tsrn_tl_cascade, tatt)"))
+        elif self.prior:
+            issues.append(("model.prior", f"a prior generator is used only with coupling = "
+                           f"\"text_prior\", not {self.coupling!r}"))
+        if self.rotate_train < 0 or self.rotate_train >= 90:
+            issues.append(("model.rotate_train", f"degrees in [0, 90), got {self.rotate_train}"))
+        elif self.rotate_train and self.coupling != "text_prior":
+            issues.append(("model.rotate_train", "rotated training pairs (TATT's TSC) are a "
+                           "text-prior coupling option; set coupling = \"text_prior\""))
+        if self.prior_stages < 1:
+            issues.append(("model.prior_stages", f"must be >= 1, got {self.prior_stages}"))
+        if self.prior_dropout is not None and not 0 <= self.prior_dropout < 1:
+            issues.append(("model.prior_dropout", f"must be in [0, 1), got {self.prior_dropout}"))
+        return issues
 
 
 section("model")(ModelSection)

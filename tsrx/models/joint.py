@@ -12,6 +12,17 @@ every composition and for DDP and non-DDP runs (save ``unwrap(model).state_dict(
   recognizer's parameters from ``feature_layer`` on (in the recognizer's parameter order)
   train; the earlier ones are frozen. They still pass gradients to the SR backbone, which
   trains unless ``freeze`` lists ``"sr"``.
+- ``text_prior`` coupling (TPGSR, TATT): ``prior``, a CTC recognizer (the text-prior
+  generator), reads the LR image; its per-frame class probabilities, in the official layout
+  (B, K, 1, T), are the SR backbone's second input. ``prior_stages`` > 1 is TPGSR's cascade
+  (``stu_iter``): the generator reads the previous stage's SR image, the SR backbone always
+  the LR image (generator and backbone shared over stages). In training, the output also
+  holds every stage's SR image and prior and ``prior_hr``, the probabilities of
+  ``prior_teacher`` (a frozen copy of the generator's initial weights; the generator itself
+  when frozen) on the HR image, for the text-prior loss. ``rotate_train`` > 0 (TATT): each
+  training pair is first rotated by a random angle (``target_hr`` is the rotated HR), and
+  ``sr_transformed`` holds, per stage, the SR image of the LR rotated back, rotated again,
+  for TATT's TSC loss.
 Attention recognizers (``ctc = False``: ASTER, MORAN) take no head and no feature coupling;
 in training, ``forward`` gives their own loss (``recognizer.loss(images, labels)``) as
 ``rec_loss`` instead of logits.
@@ -22,6 +33,7 @@ frozen parameters get ``requires_grad = False`` and frozen BatchNorm layers stay
 
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import torch
@@ -46,7 +58,10 @@ class JointModel(nn.Module):
 
     def __init__(self, sr: nn.Module | None = None, recognizer: nn.Module | None = None,
                  head: nn.Module | None = None, coupling: str = "image",
-                 feature_layer: str = "rnn", freeze: Iterable[str] = (), rec_input: str = "auto"):
+                 feature_layer: str = "rnn", freeze: Iterable[str] = (), rec_input: str = "auto",
+                 prior: nn.Module | None = None, prior_stages: int = 1,
+                 prior_dropout: float | None = None, prior_detach: bool | None = None,
+                 rotate_train: float = 0.0):
         super().__init__()
         if sr is None and recognizer is None:
             raise TsrxError("model: nothing to build; set [model.sr] and/or [model.recognizer]")
@@ -59,12 +74,24 @@ class JointModel(nn.Module):
                 f"model: {type(recognizer).__name__} is an attention recognizer (ctc = false); "
                 "heads and the feature coupling replace a CTC recognizer's classifier (CRNN). "
                 "Remove [model.head], use coupling = 'image'; it trains with its own loss")
-        if coupling not in ("image", "feature"):
-            raise TsrxError(f"model.coupling: expected 'image' or 'feature', got {coupling!r}")
+        if coupling not in ("image", "feature", "text_prior"):
+            raise TsrxError(f"model.coupling: expected 'image', 'feature' or 'text_prior', "
+                            f"got {coupling!r}")
+        self._check_prior(sr, prior, coupling)
         self.sr = sr
         self.recognizer = recognizer
         self.head = head
         self.coupling = coupling
+        self.prior = prior
+        self.prior_stages = int(prior_stages)
+        # None: the backbone's official training setting (TPGSR: 1/4 dropped, not detached)
+        self.prior_dropout = float(getattr(sr, "prior_dropout", 0.0) if prior_dropout is None
+                                   else prior_dropout)
+        self.prior_detach = bool(getattr(sr, "prior_detach", False) if prior_detach is None
+                                 else prior_detach)
+        self.rotate_train = float(rotate_train)
+        if self.rotate_train and coupling != "text_prior":
+            raise TsrxError("model.rotate_train needs coupling = \"text_prior\"")
         self.feature_layer = feature_layer
         self.rec_input = self._resolve_rec_input(rec_input)
         self.frozen = self._freeze(list(freeze))
@@ -74,7 +101,42 @@ class JointModel(nn.Module):
                 any(_matches(name, p) for p in freeze) or (
                     any(True for _ in m.parameters(recurse=False)) and all(
                         f"{name}.{n}" in frozen_params for n, _ in m.named_parameters(recurse=False))))]
+        if prior is not None and any(p.requires_grad for p in prior.parameters()):
+            # the HR prior comes from the generator's initial weights, frozen (official
+            # TPGSR/TATT: a second copy of crnn.pth in eval mode); see sync_teacher
+            self.prior_teacher = copy.deepcopy(prior).requires_grad_(False)
+        else:
+            self.prior_teacher = None
         self.train()
+
+    @staticmethod
+    def _check_prior(sr: nn.Module | None, prior: nn.Module | None, coupling: str) -> None:
+        needs = bool(getattr(sr, "needs_text_prior", False))
+        if coupling != "text_prior":
+            if needs:
+                raise TsrxError(f"model.sr: {type(sr).__name__} is guided by a text prior; set "
+                                "model.coupling = \"text_prior\" and a [model.prior] generator")
+            if prior is not None:
+                raise TsrxError("model.prior: a prior generator needs coupling = \"text_prior\"")
+            return
+        if not needs:
+            raise TsrxError("model.coupling = \"text_prior\" needs a text-prior SR backbone "
+                            "(tsrn_tl_cascade, tatt)")
+        if prior is None:
+            raise TsrxError("model.coupling = \"text_prior\" needs a [model.prior] generator "
+                            "(e.g. type = \"crnn\")")
+        if not getattr(prior, "ctc", False):
+            raise TsrxError(f"model.prior: {type(prior).__name__} is not a CTC recognizer; the "
+                            "text prior is a CTC recognizer's per-frame class probabilities")
+        want = getattr(sr, "prior_classes", None)
+        if want is not None and prior.num_classes != want:
+            raise TsrxError(f"model.prior: the generator has {prior.num_classes} classes, the "
+                            f"SR backbone reads priors of {want} (CRNN's blank + 0-9a-z)")
+
+    def sync_teacher(self) -> None:
+        """Copy the generator's current weights into ``prior_teacher`` (after loading them)."""
+        if self.prior_teacher is not None:
+            self.prior_teacher.load_state_dict(self.prior.state_dict())
 
     def _resolve_rec_input(self, rec_input: str) -> str:
         if self.recognizer is None:
@@ -118,19 +180,71 @@ class JointModel(nn.Module):
         super().train(mode)
         for name in getattr(self, "_frozen_bn", ()):
             self.get_submodule(name).eval()  # frozen statistics must not drift either
+        if getattr(self, "prior_teacher", None) is not None:
+            self.prior_teacher.eval()
         return self
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor | None]:
-        sr = self.sr(batch["lr"]) if self.sr is not None else None
+        extra: dict = {}
+        if self.coupling == "text_prior":
+            sr, extra = self._text_prior_sr(batch)
+        else:
+            sr = self.sr(batch["lr"]) if self.sr is not None else None
         logits = None
         if self.recognizer is not None:
             images = sr if self.rec_input == "sr" else batch[self.rec_input]
             if not getattr(self.recognizer, "ctc", True):
                 # attention recognizers give no logits; in training, their own loss
                 return {"sr": sr, "logits": None, "rec_loss": self.recognizer.loss(
-                    images, batch["label"]) if self.training and "label" in batch else None}
+                    images, batch["label"]) if self.training and "label" in batch else None,
+                        **extra}
             if self.head is not None:
                 logits = self.head(self.recognizer.encode(images))
             else:
                 logits = self.recognizer(images)
-        return {"sr": sr, "logits": logits}
+        return {"sr": sr, "logits": logits, **extra}
+
+    @staticmethod
+    def _probabilities(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(generator(images).float(), -1)  # (T, B, K)
+
+    def _text_prior_sr(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """The SR image of the last stage; in training also what the text-prior loss reads."""
+        lr, extra = batch["lr"], {}
+        rotating = self.training and self.rotate_train > 0 and "hr" in batch
+        if rotating:  # TATT: rotate the pair; the counter-rotated LR gives the TSC term
+            from tsrx.models.rotation import random_rotation, rotate
+            angles, offsets = random_rotation(lr.shape[0], self.rotate_train, lr.device)
+            lr = rotate(lr, angles, offsets)
+            extra["target_hr"] = rotate(batch["hr"], angles, offsets)
+            lr_back = rotate(lr, -angles, offsets)
+            extra["sr_transformed"] = []
+        image, stages, priors = lr, [], []
+        for _ in range(self.prior_stages):
+            probs = self._probabilities(self.prior, image)
+            priors.append(probs)
+            prior = probs.permute(1, 2, 0).unsqueeze(2).to(lr.dtype)  # (B, K, 1, T), official
+            if self.prior_detach:
+                prior = prior.detach()
+            if self.training and self.prior_dropout > 0:
+                # official TPGSR: the first quarter of each batch is given a zero prior
+                keep = torch.ones(lr.shape[0], 1, 1, 1, dtype=prior.dtype, device=prior.device)
+                keep[:int(lr.shape[0] * self.prior_dropout)] = 0
+                prior = prior * keep
+            out = self.sr(lr, prior)
+            image = out[0] if isinstance(out, tuple) else out  # TATT adds attention weights
+            stages.append(image)
+            if rotating:  # the official TSC runs the SR on the rotated-back LR, same prior
+                back = self.sr(lr_back, prior.detach())
+                back = back[0] if isinstance(back, tuple) else back
+                extra["sr_transformed"].append(rotate(back, angles, offsets))
+            if self.prior_detach:
+                image = image.detach()
+        if self.training:
+            extra.update(sr_stages=stages, prior=priors)
+            if "hr" in batch:
+                teacher = self.prior_teacher if self.prior_teacher is not None else self.prior
+                with torch.no_grad():
+                    extra["prior_hr"] = self._probabilities(
+                        teacher, extra.get("target_hr", batch["hr"]))
+        return stages[-1], extra

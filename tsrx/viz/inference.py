@@ -39,7 +39,7 @@ class Loaded:
 def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = None) -> Loaded:
     """Model, config and reader of a tsrx checkpoint (``recognizer``: judge weights to use)."""
     from tsrx.engine.build import build_judge
-    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.models.build import build_model
 
     ckpt = load_checkpoint(checkpoint)

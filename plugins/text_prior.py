@@ -1,0 +1,401 @@
+"""Text-prior SR backbones: TPGSR (``tsrn_tl_cascade``) and TATT (``tatt``).
+
+Both are TSRN bodies whose recurrent residual blocks also read a *text prior*: the per-frame
+class probabilities of a recognizer (the TP generator, a CRNN) reading the LR image, in the
+official layout (B, 37, 1, 26) = ``softmax(logits (T, B, K)).permute(1, 0, 2).unsqueeze(1)
+.permute(0, 3, 1, 2)``. ``forward(lr, prior)``; the joint model (``coupling =
+"text_prior"``) computes the prior (tsrx/models/joint.py).
+
+- TPGSR (Ma et al., "Text Prior Guided Scene Text Image Super-Resolution", TIP 2023;
+  github.com/mjq11302010044/TPGSR ``model/tsrn.py`` ``TSRN_TL`` + ``InfoGen``): the prior is
+  lifted by four transposed convolutions (``infoGen``) to a (B, 32, 1, 203) map, resized
+  bilinearly to the LR size and concatenated to each block's residual before its first GRU.
+- TATT (Ma et al., "A Text Attention Network for Spatial Deformation Robust Scene Text Image
+  Super-resolution", CVPR 2022; github.com/mjq11302010044/TATT ``model/tsrn.py``
+  ``TSRN_TL_TRANS`` + ``TPInterpreter``, ``model/transformer_v2.py`` ``InfoTransformer``):
+  a transformer decoder whose queries are the LR image features cross-attends to the
+  encoded prior; returns ``(sr, attention weights)`` as the official code does.
+
+Module trees, state_dict keys and shapes are the official ones, so published checkpoints
+(``state_dict_G``) load with no key left over. Shared TSRN parts (mish, upsampling, TPS)
+come from plugins/tsrn.py. What differs from the official code is in docs/models.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsrx.errors import TsrxError
+from tsrx.registry import SR_BACKBONES
+from tsrx_builtin.tsrn import Mish, STNHead, TPSSpatialTransformer, UpsampleBlock
+
+PRIOR_CLASSES = 37  # CRNN's blank + 0-9a-z
+PRIOR_STEPS = 26    # CRNN's frames for a 32x100 input
+LR_SIZE = (16, 64)
+
+
+def check_prior(prior: torch.Tensor | None, x: torch.Tensor, classes: int, name: str) -> None:
+    """The prior must be (B, classes, 1, T): a clear error instead of a shape error inside."""
+    if prior is None:
+        raise TsrxError(f"{name}: a text-prior backbone needs the prior as its second forward "
+                        "argument; set model.coupling = \"text_prior\" with a [model.prior] "
+                        "generator")
+    if prior.dim() != 4 or prior.shape[0] != x.shape[0] or prior.shape[1] != classes \
+            or prior.shape[2] != 1:
+        raise TsrxError(f"{name}: text prior of shape {tuple(prior.shape)}, expected "
+                        f"(B={x.shape[0]}, {classes}, 1, T) (class probabilities per frame)")
+
+
+class GruBlock(nn.Module):
+    """1x1 conv (in -> out channels), then a bidirectional GRU (batch_first) along the width,
+    or along the height with ``along_height`` (the official code transposes H and W around
+    the block for that). Official layout: ``conv1``, ``gru``."""
+
+    def __init__(self, in_channels: int, out_channels: int, along_height: bool = False):
+        super().__init__()
+        if out_channels % 2:
+            raise TsrxError(f"GruBlock: out_channels must be even, got {out_channels}")
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.gru = nn.GRU(out_channels, out_channels // 2, bidirectional=True, batch_first=True)
+        self.along_height = along_height
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.along_height:
+            x = x.transpose(-1, -2)
+        x = self.conv1(x)
+        b, c, h, w = x.shape
+        seq = x.permute(0, 2, 3, 1).reshape(b * h, w, c)
+        out = self.gru(seq)[0].reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return out.transpose(-1, -2) if self.along_height else out
+
+
+class TextGuidedBlock(nn.Module):
+    """The official ``RecurrentResidualBlockTL``: conv-BN-mish-conv-BN, the prior map
+    concatenated to that residual, a column GRU (C + text -> C), a row GRU on x + residual."""
+
+    def __init__(self, channels: int, text_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.gru1 = GruBlock(channels + text_channels, channels, along_height=True)
+        self.prelu = Mish()  # the official attribute name
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.gru2 = GruBlock(channels, channels)
+
+    def forward(self, x: torch.Tensor, prior_map: torch.Tensor) -> torch.Tensor:
+        residual = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
+        residual = self.gru1(torch.cat([residual, prior_map], 1))
+        return self.gru2(x + residual)
+
+
+class LRSTNHead(STNHead):
+    """The TPGSR/TATT STN head: TextZoom's keys and shapes, but it reads the 16x64 LR image
+    itself (not resized to 32x64), so its fifth pooling halves the width only."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(in_channels)
+        self.stn_convnet[9] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
+
+
+class ModernTPS(TPSSpatialTransformer):
+    """TextZoom's TPS, sampling with ``align_corners=False``: TPGSR and TATT call
+    ``F.grid_sample`` without the argument under torch >= 1.3, where False is the default."""
+
+    def forward(self, x: torch.Tensor, source_points: torch.Tensor) -> torch.Tensor:
+        b = source_points.shape[0]
+        y = torch.cat([source_points, self.padding_matrix.expand(b, 3, 2)], 1)
+        source = self.target_coordinate_repr @ (self.inverse_kernel @ y)
+        grid = source.view(b, self.height, self.width, 2).clamp(0, 1) * 2 - 1
+        return F.grid_sample(x, grid, align_corners=False)
+
+
+class _TextPriorTSRN(nn.Module):
+    """The TSRN frame both backbones share: head, text-guided blocks, tail, optional STN."""
+
+    needs_text_prior = True
+    prior_classes = PRIOR_CLASSES
+
+    def __init__(self, blocks: int, hidden_units: int, mask: bool, stn: bool, text_channels: int):
+        super().__init__()
+        if blocks < 1:
+            raise TsrxError(f"blocks must be >= 1, got {blocks}")
+        self.in_channels = 4 if mask else 3
+        self.blocks = blocks
+        self.stn = stn
+        channels = 2 * hidden_units
+        self.block1 = nn.Sequential(nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4),
+                                    nn.PReLU())
+        for i in range(blocks):
+            setattr(self, f"block{i + 2}", TextGuidedBlock(channels, text_channels))
+        self.infoGen = self._prior_module(text_channels, channels)  # official key order
+        setattr(self, f"block{blocks + 2}", nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
+        setattr(self, f"block{blocks + 3}", nn.Sequential(
+            UpsampleBlock(channels),
+            nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4)))
+        if stn:
+            self.tps = ModernTPS(LR_SIZE)
+            self.stn_head = LRSTNHead(self.in_channels)
+
+    def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _align(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stn and self.training:
+            x = self.tps(x, self.stn_head(x))
+        return x
+
+    def _body(self, head: torch.Tensor, prior_map: torch.Tensor) -> torch.Tensor:
+        y = head
+        for i in range(2, self.blocks + 2):
+            y = getattr(self, f"block{i}")(y, prior_map)
+        y = getattr(self, f"block{self.blocks + 2}")(y)
+        return torch.tanh(getattr(self, f"block{self.blocks + 3}")(head + y))
+
+
+class InfoGen(nn.Module):
+    """TPGSR's TP-feature generator: (B, 37, 1, T) -> (B, out, 1, 8T - 5) by four transposed
+    convolutions (stride 2, 2, 2 and (2, 1) along the width), each with BN and ReLU."""
+
+    def __init__(self, prior_classes: int, out_channels: int):
+        super().__init__()
+        self.tconv1 = nn.ConvTranspose2d(prior_classes, 512, 3, 2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(512)
+        self.tconv2 = nn.ConvTranspose2d(512, 128, 3, 2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(128)
+        self.tconv3 = nn.ConvTranspose2d(128, 64, 3, 2, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(64)
+        self.tconv4 = nn.ConvTranspose2d(64, out_channels, 3, (2, 1), padding=(1, 0), bias=False)
+        self.bn4 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, prior: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.tconv1(prior)))
+        x = F.relu(self.bn2(self.tconv2(x)))
+        x = F.relu(self.bn3(self.tconv3(x)))
+        return F.relu(self.bn4(self.tconv4(x)))
+
+
+@SR_BACKBONES.register("tsrn_tl_cascade")
+class TPGSR(_TextPriorTSRN):
+    """TPGSR's SR network (official ``TSRN_TL``, ``--arch tsrn_tl_cascade``):
+    ``forward(lr (B, C, 16, 64), prior (B, 37, 1, 26)) -> sr (B, C, 32, 128)``.
+
+    Defaults are the official TextZoom training script (``train_TPGSR-TSRN.sh``: ``--STN
+    --mask``, 5 blocks of 32 hidden units, x2). ``text_channels``: the prior map's channels
+    (official ``out_text_channels``). The cascade (``--stu_iter``) is the joint model's
+    ``prior_stages``; this module is one stage.
+    """
+
+    # official training (interfaces/super_resolution.py): a zero prior for the first quarter
+    # of each batch, and the SR loss trains the generator through the prior
+    prior_dropout = 0.25
+    prior_detach = False
+
+    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
+                 stn: bool = True, text_channels: int = 32):
+        super().__init__(blocks, hidden_units, mask, stn, text_channels)
+
+    def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
+        return InfoGen(PRIOR_CLASSES, text_channels)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        check_prior(prior, x, PRIOR_CLASSES, "tsrn_tl_cascade")
+        x = self._align(x)
+        head = self.block1(x)
+        prior_map = F.interpolate(self.infoGen(prior), x.shape[2:], mode="bilinear",
+                                  align_corners=True)
+        return self._body(head, prior_map)
+
+
+# -- TATT -----------------------------------------------------------------------------------
+class PositionalEncoding(nn.Module):
+    """Sinusoidal positions (buffer ``pe`` (1, max_len, d), saved in official checkpoints)."""
+
+    def __init__(self, d_model: int, dropout: float, max_len: int = 5000):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+        rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32)
+                         * -(math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(position * rate)
+        pe[:, 1::2] = torch.cos(position * rate)
+        self.register_buffer("pe", pe.unsqueeze(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(x + self.pe[:, :x.shape[1]])
+
+
+class EncoderLayer(nn.Module):
+    """DETR's post-norm encoder layer: positions added to queries and keys, not values."""
+
+    def __init__(self, d_model: int, heads: int, feedforward: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        q = src + pos
+        src = self.norm1(src + self.dropout1(self.self_attn(q, q, src)[0]))
+        ff = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout2(ff))
+
+
+class DecoderLayer(nn.Module):
+    """TATT's ``TransformerDecoderLayer_TP``: cross-attention from the image queries to the
+    prior, then the feed-forward; post-norm. ``self_attn``, ``norm1`` and ``dropout1`` exist
+    (and are saved) but the official forward never uses them, so they are frozen here."""
+
+    def __init__(self, d_model: int, heads: int, feedforward: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
+                query_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, weights = self.multihead_attn(tgt + query_pos, memory + pos, memory)
+        tgt = self.norm2(tgt + self.dropout2(attended))
+        ff = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(ff)), weights
+
+
+class _Layers(nn.Module):
+    """Holds ``layers`` (and the decoder's final ``norm``) under the official key names."""
+
+    def __init__(self, layers: list[nn.Module], norm: nn.Module | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        if norm is not None:
+            self.norm = norm
+
+
+class InfoTransformer(nn.Module):
+    """TATT's ``InfoTransformer``: encoder over the prior, decoder from the image features.
+
+    The query positions are the learned ``init_factor`` (H*W, d) passed through
+    ``gru_encoding``, a BiGRU over rows of H*d features; as in the official code that GRU is
+    ``batch_first`` but is fed (W, B, H*d), so it runs *across the batch*: a sample's query
+    positions depend on its place in the batch. Kept for exact outputs (docs/models.md).
+    """
+
+    def __init__(self, d_model: int, heads: int, feedforward: int, encoder_layers: int,
+                 decoder_layers: int, dropout: float, size: tuple[int, int]):
+        super().__init__()
+        self.encoder = _Layers([EncoderLayer(d_model, heads, feedforward, dropout)
+                                for _ in range(encoder_layers)])
+        self.decoder = _Layers([DecoderLayer(d_model, heads, feedforward, dropout)
+                                for _ in range(decoder_layers)], nn.LayerNorm(d_model))
+        self.gru_encoding = nn.GRU(d_model * size[0], d_model * size[0] // 2, bidirectional=True,
+                                   batch_first=True)
+        self.size = size
+        for p in self.parameters():  # the official _reset_parameters
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, query: torch.Tensor,
+                tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = self.size
+        batch, d = src.shape[1], src.shape[2]
+        query = query.unsqueeze(1).expand(-1, batch, -1)                     # (HW, B, d)
+        query = query.reshape(h, w, batch, d).permute(1, 2, 0, 3).reshape(w, batch, h * d)
+        query = self.gru_encoding(query)[0]                                  # GRU over B
+        query = query.reshape(w, batch, h, d).permute(2, 0, 1, 3).reshape(h * w, batch, d)
+        memory = src
+        for layer in self.encoder.layers:
+            memory = layer(memory + src, pos)  # the official encoder adds src before each layer
+        out, outputs, weights = tgt, [], None
+        for layer in self.decoder.layers:
+            out, weights = layer(out, memory, pos, query)
+            outputs.append(self.decoder.norm(out))
+        return torch.stack(outputs), weights
+
+
+class TPInterpreter(nn.Module):
+    """TATT's TP interpreter: prior (B, 37, 1, T) and image features (B, d, H, W) ->
+    a prior map (B, d, H, W) and the last decoder layer's attention (B, H*W, T).
+    ``fc_feature_in`` is in the official module and checkpoints but unused (frozen here)."""
+
+    def __init__(self, prior_classes: int, d_model: int, size: tuple[int, int],
+                 feature_in: int, encoder_layers: int = 1, decoder_layers: int = 2):
+        super().__init__()
+        self.fc_in = nn.Linear(prior_classes, d_model)
+        self.fc_feature_in = nn.Linear(feature_in, d_model)
+        self.activation = nn.PReLU()
+        self.transformer = InfoTransformer(d_model, heads=4, feedforward=d_model,
+                                           encoder_layers=encoder_layers,
+                                           decoder_layers=decoder_layers, dropout=0.1, size=size)
+        self.pe = PositionalEncoding(d_model, dropout=0.1)
+        self.init_factor = nn.Embedding(size[0] * size[1], d_model)
+
+    def forward(self, features: torch.Tensor, prior: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = features.shape
+        tgt = features.reshape(b, c, h * w).permute(2, 0, 1)           # (HW, B, C)
+        x = self.activation(self.fc_in(prior.permute(0, 3, 1, 2).squeeze(-1)))  # (B, T, d)
+        pos = self.pe(torch.zeros_like(x)).permute(1, 0, 2)            # (T, B, d)
+        out, weights = self.transformer(x.permute(1, 0, 2), pos, self.init_factor.weight, tgt)
+        prior_map = out.mean(0).permute(1, 2, 0).reshape(b, -1, h, w)
+        return prior_map, weights
+
+
+@SR_BACKBONES.register("tatt")
+class TATT(_TextPriorTSRN):
+    """TATT's SR network (official ``TSRN_TL_TRANS``, ``--arch tatt``):
+    ``forward(lr (B, C, 16, 64), prior (B, 37, 1, 26)) -> (sr (B, C, 32, 128), attention
+    (B, 1024, 26))``; tsrx's joint model uses the image.
+
+    Defaults are the official TextZoom training script (``train_TATT.sh``: ``--STN --mask``,
+    5 blocks of 32 hidden units, x2, a 64-channel prior map). The transformer's width is the
+    body's (``2 * hidden_units``), as the official ``feature_in``.
+    """
+
+    # official training: no prior dropout; the prior (and the image between cascade stages)
+    # is detached, so the generator learns from the text-prior loss only
+    prior_dropout = 0.0
+    prior_detach = True
+
+    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
+                 stn: bool = True, text_channels: int = 64):
+        if text_channels != 2 * hidden_units:
+            raise TsrxError(f"tatt: text_channels ({text_channels}) must equal 2 * hidden_units "
+                            f"({2 * hidden_units}): the decoder's queries are the body's features")
+        super().__init__(blocks, hidden_units, mask, stn, text_channels)
+        unused = [self.infoGen.fc_feature_in]
+        for layer in self.infoGen.transformer.decoder.layers:
+            unused += [layer.self_attn, layer.norm1]
+        for module in unused:  # never reached by forward: frozen, so DDP waits for no gradient
+            module.requires_grad_(False)
+
+    def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
+        return TPInterpreter(PRIOR_CLASSES, text_channels, LR_SIZE, feature_in=channels)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_prior(prior, x, PRIOR_CLASSES, "tatt")
+        if tuple(x.shape[2:]) != LR_SIZE:
+            raise TsrxError(f"tatt: LR images of {tuple(x.shape[2:])}, expected {LR_SIZE} "
+                            "(its learned query positions are per LR pixel)")
+        x = self._align(x)
+        head = self.block1(x)
+        prior_map, weights = self.infoGen(head, prior)
+        return self._body(head, prior_map), weights
