@@ -11,6 +11,10 @@ recorded TextZoom-format inputs must agree.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -141,3 +145,30 @@ def test_a_broken_input_conv_is_named():
 def test_tbsrn_needs_32_hidden_units():
     with pytest.raises(TsrxError, match="hidden_units = 16"):
         SR_BACKBONES.get("tbsrn")(hidden_units=16)
+
+
+def _tsrx(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "tsrx", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_inspect_names_the_architecture_and_its_exact_parameter_count(tmp_path):
+    model = SR_BACKBONES.get("tbsrn")()
+    torch.save({"state_dict_G": {f"module.{k}": v for k, v in model.state_dict().items()},
+                "info": {"arch": "tbsrn", "iters": 5}}, tmp_path / "tbsrn.pth")
+    out = _tsrx("ckpt", "inspect", "tbsrn.pth", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "model.sr: type=tbsrn, mask=False, stn=True" in out.stdout
+    assert "3,210,335" in out.stdout and "counted by building" in out.stdout
+
+
+def test_eval_of_an_official_rgb_checkpoint_reads_rgb_data(tmp_path):
+    """An official 3-channel backbone: tsrx eval feeds it 3-channel images (data.mask follows)."""
+    from tsrx.data.synth import synthesize
+    synthesize(tmp_path / "synth", train=2, train2=0, test=[2, 2, 2], seed=0, fonts="builtin")
+    torch.save({"state_dict_G": SR_BACKBONES.get("srcnn")().state_dict(), "info": {"arch": "srcnn"}},
+               tmp_path / "srcnn.pth")
+    out = _tsrx("eval", "--ckpt", "srcnn.pth", "--data", "synth", "--json", "r.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["splits"]["easy"]["n"] == 2 and result["splits"]["easy"]["psnr"] > 0
