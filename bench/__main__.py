@@ -5,6 +5,7 @@
     python -m bench --only train eval    # a subset
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --amp bf16 --out bench/results_gpu.json
+    python -m bench --only zoo           # every backbone of experiments/zoo.toml: train/eval samples/s
 
 Exit status 1 when a benchmark raised (its row says why); targets missed are shown in the
 table and the JSON but do not fail the command: they are measurements, not tests.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from bench.common import atomic_write_json, machine, row
 
-NAMES = ("train", "eval", "data", "cli", "ddp")
+NAMES = ("train", "eval", "data", "cli", "ddp", "zoo")
 LOADER_TARGET = 5.0
 
 
@@ -56,6 +57,9 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
     if name == "cli":
         from bench import bench_cli
         return bench_cli.run(args.smoke)
+    if name == "zoo":
+        from bench import bench_zoo
+        return bench_zoo.run(args.smoke, device=args.device, amp=args.amp)
     from bench import bench_ddp
     return bench_ddp.run(args.smoke)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Items 1-3 of the benchmark suite on one CUDA GPU: the TSRN train step (float32, then bf16
 # autocast), evaluation of a TextZoom-size test set and the data loader against the train
-# step, each with samples/s and peak GPU memory. Writes bench/results_gpu_fp32.json and
-# bench/results_gpu_bf16.json (or $BENCH_OUT_DIR/...) and prints the tables; the card's name
+# step, each with samples/s and peak GPU memory, then item 6 (every zoo backbone's train step
+# and eval). Writes bench/results_gpu_fp32.json, bench/results_gpu_bf16.json and
+# bench/results_gpu_zoo.json (or $BENCH_OUT_DIR/...) and prints the tables; the card's name
 # is in each file's "machine.gpu".
 #
 #   bash bench/gpu.sh                        # on the GPU machine, from anywhere
@@ -36,4 +37,7 @@ status=0
     --out "$OUT_DIR/results_gpu_fp32.json" "$@" || status=1
 "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp bf16 --only train eval data \
     --out "$OUT_DIR/results_gpu_bf16.json" "$@" || status=1
+# every backbone of experiments/zoo.toml: train step and eval samples/s, peak memory (fp32)
+"$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp none --only zoo \
+    --out "$OUT_DIR/results_gpu_zoo.json" "$@" || status=1
 exit "$status"

@@ -122,7 +122,13 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     assert result["smoke"] is True
     assert {"cpu", "cores", "torch", "torch_threads"} <= set(result["machine"])
     rows = result["rows"]
-    assert {r["item"] for r in rows} == {"train", "eval", "data", "cli", "ddp"}
+    assert {r["item"] for r in rows} == {"train", "eval", "data", "cli", "ddp", "zoo"}
+    from bench.bench_zoo import backbones
+    zoo = {r["name"]: r for r in rows if r["item"] == "zoo"}
+    for name, table in backbones():  # one train and one eval row per zoo backbone
+        for what in ("train step", "eval"):
+            assert zoo[f"{name} {what}"]["value"] > 0
+            assert zoo[f"{name} {what}"]["detail"]["parameters"] > 0
     for r in rows:
         assert {"item", "name", "value", "unit", "target", "ok", "detail"} <= set(r)
         assert not r["name"].startswith("error"), r
@@ -156,3 +162,5 @@ def test_gpu_script_dry_runs_on_the_cpu_and_writes_both_files(tmp_path):
     assert {r["item"] for r in fp32["rows"]} == {"train"}
     assert {r["item"] for r in bf16["rows"]} == {"train", "eval", "data"}
     assert all(r["ok"] for r in fp32["rows"] if r["name"].startswith("first-step loss"))
+    zoo = json.loads((tmp_path / "results_gpu_zoo.json").read_text())
+    assert {r["item"] for r in zoo["rows"]} == {"zoo"} and all(r["value"] for r in zoo["rows"])

@@ -57,6 +57,27 @@ def _exact_counts(obj: dict) -> dict[str, int] | None:
             for part in ("sr", "recognizer", "head", "prior", "prior_teacher")}
 
 
+def _official_counts(obj: Any) -> dict[str, int] | None:
+    """Exact counts for an official checkpoint, from the model its reader names, but only
+    when that model has exactly the file's keys and shapes (an official file does not always
+    record every option, e.g. TSRN's block count): otherwise None (the file's estimate)."""
+    from tsrx.engine.checkpoint import read_official
+    official = read_official(obj)
+    if official is None:
+        return None
+    try:
+        from tsrx.models.build import build_model
+        model = build_model({"model": official.model}, load_init=False)
+    except Exception:  # a plugin that is not installed here
+        return None
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    held = {k: tuple(v.shape) for k, v in official.state.items()}
+    if {k: s for k, s in own.items() if k.split(".", 1)[0] in official.parts} != held:
+        return None
+    return {part: sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] == part)
+            for part in ("sr", "recognizer", "head")}
+
+
 @app.command("inspect")
 def inspect_cmd(
     path: Path = typer.Argument(..., help="Checkpoint file (tsrx, TextZoom, meijieru CRNN or a state_dict)."),
@@ -74,7 +95,7 @@ def inspect_cmd(
     console.print(f"[bold]{path}[/]: format [bold]{fmt}[/]"
                   + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else ""))
     counts = parameter_counts(state)
-    exact = _exact_counts(obj) if fmt == "tsrx" else None
+    exact = _exact_counts(obj) if fmt == "tsrx" else _official_counts(obj) if fmt != "state_dict" else None
     table = Table(title="parts")
     for col in ("part", "tensors", "parameters"):
         table.add_column(col, justify="left" if col == "part" else "right")

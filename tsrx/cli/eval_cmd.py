@@ -121,7 +121,14 @@ def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
     if official is None:
         raise TsrxError(f"checkpoint format {fmt!r} does not say which model it holds: pass "
                         "--config FILE with a [model] table")
-    cfg, issues = resolve_run({"name": "eval", "model": official.model}, {}, "<tsrx eval>")
+    raw_cfg: dict = {"name": "eval", "model": official.model}
+    sr = official.model.get("sr")
+    if sr:  # the data's mask channel follows the backbone the file holds (3 or 4 channels)
+        from tsrx.registry import SR_BACKBONES
+        channels = getattr(SR_BACKBONES.build(dict(sr), "model.sr"), "in_channels", None)
+        if channels in (3, 4):
+            raw_cfg["data"] = {"mask": channels == 4}
+    cfg, issues = resolve_run(raw_cfg, {}, "<tsrx eval>")
     if issues:
         raise ConfigError(issues)
     return cfg

@@ -371,7 +371,10 @@ class Trainer:
             "losses": self.parts.loss_tables, "combiner": self.combiner_description(),
             "world_size": self.env.world_size, "batch_size": self.global_batch,
             "batch_size_per_rank": self.parts.batch_size_per_rank,
-            "judge": self.parts.judge_name, "resumed": self.step > 0})
+            "judge": self.parts.judge_name, "resumed": self.step > 0,
+            # parameters (not buffers) per part, frozen ones included: the report's column
+            "parameters": {name: sum(p.numel() for p in part.parameters())
+                           for name, part in self.model.named_children()}})
 
     def combiner_description(self) -> dict:
         describe = getattr(self.combiner, "describe", None)

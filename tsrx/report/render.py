@@ -11,6 +11,7 @@ import io
 import json
 import math
 
+from tsrx.report.run_facts import fmt_fact
 from tsrx.report.tables import Block, Report, Row
 
 FORMATS = ("rich", "md", "csv", "json")
@@ -39,8 +40,8 @@ def to_markdown(report: Report) -> str:
         out.append(f"### {block.title}")
         out.append(block.source_line())
         out.append("")
-        out.append("| " + " | ".join([block.row_axis, *block.columns]) + " |")
-        out.append("|" + "---|" * (len(block.columns) + 1))
+        out.append("| " + " | ".join([block.row_axis, *block.lead, *block.columns, *block.trail]) + " |")
+        out.append("|" + "---|" * (len(block.lead) + len(block.columns) + len(block.trail) + 1))
         for i, row in enumerate(block.rows):
             cells = []
             for col in block.columns:
@@ -50,7 +51,9 @@ def to_markdown(report: Report) -> str:
                 if i in best.get(col, ()):
                     text = f"**{text}**"
                 cells.append(text)
-            out.append("| " + " | ".join([_label(row), *cells]) + " |")
+            lead = [fmt_fact(c, row.facts.get(c)) for c in block.lead]
+            trail = [fmt_fact(c, row.facts.get(c)) for c in block.trail]
+            out.append("| " + " | ".join([_label(row), *lead, *cells, *trail]) + " |")
         notes = _notes(block)
         if notes:
             out.append("")
@@ -70,15 +73,19 @@ def to_csv(report: Report) -> str:
     columns: list[str] = []
     for b in report.blocks:
         columns += [c for c in b.columns if c not in columns]
+    facts: list[str] = []
+    for b in report.blocks:
+        facts += [c for c in (*b.lead, *b.trail) if c not in facts]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["selector", *group_keys, report.row_axis, "run", "state", "source", "protocol",
-                "recognizer", *columns, "notes"])
+                "recognizer", *columns, *facts, "notes"])
     for b in report.blocks:
         for row in b.rows:
             w.writerow([b.selector, *[b.group.get(k, "") for k in group_keys], row.label, row.run.name,
                         row.run.state, row.result.source if row.result else "", b.protocol, b.recognizer,
                         *["" if row.cells.get(c) is None else repr(row.cells[c]) for c in columns],
+                        *["" if row.facts.get(c) is None else repr(row.facts[c]) for c in facts],
                         "; ".join(row.notes)])
     return buf.getvalue()
 
@@ -95,7 +102,8 @@ def to_json(report: Report) -> str:
                          "from": row.result.where if row.result else None,
                          "values": {c: row.cells.get(c) for c in b.columns},
                          "best": [c for c in b.columns if i in best.get(c, ())],
-                         "average_mismatch": sorted(row.mismatched), "notes": row.notes})
+                         "average_mismatch": sorted(row.mismatched), "notes": row.notes,
+                         "facts": {c: row.facts.get(c) for c in (*b.lead, *b.trail)}})
         blocks.append({"selector": b.selector, "group": b.group, "title": b.title,
                        "protocol": b.protocol, "recognizer": b.recognizer, "source": b.source,
                        "row_axis": b.row_axis, "columns": b.columns, "rows": rows})
@@ -104,7 +112,8 @@ def to_json(report: Report) -> str:
 
 
 # -- rich --------------------------------------------------------------------------------
-def _rich_table(block: Block, columns: list[str], title: str | None):
+def _rich_table(block: Block, columns: list[str], title: str | None, lead: list[str] = (),
+                trail: list[str] = ()):
     from rich.table import Table
     from rich.text import Text
 
@@ -112,7 +121,7 @@ def _rich_table(block: Block, columns: list[str], title: str | None):
     best = block.best()
     t = Table(title=title, title_justify="left", header_style="bold")
     t.add_column(block.row_axis, no_wrap=True)
-    for col in columns:
+    for col in (*lead, *columns, *trail):
         t.add_column(col, justify="right", no_wrap=True)
     for i, row in enumerate(block.rows):
         cells = []
@@ -122,7 +131,9 @@ def _rich_table(block: Block, columns: list[str], title: str | None):
             if col in row.mismatched:
                 style = "bold yellow"
             cells.append(Text(text, style=style))
-        t.add_row(Text(_label(row), style=styles.get(row.run.state, "")), *cells)
+        t.add_row(Text(_label(row), style=styles.get(row.run.state, "")),
+                  *[fmt_fact(c, row.facts.get(c)) for c in lead], *cells,
+                  *[fmt_fact(c, row.facts.get(c)) for c in trail])
     return t
 
 
@@ -134,16 +145,18 @@ def to_rich(report: Report, width: int = 200) -> list:
     out: list = []
     for block in report.blocks:
         label_w = max([len(block.row_axis)] + [len(_label(r)) for r in block.rows])
-        wide = label_w + 4 + 11 * len(block.columns) <= width
+        facts_w = 13 * (len(block.lead) + len(block.trail))
+        wide = label_w + 4 + 11 * len(block.columns) + facts_w <= width
         out.append(Text(block.title, style="bold"))
         out.append(Text(block.source_line(), style="dim"))
         if wide:
-            out.append(_rich_table(block, block.columns, None))
+            out.append(_rich_table(block, block.columns, None, block.lead, block.trail))
         else:
             per = len(block.columns) // 3
             for k in range(3):
                 cols = block.columns[k * per:(k + 1) * per]
-                out.append(_rich_table(block, cols, cols[-1].split("-", 1)[1]))
+                out.append(_rich_table(block, cols, cols[-1].split("-", 1)[1], block.lead,
+                                       block.trail if k == 2 else ()))
         for n in _notes(block):
             out.append(Text(f"  note: {n}", style="yellow" if "stored average" in n else "dim"))
         out.append(Text(""))

@@ -17,6 +17,7 @@ from typing import Any
 from tsrx.errors import TsrxError, suggest
 from tsrx.report.collect import Collection, Result, Run, Selected, axis_label, value_label
 from tsrx.report.diff import differences
+from tsrx.report.run_facts import LEAD, TRAIL, run_facts
 
 METRICS = ("acc", "psnr", "ssim")
 # Half a unit in the fourth decimal, the precision tables show: a stored average further
@@ -33,6 +34,7 @@ class Row:
     cells: dict[str, float | None]
     notes: list[str] = field(default_factory=list)
     mismatched: set[str] = field(default_factory=set)  # columns whose stored average disagrees
+    facts: dict[str, float | None] = field(default_factory=dict)  # params, samples/s (run_facts)
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Block:
     protocol: str
     recognizer: str
     source: str                  # "test", "val", "mixed" or "none"
+    lead: list[str] = field(default_factory=list)   # fact columns before the metrics (params)
+    trail: list[str] = field(default_factory=list)  # fact columns after them (samples/s)
 
     @property
     def title(self) -> str:
@@ -185,13 +189,28 @@ def selectors_of(runs: list[Run], wanted: list[str] | None) -> list[Selected]:
     return out
 
 
+def follows(axis: str, row_axis: str, runs: list[Run]) -> bool:
+    """True when each row value comes with one value of ``axis`` (a variant's ``data.mask``
+    set with its backbone): such an axis is a property of the row, not a group of its own."""
+    if row_axis == RUN_AXIS:
+        return False
+    seen: dict[str, str] = {}
+    for r in runs:
+        row, value = value_label(r.point.get(row_axis)), value_label(r.point.get(axis))
+        if seen.setdefault(row, value) != value:
+            return False
+    return True
+
+
 def build_report(coll: Collection, rows: str | None = None, selectors: list[str] | None = None) -> Report:
     row_axis = resolve_axis(rows, coll.axes)
-    others = [a for a in coll.axes if a != row_axis]
+    others = [a for a in coll.axes if a != row_axis and not follows(a, row_axis, coll.runs)]
     labels = {a: axis_label(a, coll.axes) for a in coll.axes}
     sels = selectors_of(coll.runs, selectors)
     problems = [p for r in coll.runs for p in r.problems]
     blocks: list[Block] = []
+    facts = {id(r): run_facts(r.metrics()) for r in coll.runs}
+    shown = [c for c in (*LEAD, *TRAIL) if any(f.get(c) is not None for f in facts.values())]
     for sel in sels:
         results = {id(r): r.result(sel) for r in coll.runs}
         splits = _splits_of([res.values for res, _ in results.values() if res is not None])
@@ -225,7 +244,7 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
                         extra.insert(0, "validation result (no test result cached)")
                     if not res.verified:
                         extra.insert(0, "test result not verified (checkpoint file absent)")
-                block_rows.append(Row(label, r, res, cells, extra, bad))
+                block_rows.append(Row(label, r, res, cells, extra, bad, facts=facts[id(r)]))
             present = [row.result for row in block_rows if row.result is not None]
             sources = {p.source for p in present}
             source = "none" if not sources else (sources.pop() if len(sources) == 1 else "mixed")
@@ -233,7 +252,8 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
             recognizer = _common([str(p.values.get("recognizer") or "none") for p in present])
             blocks.append(Block(sel.filename, {labels[a]: v for a, v in zip(others, gk)},
                                 labels.get(row_axis, RUN_AXIS), columns_for(splits), block_rows,
-                                protocol, recognizer, source))
+                                protocol, recognizer, source,
+                                lead=[c for c in LEAD if c in shown], trail=[c for c in TRAIL if c in shown]))
     return Report(coll.source, labels.get(row_axis, RUN_AXIS), blocks,
                   identical_metric_warnings(coll.runs, sels), problems)
 
