@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsrx.config.schema import PositiveInt
 from tsrx.models.text import VOCABULARIES, ctc_greedy_decode
 from tsrx.registry import RECOGNIZERS
 
@@ -67,7 +68,7 @@ class CRNN(nn.Module):
     ``alphabet[i-1]``, 0 is the CTC blank), ``leaky_relu`` (meijieru's option, off in crnn.pth).
     """
 
-    def __init__(self, hidden_units: int = 256, alphabet: str = VOCABULARIES["lower"],
+    def __init__(self, hidden_units: PositiveInt = 256, alphabet: str = VOCABULARIES["lower"],
                  leaky_relu: bool = False):
         super().__init__()
         self.alphabet = alphabet
