@@ -13,16 +13,12 @@ from typing import Any
 
 import torch
 
-
-def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
-    from tsrx.launch.rundir import utc_now
-    atomic_json(Path(run_dir) / "status.json", {"state": state, "step": step, "total_steps": total,
-                                                 "updated": utc_now(), "error": error})
+from tsrx.runfiles import atomic_write_text, write_status  # noqa: F401 (the one home of run-file I/O)
 
 
 def atomic_json(path: Path, data: Any) -> None:
-    from tsrx.launch.rundir import atomic_write_text
-    atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
+    from tsrx import runfiles
+    runfiles.atomic_json(path, data, default=json_default)
 
 
 def json_default(obj: Any) -> Any:
@@ -44,7 +40,6 @@ def truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
-    from tsrx.launch.rundir import atomic_write_text
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 

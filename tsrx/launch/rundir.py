@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import json
 import os
 import shlex
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tsrx.errors import TsrxError
+from tsrx.runfiles import atomic_write_text, dumps, read_meta, utc_now  # noqa: F401 (re-exported)
 
 CONFIG = "config.toml"
 META = "meta.json"
@@ -33,20 +33,6 @@ OUTPUTS = ("last.pth", "best_acc_model.pth", "best_psnr_model.pth", "metrics.jso
            "status.json", "summary.json", "eval", "logs")
 MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _load_toml(text: str) -> dict:
@@ -114,20 +100,13 @@ def _locked(run_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def read_meta(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / META).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def update_meta(run_dir: Path, **changes: Any) -> dict:
     """Merge ``changes`` into meta.json atomically; returns the new content."""
     run_dir = Path(run_dir)
     with _locked(run_dir):
         meta = read_meta(run_dir)
         meta.update(changes)
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=2, default=str) + "\n")
+        atomic_write_text(run_dir / META, dumps(meta) + "\n")
     return meta
 
 
@@ -138,7 +117,7 @@ def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
         meta = read_meta(run_dir)
         jobs = meta.setdefault("jobs", [])
         jobs.append({"job_id": str(job_id), "launcher": launcher, "time": utc_now(), **extra})
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=2, default=str) + "\n")
+        atomic_write_text(run_dir / META, dumps(meta) + "\n")
 
 
 def _supersede(run_dir: Path) -> Path | None:
