@@ -50,6 +50,8 @@ def _exact_counts(obj: dict) -> dict[str, int] | None:
         return None
     try:
         from tsrx.models.build import build_model
+        from tsrx.plugins import require_checkpoint_components
+        require_checkpoint_components(config, source="checkpoint")  # imports nothing it names
         model = build_model(config, load_init=False)
     except Exception:  # a plugin that is not installed here: fall back to the file's estimate
         return None

@@ -118,6 +118,10 @@ def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = 
                         f"): {exc}") from None
     fmt = detect_format(ckpt)
     saved = (((ckpt.get("config") or {}).get("model") or {}) if fmt == "tsrx" else {})
+    if saved:
+        from tsrx.plugins import require_checkpoint_components
+        require_checkpoint_components({"model": {k: saved.get(k) for k in ("recognizer", "head")}},
+                                      source=f"judge weights {weights}", recorded=ckpt.get("plugins"))
     table = eval_cfg.get("judge") or saved.get("recognizer") or {"type": "crnn"}
     parts = build_parts({"recognizer": table, "head": saved.get("head")})
     judge = JointModel(recognizer=parts["recognizer"], head=parts["head"], rec_input="hr")

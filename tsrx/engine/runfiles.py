@@ -55,8 +55,11 @@ def tensorboard_writer(folder: Path) -> Any:
 def plugin_records() -> list[dict]:
     from dataclasses import asdict
 
-    from tsrx.plugins import loaded_plugins
-    return [asdict(p) for p in loaded_plugins()]
+    from tsrx.plugins import components_of_loaded_plugins, loaded_plugins
+    # which plugin registered which component: `tsrx eval` of the checkpoint can then say
+    # what to install or pass with --plugin, without importing anything the file names
+    components = components_of_loaded_plugins()
+    return [{**asdict(p), "components": components.get(p.name, [])} for p in loaded_plugins()]
 
 
 class Progress:
