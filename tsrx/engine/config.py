@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from tsrx.config.schema import Component, Positive
+from tsrx.config.schema import Component, NonNegative, Positive
 from tsrx.config.sections import register_section, section
 
 
@@ -39,7 +39,7 @@ class TrainSection:
     selectors: Annotated[list, Component("selector", many=True)] = field(
         default_factory=lambda: ["best_acc", "best_psnr"])
     amp: Literal["none", "bf16", "fp16"] = "none"
-    grad_clip: Annotated[float, Positive] | None = 0.25
+    grad_clip: Annotated[float, NonNegative] | None = 0.25  # 0 or none: no clipping
     deterministic: bool = False
     on_nonfinite: Literal["stop", "skip"] = "stop"
     channels_last: bool = False

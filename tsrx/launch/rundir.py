@@ -113,6 +113,10 @@ def update_meta(run_dir: Path, **changes: Any) -> dict:
 def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
     """Append one attempt (a submission or a requeued start) to meta.json's ``jobs``."""
     run_dir = Path(run_dir)
+    if launcher.startswith("local") and str(job_id).isdigit() and "process" not in extra:
+        # a PID is reused once its process ends: record what tells them apart (tsrx cancel)
+        from tsrx.launch.process import identity
+        extra["process"] = identity(int(job_id))
     with _locked(run_dir):
         meta = read_meta(run_dir)
         jobs = meta.setdefault("jobs", [])
@@ -158,6 +162,7 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
     run_dir = Path(runs_dir) / run.experiment / run.name
     cfg_path = run_dir / CONFIG
     superseded = None
+    supersede = False
     rewrite = not cfg_path.exists()
     if cfg_path.exists():
         old = _load_toml(cfg_path.read_text(encoding="utf-8"))
@@ -168,7 +173,7 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
             cfg_path = run_dir / CONFIG
             rewrite = True
         elif diffs and force:
-            superseded = _supersede(run_dir)
+            supersede = True
         elif diffs:
             shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:12])
             more = f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else ""
@@ -177,6 +182,11 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
                 f"run {run.name!r} of experiment {run.experiment!r} in {len(diffs)} key(s): "
                 f"{shown}{more}. Use --force to replace it (old outputs move to superseded/) "
                 f"or --new to start a new run directory beside it")
+    if cfg_path.exists():
+        from tsrx.launch.writer import refuse_if_in_use
+        refuse_if_in_use(run_dir)  # one writer per run directory (tsrx.launch.writer)
+    if supersede:
+        superseded = _supersede(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rewrite:
         atomic_write_text(cfg_path, text)

@@ -199,7 +199,14 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _alive(pid: str) -> bool:
+def _alive(pid: str, record: dict | None = None) -> bool:
+    """Whether the local job's process lives: the recorded identity (PID + start time) when
+    there is one, so that a reused PID does not count."""
+    if record and isinstance(record.get("process"), dict):
+        from tsrx.launch.process import is_same
+        same = is_same(record["process"])
+        if same is not None:
+            return same
     try:
         os.kill(int(pid), 0)
     except (ValueError, ProcessLookupError):
@@ -249,7 +256,7 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
         row.state = _SLURM_STATES.get(sched, sched.lower())
         if row.state == "completed" and trainer_state == "failed":
             row.state = "failed"
-    elif launcher == "local" and _alive(job_id):
+    elif launcher == "local" and _alive(job_id, last):
         row.state = "running" if starts else "pending"
     else:
         kind = _result_kind(meta.get("submitit_folder"), job_id)
