@@ -375,8 +375,15 @@ class Trainer:
 
     def _append_metrics(self, line: dict) -> None:
         if self.env.is_main:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(dumps(line, indent=None, default=json_default) + "\n")
+            text = dumps(line, indent=None, default=json_default) + "\n"
+            try:
+                with open(self.metrics_path, "a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as exc:
+                from tsrx.runfiles import disk_full_error, is_disk_full
+                if is_disk_full(exc):
+                    raise disk_full_error(self.metrics_path, len(text), exc) from None
+                raise
 
     def _write_status(self, state: str, error: str | None = None) -> None:
         if self.env.is_main:
