@@ -8,7 +8,6 @@ table and stored in the JSON, which also holds every image's prediction.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -89,9 +88,9 @@ def eval_command(
         if cached is not None:
             err_console.print(f"cached for tsrx report: {cached}", highlight=False)
     if json_out:
-        from tsrx.launch.rundir import atomic_write_text
+        from tsrx.runfiles import atomic_write_text, dumps
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_out, json.dumps(result, indent=1) + "\n")
+        atomic_write_text(json_out, dumps(result, indent=1) + "\n")  # standard JSON: NaN is null
         err_console.print(f"wrote {json_out}", highlight=False)
 
 

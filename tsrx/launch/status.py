@@ -130,7 +130,8 @@ def latest_metrics(run_dir: Path) -> tuple[dict, int | None]:
     metrics = {}
     if val:
         avg = (val.get("result") or {}).get("average") or {}
-        metrics = {k: avg[k] for k in ("acc", "psnr", "ssim") if isinstance(avg.get(k), (int, float))}
+        metrics = {k: avg[k] for k in ("acc", "psnr", "ssim")  # NaN (older files): no result
+                   if isinstance(avg.get(k), (int, float)) and avg[k] == avg[k]}
         metrics["val_step"] = val.get("step")
     return metrics, step
 
