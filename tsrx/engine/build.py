@@ -183,6 +183,10 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     train_set, val_sets, test_sets = build_datasets(data_cfg)
     if train_set is None:
         raise TsrxError("[data] has no train table: nothing to train on (set [data.train])")
+    if len(train_set) < env.world_size:
+        roots = ", ".join(str(s.path) for s in getattr(train_set, "splits", [])) or "data.train"
+        raise TsrxError(f"data.train ({roots}) has {len(train_set)} usable sample(s): too few to "
+                        f"shard over {env.world_size} process(es)")
     sampler = ResumableSampler(len(train_set), rank=env.rank, world_size=env.world_size,
                                seed=seed, shuffle=True, drop_last=True)
     if len(sampler) < batch:
