@@ -50,9 +50,18 @@ def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     intruder = res.stdout.strip().splitlines()[-1]
-    log = workdir / "runs" / "twice" / "submitit" / intruder / f"{intruder}_0_log.err"
-    wait_for(lambda: log.exists() and "is being written by job" in log.read_text(), 240,
-             "the second job to be refused")
+    folder = workdir / "runs" / "twice" / "submitit" / intruder
+
+    def refused():
+        return any("is being written by job" in f.read_text(errors="replace")
+                   for f in folder.glob("*_log.*")) if folder.is_dir() else False
+    try:
+        wait_for(refused, 240, "the second job to be refused")
+    except BaseException:
+        queue = subprocess.run(["squeue", "-a", "-o", "%i %T %R"], capture_output=True, text=True).stdout
+        files = {f.name: f.read_text(errors="replace")[-800:] for f in folder.glob("*")} if folder.is_dir() else {}
+        raise AssertionError(f"intruder {intruder}: squeue:\n{queue}\nfiles: {files}")
+    log = next(f for f in folder.glob("*_log.*") if "is being written by job" in f.read_text())
     assert f"job {job_id} (slurm)" in log.read_text()
 
     wait_for(lambda: _read(run / "status.json").get("state") == "completed", 400,

@@ -234,8 +234,8 @@ def submitting(folder: Path, experiment: str) -> Iterator[None]:
 def refuse_if_in_use(run_dir: Path) -> None:
     """Refuse to (re)start ``run_dir`` while a writer holds it or its last job is queued/running."""
     refuse_if_busy(run_dir, doing="start")
-    from tsrx.launch.status import run_status
-    row = run_status(Path(run_dir))
+    from tsrx.launch.status import collect
+    row = collect([Path(run_dir)])[0]  # asks squeue about a Slurm job
     if row.state in ("pending", "running") and row.job_id:
         raise RunDirBusy(
             f"run directory {run_dir} already has job {row.job_id} ({row.launcher}, {row.state}); "
