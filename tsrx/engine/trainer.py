@@ -17,7 +17,6 @@ the same step, so none is left waiting in a collective.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
