@@ -104,6 +104,10 @@ def test_module_types_and_plugin_lists_are_not_imported():
         require_checkpoint_components(cfg, source="x.pth", recorded=[
             {"name": "some_lab.heads", "module": "some_lab.heads", "package": "", "version": "",
              "builtin": False, "components": ["head:lab_head"]}])
+    cfg = {"model": {"sr": {"type": "tsrn"}}, "data": {"test": {"easy": {"type": "json.tool:X"}}}}
+    with pytest.raises(TsrxError, match=r"data.test.easy.type = 'json.tool:X' \(dataset\)"):
+        require_checkpoint_components(cfg, source="x.pth")
+    assert "json.tool" not in sys.modules
     # the built-ins are installed plugins: a checkpoint naming them needs nothing
     require_checkpoint_components({"model": {"sr": {"type": "tsrn"}, "head": {"type": "mlp"}}},
                                   source="x.pth")

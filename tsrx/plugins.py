@@ -216,7 +216,10 @@ def require_checkpoint_components(config: dict, *, source: str, recorded: list |
     recorded = [r for r in (recorded or []) if isinstance(r, dict)]
     config_plugins = config.get("plugins") or []
     missing = []
-    for kind, dotted in CHECKPOINT_COMPONENTS:
+    tests = _table_at(config, "data.test")
+    places = list(CHECKPOINT_COMPONENTS) + [("dataset", f"data.test.{name}")
+                                             for name in (tests if isinstance(tests, dict) else {})]
+    for kind, dotted in places:
         table = _table_at(config, dotted)
         if not isinstance(table, dict) or not isinstance(table.get("type"), str):
             continue
