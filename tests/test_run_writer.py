@@ -128,3 +128,44 @@ def test_lease_fallback_where_flock_does_not_work(tmp_path, monkeypatch):
     stale["process"] = {"pid": 2 ** 22 + 7, "host": os.uname().nodename, "start_ticks": 1}
     (tmp_path / writer.LOCK).write_text(json.dumps(stale))
     assert holder_if_busy(tmp_path) is None
+
+
+def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_plugin):
+    """`tsrx submit S & tsrx submit S` with the local launcher: one trains, one is refused."""
+    exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
+    exp.write_text(exp.read_text().replace("steps = 8", "steps = 1000000")
+                   .replace("val_every = 4", "val_every = 1000000"))
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "tsrx", "submit", str(exp), "--launcher", "local", "--set",
+            f"launcher.runs_dir={runs}", "--set", "launcher.gpus_per_node=0", "--set",
+            "launcher.tasks_per_node=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    run_dir = runs / "tiny" / "main"
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.poll() is not None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refused = next((p for p in procs if p.poll() is not None), None)
+        assert refused is not None, "neither submit was refused"
+        err = refused.stderr.read()
+        assert refused.returncode == 2, err
+        assert ("another tsrx submit of experiment tiny" in err or "is being written by job" in err
+                or "already has job" in err), err
+        trainer = next(p for p in procs if p is not refused)
+        wait_training(run_dir, trainer)
+        submits = [j for j in json.loads((run_dir / "meta.json").read_text())["jobs"]
+                   if j["event"] == "submit"]
+        assert len(submits) == 1
+        out = subprocess.run([sys.executable, "-m", "tsrx", "cancel", str(run_dir)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "interrupted" in out.stdout, out.stdout + out.stderr
+        trainer.wait(timeout=180)
+        lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert sum(1 for x in lines if x["kind"] == "run") == 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
