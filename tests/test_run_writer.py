@@ -39,6 +39,7 @@ def wait_training(run_dir, proc, timeout=120):
     pytest.fail("training did not start")
 
 
+@pytest.mark.slow
 def test_second_writer_refused_and_kill_9_frees_the_directory(tmp_path, tiny_data, tiny_plugin):
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin, extra="")
     exp.write_text(exp.read_text().replace("steps = 8", "steps = 1000000")
@@ -130,6 +131,7 @@ def test_lease_fallback_where_flock_does_not_work(tmp_path, monkeypatch):
     assert holder_if_busy(tmp_path) is None
 
 
+@pytest.mark.slow
 def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_plugin):
     """`tsrx submit S & tsrx submit S` with the local launcher: one trains, one is refused."""
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
