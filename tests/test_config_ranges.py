@@ -54,6 +54,13 @@ def test_config_validate_cli_names_file_table_key(tmp_path):
     assert "e.toml:train.ckpt_every: expected an integer > 0, got 0" in out.stderr
 
 
+def test_command_line_overrides_are_checked_too(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text("[train]\nsteps = 10\n")
+    with pytest.raises(ConfigError, match=r"<command line>:train.steps: expected an integer > 0, got -5"):
+        load_experiment(path, ["train.steps=-5"])
+
+
 def test_values_in_range_still_load(tmp_path):
     path = tmp_path / "e.toml"
     path.write_text("[train]\nsteps = 1\nval_every = 1\ngrad_clip = 0.5\n[optim]\ntype = \"sgd\"\n"

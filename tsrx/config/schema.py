@@ -159,7 +159,7 @@ def coerce(value: Any, tp: Any) -> Any:
         out = coerce(value, typing.get_args(tp)[0])
         rng = range_of(tp)
         if rng is not None and not rng.contains(out):
-            raise Mismatch(f"expected {_type_name(tp)}, got {value!r}")
+            raise Mismatch(f"expected {_type_name(tp)}, got {out!r}")
         return out
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
