@@ -111,3 +111,16 @@ def test_module_types_and_plugin_lists_are_not_imported():
     # the built-ins are installed plugins: a checkpoint naming them needs nothing
     require_checkpoint_components({"model": {"sr": {"type": "tsrn"}, "head": {"type": "mlp"}}},
                                   source="x.pth")
+
+
+def test_sr_takes_plugin_too(tmp_path, evil_checkpoint):
+    from PIL import Image
+    ckpt, evil, marker = evil_checkpoint
+    Image.new("RGB", (64, 16), "white").save(tmp_path / "crop.png")
+    out = tsrx("sr", str(tmp_path / "crop.png"), "--ckpt", str(ckpt), "-o", str(tmp_path / "out"),
+               cwd=tmp_path)
+    assert out.returncode == 2 and "pass --plugin" in out.stderr and not marker.exists(), out.stderr
+    out = tsrx("sr", str(tmp_path / "crop.png"), "--ckpt", str(ckpt), "-o", str(tmp_path / "out"),
+               "--plugin", str(evil), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out" / "crop.png").is_file()
