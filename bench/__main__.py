@@ -3,6 +3,7 @@
     python -m bench                      # everything, reference sizes (minutes)
     python -m bench --smoke              # tiny sizes, what CI runs (under a minute)
     python -m bench --only train eval    # a subset
+    python -m bench --only threads       # default vs. set CPU threads, idle vs. loaded
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --amp bf16 --out bench/results_gpu.json
     python -m bench --only zoo           # every backbone of experiments/zoo.toml: train/eval samples/s
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from bench.common import atomic_write_json, machine, row
 
-NAMES = ("train", "eval", "data", "cli", "ddp", "zoo")
+NAMES = ("train", "eval", "data", "cli", "ddp", "zoo", "threads")
 LOADER_TARGET = 5.0
 
 
@@ -60,6 +61,9 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
     if name == "zoo":
         from bench import bench_zoo
         return bench_zoo.run(args.smoke, device=args.device, amp=args.amp)
+    if name == "threads":
+        from bench import bench_threads
+        return bench_threads.run(args.smoke)
     from bench import bench_ddp
     return bench_ddp.run(args.smoke)
 

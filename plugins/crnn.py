@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.config.schema import PositiveInt
 from tsrx.models.recognition import Recognition
 from tsrx.models.text import VOCABULARIES, ctc_greedy_decode, ctc_greedy_recognize
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
@@ -73,7 +74,7 @@ class CRNN(nn.Module):
 
     ctc = True  # CTC logits (T, B, K), class 0 blank: heads and the CTC loss apply
 
-    def __init__(self, hidden_units: int = 256, alphabet: str = VOCABULARIES["lower"],
+    def __init__(self, hidden_units: PositiveInt = 256, alphabet: str = VOCABULARIES["lower"],
                  leaky_relu: bool = False):
         super().__init__()
         self.alphabet = alphabet

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tsrx.config.schema import Fraction, PositiveInt
 from tsrx.errors import TsrxError
 from tsrx.registry import HEADS
 
@@ -52,7 +53,7 @@ class SideRNN(nn.Module):
 class DenseHead(nn.Module):
     """One linear layer (T, B, C) -> (T, B, K), optionally after dropout on the features."""
 
-    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int, dropout: Fraction = 0.0):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, num_classes)
@@ -65,8 +66,8 @@ class DenseHead(nn.Module):
 class MLPHead(nn.Module):
     """Linear(C, hidden_units) - activation - dropout - Linear(hidden_units, K) per time step."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden_units: int = 256,
-                 dropout: float = 0.1, activation: Activation = "relu"):
+    def __init__(self, in_features: int, num_classes: int, hidden_units: PositiveInt = 256,
+                 dropout: Fraction = 0.1, activation: Activation = "relu"):
         super().__init__()
         self.mlp = _mlp(in_features, num_classes, hidden_units, dropout, activation)
 
@@ -78,8 +79,8 @@ class MLPHead(nn.Module):
 class SideRNNHead(nn.Module):
     """A side bidirectional LSTM joined to the features (``join``), then one linear layer."""
 
-    def __init__(self, in_features: int, num_classes: int, rnn_hidden: int = 256,
-                 join: Literal["concat", "add"] = "concat", dropout: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int, rnn_hidden: PositiveInt = 256,
+                 join: Literal["concat", "add"] = "concat", dropout: Fraction = 0.0):
         super().__init__()
         self.side = SideRNN(in_features, rnn_hidden, join)
         self.dropout = nn.Dropout(dropout)
@@ -93,9 +94,9 @@ class SideRNNHead(nn.Module):
 class SideRNNMLPHead(nn.Module):
     """The side LSTM of ``sidernn`` followed by the MLP of ``mlp`` instead of one linear layer."""
 
-    def __init__(self, in_features: int, num_classes: int, rnn_hidden: int = 256,
-                 join: Literal["concat", "add"] = "concat", hidden_units: int = 256,
-                 dropout: float = 0.1, activation: Activation = "relu"):
+    def __init__(self, in_features: int, num_classes: int, rnn_hidden: PositiveInt = 256,
+                 join: Literal["concat", "add"] = "concat", hidden_units: PositiveInt = 256,
+                 dropout: Fraction = 0.1, activation: Activation = "relu"):
         super().__init__()
         self.side = SideRNN(in_features, rnn_hidden, join)
         self.mlp = _mlp(self.side.out_features, num_classes, hidden_units, dropout, activation)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsrx.config.schema import PositiveInt
 from tsrx.registry import SR_BACKBONES
 
 # Official TextZoom constants: the STN reads the LR image resized to 32x64 and the TPS
@@ -260,7 +261,7 @@ class TSRN(nn.Module):
       from index 1 to 3, so official checkpoints load only into the default.
     """
 
-    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True, stn: bool = True,
+    def __init__(self, blocks: PositiveInt = 5, hidden_units: PositiveInt = 32, mask: bool = True, stn: bool = True,
                  upsample_stages: Literal[1, 2] = 1, init: Literal["default", "kaiming"] = "default"):
         super().__init__()
         self.in_channels = 4 if mask else 3

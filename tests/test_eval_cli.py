@@ -34,12 +34,12 @@ def files(tmp_path_factory, tiny_data, tiny_plugin):
     ckpt = save_checkpoint(tmp / "sr.pth", make_checkpoint(model.state_dict(), config=config, step=7))
     crnn = tmp / "crnn.pth"
     torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)
-    return {"tmp": tmp, "ckpt": ckpt, "crnn": crnn, "data": tiny_data}
+    return {"tmp": tmp, "ckpt": ckpt, "crnn": crnn, "data": tiny_data, "plugin": tiny_plugin}
 
 
 def test_eval_prints_one_table_and_writes_json_with_predictions(files):
     out = files["tmp"] / "result.json"
-    proc = _tsrx("eval", "--ckpt", files["ckpt"], "--data", files["data"], "--recognizer",
+    proc = _tsrx("eval", "--ckpt", files["ckpt"], "--plugin", files["plugin"], "--data", files["data"], "--recognizer",
                  files["crnn"], "--batch-size", 4, "--json", out, "--baselines", cwd=files["tmp"])
     assert proc.returncode == 0, proc.stderr
     for word in ("easy", "medium", "hard", " A ", "bicubic", "hr", "protocol textzoom",
@@ -64,7 +64,7 @@ def test_eval_prints_one_table_and_writes_json_with_predictions(files):
 
 def test_without_judge_weights_accuracy_is_null_and_says_how_to_get_it(files):
     out = files["tmp"] / "nojudge.json"
-    proc = _tsrx("eval", "--ckpt", files["ckpt"], "--data", files["data"], "--json", out,
+    proc = _tsrx("eval", "--ckpt", files["ckpt"], "--plugin", files["plugin"], "--data", files["data"], "--json", out,
                  "--protocol", "per-image", cwd=files["tmp"])
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -157,7 +157,7 @@ def test_eval_of_a_run_checkpoint_is_cached_where_report_reads_it(files, tiny_pl
     run_dir = prepare(write_experiment(tmp / "exp", files["data"], tiny_plugin, "cached"), tmp / "runs")
     ckpt = run_dir / "best_psnr_model.pth"
     save_checkpoint(ckpt, torch.load(files["ckpt"], weights_only=True))
-    proc = _tsrx("eval", "--ckpt", ckpt, cwd=tmp)
+    proc = _tsrx("eval", "--ckpt", ckpt, "--plugin", tiny_plugin, cwd=tmp)
     assert proc.returncode == 0, proc.stderr
     cached = list((run_dir / "eval").glob("best_psnr_model-*.json"))
     assert len(cached) == 1 and "cached for tsrx report" in proc.stderr

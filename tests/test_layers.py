@@ -1,6 +1,6 @@
 """The core's layers import downward only, and no two modules import each other at load time.
 
-Layers, lowest first (docs/architecture.md, "Layers"): errors/files/console; config (load,
+Layers, lowest first (docs/architecture.md, "Layers"): errors/runfiles/console; config (load,
 schema, sections); plugins, registry and config.experiment; data, models, checkpoint and
 contracts; engine; launch, report and viz; cli. Function-level imports count too: a deferred
 import is still a dependency.
@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 TSRX = Path(__file__).resolve().parents[1] / "tsrx"
-LAYERS = {"errors": 0, "files": 0, "console": 0, "config": 1, "plugins": 2, "registry": 2,
+LAYERS = {"errors": 0, "runfiles": 0, "process": 0, "writer": 0, "console": 0, "config": 1, "plugins": 2, "registry": 2,
           "data": 3, "models": 3, "checkpoint": 3, "contracts": 3, "engine": 4, "launch": 5,
           "report": 5, "viz": 5, "cli": 6, "__main__": 6}
 

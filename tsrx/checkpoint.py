@@ -9,9 +9,9 @@ Foreign files are mapped into the same key space, so every load is one ``load_st
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,21 +31,14 @@ PARTS = ("sr", "recognizer", "head", "combiner")
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` with torch.save atomically: temp file in the same folder, fsync,
     rename. A crash at any point leaves an existing file at ``path`` intact."""
+    from tsrx.runfiles import atomic_write_bytes
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # serialised in memory first: a full disk is then a plain ENOSPC on write (reported with
+    # the path and the size, see tsrx.runfiles) instead of an error inside torch's zip writer
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
     _fsync_dir(path.parent)
     return path
 

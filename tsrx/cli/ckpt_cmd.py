@@ -50,6 +50,8 @@ def _exact_counts(obj: dict) -> dict[str, int] | None:
         return None
     try:
         from tsrx.models.build import build_model
+        from tsrx.plugins import require_checkpoint_components
+        require_checkpoint_components(config, source="checkpoint")  # imports nothing it names
         model = build_model(config, load_init=False)
     except Exception:  # a plugin that is not installed here: fall back to the file's estimate
         return None
@@ -61,7 +63,7 @@ def _official_counts(obj: Any) -> dict[str, int] | None:
     """Exact counts for an official checkpoint, from the model its reader names, but only
     when that model has exactly the file's keys and shapes (an official file does not always
     record every option, e.g. TSRN's block count): otherwise None (the file's estimate)."""
-    from tsrx.engine.checkpoint import read_official
+    from tsrx.checkpoint import read_official
     official = read_official(obj)
     if official is None:
         return None

@@ -125,7 +125,7 @@ def check_cmd(
     if voc_type not in VOCABULARIES:
         raise TsrxError(f"--voc-type {voc_type!r} is not one of {', '.join(VOCABULARIES)}")
     total_bad = 0
-    for name, folder in find_lmdbs(path):
+    for name, folder in find_lmdbs(path, include_broken=True):
         n, bad = check_split(name, folder, voc_type, max_len)
         total_bad += len(bad)
         status = "[green]ok[/]" if not bad else f"[red]{len(bad)} bad[/]"

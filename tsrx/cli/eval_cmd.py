@@ -8,7 +8,6 @@ table and stored in the JSON, which also holds every image's prediction.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -35,6 +34,9 @@ def eval_command(
     json_out: Path = typer.Option(None, "--json", help="Write the result (with predictions) here."),
     baselines: bool = typer.Option(False, "--baselines", help="Add the bicubic and HR rows."),
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    plugin: list[str] = typer.Option([], "--plugin", help="A plugin file or module providing "
+                                     "components the checkpoint needs (repeatable); tsrx never "
+                                     "imports code a checkpoint names."),
 ) -> None:
     """Evaluate a checkpoint and print one table (rows easy/medium/hard/A)."""
     import torch
@@ -48,7 +50,7 @@ def eval_command(
 
     raw = load_checkpoint(ckpt)
     fmt = detect_format(raw)
-    cfg = _config_for(raw, fmt, config)
+    cfg = _config_for(raw, fmt, config, plugin, ckpt)
     eval_cfg = cfg.get("eval") or {}
     protocol = protocol or eval_cfg.get("protocol", "textzoom")
     if protocol not in ("textzoom", "per-image"):
@@ -95,17 +97,19 @@ def eval_command(
         if cached is not None:
             err_console.print(f"cached for tsrx report: {cached}", highlight=False)
     if json_out:
-        from tsrx.launch.rundir import atomic_write_text
+        from tsrx.runfiles import atomic_write_text, dumps
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_out, json.dumps(result, indent=1) + "\n")
+        atomic_write_text(json_out, dumps(result, indent=1) + "\n")  # standard JSON: NaN is null
         err_console.print(f"wrote {json_out}", highlight=False)
 
 
-def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
+def _config_for(raw: dict, fmt: str, config_file: Path | None, plugins: list[str],
+                ckpt: Path) -> dict:
     """The resolved config of the model: the checkpoint's, --config's, or the format's default."""
     from tsrx.config.experiment import load_experiment, resolve_run
     from tsrx.errors import ConfigError, TsrxError
-    from tsrx.plugins import load_named_plugins
+    from tsrx.plugins import load_named_plugins, require_checkpoint_components
+    load_named_plugins(plugins, ".", where="--plugin")
     if config_file is not None:
         exp = load_experiment(config_file)
         if len(exp.runs) > 1:
@@ -114,7 +118,7 @@ def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
         return exp.runs[0].config
     if fmt == "tsrx" and raw.get("config"):
         cfg = raw["config"]
-        load_named_plugins(cfg.get("plugins") or [], ".", where="checkpoint config plugins")
+        require_checkpoint_components(cfg, source=str(ckpt), recorded=raw.get("plugins"))
         return cfg
     from tsrx.checkpoint import read_official
     official = read_official(raw)

@@ -90,9 +90,14 @@ def sr(
     recognizer: str = typer.Option(None, "--recognizer", help="Judge weights when the model "
                                    "has no recognizer."),
     device: str = typer.Option("cpu", "--device"),
+    plugin: list[str] = typer.Option([], "--plugin", help="A plugin file or module providing "
+                                     "components the checkpoint needs (repeatable); tsrx never "
+                                     "imports code a checkpoint names."),
 ) -> None:
     """Super-resolve text crops: each is resized to the model's LR size (bicubic), then SR'd."""
     from tsrx.cli.console import console, err_console
+    from tsrx.plugins import load_named_plugins
+    load_named_plugins(plugin, ".", where="--plugin")
     rows = super_resolve(ckpt, inputs, output, recognize=recognize, device=device, recognizer=recognizer)
     if recognize:
         from rich.markup import escape

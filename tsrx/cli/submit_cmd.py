@@ -146,6 +146,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"no runs under {target or 'runs'}", highlight=False)
         else:
             console.print(st.table(rows))
+            for r in rows:
+                if r.state == "damaged":
+                    console.print(f"{r.run}: {r.error}", highlight=False, markup=False)
 
     @app.command("logs")
     def logs(

@@ -84,11 +84,8 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
 
 
 def _status(run_dir: Path) -> dict:
-    import json
-    try:
-        return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    from tsrx.runfiles import read_status
+    return read_status(run_dir)
 
 
 def _spawned_rank(rank: int, run_dir: str, world: int, port: int, device: str | None) -> None:

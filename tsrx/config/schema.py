@@ -12,7 +12,7 @@ import inspect
 import types
 import typing
 from pathlib import PurePath
-from typing import Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from tsrx.config.load import tomllib
 from tsrx.errors import suggest
@@ -44,6 +44,60 @@ class Check:
 NON_EMPTY = Check(lambda v: bool(str(v).strip()), "a non-empty path")
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a number may take, carried by its annotation: ``Annotated[int, Positive]``.
+
+    Checked with the type when a file is validated, so ``train.steps = 0`` is refused by
+    ``tsrx config validate`` instead of producing an untrained "completed" run hours later.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False    # True: low itself is excluded
+    high_open: bool = False
+
+    def contains(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return True  # the type check reports it
+        if value != value:  # NaN is in no range
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        if self.low == 0 and self.high is None:
+            return "> 0" if self.low_open else ">= 0"
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+
+Positive = Range(low=0, low_open=True)
+NonNegative = Range(low=0)
+Probability = Range(0, 1)                       # [0, 1], e.g. dropout
+OpenUnit = Range(0, 1, low_open=True, high_open=True)   # (0, 1)
+
+# Ready-made annotations for components' options: ``hidden_units: PositiveInt = 256``.
+PositiveInt = Annotated[int, Positive]
+NonNegativeInt = Annotated[int, NonNegative]
+PositiveFloat = Annotated[float, Positive]
+NonNegativeFloat = Annotated[float, NonNegative]
+Fraction = Annotated[float, Probability]
+
+
+def range_of(tp: Any) -> Range | None:
+    if typing.get_origin(tp) is typing.Annotated:
+        for meta in tp.__metadata__:
+            if isinstance(meta, Range):
+                return meta
+    return None
+
+
 def component_of(tp: Any) -> Component | None:
     if typing.get_origin(tp) is typing.Annotated:
         for meta in tp.__metadata__:
@@ -66,7 +120,9 @@ def type_name(tp: Any) -> str:
         checks = [m.expected for m in tp.__metadata__ if isinstance(m, Check)]
         if checks:
             return " and ".join(checks)
-        return type_name(typing.get_args(tp)[0])
+        rng = range_of(tp)
+        base = type_name(typing.get_args(tp)[0])
+        return f"{base} {rng.describe()}" if rng else base
     if tp is Any or tp is inspect.Parameter.empty:
         return "any value"
     if origin is Literal:
@@ -118,6 +174,9 @@ def coerce(value: Any, tp: Any) -> Any:
         for meta in tp.__metadata__:
             if isinstance(meta, Check) and not meta.test(out):
                 raise Mismatch(f"expected {meta.expected}, got {value!r}")
+        rng = range_of(tp)
+        if rng is not None and not rng.contains(out):
+            raise Mismatch(f"expected {type_name(tp)}, got {out!r}")
         return out
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -216,7 +275,7 @@ def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
     """Fields of a callable's keyword parameters, and whether it takes ``**kwargs``."""
     target = obj.__init__ if inspect.isclass(obj) else obj
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)  # keeps Range marks
     except Exception:  # unresolvable forward references: fall back to no type checks
         hints = {}
     sig = inspect.signature(obj)

@@ -12,6 +12,7 @@ that start together wait for it rather than race, and a killed build leaves no h
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -108,6 +109,10 @@ def load_or_build(lmdb_path: str | Path, hr_size, lr_size, mask: bool,
                         "set cache_dir in the dataset table or cache = false") from exc
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        for stale in cache_dir.glob(f".{key}.tmp-*"):
+            # we hold the key's lock: this half-built entry's builder died
+            log.info("removing %s, a cache build that did not finish", stale)
+            shutil.rmtree(stale, ignore_errors=True)
         if not (final / "meta.json").is_file():
             _build(Path(lmdb_path), hr_size, lr_size, mask, final)
     return DecodedCache(final)
@@ -123,6 +128,7 @@ def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
             arr = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8,
                                             shape=(n, c, int(size[0]), int(size[1])))
             del arr
+            _reserve(tmp / name)
         chunks = [(str(lmdb_path), str(tmp), a, min(a + CHUNK, n + 1), list(hr_size),
                    list(lr_size), bool(mask)) for a in range(1, n + 1, CHUNK)]
         workers = min(_usable_cpus(), MAX_WORKERS, len(chunks))
@@ -150,6 +156,23 @@ def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the array file's blocks now: writing into a memory map on a full disk kills the
+    process with SIGBUS, whereas this fails with ENOSPC, which is reported."""
+    from tsrx.runfiles import disk_full_error, is_disk_full
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, size, exc) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate on this filesystem
+            raise
+    finally:
+        os.close(fd)
 
 
 CHUNK = 1000           # entries per task

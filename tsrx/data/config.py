@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from tsrx.config.schema import Component
+from tsrx.config.schema import Component, NonNegative, Positive
 from tsrx.config.sections import section
 
 Dataset = Annotated[dict, Component("dataset")]
@@ -18,9 +18,9 @@ Dataset = Annotated[dict, Component("dataset")]
 class SynthSpec:
     """Synthetic TextZoom-format data written under ``data.root`` when it is missing."""
 
-    train: int = 2000
-    train2: int | None = None  # default: TextZoom's train2/train1 ratio of `train`
-    test: list[int] = field(default_factory=lambda: [300, 300, 300])
+    train: Annotated[int, Positive] = 2000
+    train2: Annotated[int, NonNegative] | None = None  # default: TextZoom's train2/train1 ratio of `train`
+    test: list[Annotated[int, NonNegative]] = field(default_factory=lambda: [300, 300, 300])
     seed: int = 0
     # "builtin": Pillow's embedded font only (identical data on every machine); "all": also
     # the system's TrueType fonts (more variety, but the data then depends on the machine)
@@ -40,14 +40,14 @@ class DataSection:
     train: Dataset | None = None
     val: dict[str, Dataset] = field(default_factory=dict)
     test: dict[str, Dataset] = field(default_factory=dict)
-    hr_size: list[int] = field(default_factory=lambda: [32, 128])
-    lr_size: list[int] = field(default_factory=lambda: [16, 64])
+    hr_size: list[Annotated[int, Positive]] = field(default_factory=lambda: [32, 128])
+    lr_size: list[Annotated[int, Positive]] = field(default_factory=lambda: [16, 64])
     mask: bool = True
     voc_type: Literal["digit", "lower", "upper", "all"] = "all"
-    max_len: int = 100
+    max_len: Annotated[int, Positive] = 100
     skip_bad: bool = False
     cache: bool = True
-    num_workers: int = 2
+    num_workers: Annotated[int, NonNegative] = 2
 
 
 section("data")(DataSection)

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from tsrx.data.cache import DEFAULT_DIRNAME
-from tsrx.data.lmdb_io import LazyLmdb, is_lmdb_dir, read_num_samples
+from tsrx.data.lmdb_io import LazyLmdb, is_lmdb_dir, read_num_samples, split_problem
 from tsrx.data.samples import BadSample, SampleProblem, check_label, decode_pair, read_raw
 from tsrx.errors import TsrxError
 from tsrx.models.text import VOCABULARIES
@@ -21,8 +21,12 @@ from tsrx.models.text import VOCABULARIES
 _ORDER = {"train1": 0, "train2": 1, "test/easy": 2, "test/medium": 3, "test/hard": 4}
 
 
-def find_lmdbs(path: str | Path) -> list[tuple[str, Path]]:
-    """(split name, folder) of every LMDB under ``path`` (or ``path`` itself), TextZoom order."""
+def find_lmdbs(path: str | Path, include_broken: bool = False) -> list[tuple[str, Path]]:
+    """(split name, folder) of every LMDB under ``path`` (or ``path`` itself), TextZoom order.
+
+    ``include_broken``: also TextZoom's split names (train1, test/easy...) that exist under
+    ``path`` but are not LMDBs (a plain file, a folder without data.mdb), so a check names
+    them instead of passing over them."""
     p = Path(path)
     if not p.exists():
         raise TsrxError(f"{p}: no such file or folder")
@@ -35,6 +39,11 @@ def find_lmdbs(path: str | Path) -> list[tuple[str, Path]]:
         if DEFAULT_DIRNAME in rel.parts or any(part.startswith(".") for part in rel.parts):
             continue
         found.append((rel.as_posix(), folder))
+    if include_broken:
+        for name in _ORDER:
+            cand = p / name
+            if (cand.exists() or cand.is_symlink()) and not is_lmdb_dir(cand):
+                found.append((name, cand))
     if not found:
         raise TsrxError(f"{p}: no LMDB found (expected a TextZoom root with train1, test/easy..., "
                         "or one LMDB folder holding data.mdb)")
@@ -104,11 +113,16 @@ def summarize(name: str, path: Path) -> SplitSummary:
 def check_split(name: str, path: Path, voc_type: str = "all", max_len: int = 100
                 ) -> tuple[int, list[BadSample]]:
     """Read and decode every entry; (entries read, problems). Never raises on bad data."""
+    problem = split_problem(path)
+    if problem:
+        return 0, [BadSample(str(path), name, 0, problem)]
     try:
         db = LazyLmdb(path)
         n = read_num_samples(db)
     except TsrxError as exc:
         return 0, [BadSample(str(path), name, 0, str(exc))]
+    if n == 0:
+        return 0, [BadSample(str(path), name, 0, "empty split: num-samples is 0")]
     bad = []
     for i in range(1, n + 1):
         try:

@@ -34,6 +34,18 @@ def is_lmdb_dir(path: str | Path) -> bool:
     return (Path(path) / "data.mdb").is_file()
 
 
+def split_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be an LMDB split (None when it may be one)."""
+    p = Path(path)
+    if not p.exists():
+        return "no such LMDB folder"
+    if not p.is_dir():
+        return "a plain file, not an LMDB folder (expected a folder holding data.mdb)"
+    if not is_lmdb_dir(p):
+        return "a folder without data.mdb, not an LMDB"
+    return None
+
+
 def open_readonly(path: str | Path) -> lmdb.Environment:
     """Open an LMDB read-only with the reference loader's flags; a clear error if it is not one.
 

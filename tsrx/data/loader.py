@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -103,6 +104,13 @@ class ResumableSampler(Sampler[int]):
         self.epoch, self.position = epoch, position
 
 
+def single_thread_worker(worker_id: int) -> None:
+    """A data-loader worker computes with one thread: N workers x all cores would oversubscribe
+    the cores the trainer was given (see tsrx.engine.threads)."""
+    os.environ["OMP_NUM_THREADS"] = "1"  # for libraries that start their pools later
+    torch.set_num_threads(1)
+
+
 def build_loader(dataset, batch_size_per_rank: int, sampler: Sampler | None = None,
                  num_workers: int = 0, drop_last: bool | None = None, pin_memory: bool = False,
                  prefetch_factor: int | None = None) -> DataLoader:
@@ -117,6 +125,7 @@ def build_loader(dataset, batch_size_per_rank: int, sampler: Sampler | None = No
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs["persistent_workers"] = True
+        kwargs["worker_init_fn"] = single_thread_worker
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
     return DataLoader(dataset, batch_size=batch_size_per_rank, sampler=sampler, shuffle=False,

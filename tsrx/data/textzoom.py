@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from tsrx.data.cache import DecodedCache, default_cache_dir, load_or_build
-from tsrx.data.lmdb_io import LazyLmdb, hr_key, label_key, lr_key, read_num_samples
+from tsrx.data.lmdb_io import (LazyLmdb, hr_key, label_key, lr_key, read_num_samples,
+                               split_problem)
 from tsrx.data.samples import (BadSample, BadSampleError, SampleProblem, check_label, decode_pair,
                                read_raw)
 from tsrx.errors import TsrxError
@@ -32,11 +33,16 @@ class LmdbSplit:
                  cache_dir: Path | None):
         self.path, self.split = path, split
         self.hr_size, self.lr_size, self.mask = list(hr_size), list(lr_size), mask
+        problem = split_problem(path)
+        if problem:
+            raise TsrxError(f"split {split} ({path}): {problem}")
         self.db = LazyLmdb(path)
         try:
             self.num_samples = read_num_samples(self.db)
         except TsrxError as exc:
             raise TsrxError(f"{exc} (split {split})") from exc
+        if self.num_samples == 0:
+            raise TsrxError(f"split {split} ({path}) is empty: its num-samples is 0")
         self.cache: DecodedCache | None = None
         if cache_dir is not None:
             self.cache = load_or_build(path, hr_size, lr_size, mask, cache_dir)

@@ -161,6 +161,10 @@ def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = 
                         f"): {exc}") from None
     fmt = detect_format(ckpt)
     saved = (((ckpt.get("config") or {}).get("model") or {}) if fmt == "tsrx" else {})
+    if saved:
+        from tsrx.plugins import require_checkpoint_components
+        require_checkpoint_components({"model": {k: saved.get(k) for k in ("recognizer", "head")}},
+                                      source=f"judge weights {weights}", recorded=ckpt.get("plugins"))
     table = eval_cfg.get("judge") or saved.get("recognizer") or {"type": "crnn"}
     parts = build_parts({"recognizer": table, "head": saved.get("head")})
     judge = JointModel(recognizer=parts["recognizer"], head=parts["head"], rec_input="hr")
@@ -229,6 +233,10 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     train_set, val_sets, test_sets = build_datasets(data_cfg)
     if train_set is None:
         raise TsrxError("[data] has no train table: nothing to train on (set [data.train])")
+    if len(train_set) < env.world_size:
+        roots = ", ".join(str(s.path) for s in getattr(train_set, "splits", [])) or "data.train"
+        raise TsrxError(f"data.train ({roots}) has {len(train_set)} usable sample(s): too few to "
+                        f"shard over {env.world_size} process(es)")
     sampler = ResumableSampler(len(train_set), rank=env.rank, world_size=env.world_size,
                                seed=seed, shuffle=True, drop_last=True)
     if len(sampler) < batch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from tsrx.config.schema import NON_EMPTY, Component
+from tsrx.config.schema import NON_EMPTY, Component, NonNegative, Positive
 from tsrx.config.sections import register_section, section
 
 
@@ -35,20 +35,20 @@ class TrainSection:
     so that a run resumed on more than two ranks stays bit-identical (tsrx/engine/grad_sync.py).
     """
 
-    steps: int = 1000
-    batch_size: int = 64
-    val_every: int = 500
-    ckpt_every: int = 500
-    log_every: int = 10
+    steps: Annotated[int, Positive] = 1000
+    batch_size: Annotated[int, Positive] = 64
+    val_every: Annotated[int, Positive] = 500
+    ckpt_every: Annotated[int, Positive] = 500
+    log_every: Annotated[int, Positive] = 10
     selectors: Annotated[list, Component("selector", many=True)] = field(
         default_factory=lambda: ["best_acc", "best_psnr"])
     amp: Literal["none", "bf16", "fp16"] = "none"
-    grad_clip: float | None = 0.25
+    grad_clip: Annotated[float, NonNegative] | None = 0.25  # 0 or none: no clipping
     deterministic: bool = False
     on_nonfinite: Literal["stop", "skip"] = "stop"
     channels_last: bool = False
     compile: bool = False
-    val_batch_size: int = 50
+    val_batch_size: Annotated[int, Positive] = 50
 
 
 @dataclass
@@ -60,7 +60,7 @@ class EvalSection:
     """
 
     protocol: Literal["textzoom", "per-image"] = "textzoom"
-    batch_size: int = 50
+    batch_size: Annotated[int, Positive] = 50
     judge: Annotated[dict, Component("recognizer")] | None = None
     judge_weights: Annotated[str, NON_EMPTY] | None = None
     baselines: bool = False

@@ -13,6 +13,7 @@ equal the single-process numbers because the batches are the same.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine.metrics import FIELDS, MetricAccumulator
 from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
+
+log = logging.getLogger("tsrx.eval")
 
 NO_JUDGE_HINT = ("ACC needs a recognizer with trained weights: pass --recognizer crnn.pth "
                  "(or a tsrx checkpoint), or set [eval] judge_weights")
@@ -134,12 +137,35 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
         result["baselines"] = {
             "bicubic": _result(accs["bicubic"], protocol, batch_size, judge_name, has_reader),
             "hr": _hr_result(accs["hr"], datasets, protocol, batch_size, judge_name, has_reader)}
+    _no_result_for_nonfinite(result)
     if with_predictions and has_reader:
         gathered = dist_utils.all_gather_objects(predictions)
         result["predictions"] = {
             split: sorted((p for part in gathered for p in part[split]), key=lambda p: p["index"])
             for split in datasets}
     return result
+
+
+def _no_result_for_nonfinite(result: dict) -> None:
+    """A NaN / inf metric (NaN weights, an exploded model) is no result: its value becomes None
+    (strict JSON, selectors never pick it, reports show '-'), listed in ``nonfinite`` and
+    announced by a warning that is printed with every table of the result."""
+    import math
+    bad = []
+    rows = [("model", result)] + list((result.get("baselines") or {}).items())
+    for row, res in rows:
+        for split, values in [*res["splits"].items(), ("average", res["average"])]:
+            for metric, value in values.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    values[metric] = None
+                    bad.append(f"{row}.{split}.{metric}" if row != "model" else f"{split}.{metric}")
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        result["nonfinite"] = bad
+        warning = (f"WARNING: non-finite metric values ({shown}): the model's output holds NaN or "
+                   "inf (NaN weights?). They count as no result")
+        result["notes"] = [warning] + list(result.get("notes") or [])
+        log.warning(warning)
 
 
 def _all_reduce(accs: dict[str, MetricAccumulator], device: torch.device) -> None:
@@ -218,6 +244,9 @@ def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
     console.print(result_table(result, title))
     for line in result_caption(result):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if result.get("nonfinite"):  # loud, and on stderr too when the table goes to a file
+        from tsrx.console import err_console
+        err_console.print(f"[bold red]{result['notes'][0]}[/]", highlight=False, soft_wrap=True)
 
 
 __all__ = ["evaluate_model", "read_images", "result_table", "print_result", "result_caption",

@@ -45,9 +45,12 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
     handlers = _setup_logging(run_dir, env)
     trainer = None
     failed = False
+    lock = None
     try:
         config = load_run_config(run_dir)
         dev = dist_utils.setup(env, device)
+        lock = _take_run_dir(run_dir, env, dev)
+        _record_threads(run_dir, env)
         log.info("run %s: rank %d of %d on node %s, %s (%s; master %s:%s)", run_dir, env.rank,
                  env.world_size, dist_utils.node_name(), dev, env.source, env.master_addr,
                  env.master_port)
@@ -72,7 +75,8 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
         return result
     except BaseException as exc:
         failed = True
-        if env.is_main:
+        from tsrx.writer import RunDirBusy
+        if env.is_main and not isinstance(exc, RunDirBusy):  # the holder owns status.json
             step = trainer.step if trainer is not None else 0
             total = trainer.train_cfg["steps"] if trainer is not None else 0
             write_status(run_dir, "failed", step, total, f"{type(exc).__name__}: {exc}")
@@ -82,6 +86,8 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
         if trainer is not None:
             trainer.close()
         del trainer
+        if lock is not None:
+            lock.release()
         if failed:
             _destroy_without_barrier()  # peers may be gone: a barrier could wait forever
         else:
@@ -90,6 +96,45 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
         for h in handlers:
             logging.getLogger("tsrx").removeHandler(h)
             h.close()
+
+
+def _take_run_dir(run_dir: Path, env: dist_utils.DistEnv, dev: Any) -> Any:
+    """Rank 0 takes the run directory's writer lock; all ranks agree before anyone writes.
+
+    Taken after the process group exists (every rank has joined), so the ranks' own probes
+    (tsrx.launch.job) are over. Temp files of writers that died are removed by the new one.
+    """
+    from tsrx.writer import RunDirBusy, WriterLock
+    lock, busy = None, None
+    if env.is_main:
+        try:
+            lock = WriterLock(run_dir).acquire()
+        except RunDirBusy as exc:
+            busy = exc
+    if env.distributed:
+        import torch
+        flag = dist_utils.all_reduce_sum(torch.tensor([1.0 if busy else 0.0], device=dev))
+        if float(flag.item()) > 0 and busy is None:
+            if lock is not None:
+                lock.release()
+            raise RunDirBusy(f"run directory {run_dir}: rank 0 found another writer; not training")
+    if busy is not None:
+        raise busy
+    if env.is_main:
+        from tsrx.runfiles import clean_stale_temps
+        for path in clean_stale_temps(run_dir):
+            log.info("removed %s, left by a writer that died", path.name)
+    return lock
+
+
+def _record_threads(run_dir: Path, env: dist_utils.DistEnv) -> None:
+    """Set this process's CPU threads once (tsrx.engine.threads) and record them in meta.json."""
+    from tsrx.engine.threads import configure_threads
+    threads = configure_threads(env.local_world_size)
+    log.info("rank %d uses %d CPU thread(s) (%s)", env.rank, threads["threads"], threads["source"])
+    if env.is_main:
+        from tsrx.runfiles import update_meta
+        update_meta(run_dir, threads=threads)
 
 
 def _destroy_without_barrier() -> None:

@@ -13,16 +13,12 @@ from typing import Any
 
 import torch
 
-from tsrx.files import atomic_write_text, utc_now
-
-
-def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
-    atomic_json(Path(run_dir) / "status.json", {"state": state, "step": step, "total_steps": total,
-                                                 "updated": utc_now(), "error": error})
+from tsrx.runfiles import atomic_write_text, write_status  # noqa: F401 (the one home of run-file I/O)
 
 
 def atomic_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
+    from tsrx import runfiles
+    runfiles.atomic_json(path, data, default=json_default)
 
 
 def json_default(obj: Any) -> Any:
@@ -59,8 +55,11 @@ def tensorboard_writer(folder: Path) -> Any:
 def plugin_records() -> list[dict]:
     from dataclasses import asdict
 
-    from tsrx.plugins import loaded_plugins
-    return [asdict(p) for p in loaded_plugins()]
+    from tsrx.plugins import components_of_loaded_plugins, loaded_plugins
+    # which plugin registered which component: `tsrx eval` of the checkpoint can then say
+    # what to install or pass with --plugin, without importing anything the file names
+    components = components_of_loaded_plugins()
+    return [{**asdict(p), "components": components.get(p.name, [])} for p in loaded_plugins()]
 
 
 class Progress:

@@ -17,7 +17,6 @@ the same step, so none is left waiting in a collective.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from tsrx.engine.rng import rng_state, set_rng_state
 from tsrx.engine.runfiles import (Progress, atomic_json, json_default, plugin_records,
                                   tensorboard_writer, truncate_metrics, write_status)
 from tsrx.errors import TsrxError
+from tsrx.runfiles import dumps
 from tsrx.models.text import encode_labels
 
 log = logging.getLogger("tsrx.train")
@@ -350,8 +350,19 @@ class Trainer:
             save_checkpoint(self.run_dir / "last.pth", state)
 
     def resume(self, path: Path) -> None:
-        from tsrx.checkpoint import load_checkpoint
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        from tsrx.checkpoint import detect_format, load_checkpoint
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            if detect_format(state) != "tsrx":
+                raise TsrxError("it is not a tsrx training checkpoint")
+            self.load_state_dict(state)
+        except (TsrxError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            said = " ".join(str(exc).split()) or type(exc).__name__
+            raise TsrxError(
+                f"{path}: cannot resume this run from it: {said[:400]}. It does not hold this "
+                f"run's training state (written by a different model or config?). Move it aside "
+                f"(mv {path} {path}.bad) to train from scratch, or restart the run with "
+                "`tsrx train/submit --force`") from None
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
         if self.env.is_main:
             truncate_metrics(self.metrics_path, self.step)
@@ -402,8 +413,15 @@ class Trainer:
 
     def _append_metrics(self, line: dict) -> None:
         if self.env.is_main:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line, default=json_default) + "\n")
+            text = dumps(line, indent=None, default=json_default) + "\n"
+            try:
+                with open(self.metrics_path, "a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as exc:
+                from tsrx.runfiles import disk_full_error, is_disk_full
+                if is_disk_full(exc):
+                    raise disk_full_error(self.metrics_path, len(text), exc) from None
+                raise
 
     def _write_status(self, state: str, error: str | None = None) -> None:
         if self.env.is_main:

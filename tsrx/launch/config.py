@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from tsrx.config.schema import NonNegative, Positive
 from tsrx.config.sections import section
 
 
@@ -21,15 +22,15 @@ class LauncherSection:
 
     type: Literal["local", "slurm"] = "local"
     runs_dir: str = "runs"
-    nodes: int = 1
-    gpus_per_node: int = 4
-    tasks_per_node: int | None = None
-    cpus_per_task: int = 1
+    nodes: Annotated[int, Positive] = 1
+    gpus_per_node: Annotated[int, NonNegative] = 4
+    tasks_per_node: Annotated[int, Positive] | None = None
+    cpus_per_task: Annotated[int, Positive] = 1
     mem: str | None = None
-    timeout_min: int = 60
-    signal_delay_s: int = 90
-    array_parallelism: int = 64
-    max_requeues: int = 5
+    timeout_min: Annotated[int, Positive] = 60
+    signal_delay_s: Annotated[int, NonNegative] = 90
+    array_parallelism: Annotated[int, Positive] = 64
+    max_requeues: Annotated[int, NonNegative] = 5
     entry: str = "tsrx.engine.run:run_training"
 
 

@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 from tsrx.errors import TsrxError
+from tsrx.process import cmdline, is_same
 from tsrx.launch.rundir import read_meta, update_meta, utc_now
+from tsrx.runfiles import read_status
 
 
 def last_job(run_dir: Path) -> dict | None:
@@ -16,8 +18,33 @@ def last_job(run_dir: Path) -> dict | None:
     return jobs[-1] if jobs else None
 
 
+def _local_job_process(job: dict) -> tuple[int | None, str]:
+    """The PID to signal when it is provably the job's process, else (None, why not)."""
+    jid = str(job["job_id"])
+    if not jid.isdigit():
+        return None, "not running"
+    record = job.get("process")
+    if isinstance(record, dict):
+        same = is_same(record)
+        if same is None:
+            return None, f"runs on host {record.get('host')}: cancel it there"
+        return (int(jid), "") if same else (None, "not running")
+    # recorded before tsrx kept process identities: accept only a submitit/tsrx process
+    args = " ".join(cmdline(int(jid)))
+    if not args:
+        return None, "not running"
+    if "submitit" not in args and "tsrx" not in args:
+        return None, f"not running (pid {jid} is now another program: {args[:80]})"
+    return int(jid), ""
+
+
 def cancel(run_dirs: list[Path]) -> list[tuple[Path, str, str]]:
-    """Cancel each run's latest job; returns (run_dir, job_id, outcome) per run with a job."""
+    """Cancel each run's latest job; returns (run_dir, job_id, outcome) per run with a job.
+
+    Only what is provably the run's job is signalled: a completed run is left alone, and a
+    local job's PID is signalled only while it still names the process that was recorded
+    (same start time), never a later process that reused the number.
+    """
     out = []
     slurm_ids = []
     for d in run_dirs:
@@ -25,15 +52,21 @@ def cancel(run_dirs: list[Path]) -> list[tuple[Path, str, str]]:
         if job is None:
             continue
         jid = str(job["job_id"])
-        if job.get("launcher") == "slurm":
+        if read_status(d).get("state") == "completed":
+            out.append((d, jid, "already completed: nothing to cancel"))
+        elif job.get("launcher") == "slurm":
             slurm_ids.append(jid)
             out.append((d, jid, "scancel"))
         else:
+            pid, why = _local_job_process(job)
+            if pid is None:
+                out.append((d, jid, why))
+                continue
             try:
                 # submitit's LocalJob.cancel: SIGINT to the controller, which stops its ranks
-                os.kill(int(jid), signal.SIGINT)
+                os.kill(pid, signal.SIGINT)
                 out.append((d, jid, "interrupted"))
-            except (ProcessLookupError, ValueError):
+            except ProcessLookupError:
                 out.append((d, jid, "not running"))
     if slurm_ids:
         try:
@@ -44,7 +77,7 @@ def cancel(run_dirs: list[Path]) -> list[tuple[Path, str, str]]:
         if res.returncode != 0:
             raise TsrxError(f"scancel {' '.join(slurm_ids)} failed: {res.stderr.strip()}")
     for d, _, outcome in out:
-        if outcome != "not running":
+        if outcome in ("scancel", "interrupted"):
             update_meta(d, cancelled=utc_now())
     return out
 

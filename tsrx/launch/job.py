@@ -112,6 +112,9 @@ class TrainJob:
 
         job_env = submitit.JobEnvironment()
         run_dir = Path(self.run_dir)
+        # a second job on a run that another job trains touches nothing, not even the log link
+        from tsrx.writer import refuse_if_busy
+        refuse_if_busy(run_dir, doing="train it")
         export_distributed_env(job_env)
         _link_rank_log(run_dir, job_env)
         if job_env.global_rank == 0:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import json
 import os
 import shlex
 import subprocess
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tsrx.errors import TsrxError
-from tsrx.files import atomic_write_text, utc_now  # noqa: F401  (moved there; still imported from here)
+from tsrx.runfiles import (atomic_write_text, dumps, meta_lock, read_meta,  # noqa: F401
+                           update_meta, utc_now)  # (re-exported)
 
 CONFIG = "config.toml"
 META = "meta.json"
@@ -90,42 +90,18 @@ def versions(run_plugins: list[str] | None = None) -> dict:
             "plugin_packages": dict(sorted(dists.items())), "experiment_plugins": list(run_plugins or [])}
 
 
-@contextmanager
-def _locked(run_dir: Path) -> Iterator[None]:
-    """Serialise meta.json updates (submitter and job attempts may overlap)."""
-    with open(run_dir / ".meta.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def read_meta(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / META).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def update_meta(run_dir: Path, **changes: Any) -> dict:
-    """Merge ``changes`` into meta.json atomically; returns the new content."""
-    run_dir = Path(run_dir)
-    with _locked(run_dir):
-        meta = read_meta(run_dir)
-        meta.update(changes)
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=2, default=str) + "\n")
-    return meta
-
-
 def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
     """Append one attempt (a submission or a requeued start) to meta.json's ``jobs``."""
     run_dir = Path(run_dir)
-    with _locked(run_dir):
+    if launcher.startswith("local") and str(job_id).isdigit() and "process" not in extra:
+        # a PID is reused once its process ends: record what tells them apart (tsrx cancel)
+        from tsrx.process import identity
+        extra["process"] = identity(int(job_id))
+    with meta_lock(run_dir):
         meta = read_meta(run_dir)
         jobs = meta.setdefault("jobs", [])
         jobs.append({"job_id": str(job_id), "launcher": launcher, "time": utc_now(), **extra})
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=2, default=str) + "\n")
+        atomic_write_text(run_dir / META, dumps(meta) + "\n")
 
 
 def _supersede(run_dir: Path) -> Path | None:
@@ -166,6 +142,7 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
     run_dir = Path(runs_dir) / run.experiment / run.name
     cfg_path = run_dir / CONFIG
     superseded = None
+    supersede = False
     rewrite = not cfg_path.exists()
     if cfg_path.exists():
         old = _load_toml(cfg_path.read_text(encoding="utf-8"))
@@ -176,7 +153,7 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
             cfg_path = run_dir / CONFIG
             rewrite = True
         elif diffs and force:
-            superseded = _supersede(run_dir)
+            supersede = True
         elif diffs:
             shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:12])
             more = f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else ""
@@ -185,6 +162,10 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
                 f"run {run.name!r} of experiment {run.experiment!r} in {len(diffs)} key(s): "
                 f"{shown}{more}. Use --force to replace it (old outputs move to superseded/) "
                 f"or --new to start a new run directory beside it")
+    if cfg_path.exists():
+        refuse_if_in_use(run_dir)  # one writer per run directory (tsrx.writer)
+    if supersede:
+        superseded = _supersede(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rewrite:
         atomic_write_text(cfg_path, text)
@@ -201,3 +182,16 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
         changes["superseded"] = meta.get("superseded", []) + [str(superseded.relative_to(run_dir))]
     update_meta(run_dir, **changes)
     return run_dir
+
+
+def refuse_if_in_use(run_dir: Path) -> None:
+    """Refuse to (re)start ``run_dir`` while a writer holds it or its last job is queued/running."""
+    from tsrx.launch.status import collect
+    from tsrx.writer import RunDirBusy, refuse_if_busy
+    refuse_if_busy(run_dir, doing="start")
+    row = collect([Path(run_dir)])[0]  # asks squeue about a Slurm job
+    if row.state in ("pending", "running") and row.job_id:
+        raise RunDirBusy(
+            f"run directory {run_dir} already has job {row.job_id} ({row.launcher}, {row.state}); "
+            "a second job would train the same run at the same time. Wait for it, or stop it "
+            f"with `tsrx cancel {run_dir}` first")

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from tsrx.errors import TsrxError
 
-TERMINAL = ("completed", "failed", "cancelled", "timeout")
+TERMINAL = ("completed", "failed", "cancelled", "timeout", "damaged")
 _SLURM_STATES = {
     "PENDING": "pending", "CONFIGURING": "pending", "REQUEUED": "pending",
     "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending", "RESV_DEL_HOLD": "pending",
@@ -84,12 +84,19 @@ def find_run_dirs(target: str | Path | None = None) -> list[Path]:
 
 
 # -- reading files --------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
+def _read_run_files(run_dir: Path) -> tuple[dict, dict, str | None]:
+    """(meta, status, problem): a damaged file gives empty content and its message."""
+    from tsrx.runfiles import DamagedRunFile, read_meta, read_status
+    meta, status, problems = {}, {}, []
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        meta = read_meta(run_dir)
+    except DamagedRunFile as exc:
+        problems.append(str(exc))
+    try:
+        status = read_status(run_dir)
+    except DamagedRunFile as exc:
+        problems.append(str(exc))
+    return meta, status, "; ".join(problems) or None
 
 
 def tail_jsonl(path: Path, max_bytes: int = 256 * 1024) -> list[dict]:
@@ -124,7 +131,8 @@ def latest_metrics(run_dir: Path) -> tuple[dict, int | None]:
     metrics = {}
     if val:
         avg = (val.get("result") or {}).get("average") or {}
-        metrics = {k: avg[k] for k in ("acc", "psnr", "ssim") if isinstance(avg.get(k), (int, float))}
+        metrics = {k: avg[k] for k in ("acc", "psnr", "ssim")  # NaN (older files): no result
+                   if isinstance(avg.get(k), (int, float)) and avg[k] == avg[k]}
         metrics["val_step"] = val.get("step")
     return metrics, step
 
@@ -193,7 +201,14 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _alive(pid: str) -> bool:
+def _alive(pid: str, record: dict | None = None) -> bool:
+    """Whether the local job's process lives: the recorded identity (PID + start time) when
+    there is one, so that a reused PID does not count."""
+    if record and isinstance(record.get("process"), dict):
+        from tsrx.process import is_same
+        same = is_same(record["process"])
+        if same is not None:
+            return same
     try:
         os.kill(int(pid), 0)
     except (ValueError, ProcessLookupError):
@@ -212,8 +227,7 @@ def _alive(pid: str) -> bool:
 def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | None = None) -> RunStatus:
     """The row for one run directory; ``slurm`` is :func:`slurm_states` for its job ids."""
     run_dir = Path(run_dir)
-    meta = _read_json(run_dir / "meta.json")
-    status = _read_json(run_dir / "status.json")
+    meta, status, damaged = _read_run_files(run_dir)
     metrics, metric_step = latest_metrics(run_dir)
     jobs = [j for j in meta.get("jobs", []) if isinstance(j, dict)]
     submits = [j for j in jobs if j.get("event") == "submit"]
@@ -225,7 +239,10 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
     row = RunStatus(run=meta.get("run") or run_dir.name, run_dir=str(run_dir), state="not submitted",
                     step=status.get("step", metric_step), total_steps=status.get("total_steps"),
                     metrics=metrics, job_id=job_id, launcher=launcher, requeues=requeues,
-                    error=status.get("error"))
+                    error=damaged or status.get("error"))
+    if damaged:
+        row.state = "damaged"
+        return row
     if row.total_steps is None:
         cfg = _read_toml(run_dir / "config.toml")
         row.total_steps = (cfg.get("train") or {}).get("steps")
@@ -241,7 +258,7 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
         row.state = _SLURM_STATES.get(sched, sched.lower())
         if row.state == "completed" and trainer_state == "failed":
             row.state = "failed"
-    elif launcher == "local" and _alive(job_id):
+    elif launcher == "local" and _alive(job_id, last):
         row.state = "running" if starts else "pending"
     else:
         kind = _result_kind(meta.get("submitit_folder"), job_id)
@@ -283,8 +300,8 @@ def collect(run_dirs: list[Path]) -> list[RunStatus]:
     """Rows for many runs with one squeue (and at most one sacct) call in all."""
     ids = []
     for d in run_dirs:
-        jobs = _read_json(Path(d) / "meta.json").get("jobs", [])
-        subs = [j for j in jobs if isinstance(j, dict) and j.get("event") == "submit"]
+        jobs = _read_run_files(Path(d))[0].get("jobs") or []
+        subs = [j for j in jobs if j.get("event") == "submit"]
         if subs and subs[-1].get("launcher") == "slurm":
             ids.append(str(subs[-1]["job_id"]))
     states = slurm_states(ids) if ids else {}
@@ -308,7 +325,7 @@ def table(rows: list[RunStatus], title: str | None = None) -> Any:
     # runs of several experiments: say which experiment each belongs to
     several = len({Path(r.run_dir).parent for r in rows}) > 1
     colours = {"completed": "green", "running": "cyan", "pending": "yellow", "failed": "red",
-               "cancelled": "magenta", "timeout": "red"}
+               "cancelled": "magenta", "timeout": "red", "damaged": "red"}
     for r in rows:
         m = r.metrics
         step = "-" if r.step is None else f"{r.step}/{r.total_steps if r.total_steps is not None else '?'}"

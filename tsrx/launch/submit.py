@@ -206,46 +206,48 @@ def submit(p: Plan, *, force: bool = False, new: bool = False, command: list[str
 
     from tsrx.launch.job import TrainJob
     from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
+    from tsrx.writer import submitting
     if p.launcher == "slurm":
         _check_sbatch()
-    refused = [r for r in p.runs if r.action.startswith("refused")]
-    if refused:  # every conflict is reported before anything is created
-        msgs = []
-        for r in refused:
-            try:
-                prepare_run_dir(r.spec, p.runs_dir, command=command)
-            except TsrxError as exc:
-                msgs.append(str(exc))
-        if msgs:
-            raise TsrxError("\n".join(msgs))
-    for r in p.runs:
-        r.run_dir = prepare_run_dir(r.spec, p.runs_dir, force=force, new=new, command=command)
-        update_meta(r.run_dir, submitit_folder=str(p.submitit_folder))
-    done: list[Submitted] = []
+    with submitting(p.submitit_folder, p.experiment):  # one submit of an experiment at a time
+        refused = [r for r in p.runs if r.action.startswith("refused")]
+        if refused:  # every conflict is reported before anything is created
+            msgs = []
+            for r in refused:
+                try:
+                    prepare_run_dir(r.spec, p.runs_dir, command=command)
+                except TsrxError as exc:
+                    msgs.append(str(exc))
+            if msgs:
+                raise TsrxError("\n".join(msgs))
+        for r in p.runs:
+            r.run_dir = prepare_run_dir(r.spec, p.runs_dir, force=force, new=new, command=command)
+            update_meta(r.run_dir, submitit_folder=str(p.submitit_folder))
+        done: list[Submitted] = []
 
-    def record(r: PlannedRun, job: Any) -> Submitted:
-        s = Submitted(r, str(job.job_id), job)
-        record_job(r.run_dir, s.job_id, p.launcher, event="submit")
-        if on_submitted:
-            on_submitted(s)
-        done.append(s)
-        return s
+        def record(r: PlannedRun, job: Any) -> Submitted:
+            s = Submitted(r, str(job.job_id), job)
+            record_job(r.run_dir, s.job_id, p.launcher, event="submit")
+            if on_submitted:
+                on_submitted(s)
+            done.append(s)
+            return s
 
-    jobs_of = {id(r): TrainJob(r.run_dir, p.launcher, r.spec.config["launcher"]["entry"])
-               for r in p.runs}
-    try:
-        if p.launcher == "slurm" and p.as_array:
-            ex = _executor(p, p.runs[0].params)
-            with ex.batch():
-                jobs = [ex.submit(jobs_of[id(r)]) for r in p.runs]
-            for r, job in zip(p.runs, jobs):
-                record(r, job)
-        else:
-            for r in p.runs:
-                job = _executor(p, r.params).submit(jobs_of[id(r)])
-                s = record(r, job)
-                if p.launcher == "local" and wait_local:
-                    wait_local(s)
-    except FailedJobError as exc:
-        raise _slurm_error(exc, p) from None
-    return done
+        jobs_of = {id(r): TrainJob(r.run_dir, p.launcher, r.spec.config["launcher"]["entry"])
+                   for r in p.runs}
+        try:
+            if p.launcher == "slurm" and p.as_array:
+                ex = _executor(p, p.runs[0].params)
+                with ex.batch():
+                    jobs = [ex.submit(jobs_of[id(r)]) for r in p.runs]
+                for r, job in zip(p.runs, jobs):
+                    record(r, job)
+            else:
+                for r in p.runs:
+                    job = _executor(p, r.params).submit(jobs_of[id(r)])
+                    s = record(r, job)
+                    if p.launcher == "local" and wait_local:
+                        wait_local(s)
+        except FailedJobError as exc:
+            raise _slurm_error(exc, p) from None
+        return done

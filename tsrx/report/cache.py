@@ -101,7 +101,8 @@ def store(run_dir: Path, checkpoint: Path, settings: dict, result: dict) -> Path
     body["cache"] = {"checkpoint": str(checkpoint), "sha256": sha, "settings": settings}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(body, indent=2, default=str) + "\n")
+        from tsrx.runfiles import dumps
+        f.write(dumps(body) + "\n")  # standard JSON: a NaN is null
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

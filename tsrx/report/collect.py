@@ -29,17 +29,12 @@ def _load_toml(path: Path) -> dict:
 
 
 def _load_json(path: Path, problems: list[str]) -> dict | None:
-    if not path.is_file():
-        return None
+    from tsrx.runfiles import DamagedRunFile, read_json
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.append(f"{path}: unreadable JSON ({exc})")
+        return read_json(path, what=f"run's {path.stem}")
+    except DamagedRunFile as exc:
+        problems.append(str(exc))
         return None
-    if not isinstance(data, dict):
-        problems.append(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return None
-    return data
 
 
 @dataclass

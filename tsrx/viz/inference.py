@@ -47,6 +47,8 @@ def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = N
         raise TsrxError(f"{checkpoint}: not a tsrx checkpoint with an embedded config, so its model "
                         "cannot be rebuilt; use a run's checkpoint, or compose one with `tsrx ckpt compose`")
     config = ckpt["config"]
+    from tsrx.plugins import require_checkpoint_components
+    require_checkpoint_components(config, source=str(checkpoint), recorded=ckpt.get("plugins"))
     model = build_model(config, load_init=False)
     load_into(model, state_dict_for(ckpt), source=str(checkpoint),
               allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False))

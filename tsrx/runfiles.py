@@ -1,0 +1,262 @@
+"""Reading and writing a run directory's small files, in one place and without torch.
+
+Every writer (launcher, trainer, ``tsrx eval``, report cache) goes through
+:func:`atomic_write_text` / :func:`atomic_write_bytes`: a temp file in the same folder,
+fsync, rename, so a reader never sees half a file. A full disk is a :class:`DiskFullError`
+naming the path and the bytes the write needed, and the temp file is removed. Readers of
+``meta.json`` / ``status.json`` / ``summary.json`` get the content or a
+:class:`DamagedRunFile` naming the file, what was expected and what to do: never a
+``TypeError`` three calls later.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from tsrx.errors import TsrxError
+
+CONFIG = "config.toml"
+META = "meta.json"
+STATUS = "status.json"
+SUMMARY = "summary.json"
+STATES = ("running", "completed", "failed", "preempted")
+
+
+class DamagedRunFile(TsrxError):
+    """A run file exists but does not hold what tsrx wrote there."""
+
+
+class DiskFullError(TsrxError):
+    """A write found no space left on the device."""
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- writing ------------------------------------------------------------------------------
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(path: Path, needed: int | None, exc: BaseException) -> DiskFullError:
+    """'no space left on device' with the path, what the write needed and what is free."""
+    reason = "disk quota exceeded" if getattr(exc, "errno", None) == errno.EDQUOT else (
+        "no space left on device")
+    return DiskFullError(
+        f"{reason} writing {path}: the write needed {_human(needed)}, "
+        f"{_human(_free_bytes(Path(path).parent))} free on that filesystem. The previous "
+        f"version of the file (if any) is kept; free some space and run the same command again")
+
+
+def temp_name(path: Path) -> Path:
+    """``.<name>.<pid>.tmp`` beside ``path``: :func:`clean_stale_temps` knows its writer."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if is_disk_full(exc):
+            raise disk_full_error(path, len(data), exc) from None
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None: strict JSON has no NaN, and a NaN metric is no result."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(data: Any, indent: int | None = 2, default: Any = str) -> str:
+    """Standard JSON (no bare NaN / Infinity: those become null)."""
+    return json.dumps(_finite(data), indent=indent, default=default, allow_nan=False)
+
+
+def atomic_json(path: Path, data: Any, default: Any = str) -> None:
+    atomic_write_text(Path(path), dumps(data, default=default) + "\n")
+
+
+def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
+    """``status.json``. When even a failure cannot be written atomically (a full disk), the
+    old file is overwritten in place: a short JSON fits in the blocks the truncation frees,
+    so the run is not left saying "running" forever."""
+    path = Path(run_dir) / STATUS
+    data = {"state": state, "step": step, "total_steps": total, "updated": utc_now(), "error": error}
+    try:
+        atomic_json(path, data)
+    except DiskFullError:
+        if state != "failed":
+            raise
+        text = dumps(data, indent=None).encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove temp files that writers which died left in ``folder`` (``.last.pth.*.tmp``,
+    ``.status.json.<pid>.tmp``...). A temp file whose writer is alive on this host is kept
+    (a submitter may be writing meta.json). Call it holding the run's writer lock."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        parts = p.name.split(".")
+        pid = parts[-2] if len(parts) >= 3 else ""
+        if pid.isdigit() and _pid_alive(int(pid)) and pid != str(os.getpid()):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- reading ------------------------------------------------------------------------------
+def read_json(path: Path, *, what: str, missing: Any = None) -> Any:
+    """The JSON object in ``path`` (``missing`` when there is no file); DamagedRunFile otherwise."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return missing
+    except OSError as exc:
+        raise DamagedRunFile(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DamagedRunFile(f"{path}: the {what} is not text (binary data, {len(raw)} bytes); "
+                             f"expected a JSON object. {_advice(path)}") from None
+    except json.JSONDecodeError as exc:
+        raise DamagedRunFile(f"{path}: the {what} is not valid JSON ({exc.msg} at line "
+                             f"{exc.lineno}); expected a JSON object. {_advice(path)}") from None
+    if not isinstance(data, dict):
+        raise DamagedRunFile(f"{path}: the {what} holds a JSON {type(data).__name__}, expected an "
+                             f"object. {_advice(path)}")
+    return data
+
+
+def _advice(path: Path) -> str:
+    if path.name == META:
+        return (f"Move it aside (mv {path} {path}.bad) and run the command again: tsrx writes a "
+                "new one (the job history it held is lost)")
+    return f"Move it aside (mv {path} {path}.bad): tsrx writes it again"
+
+
+def _expect(path: Path, data: dict, key: str, types: tuple[type, ...], expected: str) -> None:
+    if key in data and data[key] is not None and not isinstance(data[key], types):
+        raise DamagedRunFile(f"{path}: {key!r} should be {expected}, got {data[key]!r}. "
+                             f"{_advice(path)}")
+
+
+def read_meta(run_dir: Path) -> dict:
+    """``meta.json`` ({} when absent), its shape checked: ``jobs`` a list of objects."""
+    path = Path(run_dir) / META
+    meta = read_json(path, what="run's metadata", missing={})
+    _expect(path, meta, "jobs", (list,), "a list of job records")
+    for i, job in enumerate(meta.get("jobs") or []):
+        if not isinstance(job, dict):
+            raise DamagedRunFile(f"{path}: jobs[{i}] should be a job record (an object), got "
+                                 f"{job!r}. {_advice(path)}")
+    for key in ("experiment", "run", "submitit_folder"):
+        _expect(path, meta, key, (str,), "a string")
+    _expect(path, meta, "point", (dict,), "an object")
+    return meta
+
+
+def read_status(run_dir: Path) -> dict:
+    """``status.json`` ({} when absent), its shape checked."""
+    path = Path(run_dir) / STATUS
+    status = read_json(path, what="run's status", missing={})
+    _expect(path, status, "state", (str,), f"one of {', '.join(STATES)}")
+    for key in ("step", "total_steps"):
+        _expect(path, status, key, (int,), "an integer")
+    return status
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    return read_json(Path(run_dir) / SUMMARY, what="run's summary", missing=None)
+
+
+@contextmanager
+def meta_lock(run_dir: Path) -> Iterator[None]:
+    """Serialise meta.json updates (submitter and job attempts may overlap)."""
+    with open(run_dir / ".meta.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_meta(run_dir: Path, **changes: Any) -> dict:
+    """Merge ``changes`` into meta.json atomically; returns the new content."""
+    run_dir = Path(run_dir)
+    with meta_lock(run_dir):
+        meta = read_meta(run_dir)
+        meta.update(changes)
+        atomic_write_text(run_dir / "meta.json", dumps(meta) + "\n")
+    return meta
