@@ -209,12 +209,12 @@ def compose_cmd(
         eval_cfg = config.get("eval") or {}
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         datasets = _test_sets(config)
-        from tsrx.engine.build import build_judge
-        judge_model, judge_name = build_judge(eval_cfg, model, str(judge) if judge else None)
+        from tsrx.engine.judges import build_judges
+        judges = [j.to(dev) for j in build_judges(eval_cfg, model,
+                                                  recognizer_path=str(judge) if judge else None)]
         result = evaluate_model(model.to(dev), datasets, protocol=eval_cfg.get("protocol", "textzoom"),
                                 batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
-                                judge=judge_model.to(dev) if judge_model is not None else None,
-                                judge_name=judge_name, with_predictions=False)
+                                judges=judges, with_predictions=False)
         console.print(result_table(result, title=f"composed model on {config['data']['root']}"))
         result = without_predictions(result)
     sources = dict(model_cfg["init"])

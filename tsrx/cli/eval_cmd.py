@@ -2,8 +2,9 @@
 
 Accepts tsrx checkpoints (their config says what the model is) and foreign files (the
 official TextZoom TSRN, meijieru's CRNN, a bare state_dict) with ``--config`` or the
-defaults for their format. The protocol, batch size and judge are printed with the
-table and stored in the JSON, which also holds every image's prediction.
+defaults for their format. Every judge (the model's own recognizer, ``[eval.judges]`` or
+``--judge``) reads the same SR batch. The protocol, batch size and judges are printed with
+the table and stored in the JSON, which also holds every image's prediction.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ def eval_command(
                                 "(for foreign checkpoints; a tsrx checkpoint carries its own)."),
     data: Path = typer.Option(None, "--data", help="Data root holding test/{easy,medium,hard} "
                               "(default: the config's [data.test] tables)."),
-    recognizer: Path = typer.Option(None, "--recognizer", help="Judge weights for ACC when the "
-                                    "model has no recognizer: meijieru's crnn.pth or a tsrx checkpoint."),
+    recognizer: Path = typer.Option(None, "--recognizer", help="One judge's weights (older form of "
+                                    "--judge): meijieru's crnn.pth or a tsrx checkpoint."),
+    judge: list[str] = typer.Option([], "--judge", help="A named judge, repeatable: NAME=WEIGHTS "
+                                    "(crnn=crnn.pth, aster=aster.pth.tar; the type is NAME unless "
+                                    "the file says otherwise) or NAME for one that ships its "
+                                    "weights (ppocr). Replaces the config's [eval.judges]."),
     protocol: str = typer.Option(None, "--protocol", help="textzoom (per batch, as the reference "
                                  "code) or per-image (default: the config's [eval] protocol)."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
@@ -40,7 +45,7 @@ def eval_command(
     import torch
 
     from tsrx.cli.console import console, err_console
-    from tsrx.engine.build import build_judge
+    from tsrx.engine.judges import build_judges, parse_cli_judges
     from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.engine.evaluator import evaluate_model, print_result
     from tsrx.errors import TsrxError
@@ -67,17 +72,20 @@ def eval_command(
         err_console.print(f"note: {len(report.unexpected)} checkpoint key(s) unused "
                           f"(first: {report.unexpected[0]})", highlight=False, markup=False)
     model.to(dev)
-    judge, judge_name = build_judge(eval_cfg, model, str(recognizer) if recognizer else None)
-    if judge is not None:
-        judge.to(dev)
+    if judge and recognizer:
+        raise TsrxError("--recognizer and --judge: give the judges with --judge only "
+                        f"(e.g. --judge crnn={recognizer})")
+    judges = [j.to(dev) for j in build_judges(
+        eval_cfg, model, cli=parse_cli_judges(judge), recognizer_path=str(recognizer) if recognizer else None,
+        warn=lambda m: err_console.print(f"note: {m}", highlight=False, markup=False))]
     datasets = _datasets(cfg, data)
     result = evaluate_model(model, datasets, protocol=protocol, batch_size=batch_size, device=dev,
-                            judge=judge, baselines=baselines or eval_cfg.get("baselines", False),
-                            with_predictions=True, judge_name=judge_name)
+                            judges=judges, baselines=baselines or eval_cfg.get("baselines", False),
+                            with_predictions=True)
     result = {"checkpoint": str(ckpt), "format": fmt,
               "data": str(data) if data else (cfg.get("data") or {}).get("root"), **result}
     print_result(console, result, title=str(ckpt))
-    if config is None and data is None and recognizer is None:
+    if config is None and data is None and recognizer is None and not judge:
         overrides = {k: v for k, v in (("protocol", protocol), ("batch_size", batch_size))
                      if v != eval_cfg.get(k)}
         if baselines:
