@@ -43,20 +43,6 @@ def _config_summary(config: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _exact_counts(obj: dict) -> dict[str, int] | None:
-    """Parameter counts per part from the model the checkpoint's config builds, or None."""
-    config = obj.get("config") if isinstance(obj, dict) else None
-    if not isinstance(config, dict) or not config.get("model"):
-        return None
-    try:
-        from tsrx.models.build import build_model
-        model = build_model(config, load_init=False)
-    except Exception:  # a plugin that is not installed here: fall back to the file's estimate
-        return None
-    return {part: sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] == part)
-            for part in ("sr", "recognizer", "head")}
-
-
 @app.command("inspect")
 def inspect_cmd(
     path: Path = typer.Argument(..., help="Checkpoint file (tsrx, TextZoom, meijieru CRNN or a state_dict)."),
@@ -74,14 +60,17 @@ def inspect_cmd(
     console.print(f"[bold]{path}[/]: format [bold]{fmt}[/]"
                   + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else ""))
     counts = parameter_counts(state)
-    exact = _exact_counts(obj) if fmt == "tsrx" else None
+    from tsrx.engine.loading import exact_parameter_counts
+    exact = exact_parameter_counts(obj)
     table = Table(title="parts")
     for col in ("part", "tensors", "parameters"):
         table.add_column(col, justify="left" if col == "part" else "right")
     for part, (n_tensors, n_params) in counts.items():
-        shown = exact[part] if exact and part in exact else n_params
-        table.add_row(part, str(n_tensors), f"{shown:,}")
-    table.caption = ("parameters counted by building the checkpoint's model" if exact else
+        shown = f"{exact[part]:,}" if exact and part in exact else (
+            f"~{n_params:,}" if exact else f"{n_params:,}")  # ~: this part estimated from the file
+        table.add_row(part, str(n_tensors), shown)
+    table.caption = ("parameters (not buffers) of the model the checkpoint describes, built here"
+                     if exact else
                      "parameters estimated from the file: floating tensors other than "
                      "BatchNorm statistics (other buffers count too)")
     console.print(table)

@@ -46,10 +46,9 @@ def eval_command(
 
     from tsrx.cli.console import console, err_console
     from tsrx.engine.judges import build_judges, parse_cli_judges
-    from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.engine.checkpoint import detect_format, load_checkpoint
     from tsrx.engine.evaluator import evaluate_model, print_result
     from tsrx.errors import TsrxError
-    from tsrx.models.build import build_model
 
     raw = load_checkpoint(ckpt)
     fmt = detect_format(raw)
@@ -61,13 +60,8 @@ def eval_command(
     batch_size = batch_size or eval_cfg.get("batch_size", 50)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    model = build_model(cfg, load_init=False)
-    state = {k: v for k, v in state_dict_for(raw).items() if not k.startswith("combiner.")}
-    report = load_into(model, state, source=str(ckpt))
-    if report.missing:
-        raise TsrxError(f"{ckpt}: {len(report.missing)} model weight(s) missing from the "
-                        f"checkpoint (first: {report.missing[0]}); does --config describe this "
-                        f"model? ({fmt} format)")
+    from tsrx.engine.loading import build_loaded
+    model, report = build_loaded(cfg, raw, str(ckpt))  # the code of tsrx.load_model
     if report.unexpected:
         err_console.print(f"note: {len(report.unexpected)} checkpoint key(s) unused "
                           f"(first: {report.unexpected[0]})", highlight=False, markup=False)
@@ -102,8 +96,8 @@ def eval_command(
 
 def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
     """The resolved config of the model: the checkpoint's, --config's, or the format's default."""
-    from tsrx.config.experiment import load_experiment, resolve_run
-    from tsrx.errors import ConfigError, TsrxError
+    from tsrx.config.experiment import load_experiment
+    from tsrx.errors import TsrxError
     from tsrx.plugins import load_named_plugins
     if config_file is not None:
         exp = load_experiment(config_file)
@@ -116,14 +110,11 @@ def _config_for(raw: dict, fmt: str, config_file: Path | None) -> dict:
         load_named_plugins(cfg.get("plugins") or [], ".", where="checkpoint config plugins")
         return cfg
     from tsrx.engine.checkpoint import read_official
-    official = read_official(raw)
-    if official is None:
+    if read_official(raw) is None:
         raise TsrxError(f"checkpoint format {fmt!r} does not say which model it holds: pass "
                         "--config FILE with a [model] table")
-    cfg, issues = resolve_run({"name": "eval", "model": official.model}, {}, "<tsrx eval>")
-    if issues:
-        raise ConfigError(issues)
-    return cfg
+    from tsrx.engine.loading import official_config
+    return official_config(raw, "<tsrx eval>")
 
 
 def _datasets(cfg: dict, data: Path | None) -> dict:
