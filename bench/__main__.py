@@ -3,6 +3,7 @@
     python -m bench                      # everything, reference sizes (minutes)
     python -m bench --smoke              # tiny sizes, what CI runs (under a minute)
     python -m bench --only train eval    # a subset
+    python -m bench --only judges        # eval speed with crnn + ppocr + aster judges
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --amp bf16 --out bench/results_gpu.json
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from bench.common import atomic_write_json, machine, row
 
-NAMES = ("train", "eval", "data", "cli", "ddp")
+NAMES = ("train", "eval", "judges", "data", "cli", "ddp")
 LOADER_TARGET = 5.0
 
 
@@ -51,6 +52,9 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
     if name == "eval":
         from bench import bench_eval
         return bench_eval.run(args.smoke, device=args.device, amp=args.amp)
+    if name == "judges":
+        from bench import bench_judges
+        return bench_judges.run(args.smoke, device=args.device)
     if name == "data":
         return data_rows(args.smoke, [r for r in done if r["item"] == "train"])
     if name == "cli":

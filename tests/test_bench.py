@@ -122,7 +122,7 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     assert result["smoke"] is True
     assert {"cpu", "cores", "torch", "torch_threads"} <= set(result["machine"])
     rows = result["rows"]
-    assert {r["item"] for r in rows} == {"train", "eval", "data", "cli", "ddp"}
+    assert {r["item"] for r in rows} == {"train", "eval", "judges", "data", "cli", "ddp"}
     for r in rows:
         assert {"item", "name", "value", "unit", "target", "ok", "detail"} <= set(r)
         assert not r["name"].startswith("error"), r
