@@ -165,3 +165,12 @@ def test_best_acc_follows_the_named_judge():
     assert SELECTORS.build({"type": "best_acc", "judge": "ppocr"}, "s").score(result) == pytest.approx(0.9)
     old = {"average": {"acc": 0.3}, "splits": {}}  # a result from before acc_by_judge
     assert SELECTORS.build({"type": "best_acc", "judge": "ppocr"}, "s").score(old) == float("-inf")
+
+
+def test_recognizer_option_still_means_a_crnn_for_a_bare_state_dict(parts):
+    from tsrx.engine.judges import build_judges
+    bare = parts["tmp"] / "bare_crnn.pth"
+    state = torch.load(parts["tmp"] / "crnn.pth")
+    torch.save({f"recognizer.{k}": v for k, v in state.items()}, bare)  # not meijieru's layout
+    (judge,) = build_judges({}, recognizer_path=str(bare))
+    assert judge.name == "crnn" and str(bare) in judge.description

@@ -94,7 +94,8 @@ def judge_tables(eval_cfg: dict, cli: dict[str, dict] | None = None,
     if cli:
         return cli, "--judge"
     if recognizer_path:
-        return {"": {"type": (eval_cfg.get("judge") or {}).get("type"),
+        # the older single judge: a CRNN unless [eval] judge or the file says otherwise
+        return {"": {"type": (eval_cfg.get("judge") or {}).get("type"), "default_type": "crnn",
                      "weights": recognizer_path, **_options(eval_cfg.get("judge"))}}, "--recognizer"
     judges = eval_cfg.get("judges") or {}
     if not isinstance(judges, dict):
@@ -180,6 +181,7 @@ def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path =
     weights = table.pop("weights", None)
     optional = bool(table.pop("optional", False))
     wanted = table.pop("type", None)
+    default_type = table.pop("default_type", None)
     ckpt, from_file, what = None, {}, ""
     if weights:
         path = Path(weights)
@@ -199,7 +201,7 @@ def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path =
                 raise TsrxError(f"{where}: judge {name or wanted!r} is a {wanted} recognizer but "
                                 f"its weights {path} are {what}")
         if wanted is None:
-            wanted = file_type
+            wanted = file_type or default_type
         if from_file.get("recognizer") is None and detect_format(ckpt) != "state_dict":
             raise TsrxError(f"{where}: judge weights {path} are {what}: no recognizer to judge with")
     else:
