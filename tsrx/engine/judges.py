@@ -67,9 +67,8 @@ def own_judge(model: nn.Module) -> Judge | None:
     rec = getattr(model, "recognizer", None)
     if rec is None:
         return None
-    head = getattr(model, "head", None)
-    what = type(rec).__name__ + (f" + {type(head).__name__} head" if head is not None else "")
-    return Judge(OWN, f"the model's own recognizer ({what})", rec, head, own=True)
+    # the description older results and tables carry verbatim
+    return Judge(OWN, "the model's own recognizer", rec, getattr(model, "head", None), own=True)
 
 
 def parse_cli_judges(values: list[str]) -> dict[str, dict]:
