@@ -2,7 +2,8 @@
 
 One table per report block (checkpoint selector and group): a row per run, then the
 ``bicubic`` and ``HR`` baselines (taken from the first result of the block that holds
-them: ``tsrx eval --baselines`` or ``[eval] baselines = true``). ACC in percent, as in the
+them: ``tsrx eval --baselines``; else from a run's final evaluation in summary.json,
+``[eval] baselines = true``). ACC in percent, as in the
 papers; PSNR and SSIM averages once, at the end. Markdown (``paper-md``) or LaTeX
 (``latex``, booktabs).
 """
@@ -48,7 +49,11 @@ def paper_rows(block: Block) -> tuple[list[str], list[str | None], list[tuple[st
     rows = [(row.label, _row(row.result.values, splits, judges)) for row in block.rows
             if row.result is not None]
     baselines = next((row.result.values["baselines"] for row in block.rows
-                      if row.result is not None and row.result.values.get("baselines")), {})
+                      if row.result is not None and row.result.values.get("baselines")), None)
+    if baselines is None:  # validation results have none: the run's final test evaluation
+        baselines = next((((r.run.summary or {}).get("final") or {})["baselines"]
+                          for r in block.rows
+                          if (((r.run.summary or {}).get("final") or {}).get("baselines"))), {})
     for key, label in BASELINE_LABELS.items():
         if key in baselines:
             rows.append((label, _row(baselines[key], splits, judges)))
