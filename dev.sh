@@ -23,7 +23,7 @@ setup() {
     fi
     if ! python -c "import tsrx, tsrx_builtin, pytest" 2>/dev/null \
         || [ pyproject.toml -nt "$VENV/.tsrx-installed" ]; then
-        python -m pip install -q -e ".[test]"
+        python -m pip install -q -e ".[test,judge]"
         touch "$VENV/.tsrx-installed"
     fi
 }

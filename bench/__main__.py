@@ -4,6 +4,7 @@
     python -m bench --smoke              # tiny sizes, what CI runs (under a minute)
     python -m bench --only train eval    # a subset
     python -m bench --only threads       # default vs. set CPU threads, idle vs. loaded
+    python -m bench --only judges        # eval speed with crnn + ppocr + aster judges
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --amp bf16 --out bench/results_gpu.json
     python -m bench --only zoo           # every backbone of experiments/zoo.toml: train/eval samples/s
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bench.common import atomic_write_json, machine, row
 
-NAMES = ("train", "eval", "data", "cli", "ddp", "zoo", "threads")
+NAMES = ("train", "eval", "judges", "data", "cli", "ddp", "zoo", "threads")
 LOADER_TARGET = 5.0
 
 
@@ -53,6 +54,9 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
     if name == "eval":
         from bench import bench_eval
         return bench_eval.run(args.smoke, device=args.device, amp=args.amp)
+    if name == "judges":
+        from bench import bench_judges
+        return bench_judges.run(args.smoke, device=args.device)
     if name == "data":
         return data_rows(args.smoke, [r for r in done if r["item"] == "train"])
     if name == "cli":

@@ -22,15 +22,21 @@ class BestMetric:
 
     ``split = "average"`` reads ``result["average"]``, any other name
     ``result["splits"][split]``. The name defaults to ``best_<metric>`` (``best_<split>_<metric>``
-    for one split) and the file to ``<name>_model.pth``. A result whose metric is missing
+    for one split) and the file to ``<name>_model.pth``. ``judge`` (metric ``acc``): follow
+    that judge's accuracy (``acc_by_judge``) instead of the primary judge's (``acc``: the
+    model's own recognizer, else the first of ``[eval.judges]``). A result whose metric is missing
     a value (None or NaN, e.g. accuracy without a recognizer) scores -inf: never the best.
     """
 
     def __init__(self, metric: str, split: str = "average", mode: Literal["max", "min"] = "max",
-                 filename: str | None = None, name: str | None = None):
+                 filename: str | None = None, name: str | None = None, judge: str | None = None):
         if mode not in ("max", "min"):
             raise TsrxError(f"selector 'best': mode must be 'max' or 'min', got {mode!r}")
         self.metric, self.split, self.mode = metric, split, mode
+        if judge is not None and metric != "acc":
+            raise TsrxError(f"selector 'best': judge = {judge!r} applies to metric 'acc' only, "
+                            f"not {metric!r}")
+        self.judge = judge
         default = f"best_{metric}" if split == "average" else f"best_{split}_{metric}"
         self.name = name or default
         self.filename = filename or f"{self.name}_model.pth"
@@ -53,19 +59,24 @@ class BestMetric:
             raise TsrxError(f"selector {self.name!r}: the result's {where} has no metric "
                             f"{self.metric!r}; metrics: {known}")
         value = values[self.metric]
+        if self.judge is not None:  # one judge's accuracy (docs/architecture.md: acc_by_judge)
+            value = (values.get("acc_by_judge") or {}).get(self.judge)
         if value is None or math.isnan(float(value)):
             return -math.inf
         return float(value) if self.mode == "max" else -float(value)
 
     def __repr__(self) -> str:
         return (f"BestMetric(name={self.name!r}, metric={self.metric!r}, split={self.split!r}, "
-                f"mode={self.mode!r}, filename={self.filename!r})")
+                f"mode={self.mode!r}, filename={self.filename!r}, judge={self.judge!r})")
 
 
 @SELECTORS.register("best_acc")
-def best_acc(split: str = "average") -> BestMetric:
-    """Highest accuracy (A-ACC by default) -> ``best_acc_model.pth``."""
-    return BestMetric("acc", split=split, name="best_acc", filename="best_acc_model.pth")
+def best_acc(split: str = "average", judge: str | None = None) -> BestMetric:
+    """Highest accuracy (A-ACC by default) -> ``best_acc_model.pth``. ``judge``: whose
+    accuracy (default: the model's own recognizer, else the first judge); the run records
+    the judge followed next to the best result."""
+    return BestMetric("acc", split=split, name="best_acc", filename="best_acc_model.pth",
+                      judge=judge)
 
 
 @SELECTORS.register("best_psnr")

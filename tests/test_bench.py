@@ -122,8 +122,8 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     assert result["smoke"] is True
     assert {"cpu", "cores", "torch", "torch_threads"} <= set(result["machine"])
     rows = result["rows"]
-    assert {r["item"] for r in rows} == {"train", "eval", "data", "cli", "ddp", "zoo",
-                                          "threads"}
+    assert {r["item"] for r in rows} == {"train", "eval", "judges", "data", "cli", "ddp",
+                                          "zoo", "threads"}
     from bench.bench_zoo import backbones
     zoo = {r["name"]: r for r in rows if r["item"] == "zoo"}
     for name, table in backbones():  # one train and one eval row per zoo backbone

@@ -119,3 +119,38 @@ def test_compose_errors_name_the_problem(parts, workdir, capsys):
                          "small.toml", "-o", "x.pth")
     assert code == 2 and "--no-eval" in err
     assert not (workdir / "x.pth").exists()
+
+
+def test_inspect_counts_parameters_not_buffers_of_the_official_tsrn(workdir):
+    """The official TSRN has 2,681,677 parameters; its TPS buffers are not parameters."""
+    from tsrx.models.build import build_parts
+    sr = build_parts({"sr": {"type": "tsrn"}})["sr"]
+    assert sum(p.numel() for p in sr.parameters()) == 2_681_677
+    torch.save({"state_dict_G": sr.state_dict(), "info": {"arch": "tsrn"}}, workdir / "tsrn.pth")
+    out = tsrx("ckpt", "inspect", "tsrn.pth", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    assert "2,681,677" in out.stdout and "2,705,804" not in out.stdout
+
+
+def test_load_model_returns_what_the_checkpoint_holds(parts, workdir):
+    import tsrx
+    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
+    from tsrx.models.build import build_parts
+    official = build_parts({"sr": {"type": "tsrn"}})["sr"]
+    torch.save({"state_dict_G": official.state_dict(), "info": {"arch": "tsrn"}}, workdir / "tsrn.pth")
+    sr = tsrx.load_model(workdir / "tsrn.pth")  # official TextZoom: the SR backbone
+    assert type(sr).__name__ == "TSRN" and not sr.training
+    for k, v in official.state_dict().items():
+        assert torch.equal(sr.state_dict()[k], v), k
+    rec = tsrx.load_model(workdir / "crnn.pth")  # meijieru CRNN: the recognizer
+    assert type(rec).__name__ == "CRNN" and rec.recognize(torch.rand(2, 3, 32, 128)).texts is not None
+    config = load_experiment(workdir / "small.toml").runs[0].config
+    save_checkpoint(workdir / "joint.pth", make_checkpoint(parts.state_dict(), config=config))
+    joint = tsrx.load_model(workdir / "joint.pth")  # tsrx, SR + recognizer: the joint model
+    assert type(joint).__name__ == "JointModel" and not joint.training
+    for k, v in parts.state_dict().items():
+        assert torch.equal(joint.state_dict()[k], v), k
+    torch.save({"sr.x": torch.zeros(1)}, workdir / "bare.pth")
+    from tsrx.errors import TsrxError
+    with pytest.raises(TsrxError, match="does not say which model it holds"):
+        tsrx.load_model(workdir / "bare.pth")

@@ -70,7 +70,7 @@ def test_without_judge_weights_accuracy_is_null_and_says_how_to_get_it(files):
     result = json.loads(out.read_text())
     assert result["average"]["acc"] is None and result["recognizer"] is None
     assert result["protocol"] == "per-image"
-    assert "--recognizer" in proc.stdout and "judge_weights" in proc.stdout
+    assert "--judge ppocr" in proc.stdout and "eval.judges" in proc.stdout
     assert "predictions" not in result
 
 
@@ -139,7 +139,8 @@ def test_models_with_their_own_recognizer_judge_themselves_and_the_baselines(fil
         net = build_model(config)
         _, _, test = build_datasets(config["data"])
         result = evaluate_model(net, test, batch_size=4, baselines=True)
-        assert result["recognizer"] == "the model's own recognizer"
+        assert result["recognizer"].startswith("the model's own recognizer")
+        assert result["primary_judge"] == "own" and list(result["judges"]) == ["own"]
         assert result["average"]["acc"] is not None
         assert (result["average"]["psnr"] is not None) == has_sr
         assert result["baselines"]["bicubic"]["average"]["acc"] is not None

@@ -49,8 +49,10 @@ def imports() -> dict[str, list[tuple[str, bool]]]:
 
 
 def test_layers_import_downward_only():
-    upward = [f"{m} imports {n}" for m, found in imports().items() for n, _ in found
-              if layer(n) > layer(m)]
+    # the package root is the public facade: ``tsrx.load_model`` defers to the engine inside
+    # the function, so importing tsrx stays light
+    upward = [f"{m} imports {n}" for m, found in imports().items() for n, top in found
+              if layer(n) > layer(m) and not (m == "tsrx" and not top)]
     assert upward == []
 
 

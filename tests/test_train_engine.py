@@ -203,3 +203,22 @@ def test_completed_only_after_the_final_evaluation_which_reuses_the_last_validat
     calls.clear()
     _run(tmp_path / "b", tiny_data, tiny_plugin, ["eval.baselines=true"])
     assert len(calls) == 3
+
+
+def test_validation_with_named_judges_records_which_one_best_acc_follows(tmp_path, tiny_data, tiny_plugin):
+    from tsrx.registry import RECOGNIZERS
+    torch.manual_seed(3)
+    crnn = tmp_path / "crnn.pth"
+    torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)
+    run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, [
+        *JOINT, f'eval.judges.crnn={{type = "crnn", weights = "{crnn}"}}',
+        'train.selectors=[{type = "best_acc", judge = "crnn"}, "best_psnr"]'])
+    val = metrics(run_dir, "val")[-1]["result"]
+    assert list(val["judges"]) == ["own", "crnn"] and val["primary_judge"] == "own"
+    assert set(val["average"]["acc_by_judge"]) == {"own", "crnn"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best"]["best_acc"]["judge"] == "crnn"
+    assert list(metrics(run_dir, "run")[0]["judges"]) == ["own", "crnn"]
+    with pytest.raises(TsrxError, match="judge = 'ppocr' is not a judge of this run"):
+        _run(tmp_path / "b", tiny_data, tiny_plugin, [
+            *JOINT, 'train.selectors=[{type = "best_acc", judge = "ppocr"}]'])

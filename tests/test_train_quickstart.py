@@ -67,6 +67,17 @@ def test_quickstart_end_to_end_with_tiny_steps(workdir):
     assert summary["state"] == "completed"
     assert summary["final"]["baselines"]["bicubic"]["average"]["psnr"] > 0
     assert (run_dir / "best_psnr_model.pth").is_file() and (run_dir / "last.pth").is_file()
+    # the first run shows an accuracy: the ppocr judge reads SR, bicubic and HR (judge extra)
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError:
+        assert "left out" in proc.stderr and "rapidocr-onnxruntime" in proc.stderr
+    else:
+        final = summary["final"]
+        assert final["primary_judge"] == "ppocr" and "ACC (ppocr)" in proc.stdout
+        for row in (final, final["baselines"]["bicubic"], final["baselines"]["hr"]):
+            assert all(v["acc_by_judge"]["ppocr"] is not None for v in row["splits"].values())
+        assert final["baselines"]["hr"]["average"]["acc"] >= 0.75  # it reads the HR words
     # `tsrx train` records itself as the run's job: status knows how long it ran
     from tsrx.launch.status import run_status
     row = run_status(run_dir)

@@ -43,43 +43,6 @@ def _config_summary(config: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _exact_counts(obj: dict) -> dict[str, int] | None:
-    """Parameter counts per part from the model the checkpoint's config builds, or None."""
-    config = obj.get("config") if isinstance(obj, dict) else None
-    if not isinstance(config, dict) or not config.get("model"):
-        return None
-    try:
-        from tsrx.models.build import build_model
-        from tsrx.plugins import require_checkpoint_components
-        require_checkpoint_components(config, source="checkpoint")  # imports nothing it names
-        model = build_model(config, load_init=False)
-    except Exception:  # a plugin that is not installed here: fall back to the file's estimate
-        return None
-    return {part: sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] == part)
-            for part in ("sr", "recognizer", "head", "prior", "prior_teacher")}
-
-
-def _official_counts(obj: Any) -> dict[str, int] | None:
-    """Exact counts for an official checkpoint, from the model its reader names, but only
-    when that model has exactly the file's keys and shapes (an official file does not always
-    record every option, e.g. TSRN's block count): otherwise None (the file's estimate)."""
-    from tsrx.checkpoint import read_official
-    official = read_official(obj)
-    if official is None:
-        return None
-    try:
-        from tsrx.models.build import build_model
-        model = build_model({"model": official.model}, load_init=False)
-    except Exception:  # a plugin that is not installed here
-        return None
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    held = {k: tuple(v.shape) for k, v in official.state.items()}
-    if {k: s for k, s in own.items() if k.split(".", 1)[0] in official.parts} != held:
-        return None
-    return {part: sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] == part)
-            for part in ("sr", "recognizer", "head")}
-
-
 @app.command("inspect")
 def inspect_cmd(
     path: Path = typer.Argument(..., help="Checkpoint file (tsrx, TextZoom, meijieru CRNN or a state_dict)."),
@@ -97,14 +60,17 @@ def inspect_cmd(
     console.print(f"[bold]{path}[/]: format [bold]{fmt}[/]"
                   + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else ""))
     counts = parameter_counts(state)
-    exact = _exact_counts(obj) if fmt == "tsrx" else _official_counts(obj) if fmt != "state_dict" else None
+    from tsrx.engine.loading import exact_parameter_counts
+    exact = exact_parameter_counts(obj)
     table = Table(title="parts")
     for col in ("part", "tensors", "parameters"):
         table.add_column(col, justify="left" if col == "part" else "right")
     for part, (n_tensors, n_params) in counts.items():
-        shown = exact[part] if exact and part in exact else n_params
-        table.add_row(part, str(n_tensors), f"{shown:,}")
-    table.caption = ("parameters counted by building the checkpoint's model" if exact else
+        shown = f"{exact[part]:,}" if exact and part in exact else (
+            f"~{n_params:,}" if exact else f"{n_params:,}")  # ~: this part estimated from the file
+        table.add_row(part, str(n_tensors), shown)
+    table.caption = ("parameters (not buffers) of the model the checkpoint describes, built here"
+                     if exact else
                      "parameters estimated from the file: floating tensors other than "
                      "BatchNorm statistics (other buffers count too)")
     console.print(table)
@@ -232,12 +198,12 @@ def compose_cmd(
         eval_cfg = config.get("eval") or {}
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         datasets = _test_sets(config)
-        from tsrx.engine.build import build_judge
-        judge_model, judge_name = build_judge(eval_cfg, model, str(judge) if judge else None)
+        from tsrx.engine.judges import build_judges
+        judges = [j.to(dev) for j in build_judges(eval_cfg, model,
+                                                  recognizer_path=str(judge) if judge else None)]
         result = evaluate_model(model.to(dev), datasets, protocol=eval_cfg.get("protocol", "textzoom"),
                                 batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
-                                judge=judge_model.to(dev) if judge_model is not None else None,
-                                judge_name=judge_name, with_predictions=False)
+                                judges=judges, with_predictions=False)
         console.print(result_table(result, title=f"composed model on {config['data']['root']}"))
         result = without_predictions(result)
     sources = dict(model_cfg["init"])

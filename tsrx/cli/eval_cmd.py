@@ -2,8 +2,9 @@
 
 Accepts tsrx checkpoints (their config says what the model is) and foreign files (the
 official TextZoom TSRN, meijieru's CRNN, a bare state_dict) with ``--config`` or the
-defaults for their format. The protocol, batch size and judge are printed with the
-table and stored in the JSON, which also holds every image's prediction.
+defaults for their format. Every judge (the model's own recognizer, ``[eval.judges]`` or
+``--judge``) reads the same SR batch. The protocol, batch size and judges are printed with
+the table and stored in the JSON, which also holds every image's prediction.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ def eval_command(
                                 "(for foreign checkpoints; a tsrx checkpoint carries its own)."),
     data: Path = typer.Option(None, "--data", help="Data root holding test/{easy,medium,hard} "
                               "(default: the config's [data.test] tables)."),
-    recognizer: Path = typer.Option(None, "--recognizer", help="Judge weights for ACC when the "
-                                    "model has no recognizer: meijieru's crnn.pth or a tsrx checkpoint."),
+    recognizer: Path = typer.Option(None, "--recognizer", help="One judge's weights (older form of "
+                                    "--judge): meijieru's crnn.pth or a tsrx checkpoint."),
+    judge: list[str] = typer.Option([], "--judge", help="A named judge, repeatable: NAME=WEIGHTS "
+                                    "(crnn=crnn.pth, aster=aster.pth.tar; the type is NAME unless "
+                                    "the file says otherwise) or NAME for one that ships its "
+                                    "weights (ppocr). Replaces the config's [eval.judges]."),
     protocol: str = typer.Option(None, "--protocol", help="textzoom (per batch, as the reference "
                                  "code) or per-image (default: the config's [eval] protocol)."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
@@ -42,11 +47,10 @@ def eval_command(
     import torch
 
     from tsrx.cli.console import console, err_console
-    from tsrx.engine.build import build_judge
-    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.engine.judges import build_judges, parse_cli_judges
+    from tsrx.checkpoint import detect_format, load_checkpoint
     from tsrx.engine.evaluator import evaluate_model, print_result
     from tsrx.errors import TsrxError
-    from tsrx.models.build import build_model
 
     raw = load_checkpoint(ckpt)
     fmt = detect_format(raw)
@@ -58,37 +62,26 @@ def eval_command(
     batch_size = batch_size or eval_cfg.get("batch_size", 50)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    model = build_model(cfg, load_init=False)
-    state = {k: v for k, v in state_dict_for(raw).items() if not k.startswith("combiner.")}
-    report = load_into(model, state, source=str(ckpt))
-    missing = report.missing
-    prior_weights = (cfg.get("model") or {}).get("prior_weights")
-    if missing and prior_weights and all(k.startswith(("prior.", "prior_teacher."))
-                                         for k in missing):
-        # an official TPGSR/TATT file holds the SR network only: the text-prior generator
-        # comes from the config's model.prior_weights
-        from tsrx.models.build import load_prior_weights
-        load_prior_weights(model, prior_weights)
-        missing = []
-    if missing:
-        raise TsrxError(f"{ckpt}: {len(missing)} model weight(s) missing from the "
-                        f"checkpoint (first: {missing[0]}); does --config describe this "
-                        f"model? ({fmt} format)")
+    from tsrx.engine.loading import build_loaded
+    model, report = build_loaded(cfg, raw, str(ckpt))  # the code of tsrx.load_model
     if report.unexpected:
         err_console.print(f"note: {len(report.unexpected)} checkpoint key(s) unused "
                           f"(first: {report.unexpected[0]})", highlight=False, markup=False)
     model.to(dev)
-    judge, judge_name = build_judge(eval_cfg, model, str(recognizer) if recognizer else None)
-    if judge is not None:
-        judge.to(dev)
+    if judge and recognizer:
+        raise TsrxError("--recognizer and --judge: give the judges with --judge only "
+                        f"(e.g. --judge crnn={recognizer})")
+    judges = [j.to(dev) for j in build_judges(
+        eval_cfg, model, cli=parse_cli_judges(judge), recognizer_path=str(recognizer) if recognizer else None,
+        warn=lambda m: err_console.print(f"note: {m}", highlight=False, markup=False))]
     datasets = _datasets(cfg, data)
     result = evaluate_model(model, datasets, protocol=protocol, batch_size=batch_size, device=dev,
-                            judge=judge, baselines=baselines or eval_cfg.get("baselines", False),
-                            with_predictions=True, judge_name=judge_name)
+                            judges=judges, baselines=baselines or eval_cfg.get("baselines", False),
+                            with_predictions=True)
     result = {"checkpoint": str(ckpt), "format": fmt,
               "data": str(data) if data else (cfg.get("data") or {}).get("root"), **result}
     print_result(console, result, title=str(ckpt))
-    if config is None and data is None and recognizer is None:
+    if config is None and data is None and recognizer is None and not judge:
         overrides = {k: v for k, v in (("protocol", protocol), ("batch_size", batch_size))
                      if v != eval_cfg.get(k)}
         if baselines:
@@ -106,8 +99,8 @@ def eval_command(
 def _config_for(raw: dict, fmt: str, config_file: Path | None, plugins: list[str],
                 ckpt: Path) -> dict:
     """The resolved config of the model: the checkpoint's, --config's, or the format's default."""
-    from tsrx.config.experiment import load_experiment, resolve_run
-    from tsrx.errors import ConfigError, TsrxError
+    from tsrx.config.experiment import load_experiment
+    from tsrx.errors import TsrxError
     from tsrx.plugins import load_named_plugins, require_checkpoint_components
     load_named_plugins(plugins, ".", where="--plugin")
     if config_file is not None:
@@ -121,21 +114,11 @@ def _config_for(raw: dict, fmt: str, config_file: Path | None, plugins: list[str
         require_checkpoint_components(cfg, source=str(ckpt), recorded=raw.get("plugins"))
         return cfg
     from tsrx.checkpoint import read_official
-    official = read_official(raw)
-    if official is None:
+    if read_official(raw) is None:
         raise TsrxError(f"checkpoint format {fmt!r} does not say which model it holds: pass "
                         "--config FILE with a [model] table")
-    raw_cfg: dict = {"name": "eval", "model": official.model}
-    sr = official.model.get("sr")
-    if sr:  # the data's mask channel follows the backbone the file holds (3 or 4 channels)
-        from tsrx.registry import SR_BACKBONES
-        channels = getattr(SR_BACKBONES.build(dict(sr), "model.sr"), "in_channels", None)
-        if channels in (3, 4):
-            raw_cfg["data"] = {"mask": channels == 4}
-    cfg, issues = resolve_run(raw_cfg, {}, "<tsrx eval>")
-    if issues:
-        raise ConfigError(issues)
-    return cfg
+    from tsrx.engine.loading import official_config
+    return official_config(raw, "<tsrx eval>")
 
 
 def _datasets(cfg: dict, data: Path | None) -> dict:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-FORMAT_HELP = "rich (terminal), md (paste-ready Markdown), csv or json."
+FORMAT_HELP = ("rich (terminal), md (paste-ready Markdown), csv, json, or the papers' layout "
+               "(rows = methods incl. bicubic and HR, columns = judges x E/M/H/Avg): paper-md "
+               "or latex.")
 
 
 def report(

@@ -38,8 +38,7 @@ class RunParts:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     selectors: list[Any]
-    judge: nn.Module | None
-    judge_name: str | None
+    judges: list[Any]                     # tsrx.engine.judges.Judge, the primary first
     train_set: Any
     val_sets: dict[str, Any]
     test_sets: dict[str, Any]
@@ -137,47 +136,24 @@ def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_c
         contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
 
 
-def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = None
-                ) -> tuple[nn.Module | None, str | None]:
-    """The recognizer that reads SR images for ACC, and how to name it in tables.
-
-    The model's own recognizer judges when it has one; otherwise ``[eval] judge`` with
-    ``judge_weights`` (or ``recognizer_path``, the CLI's ``--recognizer``): meijieru's
-    crnn.pth, or a tsrx checkpoint whose recognizer (and head) are used. No weights
-    means no judge: an untrained recognizer's accuracy would be meaningless.
-    """
-    if getattr(model, "recognizer", None) is not None:
-        return None, "the model's own recognizer"
-    weights = recognizer_path or eval_cfg.get("judge_weights")
-    if not weights:
+def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = None):
+    """The primary judge and its description (older single-judge callers); see
+    :func:`tsrx.engine.judges.build_judges` for all of them."""
+    from tsrx.engine.judges import build_judges
+    judges = build_judges(eval_cfg, model, recognizer_path=recognizer_path)
+    if not judges:
         return None, None
-    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
-    from tsrx.models.build import build_parts
-    from tsrx.models.joint import JointModel
-    try:
-        ckpt = load_checkpoint(weights)
-    except TsrxError as exc:
-        raise TsrxError(f"judge weights ({'--recognizer' if recognizer_path else 'eval.judge_weights'}"
-                        f"): {exc}") from None
-    fmt = detect_format(ckpt)
-    saved = (((ckpt.get("config") or {}).get("model") or {}) if fmt == "tsrx" else {})
-    if saved:
-        from tsrx.plugins import require_checkpoint_components
-        require_checkpoint_components({"model": {k: saved.get(k) for k in ("recognizer", "head")}},
-                                      source=f"judge weights {weights}", recorded=ckpt.get("plugins"))
-    table = eval_cfg.get("judge") or saved.get("recognizer") or {"type": "crnn"}
-    parts = build_parts({"recognizer": table, "head": saved.get("head")})
-    judge = JointModel(recognizer=parts["recognizer"], head=parts["head"], rec_input="hr")
-    state = state_dict_for(ckpt, None if fmt == "tsrx" else "recognizer")
-    state = {k: v for k, v in state.items() if k.split(".", 1)[0] in ("recognizer", "head")}
-    report = load_into(judge, state, source=str(weights))
-    if report.missing:
-        raise TsrxError(f"judge weights {weights}: {len(report.missing)} weight(s) missing "
-                        f"(first: {report.missing[0]}); is it a {table['type']} checkpoint?")
-    judge.eval()
-    for p in judge.parameters():
-        p.requires_grad_(False)
-    return judge, f"{table['type']} ({weights})"
+    return judges[0], judges[0].description
+
+
+def check_selector_judges(selectors: list, judges: list) -> None:
+    """A selector that follows one judge's accuracy must name a judge of this run."""
+    names = [j.name for j in judges]
+    for sel in selectors:
+        wanted = getattr(sel, "judge", None)
+        if wanted is not None and wanted not in names:
+            raise TsrxError(f"selector {sel.name!r}: judge = {wanted!r} is not a judge of this run; "
+                            f"judges: {', '.join(names) or '(none: set [eval.judges])'}")
 
 
 def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
@@ -219,12 +195,13 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
         table = {"type": s} if isinstance(s, str) else s
         selectors.append(SELECTORS.build(table, f"train.selectors[{i}]"))
         contracts.check_selector(selectors[-1], SELECTORS.label(table["type"]), splits=splits)
-    judge, judge_name = build_judge(config.get("eval") or {}, model)
-    if judge is not None:
-        judge = judge.to(device)
-    if judge_name is None and any(getattr(s, "metric", None) == "acc" for s in selectors):
+    from tsrx.engine.judges import build_judges
+    judges = [j.to(device) for j in build_judges(config.get("eval") or {}, model,
+                                                 warn=warnings.append)]
+    check_selector_judges(selectors, judges)
+    if not judges and any(getattr(s, "metric", None) == "acc" for s in selectors):
         warnings.append("selector best_acc never fires: the model has no recognizer and [eval] "
-                        "names no judge_weights, so validation has no accuracy")
+                        "names no judges, so validation has no accuracy")
 
     if env.is_main:
         ensure_synth(data_cfg)
@@ -248,7 +225,7 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
         log.warning(w)
     return RunParts(model=model, tasks=tasks, losses=losses, loss_tables=loss_tables,
                     combiner=combiner, optimizer=optimizer, scheduler=scheduler,
-                    selectors=selectors, judge=judge, judge_name=judge_name,
+                    selectors=selectors, judges=judges,
                     train_set=train_set, val_sets=val_sets, test_sets=test_sets,
                     sampler=sampler, train_loader=loader, batch_size_per_rank=batch,
                     warnings=warnings)

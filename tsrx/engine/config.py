@@ -53,16 +53,20 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
-    """``[eval]``: the evaluation protocol and the recognizer that judges accuracy.
+    """``[eval]``: the evaluation protocol and the recognizers that judge accuracy.
 
     ``textzoom`` reproduces the reference code's numbers (PSNR/SSIM per batch, then
-    averaged over batches); ``per-image`` averages per image.
+    averaged over batches); ``per-image`` averages per image. ``judges``: named judges,
+    each a recognizer table with ``weights`` (``crnn = {type = "crnn", weights = "crnn.pth"}``,
+    ``ppocr = {type = "ppocr", optional = true}``); see tsrx/engine/judges.py. The older
+    ``judge`` + ``judge_weights`` (one judge) still work, but not next to ``judges``.
     """
 
     protocol: Literal["textzoom", "per-image"] = "textzoom"
     batch_size: Annotated[int, Positive] = 50
     judge: Annotated[dict, Component("recognizer")] | None = None
     judge_weights: Annotated[str, NON_EMPTY] | None = None
+    judges: dict[str, dict] = field(default_factory=dict)
     baselines: bool = False
 
 

@@ -1,9 +1,11 @@
 """Evaluation of a model on named splits: ACC, PSNR, SSIM per split and their average.
 
 The metric conventions live in ``tsrx.engine.metrics``. Here: which images are
-compared and who reads them. PSNR/SSIM compare the model's SR output with HR. ACC is
-the model's own recognizer when it has one, else the judge (a recognizer with real
-weights); with neither, ACC is None, never a number from an untrained recognizer.
+compared and who reads them. PSNR/SSIM compare the model's SR output with HR, once.
+ACC is measured by every judge (tsrx.engine.judges: the model's own recognizer, named
+``own``, then the configured judges), each reading the same SR batch; without a judge,
+ACC is None, never a number from an untrained recognizer. The evaluator never decodes:
+judges do (``Judge.read``).
 
 Under DDP each rank evaluates every ``world_size``-th batch of the fixed batch order
 and the metric sums are all_reduced once per evaluation: every rank reaches that one
@@ -14,48 +16,55 @@ equal the single-process numbers because the batches are the same.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from tsrx.engine import distributed as dist_utils
-from tsrx.engine.metrics import FIELDS, MetricAccumulator
+from tsrx.engine.metrics import FIELDS, MetricAccumulator, weighted_average
+from tsrx.engine.judges import Judge, own_judge
+from tsrx.errors import TsrxError
 from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
 
 log = logging.getLogger("tsrx.eval")
 
-NO_JUDGE_HINT = ("ACC needs a recognizer with trained weights: pass --recognizer crnn.pth "
-                 "(or a tsrx checkpoint), or set [eval] judge_weights")
-
-
-def _decode(recognizer: nn.Module, logits: torch.Tensor) -> list[str]:
-    if hasattr(recognizer, "decode"):
-        return recognizer.decode(logits)
-    return ctc_greedy_decode(logits, recognizer.alphabet)
+NO_JUDGE_HINT = ("ACC needs a recognizer with trained weights: pass --judge ppocr (installed with "
+                 "tsrx's judge extra), --judge crnn=crnn.pth, or set [eval.judges]")
 
 
 def read_images(model: nn.Module, judge: nn.Module | None, images: torch.Tensor) -> list[str] | None:
     """What the judge (else the model's own recognizer, with its head) reads in ``images``.
 
-    Both are joint models (a judge is one with only a recognizer and maybe a head).
+    Both are joint models (a judge here is one with only a recognizer and maybe a head).
     """
     reader = judge if judge is not None else model
-    recognizer = getattr(reader, "recognizer", None)
-    if recognizer is None:
-        return None
-    head = getattr(reader, "head", None)
-    logits = head(recognizer.encode(images[:, :3])) if head is not None else recognizer(images[:, :3])
-    return _decode(recognizer, logits)
+    found = own_judge(reader)
+    return None if found is None else found.read(images)
 
 
-def _model_predictions(model: nn.Module, judge: nn.Module | None, out: dict,
-                       sr: torch.Tensor | None) -> list[str] | None:
-    if out.get("logits") is not None:
-        return _decode(model.recognizer, out["logits"])
-    if sr is not None:
-        return read_images(model, judge, sr)
-    return None
+def _legacy_judges(model: nn.Module, judge: nn.Module | None, judge_name: str | None) -> list[Judge]:
+    """``judge=`` (a joint model holding a recognizer) as the judge list of old callers."""
+    out = [j for j in [own_judge(model)] if j is not None]
+    if judge is not None and not out:
+        found = own_judge(judge)
+        if found is not None:
+            rec_type = type(found.recognizer).__name__.lower()
+            out.append(Judge(rec_type, judge_name or rec_type, found.recognizer, found.head))
+    return out
+
+
+def _own_predictions(model: nn.Module, judge: Judge, out: dict, batch: dict,
+                     sr: torch.Tensor | None) -> list[str] | None:
+    """The model's own recognizer on what it reads (its ``rec_input``): the logits the forward
+    pass already computed when it is a CTC recognizer, else ``recognize``."""
+    logits = out.get("logits")
+    if logits is not None and getattr(judge.recognizer, "ctc", True):
+        return ctc_greedy_decode(logits, judge.recognizer.alphabet)
+    source = getattr(model, "rec_input", "sr")
+    images = sr if source == "sr" else batch.get(source)
+    return judge.read(images) if images is not None else None
 
 
 def _bicubic(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -78,27 +87,33 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
                    batch_size: int = 50, device: torch.device | str | None = None,
                    judge: nn.Module | None = None, baselines: bool = False,
                    with_predictions: bool = True, env: dist_utils.DistEnv | None = None,
-                   judge_name: str | None = None) -> dict:
+                   judge_name: str | None = None, judges: list[Judge] | None = None) -> dict:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
-    ``judge`` reads the SR images when the model has no recognizer; ``baselines`` adds
-    the bicubic and HR rows; ``env`` shards batches over DDP ranks (all ranks must call).
+    ``judges`` (tsrx.engine.judges.build_judges: the model's own recognizer first, then the
+    named judges) all read the same SR batch: the model runs once per batch. The first
+    judge is the primary one (``acc``); every judge's accuracy is in ``acc_by_judge``.
+    ``judge``/``judge_name``: the older single judge (a joint model with a recognizer).
+    ``baselines`` adds the bicubic and HR rows, read by every judge; ``env`` shards batches
+    over DDP ranks (all ranks must call).
     """
     from torch.utils.data import DataLoader
 
     from tsrx.data.loader import collate_batch
     env = env or dist_utils.DistEnv()
+    if judges is None:
+        judges = _legacy_judges(model, judge, judge_name)
+    names = [j.name for j in judges]
+    if len(set(names)) != len(names):
+        raise TsrxError(f"evaluation: judge names must be unique, got {', '.join(names)}")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     rows = ["model"] + (["bicubic", "hr"] if baselines else [])
-    accs = {row: MetricAccumulator(protocol, list(datasets)) for row in rows}
-    has_reader = judge is not None or getattr(model, "recognizer", None) is not None
-    if judge_name is None and has_reader:
-        reader = judge if judge is not None else model
-        judge_name = ("the model's own recognizer" if judge is None else
-                      type(getattr(reader, "recognizer", reader)).__name__)
+    splits = list(datasets)
+    images = {row: MetricAccumulator(protocol, splits) for row in ("model", "bicubic")}
+    reads = {(row, j.name): MetricAccumulator(protocol, splits) for row in rows for j in judges}
     predictions: dict[str, list[dict]] = {name: [] for name in datasets}
     was_training = model.training
     model.eval()
@@ -108,37 +123,44 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
                                 collate_fn=collate_batch, num_workers=0)
             for batch in loader:
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                out = model(batch)
+                out = model(batch)  # once per batch, whatever the number of judges
                 sr = out.get("sr")
-                preds = _model_predictions(model, judge, out, sr)
-                accs["model"].update(split, sr, batch["hr"] if sr is not None else None,
-                                     preds, batch["label"] if preds is not None else None)
+                labels = batch["label"]
+                if sr is not None:
+                    images["model"].update(split, sr, batch["hr"])
+                texts: dict[str, list[str]] = {}
+                for j in judges:
+                    preds = (_own_predictions(model, j, out, batch, sr) if j.own else
+                             j.read(sr) if sr is not None else None)
+                    if preds is not None:
+                        texts[j.name] = preds
+                        reads[("model", j.name)].update(split, None, None, preds, labels)
                 if baselines:
                     up = _bicubic(batch["lr"][:, :3], tuple(batch["hr"].shape[-2:]))
-                    bic_preds = read_images(model, judge, up)
-                    accs["bicubic"].update(split, up, batch["hr"], bic_preds,
-                                           batch["label"] if bic_preds is not None else None)
-                    if has_reader:
-                        accs["hr"].update(split, None, None, read_images(model, judge, batch["hr"]),
-                                          batch["label"])
-                if with_predictions and preds is not None:
-                    for i, label, pred in zip(batch["index"].tolist(), batch["label"], preds):
-                        predictions[split].append({
-                            "index": _lmdb_index(dataset, i), "label": label, "pred": pred,
-                            "correct": normalize_for_accuracy(pred) == normalize_for_accuracy(label)})
-        _all_reduce(accs, device)
+                    images["bicubic"].update(split, up, batch["hr"])
+                    for j in judges:
+                        reads[("bicubic", j.name)].update(split, None, None, j.read(up), labels)
+                        reads[("hr", j.name)].update(split, None, None, j.read(batch["hr"]), labels)
+                if with_predictions and texts:
+                    _record(predictions[split], dataset, batch, texts, names)
+        _all_reduce([*images.values(), *reads.values()], device)
     finally:
         model.train(was_training)
 
-    result = _result(accs["model"], protocol, batch_size, judge_name, has_reader)
-    if not has_reader:
+    described = {j.name: j.description for j in judges}
+    sizes = {name: len(ds) for name, ds in datasets.items()}
+
+    def row(name: str, image_acc: MetricAccumulator | None) -> dict:
+        return _row_result(image_acc, {j: reads[(name, j)] for j in names}, sizes, protocol,
+                           batch_size, described)
+
+    result = row("model", images["model"])
+    if not judges:
         result["notes"] = [NO_JUDGE_HINT]
     if baselines:
-        result["baselines"] = {
-            "bicubic": _result(accs["bicubic"], protocol, batch_size, judge_name, has_reader),
-            "hr": _hr_result(accs["hr"], datasets, protocol, batch_size, judge_name, has_reader)}
+        result["baselines"] = {"bicubic": row("bicubic", images["bicubic"]), "hr": row("hr", None)}
     _no_result_for_nonfinite(result)
-    if with_predictions and has_reader:
+    if with_predictions and judges:
         gathered = dist_utils.all_gather_objects(predictions)
         result["predictions"] = {
             split: sorted((p for part in gathered for p in part[split]), key=lambda p: p["index"])
@@ -150,15 +172,20 @@ def _no_result_for_nonfinite(result: dict) -> None:
     """A NaN / inf metric (NaN weights, an exploded model) is no result: its value becomes None
     (strict JSON, selectors never pick it, reports show '-'), listed in ``nonfinite`` and
     announced by a warning that is printed with every table of the result."""
-    import math
     bad = []
     rows = [("model", result)] + list((result.get("baselines") or {}).items())
     for row, res in rows:
         for split, values in [*res["splits"].items(), ("average", res["average"])]:
             for metric, value in values.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    values[metric] = None
-                    bad.append(f"{row}.{split}.{metric}" if row != "model" else f"{split}.{metric}")
+                inner = value.items() if isinstance(value, dict) else [(None, value)]
+                for judge, v in inner:  # acc_by_judge holds one value per judge
+                    if isinstance(v, float) and not math.isfinite(v):
+                        if judge is None:
+                            values[metric] = None
+                        else:
+                            value[judge] = None
+                        name = metric if judge is None else f"{metric}[{judge}]"
+                        bad.append(f"{row}.{split}.{name}" if row != "model" else f"{split}.{name}")
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         result["nonfinite"] = bad
@@ -168,37 +195,55 @@ def _no_result_for_nonfinite(result: dict) -> None:
         log.warning(warning)
 
 
-def _all_reduce(accs: dict[str, MetricAccumulator], device: torch.device) -> None:
-    """One collective for all rows: every rank calls it exactly once per evaluation."""
+def _record(out: list[dict], dataset: Any, batch: dict, texts: dict[str, list[str]],
+            names: list[str]) -> None:
+    primary = next(n for n in names if n in texts)
+    for k, (i, label) in enumerate(zip(batch["index"].tolist(), batch["label"])):
+        pred = texts[primary][k]
+        entry = {"index": _lmdb_index(dataset, i), "label": label, "pred": pred,
+                 "correct": normalize_for_accuracy(pred) == normalize_for_accuracy(label)}
+        if len(texts) > 1:
+            entry["preds"] = {n: t[k] for n, t in texts.items()}
+        out.append(entry)
+
+
+def _all_reduce(accs: list[MetricAccumulator], device: torch.device) -> None:
+    """One collective for all rows and judges: every rank calls it exactly once."""
     if not dist_utils.active():
         return
-    states = [acc.state_tensor(device) for acc in accs.values()]
+    states = [acc.state_tensor(device) for acc in accs]
     sizes = [s.numel() for s in states]
     flat = dist_utils.all_reduce_sum(torch.cat(states))
-    for acc, part in zip(accs.values(), flat.split(sizes)):
+    for acc, part in zip(accs, flat.split(sizes)):
         acc.load_state_tensor(part)
 
 
-def _result(acc: MetricAccumulator, protocol: str, batch_size: int, judge_name: str | None,
-            has_reader: bool) -> dict:
-    computed = acc.compute()
-    if not has_reader:
-        for values in [*computed["splits"].values(), computed["average"]]:
-            values["acc"] = None
+def _weighted(values: list[tuple[int, float | None]]) -> float | None:
+    pairs = [(n, v) for n, v in values if v is not None and n > 0 and not math.isnan(v)]
+    weight = sum(n for n, _ in pairs)
+    return sum(n * v for n, v in pairs) / weight if weight else None
+
+
+def _row_result(image_acc: MetricAccumulator | None, judge_accs: dict[str, MetricAccumulator],
+                sizes: dict[str, int], protocol: str, batch_size: int,
+                described: dict[str, str]) -> dict:
+    """One row (model, bicubic or HR): PSNR/SSIM once, ACC per judge, ``acc`` = the first's."""
+    computed = image_acc.compute()["splits"] if image_acc is not None else {}
+    by_judge = {name: acc.compute()["splits"] for name, acc in judge_accs.items()}
+    primary = next(iter(described), None)
+    splits: dict[str, dict] = {}
+    for split, n in sizes.items():
+        own = computed.get(split) or {}
+        accs = {name: (by_judge[name].get(split) or {}).get("acc") for name in described}
+        splits[split] = {"n": n, "acc": accs.get(primary) if primary else None,
+                         "psnr": own.get("psnr"), "ssim": own.get("ssim"), "acc_by_judge": accs}
+    average = weighted_average(splits)
+    average["acc_by_judge"] = {name: _weighted([(s["n"], s["acc_by_judge"][name])
+                                                for s in splits.values()]) for name in described}
     return {"protocol": protocol, "batch_size": batch_size,
-            "recognizer": judge_name if has_reader else None,
-            "splits": computed["splits"], "average": computed["average"]}
-
-
-def _hr_result(acc: MetricAccumulator, datasets: dict, protocol: str, batch_size: int,
-               judge_name: str | None, has_reader: bool) -> dict:
-    if has_reader:
-        return _result(acc, protocol, batch_size, judge_name, has_reader)
-    from tsrx.engine.metrics import weighted_average
-    splits = {name: {"n": len(ds), "acc": None, "psnr": None, "ssim": None}
-              for name, ds in datasets.items()}
-    return {"protocol": protocol, "batch_size": batch_size, "recognizer": None,
-            "splits": splits, "average": weighted_average(splits)}
+            "recognizer": described.get(primary) if primary else None,
+            "primary_judge": primary, "judges": dict(described),
+            "splits": splits, "average": average}
 
 
 def without_predictions(result: dict) -> dict:
@@ -207,23 +252,50 @@ def without_predictions(result: dict) -> dict:
 
 # -- presentation -------------------------------------------------------------------------
 def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def judges_of(result: dict) -> list[str]:
+    """The judge names of a result, primary first (older results: one unnamed judge)."""
+    names = list(result.get("judges") or {})
+    if not names:
+        for values in [*(result.get("splits") or {}).values(), result.get("average") or {}]:
+            names += [n for n in (values.get("acc_by_judge") or {}) if n not in names]
+    return names
+
+
+def judge_acc(values: dict, judge: str | None) -> float | None:
+    """A split's (or the average's) accuracy under ``judge`` (None: the primary ``acc``)."""
+    if judge is None:
+        return values.get("acc")
+    by = values.get("acc_by_judge")
+    if by is None:
+        return None
+    return by.get(judge)
 
 
 def result_caption(result: dict) -> list[str]:
-    """The lines printed under every table: the protocol, batch size and judge."""
-    lines = [f"protocol {result['protocol']}, batch size {result['batch_size']}, "
-             f"recognizer: {result.get('recognizer') or '-'}"]
+    """The lines printed under every table: the protocol, batch size and judges."""
+    judges = result.get("judges") or {}
+    who = ("judges: " + "; ".join(f"{n} = {d}" for n, d in judges.items()) if judges else
+           f"recognizer: {result.get('recognizer') or '-'}")
+    lines = [f"protocol {result['protocol']}, batch size {result['batch_size']}, {who}"]
     return lines + list(result.get("notes") or [])
 
 
 def result_table(result: dict, title: str = "evaluation") -> Any:
-    """One rich table: rows easy/medium/hard/A (and the baselines'), columns ACC/PSNR/SSIM."""
+    """One rich table: rows easy/medium/hard/A per row (model, bicubic, HR), columns ACC per
+    judge, then PSNR and SSIM."""
     from rich.markup import escape
     from rich.table import Table
+    judges = judges_of(result)
+    acc_cols = [(f"ACC {escape(j)}", j) for j in judges] if len(judges) > 1 else [
+        (f"ACC ({escape(judges[0])})" if judges else "ACC", None)]
     table = Table(title=escape(title))
-    for col, justify in (("", "left"), ("split", "left"), ("ACC", "right"), ("PSNR", "right"),
-                         ("SSIM", "right"), ("n", "right")):
+    for col, justify in (("", "left"), ("split", "left"), *[(c, "right") for c, _ in acc_cols],
+                         ("PSNR", "right"), ("SSIM", "right"), ("n", "right")):
         table.add_column(col, justify=justify)
     named = [("model", result)] + [
         (name, res) for name, res in (result.get("baselines") or {}).items()
@@ -234,7 +306,8 @@ def result_table(result: dict, title: str = "evaluation") -> Any:
             table.add_section()
         rows = list(res["splits"].items()) + [("A", res["average"])]
         for j, (split, v) in enumerate(rows):
-            table.add_row(name if j == 0 else "", split, _fmt(v["acc"], 4), _fmt(v["psnr"], 4),
+            accs = [_fmt(judge_acc(v, judge), 4) for _, judge in acc_cols]
+            table.add_row(name if j == 0 else "", split, *accs, _fmt(v["psnr"], 4),
                           _fmt(v["ssim"], 4), str(v["n"]))
     return table
 
@@ -249,5 +322,5 @@ def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
         err_console.print(f"[bold red]{result['notes'][0]}[/]", highlight=False, soft_wrap=True)
 
 
-__all__ = ["evaluate_model", "read_images", "result_table", "print_result", "result_caption",
+__all__ = ["evaluate_model", "read_images", "judges_of", "judge_acc", "result_table", "print_result", "result_caption",
            "without_predictions", "FIELDS"]

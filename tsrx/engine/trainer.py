@@ -37,6 +37,13 @@ from tsrx.errors import TsrxError
 from tsrx.runfiles import dumps
 from tsrx.models.text import encode_labels
 
+
+def _follows(selector, result: dict) -> dict:
+    """Which judge's accuracy an accuracy selector followed (recorded with its best entry)."""
+    if getattr(selector, "metric", None) != "acc":
+        return {}
+    return {"judge": getattr(selector, "judge", None) or result.get("primary_judge")}
+
 log = logging.getLogger("tsrx.train")
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -244,14 +251,13 @@ class Trainer:
             result = evaluate_model(
                 self.model, self.parts.val_sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
                 batch_size=self.train_cfg["val_batch_size"], device=self.device,
-                judge=self.parts.judge, with_predictions=False, env=self.env,
-                judge_name=self.parts.judge_name)
+                judges=self.parts.judges, with_predictions=False, env=self.env)
         for sel in self.selectors:
             score = sel.score(result)
             best = self.best.get(sel.name)
             if score > (best["score"] if best else -math.inf):
                 self.best[sel.name] = {"step": self.step, "score": score, "result": result,
-                                       "filename": sel.filename}
+                                       "filename": sel.filename, **_follows(sel, result)}
                 if self.env.is_main:
                     from tsrx.checkpoint import make_checkpoint, save_checkpoint
                     save_checkpoint(self.run_dir / sel.filename, make_checkpoint(
@@ -259,8 +265,10 @@ class Trainer:
                         config=self.config, plugins=plugin_records(),
                         metrics={"selector": sel.name, "score": score, "result": result}))
         avg = result["average"]
+        shown = {**{f"acc[{j}]": v for j, v in (avg.get("acc_by_judge") or {}).items()},
+                 "psnr": avg["psnr"], "ssim": avg["ssim"]}
         log.info("validation at step %d: %s", self.step, ", ".join(
-            f"{k} {'-' if avg[k] is None else format(avg[k], '.4f')}" for k in ("acc", "psnr", "ssim")))
+            f"{k} {'-' if v is None else format(v, '.4f')}" for k, v in shown.items()))
         self._append_metrics({"kind": "val", "step": self.step, "result": result})
         self._last_val = (self.step, result)
         if self._tb is not None:
@@ -268,6 +276,9 @@ class Trainer:
                 for metric in ("acc", "psnr", "ssim"):
                     if values[metric] is not None:
                         self._tb.add_scalar(f"val_{name}/{metric}", values[metric], self.step)
+                for judge, value in (values.get("acc_by_judge") or {}).items():
+                    if value is not None:
+                        self._tb.add_scalar(f"val_{name}/acc_{judge}", value, self.step)
         return result
 
     def final_evaluation(self) -> dict:
@@ -287,8 +298,8 @@ class Trainer:
         return evaluate_model(
             self.model, sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
             batch_size=self.eval_cfg.get("batch_size", 50), device=self.device,
-            judge=self.parts.judge, baselines=self.eval_cfg.get("baselines", False),
-            with_predictions=False, env=self.env, judge_name=self.parts.judge_name)
+            judges=self.parts.judges, baselines=self.eval_cfg.get("baselines", False),
+            with_predictions=False, env=self.env)
 
     def _validation_is_final(self) -> bool:
         data = self.config.get("data") or {}
@@ -382,7 +393,8 @@ class Trainer:
             "losses": self.parts.loss_tables, "combiner": self.combiner_description(),
             "world_size": self.env.world_size, "batch_size": self.global_batch,
             "batch_size_per_rank": self.parts.batch_size_per_rank,
-            "judge": self.parts.judge_name, "resumed": self.step > 0,
+            "judge": self.parts.judges[0].description if self.parts.judges else None,
+            "judges": {j.name: j.description for j in self.parts.judges}, "resumed": self.step > 0,
             # parameters (not buffers) per part, frozen ones included: the report's column
             "parameters": {name: sum(p.numel() for p in part.parameters())
                            for name, part in self.model.named_children()}})
@@ -429,7 +441,8 @@ class Trainer:
 
     def write_summary(self, final: dict | None, state: str) -> dict:
         summary = {"state": state, "step": self.step, "total_steps": self.train_cfg["steps"],
-                   "best": {name: {"step": b["step"], "file": b["filename"], "result": b["result"]}
+                   "best": {name: {"step": b["step"], "file": b["filename"], "result": b["result"],
+                                   **({"judge": b["judge"]} if "judge" in b else {})}
                             for name, b in self.best.items()},
                    "final": final, "tasks": self.parts.tasks, "losses": self.parts.loss_tables,
                    "combiner": self.combiner_description(), "skipped_steps": self.skipped,

@@ -49,7 +49,7 @@ def evaluate_checkpoint(run: Run, checkpoint: Path, *, device: str = "cpu",
     import torch
 
     from tsrx.data.loader import build_datasets, ensure_synth
-    from tsrx.engine.build import build_judge
+    from tsrx.engine.judges import build_judges
     from tsrx.checkpoint import load_checkpoint, load_into, state_dict_for
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.models.build import build_model
@@ -62,16 +62,14 @@ def evaluate_checkpoint(run: Run, checkpoint: Path, *, device: str = "cpu",
               source=str(checkpoint))
     dev = torch.device(device)
     model.to(dev).eval()
-    judge, judge_name = build_judge(eval_cfg, model)
-    if judge is not None:
-        judge = judge.to(dev)
+    judges = [j.to(dev) for j in build_judges(eval_cfg, model)]
     ensure_synth(config["data"])
     _, _, test = build_datasets(config["data"])
     if not test:
         raise TsrxError(f"{run.path / 'config.toml'}: [data.test] names no test split to evaluate on")
     return evaluate_model(model, test, protocol=eval_cfg.get("protocol", "textzoom"),
                           batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
-                          judge=judge, judge_name=judge_name,
+                          judges=judges,
                           baselines=bool(eval_cfg.get("baselines", False)))
 
 

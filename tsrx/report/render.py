@@ -14,7 +14,7 @@ import math
 from tsrx.report.run_facts import fmt_fact
 from tsrx.report.tables import Block, Report, Row
 
-FORMATS = ("rich", "md", "csv", "json")
+FORMATS = ("rich", "md", "csv", "json", "paper-md", "latex")
 
 
 def fmt(v: float | None) -> str:
@@ -151,12 +151,14 @@ def to_rich(report: Report, width: int = 200) -> list:
         out.append(Text(block.source_line(), style="dim"))
         if wide:
             out.append(_rich_table(block, block.columns, None, block.lead, block.trail))
-        else:
-            per = len(block.columns) // 3
-            for k in range(3):
-                cols = block.columns[k * per:(k + 1) * per]
-                out.append(_rich_table(block, cols, cols[-1].split("-", 1)[1], block.lead,
-                                       block.trail if k == 2 else ()))
+        else:  # one table per metric (ACC of each judge, PSNR, SSIM)
+            groups: dict[str, list[str]] = {}
+            for col in block.columns:
+                groups.setdefault(col.split("-", 1)[1], []).append(col)
+            items = list(groups.items())
+            for k, (suffix, cols) in enumerate(items):
+                out.append(_rich_table(block, cols, suffix, block.lead,
+                                       block.trail if k == len(items) - 1 else ()))
         for n in _notes(block):
             out.append(Text(f"  note: {n}", style="yellow" if "stored average" in n else "dim"))
         out.append(Text(""))
@@ -164,6 +166,9 @@ def to_rich(report: Report, width: int = 200) -> list:
 
 
 def render_text(report: Report, fmt_name: str) -> str:
+    if fmt_name in ("paper-md", "latex"):
+        from tsrx.report.paper import to_latex, to_paper_markdown
+        return to_paper_markdown(report) if fmt_name == "paper-md" else to_latex(report)
     if fmt_name == "md":
         return to_markdown(report)
     if fmt_name == "csv":

@@ -47,6 +47,7 @@ class Block:
     protocol: str
     recognizer: str
     source: str                  # "test", "val", "mixed" or "none"
+    judges: list[str] = field(default_factory=list)  # judge names, primary first
     lead: list[str] = field(default_factory=list)   # fact columns before the metrics (params)
     trail: list[str] = field(default_factory=list)  # fact columns after them (samples/s)
 
@@ -78,7 +79,8 @@ class Block:
                 "val": "VALIDATION results of the selector (summary.json), not test results",
                 "mixed": "mixed: test results where cached, else validation (see notes)",
                 "none": "no results recorded yet"}[self.source]
-        return f"protocol: {self.protocol} · recognizer: {self.recognizer} · values: {what}"
+        who = "judges" if len(self.judges) > 1 else "recognizer"
+        return f"protocol: {self.protocol} · {who}: {self.recognizer} · values: {what}"
 
 
 @dataclass
@@ -97,38 +99,63 @@ def split_columns(splits: list[str]) -> dict[str, str]:
             for s in splits}
 
 
-def columns_for(splits: list[str]) -> list[str]:
+def metric_keys(judges: list[str]) -> list[tuple[str, str | None, str]]:
+    """(metric, judge, column suffix): ACC once per judge when there are several (``ACC:crnn``),
+    else plain ``ACC``; then PSNR and SSIM, once."""
+    accs = ([("acc", j, f"ACC:{j}") for j in judges] if len(judges) > 1 else [("acc", None, "ACC")])
+    return accs + [("psnr", None, "PSNR"), ("ssim", None, "SSIM")]
+
+
+def columns_for(splits: list[str], judges: list[str] | None = None) -> list[str]:
     letters = split_columns(splits)
-    return [c for m in METRICS for c in [f"{letters[s]}-{m.upper()}" for s in splits] + [f"A-{m.upper()}"]]
+    return [c for _, _, suffix in metric_keys(judges or [])
+            for c in [f"{letters[s]}-{suffix}" for s in splits] + [f"A-{suffix}"]]
 
 
-def recomputed_average(result: dict, metric: str) -> float | None:
+def metric_value(values: dict, metric: str, judge: str | None = None) -> float | None:
+    """A split's (or the average's) value; ``judge`` reads ``acc_by_judge`` (absent: None)."""
+    if judge is not None:
+        v = (values.get("acc_by_judge") or {}).get(judge)
+    else:
+        v = values.get(metric)
+    return None if v is None else float(v)
+
+
+def recomputed_average(result: dict, metric: str, judge: str | None = None) -> float | None:
     """Sample-weighted mean over the splits; None when any split lacks the metric or its n."""
     splits = result.get("splits") or {}
     total, weight = 0.0, 0
     for values in splits.values():
-        v, n = (values or {}).get(metric), (values or {}).get("n")
-        if v is None or n is None or (isinstance(v, float) and math.isnan(v)):
+        v, n = metric_value(values or {}, metric, judge), (values or {}).get("n")
+        if v is None or n is None or math.isnan(v):
             return None
         total += float(v) * int(n)
         weight += int(n)
     return total / weight if weight else None
 
 
-def _cells(result: dict, splits: list[str]) -> tuple[dict[str, float | None], list[str], set[str]]:
+def result_judges(result: dict) -> list[str]:
+    """Judge names of a result, primary first; [] for results from before named judges."""
+    names = list(result.get("judges") or {})
+    for values in [*(result.get("splits") or {}).values(), result.get("average") or {}]:
+        names += [n for n in ((values or {}).get("acc_by_judge") or {}) if n not in names]
+    return names
+
+
+def _cells(result: dict, splits: list[str], judges: list[str] | None = None
+           ) -> tuple[dict[str, float | None], list[str], set[str]]:
     letters = split_columns(splits)
     cells: dict[str, float | None] = {}
     notes: list[str] = []
     bad: set[str] = set()
     rsplits = result.get("splits") or {}
-    for m in METRICS:
+    for m, judge, suffix in metric_keys(judges or []):
         for s in splits:
-            v = (rsplits.get(s) or {}).get(m)
-            cells[f"{letters[s]}-{m.upper()}"] = None if v is None else float(v)
-        avg = recomputed_average(result, m)
-        col = f"A-{m.upper()}"
+            cells[f"{letters[s]}-{suffix}"] = metric_value(rsplits.get(s) or {}, m, judge)
+        avg = recomputed_average(result, m, judge)
+        col = f"A-{suffix}"
         cells[col] = avg
-        stored = (result.get("average") or {}).get(m)
+        stored = metric_value(result.get("average") or {}, m, judge)
         if avg is not None and stored is not None and abs(float(stored) - avg) > AVERAGE_TOLERANCE:
             ns = "/".join(str((rsplits.get(s) or {}).get("n")) for s in splits)
             notes.append(f"{col}: stored average {float(stored):.4f} != {avg:.4f} recomputed "
@@ -214,6 +241,10 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
     for sel in sels:
         results = {id(r): r.result(sel) for r in coll.runs}
         splits = _splits_of([res.values for res, _ in results.values() if res is not None])
+        judges: list[str] = []
+        for res, _ in results.values():
+            if res is not None:
+                judges += [j for j in result_judges(res.values) if j not in judges]
         groups: dict[tuple, list[Run]] = {}
         for r in coll.runs:
             key = tuple(value_label(r.point.get(a)) for a in others)
@@ -239,7 +270,7 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
                 if res is None:
                     cells, extra, bad = {}, [why or "no result recorded"] if r.state == "completed" else [], set()
                 else:
-                    cells, extra, bad = _cells(res.values, splits)
+                    cells, extra, bad = _cells(res.values, splits, judges)
                     if res.source == "val":
                         extra.insert(0, "validation result (no test result cached)")
                     if not res.verified:
@@ -249,13 +280,20 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
             sources = {p.source for p in present}
             source = "none" if not sources else (sources.pop() if len(sources) == 1 else "mixed")
             protocol = _common([_protocol(p.values) for p in present])
-            recognizer = _common([str(p.values.get("recognizer") or "none") for p in present])
+            recognizer = _common([_judges_text(p.values) for p in present])
             blocks.append(Block(sel.filename, {labels[a]: v for a, v in zip(others, gk)},
-                                labels.get(row_axis, RUN_AXIS), columns_for(splits), block_rows,
-                                protocol, recognizer, source,
+                                labels.get(row_axis, RUN_AXIS), columns_for(splits, judges), block_rows,
+                                protocol, recognizer, source, judges,
                                 lead=[c for c in LEAD if c in shown], trail=[c for c in TRAIL if c in shown]))
     return Report(coll.source, labels.get(row_axis, RUN_AXIS), blocks,
                   identical_metric_warnings(coll.runs, sels), problems)
+
+
+def _judges_text(result: dict) -> str:
+    judges = result.get("judges") or {}
+    if judges:
+        return "; ".join(f"{n} = {d}" for n, d in judges.items())
+    return str(result.get("recognizer") or "none")
 
 
 def _protocol(result: dict) -> str:
@@ -277,6 +315,8 @@ def _fingerprint(result: dict) -> tuple | None:
         for m in METRICS:
             v = (values or {}).get(m)
             vals.append((s, m, None if v is None else round(float(v), 4)))
+        for j, v in sorted(((values or {}).get("acc_by_judge") or {}).items()):
+            vals.append((s, f"acc:{j}", None if v is None else round(float(v), 4)))
     return tuple(vals) if any(v is not None for *_, v in vals) else None
 
 

@@ -22,23 +22,25 @@ from tsrx.errors import TsrxError
 class Loaded:
     model: nn.Module
     config: dict
-    judge: nn.Module | None
-    judge_name: str | None
+    judges: list[Any]      # tsrx.engine.judges.Judge; the first one reads
     device: torch.device
 
     @property
     def has_reader(self) -> bool:
-        return self.judge is not None or getattr(self.model, "recognizer", None) is not None
+        return bool(self.judges)
+
+    @property
+    def judge_name(self) -> str | None:
+        return self.judges[0].description if self.judges else None
 
     def read(self, images: torch.Tensor) -> list[str] | None:
         """Readings of RGB images in [0, 1] (any size: the recognizer resizes them itself)."""
-        from tsrx.engine.evaluator import read_images
-        return read_images(self.model, self.judge, images[:, :3])
+        return self.judges[0].read(images[:, :3]) if self.judges else None
 
 
 def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = None) -> Loaded:
     """Model, config and reader of a tsrx checkpoint (``recognizer``: judge weights to use)."""
-    from tsrx.engine.build import build_judge
+    from tsrx.engine.judges import build_judges
     from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.models.build import build_model
 
@@ -54,10 +56,9 @@ def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = N
               allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False))
     dev = torch.device(device)
     model.to(dev).eval()
-    judge, judge_name = build_judge(config.get("eval") or {}, model, recognizer)
-    if judge is not None:
-        judge = judge.to(dev)
-    return Loaded(model, config, judge, judge_name, dev)
+    judges = [j.to(dev) for j in build_judges(config.get("eval") or {}, model,
+                                              recognizer_path=recognizer)]
+    return Loaded(model, config, judges, dev)
 
 
 def bicubic_up(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

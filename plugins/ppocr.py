@@ -1,0 +1,168 @@
+"""``ppocr``: the PP-OCRv4 text recognizer shipped in the ``rapidocr-onnxruntime`` wheel.
+
+A judge that needs no weights from the user: the ONNX model
+(``rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx``, the path named by the
+package's ``config.yaml`` under ``Rec.model_path``) comes with the package from PyPI and
+is run by onnxruntime. It is a judge only: no training, no head (``ctc = False`` for tsrx,
+as its logits never leave this module).
+
+Its own pipeline (``rapidocr_onnxruntime/ch_ppocr_rec/text_recognize.py``), reproduced here:
+- images are BGR (rapidocr's image loader turns RGB into BGR before recognition);
+- each crop is resized (bilinear) to height 48 keeping its aspect ratio, its width capped at
+  ``48 x max_ratio`` where ``max_ratio`` is the largest width/height ratio of the batch and at
+  least 320 / 48; the crop is padded on the right with zeros up to that width;
+- values are ``(x / 255 - 0.5) / 0.5``;
+- the output (B, T, K) holds per-step class probabilities; decoding is greedy CTC (argmax,
+  merge repeats, drop class 0), the character list comes from the model's ONNX metadata
+  (key ``character``, one per line) with the blank inserted at 0 and a space appended last.
+The per-character score is the probability of the kept step (rapidocr averages them per word).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsrx.errors import TsrxError
+from tsrx.models.recognition import Recognition
+from tsrx.registry import RECOGNIZERS
+
+PACKAGE = "rapidocr-onnxruntime"
+MODULE = "rapidocr_onnxruntime"
+INSTALL_HINT = (f"the ppocr judge needs the {PACKAGE} package (it ships the PP-OCRv4 recognizer): "
+                f"pip install '{PACKAGE}' (or install tsrx with its judge extra: "
+                "pip install -e '.[judge]')")
+HEIGHT = 48
+MIN_WIDTH = 320
+
+
+def _package_dir() -> Path:
+    import importlib.util
+    spec = importlib.util.find_spec(MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TsrxError(INSTALL_HINT)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_model_path() -> Path:
+    """The recognizer model of the installed package, as its config.yaml names it."""
+    root = _package_dir()
+    relative = "models/ch_PP-OCRv4_rec_infer.onnx"
+    config = root / "config.yaml"
+    if config.is_file():
+        # Read the one key we need without a YAML dependency: "Rec:" ... "model_path: ...".
+        section = None
+        for line in config.read_text(encoding="utf-8").splitlines():
+            if line and not line[0].isspace():
+                section = line.split(":", 1)[0].strip()
+            elif section == "Rec" and line.strip().startswith("model_path:"):
+                relative = line.split(":", 1)[1].strip()
+    path = root / relative
+    if not path.is_file():
+        raise TsrxError(f"the installed {PACKAGE} ({root}) has no recognizer model at {path}; "
+                        f"reinstall it: pip install --force-reinstall '{PACKAGE}'")
+    return path
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        return "?"
+
+
+@lru_cache(maxsize=4)
+def _session(path: str, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise TsrxError(f"{INSTALL_HINT} (onnxruntime failed to import: {exc})") from None
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise TsrxError(f"ppocr: cannot load the ONNX model {path}: {exc}") from None
+
+
+@RECOGNIZERS.register("ppocr")
+class PPOCR(nn.Module):
+    """PP-OCRv4 recognizer (judge only): images (B, 3, H, W) RGB in [0, 1] -> words.
+
+    Options: ``model_path`` (another PP-OCR recognition ONNX file with a ``character``
+    metadata entry; default the one in ``rapidocr-onnxruntime``), ``threads``
+    (onnxruntime intra-op threads, 0 = its default), ``batch_size`` (images per ONNX call).
+    """
+
+    ctc = False           # its CTC logits stay inside: no head, no CTC loss, no training
+    pretrained = True     # brings its own weights: a judge without ``weights``
+
+    def __init__(self, model_path: str | None = None, threads: int = 0, batch_size: int = 64):
+        super().__init__()
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise TsrxError(f"ppocr: model_path {path}: no such file")
+        self.model_path = str(path)
+        self.threads = int(threads)
+        self.batch_size = max(1, int(batch_size))
+        session = _session(self.model_path, self.threads)
+        meta = session.get_modelmeta().custom_metadata_map
+        if "character" not in meta:
+            raise TsrxError(f"ppocr: {path} has no 'character' metadata: not a PP-OCR "
+                            "recognition model exported with its dictionary")
+        # class 0 is the CTC blank, the last class a space (rapidocr's CTCLabelDecode)
+        self.characters = ["", *meta["character"].splitlines(), " "]
+        self.alphabet = "".join(c for c in self.characters if len(c) == 1)
+        self.num_classes = len(self.characters)
+        self.input_name = session.get_inputs()[0].name
+
+    def describe(self) -> str:
+        return f"PP-OCRv4 recognizer ({PACKAGE} {package_version()}, onnxruntime)"
+
+    @staticmethod
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 3, 48, W') BGR, normalised, right-padded."""
+        x = images[:, :3].detach().float().clamp(0, 1)
+        x = torch.round(x * 255) / 255  # an 8-bit image, as rapidocr receives one
+        h, w = x.shape[-2:]
+        ratio = w / h
+        width = int(HEIGHT * max(MIN_WIDTH / HEIGHT, ratio))
+        resized_w = min(width, int(math.ceil(HEIGHT * ratio)))
+        x = F.interpolate(x, (HEIGHT, resized_w), mode="bilinear", align_corners=False)
+        x = (x.flip(1) - 0.5) / 0.5  # RGB -> BGR
+        return F.pad(x, (0, width - resized_w))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, T, K) as the ONNX model outputs them."""
+        session = _session(self.model_path, self.threads)
+        outs = []
+        for chunk in self.prepare(images).cpu().split(self.batch_size):
+            out = session.run(None, {self.input_name: chunk.contiguous().numpy()})[0]
+            outs.append(torch.from_numpy(out))
+        return torch.cat(outs)
+
+    def decode(self, probs: torch.Tensor) -> Recognition:
+        conf, best = probs.max(dim=2)
+        keep = torch.ones_like(best, dtype=torch.bool)
+        keep[:, 1:] = best[:, 1:] != best[:, :-1]
+        keep &= best != 0
+        texts, scores = [], []
+        for row, mask, row_conf in zip(best.tolist(), keep.tolist(), conf.tolist()):
+            chars = [(self.characters[i], c) for i, k, c in zip(row, mask, row_conf) if k]
+            texts.append("".join(ch for ch, _ in chars))
+            scores.append([float(c) for _, c in chars])
+        return Recognition(texts, scores)
+
+    @torch.no_grad()
+    def recognize(self, images: torch.Tensor) -> Recognition:
+        """Greedy CTC decoding of the PP-OCRv4 output (see the module docstring)."""
+        return self.decode(self(images))

@@ -1,0 +1,108 @@
+"""The layout STISR papers print: rows = methods, columns = judges x easy / medium / hard / average.
+
+One table per report block (checkpoint selector and group): a row per run, then the
+``bicubic`` and ``HR`` baselines (taken from the first result of the block that holds
+them: ``tsrx eval --baselines``; else from a run's final evaluation in summary.json,
+``[eval] baselines = true``). ACC in percent, as in the
+papers; PSNR and SSIM averages once, at the end. Markdown (``paper-md``) or LaTeX
+(``latex``, booktabs).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tsrx.report.tables import Block, Report, metric_value, recomputed_average, split_columns
+
+PAPER_FORMATS = ("paper-md", "latex")
+BASELINE_LABELS = {"bicubic": "Bicubic", "hr": "HR"}
+
+
+def _acc(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{100 * v:.1f}"
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _row(result: dict, splits: list[str], judges: list[str | None]) -> list[str]:
+    cells = []
+    for judge in judges:
+        for s in splits:
+            values = (result.get("splits") or {}).get(s) or {}
+            cells.append(_acc(metric_value(values, "acc", judge)))
+        cells.append(_acc(recomputed_average(result, "acc", judge)))
+    cells.append(_num(recomputed_average(result, "psnr"), 2))
+    cells.append(_num(recomputed_average(result, "ssim"), 4))
+    return cells
+
+
+def paper_rows(block: Block) -> tuple[list[str], list[str | None], list[tuple[str, list[str]]]]:
+    """(splits, judges, [(method, cells)]) of one block."""
+    splits: list[str] = []
+    for row in block.rows:
+        if row.result is not None:
+            splits += [s for s in row.result.values.get("splits") or {} if s not in splits]
+    splits = splits or ["easy", "medium", "hard"]
+    judges: list[str | None] = list(block.judges) if len(block.judges) > 1 else [None]
+    rows = [(row.label, _row(row.result.values, splits, judges)) for row in block.rows
+            if row.result is not None]
+    baselines = next((row.result.values["baselines"] for row in block.rows
+                      if row.result is not None and row.result.values.get("baselines")), None)
+    if baselines is None:  # validation results have none: the run's final test evaluation
+        baselines = next((((r.run.summary or {}).get("final") or {})["baselines"]
+                          for r in block.rows
+                          if (((r.run.summary or {}).get("final") or {}).get("baselines"))), {})
+    for key, label in BASELINE_LABELS.items():
+        if key in baselines:
+            rows.append((label, _row(baselines[key], splits, judges)))
+    return splits, judges, rows
+
+
+def _header(block: Block, splits: list[str], judges: list[str | None]) -> tuple[list[str], list[str]]:
+    letters = split_columns(splits)
+    names = [j or (block.judges[0] if block.judges else "ACC") for j in judges]
+    top = [n for n in names for _ in range(len(splits) + 1)] + ["PSNR", "SSIM"]
+    sub = [c for _ in judges for c in [letters[s] for s in splits] + ["Avg"]] + ["Avg", "Avg"]
+    return top, sub
+
+
+def to_paper_markdown(report: Report) -> str:
+    out: list[str] = []
+    for block in report.blocks:
+        splits, judges, rows = paper_rows(block)
+        top, sub = _header(block, splits, judges)
+        out += [f"### {block.title}", block.source_line() + " · ACC in %", ""]
+        out.append("| Method | " + " | ".join(f"{t} {s}" for t, s in zip(top, sub)) + " |")
+        out.append("|---|" + "---:|" * len(top))
+        out += ["| " + " | ".join([label, *cells]) + " |" for label, cells in rows]
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                 ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b) if a != "\\" else text.replace(a, "\x00")
+    return text.replace("\x00", r"\textbackslash{}")
+
+
+def to_latex(report: Report) -> str:
+    out: list[str] = ["% tsrx report --format latex (needs \\usepackage{booktabs})"]
+    for block in report.blocks:
+        splits, judges, rows = paper_rows(block)
+        top, sub = _header(block, splits, judges)
+        per = len(splits) + 1
+        out += ["", f"% {_tex(block.title)}: {_tex(block.source_line())}",
+                "\\begin{tabular}{l" + "c" * len(top) + "}", "\\toprule"]
+        groups = [f"\\multicolumn{{{per}}}{{c}}{{{_tex(top[i * per])}}}" for i in range(len(judges))]
+        out.append(" & ".join(["Method", *groups, "PSNR", "SSIM"]) + " \\\\")
+        rules = " ".join(f"\\cmidrule(lr){{{2 + i * per}-{1 + (i + 1) * per}}}" for i in range(len(judges)))
+        out.append(rules)
+        out.append(" & ".join(["", *sub]) + " \\\\")
+        out.append("\\midrule")
+        for label, cells in rows:
+            out.append(" & ".join([_tex(label), *cells]) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(out) + "\n"
