@@ -286,3 +286,21 @@ def test_smoke_study_with_the_real_trainer_prints_its_tables_with_accuracies(wor
     acc = summary["final"]["average"]["acc"]
     assert isinstance(acc, float) and 0.0 <= acc <= 1.0  # a real accuracy, not null
     assert "identical" in (out + res.stderr).lower()  # the identical-metrics check ran
+
+
+def test_uncertainty_grid_is_the_notebooks_three_stage_study(workdir):
+    from slurm_fixture import REPO
+
+    from tsrx.launch.study import plan_study
+    study = plan_study(REPO / "experiments" / "uncertainty_grid.toml")
+    assert [s.experiment for s in study.stages] == ["sr_pretrain", "rec_finetune", "uncertainty_grid"]
+    assert [len(s.runs) for s in study.stages] == [1, 4, 8] and study.launcher == "slurm"
+    for r in study.of(study.stages[-1]):
+        cfg = r.planned.spec.config
+        head = cfg["model"]["head"]["type"]
+        assert cfg["model"]["init"]["sr"] == "runs/sr_pretrain/main/best_psnr_model.pth"
+        assert f"rec_finetune/head={head}-" in cfg["model"]["init"]["head"]
+        assert {u.label for u in r.upstream} == {"sr_pretrain/main",
+                                                 f"rec_finetune/{r.upstream[1].planned.spec.name}"}
+        assert r.upstream[1].planned.spec.config["model"]["head"]["type"] == head
+    assert all(r.todo == "submit" for r in study.runs)

@@ -187,6 +187,8 @@ def submit_study(study: Study, *, force: bool = False, command: list[str] | None
             if r.todo != "submit":
                 event(r, r.todo)
         if study.launcher == "slurm":
+            if not todo:
+                continue
             for r in todo:
                 r.planned.params = with_dependency(r.planned.params, dependency_ids(r))
             for s in submit(_sub_plan(stage, todo), force=force, command=command):
