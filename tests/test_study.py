@@ -94,12 +94,6 @@ def test_reference_to_an_unknown_need_is_an_error(workdir):
 
 def test_head_of_another_type_than_the_loaded_one_is_an_error(workdir):
     write_study(workdir)
-    path = workdir / "joint.toml"
-    text = path.read_text().replace('[grid]\n"model.head.type" = ["dense", "mlp"]\n', "[grid]\n")
-    path.write_text(text.replace('init = { sr = "@sr", recognizer = "@rec", head = "@rec" }',
-                                 'init = { sr = "@sr", recognizer = "@rec", head = "@rec" }\n'
-                                 'head = { type = "sidernn" }'))
-    # model.head is set twice above; write a clean file instead
     _write(workdir / "one.toml", '''
         name = "one"
         [model]
@@ -304,3 +298,15 @@ def test_uncertainty_grid_is_the_notebooks_three_stage_study(workdir):
                                                  f"rec_finetune/{r.upstream[1].planned.spec.name}"}
         assert r.upstream[1].planned.spec.config["model"]["head"]["type"] == head
     assert all(r.todo == "submit" for r in study.runs)
+
+
+def test_a_narrow_crnn_keeps_the_recognizer_contract_and_the_default_keeps_meijierus_shapes():
+    import torch
+
+    from tsrx_builtin.crnn import CRNN
+    small = CRNN(hidden_units=16, cnn_width=8)
+    logits = small(torch.rand(2, 3, 32, 128))
+    assert logits.shape == (26, 2, 37) and small.encode(torch.rand(2, 3, 32, 128)).shape == (26, 2, 32)
+    assert small.cnn.conv6.weight.shape[0] == 64
+    full = CRNN().state_dict()
+    assert full["cnn.conv0.weight"].shape == (64, 1, 3, 3) and full["rnn.0.rnn.weight_ih_l0"].shape[1] == 512
