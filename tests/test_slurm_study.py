@@ -37,7 +37,7 @@ def _job_ids(run_dir) -> list[str]:
 
 def test_one_submit_queues_the_whole_study_in_order_and_resubmit_does_what_is_left(
         slurm_cluster, workdir, study_standin, monkeypatch):
-    monkeypatch.setenv("STUDY_STEP_S", "12")  # long enough to see a run wait
+    monkeypatch.setenv("STUDY_STEP_S", "25")  # long enough to see a run wait, even on a busy machine
     monkeypatch.setenv("STUDY_FAIL", "rec")
     path = write_study(workdir, study_standin, launcher="slurm", launcher_extra=LAUNCHER)
     started = time.monotonic()
@@ -64,7 +64,7 @@ def test_one_submit_queues_the_whole_study_in_order_and_resubmit_does_what_is_le
         rows = _study(path, workdir)
         return rows if all(r["study_state"] in ("done", "failed", "blocked")
                            for r in rows.values()) else None
-    rows = wait_for(settled, 180, "the study to settle after the failure", interval_s=3)
+    rows = wait_for(settled, 240, "the study to settle after the failure", interval_s=3)
     assert rows["sr/main"]["study_state"] == "done"
     assert {rows[k]["study_state"] for k in rows if k.startswith("rec/")} == {"failed"}
     blocked = [r for k, r in rows.items() if k.startswith("joint/")]
@@ -76,6 +76,7 @@ def test_one_submit_queues_the_whole_study_in_order_and_resubmit_does_what_is_le
 
     # fixed: resubmitting redoes neither stage 1 nor anything completed
     monkeypatch.delenv("STUDY_FAIL")
+    monkeypatch.setenv("STUDY_STEP_S", "3")
     res = tsrx("submit", str(path), cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "sr/main: done already, not redone" in res.stdout and "6 job(s) submitted" in res.stdout
