@@ -310,3 +310,19 @@ def test_a_narrow_crnn_keeps_the_recognizer_contract_and_the_default_keeps_meiji
     assert small.cnn.conv6.weight.shape[0] == 64
     full = CRNN().state_dict()
     assert full["cnn.conv0.weight"].shape == (64, 1, 3, 3) and full["rnn.0.rnn.weight_ih_l0"].shape[1] == 512
+
+
+def test_a_completed_upstream_without_the_checkpoint_its_dependants_load_is_an_error(workdir):
+    from tsrx.launch.rundir import prepare_run_dir
+    from tsrx.launch.study import plan_study
+    path = write_study(workdir)
+    study = plan_study(path)
+    sr = study.runs[0]
+    prepare_run_dir(sr.planned.spec, sr.stage.runs_dir)
+    (sr.run_dir / "status.json").write_text(json.dumps({"state": "completed", "step": 4}))
+    with pytest.raises(TsrxError) as exc:
+        plan_study(path)
+    msg = " ".join(str(exc.value).split())
+    assert "runs/sr/main/best_psnr_model.pth" in msg and "sr/main completed without writing it" in msg
+    (sr.run_dir / "best_psnr_model.pth").write_bytes(b"x")
+    assert plan_study(path).runs[0].todo == "done"
