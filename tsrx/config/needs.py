@@ -218,7 +218,7 @@ def resolve_needs(exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ..
             up = spec.upstream.get(name)
             if up is None:
                 continue  # already reported
-            label = f"{up.experiment}/{up.run} ({need_file(by_name[name])})"
+            label = f"{up.experiment}/{up.run} ({by_name[name].file.name})"
             for problem in _contradictions(key, spec.config, up.spec.config, label):
                 issues.append(ConfigIssue(file, key, f"{REF}{name}: {problem}{tag}"))
             parent, _, leaf = key.rpartition(".")
@@ -226,7 +226,3 @@ def resolve_needs(exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ..
     if issues:
         from tsrx.config.experiment import _dedupe
         raise ConfigError(_dedupe(issues))
-
-
-def need_file(need: Need) -> str:
-    return need.file.name
