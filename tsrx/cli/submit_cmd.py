@@ -195,6 +195,18 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
     from tsrx.cli.report_cmd import report
     report(Path(file), rows=None, selector=[], format_="rich", eval_missing=False, device="cpu",
            batch_size=None, runs_dir=None, output=None)
+    _identical_check_line(Path(file), console)
+
+
+def _identical_check_line(file: Path, console) -> None:
+    """The report warns about identical metrics; say so too when the check found none."""
+    from tsrx.report.collect import collect
+    from tsrx.report.tables import build_report
+    coll = collect(file, None)
+    rep = build_report(coll, rows=None, selectors=None)
+    if not any(w.startswith("identical") for w in rep.warnings):
+        console.print(f"identical-metrics check: no two of the {len(coll.runs)} runs that differ "
+                      "in config have identical metrics", highlight=False)
 
 
 def status(
