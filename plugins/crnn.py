@@ -42,12 +42,12 @@ class BidirectionalLSTM(nn.Module):
         return self.embedding(self.rnn(x)[0])
 
 
-def _cnn(in_channels: int, leaky_relu: bool) -> nn.Sequential:
+def _cnn(in_channels: int, leaky_relu: bool, base: int = 64) -> nn.Sequential:
     # Seven 3x3/2x2 convolutions; pools bring a 32-pixel-high image to height 1
-    # (meijieru's ks/ps/nm tables, batch norm on convs 2, 4 and 6).
+    # (meijieru's ks/ps/nm tables, batch norm on convs 2, 4 and 6); base 64 is meijieru's.
     kernels = [3, 3, 3, 3, 3, 3, 2]
     paddings = [1, 1, 1, 1, 1, 1, 0]
-    widths = [64, 128, 256, 256, 512, 512, 512]
+    widths = [base * m for m in (1, 2, 4, 4, 8, 8, 8)]
     pools = {0: ((2, 2), (2, 2), (0, 0)), 1: ((2, 2), (2, 2), (0, 0)),
              3: ((2, 2), (2, 1), (0, 1)), 5: ((2, 2), (2, 1), (0, 1))}
     cnn = nn.Sequential()
@@ -69,19 +69,21 @@ class CRNN(nn.Module):
     """CRNN recognizer: images (B, C>=3, H, W) in [0, 1] -> CTC logits (T=26, B, 37).
 
     Options: ``hidden_units`` (LSTM size, 256 in crnn.pth), ``alphabet`` (class i is
-    ``alphabet[i-1]``, 0 is the CTC blank), ``leaky_relu`` (meijieru's option, off in crnn.pth).
+    ``alphabet[i-1]``, 0 is the CTC blank), ``leaky_relu`` (meijieru's option, off in crnn.pth),
+    ``cnn_width`` (the first convolution's channels, 64 in crnn.pth; the others scale with it:
+    a small CPU-sized CRNN for the mini study, trained from scratch).
     """
 
     ctc = True  # CTC logits (T, B, K), class 0 blank: heads and the CTC loss apply
 
     def __init__(self, hidden_units: PositiveInt = 256, alphabet: str = VOCABULARIES["lower"],
-                 leaky_relu: bool = False):
+                 leaky_relu: bool = False, cnn_width: PositiveInt = 64):
         super().__init__()
         self.alphabet = alphabet
         self.num_classes = len(alphabet) + 1
         self.feature_dim = 2 * hidden_units
-        self.cnn = _cnn(1, leaky_relu)
-        self.rnn = nn.Sequential(BidirectionalLSTM(512, hidden_units, hidden_units),
+        self.cnn = _cnn(1, leaky_relu, cnn_width)
+        self.rnn = nn.Sequential(BidirectionalLSTM(8 * cnn_width, hidden_units, hidden_units),
                                  BidirectionalLSTM(hidden_units, hidden_units, self.num_classes))
 
     @property

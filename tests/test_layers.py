@@ -1,7 +1,7 @@
 """The core's layers import downward only, and no two modules import each other at load time.
 
 Layers, lowest first (docs/architecture.md, "Layers"): errors/runfiles/console; config (load,
-schema, sections); plugins, registry and config.experiment; data, models, checkpoint and
+schema, sections); plugins, registry, config.experiment and config.needs; data, models, checkpoint and
 contracts; engine; launch, report and viz; cli. Function-level imports count too: a deferred
 import is still a dependency.
 """
@@ -23,8 +23,8 @@ def layer(module: str) -> int | None:
         return None
     if len(parts) == 1:
         return 0
-    if module.startswith("tsrx.config.experiment"):
-        return 2  # expands experiments through the registries
+    if module.startswith(("tsrx.config.experiment", "tsrx.config.needs")):
+        return 2  # expands experiments (and their upstream stages) through the registries
     return LAYERS[parts[1]]
 
 

@@ -36,6 +36,7 @@ class RunSpec:
     point: dict[str, Any]
     config: dict
     provenance: Provenance = field(default_factory=dict)
+    upstream: dict = field(default_factory=dict)  # need name -> tsrx.config.needs.Upstream
 
     @property
     def plugins(self) -> list[str]:
@@ -47,6 +48,7 @@ class Experiment:
     name: str
     file: Path
     runs: list[RunSpec]
+    upstream: dict = field(default_factory=dict)  # need name -> upstream Experiment
 
 
 def parse_overrides(items: list[str]) -> dict[str, RawValue]:
@@ -221,11 +223,16 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
 
 
 def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
-                    only: list[str] | None = None) -> Experiment:
-    """Read, expand and validate an experiment; raises ConfigError listing every problem."""
+                    only: list[str] | None = None, _stack: tuple[Path, ...] = ()) -> Experiment:
+    """Read, expand and validate an experiment; raises ConfigError listing every problem.
+
+    Upstream stages named in ``needs`` are loaded too (tsrx.config.needs); ``_stack`` holds
+    the files that need this one, to report a cycle.
+    """
     path = Path(path)
     raw, prov = load_with_extends(path)
     file = str(path.resolve())
+    raw_needs = raw.pop("needs", None)
     name = raw.get("name") if isinstance(raw.get("name"), str) else path.stem
     plugins = raw.get("plugins", [])
     if plugins:
@@ -258,16 +265,25 @@ def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
             if tagged not in issues:
                 issues.append(tagged)
         runs.append(RunSpec(name, rname, point, resolved, run_prov))
+    needs = []
+    if raw_needs is not None:
+        from tsrx.config.needs import parse_needs
+        needs, need_issues = parse_needs(raw_needs, prov, file)
+        issues.extend(need_issues)
     if issues:
         raise ConfigError(_dedupe(issues))
+    exp = Experiment(name, path, runs)
+    if needs:
+        from tsrx.config.needs import resolve_needs
+        resolve_needs(exp, needs, sets, _stack, file)
     if only:
         unknown = [o for o in only if not any(r.name == o or r.name.startswith(o) for r in runs)]
         if unknown:
             raise TsrxError(f"--only {unknown[0]!r} names no run of {path}"
                             f"{suggest(unknown[0], [r.name for r in runs])}; runs: "
                             + ", ".join(r.name for r in runs))
-        runs = [r for r in runs if any(r.name == o or r.name.startswith(o) for o in only)]
-    return Experiment(name, path, runs)
+        exp.runs = [r for r in runs if any(r.name == o or r.name.startswith(o) for o in only)]
+    return exp
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:

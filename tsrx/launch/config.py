@@ -13,8 +13,10 @@ from tsrx.config.sections import section
 class LauncherSection:
     """``[launcher]``: where and how big each run's job is.
 
-    ``tasks_per_node`` defaults to ``gpus_per_node`` (one rank per GPU); with no GPU
-    (local CPU runs) ranks use gloo. ``timeout_min`` is the job's time limit; SIGUSR2
+    ``tasks_per_node`` defaults to ``gpus_per_node`` (one rank per GPU) on Slurm, and to the
+    GPUs of the machine (1 without any; gloo on CPU) for ``local``, where each rank gets
+    cores / ranks threads. ``timeout_min`` is the job's time limit (unset: 60 on Slurm,
+    none for a local run); SIGUSR2
     comes ``signal_delay_s`` before it, the run saves and is requeued (at most
     ``max_requeues`` times for time limits; preemptions do not count). ``entry`` is the
     ``module:function`` each rank calls with the run directory.
@@ -27,7 +29,7 @@ class LauncherSection:
     tasks_per_node: Annotated[int, Positive] | None = None
     cpus_per_task: Annotated[int, Positive] = 1
     mem: str | None = None
-    timeout_min: Annotated[int, Positive] = 60
+    timeout_min: Annotated[int, Positive] | None = None
     signal_delay_s: Annotated[int, NonNegative] = 90
     array_parallelism: Annotated[int, Positive] = 64
     max_requeues: Annotated[int, NonNegative] = 5

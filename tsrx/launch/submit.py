@@ -8,12 +8,14 @@ local launcher has no queue, so it runs the jobs one after another and waits.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tsrx.errors import TsrxError
 
@@ -67,7 +69,7 @@ def slurm_parameters(config: dict, job_name: str) -> dict:
         "nodes": int(lau.get("nodes", 1)),
         "ntasks_per_node": int(lau.get("tasks_per_node") or max(gpus, 1)),
         "cpus_per_task": int(lau.get("cpus_per_task", 1)),
-        "time": int(lau.get("timeout_min", 60)),
+        "time": int(lau.get("timeout_min") or SLURM_DEFAULT_TIME_MIN),
         "signal_delay_s": int(lau.get("signal_delay_s", 90)),
         "array_parallelism": int(lau.get("array_parallelism", 64)),
         "stderr_to_stdout": True,
@@ -87,18 +89,72 @@ def slurm_parameters(config: dict, job_name: str) -> dict:
     return params
 
 
-def local_parameters(config: dict) -> dict:
-    """submitit LocalExecutor parameters: N ranks on this machine (one node)."""
+NO_TIME_LIMIT_MIN = 60 * 24 * 365 * 10  # submitit's local controller needs a number
+SLURM_DEFAULT_TIME_MIN = 60
+
+
+def local_gpus() -> int:
+    """GPUs this machine has (0 without CUDA)."""
+    try:
+        import torch
+        return int(torch.cuda.device_count())
+    except Exception:  # no torch build with CUDA, no driver: a CPU machine
+        return 0
+
+
+def local_cores() -> int:
+    """Cores this process may use (its affinity, e.g. a cgroup or taskset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def local_parameters(config: dict, gpus: int | None = None, cores: int | None = None) -> dict:
+    """submitit LocalExecutor parameters: ranks that fit this machine (one node).
+
+    Ranks: ``launcher.tasks_per_node`` when set, else one per GPU here, else 1 (the
+    ``gpus_per_node`` of a cluster job says nothing about this machine). Each rank gets
+    ``cores // ranks`` threads (``threads``, exported as TSRX_THREADS and OMP_NUM_THREADS),
+    so ranks do not fight for cores. No time limit unless ``launcher.timeout_min`` is set.
+    """
     lau = config.get("launcher", {})
-    gpus = int(lau.get("gpus_per_node", 0) or 0)
     if int(lau.get("nodes", 1)) != 1:
         raise TsrxError(f"launcher.nodes = {lau.get('nodes')}: the local launcher runs on one "
                         "node; set launcher.nodes = 1 or use --launcher slurm")
-    return {"tasks_per_node": int(lau.get("tasks_per_node") or max(gpus, 1)),
-            "gpus_per_node": gpus,
-            "timeout_min": int(lau.get("timeout_min", 60)),
+    gpus = local_gpus() if gpus is None else gpus
+    cores = local_cores() if cores is None else cores
+    ranks = int(lau.get("tasks_per_node") or max(gpus, 1))
+    timeout = lau.get("timeout_min")
+    return {"tasks_per_node": ranks,
+            "gpus_per_node": min(gpus, ranks),
+            "timeout_min": int(timeout) if timeout else NO_TIME_LIMIT_MIN,
             "signal_delay_s": int(lau.get("signal_delay_s", 90)),
-            "stderr_to_stdout": True}
+            "stderr_to_stdout": True,
+            "threads": max(1, cores // ranks)}
+
+
+@contextmanager
+def rank_threads(threads: int | None) -> Iterator[None]:
+    """TSRX_THREADS and OMP_NUM_THREADS for the local controller and its ranks.
+
+    The controller copies this process's environment when it starts, and each rank copies
+    the controller's, so the values hold before torch starts in the rank.
+    """
+    if not threads:
+        yield
+        return
+    keys = ("TSRX_THREADS", "OMP_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: str(threads) for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _job_name(experiment: str, run: str | None) -> str:
@@ -126,6 +182,13 @@ def _action(spec: Any, run_dir: Path, force: bool, new: bool) -> str:
 def plan(file: str | Path, launcher: str | None = None, sets: list[str] | None = None,
          only: list[str] | None = None, force: bool = False, new: bool = False) -> Plan:
     """Expand and validate the experiment; decide launcher, resources and directories."""
+    exp = load(file, launcher, sets, only)
+    return plan_runs(exp, exp.runs, Path(file), force=force, new=new)
+
+
+def load(file: str | Path, launcher: str | None = None, sets: list[str] | None = None,
+         only: list[str] | None = None) -> Any:
+    """The experiment (and its upstream stages) with ``--launcher`` as a ``--set``."""
     from tsrx.config.experiment import load_experiment
     if launcher is not None and launcher not in LAUNCHERS:
         raise TsrxError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
@@ -135,19 +198,25 @@ def plan(file: str | Path, launcher: str | None = None, sets: list[str] | None =
     exp = load_experiment(file, sets, only=only)
     if not exp.runs:
         raise TsrxError(f"{file}: the experiment has no runs")
-    kinds = {r.config["launcher"]["type"] for r in exp.runs}
+    return exp
+
+
+def plan_runs(exp: Any, specs: list, file: Path, force: bool = False, new: bool = False) -> Plan:
+    """The plan for some runs (``specs``) of a loaded experiment."""
+    kinds = {r.config["launcher"]["type"] for r in specs}
     if len(kinds) > 1:
         raise TsrxError(f"{file}: runs ask for different launchers ({', '.join(sorted(kinds))}); "
                         "launcher.type cannot vary across a grid: pick one with --launcher")
     kind = kinds.pop()
-    dirs = {r.config["launcher"]["runs_dir"] for r in exp.runs}
+    dirs = {r.config["launcher"]["runs_dir"] for r in specs}
     if len(dirs) > 1:
         raise TsrxError(f"{file}: launcher.runs_dir cannot vary across a grid ({', '.join(sorted(dirs))})")
     runs_dir = Path(dirs.pop())
     planned = []
-    for spec in exp.runs:
+    gpus = local_gpus() if kind == "local" else 0
+    for spec in specs:
         params = (slurm_parameters(spec.config, _job_name(exp.name, None)) if kind == "slurm"
-                  else local_parameters(spec.config))
+                  else local_parameters(spec.config, gpus=gpus))
         run_dir = runs_dir / exp.name / spec.name
         planned.append(PlannedRun(spec, run_dir, _action(spec, run_dir, force, new), params))
     p = Plan(exp.name, Path(file), kind, runs_dir, planned)
@@ -185,11 +254,20 @@ def _executor(p: Plan, params: dict) -> Any:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
     else:
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=max_requeues)
+    params = {k: v for k, v in params.items() if k != "threads"}  # ours, not submitit's
     try:
         ex.update_parameters(**params)
     except ValueError as exc:
         raise TsrxError(f"{p.file}: invalid launcher settings: {exc}") from None
     return ex
+
+
+def _drop_literal_job_folder(p: Plan) -> None:
+    """submitit's local controller also makes an empty folder literally named ``%j``."""
+    try:
+        (p.submitit_folder / "%j").rmdir()
+    except OSError:
+        pass  # absent, or not empty
 
 
 def _slurm_error(exc: Exception, p: Plan) -> TsrxError:
@@ -244,10 +322,12 @@ def submit(p: Plan, *, force: bool = False, new: bool = False, command: list[str
                     record(r, job)
             else:
                 for r in p.runs:
-                    job = _executor(p, r.params).submit(jobs_of[id(r)])
+                    with rank_threads(r.params.get("threads")):
+                        job = _executor(p, r.params).submit(jobs_of[id(r)])
                     s = record(r, job)
                     if p.launcher == "local" and wait_local:
                         wait_local(s)
+                        _drop_literal_job_folder(p)
         except FailedJobError as exc:
             raise _slurm_error(exc, p) from None
         return done
