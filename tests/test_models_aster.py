@@ -21,7 +21,7 @@ from tsrx_builtin.aster import Aster, aster_state_dict, read_aster
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
-from seeded_weights import seeded_state  # noqa: E402
+from recognizer_seeds import seeded_state  # noqa: E402
 
 META = json.loads((FIXTURES / "aster" / "layout.json").read_text())
 REF = torch.load(FIXTURES / "aster" / "reference.pt", weights_only=True)

@@ -19,7 +19,7 @@ from tsrx_builtin.moran import Moran, moran_state_dict, read_moran
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
-from seeded_weights import seeded_state  # noqa: E402
+from recognizer_seeds import seeded_state  # noqa: E402
 
 META = json.loads((FIXTURES / "moran" / "layout.json").read_text())
 REF = torch.load(FIXTURES / "moran" / "reference.pt", weights_only=True)
