@@ -156,3 +156,9 @@ def test_gpu_script_dry_runs_on_the_cpu_and_writes_both_files(tmp_path):
     assert {r["item"] for r in fp32["rows"]} == {"train"}
     assert {r["item"] for r in bf16["rows"]} == {"train", "eval", "data"}
     assert all(r["ok"] for r in fp32["rows"] if r["name"].startswith("first-step loss"))
+    paths = json.loads((tmp_path / "results_gpu_paths.json").read_text())
+    by_name = {r["name"]: r for r in paths["rows"]}
+    for name in ("eval fp32", "eval bf16 autocast", "eval fp32 channels_last input",
+                 "data: device-resident batch (gather + uint8 -> float)"):
+        assert by_name[name]["value"] > 0, name
+    assert by_name["eval fp32 CUDA graph"]["detail"]["skipped"] == "CUDA only"
