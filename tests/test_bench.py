@@ -130,6 +130,12 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     losses = [r for r in rows if r["name"].startswith("first-step loss")]
     assert losses and all(r["ok"] for r in losses)
     assert by_name["tsrx / baseline"]["value"] > 0
+    assert by_name["tsrx / baseline"]["target"] == ">= 2.0"
+    assert by_name["eval forward tsrx / baseline"]["value"] > 0
+    assert by_name["eval forward tsrx / baseline"]["detail"]["eval_first_rel_diff"] < 1e-4
+    assert by_name["peak sgemm (attainable float32 rate, same rounds)"]["value"] > 0
+    floor = by_name["tsrx: fraction of the compute floor"]["detail"]
+    assert floor["step_gflop"] > 0 and floor["floor_s"] > 0
     assert by_name["metrics time / model time"]["value"] > 0
     assert "best loader / fastest tsrx train step" in by_name
     cli = [r for r in rows if r["item"] == "cli"]
