@@ -44,6 +44,25 @@ class Mish(nn.Module):
         return F.mish(x)
 
 
+class _ScanOrder(torch.autograd.Function):
+    """(B, C, H, W) channels_last -> contiguous (T, B, ., C), T the scanned axis.
+
+    A plain ``permute().contiguous()`` would hand its gradient back in the scan order, a
+    layout that is neither NCHW nor NHWC, and the batch norm backward before the block runs
+    several times slower on it; this returns the gradient channels_last, as the input came.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, along_height: bool) -> torch.Tensor:
+        ctx.along_height = along_height
+        return x.permute(2, 0, 3, 1).contiguous() if along_height else x.permute(3, 0, 2, 1).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        back = grad.permute(1, 3, 0, 2) if ctx.along_height else grad.permute(1, 3, 2, 0)
+        return back.contiguous(memory_format=torch.channels_last), None
+
+
 class GruBlock(nn.Module):
     """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height).
 
@@ -83,11 +102,10 @@ class GruBlock(nn.Module):
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         k = c // 2
-        nhwc = x.permute(0, 2, 3, 1)  # a view: x is channels_last
         # (T, N, C) with T the scanned axis: one copy of the C-channel input, not of the gates
-        seq = nhwc.permute(1, 0, 2, 3) if self.along_height else nhwc.permute(2, 0, 1, 3)
+        seq = _ScanOrder.apply(x, self.along_height)
         t = seq.shape[0]
-        seq = seq.reshape(t, -1, c)
+        seq = seq.view(t, -1, c)
         conv_w, conv_b = self.conv1.weight.flatten(1), self.conv1.bias
         directions = [self._direction(seq, conv_w, conv_b, suffix, reverse)
                       for suffix, reverse in (("l0", False), ("l0_reverse", True))]
