@@ -121,19 +121,21 @@ class GruBlock(nn.Module):
         w_hh, b_hh = getattr(g, f"weight_hh_{suffix}"), getattr(g, f"bias_hh_{suffix}")
         w_fold = w_ih @ conv_w  # the 1x1 conv folded into the input projection
         b_fold = torch.addmv(b_ih, w_ih, conv_b)
-        # the r|z and n input gates as two contiguous (T, N, .) tensors, unbound once: the
-        # backward of each is one contiguous stack, no strided cat, no flip (the reverse
-        # direction reads the steps backwards instead)
-        in_rz = F.linear(seq, w_fold[:2 * k], b_fold[:2 * k]).unbind(0)
-        in_n = F.linear(seq, w_fold[2 * k:], b_fold[2 * k:]).unbind(0)
         w_rz, w_n = w_hh.split((2 * k, k))
         b_rz, b_n = b_hh.split((2 * k, k))
+        # the r|z and n input gates as two contiguous (T, N, .) tensors, unbound once: the
+        # backward of each is one contiguous stack, no strided cat, no flip (the reverse
+        # direction reads the steps backwards instead). The r|z hidden bias joins the input
+        # bias (both are summed before the sigmoid), so each step's r|z is one mm and an add.
+        in_rz = F.linear(seq, w_fold[:2 * k], b_fold[:2 * k] + b_rz).unbind(0)
+        in_n = F.linear(seq, w_fold[2 * k:], b_fold[2 * k:]).unbind(0)
+        w_rz_t, w_n_t = w_rz.t(), w_n.t()
         t = len(in_rz)
         state = seq.new_zeros(seq.shape[1], k)
         outputs: list[torch.Tensor] = [state] * t
         for i in (reversed(range(t)) if reverse else range(t)):
-            reset, update = torch.sigmoid(torch.addmm(b_rz, state, w_rz.t()).add_(in_rz[i])).chunk(2, -1)
-            new = torch.tanh(torch.addcmul(in_n[i], reset, torch.addmm(b_n, state, w_n.t())))
+            reset, update = torch.sigmoid(torch.mm(state, w_rz_t).add_(in_rz[i])).chunk(2, -1)
+            new = torch.tanh(torch.addcmul(in_n[i], reset, torch.addmm(b_n, state, w_n_t)))
             state = torch.lerp(new, state, update)  # (1 - z) * n + z * h
             outputs[i] = state
         return torch.stack(outputs)
