@@ -264,7 +264,8 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
         base_floor = flops["baseline"] / peak
         rows.append(row("train", "baseline: fraction of the compute floor",
                         base_floor / base["wall_median"], "", step_gflop=flops["baseline"] / 1e9,
-                        floor_s=base_floor, step_s=base["wall_median"]))
+                        floor_s=base_floor, step_s=base["wall_median"],
+                        achieved_gflop_per_s=flops["baseline"] / base["wall_median"] / 1e9))
     ref = base["first"]
     for name in trainers:
         got = times[name]["first"]
