@@ -12,8 +12,9 @@ Same architecture, state_dict keys and shapes as the official TextZoom code
 
 Same math as the official code, arranged for speed (``bench/``, docs/performance.md):
 activations stay NHWC (channels_last) through the network, and on CPU the GRU blocks run
-their recurrence with the 1x1 conv folded into the input projection and both directions
-stepped together (see ``GruBlock``); the output is returned contiguous (NCHW).
+their recurrence with the 1x1 conv folded into the input projection (see ``GruBlock``); the
+x2 upsample's 9x9 output conv runs before the pixel shuffle as a 16-output 5x5 conv
+(``_low_res_weight``); the output is returned contiguous (NCHW).
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ class GruBlock(nn.Module):
 
     - on CUDA, ``nn.GRU`` (one cuDNN kernel for the whole sequence);
     - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops, the
-      recurrence is written out: the 1x1 conv and both directions' input projections are
-      one matmul with the folded weight ``W_ih @ W_conv`` (autograd still gives both
-      parameters their gradients), and both directions advance together, one batched
-      matmul and five elementwise ops per step for the pair. Gates as ``nn.GRU``:
+      recurrence is written out per direction: the 1x1 conv is folded into the input
+      projection (``W_ih @ W_conv``; autograd still gives both parameters their
+      gradients), computed for all steps at once into contiguous tensors, and each step
+      is two small matmuls and five elementwise ops (``_direction``). Gates as ``nn.GRU``:
       ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
