@@ -7,6 +7,12 @@ the tsrx model's initial weights. Reference settings: batch 64, mask and STN on,
 betas (0.5, 0.999), gradient clipping at 0.25, loss 100 * (MSE + 1e-4 * GPL). Both see the
 same fixed batch, so their first losses must agree to float tolerance (checked, reported).
 
+Also, in the same interleaved rounds: a large float32 matrix product (``peak sgemm``), the
+machine's attainable arithmetic rate under the same load, so the step's FLOPs (counted by
+``torch.utils.flop_counter.FlopCounterMode``, see ``bench.profile_tsrn``) give the fraction
+of the compute floor reached; and the evaluation forward (``eval forward``: TSRN in eval mode
+under ``no_grad``, no STN, as evaluation runs it) of tsrx against the baseline.
+
 Variants: ``tsrx`` (defaults), ``tsrx channels_last`` (``train.channels_last = true``) and,
 with ``compile=True``, ``tsrx compile`` (``train.compile = true``; compilation happens in
 the warm-up and is reported apart). ``tsrn_file`` times a candidate ``plugins/tsrn.py`` in
@@ -18,6 +24,7 @@ place of the installed one (how a speed patch is measured before it lands).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import tempfile
 import time
@@ -25,11 +32,13 @@ from pathlib import Path
 
 from bench.common import interleaved, row
 
-TARGET_RATIO = 1.25
+TARGET_RATIO = 2.0
+EVAL_TARGET_RATIO = 2.0
+SGEMM_SIZE = 1536  # 7.2 GFLOP per product: long enough to time, short next to a step
 LOSS_RTOL = 1e-5
-FULL = {"batch": 64, "warmup": 1, "reps": 5}
-SMOKE = {"batch": 2, "warmup": 1, "reps": 1}
-FULL_CUDA = {"batch": 64, "warmup": 10, "reps": 30}  # steps take milliseconds on a GPU
+FULL = {"batch": 64, "warmup": 1, "reps": 5, "sgemm": SGEMM_SIZE}
+SMOKE = {"batch": 2, "warmup": 1, "reps": 1, "sgemm": 256}
+FULL_CUDA = {"batch": 64, "warmup": 10, "reps": 30, "sgemm": 8192}  # steps take milliseconds on a GPU
 
 EXPERIMENT = """\
 name = "bench_train"
@@ -114,6 +123,39 @@ def baseline_for(sr, device: str):
     return model, BaselineImageLoss(), optimizer
 
 
+def step_flops(trainers: dict, batch: dict) -> dict[str, float]:
+    """FLOPs of one train step per variant and of the baseline's, counted on copies.
+
+    Counted on deep copies of the models (one step each), so the timed models and optimizers
+    are untouched. tsrx's count is for the same network, so it is the baseline's arithmetic
+    minus the work tsrx removed (the folded 1x1 convolutions).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.baseline_tsrn import baseline_train_step
+    from tsrx.registry import SR_LOSSES
+    out = {}
+    for name, trainer in trainers.items():
+        if "compile" in name:
+            continue
+        net = copy.deepcopy(trainer.model.sr).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
+        lr, hr = batch["lr"], batch["hr"]
+        if "channels_last" in name:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            baseline_train_step(net, SR_LOSSES.build({"type": "textzoom"}, "loss.sr"), opt, lr, hr)
+        out[name] = float(counter.get_total_flops())
+    model, loss_fn, optimizer = baseline_for(next(iter(trainers.values())).model.sr, "cpu")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        baseline_train_step(model, loss_fn, optimizer, batch["lr"], batch["hr"])
+    out["baseline"] = float(counter.get_total_flops())
+    return out
+
+
 def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None,
         device: str = "cpu", amp: str = "none") -> list[dict]:
     """Rows: samples/s per variant, the ratio against the baseline, the loss agreement."""
@@ -144,6 +186,23 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
         calls = {"baseline": baseline}
         for name, trainer in trainers.items():
             calls[name] = (lambda t=trainer: t.train_step(batch)["loss"])
+        # the eval forward: both models' eval mode (no STN), no autograd, same weights
+        sr = first.model.sr
+        eval_base = copy.deepcopy(model).eval()
+        eval_tsrx = copy.deepcopy(sr).eval()
+        eval_base.load_state_dict(eval_tsrx.state_dict())
+
+        def forward(net):
+            with torch.no_grad(), autocast:
+                return net(batch["lr"]).float().sum().item()
+
+        calls["eval forward baseline"] = lambda: forward(eval_base)
+        calls["eval forward tsrx"] = lambda: forward(eval_tsrx)
+        m = sizes["sgemm"]
+        mat_a = torch.randn(m, m, device=device)
+        mat_b = torch.randn(m, m, device=device)
+        calls["peak sgemm"] = lambda: torch.mm(mat_a, mat_b)[0, 0].item()
+        flops = step_flops(trainers, batch) if device == "cpu" else None
         compile_s = None
         if compile:
             start = time.perf_counter()
@@ -180,6 +239,33 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
         rows.append(row("train", f"{name} / baseline", ratio, "x", f">= {TARGET_RATIO}",
                         ratio >= TARGET_RATIO if device == "cpu" and amp == "none" else None,
                         cpu_time_ratio=cpu_ratio))
+    eb, et = times["eval forward baseline"], times["eval forward tsrx"]
+    eval_ratio = eb["wall_median"] / et["wall_median"]
+    rows.append(row("train", "eval forward baseline (eval mode, no_grad)", n / eb["wall_median"],
+                    "samples/s", wall_s=eb["wall"], cpu_s=eb["cpu"], **common))
+    rows.append(row("train", "eval forward tsrx (eval mode, no_grad)", n / et["wall_median"],
+                    "samples/s", wall_s=et["wall"], cpu_s=et["cpu"], **common))
+    rows.append(row("train", "eval forward tsrx / baseline", eval_ratio, "x",
+                    f">= {EVAL_TARGET_RATIO}",
+                    eval_ratio >= EVAL_TARGET_RATIO if device == "cpu" and amp == "none" else None,
+                    cpu_time_ratio=eb["cpu_median"] / et["cpu_median"],
+                    eval_first_rel_diff=abs(et["first"] - eb["first"]) / max(abs(eb["first"]), 1e-12)))
+    gemm = times["peak sgemm"]
+    peak = 2 * sizes["sgemm"] ** 3 / gemm["wall_median"]
+    rows.append(row("train", "peak sgemm (attainable float32 rate, same rounds)", peak / 1e9,
+                    "GFLOP/s", size=sizes["sgemm"], wall_s=gemm["wall"], cpu_s=gemm["cpu"]))
+    if flops:
+        for name in (n for n in trainers if n in flops):
+            step_s = times[name]["wall_median"]
+            floor_s = flops[name] / peak
+            rows.append(row("train", f"{name}: fraction of the compute floor", floor_s / step_s,
+                            "", step_gflop=flops[name] / 1e9, floor_s=floor_s, step_s=step_s,
+                            achieved_gflop_per_s=flops[name] / step_s / 1e9))
+        base_floor = flops["baseline"] / peak
+        rows.append(row("train", "baseline: fraction of the compute floor",
+                        base_floor / base["wall_median"], "", step_gflop=flops["baseline"] / 1e9,
+                        floor_s=base_floor, step_s=base["wall_median"],
+                        achieved_gflop_per_s=flops["baseline"] / base["wall_median"] / 1e9))
     ref = base["first"]
     for name in trainers:
         got = times[name]["first"]

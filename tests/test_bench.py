@@ -137,6 +137,12 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     losses = [r for r in rows if r["name"].startswith("first-step loss")]
     assert losses and all(r["ok"] for r in losses)
     assert by_name["tsrx / baseline"]["value"] > 0
+    assert by_name["tsrx / baseline"]["target"] == ">= 2.0"
+    assert by_name["eval forward tsrx / baseline"]["value"] > 0
+    assert by_name["eval forward tsrx / baseline"]["detail"]["eval_first_rel_diff"] < 1e-4
+    assert by_name["peak sgemm (attainable float32 rate, same rounds)"]["value"] > 0
+    floor = by_name["tsrx: fraction of the compute floor"]["detail"]
+    assert floor["step_gflop"] > 0 and floor["floor_s"] > 0
     assert by_name["metrics time / model time"]["value"] > 0
     assert "best loader / fastest tsrx train step" in by_name
     cli = [r for r in rows if r["item"] == "cli"]
@@ -165,3 +171,9 @@ def test_gpu_script_dry_runs_on_the_cpu_and_writes_both_files(tmp_path):
     assert all(r["ok"] for r in fp32["rows"] if r["name"].startswith("first-step loss"))
     zoo = json.loads((tmp_path / "results_gpu_zoo.json").read_text())
     assert {r["item"] for r in zoo["rows"]} == {"zoo"} and all(r["value"] for r in zoo["rows"])
+    paths = json.loads((tmp_path / "results_gpu_paths.json").read_text())
+    by_name = {r["name"]: r for r in paths["rows"]}
+    for name in ("eval fp32", "eval bf16 autocast", "eval fp32 channels_last input",
+                 "data: device-resident batch (gather + uint8 -> float)"):
+        assert by_name[name]["value"] > 0, name
+    assert by_name["eval fp32 CUDA graph"]["detail"]["skipped"] == "CUDA only"

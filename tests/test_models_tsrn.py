@@ -173,3 +173,49 @@ def test_bicubic_has_no_parameters_and_keeps_channels():
     torch.testing.assert_close(out, F.interpolate(lr, (32, 128), mode="bicubic", align_corners=False))
     with pytest.raises(TsrxError, match="4-channel"):
         model(torch.rand(2, 3, 16, 64))
+
+
+# The speed arrangements of plugins/tsrn.py (docs/performance.md) against the plain math, in
+# float64 so that only a real difference in the computation could fail them.
+
+@pytest.mark.parametrize("along_height", [True, False])
+def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height):
+    from tsrx_builtin.tsrn import GruBlock
+    torch.manual_seed(0)
+    block = GruBlock(8, along_height=along_height).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    # the plain path: 1x1 conv, then nn.GRU over the scanned axis (what cuDNN runs)
+    plain = block._nn_gru(plain_x)
+    fast = block._scan(fast_x)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(plain)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
+    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_low_res_weight_makes_conv_before_the_pixel_shuffle_equal_conv_after_it():
+    from tsrx_builtin.tsrn import _low_res_weight
+    torch.manual_seed(0)
+    w = torch.randn(3, 2, 9, 9, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64)
+    u = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+    plain = F.conv2d(F.pixel_shuffle(u, 2), w, b, padding=4)
+    fast = F.pixel_shuffle(F.conv2d(u, _low_res_weight(w), b.repeat_interleave(4), padding=2), 2)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(plain)
+    torch.testing.assert_close(torch.autograd.grad((fast * g).sum(), w)[0],
+                               torch.autograd.grad((plain * g).sum(), w)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_tsrn_tail_equals_its_layers_applied_in_order():
+    torch.manual_seed(0)
+    model = SR_BACKBONES.build({"type": "tsrn", "blocks": 1, "hidden_units": 4}, "model.sr")
+    model = model.double().eval()
+    x = torch.rand(2, 4, 16, 64, dtype=torch.float64)
+    head = model.block1(x)
+    plain = torch.tanh(model.block4(head + model.block3(model.block2(head))))
+    torch.testing.assert_close(model(x), plain, rtol=1e-10, atol=1e-12)
