@@ -159,7 +159,7 @@ def test_inspect_names_the_architecture_and_its_exact_parameter_count(tmp_path):
     out = _tsrx("ckpt", "inspect", "tbsrn.pth", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "model.sr: type=tbsrn, mask=False, stn=True" in out.stdout
-    assert "3,210,335" in out.stdout and "counted by building" in out.stdout
+    assert "3,210,335" in out.stdout and "built here" in out.stdout
 
 
 def test_eval_of_an_official_rgb_checkpoint_reads_rgb_data(tmp_path):
