@@ -31,44 +31,74 @@ LOADER_TARGET = 5.0
 def data_rows(smoke: bool, train_rows: list[dict]) -> list[dict]:
     """bench_data's rows in the table's shape, plus the loader against the train step."""
     from bench import bench_data
-    rows = [row("data", r["path"], r.get("samples_per_s"), "samples/s",
-                samples=r.get("samples"), seconds=r.get("seconds"))
-            for r in bench_data.run(smoke=smoke)]
+
+    rows = [
+        row(
+            "data",
+            r["path"],
+            r.get("samples_per_s"),
+            "samples/s",
+            samples=r.get("samples"),
+            seconds=r.get("seconds"),
+        )
+        for r in bench_data.run(smoke=smoke)
+    ]
     loaders = [r for r in rows if "DataLoader" in r["name"] and r["value"]]
     step = [r for r in train_rows if r["name"].startswith("tsrx") and r["unit"] == "samples/s"]
     if loaders and step:
         best = max(loaders, key=lambda r: r["value"])
         consumed = max(r["value"] for r in step)
         ratio = best["value"] / consumed
-        rows.append(row("data", "best loader / fastest tsrx train step", ratio, "x",
-                        f">= {LOADER_TARGET:g}", ratio >= LOADER_TARGET, loader=best["name"],
-                        train_samples_per_s=consumed))
+        rows.append(
+            row(
+                "data",
+                "best loader / fastest tsrx train step",
+                ratio,
+                "x",
+                f">= {LOADER_TARGET:g}",
+                ratio >= LOADER_TARGET,
+                loader=best["name"],
+                train_samples_per_s=consumed,
+            )
+        )
     return rows
 
 
 def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]:
     if name == "train":
         from bench import bench_train
-        return bench_train.run(args.smoke, compile=args.compile, tsrn_file=args.tsrn_file,
-                               device=args.device, amp=args.amp)
+
+        return bench_train.run(
+            args.smoke,
+            compile=args.compile,
+            tsrn_file=args.tsrn_file,
+            device=args.device,
+            amp=args.amp,
+        )
     if name == "eval":
         from bench import bench_eval
+
         return bench_eval.run(args.smoke, device=args.device, amp=args.amp)
     if name == "judges":
         from bench import bench_judges
+
         return bench_judges.run(args.smoke, device=args.device)
     if name == "data":
         return data_rows(args.smoke, [r for r in done if r["item"] == "train"])
     if name == "cli":
         from bench import bench_cli
+
         return bench_cli.run(args.smoke)
     if name == "zoo":
         from bench import bench_zoo
+
         return bench_zoo.run(args.smoke, device=args.device, amp=args.amp)
     if name == "threads":
         from bench import bench_threads
+
         return bench_threads.run(args.smoke)
     from bench import bench_ddp
+
     return bench_ddp.run(args.smoke)
 
 
@@ -83,32 +113,44 @@ def _fmt(value) -> str:
 def print_table(rows: list[dict], info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"tsrx benchmarks ({info['cpu']}, {info['cores']} cores, "
-                        f"torch {info['torch']}, {info['torch_threads']} threads)")
+
+    table = Table(
+        title=f"tsrx benchmarks ({info['cpu']}, {info['cores']} cores, "
+        f"torch {info['torch']}, {info['torch_threads']} threads)"
+    )
     for col in ("item", "measure", "value", "unit", "target", "ok"):
         table.add_column(col, justify="right" if col == "value" else "left")
     marks = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}
     for r in rows:
-        table.add_row(r["item"], r["name"], _fmt(r["value"]), r["unit"], r["target"] or "",
-                      marks[r["ok"]])
+        table.add_row(
+            r["item"], r["name"], _fmt(r["value"]), r["unit"], r["target"] or "", marks[r["ok"]]
+        )
     Console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
-    parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES), metavar="NAME",
-                        help=f"run only these: {', '.join(NAMES)}")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=NAMES,
+        default=list(NAMES),
+        metavar="NAME",
+        help=f"run only these: {', '.join(NAMES)}",
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads in this process")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train and eval)")
-    parser.add_argument("--amp", default="none", choices=("none", "bf16"),
-                        help="autocast dtype for train and eval")
+    parser.add_argument(
+        "--amp", default="none", choices=("none", "bf16"), help="autocast dtype for train and eval"
+    )
     parser.add_argument("--compile", action="store_true", help="also time train.compile = true")
     parser.add_argument("--tsrn-file", help="time this tsrn.py instead of the installed one")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     args = parser.parse_args(argv)
 
     import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()
@@ -122,15 +164,29 @@ def main(argv: list[str] | None = None) -> int:
             got = run_one(name, args, rows)
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             failed = True
-            got = [row(name, f"error: {type(exc).__name__}: {exc}", None, "", None, False,
-                       traceback=traceback.format_exc()[-2000:])]
+            got = [
+                row(
+                    name,
+                    f"error: {type(exc).__name__}: {exc}",
+                    None,
+                    "",
+                    None,
+                    False,
+                    traceback=traceback.format_exc()[-2000:],
+                )
+            ]
         for r in got:
             r["detail"].setdefault("bench_seconds", round(time.perf_counter() - t0, 2))
         rows.extend(got)
     info["load_average_end"] = machine().get("load_average")
-    result = {"started": started, "seconds": round(time.perf_counter() - start, 1),
-              "smoke": args.smoke, "args": {k: v for k, v in vars(args).items() if k != "out"},
-              "machine": info, "rows": rows}
+    result = {
+        "started": started,
+        "seconds": round(time.perf_counter() - start, 1),
+        "smoke": args.smoke,
+        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": info,
+        "rows": rows,
+    }
     atomic_write_json(Path(args.out), result)
     print_table(rows, info)
     print(f"wrote {args.out}")

@@ -89,14 +89,21 @@ class STNHead(nn.Module):
         super().__init__()
         self.num_points = num_points
         self.stn_convnet = nn.Sequential(
-            _conv3x3_block(in_channels, 32), nn.MaxPool2d(2, 2),
-            _conv3x3_block(32, 64), nn.MaxPool2d(2, 2),
-            _conv3x3_block(64, 128), nn.MaxPool2d(2, 2),
-            _conv3x3_block(128, 256), nn.MaxPool2d(2, 2),
-            _conv3x3_block(256, 256), nn.MaxPool2d(2, 2),
-            _conv3x3_block(256, 256))
-        self.stn_fc1 = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512),
-                                     nn.ReLU(inplace=True))
+            _conv3x3_block(in_channels, 32),
+            nn.MaxPool2d(2, 2),
+            _conv3x3_block(32, 64),
+            nn.MaxPool2d(2, 2),
+            _conv3x3_block(64, 128),
+            nn.MaxPool2d(2, 2),
+            _conv3x3_block(128, 256),
+            nn.MaxPool2d(2, 2),
+            _conv3x3_block(256, 256),
+            nn.MaxPool2d(2, 2),
+            _conv3x3_block(256, 256),
+        )
+        self.stn_fc1 = nn.Sequential(
+            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True)
+        )
         self.stn_fc2 = nn.Linear(512, num_points * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,8 +126,12 @@ def _edge_points(n: int, mx: float, my: float) -> torch.Tensor:
 
 
 class TPSSpatialTransformer(nn.Module):
-    def __init__(self, output_size: tuple[int, int] = (16, 64), num_points: int = 20,
-                 margins: tuple[float, float] = (0.05, 0.05)):
+    def __init__(
+        self,
+        output_size: tuple[int, int] = (16, 64),
+        num_points: int = 20,
+        margins: tuple[float, float] = (0.05, 0.05),
+    ):
         super().__init__()
         self.height, self.width = output_size
         target = _edge_points(num_points, *margins)
@@ -131,8 +142,9 @@ class TPSSpatialTransformer(nn.Module):
         kernel[-3, :n] = 1
         kernel[:n, -2:] = target
         kernel[-2:, :n] = target.t()
-        yx = torch.tensor(list(itertools.product(range(self.height), range(self.width))),
-                          dtype=torch.float32)
+        yx = torch.tensor(
+            list(itertools.product(range(self.height), range(self.width))), dtype=torch.float32
+        )
         coords = torch.stack([yx[:, 1] / (self.width - 1), yx[:, 0] / (self.height - 1)], 1)
         repr_ = torch.cat([_partial_repr(coords, target), torch.ones(len(coords), 1), coords], 1)
         self.register_buffer("inverse_kernel", torch.inverse(kernel))
@@ -152,21 +164,33 @@ class TPSSpatialTransformer(nn.Module):
 class BaselineTSRN(nn.Module):
     """The reference TSRN x2: block1, ``blocks`` recurrent residual blocks, conv+BN, upsample."""
 
-    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
-                 stn: bool = True):
+    def __init__(
+        self, blocks: int = 5, hidden_units: int = 32, mask: bool = True, stn: bool = True
+    ):
         super().__init__()
         planes = 4 if mask else 3
         channels = 2 * hidden_units
         self.blocks = blocks
         self.stn = stn
-        self.block1 = nn.Sequential(nn.Conv2d(planes, channels, kernel_size=9, padding=4),
-                                    nn.PReLU())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(planes, channels, kernel_size=9, padding=4), nn.PReLU()
+        )
         for i in range(blocks):
             setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
-        setattr(self, f"block{blocks + 2}", nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
-        setattr(self, f"block{blocks + 3}", nn.Sequential(
-            UpsampleBlock(channels), nn.Conv2d(channels, planes, kernel_size=9, padding=4)))
+        setattr(
+            self,
+            f"block{blocks + 2}",
+            nn.Sequential(
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
+            ),
+        )
+        setattr(
+            self,
+            f"block{blocks + 3}",
+            nn.Sequential(
+                UpsampleBlock(channels), nn.Conv2d(channels, planes, kernel_size=9, padding=4)
+            ),
+        )
         if stn:
             self.tps = TPSSpatialTransformer()
             self.stn_head = STNHead(planes)
@@ -200,8 +224,14 @@ class BaselineImageLoss(nn.Module):
         return torch.pow(squared + 1e-6, 0.5)
 
 
-def baseline_train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                        lr: torch.Tensor, hr: torch.Tensor, clip: float = 0.25) -> float:
+def baseline_train_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr: torch.Tensor,
+    hr: torch.Tensor,
+    clip: float = 0.25,
+) -> float:
     """One reference training iteration: forward, loss, zero_grad, backward, clip 0.25, Adam."""
     sr = model(lr)
     loss = loss_fn(sr, hr)

@@ -24,8 +24,11 @@ TARGET_S = 0.3
 COMMANDS = [
     ("tsrx --help", ["--help"], True),
     ("tsrx status", ["status"], True),
-    ("tsrx config validate experiments/uncertainty_grid.toml",
-     ["config", "validate", str(REPO / "experiments" / "uncertainty_grid.toml")], False),
+    (
+        "tsrx config validate experiments/uncertainty_grid.toml",
+        ["config", "validate", str(REPO / "experiments" / "uncertainty_grid.toml")],
+        False,
+    ),
 ]
 
 
@@ -39,8 +42,12 @@ def tsrx_command() -> list[str]:
 
 
 def imports_torch(args: list[str], cwd: Path) -> bool:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tsrx", *args], cwd=cwd,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tsrx", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     # lines: "import time: self [us] | cumulative | imported package"
     return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in proc.stderr.splitlines())
 
@@ -69,7 +76,18 @@ def run(smoke: bool = False) -> list[dict]:
             median = statistics.median(times)
             torch_loaded = imports_torch(args, cwd) if fast or not smoke else None
             ok = (median < TARGET_S and not torch_loaded and rc == 0) if fast else rc == 0
-            rows.append(row("cli", name, median, "s", f"< {TARGET_S} s, no torch" if fast
-                            else "exit 0", ok, runs_s=times, exit_code=rc,
-                            imports_torch=torch_loaded, stderr=err if rc else ""))
+            rows.append(
+                row(
+                    "cli",
+                    name,
+                    median,
+                    "s",
+                    f"< {TARGET_S} s, no torch" if fast else "exit 0",
+                    ok,
+                    runs_s=times,
+                    exit_code=rc,
+                    imports_torch=torch_loaded,
+                    stderr=err if rc else "",
+                )
+            )
     return rows

@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-KW = dict(hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100,
-          skip_bad=False)
+KW = dict(
+    hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100, skip_bad=False
+)
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -38,6 +39,7 @@ def _time_items(ds, n: int) -> float:
 def _time_loader(ds, batch_size: int, workers: int, epochs: int = 2) -> tuple[int, float]:
     """Samples and seconds of the last epoch (the first one starts the persistent workers)."""
     from tsrx.data.loader import ResumableSampler, build_loader
+
     sampler = ResumableSampler(len(ds), seed=0)
     loader = build_loader(ds, batch_size, sampler, num_workers=workers)
     n, took = 0, 0.0
@@ -51,13 +53,19 @@ def _time_loader(ds, batch_size: int, workers: int, epochs: int = 2) -> tuple[in
     return n, took
 
 
-def run(smoke: bool = False, root: str | None = None, roots: list[str] | None = None,
-        batch_size: int = 64) -> list[dict]:
+def run(
+    smoke: bool = False,
+    root: str | None = None,
+    roots: list[str] | None = None,
+    batch_size: int = 64,
+) -> list[dict]:
     """One row per path: {"path", "samples", "seconds", "samples_per_s", ...}."""
     from tsrx.data.textzoom import TextZoomDataset
+
     tmp = None
     if root is None:
         from tsrx.data.synth import synthesize
+
         tmp = tempfile.TemporaryDirectory(prefix="tsrx-bench-data-")
         root = str(Path(tmp.name) / "synth")
         synthesize(root, train=256 if smoke else 4000, test=[0, 0, 0], seed=0, fonts="builtin")
@@ -80,10 +88,16 @@ def run(smoke: bool = False, root: str | None = None, roots: list[str] | None = 
 
         for workers in (0, 2):
             count, took = _time_loader(cached, batch_size, workers, epochs=1 if smoke else 2)
-            rows.append({"path": f"cached DataLoader + collate, workers={workers}, "
-                                 f"batch {batch_size}", "samples": count, "seconds": took})
+            rows.append(
+                {
+                    "path": f"cached DataLoader + collate, workers={workers}, batch {batch_size}",
+                    "samples": count,
+                    "seconds": took,
+                }
+            )
     finally:
         import shutil
+
         shutil.rmtree(cache_dir, ignore_errors=True)
         if tmp is not None:
             tmp.cleanup()
@@ -104,14 +118,23 @@ def main() -> None:
     width = max(len(r["path"]) for r in rows)
     print(f"{'path':<{width}}  {'samples':>8}  {'seconds':>8}  {'samples/s':>10}")
     for r in rows:
-        print(f"{r['path']:<{width}}  {r['samples']:>8}  {r['seconds']:>8.2f}  "
-              f"{r['samples_per_s']:>10.0f}")
+        print(
+            f"{r['path']:<{width}}  {r['samples']:>8}  {r['seconds']:>8.2f}  "
+            f"{r['samples_per_s']:>10.0f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "data", "smoke": args.smoke, "root": args.root or "synthetic",
-               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "platform": platform.platform()},
-               "rows": rows}
+    payload = {
+        "benchmark": "data",
+        "smoke": args.smoke,
+        "root": args.root or "synthetic",
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "rows": rows,
+    }
     tmp_out = out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp_out, out)

@@ -23,9 +23,13 @@ from pathlib import Path
 
 from bench.common import row
 
-FULL = {"procs": (1, 2, 4), "per_rank_batch": 16, "steps": 6, "sr": "{ type = \"tsrn\" }"}
-SMOKE = {"procs": (1, 2), "per_rank_batch": 2, "steps": 3,
-         "sr": "{ type = \"tsrn\", blocks = 1, hidden_units = 8, stn = false }"}
+FULL = {"procs": (1, 2, 4), "per_rank_batch": 16, "steps": 6, "sr": '{ type = "tsrn" }'}
+SMOKE = {
+    "procs": (1, 2),
+    "per_rank_batch": 2,
+    "steps": 3,
+    "sr": '{ type = "tsrn", blocks = 1, hidden_units = 8, stn = false }',
+}
 
 EXPERIMENT = """\
 name = "bench_ddp_{n}"
@@ -62,12 +66,26 @@ def _tsrx() -> list[str]:
 def train_rate(workdir: Path, n: int, sizes: dict) -> tuple[float | None, dict]:
     """Median global samples/s of an n-process run after its first step, and run details."""
     exp = workdir / f"bench_ddp_{n}.toml"
-    exp.write_text(EXPERIMENT.format(
-        n=n, root=(workdir / "synth").as_posix(), sr=sizes["sr"], steps=sizes["steps"],
-        batch=sizes["per_rank_batch"] * n,
-        train=sizes["per_rank_batch"] * max(sizes["procs"]) * sizes["steps"]))
-    cmd = _tsrx() + ["train", str(exp), "--nproc", str(n), "--device", "cpu",
-                     "--runs-dir", str(workdir / "runs")]
+    exp.write_text(
+        EXPERIMENT.format(
+            n=n,
+            root=(workdir / "synth").as_posix(),
+            sr=sizes["sr"],
+            steps=sizes["steps"],
+            batch=sizes["per_rank_batch"] * n,
+            train=sizes["per_rank_batch"] * max(sizes["procs"]) * sizes["steps"],
+        )
+    )
+    cmd = _tsrx() + [
+        "train",
+        str(exp),
+        "--nproc",
+        str(n),
+        "--device",
+        "cpu",
+        "--runs-dir",
+        str(workdir / "runs"),
+    ]
     # keep ranks from each starting a full set of intra-op threads on a small machine
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
@@ -91,11 +109,26 @@ def run(smoke: bool = False) -> list[dict]:
                 one = rate
             eff = rate / (n * one) if rate and one else None
             note = "overhead, not scaling" if n > (cores or 1) else "scaling"
-            rows.append(row("ddp", f"{n} gloo process(es), {sizes['per_rank_batch']}/rank",
-                            rate, "samples/s", None, rate is not None, efficiency=eff,
-                            cores=cores, reads_as=note, steps=sizes["steps"],
-                            omp_threads=os.environ.get("OMP_NUM_THREADS", "1"), **detail))
+            rows.append(
+                row(
+                    "ddp",
+                    f"{n} gloo process(es), {sizes['per_rank_batch']}/rank",
+                    rate,
+                    "samples/s",
+                    None,
+                    rate is not None,
+                    efficiency=eff,
+                    cores=cores,
+                    reads_as=note,
+                    steps=sizes["steps"],
+                    omp_threads=os.environ.get("OMP_NUM_THREADS", "1"),
+                    **detail,
+                )
+            )
             if n > 1:
-                rows.append(row("ddp", f"{n} processes: efficiency ({note}, {cores} cores)",
-                                eff, "fraction"))
+                rows.append(
+                    row(
+                        "ddp", f"{n} processes: efficiency ({note}, {cores} cores)", eff, "fraction"
+                    )
+                )
     return rows

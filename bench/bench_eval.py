@@ -25,8 +25,9 @@ SMOKE_SPLITS = {"easy": 6, "medium": 5, "hard": 5}
 BATCH = 50
 BREAKDOWN_BATCHES = 7  # per split: 21 batches, 1,050 images in the full run
 TARGET_METRICS_FRACTION = 0.10
-KW = dict(hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100,
-          skip_bad=False)
+KW = dict(
+    hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100, skip_bad=False
+)
 
 
 def build_models(device: str):
@@ -35,6 +36,7 @@ def build_models(device: str):
 
     from tsrx.models.joint import JointModel
     from tsrx.registry import RECOGNIZERS, SR_BACKBONES
+
     torch.manual_seed(0)
     model = JointModel(sr=SR_BACKBONES.build({"type": "tsrn"}, "bench.sr")).to(device).eval()
     judge = JointModel(recognizer=RECOGNIZERS.build({"type": "crnn"}, "bench.judge")).to(device)
@@ -44,6 +46,7 @@ def build_models(device: str):
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
+
         torch.cuda.synchronize()
 
 
@@ -59,35 +62,55 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
     from tsrx.data.textzoom import TextZoomDataset
     from tsrx.engine.evaluator import evaluate_model, read_images
     from tsrx.engine.metrics import MetricAccumulator
+
     splits = SMOKE_SPLITS if smoke else SPLITS
     n_images = sum(splits.values())
     model, judge = build_models(device)
-    autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if amp == "bf16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+        if amp == "bf16"
+        else contextlib.nullcontext()
+    )
     with tempfile.TemporaryDirectory(prefix="tsrx-bench-eval-") as tmp:
         root = Path(tmp) / "synth"
         start = time.perf_counter()
         synthesize(root, train=0, test=list(splits.values()), seed=0, fonts="builtin")
         synth_s = time.perf_counter() - start
         start = time.perf_counter()
-        datasets = {name: TextZoomDataset(str(root), [f"test/{name}"], cache=True,
-                                          cache_dir=str(Path(tmp) / "cache"), **KW)
-                    for name in splits}
+        datasets = {
+            name: TextZoomDataset(
+                str(root), [f"test/{name}"], cache=True, cache_dir=str(Path(tmp) / "cache"), **KW
+            )
+            for name in splits
+        }
         cache_s = time.perf_counter() - start
 
         with autocast:
-            evaluate_model(model, {k: [v[i] for i in range(2)] for k, v in datasets.items()},
-                           batch_size=2, device=device, judge=judge)  # warm-up
+            evaluate_model(
+                model,
+                {k: [v[i] for i in range(2)] for k, v in datasets.items()},
+                batch_size=2,
+                device=device,
+                judge=judge,
+            )  # warm-up
             _sync(device)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            result = evaluate_model(model, datasets, protocol="textzoom", batch_size=BATCH,
-                                    device=device, judge=judge, judge_name="crnn (random weights)")
+            result = evaluate_model(
+                model,
+                datasets,
+                protocol="textzoom",
+                batch_size=BATCH,
+                device=device,
+                judge=judge,
+                judge_name="crnn (random weights)",
+            )
             _sync(device)
             total_s = time.perf_counter() - start
-            peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-                        else None)
+            peak_mib = (
+                torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+            )
 
             load_s, batches = 0.0, []
             for name, ds in datasets.items():
@@ -96,12 +119,15 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
                     batches.append((name, batch))
                 load_s += time.perf_counter() - start
             # the split into parts is timed on the first BREAKDOWN_BATCHES of each split
-            per_split = {name: [b for b in batches if b[0] == name][:BREAKDOWN_BATCHES]
-                         for name in splits}
+            per_split = {
+                name: [b for b in batches if b[0] == name][:BREAKDOWN_BATCHES] for name in splits
+            }
             batches = [b for name in splits for b in per_split[name]]
             n_parts = sum(len(b["label"]) for _, b in batches)
-            batches = [(name, {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()})
-                       for name, b in batches]
+            batches = [
+                (name, {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()})
+                for name, b in batches
+            ]
             outputs = []
             _sync(device)
             start = time.perf_counter()
@@ -124,16 +150,54 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
     judged = result["average"]["n"]
     common = {"images": n_images, "batch_size": BATCH, "device": device, "amp": amp}
     return [
-        row("eval", "end to end (evaluate_model: TSRN + CRNN judge + metrics)", n_images / total_s,
-            "images/s", seconds=total_s, evaluated=judged, peak_gpu_mib=peak_mib, **common),
-        row("eval", "model only (SR + CRNN + decode)", n_parts / model_s, "images/s",
-            seconds=model_s, **{**common, "images": n_parts}),
-        row("eval", "metrics only (PSNR + SSIM + accuracy)", n_parts / metrics_s, "images/s",
-            seconds=metrics_s, **{**common, "images": n_parts}),
-        row("eval", "loading only (cached DataLoader + collate)", n_images / load_s, "images/s",
-            seconds=load_s, **common),
-        row("eval", "metrics time / model time", fraction, "fraction",
-            f"< {TARGET_METRICS_FRACTION:g}", fraction < TARGET_METRICS_FRACTION),
-        row("eval", "set-up: synthesise + build decoded cache (once)", synth_s + cache_s, "s",
-            synthesise_s=synth_s, cache_build_s=cache_s),
+        row(
+            "eval",
+            "end to end (evaluate_model: TSRN + CRNN judge + metrics)",
+            n_images / total_s,
+            "images/s",
+            seconds=total_s,
+            evaluated=judged,
+            peak_gpu_mib=peak_mib,
+            **common,
+        ),
+        row(
+            "eval",
+            "model only (SR + CRNN + decode)",
+            n_parts / model_s,
+            "images/s",
+            seconds=model_s,
+            **{**common, "images": n_parts},
+        ),
+        row(
+            "eval",
+            "metrics only (PSNR + SSIM + accuracy)",
+            n_parts / metrics_s,
+            "images/s",
+            seconds=metrics_s,
+            **{**common, "images": n_parts},
+        ),
+        row(
+            "eval",
+            "loading only (cached DataLoader + collate)",
+            n_images / load_s,
+            "images/s",
+            seconds=load_s,
+            **common,
+        ),
+        row(
+            "eval",
+            "metrics time / model time",
+            fraction,
+            "fraction",
+            f"< {TARGET_METRICS_FRACTION:g}",
+            fraction < TARGET_METRICS_FRACTION,
+        ),
+        row(
+            "eval",
+            "set-up: synthesise + build decoded cache (once)",
+            synth_s + cache_s,
+            "s",
+            synthesise_s=synth_s,
+            cache_build_s=cache_s,
+        ),
     ]

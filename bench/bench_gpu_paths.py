@@ -26,6 +26,7 @@ SMOKE = {"batch": 2, "warmup": 1, "reps": 2, "dataset": 64}
 
 def _peak_mib(device: str, call) -> float | None:
     import torch
+
     if not device.startswith("cuda"):
         return None
     torch.cuda.synchronize()
@@ -40,6 +41,7 @@ def eval_variants(sizes: dict, device: str) -> tuple[dict, dict]:
     import torch
 
     from tsrx.registry import SR_BACKBONES
+
     torch.manual_seed(0)
     model = SR_BACKBONES.build({"type": "tsrn"}, "bench.sr").to(device).eval()
     lr = torch.rand(sizes["batch"], 4, 16, 64, device=device)
@@ -55,8 +57,11 @@ def eval_variants(sizes: dict, device: str) -> tuple[dict, dict]:
         with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
             return model(lr)
 
-    calls = {"eval fp32": eager, "eval bf16 autocast": bf16,
-             "eval fp32 channels_last input": lambda: eager(lr_cl)}
+    calls = {
+        "eval fp32": eager,
+        "eval bf16 autocast": bf16,
+        "eval fp32 channels_last input": lambda: eager(lr_cl),
+    }
     info: dict = {}
     if cuda:  # compiling on the CPU dry run would take minutes: not what it checks
         compiled = torch.compile(model)
@@ -82,6 +87,7 @@ def eval_variants(sizes: dict, device: str) -> tuple[dict, dict]:
 
 def _no_grad(fn, x):
     import torch
+
     with torch.no_grad():
         return fn(x)
 
@@ -89,6 +95,7 @@ def _no_grad(fn, x):
 def device_data_path(sizes: dict, device: str):
     """A decoded data set held on the device as uint8, and one batch's gather + convert."""
     import torch
+
     g = torch.Generator().manual_seed(0)
     n = sizes["dataset"]
     lr = torch.randint(0, 256, (n, 4, 16, 64), dtype=torch.uint8, generator=g).to(device)
@@ -97,14 +104,17 @@ def device_data_path(sizes: dict, device: str):
 
     def next_batch():
         index = torch.randint(0, n, (batch,), device=device)
-        return (lr.index_select(0, index).float().div_(255),
-                hr.index_select(0, index).float().div_(255))
+        return (
+            lr.index_select(0, index).float().div_(255),
+            hr.index_select(0, index).float().div_(255),
+        )
 
     return next_batch, (lr.numel() + hr.numel()) / 2**20
 
 
 def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
     import torch
+
     sizes = SMOKE if smoke else FULL
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else None
@@ -117,8 +127,13 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
     fp32 = times["eval fp32"]["wall_median"]
     for name, t in times.items():
         rate = n / t["wall_median"]
-        detail = {"batch": n, "reps": sizes["reps"], "device": device, "wall_s": t["wall"],
-                  "peak_gpu_mib": _peak_mib(device, calls[name])}
+        detail = {
+            "batch": n,
+            "reps": sizes["reps"],
+            "device": device,
+            "wall_s": t["wall"],
+            "peak_gpu_mib": _peak_mib(device, calls[name]),
+        }
         if "compile" in name:
             detail["compile_s"] = info["compile_s"]
         if "CUDA graph" in name:
@@ -137,6 +152,7 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -149,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.4g}"
         print(f"{r['name']:<60} {value:>12} {r['unit']}")
-    atomic_write_json(Path(args.out), {"machine": machine(), "smoke": args.smoke,
-                                       "device": args.device, "rows": rows})
+    atomic_write_json(
+        Path(args.out),
+        {"machine": machine(), "smoke": args.smoke, "device": args.device, "rows": rows},
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -23,8 +23,9 @@ TEXTZOOM = {"easy": 1619, "medium": 1411, "hard": 1343}
 SUBSET = 300
 SMOKE_SUBSET = 12
 BATCH = 50
-KW = dict(hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100,
-          skip_bad=False)
+KW = dict(
+    hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100, skip_bad=False
+)
 
 
 def build_judges(device: str) -> tuple[list, list[str]]:
@@ -34,9 +35,13 @@ def build_judges(device: str) -> tuple[list, list[str]]:
     from tsrx.engine.judges import Judge
     from tsrx.errors import TsrxError
     from tsrx.registry import RECOGNIZERS
+
     judges, notes = [], []
-    for name, table in (("crnn", {"type": "crnn"}), ("ppocr", {"type": "ppocr"}),
-                        ("aster", {"type": "aster"})):
+    for name, table in (
+        ("crnn", {"type": "crnn"}),
+        ("ppocr", {"type": "ppocr"}),
+        ("aster", {"type": "aster"}),
+    ):
         if name not in RECOGNIZERS:
             notes.append(f"{name}: no plugin registers it here")
             continue
@@ -47,8 +52,15 @@ def build_judges(device: str) -> tuple[list, list[str]]:
             notes.append(f"{name}: {exc}")
             continue
         rec.to(device).eval()
-        judges.append(Judge(name, f"{name} (seeded weights)" if name != "ppocr" else
-                            "ppocr (PP-OCRv4, its own weights)", rec))
+        judges.append(
+            Judge(
+                name,
+                f"{name} (seeded weights)"
+                if name != "ppocr"
+                else "ppocr (PP-OCRv4, its own weights)",
+                rec,
+            )
+        )
     return judges, notes
 
 
@@ -60,6 +72,7 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.models.joint import JointModel
     from tsrx.registry import SR_BACKBONES
+
     total = sum(TEXTZOOM.values())
     subset = SMOKE_SUBSET if smoke else SUBSET
     sizes = {k: max(2, round(subset * v / total)) for k, v in TEXTZOOM.items()}
@@ -72,21 +85,37 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tsrx-bench-judges-") as tmp:
         root = Path(tmp) / "synth"
         synthesize(root, train=0, test=list(sizes.values()), seed=0, fonts="builtin")
-        datasets = {name: TextZoomDataset(str(root), [f"test/{name}"], cache=True,
-                                          cache_dir=str(Path(tmp) / "cache"), **KW)
-                    for name in sizes}
-        evaluate_model(model, {k: [v[0]] for k, v in datasets.items()}, batch_size=1,
-                       device=device, judges=judges)  # warm-up (ONNX session, kernels)
+        datasets = {
+            name: TextZoomDataset(
+                str(root), [f"test/{name}"], cache=True, cache_dir=str(Path(tmp) / "cache"), **KW
+            )
+            for name in sizes
+        }
+        evaluate_model(
+            model,
+            {k: [v[0]] for k, v in datasets.items()},
+            batch_size=1,
+            device=device,
+            judges=judges,
+        )  # warm-up (ONNX session, kernels)
         calls.clear()
         start = time.perf_counter()
-        result = evaluate_model(model, datasets, batch_size=BATCH, device=device, judges=judges,
-                                baselines=True, with_predictions=False)
+        result = evaluate_model(
+            model,
+            datasets,
+            batch_size=BATCH,
+            device=device,
+            judges=judges,
+            baselines=True,
+            with_predictions=False,
+        )
         seconds = time.perf_counter() - start
         sr_calls = len(calls)
         batches = sum((len(ds) + BATCH - 1) // BATCH for ds in datasets.values())
         # each judge alone on the same SR batches
         per_judge = {}
         from tsrx.data.loader import collate_batch
+
         srs = []
         with torch.no_grad():
             for ds in datasets.values():
@@ -99,19 +128,53 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
                 j.read(sr)
             per_judge[j.name] = time.perf_counter() - start
     names = ", ".join(j.name for j in judges)
-    common = {"images": n, "batch_size": BATCH, "device": device, "judges": names,
-              "left_out": notes, "subset_of_textzoom": sizes}
+    common = {
+        "images": n,
+        "batch_size": BATCH,
+        "device": device,
+        "judges": names,
+        "left_out": notes,
+        "subset_of_textzoom": sizes,
+    }
     rows = [
-        row("judges", f"eval --baselines, {len(judges)} judges ({names}): subset", n / seconds,
-            "images/s", seconds=seconds, **common),
-        row("judges", f"... extrapolated to TextZoom test (4,373 images, x{total / n:.1f})",
-            seconds * total / n, "s", measured_on=n, **common),
-        row("judges", "SR forward passes per batch (all judges read one SR batch)",
-            sr_calls / batches, "calls", "== 1", sr_calls == batches, batches=batches),
+        row(
+            "judges",
+            f"eval --baselines, {len(judges)} judges ({names}): subset",
+            n / seconds,
+            "images/s",
+            seconds=seconds,
+            **common,
+        ),
+        row(
+            "judges",
+            f"... extrapolated to TextZoom test (4,373 images, x{total / n:.1f})",
+            seconds * total / n,
+            "s",
+            measured_on=n,
+            **common,
+        ),
+        row(
+            "judges",
+            "SR forward passes per batch (all judges read one SR batch)",
+            sr_calls / batches,
+            "calls",
+            "== 1",
+            sr_calls == batches,
+            batches=batches,
+        ),
     ]
     for name, s in per_judge.items():
-        rows.append(row("judges", f"{name} reads SR images", n / s, "images/s", seconds=s,
-                        images=n, extrapolated_textzoom_s=s * total / n))
+        rows.append(
+            row(
+                "judges",
+                f"{name} reads SR images",
+                n / s,
+                "images/s",
+                seconds=s,
+                images=n,
+                extrapolated_textzoom_s=s * total / n,
+            )
+        )
     for note in notes:
         rows.append(row("judges", f"left out: {note}", None, ""))
     avg = result["average"]["acc_by_judge"]
@@ -122,5 +185,6 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
 if __name__ == "__main__":
     import json
     import sys
+
     for r in run(smoke="--smoke" in sys.argv):
         print(json.dumps(r))

@@ -38,7 +38,12 @@ SGEMM_SIZE = 1536  # 7.2 GFLOP per product: long enough to time, short next to a
 LOSS_RTOL = 1e-5
 FULL = {"batch": 64, "warmup": 1, "reps": 5, "sgemm": SGEMM_SIZE}
 SMOKE = {"batch": 2, "warmup": 1, "reps": 1, "sgemm": 256}
-FULL_CUDA = {"batch": 64, "warmup": 10, "reps": 30, "sgemm": 8192}  # steps take milliseconds on a GPU
+FULL_CUDA = {
+    "batch": 64,
+    "warmup": 10,
+    "reps": 30,
+    "sgemm": 8192,
+}  # steps take milliseconds on a GPU
 
 EXPERIMENT = """\
 name = "bench_train"
@@ -69,10 +74,14 @@ selectors = ["best_psnr"]
 def make_batch(batch: int, seed: int = 0, device: str = "cpu") -> dict:
     """A fixed training batch in the contract's shape: RGB + mask, LR 16x64, HR 32x128."""
     import torch
+
     g = torch.Generator().manual_seed(seed)
-    return {"lr": torch.rand(batch, 4, 16, 64, generator=g).to(device),
-            "hr": torch.rand(batch, 4, 32, 128, generator=g).to(device),
-            "label": ["text"] * batch, "index": torch.arange(batch)}
+    return {
+        "lr": torch.rand(batch, 4, 16, 64, generator=g).to(device),
+        "hr": torch.rand(batch, 4, 32, 128, generator=g).to(device),
+        "label": ["text"] * batch,
+        "index": torch.arange(batch),
+    }
 
 
 @contextlib.contextmanager
@@ -82,6 +91,7 @@ def candidate_tsrn(path: str | Path | None):
         yield
         return
     from tsrx.registry import SR_BACKBONES
+
     original = SR_BACKBONES.get("tsrn")  # runs plugin discovery first: no duplicate later
     SR_BACKBONES.unregister("tsrn")
     try:
@@ -101,12 +111,15 @@ def build_trainer(workdir: Path, batch: int, device: str, overrides: list[str]):
     from tsrx.config.experiment import load_experiment
     from tsrx.engine.distributed import DistEnv
     from tsrx.engine.trainer import Trainer
+
     path = workdir / "bench_train.toml"
-    path.write_text(EXPERIMENT.format(root=(workdir / "synth").as_posix(), train=max(batch, 8),
-                                      batch=batch))
+    path.write_text(
+        EXPERIMENT.format(root=(workdir / "synth").as_posix(), train=max(batch, 8), batch=batch)
+    )
     config = load_experiment(path, overrides).runs[0].config
-    run_dir = workdir / ("run-" + "-".join(o.replace("=", "_") for o in overrides) if overrides
-                         else "run")
+    run_dir = workdir / (
+        "run-" + "-".join(o.replace("=", "_") for o in overrides) if overrides else "run"
+    )
     run_dir.mkdir()
     return Trainer(config, run_dir, DistEnv(), torch.device(device))
 
@@ -116,6 +129,7 @@ def baseline_for(sr, device: str):
     import torch
 
     from bench.baseline_tsrn import BaselineImageLoss, BaselineTSRN
+
     model = BaselineTSRN(blocks=sr.blocks, mask=sr.in_channels == 4, stn=sr.stn)
     model.load_state_dict(sr.state_dict(), strict=True)
     model.to(device).train()
@@ -135,6 +149,7 @@ def step_flops(trainers: dict, batch: dict) -> dict[str, float]:
 
     from bench.baseline_tsrn import baseline_train_step
     from tsrx.registry import SR_LOSSES
+
     out = {}
     for name, trainer in trainers.items():
         if "compile" in name:
@@ -156,28 +171,41 @@ def step_flops(trainers: dict, batch: dict) -> dict[str, float]:
     return out
 
 
-def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None,
-        device: str = "cpu", amp: str = "none") -> list[dict]:
+def run(
+    smoke: bool = False,
+    compile: bool = False,
+    tsrn_file: str | None = None,
+    device: str = "cpu",
+    amp: str = "none",
+) -> list[dict]:
     """Rows: samples/s per variant, the ratio against the baseline, the loss agreement."""
     import torch
 
     from bench.baseline_tsrn import baseline_train_step
+
     sizes = SMOKE if smoke else FULL_CUDA if device.startswith("cuda") else FULL
     batch = make_batch(sizes["batch"], device=device)
-    variants: dict[str, list[str]] = {"tsrx": [],
-                                      "tsrx channels_last": ["train.channels_last=true"]}
+    variants: dict[str, list[str]] = {
+        "tsrx": [],
+        "tsrx channels_last": ["train.channels_last=true"],
+    }
     if compile:
         variants["tsrx compile"] = ["train.compile=true"]
     if amp != "none":
         variants = {f"{k} {amp}": v + [f"train.amp={amp}"] for k, v in variants.items()}
     with tempfile.TemporaryDirectory(prefix="tsrx-bench-train-") as tmp, candidate_tsrn(tsrn_file):
-        trainers = {name: build_trainer(Path(tmp), sizes["batch"], device, o)
-                    for name, o in variants.items()}
+        trainers = {
+            name: build_trainer(Path(tmp), sizes["batch"], device, o)
+            for name, o in variants.items()
+        }
         first = next(iter(trainers.values()))
         model, loss_fn, optimizer = baseline_for(first.model.sr, device)
         device_type = device.split(":")[0]
-        autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if amp == "bf16"
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type, dtype=torch.bfloat16)
+            if amp == "bf16"
+            else contextlib.nullcontext()
+        )
 
         def baseline() -> float:
             with autocast:
@@ -185,7 +213,7 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
 
         calls = {"baseline": baseline}
         for name, trainer in trainers.items():
-            calls[name] = (lambda t=trainer: t.train_step(batch)["loss"])
+            calls[name] = lambda t=trainer: t.train_step(batch)["loss"]
         # the eval forward: both models' eval mode (no STN), no autograd, same weights
         sr = first.model.sr
         eval_base = copy.deepcopy(model).eval()
@@ -223,55 +251,149 @@ def run(smoke: bool = False, compile: bool = False, tsrn_file: str | None = None
 
     n = sizes["batch"]
     base = times["baseline"]
-    common = {"batch": n, "reps": sizes["reps"], "warmup": sizes["warmup"], "device": device,
-              "amp": amp, "tsrn_file": tsrn_file}
-    rows = [row("train", "baseline (reference structure, eager)", n / base["wall_median"],
-                "samples/s", cpu_samples_per_s=n / base["cpu_median"], wall_s=base["wall"],
-                cpu_s=base["cpu"], peak_gpu_mib=peak_mib.get("baseline"), **common)]
+    common = {
+        "batch": n,
+        "reps": sizes["reps"],
+        "warmup": sizes["warmup"],
+        "device": device,
+        "amp": amp,
+        "tsrn_file": tsrn_file,
+    }
+    rows = [
+        row(
+            "train",
+            "baseline (reference structure, eager)",
+            n / base["wall_median"],
+            "samples/s",
+            cpu_samples_per_s=n / base["cpu_median"],
+            wall_s=base["wall"],
+            cpu_s=base["cpu"],
+            peak_gpu_mib=peak_mib.get("baseline"),
+            **common,
+        )
+    ]
     for name in trainers:
         t = times[name]
         ratio = base["wall_median"] / t["wall_median"]
         cpu_ratio = base["cpu_median"] / t["cpu_median"]
-        rows.append(row("train", name, n / t["wall_median"], "samples/s",
-                        cpu_samples_per_s=n / t["cpu_median"], wall_s=t["wall"], cpu_s=t["cpu"],
-                        compile_s=compile_s if "compile" in name else None,
-                        peak_gpu_mib=peak_mib.get(name), **common))
-        rows.append(row("train", f"{name} / baseline", ratio, "x", f">= {TARGET_RATIO}",
-                        ratio >= TARGET_RATIO if device == "cpu" and amp == "none" else None,
-                        cpu_time_ratio=cpu_ratio))
+        rows.append(
+            row(
+                "train",
+                name,
+                n / t["wall_median"],
+                "samples/s",
+                cpu_samples_per_s=n / t["cpu_median"],
+                wall_s=t["wall"],
+                cpu_s=t["cpu"],
+                compile_s=compile_s if "compile" in name else None,
+                peak_gpu_mib=peak_mib.get(name),
+                **common,
+            )
+        )
+        rows.append(
+            row(
+                "train",
+                f"{name} / baseline",
+                ratio,
+                "x",
+                f">= {TARGET_RATIO}",
+                ratio >= TARGET_RATIO if device == "cpu" and amp == "none" else None,
+                cpu_time_ratio=cpu_ratio,
+            )
+        )
     eb, et = times["eval forward baseline"], times["eval forward tsrx"]
     eval_ratio = eb["wall_median"] / et["wall_median"]
-    rows.append(row("train", "eval forward baseline (eval mode, no_grad)", n / eb["wall_median"],
-                    "samples/s", wall_s=eb["wall"], cpu_s=eb["cpu"], **common))
-    rows.append(row("train", "eval forward tsrx (eval mode, no_grad)", n / et["wall_median"],
-                    "samples/s", wall_s=et["wall"], cpu_s=et["cpu"], **common))
-    rows.append(row("train", "eval forward tsrx / baseline", eval_ratio, "x",
-                    f">= {EVAL_TARGET_RATIO}",
-                    eval_ratio >= EVAL_TARGET_RATIO if device == "cpu" and amp == "none" else None,
-                    cpu_time_ratio=eb["cpu_median"] / et["cpu_median"],
-                    eval_first_rel_diff=abs(et["first"] - eb["first"]) / max(abs(eb["first"]), 1e-12)))
+    rows.append(
+        row(
+            "train",
+            "eval forward baseline (eval mode, no_grad)",
+            n / eb["wall_median"],
+            "samples/s",
+            wall_s=eb["wall"],
+            cpu_s=eb["cpu"],
+            **common,
+        )
+    )
+    rows.append(
+        row(
+            "train",
+            "eval forward tsrx (eval mode, no_grad)",
+            n / et["wall_median"],
+            "samples/s",
+            wall_s=et["wall"],
+            cpu_s=et["cpu"],
+            **common,
+        )
+    )
+    rows.append(
+        row(
+            "train",
+            "eval forward tsrx / baseline",
+            eval_ratio,
+            "x",
+            f">= {EVAL_TARGET_RATIO}",
+            eval_ratio >= EVAL_TARGET_RATIO if device == "cpu" and amp == "none" else None,
+            cpu_time_ratio=eb["cpu_median"] / et["cpu_median"],
+            eval_first_rel_diff=abs(et["first"] - eb["first"]) / max(abs(eb["first"]), 1e-12),
+        )
+    )
     gemm = times["peak sgemm"]
     peak = 2 * sizes["sgemm"] ** 3 / gemm["wall_median"]
-    rows.append(row("train", "peak sgemm (attainable float32 rate, same rounds)", peak / 1e9,
-                    "GFLOP/s", size=sizes["sgemm"], wall_s=gemm["wall"], cpu_s=gemm["cpu"]))
+    rows.append(
+        row(
+            "train",
+            "peak sgemm (attainable float32 rate, same rounds)",
+            peak / 1e9,
+            "GFLOP/s",
+            size=sizes["sgemm"],
+            wall_s=gemm["wall"],
+            cpu_s=gemm["cpu"],
+        )
+    )
     if flops:
         for name in (n for n in trainers if n in flops):
             step_s = times[name]["wall_median"]
             floor_s = flops[name] / peak
-            rows.append(row("train", f"{name}: fraction of the compute floor", floor_s / step_s,
-                            "", step_gflop=flops[name] / 1e9, floor_s=floor_s, step_s=step_s,
-                            achieved_gflop_per_s=flops[name] / step_s / 1e9))
+            rows.append(
+                row(
+                    "train",
+                    f"{name}: fraction of the compute floor",
+                    floor_s / step_s,
+                    "",
+                    step_gflop=flops[name] / 1e9,
+                    floor_s=floor_s,
+                    step_s=step_s,
+                    achieved_gflop_per_s=flops[name] / step_s / 1e9,
+                )
+            )
         base_floor = flops["baseline"] / peak
-        rows.append(row("train", "baseline: fraction of the compute floor",
-                        base_floor / base["wall_median"], "", step_gflop=flops["baseline"] / 1e9,
-                        floor_s=base_floor, step_s=base["wall_median"],
-                        achieved_gflop_per_s=flops["baseline"] / base["wall_median"] / 1e9))
+        rows.append(
+            row(
+                "train",
+                "baseline: fraction of the compute floor",
+                base_floor / base["wall_median"],
+                "",
+                step_gflop=flops["baseline"] / 1e9,
+                floor_s=base_floor,
+                step_s=base["wall_median"],
+                achieved_gflop_per_s=flops["baseline"] / base["wall_median"] / 1e9,
+            )
+        )
     ref = base["first"]
     for name in trainers:
         got = times[name]["first"]
         rel = abs(got - ref) / max(abs(ref), 1e-12)
         # bf16 changes the math on purpose: report the difference, judge only float32
-        rows.append(row("train", f"first-step loss {name} vs baseline", rel, "rel. diff",
-                        f"<= {LOSS_RTOL:g}", rel <= LOSS_RTOL if amp == "none" else None,
-                        tsrx_loss=got, baseline_loss=ref))
+        rows.append(
+            row(
+                "train",
+                f"first-step loss {name} vs baseline",
+                rel,
+                "rel. diff",
+                f"<= {LOSS_RTOL:g}",
+                rel <= LOSS_RTOL if amp == "none" else None,
+                tsrx_loss=got,
+                baseline_loss=ref,
+            )
+        )
     return rows

@@ -25,8 +25,11 @@ FULL_CUDA = {"batch": 64, "warmup": 5, "reps": 20}
 def backbones(zoo: Path = ZOO) -> list[tuple[str, dict]]:
     """(run name, [model.sr] table) of each zoo run, in the file's order."""
     from tsrx.config.experiment import load_experiment
-    return [(run.name.split(",", 1)[0], dict(run.config["model"]["sr"]))
-            for run in load_experiment(zoo).runs]
+
+    return [
+        (run.name.split(",", 1)[0], dict(run.config["model"]["sr"]))
+        for run in load_experiment(zoo).runs
+    ]
 
 
 def _timed(fn, warmup: int, reps: int, sync) -> float:
@@ -48,6 +51,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
 
     import tsrx.plugins
     from tsrx.registry import SR_BACKBONES
+
     tsrx.plugins.load_plugins()
     size = SMOKE if smoke else (FULL_CUDA if device.startswith("cuda") else FULL)
     dev = torch.device(device)
@@ -61,8 +65,9 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
         c, b = model.in_channels, size["batch"]
         lr = torch.rand(b, c, 16, 64, device=dev)
         hr = torch.rand(b, c, 32, 128, device=dev)
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4,
-                                     betas=(0.5, 0.999))
+        optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.5, 0.999)
+        )
 
         def train_step():
             model.train()
@@ -74,18 +79,35 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
 
         def eval_step():
             model.eval()
-            with torch.no_grad(), torch.autocast(dev.type, dtype=dtype or torch.float32,
-                                                 enabled=dtype is not None):
+            with (
+                torch.no_grad(),
+                torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+            ):
                 model(lr)
 
-        detail = {"backbone": table["type"], "options": table, "parameters": params, "batch": b,
-                  "device": device, "amp": amp}
+        detail = {
+            "backbone": table["type"],
+            "options": table,
+            "parameters": params,
+            "batch": b,
+            "device": device,
+            "amp": amp,
+        }
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         train_s = _timed(train_step, size["warmup"] or 0, size["reps"], sync)
-        peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else None
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
         eval_s = _timed(eval_step, size["warmup"] or 0, size["reps"], sync)
-        rows.append(row("zoo", f"{name} train step", b / train_s, "samples/s",
-                        seconds=train_s, peak_gpu_mib=peak, **detail))
+        rows.append(
+            row(
+                "zoo",
+                f"{name} train step",
+                b / train_s,
+                "samples/s",
+                seconds=train_s,
+                peak_gpu_mib=peak,
+                **detail,
+            )
+        )
         rows.append(row("zoo", f"{name} eval", b / eval_s, "samples/s", seconds=eval_s, **detail))
     return rows

@@ -15,8 +15,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -32,9 +33,15 @@ def cpu_model() -> str:
 def machine() -> dict:
     """The record of where the figures came from (stored in results.json)."""
     import torch
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "platform": platform.platform()}
+
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if torch.cuda.is_available():
@@ -42,15 +49,33 @@ def machine() -> dict:
     return info
 
 
-def row(item: str, name: str, value: float | None, unit: str, target: str | None = None,
-        ok: bool | None = None, **detail: Any) -> dict:
+def row(
+    item: str,
+    name: str,
+    value: float | None,
+    unit: str,
+    target: str | None = None,
+    ok: bool | None = None,
+    **detail: Any,
+) -> dict:
     """One line of the results table; ``ok`` is None where no target applies."""
-    return {"item": item, "name": name, "value": value, "unit": unit, "target": target,
-            "ok": ok, "detail": detail}
+    return {
+        "item": item,
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "target": target,
+        "ok": ok,
+        "detail": detail,
+    }
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], warmup: int, reps: int,
-                sync: Callable[[], None] | None = None) -> dict[str, dict]:
+def interleaved(
+    variants: dict[str, Callable[[], Any]],
+    warmup: int,
+    reps: int,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, dict]:
     """Time each variant ``reps`` times in rotated rounds after ``warmup`` calls each.
 
     Returns per variant: ``wall`` and ``cpu`` lists of seconds, their medians, and
@@ -64,7 +89,7 @@ def interleaved(variants: dict[str, Callable[[], Any]], warmup: int, reps: int,
             if i == 0:
                 out[n]["first"] = value
     for r in range(reps):
-        for n in names[r % len(names):] + names[:r % len(names)]:
+        for n in names[r % len(names) :] + names[: r % len(names)]:
             if sync:
                 sync()
             w0, c0 = time.perf_counter(), time.process_time()

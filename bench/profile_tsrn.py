@@ -21,6 +21,7 @@ def build(model: str, batch: int, seed: int = 0):
     from bench.baseline_tsrn import BaselineImageLoss, BaselineTSRN, baseline_train_step
     from bench.bench_train import make_batch
     from tsrx.registry import SR_BACKBONES, SR_LOSSES
+
     torch.manual_seed(seed)
     sr = SR_BACKBONES.build({"type": "tsrn", "mask": True, "stn": True}, "model.sr").train()
     data = make_batch(batch)
@@ -45,6 +46,7 @@ def count_flops(model: str = "tsrx", batch: int = 64, train: bool = True) -> flo
     from torch.utils.flop_counter import FlopCounterMode
 
     from bench.bench_train import make_batch
+
     step, net = build(model, batch)
     counter = FlopCounterMode(display=False)
     if train:
@@ -59,7 +61,6 @@ def count_flops(model: str = "tsrx", batch: int = 64, train: bool = True) -> flo
 
 
 def profile_table(model: str = "tsrx", batch: int = 64, steps: int = 2, rows: int = 25) -> str:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     step, _ = build(model, batch)
@@ -72,6 +73,7 @@ def profile_table(model: str = "tsrx", batch: int = 64, steps: int = 2, rows: in
 
 def main() -> None:
     import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["tsrx", "baseline"], default="tsrx")
     parser.add_argument("--batch", type=int, default=64)

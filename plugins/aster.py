@@ -29,7 +29,8 @@ from __future__ import annotations
 import itertools
 import string
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +50,9 @@ ASTER_VOCABULARIES = {
     "all": string.digits + string.ascii_letters + string.punctuation,
 }
 SPECIAL_TOKENS = ("EOS", "PADDING", "UNKNOWN")
-INPUT_SIZE = (32, 128)        # parse_aster_data reads TextZoom's 32x128 images
-STN_INPUT_SIZE = (32, 64)     # recognizer_builder.tps_inputsize
-TPS_OUTPUT_SIZE = (32, 100)   # recognizer_builder.tps_outputsize
+INPUT_SIZE = (32, 128)  # parse_aster_data reads TextZoom's 32x128 images
+STN_INPUT_SIZE = (32, 64)  # recognizer_builder.tps_inputsize
+TPS_OUTPUT_SIZE = (32, 100)  # recognizer_builder.tps_outputsize
 NUM_CONTROL_POINTS = 20
 TPS_MARGINS = (0.05, 0.05)
 BEAM_WIDTH = 5
@@ -64,8 +65,10 @@ def voc_type_for_classes(num_classes: int, where: str = "ASTER checkpoint") -> s
         if len(chars) + len(SPECIAL_TOKENS) == num_classes:
             return name
     sizes = ", ".join(f"{n} = {len(c) + 3}" for n, c in ASTER_VOCABULARIES.items())
-    raise TsrxError(f"{where}: {num_classes} output classes fit no ASTER vocabulary "
-                    f"(characters + EOS, PADDING, UNKNOWN: {sizes})")
+    raise TsrxError(
+        f"{where}: {num_classes} output classes fit no ASTER vocabulary "
+        f"(characters + EOS, PADDING, UNKNOWN: {sizes})"
+    )
 
 
 # -- rectification -----------------------------------------------------------------------
@@ -86,8 +89,9 @@ class STNHead(nn.Module):
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2, 2))
         self.stn_convnet = nn.Sequential(*layers)
-        self.stn_fc1 = nn.Sequential(nn.Linear(2 * 256, 512), nn.BatchNorm1d(512),
-                                     nn.ReLU(inplace=True))
+        self.stn_fc1 = nn.Sequential(
+            nn.Linear(2 * 256, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True)
+        )
         self.stn_fc2 = nn.Linear(512, num_ctrlpoints * 2)
         # Identity-like start (aster.pytorch init_stn): zero weights, bias = control points
         # on the top and bottom edges at margin 0.01.
@@ -104,6 +108,7 @@ class STNHead(nn.Module):
 def _edge_points(n: int, margins: tuple[float, float]) -> torch.Tensor:
     """n/2 evenly spaced (x, y) points along the top edge, then n/2 along the bottom edge."""
     import numpy as np
+
     mx, my = margins
     xs = np.linspace(mx, 1.0 - mx, n // 2)
     top = np.stack([xs, np.full(n // 2, my)], axis=1)
@@ -123,8 +128,12 @@ def _tps_kernel(points: torch.Tensor, ctrl: torch.Tensor) -> torch.Tensor:
 class TPSSpatialTransformer(nn.Module):
     """Thin-plate-spline sampler: warps the input so its control points land on fixed ones."""
 
-    def __init__(self, output_image_size=TPS_OUTPUT_SIZE, num_control_points=NUM_CONTROL_POINTS,
-                 margins=TPS_MARGINS):
+    def __init__(
+        self,
+        output_image_size=TPS_OUTPUT_SIZE,
+        num_control_points=NUM_CONTROL_POINTS,
+        margins=TPS_MARGINS,
+    ):
         super().__init__()
         self.num_control_points = n = num_control_points
         self.target_height, self.target_width = output_image_size
@@ -179,8 +188,9 @@ class ResNetAster(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layer0 = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32),
-                                    nn.ReLU(inplace=True))
+        self.layer0 = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True)
+        )
         self.inplanes = 32
         self.layer1 = self._make_layer(32, 3, [2, 2])
         self.layer2 = self._make_layer(64, 4, [2, 2])
@@ -196,8 +206,9 @@ class ResNetAster(nn.Module):
     def _make_layer(self, planes: int, blocks: int, stride) -> nn.Sequential:
         downsample = None
         if stride != [1, 1] or self.inplanes != planes:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False),
-                                       nn.BatchNorm2d(planes))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
         layers = [AsterBlock(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes
         layers += [AsterBlock(planes, planes) for _ in range(1, blocks)]
@@ -226,8 +237,9 @@ class AttentionUnit(nn.Module):
         b, t, _ = x.size()
         return self.xEmbed(x.contiguous().view(-1, self.x_dim)).view(b, t, -1)
 
-    def forward(self, x: torch.Tensor, s_prev: torch.Tensor,
-                x_proj: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, s_prev: torch.Tensor, x_proj: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, t, _ = x.size()
         if x_proj is None:
             x_proj = self.project(x)
@@ -246,8 +258,13 @@ class DecoderUnit(nn.Module):
         self.gru = nn.GRU(input_size=x_dim + att_dim, hidden_size=s_dim, batch_first=True)
         self.fc = nn.Linear(s_dim, y_dim)
 
-    def forward(self, x: torch.Tensor, s_prev: torch.Tensor, y_prev: torch.Tensor,
-                x_proj: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        s_prev: torch.Tensor,
+        y_prev: torch.Tensor,
+        x_proj: torch.Tensor | None = None,
+    ):
         alpha = self.attention_unit(x, s_prev, x_proj)
         context = torch.bmm(alpha.unsqueeze(1), x).squeeze(1)
         y_proj = self.tgt_embedding(y_prev.long())
@@ -258,8 +275,9 @@ class DecoderUnit(nn.Module):
 class AttentionRecognitionHead(nn.Module):
     """Holds the decoder unit (hence the ``decoder.decoder.*`` keys of the checkpoint)."""
 
-    def __init__(self, num_classes: int, in_planes: int, s_dim: int, att_dim: int,
-                 max_len_labels: int):
+    def __init__(
+        self, num_classes: int, in_planes: int, s_dim: int, att_dim: int, max_len_labels: int
+    ):
         super().__init__()
         self.num_classes, self.s_dim, self.max_len_labels = num_classes, s_dim, max_len_labels
         self.decoder = DecoderUnit(s_dim, in_planes, num_classes, att_dim)
@@ -278,8 +296,9 @@ class AttentionRecognitionHead(nn.Module):
             outputs.append(output.unsqueeze(1))
         return torch.cat(outputs, 1)
 
-    def beam_search(self, x: torch.Tensor, beam_width: int, eos: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def beam_search(
+        self, x: torch.Tensor, beam_width: int, eos: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference beam search (aster.pytorch, after IBM pytorch-seq2seq's TopKDecoder).
 
         Runs all ``max_len_labels`` steps; a beam that emits EOS stops growing (its score is
@@ -306,19 +325,22 @@ class AttentionRecognitionHead(nn.Module):
             top, candidates = expanded.view(b, -1).topk(k, dim=1)
             y_prev = (candidates % c).view(b * k)
             scores = top.view(b * k, 1)
-            preds = (torch.div(candidates, c, rounding_mode="floor")
-                     + pos_index.expand_as(candidates)).view(b * k, 1)
+            preds = (
+                torch.div(candidates, c, rounding_mode="floor") + pos_index.expand_as(candidates)
+            ).view(b * k, 1)
             state = state.index_select(1, preds.squeeze(1))
             stored_logp.append(log_probs[preds.squeeze(1), y_prev])
             stored_scores.append(scores.clone())
             scores = scores.masked_fill(y_prev.view(-1, 1).eq(eos), -float("inf"))
             stored_preds.append(preds)
             stored_symbols.append(y_prev)
-        return self._backtrack(stored_scores, stored_preds, stored_symbols, stored_logp,
-                               b, k, eos, pos_index)
+        return self._backtrack(
+            stored_scores, stored_preds, stored_symbols, stored_logp, b, k, eos, pos_index
+        )
 
-    def _backtrack(self, stored_scores, stored_preds, stored_symbols, stored_logp, b, k, eos,
-                   pos_index):
+    def _backtrack(
+        self, stored_scores, stored_preds, stored_symbols, stored_logp, b, k, eos, pos_index
+    ):
         sorted_score, sorted_idx = stored_scores[-1].view(b, k).topk(k)
         s = sorted_score.clone()
         eos_found = [0] * b
@@ -359,20 +381,29 @@ class Aster(nn.Module):
 
     ctc = False  # attention decoder: no CTC logits, heads do not apply
 
-    def __init__(self, voc_type: str = "all", max_len: int = MAX_LEN, beam_width: int = BEAM_WIDTH,
-                 s_dim: int = 512, att_dim: int = 512):
+    def __init__(
+        self,
+        voc_type: str = "all",
+        max_len: int = MAX_LEN,
+        beam_width: int = BEAM_WIDTH,
+        s_dim: int = 512,
+        att_dim: int = 512,
+    ):
         super().__init__()
         if voc_type not in ASTER_VOCABULARIES:
-            raise TsrxError(f"model.recognizer.voc_type: expected one of "
-                            f"{', '.join(ASTER_VOCABULARIES)}, got {voc_type!r}")
+            raise TsrxError(
+                f"model.recognizer.voc_type: expected one of "
+                f"{', '.join(ASTER_VOCABULARIES)}, got {voc_type!r}"
+            )
         self.voc_type = voc_type
         self.alphabet = ASTER_VOCABULARIES[voc_type]
         self.num_classes = len(self.alphabet) + len(SPECIAL_TOKENS)
         self.eos, self.padding, self.unknown = range(len(self.alphabet), self.num_classes)
         self.beam_width = beam_width
         self.encoder = ResNetAster()
-        self.decoder = AttentionRecognitionHead(self.num_classes, self.encoder.out_planes,
-                                                s_dim, att_dim, max_len)
+        self.decoder = AttentionRecognitionHead(
+            self.num_classes, self.encoder.out_planes, s_dim, att_dim, max_len
+        )
         self.tps = TPSSpatialTransformer()
         self.stn_head = STNHead()
 
@@ -405,7 +436,7 @@ class Aster(nn.Module):
         for label in labels:
             if self.voc_type == "lower":
                 label = label.lower()
-            ids = [index.get(ch, self.unknown) for ch in label][:limit - 1] + [self.eos]
+            ids = [index.get(ch, self.unknown) for ch in label][: limit - 1] + [self.eos]
             lengths.append(len(ids))
             rows.append(ids + [self.padding] * (limit - len(ids)))
         return torch.tensor(rows, dtype=torch.long), lengths
@@ -420,8 +451,10 @@ class Aster(nn.Module):
         steps = max(lengths)
         logits = self.teacher_forced_logits(images, targets, steps)
         targets = targets[:, :steps].to(logits.device)
-        mask = (torch.arange(steps, device=logits.device).unsqueeze(0)
-                < torch.tensor(lengths, device=logits.device).unsqueeze(1)).float()
+        mask = (
+            torch.arange(steps, device=logits.device).unsqueeze(0)
+            < torch.tensor(lengths, device=logits.device).unsqueeze(1)
+        ).float()
         log_probs = F.log_softmax(logits.reshape(-1, logits.size(2)).float(), dim=1)
         nll = -log_probs.gather(1, targets.reshape(-1, 1)) * mask.reshape(-1, 1)
         return nll.sum() / len(labels)
@@ -452,27 +485,37 @@ class Aster(nn.Module):
         state = aster_state_dict(obj, source)
         classes = state["decoder.decoder.fc.weight"].shape[0]
         if classes != self.num_classes:
-            raise TsrxError(f"{source}: the ASTER checkpoint has {classes} classes "
-                            f"({voc_type_for_classes(classes, source)} vocabulary), this "
-                            f"recognizer has {self.num_classes} (voc_type = {self.voc_type!r})")
+            raise TsrxError(
+                f"{source}: the ASTER checkpoint has {classes} classes "
+                f"({voc_type_for_classes(classes, source)} vocabulary), this "
+                f"recognizer has {self.num_classes} (voc_type = {self.voc_type!r})"
+            )
         load_strictly(self, state, source, "ASTER")
 
 
 # -- official checkpoints ----------------------------------------------------------------
-ASTER_MARKERS = ("encoder.layer0.0.weight", "decoder.decoder.attention_unit.sEmbed.weight",
-                 "stn_head.stn_fc2.weight")
+ASTER_MARKERS = (
+    "encoder.layer0.0.weight",
+    "decoder.decoder.attention_unit.sEmbed.weight",
+    "stn_head.stn_fc2.weight",
+)
 
 
-def aster_state_dict(obj: Any, source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+def aster_state_dict(obj: Any, source: str = "checkpoint") -> OrderedDict[str, torch.Tensor]:
     """The ASTER weights of ``obj`` (``module.`` dropped), or a TsrxError naming what it is."""
-    inner = obj.get("state_dict") if isinstance(obj, Mapping) and isinstance(
-        obj.get("state_dict"), Mapping) else obj
+    inner = (
+        obj.get("state_dict")
+        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
+        else obj
+    )
     if isinstance(inner, Mapping) and all(isinstance(k, str) for k in inner):
         state = strip_module_prefix(inner)
         if all(m in state for m in ASTER_MARKERS):
             return state
-    raise TsrxError(f"{source}: expected an ASTER checkpoint ({{'state_dict': ...}} with "
-                    f"{', '.join(ASTER_MARKERS)}), got {describe_checkpoint(obj)}")
+    raise TsrxError(
+        f"{source}: expected an ASTER checkpoint ({{'state_dict': ...}} with "
+        f"{', '.join(ASTER_MARKERS)}), got {describe_checkpoint(obj)}"
+    )
 
 
 @CHECKPOINT_FORMATS.register("aster")
@@ -481,25 +524,36 @@ def read_aster(obj: Any) -> OfficialCheckpoint | None:
     if not isinstance(obj, Mapping):
         return None
     inner = obj.get("state_dict", obj)
-    if not isinstance(inner, Mapping) or not inner or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in inner.items()):
+    if (
+        not isinstance(inner, Mapping)
+        or not inner
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in inner.items())
+    ):
         return None
     state = strip_module_prefix(inner)
     if not all(m in state for m in ASTER_MARKERS):
         return None
     fc = state.get("decoder.decoder.fc.weight")
     if fc is None:
-        raise TsrxError("ASTER checkpoint: decoder.decoder.fc.weight is missing, so the "
-                        "class count (vocabulary) is unknown")
+        raise TsrxError(
+            "ASTER checkpoint: decoder.decoder.fc.weight is missing, so the "
+            "class count (vocabulary) is unknown"
+        )
     classes = int(fc.shape[0])
     voc = voc_type_for_classes(classes)
     emb = state.get("decoder.decoder.tgt_embedding.weight")
     if emb is not None and emb.shape[0] != classes + 1:
-        raise TsrxError(f"ASTER checkpoint: decoder.decoder.tgt_embedding has {emb.shape[0]} "
-                        f"rows, expected {classes + 1} (classes + <BOS>) for fc's {classes}")
+        raise TsrxError(
+            f"ASTER checkpoint: decoder.decoder.tgt_embedding has {emb.shape[0]} "
+            f"rows, expected {classes + 1} (classes + <BOS>) for fc's {classes}"
+        )
     info = {"classes": classes, "voc_type": voc}
     for key in ("epoch", "best_res", "iters"):
         if isinstance(obj.get(key), (int, float)) and inner is not obj:
             info[key] = obj[key]
-    return OfficialCheckpoint("aster", {"recognizer": {"type": "aster", "voc_type": voc}},
-                              OrderedDict((f"recognizer.{k}", v) for k, v in state.items()), info)
+    return OfficialCheckpoint(
+        "aster",
+        {"recognizer": {"type": "aster", "voc_type": voc}},
+        OrderedDict((f"recognizer.{k}", v) for k, v in state.items()),
+        info,
+    )

@@ -27,7 +27,9 @@ class Bicubic(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         if lr.shape[1] != self.in_channels:
-            raise TsrxError(f"bicubic: expected {self.in_channels}-channel input (mask = "
-                            f"{self.in_channels == 4}), got {lr.shape[1]} channels")
+            raise TsrxError(
+                f"bicubic: expected {self.in_channels}-channel input (mask = "
+                f"{self.in_channels == 4}), got {lr.shape[1]} channels"
+            )
         size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
         return F.interpolate(lr, size, mode="bicubic", align_corners=self.align_corners)

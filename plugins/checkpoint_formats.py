@@ -14,7 +14,8 @@ taken as it is, ``module.`` prefixes dropped.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
 from tsrx.errors import TsrxError
@@ -32,19 +33,27 @@ def read_textzoom(obj: Any) -> OfficialCheckpoint | None:
     arch = info.get("arch") or DEFAULT_ARCH
     if not isinstance(arch, str) or arch not in SR_BACKBONES.names():
         known = ", ".join(SR_BACKBONES.names())
-        raise TsrxError(f"TextZoom-format checkpoint: info.arch = {arch!r} is not a registered "
-                        f"SR backbone (known: {known}). Install the plugin that provides it, "
-                        "or pass --config FILE with a [model.sr] table naming the architecture")
+        raise TsrxError(
+            f"TextZoom-format checkpoint: info.arch = {arch!r} is not a registered "
+            f"SR backbone (known: {known}). Install the plugin that provides it, "
+            "or pass --config FILE with a [model.sr] table naming the architecture"
+        )
     backbone = SR_BACKBONES.get(arch)
     convert = getattr(backbone, "from_textzoom_checkpoint", None)
     if convert is not None:
         options, weights = convert(obj)
     else:
         if not isinstance(obj["state_dict_G"], Mapping):
-            raise TsrxError(f"TextZoom-format checkpoint ({arch}): state_dict_G is a "
-                            f"{type(obj['state_dict_G']).__name__}, expected a state_dict")
+            raise TsrxError(
+                f"TextZoom-format checkpoint ({arch}): state_dict_G is a "
+                f"{type(obj['state_dict_G']).__name__}, expected a state_dict"
+            )
         options, weights = {}, obj["state_dict_G"]
     state = OrderedDict((f"sr.{k}", v) for k, v in strip_module_prefix(weights).items())
     shown = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
-    return OfficialCheckpoint("textzoom", {"sr": {"type": arch, **options}}, state,
-                              {f"info.{k}": v for k, v in shown.items()})
+    return OfficialCheckpoint(
+        "textzoom",
+        {"sr": {"type": arch, **options}},
+        state,
+        {f"info.{k}": v for k, v in shown.items()},
+    )

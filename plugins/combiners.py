@@ -30,8 +30,10 @@ def _check_tasks(tasks: list[str], kind: str) -> list[str]:
 
 def _ordered(losses: dict[str, torch.Tensor], tasks: list[str], kind: str) -> list[torch.Tensor]:
     if set(losses) != set(tasks):
-        raise TsrxError(f"loss combiner {kind!r} was built for tasks {tasks} but received "
-                        f"losses for {sorted(losses)}")
+        raise TsrxError(
+            f"loss combiner {kind!r} was built for tasks {tasks} but received "
+            f"losses for {sorted(losses)}"
+        )
     return [losses[t] for t in tasks]
 
 
@@ -94,8 +96,13 @@ class UncertaintyCombiner(nn.Module):
 
     name = "uncertainty"
 
-    def __init__(self, tasks: list[str], init: float = 0.0, half_regression: bool = False,
-                 regression_tasks: list[str] = ("sr",)):
+    def __init__(
+        self,
+        tasks: list[str],
+        init: float = 0.0,
+        half_regression: bool = False,
+        regression_tasks: list[str] = ("sr",),
+    ):
         super().__init__()
         self.tasks = _check_tasks(tasks, self.name)
         bad = [t for t in self.tasks if "." in t]
@@ -104,7 +111,8 @@ class UncertaintyCombiner(nn.Module):
         self.half_regression = half_regression
         self.regression_tasks = [t for t in regression_tasks if t in self.tasks]
         self.log_var = nn.ParameterDict(
-            {t: nn.Parameter(torch.tensor(float(init))) for t in self.tasks})
+            {t: nn.Parameter(torch.tensor(float(init))) for t in self.tasks}
+        )
 
     def _coefficients(self, task: str) -> tuple[float, float]:
         """(loss factor, s factor) multiplying exp(-s) * L and s."""
@@ -130,7 +138,11 @@ class UncertaintyCombiner(nn.Module):
 
     def describe(self) -> dict:
         s = {t: float(self.log_var[t].detach()) for t in self.tasks}
-        return {"type": self.name, "tasks": list(self.tasks),
-                "half_regression": self.half_regression,
-                "regression_tasks": list(self.regression_tasks),
-                "s": s, "sigma": {t: math.exp(0.5 * v) for t, v in s.items()}}
+        return {
+            "type": self.name,
+            "tasks": list(self.tasks),
+            "half_regression": self.half_regression,
+            "regression_tasks": list(self.regression_tasks),
+            "s": s,
+            "sigma": {t: math.exp(0.5 * v) for t, v in s.items()},
+        }

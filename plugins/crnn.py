@@ -48,12 +48,18 @@ def _cnn(in_channels: int, leaky_relu: bool, base: int = 64) -> nn.Sequential:
     kernels = [3, 3, 3, 3, 3, 3, 2]
     paddings = [1, 1, 1, 1, 1, 1, 0]
     widths = [base * m for m in (1, 2, 4, 4, 8, 8, 8)]
-    pools = {0: ((2, 2), (2, 2), (0, 0)), 1: ((2, 2), (2, 2), (0, 0)),
-             3: ((2, 2), (2, 1), (0, 1)), 5: ((2, 2), (2, 1), (0, 1))}
+    pools = {
+        0: ((2, 2), (2, 2), (0, 0)),
+        1: ((2, 2), (2, 2), (0, 0)),
+        3: ((2, 2), (2, 1), (0, 1)),
+        5: ((2, 2), (2, 1), (0, 1)),
+    }
     cnn = nn.Sequential()
     n_pool = 0
     for i, (k, p, out) in enumerate(zip(kernels, paddings, widths)):
-        cnn.add_module(f"conv{i}", nn.Conv2d(in_channels if i == 0 else widths[i - 1], out, k, 1, p))
+        cnn.add_module(
+            f"conv{i}", nn.Conv2d(in_channels if i == 0 else widths[i - 1], out, k, 1, p)
+        )
         if i in (2, 4, 6):
             cnn.add_module(f"batchnorm{i}", nn.BatchNorm2d(out))
         cnn.add_module(f"relu{i}", nn.LeakyReLU(0.2, inplace=True) if leaky_relu else nn.ReLU(True))
@@ -76,15 +82,22 @@ class CRNN(nn.Module):
 
     ctc = True  # CTC logits (T, B, K), class 0 blank: heads and the CTC loss apply
 
-    def __init__(self, hidden_units: PositiveInt = 256, alphabet: str = VOCABULARIES["lower"],
-                 leaky_relu: bool = False, cnn_width: PositiveInt = 64):
+    def __init__(
+        self,
+        hidden_units: PositiveInt = 256,
+        alphabet: str = VOCABULARIES["lower"],
+        leaky_relu: bool = False,
+        cnn_width: PositiveInt = 64,
+    ):
         super().__init__()
         self.alphabet = alphabet
         self.num_classes = len(alphabet) + 1
         self.feature_dim = 2 * hidden_units
         self.cnn = _cnn(1, leaky_relu, cnn_width)
-        self.rnn = nn.Sequential(BidirectionalLSTM(8 * cnn_width, hidden_units, hidden_units),
-                                 BidirectionalLSTM(hidden_units, hidden_units, self.num_classes))
+        self.rnn = nn.Sequential(
+            BidirectionalLSTM(8 * cnn_width, hidden_units, hidden_units),
+            BidirectionalLSTM(hidden_units, hidden_units, self.num_classes),
+        )
 
     @property
     def classifier(self) -> nn.Module:
@@ -119,19 +132,27 @@ class CRNN(nn.Module):
 @CHECKPOINT_FORMATS.register("crnn")
 def read_crnn(obj) -> OfficialCheckpoint | None:
     """meijieru/crnn.pytorch's bare state_dict (``crnn.pth``, as TextZoom loads it)."""
-    if not isinstance(obj, dict) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
         return None
     state = strip_module_prefix(obj)
     if "cnn.conv0.weight" not in state or not any(k.startswith("rnn.0.rnn.") for k in state):
         return None
-    classes = state["rnn.1.embedding.weight"].shape[0] if "rnn.1.embedding.weight" in state else None
+    classes = (
+        state["rnn.1.embedding.weight"].shape[0] if "rnn.1.embedding.weight" in state else None
+    )
     hidden = state["rnn.0.rnn.weight_hh_l0"].shape[1] if "rnn.0.rnn.weight_hh_l0" in state else 256
     table: dict = {"type": "crnn", "hidden_units": int(hidden)}
     if classes is not None and classes != len(VOCABULARIES["lower"]) + 1:
         fits = [name for name, chars in VOCABULARIES.items() if len(chars) + 1 == classes]
         if fits:
             table["alphabet"] = VOCABULARIES[fits[0]]
-    return OfficialCheckpoint("crnn", {"recognizer": table},
-                              OrderedDict((f"recognizer.{k}", v) for k, v in state.items()),
-                              {"classes": classes})
+    return OfficialCheckpoint(
+        "crnn",
+        {"recognizer": table},
+        OrderedDict((f"recognizer.{k}", v) for k, v in state.items()),
+        {"classes": classes},
+    )

@@ -21,10 +21,15 @@ Activation = Literal["relu", "gelu", "tanh", "mish", "silu"]
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "mish": nn.Mish, "silu": nn.SiLU}
 
 
-def _mlp(in_features: int, num_classes: int, hidden_units: int, dropout: float,
-         activation: str) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_features, hidden_units), _ACTIVATIONS[activation](),
-                         nn.Dropout(dropout), nn.Linear(hidden_units, num_classes))
+def _mlp(
+    in_features: int, num_classes: int, hidden_units: int, dropout: float, activation: str
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_units),
+        _ACTIVATIONS[activation](),
+        nn.Dropout(dropout),
+        nn.Linear(hidden_units, num_classes),
+    )
 
 
 class SideRNN(nn.Module):
@@ -37,9 +42,11 @@ class SideRNN(nn.Module):
     def __init__(self, in_features: int, rnn_hidden: int, join: str):
         super().__init__()
         if join == "add" and 2 * rnn_hidden != in_features:
-            raise TsrxError(f"model.head: join = 'add' needs 2 x rnn_hidden == in_features "
-                            f"({in_features}), got rnn_hidden = {rnn_hidden}; set rnn_hidden = "
-                            f"{in_features // 2} or join = 'concat'")
+            raise TsrxError(
+                f"model.head: join = 'add' needs 2 x rnn_hidden == in_features "
+                f"({in_features}), got rnn_hidden = {rnn_hidden}; set rnn_hidden = "
+                f"{in_features // 2} or join = 'concat'"
+            )
         self.rnn = nn.LSTM(in_features, rnn_hidden, bidirectional=True)
         self.join = join
         self.out_features = in_features if join == "add" else in_features + 2 * rnn_hidden
@@ -66,8 +73,14 @@ class DenseHead(nn.Module):
 class MLPHead(nn.Module):
     """Linear(C, hidden_units) - activation - dropout - Linear(hidden_units, K) per time step."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden_units: PositiveInt = 256,
-                 dropout: Fraction = 0.1, activation: Activation = "relu"):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden_units: PositiveInt = 256,
+        dropout: Fraction = 0.1,
+        activation: Activation = "relu",
+    ):
         super().__init__()
         self.mlp = _mlp(in_features, num_classes, hidden_units, dropout, activation)
 
@@ -79,8 +92,14 @@ class MLPHead(nn.Module):
 class SideRNNHead(nn.Module):
     """A side bidirectional LSTM joined to the features (``join``), then one linear layer."""
 
-    def __init__(self, in_features: int, num_classes: int, rnn_hidden: PositiveInt = 256,
-                 join: Literal["concat", "add"] = "concat", dropout: Fraction = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        rnn_hidden: PositiveInt = 256,
+        join: Literal["concat", "add"] = "concat",
+        dropout: Fraction = 0.0,
+    ):
         super().__init__()
         self.side = SideRNN(in_features, rnn_hidden, join)
         self.dropout = nn.Dropout(dropout)
@@ -94,9 +113,16 @@ class SideRNNHead(nn.Module):
 class SideRNNMLPHead(nn.Module):
     """The side LSTM of ``sidernn`` followed by the MLP of ``mlp`` instead of one linear layer."""
 
-    def __init__(self, in_features: int, num_classes: int, rnn_hidden: PositiveInt = 256,
-                 join: Literal["concat", "add"] = "concat", hidden_units: PositiveInt = 256,
-                 dropout: Fraction = 0.1, activation: Activation = "relu"):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        rnn_hidden: PositiveInt = 256,
+        join: Literal["concat", "add"] = "concat",
+        hidden_units: PositiveInt = 256,
+        dropout: Fraction = 0.1,
+        activation: Activation = "relu",
+    ):
         super().__init__()
         self.side = SideRNN(in_features, rnn_hidden, join)
         self.mlp = _mlp(self.side.out_features, num_classes, hidden_units, dropout, activation)

@@ -60,8 +60,13 @@ class TextZoomLoss(nn.Module):
     Defaults reproduce ``100 * (MSE + 1e-4 * GPL)``.
     """
 
-    def __init__(self, scale: float = 100.0, mse_weight: float = 1.0, gpl_weight: float = 1e-4,
-                 eps: float = 1e-6):
+    def __init__(
+        self,
+        scale: float = 100.0,
+        mse_weight: float = 1.0,
+        gpl_weight: float = 1e-4,
+        eps: float = 1e-6,
+    ):
         super().__init__()
         self.scale, self.mse_weight, self.gpl_weight = scale, mse_weight, gpl_weight
         self.mse = MSELoss()
@@ -86,20 +91,26 @@ class CTCLoss(nn.Module):
     The log-softmax runs in float32 so bf16/fp16 logits under AMP stay stable.
     """
 
-    def __init__(self, zero_infinity: bool = True,
-                 reduction: Literal["batch", "length"] = "batch"):
+    def __init__(self, zero_infinity: bool = True, reduction: Literal["batch", "length"] = "batch"):
         super().__init__()
         self.zero_infinity = zero_infinity
         self.reduction = reduction
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
-                target_lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor:
         steps, batch = logits.shape[:2]
         log_probs = logits.float().log_softmax(dim=2)
         input_lengths = torch.full((batch,), steps, dtype=torch.long)
-        per_sample = F.ctc_loss(log_probs, targets.to(log_probs.device), input_lengths,
-                                target_lengths.cpu(),
-                                blank=0, reduction="none", zero_infinity=self.zero_infinity)
+        per_sample = F.ctc_loss(
+            log_probs,
+            targets.to(log_probs.device),
+            input_lengths,
+            target_lengths.cpu(),
+            blank=0,
+            reduction="none",
+            zero_infinity=self.zero_infinity,
+        )
         if self.reduction == "length":
             per_sample = per_sample / target_lengths.to(per_sample).clamp(min=1)
         return per_sample.sum() / batch

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import string
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,11 +52,23 @@ class MORN(nn.Module):
         self.target_h, self.target_w = target_h, target_w
         self.cnn = nn.Sequential(
             nn.MaxPool2d(2, 2),
-            nn.Conv2d(nc, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.ReLU(True), nn.MaxPool2d(2, 2),
-            nn.Conv2d(64, 128, 3, 1, 1), nn.BatchNorm2d(128), nn.ReLU(True), nn.MaxPool2d(2, 2),
-            nn.Conv2d(128, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.ReLU(True),
-            nn.Conv2d(64, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(True),
-            nn.Conv2d(16, 1, 3, 1, 1), nn.BatchNorm2d(1))
+            nn.Conv2d(nc, 64, 3, 1, 1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(True),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 128, 3, 1, 1),
+            nn.BatchNorm2d(128),
+            nn.ReLU(True),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(128, 64, 3, 1, 1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(True),
+            nn.Conv2d(64, 16, 3, 1, 1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(True),
+            nn.Conv2d(16, 1, 3, 1, 1),
+            nn.BatchNorm2d(1),
+        )
         self.pool = nn.MaxPool2d(2, 1)
         # the identity sampling grid in [-1, 1], (1, H, W, 2) as (x, y); computed in float64
         h = np.arange(target_h) * 2.0 / (target_h - 1) - 1
@@ -70,16 +83,18 @@ class MORN(nn.Module):
 
     def forward(self, x: torch.Tensor, refine: int = 1) -> torch.Tensor:
         """Rectify ``x``; ``refine`` extra offset passes (1 at test time, 0 in training)."""
-        small = F.interpolate(x, (self.target_h, self.target_w), mode="bilinear",
-                              align_corners=False)
+        small = F.interpolate(
+            x, (self.target_h, self.target_w), mode="bilinear", align_corners=False
+        )
         grid = self.grid.expand(x.size(0), -1, -1, -1)
         grid_x, grid_y = grid[..., :1], grid[..., 1:]
         offsets = self._offsets(small, grid)
         rectified = F.grid_sample(x, torch.cat([grid_x, grid_y + offsets], 3), align_corners=True)
         for _ in range(refine):
             offsets = offsets + self._offsets(rectified, grid)
-            rectified = F.grid_sample(x, torch.cat([grid_x, grid_y + offsets], 3),
-                                      align_corners=True)
+            rectified = F.grid_sample(
+                x, torch.cat([grid_x, grid_y + offsets], 3), align_corners=True
+            )
         return rectified
 
 
@@ -104,15 +119,19 @@ class ResidualBlock(nn.Module):
         first = stride[0] if isinstance(stride, tuple) else stride
         self.downsample = None
         if first > 1:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1),
-                                            nn.BatchNorm2d(c_out, momentum=0.01))
-            self.conv1 = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1),
-                                       nn.BatchNorm2d(c_out, momentum=0.01))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out, momentum=0.01)
+            )
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out, momentum=0.01)
+            )
         else:
-            self.conv1 = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, 0),
-                                       nn.BatchNorm2d(c_out, momentum=0.01))
-        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1),
-                                   nn.BatchNorm2d(c_out, momentum=0.01))
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, 0), nn.BatchNorm2d(c_out, momentum=0.01)
+            )
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(c_out, c_out, 3, 1, 1), nn.BatchNorm2d(c_out, momentum=0.01)
+        )
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,8 +152,10 @@ class ResNet(nn.Module):
 
     @staticmethod
     def _make_layer(c_in: int, c_out: int, stride, repeat: int) -> nn.Sequential:
-        return nn.Sequential(ResidualBlock(c_in, c_out, stride),
-                             *[ResidualBlock(c_out, c_out, 1) for _ in range(repeat - 1)])
+        return nn.Sequential(
+            ResidualBlock(c_in, c_out, stride),
+            *[ResidualBlock(c_out, c_out, 1) for _ in range(repeat - 1)],
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in (self.block0, self.block1, self.block2, self.block3, self.block4, self.block5):
@@ -185,8 +206,9 @@ def _frac_pickup(alpha: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Attention decoder; ``char_embeddings`` row 0 is the start token, row c+1 class c."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_classes: int,
-                 num_embeddings: int = 256):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_classes: int, num_embeddings: int = 256
+    ):
         super().__init__()
         self.attention_cell = AttentionCell(input_size, hidden_size, num_embeddings)
         self.generator = nn.Linear(hidden_size, num_classes)
@@ -206,8 +228,9 @@ class Attention(nn.Module):
             prev = logits.max(1)[1] + 1
         return torch.stack(out, 1)
 
-    def teacher_forced(self, feats: torch.Tensor, targets: torch.Tensor,
-                       frac_pickup: bool = False) -> torch.Tensor:
+    def teacher_forced(
+        self, feats: torch.Tensor, targets: torch.Tensor, frac_pickup: bool = False
+    ) -> torch.Tensor:
         """Training mode: (B, steps, num_classes) logits; step i reads the embedding of class
         ``targets[:, i-1]`` (the start token at step 0)."""
         n_b, steps = targets.shape
@@ -241,8 +264,10 @@ class ASRN(nn.Module):
         """(T=25, B, nh) sequence features."""
         conv = self.cnn(x)
         if conv.size(2) != 1:
-            raise TsrxError(f"MORAN: the CNN output height is {conv.size(2)}, expected 1 "
-                            "(input height must be 32)")
+            raise TsrxError(
+                f"MORAN: the CNN output height is {conv.size(2)}, expected 1 "
+                "(input height must be 32)"
+            )
         return self.rnn(conv.squeeze(2).permute(2, 0, 1).contiguous())
 
 
@@ -286,7 +311,7 @@ class Moran(nn.Module):
             chars = "".join(ALPHABET[i] for i in row)
             cut = chars.split(END)[0]
             texts.append(cut)
-            scores.append(row_conf[:len(cut)])
+            scores.append(row_conf[: len(cut)])
         return Recognition(texts, scores)
 
     def encode_labels(self, labels: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -300,8 +325,11 @@ class Moran(nn.Module):
         pad = index[END]
 
         def rows(ws):
-            return torch.tensor([[index[c] for c in w + END] + [pad] * (width - len(w) - 1)
-                                 for w in ws], dtype=torch.long)
+            return torch.tensor(
+                [[index[c] for c in w + END] + [pad] * (width - len(w) - 1) for w in ws],
+                dtype=torch.long,
+            )
+
         return rows(words), rows([w[::-1] for w in words]), lengths
 
     def loss(self, images: torch.Tensor, labels: list[str]) -> torch.Tensor:
@@ -319,12 +347,14 @@ class Moran(nn.Module):
             # because DDP expects a gradient for every parameter at every step
             x = x + 0.0 * sum(p.sum() for p in self.MORN.parameters())
         feats = self.ASRN.features(x)
-        mask = (torch.arange(targets.size(1), device=images.device).unsqueeze(0)
-                < torch.tensor(lengths, device=images.device).unsqueeze(1))
+        mask = torch.arange(targets.size(1), device=images.device).unsqueeze(0) < torch.tensor(
+            lengths, device=images.device
+        ).unsqueeze(1)
         l2r = self.ASRN.attentionL2R.teacher_forced(feats, targets, augment)[mask]
         r2l = self.ASRN.attentionR2L.teacher_forced(feats, targets_rev, augment)[mask]
-        return F.cross_entropy(torch.cat([l2r, r2l], 0).float(),
-                               torch.cat([targets[mask], targets_rev[mask]], 0))
+        return F.cross_entropy(
+            torch.cat([l2r, r2l], 0).float(), torch.cat([targets[mask], targets_rev[mask]], 0)
+        )
 
     def load_official(self, obj: Any, source: str = "checkpoint") -> None:
         """Load MORAN_v2 weights (``moran.pth``, ``module.`` prefixes allowed), strictly."""
@@ -334,19 +364,24 @@ class Moran(nn.Module):
 
 
 # -- official checkpoints ----------------------------------------------------------------
-MORAN_MARKERS = ("MORN.cnn.1.weight", "ASRN.cnn.block0.0.weight",
-                 "ASRN.attentionL2R.char_embeddings")
+MORAN_MARKERS = (
+    "MORN.cnn.1.weight",
+    "ASRN.cnn.block0.0.weight",
+    "ASRN.attentionL2R.char_embeddings",
+)
 
 
-def moran_state_dict(obj: Any, source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+def moran_state_dict(obj: Any, source: str = "checkpoint") -> OrderedDict[str, torch.Tensor]:
     """The MORAN weights of ``obj`` (``module.`` dropped), or a TsrxError naming what it is."""
     if isinstance(obj, Mapping) and all(isinstance(k, str) for k in obj):
         state = strip_module_prefix(obj)
         if all(m in state for m in MORAN_MARKERS):
             return state
-    raise TsrxError(f"{source}: expected a MORAN checkpoint (a state_dict with "
-                    f"{', '.join(MORAN_MARKERS)}, 'module.' prefixes allowed), got "
-                    f"{describe_checkpoint(obj)}")
+    raise TsrxError(
+        f"{source}: expected a MORAN checkpoint (a state_dict with "
+        f"{', '.join(MORAN_MARKERS)}, 'module.' prefixes allowed), got "
+        f"{describe_checkpoint(obj)}"
+    )
 
 
 def _check_classes(state: Mapping[str, torch.Tensor], where: str) -> int:
@@ -355,30 +390,42 @@ def _check_classes(state: Mapping[str, torch.Tensor], where: str) -> int:
         raise TsrxError(f"{where}: ASRN.attentionL2R.generator.weight is missing")
     classes = int(gen.shape[0])
     if classes != len(ALPHABET):
-        raise TsrxError(f"{where}: {classes} output classes; TextZoom's MORAN reads "
-                        f"{len(ALPHABET)} (0-9, a-z and '$')")
+        raise TsrxError(
+            f"{where}: {classes} output classes; TextZoom's MORAN reads "
+            f"{len(ALPHABET)} (0-9, a-z and '$')"
+        )
     if "ASRN.attentionR2L.generator.weight" not in state:
-        raise TsrxError(f"{where}: no ASRN.attentionR2L weights; TextZoom's MORAN uses the "
-                        "bidirectional decoder (BidirDecoder=True)")
+        raise TsrxError(
+            f"{where}: no ASRN.attentionR2L weights; TextZoom's MORAN uses the "
+            "bidirectional decoder (BidirDecoder=True)"
+        )
     return classes
 
 
 @CHECKPOINT_FORMATS.register("moran")
 def read_moran(obj: Any) -> OfficialCheckpoint | None:
     """MORAN_v2's bare state_dict (``moran.pth``, saved from DataParallel)."""
-    if not isinstance(obj, Mapping) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
         return None
     state = strip_module_prefix(obj)
     if not all(m in state for m in MORAN_MARKERS):
         return None
     classes = _check_classes(state, "MORAN checkpoint")
-    hidden = int(state["ASRN.rnn.0.rnn.weight_hh_l0"].shape[1]) \
-        if "ASRN.rnn.0.rnn.weight_hh_l0" in state else 256
+    hidden = (
+        int(state["ASRN.rnn.0.rnn.weight_hh_l0"].shape[1])
+        if "ASRN.rnn.0.rnn.weight_hh_l0" in state
+        else 256
+    )
     table: dict = {"type": "moran"}
     if hidden != 256:
         table["hidden_units"] = hidden
-    return OfficialCheckpoint("moran", {"recognizer": table},
-                              OrderedDict((f"recognizer.{k}", v) for k, v in state.items()),
-                              {"classes": classes, "hidden_units": hidden})
-
+    return OfficialCheckpoint(
+        "moran",
+        {"recognizer": table},
+        OrderedDict((f"recognizer.{k}", v) for k, v in state.items()),
+        {"classes": classes, "hidden_units": hidden},
+    )

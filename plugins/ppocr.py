@@ -34,15 +34,18 @@ from tsrx.registry import RECOGNIZERS
 
 PACKAGE = "rapidocr-onnxruntime"
 MODULE = "rapidocr_onnxruntime"
-INSTALL_HINT = (f"the ppocr judge needs the {PACKAGE} package (it ships the PP-OCRv4 recognizer): "
-                f"pip install '{PACKAGE}' (or install tsrx with its judge extra: "
-                "pip install -e '.[judge]')")
+INSTALL_HINT = (
+    f"the ppocr judge needs the {PACKAGE} package (it ships the PP-OCRv4 recognizer): "
+    f"pip install '{PACKAGE}' (or install tsrx with its judge extra: "
+    "pip install -e '.[judge]')"
+)
 HEIGHT = 48
 MIN_WIDTH = 320
 
 
 def _package_dir() -> Path:
     import importlib.util
+
     spec = importlib.util.find_spec(MODULE)
     if spec is None or not spec.submodule_search_locations:
         raise TsrxError(INSTALL_HINT)
@@ -64,13 +67,16 @@ def default_model_path() -> Path:
                 relative = line.split(":", 1)[1].strip()
     path = root / relative
     if not path.is_file():
-        raise TsrxError(f"the installed {PACKAGE} ({root}) has no recognizer model at {path}; "
-                        f"reinstall it: pip install --force-reinstall '{PACKAGE}'")
+        raise TsrxError(
+            f"the installed {PACKAGE} ({root}) has no recognizer model at {path}; "
+            f"reinstall it: pip install --force-reinstall '{PACKAGE}'"
+        )
     return path
 
 
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(PACKAGE)
     except PackageNotFoundError:
@@ -103,8 +109,8 @@ class PPOCR(nn.Module):
     (onnxruntime intra-op threads, 0 = its default), ``batch_size`` (images per ONNX call).
     """
 
-    ctc = False           # its CTC logits stay inside: no head, no CTC loss, no training
-    pretrained = True     # brings its own weights: a judge without ``weights``
+    ctc = False  # its CTC logits stay inside: no head, no CTC loss, no training
+    pretrained = True  # brings its own weights: a judge without ``weights``
 
     def __init__(self, model_path: str | None = None, threads: int = 0, batch_size: int = 64):
         super().__init__()
@@ -117,8 +123,10 @@ class PPOCR(nn.Module):
         session = _session(self.model_path, self.threads)
         meta = session.get_modelmeta().custom_metadata_map
         if "character" not in meta:
-            raise TsrxError(f"ppocr: {path} has no 'character' metadata: not a PP-OCR "
-                            "recognition model exported with its dictionary")
+            raise TsrxError(
+                f"ppocr: {path} has no 'character' metadata: not a PP-OCR "
+                "recognition model exported with its dictionary"
+            )
         # class 0 is the CTC blank, the last class a space (rapidocr's CTCLabelDecode)
         self.characters = ["", *meta["character"].splitlines(), " "]
         self.alphabet = "".join(c for c in self.characters if len(c) == 1)

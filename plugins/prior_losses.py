@@ -50,8 +50,9 @@ def _gaussian_window(size: int, sigma: float, channels: int) -> torch.Tensor:
     return (g[:, None] @ g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
-def tri_ssim(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, window_size: int = 11,
-             sigma: float = 1.5) -> torch.Tensor:
+def tri_ssim(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, window_size: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """TATT's three-image SSIM (``utils/ssim_psnr.py`` ``_tri_ssim``): SSIM's form with the
     pairwise means and covariances of three images summed, Gaussian 11x11 window, sigma 1.5,
     C1 = 0.01^2, C2 = 0.03^2, every channel; the mean over every pixel and channel."""
@@ -65,9 +66,9 @@ def tri_ssim(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, window_size: int
     var = [blur(x * x) - m * m for x, m in zip((a, b, c), mu)]
     pairs = ((0, 1), (1, 2), (2, 0))
     cov = [blur((a, b, c)[i] * (a, b, c)[j]) - mu[i] * mu[j] for i, j in pairs]
-    mean_term = sum(mu[i] * mu[j] for i, j in pairs) + 0.01 ** 2
-    var_term = sum(cov) + 0.03 ** 2
-    norm = (sum(m * m for m in mu) + 0.01 ** 2) * (sum(var) + 0.03 ** 2)
+    mean_term = sum(mu[i] * mu[j] for i, j in pairs) + 0.01**2
+    var_term = sum(cov) + 0.03**2
+    norm = (sum(m * m for m in mu) + 0.01**2) * (sum(var) + 0.03**2)
     return (mean_term * var_term / norm).mean()
 
 
@@ -84,6 +85,7 @@ class TextStructureConsistencyLoss(nn.Module):
         super().__init__()
         self.scale = scale
 
-    def forward(self, sr_transformed: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(
+        self, sr_transformed: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor
+    ) -> torch.Tensor:
         return self.scale * (1 - tri_ssim(sr_transformed.float(), sr.float(), hr.float()))

@@ -28,21 +28,31 @@ class BestMetric:
     a value (None or NaN, e.g. accuracy without a recognizer) scores -inf: never the best.
     """
 
-    def __init__(self, metric: str, split: str = "average", mode: Literal["max", "min"] = "max",
-                 filename: str | None = None, name: str | None = None, judge: str | None = None):
+    def __init__(
+        self,
+        metric: str,
+        split: str = "average",
+        mode: Literal["max", "min"] = "max",
+        filename: str | None = None,
+        name: str | None = None,
+        judge: str | None = None,
+    ):
         if mode not in ("max", "min"):
             raise TsrxError(f"selector 'best': mode must be 'max' or 'min', got {mode!r}")
         self.metric, self.split, self.mode = metric, split, mode
         if judge is not None and metric != "acc":
-            raise TsrxError(f"selector 'best': judge = {judge!r} applies to metric 'acc' only, "
-                            f"not {metric!r}")
+            raise TsrxError(
+                f"selector 'best': judge = {judge!r} applies to metric 'acc' only, not {metric!r}"
+            )
         self.judge = judge
         default = f"best_{metric}" if split == "average" else f"best_{split}_{metric}"
         self.name = name or default
         self.filename = filename or f"{self.name}_model.pth"
         if "/" in self.filename or "\\" in self.filename or not self.filename.strip():
-            raise TsrxError(f"selector {self.name!r}: filename must be a plain file name "
-                            f"inside the run directory, got {self.filename!r}")
+            raise TsrxError(
+                f"selector {self.name!r}: filename must be a plain file name "
+                f"inside the run directory, got {self.filename!r}"
+            )
 
     def score(self, result: dict) -> float:
         if self.split == "average":
@@ -52,12 +62,16 @@ class BestMetric:
             values = result.get("splits", {}).get(self.split)
             where = f"splits.{self.split}"
             if values is None:
-                raise TsrxError(f"selector {self.name!r}: the result has no split {self.split!r}; "
-                                f"splits: {', '.join(result.get('splits', {})) or '(none)'}")
+                raise TsrxError(
+                    f"selector {self.name!r}: the result has no split {self.split!r}; "
+                    f"splits: {', '.join(result.get('splits', {})) or '(none)'}"
+                )
         if values is None or self.metric not in values:
             known = ", ".join(values) if values else "(none)"
-            raise TsrxError(f"selector {self.name!r}: the result's {where} has no metric "
-                            f"{self.metric!r}; metrics: {known}")
+            raise TsrxError(
+                f"selector {self.name!r}: the result's {where} has no metric "
+                f"{self.metric!r}; metrics: {known}"
+            )
         value = values[self.metric]
         if self.judge is not None:  # one judge's accuracy (docs/architecture.md: acc_by_judge)
             value = (values.get("acc_by_judge") or {}).get(self.judge)
@@ -66,8 +80,10 @@ class BestMetric:
         return float(value) if self.mode == "max" else -float(value)
 
     def __repr__(self) -> str:
-        return (f"BestMetric(name={self.name!r}, metric={self.metric!r}, split={self.split!r}, "
-                f"mode={self.mode!r}, filename={self.filename!r}, judge={self.judge!r})")
+        return (
+            f"BestMetric(name={self.name!r}, metric={self.metric!r}, split={self.split!r}, "
+            f"mode={self.mode!r}, filename={self.filename!r}, judge={self.judge!r})"
+        )
 
 
 @SELECTORS.register("best_acc")
@@ -75,8 +91,9 @@ def best_acc(split: str = "average", judge: str | None = None) -> BestMetric:
     """Highest accuracy (A-ACC by default) -> ``best_acc_model.pth``. ``judge``: whose
     accuracy (default: the model's own recognizer, else the first judge); the run records
     the judge followed next to the best result."""
-    return BestMetric("acc", split=split, name="best_acc", filename="best_acc_model.pth",
-                      judge=judge)
+    return BestMetric(
+        "acc", split=split, name="best_acc", filename="best_acc_model.pth", judge=judge
+    )
 
 
 @SELECTORS.register("best_psnr")

@@ -47,7 +47,7 @@ def positional_encoding_2d(channels: int, height: int, width: int) -> torch.Tens
     pe[0:half:2] = torch.sin(pos_w * div).T.unsqueeze(1).expand(-1, height, -1)
     pe[1:half:2] = torch.cos(pos_w * div).T.unsqueeze(1).expand(-1, height, -1)
     pe[half::2] = torch.sin(pos_h * div).T.unsqueeze(2).expand(-1, -1, width)
-    pe[half + 1::2] = torch.cos(pos_h * div).T.unsqueeze(2).expand(-1, -1, width)
+    pe[half + 1 :: 2] = torch.cos(pos_h * div).T.unsqueeze(2).expand(-1, -1, width)
     return pe
 
 
@@ -80,8 +80,10 @@ class MultiHeadedAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         b = query.shape[0]
-        q, k, v = [lin(x).view(b, -1, self.h, self.d_k).transpose(1, 2)
-                   for lin, x in zip(self.linears, (query, key, value))]
+        q, k, v = [
+            lin(x).view(b, -1, self.h, self.d_k).transpose(1, 2)
+            for lin, x in zip(self.linears, (query, key, value))
+        ]
         p = self.dropout.p if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         return self.linears[-1](x.transpose(1, 2).reshape(b, -1, self.h * self.d_k))
@@ -112,11 +114,15 @@ class FeatureEnhancer(nn.Module):
         self.pff = PositionwiseFeedForward(MODEL_DIM, MODEL_DIM)
         self.mul_layernorm3 = LayerNorm(MODEL_DIM)
         self.linear = nn.Linear(MODEL_DIM, 64)
-        position = positional_encoding_2d(POSITION_CHANNELS, *FEATURE_SIZE).view(1, POSITION_CHANNELS, -1)
+        position = positional_encoding_2d(POSITION_CHANNELS, *FEATURE_SIZE).view(
+            1, POSITION_CHANNELS, -1
+        )
         self.register_buffer("position", position, persistent=False)  # not in official state_dicts
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([features, self.position.expand(features.shape[0], -1, -1)], 1).transpose(1, 2)
+        x = torch.cat([features, self.position.expand(features.shape[0], -1, -1)], 1).transpose(
+            1, 2
+        )
         x = self.mul_layernorm1(x + self.multihead(x, x, x))
         x = self.mul_layernorm3(x + self.pff(x))
         return self.linear(x).transpose(1, 2)
@@ -174,11 +180,15 @@ class TBSRN(nn.Module):
     features + 64 position channels = its 128 dimensions): another value is an error.
     """
 
-    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = False, stn: bool = True):
+    def __init__(
+        self, blocks: int = 5, hidden_units: int = 32, mask: bool = False, stn: bool = True
+    ):
         super().__init__()
         if 2 * hidden_units != MODEL_DIM - POSITION_CHANNELS:
-            raise TsrxError(f"tbsrn: hidden_units = {hidden_units}, but TBSRN's transformer takes "
-                            f"{MODEL_DIM - POSITION_CHANNELS} features (hidden_units = 32)")
+            raise TsrxError(
+                f"tbsrn: hidden_units = {hidden_units}, but TBSRN's transformer takes "
+                f"{MODEL_DIM - POSITION_CHANNELS} features (hidden_units = 32)"
+            )
         self.in_channels = 4 if mask else 3
         self.blocks = blocks
         self.stn = stn
@@ -187,13 +197,26 @@ class TBSRN(nn.Module):
         self.conv = nn.Conv2d(3, 3, 3, 1, 1)
         self.bn = nn.BatchNorm2d(3)
         self.relu = nn.ReLU()
-        self.block1 = nn.Sequential(nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
+        )
         for i in range(blocks):
             setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
-        setattr(self, f"block{blocks + 2}", nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
-        setattr(self, f"block{blocks + 3}", nn.Sequential(
-            UpsampleBlock(channels), nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4)))
+        setattr(
+            self,
+            f"block{blocks + 2}",
+            nn.Sequential(
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
+            ),
+        )
+        setattr(
+            self,
+            f"block{blocks + 3}",
+            nn.Sequential(
+                UpsampleBlock(channels),
+                nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4),
+            ),
+        )
         if stn:
             self.tps = TPSSpatialTransformer(FEATURE_SIZE)
             self.stn_head = STNHead(self.in_channels)

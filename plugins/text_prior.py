@@ -34,20 +34,28 @@ from tsrx.registry import SR_BACKBONES
 from tsrx_builtin.tsrn import Mish, STNHead, TPSSpatialTransformer, UpsampleBlock
 
 PRIOR_CLASSES = 37  # CRNN's blank + 0-9a-z
-PRIOR_STEPS = 26    # CRNN's frames for a 32x100 input
+PRIOR_STEPS = 26  # CRNN's frames for a 32x100 input
 LR_SIZE = (16, 64)
 
 
 def check_prior(prior: torch.Tensor | None, x: torch.Tensor, classes: int, name: str) -> None:
     """The prior must be (B, classes, 1, T): a clear error instead of a shape error inside."""
     if prior is None:
-        raise TsrxError(f"{name}: a text-prior backbone needs the prior as its second forward "
-                        "argument; set model.coupling = \"text_prior\" with a [model.prior] "
-                        "generator")
-    if prior.dim() != 4 or prior.shape[0] != x.shape[0] or prior.shape[1] != classes \
-            or prior.shape[2] != 1:
-        raise TsrxError(f"{name}: text prior of shape {tuple(prior.shape)}, expected "
-                        f"(B={x.shape[0]}, {classes}, 1, T) (class probabilities per frame)")
+        raise TsrxError(
+            f"{name}: a text-prior backbone needs the prior as its second forward "
+            'argument; set model.coupling = "text_prior" with a [model.prior] '
+            "generator"
+        )
+    if (
+        prior.dim() != 4
+        or prior.shape[0] != x.shape[0]
+        or prior.shape[1] != classes
+        or prior.shape[2] != 1
+    ):
+        raise TsrxError(
+            f"{name}: text prior of shape {tuple(prior.shape)}, expected "
+            f"(B={x.shape[0]}, {classes}, 1, T) (class probabilities per frame)"
+        )
 
 
 class GruBlock(nn.Module):
@@ -128,16 +136,27 @@ class _TextPriorTSRN(nn.Module):
         self.blocks = blocks
         self.stn = stn
         channels = 2 * hidden_units
-        self.block1 = nn.Sequential(nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4),
-                                    nn.PReLU())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
+        )
         for i in range(blocks):
             setattr(self, f"block{i + 2}", TextGuidedBlock(channels, text_channels))
         self.infoGen = self._prior_module(text_channels, channels)  # official key order
-        setattr(self, f"block{blocks + 2}", nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
-        setattr(self, f"block{blocks + 3}", nn.Sequential(
-            UpsampleBlock(channels),
-            nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4)))
+        setattr(
+            self,
+            f"block{blocks + 2}",
+            nn.Sequential(
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
+            ),
+        )
+        setattr(
+            self,
+            f"block{blocks + 3}",
+            nn.Sequential(
+                UpsampleBlock(channels),
+                nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4),
+            ),
+        )
         if stn:
             self.tps = ModernTPS(LR_SIZE)
             self.stn_head = LRSTNHead(self.in_channels)
@@ -196,8 +215,14 @@ class TPGSR(_TextPriorTSRN):
     prior_dropout = 0.25
     prior_detach = False
 
-    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
-                 stn: bool = True, text_channels: int = 32):
+    def __init__(
+        self,
+        blocks: int = 5,
+        hidden_units: int = 32,
+        mask: bool = True,
+        stn: bool = True,
+        text_channels: int = 32,
+    ):
         super().__init__(blocks, hidden_units, mask, stn, text_channels)
 
     def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
@@ -207,8 +232,9 @@ class TPGSR(_TextPriorTSRN):
         check_prior(prior, x, PRIOR_CLASSES, "tsrn_tl_cascade")
         x = self._align(x)
         head = self.block1(x)
-        prior_map = F.interpolate(self.infoGen(prior), x.shape[2:], mode="bilinear",
-                                  align_corners=True)
+        prior_map = F.interpolate(
+            self.infoGen(prior), x.shape[2:], mode="bilinear", align_corners=True
+        )
         return self._body(head, prior_map)
 
 
@@ -220,15 +246,16 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32)
-                         * -(math.log(10000.0) / d_model))
+        rate = torch.exp(
+            torch.arange(0, d_model, 2, dtype=torch.float32) * -(math.log(10000.0) / d_model)
+        )
         pe = torch.zeros(max_len, d_model)
         pe[:, 0::2] = torch.sin(position * rate)
         pe[:, 1::2] = torch.cos(position * rate)
         self.register_buffer("pe", pe.unsqueeze(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(x + self.pe[:, :x.shape[1]])
+        return self.dropout(x + self.pe[:, : x.shape[1]])
 
 
 class EncoderLayer(nn.Module):
@@ -271,8 +298,9 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                query_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         attended, weights = self.multihead_attn(tgt + query_pos, memory + pos, memory)
         tgt = self.norm2(tgt + self.dropout2(attended))
         ff = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
@@ -298,27 +326,40 @@ class InfoTransformer(nn.Module):
     positions depend on its place in the batch. Kept for exact outputs (docs/models.md).
     """
 
-    def __init__(self, d_model: int, heads: int, feedforward: int, encoder_layers: int,
-                 decoder_layers: int, dropout: float, size: tuple[int, int]):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        feedforward: int,
+        encoder_layers: int,
+        decoder_layers: int,
+        dropout: float,
+        size: tuple[int, int],
+    ):
         super().__init__()
-        self.encoder = _Layers([EncoderLayer(d_model, heads, feedforward, dropout)
-                                for _ in range(encoder_layers)])
-        self.decoder = _Layers([DecoderLayer(d_model, heads, feedforward, dropout)
-                                for _ in range(decoder_layers)], nn.LayerNorm(d_model))
-        self.gru_encoding = nn.GRU(d_model * size[0], d_model * size[0] // 2, bidirectional=True,
-                                   batch_first=True)
+        self.encoder = _Layers(
+            [EncoderLayer(d_model, heads, feedforward, dropout) for _ in range(encoder_layers)]
+        )
+        self.decoder = _Layers(
+            [DecoderLayer(d_model, heads, feedforward, dropout) for _ in range(decoder_layers)],
+            nn.LayerNorm(d_model),
+        )
+        self.gru_encoding = nn.GRU(
+            d_model * size[0], d_model * size[0] // 2, bidirectional=True, batch_first=True
+        )
         self.size = size
         for p in self.parameters():  # the official _reset_parameters
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, query: torch.Tensor,
-                tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, src: torch.Tensor, pos: torch.Tensor, query: torch.Tensor, tgt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = self.size
         batch, d = src.shape[1], src.shape[2]
-        query = query.unsqueeze(1).expand(-1, batch, -1)                     # (HW, B, d)
+        query = query.unsqueeze(1).expand(-1, batch, -1)  # (HW, B, d)
         query = query.reshape(h, w, batch, d).permute(1, 2, 0, 3).reshape(w, batch, h * d)
-        query = self.gru_encoding(query)[0]                                  # GRU over B
+        query = self.gru_encoding(query)[0]  # GRU over B
         query = query.reshape(w, batch, h, d).permute(2, 0, 1, 3).reshape(h * w, batch, d)
         memory = src
         for layer in self.encoder.layers:
@@ -335,24 +376,38 @@ class TPInterpreter(nn.Module):
     a prior map (B, d, H, W) and the last decoder layer's attention (B, H*W, T).
     ``fc_feature_in`` is in the official module and checkpoints but unused (frozen here)."""
 
-    def __init__(self, prior_classes: int, d_model: int, size: tuple[int, int],
-                 feature_in: int, encoder_layers: int = 1, decoder_layers: int = 2):
+    def __init__(
+        self,
+        prior_classes: int,
+        d_model: int,
+        size: tuple[int, int],
+        feature_in: int,
+        encoder_layers: int = 1,
+        decoder_layers: int = 2,
+    ):
         super().__init__()
         self.fc_in = nn.Linear(prior_classes, d_model)
         self.fc_feature_in = nn.Linear(feature_in, d_model)
         self.activation = nn.PReLU()
-        self.transformer = InfoTransformer(d_model, heads=4, feedforward=d_model,
-                                           encoder_layers=encoder_layers,
-                                           decoder_layers=decoder_layers, dropout=0.1, size=size)
+        self.transformer = InfoTransformer(
+            d_model,
+            heads=4,
+            feedforward=d_model,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            dropout=0.1,
+            size=size,
+        )
         self.pe = PositionalEncoding(d_model, dropout=0.1)
         self.init_factor = nn.Embedding(size[0] * size[1], d_model)
 
-    def forward(self, features: torch.Tensor, prior: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, prior: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = features.shape
-        tgt = features.reshape(b, c, h * w).permute(2, 0, 1)           # (HW, B, C)
+        tgt = features.reshape(b, c, h * w).permute(2, 0, 1)  # (HW, B, C)
         x = self.activation(self.fc_in(prior.permute(0, 3, 1, 2).squeeze(-1)))  # (B, T, d)
-        pos = self.pe(torch.zeros_like(x)).permute(1, 0, 2)            # (T, B, d)
+        pos = self.pe(torch.zeros_like(x)).permute(1, 0, 2)  # (T, B, d)
         out, weights = self.transformer(x.permute(1, 0, 2), pos, self.init_factor.weight, tgt)
         prior_map = out.mean(0).permute(1, 2, 0).reshape(b, -1, h, w)
         return prior_map, weights
@@ -374,11 +429,19 @@ class TATT(_TextPriorTSRN):
     prior_dropout = 0.0
     prior_detach = True
 
-    def __init__(self, blocks: int = 5, hidden_units: int = 32, mask: bool = True,
-                 stn: bool = True, text_channels: int = 64):
+    def __init__(
+        self,
+        blocks: int = 5,
+        hidden_units: int = 32,
+        mask: bool = True,
+        stn: bool = True,
+        text_channels: int = 64,
+    ):
         if text_channels != 2 * hidden_units:
-            raise TsrxError(f"tatt: text_channels ({text_channels}) must equal 2 * hidden_units "
-                            f"({2 * hidden_units}): the decoder's queries are the body's features")
+            raise TsrxError(
+                f"tatt: text_channels ({text_channels}) must equal 2 * hidden_units "
+                f"({2 * hidden_units}): the decoder's queries are the body's features"
+            )
         super().__init__(blocks, hidden_units, mask, stn, text_channels)
         unused = [self.infoGen.fc_feature_in]
         for layer in self.infoGen.transformer.decoder.layers:
@@ -389,12 +452,15 @@ class TATT(_TextPriorTSRN):
     def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
         return TPInterpreter(PRIOR_CLASSES, text_channels, LR_SIZE, feature_in=channels)
 
-    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         check_prior(prior, x, PRIOR_CLASSES, "tatt")
         if tuple(x.shape[2:]) != LR_SIZE:
-            raise TsrxError(f"tatt: LR images of {tuple(x.shape[2:])}, expected {LR_SIZE} "
-                            "(its learned query positions are per LR pixel)")
+            raise TsrxError(
+                f"tatt: LR images of {tuple(x.shape[2:])}, expected {LR_SIZE} "
+                "(its learned query positions are per LR pixel)"
+            )
         x = self._align(x)
         head = self.block1(x)
         prior_map, weights = self.infoGen(head, prior)

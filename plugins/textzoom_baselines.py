@@ -17,7 +17,8 @@ whose five 2x2 poolings need at least 32 rows, so it cannot run on TextZoom (doc
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,22 +41,28 @@ def options_from_weights(obj: Any, arch: str, first_conv: str) -> tuple[dict, di
     not record ``--mask``): 4 input channels -> mask = true. Returns (options, weights)."""
     weights = obj["state_dict_G"]
     if not isinstance(weights, Mapping):
-        raise TsrxError(f"TextZoom-format checkpoint ({arch}): state_dict_G is a "
-                        f"{type(weights).__name__}, expected a state_dict")
+        raise TsrxError(
+            f"TextZoom-format checkpoint ({arch}): state_dict_G is a "
+            f"{type(weights).__name__}, expected a state_dict"
+        )
     weights = strip_module_prefix(weights)
     conv = weights.get(first_conv)
     if conv is None:
         return {}, weights  # the load report names what is missing
     if conv.dim() != 4 or conv.shape[1] not in (3, 4):
-        raise TsrxError(f"TextZoom-format checkpoint ({arch}): {first_conv} has shape "
-                        f"{tuple(conv.shape)}, expected (out, 3 or 4, kh, kw): RGB, or RGB + mask")
+        raise TsrxError(
+            f"TextZoom-format checkpoint ({arch}): {first_conv} has shape "
+            f"{tuple(conv.shape)}, expected (out, 3 or 4, kh, kw): RGB, or RGB + mask"
+        )
     return {"mask": conv.shape[1] == 4}, weights
 
 
 def _reads_mask_from(first_conv: str):
     """A ``from_textzoom_checkpoint`` (see plugins/checkpoint_formats.py) for ``first_conv``."""
+
     def convert(cls, obj: Any) -> tuple[dict, dict]:
         return options_from_weights(obj, cls.__name__, first_conv)
+
     return classmethod(convert)
 
 
@@ -112,7 +119,9 @@ class VDSR(nn.Module):
         self.in_channels = _channels(mask)
         self.residual_layer = nn.Sequential(*[ConvReLUBlock() for _ in range(18)])
         self.input = nn.Conv2d(self.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.output = nn.Conv2d(64, self.in_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        self.output = nn.Conv2d(
+            64, self.in_channels, kernel_size=3, stride=1, padding=1, bias=False
+        )
         self.relu = nn.ReLU(inplace=True)
         _normal_fan_out(self)
 
@@ -139,7 +148,7 @@ class ResidualBlock(nn.Module):
 class UpsampleBlock(nn.Module):
     def __init__(self, channels: int, scale: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels * scale ** 2, kernel_size=3, padding=1)
+        self.conv = nn.Conv2d(channels, channels * scale**2, kernel_size=3, padding=1)
         self.pixel_shuffle = nn.PixelShuffle(scale)
         self.prelu = nn.PReLU()
 
@@ -156,12 +165,15 @@ class SRResNet(nn.Module):
     def __init__(self, mask: bool = False):
         super().__init__()
         self.in_channels = _channels(mask)
-        self.block1 = nn.Sequential(nn.Conv2d(self.in_channels, 64, kernel_size=9, padding=4), nn.PReLU())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(self.in_channels, 64, kernel_size=9, padding=4), nn.PReLU()
+        )
         for i in range(2, 7):
             setattr(self, f"block{i}", ResidualBlock(64))
         self.block7 = nn.Sequential(nn.Conv2d(64, 64, kernel_size=3, padding=1), nn.BatchNorm2d(64))
-        self.block8 = nn.Sequential(UpsampleBlock(64, SCALE),
-                                    nn.Conv2d(64, self.in_channels, kernel_size=9, padding=4))
+        self.block8 = nn.Sequential(
+            UpsampleBlock(64, SCALE), nn.Conv2d(64, self.in_channels, kernel_size=9, padding=4)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.block1(x)
@@ -214,8 +226,10 @@ class EDSR(nn.Module):
         self.conv_input = nn.Conv2d(3, 256, kernel_size=3, stride=1, padding=1, bias=False)
         self.residual = nn.Sequential(*[EDSRResidualBlock() for _ in range(32)])
         self.conv_mid = nn.Conv2d(256, 256, kernel_size=3, stride=1, padding=1, bias=False)
-        self.upscale = nn.Sequential(nn.Conv2d(256, 256 * 4, kernel_size=3, stride=1, padding=1, bias=False),
-                                     nn.PixelShuffle(2))
+        self.upscale = nn.Sequential(
+            nn.Conv2d(256, 256 * 4, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.PixelShuffle(2),
+        )
         self.conv_output = nn.Conv2d(256, 3, kernel_size=3, stride=1, padding=1, bias=False)
         self.add_mean = MeanShift(1.0)
         _normal_fan_out(self)
@@ -241,8 +255,12 @@ class DenseLayer(nn.Module):
 class ResidualDenseBlock(nn.Module):
     def __init__(self, channels: int, layers: int, growth: int):
         super().__init__()
-        self.dense_layers = nn.Sequential(*[DenseLayer(channels + i * growth, growth) for i in range(layers)])
-        self.conv_1x1 = nn.Conv2d(channels + layers * growth, channels, kernel_size=1, padding=0, bias=False)
+        self.dense_layers = nn.Sequential(
+            *[DenseLayer(channels + i * growth, growth) for i in range(layers)]
+        )
+        self.conv_1x1 = nn.Conv2d(
+            channels + layers * growth, channels, kernel_size=1, padding=0, bias=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_1x1(self.dense_layers(x)) + x
@@ -266,7 +284,9 @@ class RDN(nn.Module):
         self.GFF_1x1 = nn.Conv2d(feat * 3, feat, kernel_size=1, padding=0)
         self.GFF_3x3 = nn.Conv2d(feat, feat, kernel_size=3, padding=1)
         self.conv_up = nn.Conv2d(feat, feat * SCALE * SCALE, kernel_size=3, padding=1)
-        self.upsample = nn.PixelShuffle(SCALE)  # official sub_pixel(body=[PixelShuffle]): no weights
+        self.upsample = nn.PixelShuffle(
+            SCALE
+        )  # official sub_pixel(body=[PixelShuffle]): no weights
         self.conv3 = nn.Conv2d(feat, c, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -295,10 +315,14 @@ class LapFeatureBlock(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(10):
-            layers += [nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1, bias=False),
-                       nn.LeakyReLU(0.2, inplace=True)]
-        layers += [nn.ConvTranspose2d(64, 64, kernel_size=4, stride=2, padding=1, bias=False),
-                   nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1, bias=False),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers += [
+            nn.ConvTranspose2d(64, 64, kernel_size=4, stride=2, padding=1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
         self.cov_block = nn.Sequential(*layers)  # sic: the official attribute name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,11 @@ class _ScanOrder(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, along_height: bool) -> torch.Tensor:
         ctx.along_height = along_height
-        return x.permute(2, 0, 3, 1).contiguous() if along_height else x.permute(3, 0, 2, 1).contiguous()
+        return (
+            x.permute(2, 0, 3, 1).contiguous()
+            if along_height
+            else x.permute(3, 0, 2, 1).contiguous()
+        )
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -109,14 +113,22 @@ class GruBlock(nn.Module):
         t = seq.shape[0]
         seq = seq.view(t, -1, c)
         conv_w, conv_b = self.conv1.weight.flatten(1), self.conv1.bias
-        directions = [self._direction(seq, conv_w, conv_b, suffix, reverse)
-                      for suffix, reverse in (("l0", False), ("l0_reverse", True))]
+        directions = [
+            self._direction(seq, conv_w, conv_b, suffix, reverse)
+            for suffix, reverse in (("l0", False), ("l0_reverse", True))
+        ]
         out = torch.cat(directions, -1).view(t, b, -1, c)
         nhwc = out.permute(1, 0, 2, 3) if self.along_height else out.permute(1, 2, 0, 3)
         return nhwc.contiguous().permute(0, 3, 1, 2)
 
-    def _direction(self, seq: torch.Tensor, conv_w: torch.Tensor, conv_b: torch.Tensor,
-                   suffix: str, reverse: bool) -> torch.Tensor:
+    def _direction(
+        self,
+        seq: torch.Tensor,
+        conv_w: torch.Tensor,
+        conv_b: torch.Tensor,
+        suffix: str,
+        reverse: bool,
+    ) -> torch.Tensor:
         """One direction's outputs (T, N, k), in sequence order whichever way it ran."""
         g, k = self.gru, seq.shape[-1] // 2
         w_ih, b_ih = getattr(g, f"weight_ih_{suffix}"), getattr(g, f"bias_ih_{suffix}")
@@ -129,13 +141,13 @@ class GruBlock(nn.Module):
         # backward of each is one contiguous stack, no strided cat, no flip (the reverse
         # direction reads the steps backwards instead). The r|z hidden bias joins the input
         # bias (both are summed before the sigmoid), so each step's r|z is one mm and an add.
-        in_rz = F.linear(seq, w_fold[:2 * k], b_fold[:2 * k] + b_rz).unbind(0)
-        in_n = F.linear(seq, w_fold[2 * k:], b_fold[2 * k:]).unbind(0)
+        in_rz = F.linear(seq, w_fold[: 2 * k], b_fold[: 2 * k] + b_rz).unbind(0)
+        in_n = F.linear(seq, w_fold[2 * k :], b_fold[2 * k :]).unbind(0)
         w_rz_t, w_n_t = w_rz.t(), w_n.t()
         t = len(in_rz)
         state = seq.new_zeros(seq.shape[1], k)
         outputs: list[torch.Tensor] = [state] * t
-        for i in (reversed(range(t)) if reverse else range(t)):
+        for i in reversed(range(t)) if reverse else range(t):
             reset, update = torch.sigmoid(torch.mm(state, w_rz_t).add_(in_rz[i])).chunk(2, -1)
             new = torch.tanh(torch.addcmul(in_n[i], reset, torch.addmm(b_n, state, w_n_t)))
             state = torch.lerp(new, state, update)  # (1 - z) * n + z * h
@@ -189,7 +201,8 @@ def _low_res_weight(weight: torch.Tensor) -> torch.Tensor:
     out_ch, in_ch, k, _ = weight.shape
     o, py, px, c, dy, dx, i, j = torch.meshgrid(
         *(torch.arange(n, device=weight.device) for n in (out_ch, 2, 2, in_ch, 2, 2, 5, 5)),
-        indexing="ij")
+        indexing="ij",
+    )
     a, b = 2 * i + dy - py, 2 * j + dx - px
     inside = (a >= 0) & (a < k) & (b >= 0) & (b < k)
     flat = ((o * in_ch + c) * k + a.clamp(0, k - 1)) * k + b.clamp(0, k - 1)
@@ -199,7 +212,9 @@ def _low_res_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 def _control_points(margin_x: float, margin_y: float) -> torch.Tensor:
@@ -223,7 +238,9 @@ class STNHead(nn.Module):
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2, 2))
         self.stn_convnet = nn.Sequential(*layers)  # 32x64 -> 1x2
-        self.stn_fc1 = nn.Sequential(nn.Linear(2 * 256, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True))
+        self.stn_fc1 = nn.Sequential(
+            nn.Linear(2 * 256, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True)
+        )
         self.stn_fc2 = nn.Linear(512, NUM_CONTROL_POINTS * 2)
         self._init()
 
@@ -274,12 +291,16 @@ class TPSSpatialTransformer(nn.Module):
         kernel[-3, :n] = 1
         kernel[:n, -2:] = target
         kernel[-2:, :n] = target.T
-        ys, xs = torch.meshgrid(torch.arange(self.height, dtype=torch.float64) / (self.height - 1),
-                                torch.arange(self.width, dtype=torch.float64) / (self.width - 1),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(self.height, dtype=torch.float64) / (self.height - 1),
+            torch.arange(self.width, dtype=torch.float64) / (self.width - 1),
+            indexing="ij",
+        )
         coords = torch.stack([xs.flatten(), ys.flatten()], 1)  # (H*W, 2) as (x, y), row-major
-        coord_repr = torch.cat([_tps_kernel(coords, target), torch.ones(len(coords), 1,
-                                dtype=torch.float64), coords], 1)
+        coord_repr = torch.cat(
+            [_tps_kernel(coords, target), torch.ones(len(coords), 1, dtype=torch.float64), coords],
+            1,
+        )
         self.register_buffer("inverse_kernel", torch.linalg.inv(kernel).float())
         self.register_buffer("padding_matrix", torch.zeros(3, 2))
         self.register_buffer("target_coordinate_repr", coord_repr.float())
@@ -312,19 +333,32 @@ class TSRN(nn.Module):
       from index 1 to 3, so official checkpoints load only into the default.
     """
 
-    def __init__(self, blocks: PositiveInt = 5, hidden_units: PositiveInt = 32, mask: bool = True, stn: bool = True,
-                 upsample_stages: Literal[1, 2] = 1, init: Literal["default", "kaiming"] = "default"):
+    def __init__(
+        self,
+        blocks: PositiveInt = 5,
+        hidden_units: PositiveInt = 32,
+        mask: bool = True,
+        stn: bool = True,
+        upsample_stages: Literal[1, 2] = 1,
+        init: Literal["default", "kaiming"] = "default",
+    ):
         super().__init__()
         self.in_channels = 4 if mask else 3
         self.blocks = blocks
         self.stn = stn
         channels = 2 * hidden_units
-        self.block1 = nn.Sequential(nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4),
-                                    nn.PReLU())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
+        )
         for i in range(blocks):
             setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
-        setattr(self, f"block{blocks + 2}", nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)))
+        setattr(
+            self,
+            f"block{blocks + 2}",
+            nn.Sequential(
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
+            ),
+        )
         tail: list[nn.Module] = [UpsampleBlock(channels) for _ in range(upsample_stages)]
         if upsample_stages == 2:
             tail.append(nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1))

@@ -34,7 +34,9 @@ def layout(model: nn.Module) -> list[tuple[str, list[int], str, str]]:
     return out
 
 
-def seeded_state(entries: list, seed: int, constants: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def seeded_state(
+    entries: list, seed: int, constants: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Weights for ``entries`` (from :func:`layout`) drawn in order from one generator.
 
     Matrices ~ N(0, 1/fan_in); 1-D weights (scales) ~ 1 + N(0, 0.1^2); other 1-D

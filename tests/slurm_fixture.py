@@ -16,8 +16,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -42,22 +43,37 @@ def slurm_cluster():
     if os.geteuid() != 0:
         _unavailable("needs root to start slurmctld/slurmd (see slurm/README.md)")
     try:
-        res = subprocess.run([str(SLURM_DIR / "start.sh")], capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "TSRX_SLURM_ROOT": str(SLURM_ROOT),
-                                                  "TSRX_SLURM_NODES": str(len(SLURM_NODES))})
+        res = subprocess.run(
+            [str(SLURM_DIR / "start.sh")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={
+                **os.environ,
+                "TSRX_SLURM_ROOT": str(SLURM_ROOT),
+                "TSRX_SLURM_NODES": str(len(SLURM_NODES)),
+            },
+        )
     except subprocess.TimeoutExpired:
         _unavailable("slurm/start.sh did not finish within 300 s")
     if res.returncode != 0:
         _unavailable(f"slurm/start.sh failed ({res.returncode}): {res.stderr[-2000:]}")
-    env = {"SLURM_CONF": str(SLURM_ROOT / "etc" / "slurm.conf"),
-           "PATH": f"{SLURM_ROOT / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        "SLURM_CONF": str(SLURM_ROOT / "etc" / "slurm.conf"),
+        "PATH": f"{SLURM_ROOT / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         yield env
     finally:
-        subprocess.run([str(SLURM_DIR / "stop.sh")], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "TSRX_SLURM_ROOT": str(SLURM_ROOT)})
+        subprocess.run(
+            [str(SLURM_DIR / "stop.sh")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TSRX_SLURM_ROOT": str(SLURM_ROOT)},
+        )
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -65,7 +81,9 @@ def slurm_cluster():
                 os.environ[k] = v
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 1.0
+) -> Any:
     """Poll until ``predicate()`` is truthy; fail naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -77,15 +95,24 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
         time.sleep(interval_s)
 
 
-def tsrx(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def tsrx(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """The CLI as a user runs it."""
-    return subprocess.run([*TSRX, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [*TSRX, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
     """The CLI in this process (no second torch import): (exit code, stdout, stderr)."""
     from tsrx.cli.main import main
+
     try:
         main(list(args))
         code = 0
@@ -106,7 +133,7 @@ def status_rows(target: Path | str, cwd: Path) -> dict[str, dict]:
 # takes STANDIN_STEP_S; rank 0 keeps {"step", "value"} in last.json; the final value
 # depends only on the number of steps, so an interrupted run must end equal to an
 # uninterrupted one. Every rank appends what it saw to ranks.jsonl.
-STANDIN = textwrap.dedent('''
+STANDIN = textwrap.dedent("""
     import json, os, time, tomllib
     from pathlib import Path
     from tsrx.engine.signals import stop_requested
@@ -148,13 +175,16 @@ STANDIN = textwrap.dedent('''
             _write(run_dir / "status.json", {"state": "completed", "step": total,
                                              "total_steps": total, "updated": time.time()})
         return {"state": "completed", "value": state["value"]}
-''')
+""")
 
 
 def standin_value(steps: int) -> int:
     state = {"step": 0, "value": 1}
     while state["step"] < steps:
-        state = {"step": state["step"] + 1, "value": (state["value"] * 31 + state["step"]) % 1000003}
+        state = {
+            "step": state["step"] + 1,
+            "value": (state["value"] * 31 + state["step"]) % 1000003,
+        }
     return state["value"]
 
 
@@ -164,16 +194,25 @@ def standin(tmp_path, monkeypatch):
     folder = tmp_path / "standin"
     folder.mkdir()
     (folder / "tsrx_standin.py").write_text(STANDIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    )
     monkeypatch.syspath_prepend(str(folder))
     return "tsrx_standin:run_training"
 
 
-def tiny_real_experiment(path: Path, data_root: Path, name: str, launcher: str, ranks: int,
-                         steps: int = 8, extra: str = "") -> Path:
+def tiny_real_experiment(
+    path: Path,
+    data_root: Path,
+    name: str,
+    launcher: str,
+    ranks: int,
+    steps: int = 8,
+    extra: str = "",
+) -> Path:
     """A real-trainer experiment that trains in seconds: tiny TSRN, 32 synthetic images."""
-    path.write_text(textwrap.dedent(f'''
+    path.write_text(
+        textwrap.dedent(f'''
         name = "{name}"
         seed = 0
         [data]
@@ -200,5 +239,7 @@ def tiny_real_experiment(path: Path, data_root: Path, name: str, launcher: str, 
         tasks_per_node = {ranks}
         timeout_min = 10
         signal_delay_s = 30
-    ''') + textwrap.dedent(extra))
+    ''')
+        + textwrap.dedent(extra)
+    )
     return path

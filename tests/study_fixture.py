@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-STUDY_STANDIN = textwrap.dedent('''
+STUDY_STANDIN = textwrap.dedent("""
     import json, os, time, tomllib
     from pathlib import Path
 
@@ -49,7 +49,7 @@ STUDY_STANDIN = textwrap.dedent('''
         _write(run_dir / "status.json", {"state": "completed", "step": cfg["train"]["steps"],
                                          "total_steps": cfg["train"]["steps"], "updated": time.time()})
         return {"state": "completed"}
-''')
+""")
 
 
 @pytest.fixture
@@ -58,8 +58,9 @@ def study_standin(tmp_path, monkeypatch):
     folder = tmp_path / "study_standin"
     folder.mkdir()
     (folder / "tsrx_study_standin.py").write_text(STUDY_STANDIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    )
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.setenv("STUDY_LOG", str(tmp_path / "study_log.jsonl"))
     monkeypatch.delenv("STUDY_FAIL", raising=False)
@@ -71,21 +72,35 @@ def study_log(tmp_path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def write_study(folder: Path, entry: str | None = None, launcher: str = "local",
-                launcher_extra: str = "", sr_extra: str = "") -> Path:
+def write_study(
+    folder: Path,
+    entry: str | None = None,
+    launcher: str = "local",
+    launcher_extra: str = "",
+    sr_extra: str = "",
+) -> Path:
     """sr.toml (stage 1), rec.toml (stage 2, a grid over two heads), joint.toml (stage 3,
     two heads x two combiners, each loading stage 1 and its head's stage-2 run)."""
-    lau = (f'[launcher]\ntype = "{launcher}"\n' + (f'entry = "{entry}"\n' if entry else "")
-           + launcher_extra)
-    (folder / "sr.toml").write_text(textwrap.dedent('''
+    lau = (
+        f'[launcher]\ntype = "{launcher}"\n'
+        + (f'entry = "{entry}"\n' if entry else "")
+        + launcher_extra
+    )
+    (folder / "sr.toml").write_text(
+        textwrap.dedent("""
         name = "sr"
         [model]
         sr = { type = "tsrn", blocks = 1, hidden_units = 8, stn = false }
         [train]
         steps = 4
         selectors = ["best_psnr"]
-    ''') + sr_extra + "\n" + lau)
-    (folder / "rec.toml").write_text(textwrap.dedent('''
+    """)
+        + sr_extra
+        + "\n"
+        + lau
+    )
+    (folder / "rec.toml").write_text(
+        textwrap.dedent("""
         name = "rec"
         [model]
         recognizer = { type = "crnn", cnn_width = 4, hidden_units = 8 }
@@ -95,9 +110,12 @@ def write_study(folder: Path, entry: str | None = None, launcher: str = "local",
         selectors = ["best_acc"]
         [grid]
         "model.head.type" = ["dense", "mlp"]
-    ''') + lau)
+    """)
+        + lau
+    )
     path = folder / "joint.toml"
-    path.write_text(textwrap.dedent('''
+    path.write_text(
+        textwrap.dedent("""
         name = "joint"
         needs = { sr = "sr.toml:best_psnr", rec = "rec.toml:best_acc" }
         [model]
@@ -111,5 +129,7 @@ def write_study(folder: Path, entry: str | None = None, launcher: str = "local",
         [grid]
         "model.head.type" = ["dense", "mlp"]
         "loss.combiner.type" = ["avg", "uncertainty"]
-    ''') + lau)
+    """)
+        + lau
+    )
     return path

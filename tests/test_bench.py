@@ -35,9 +35,12 @@ def one_thread():
 def pair(**options):
     torch.manual_seed(0)
     tsrx_model = SR_BACKBONES.build({"type": "tsrn", **options}, "model.sr")
-    base = BaselineTSRN(blocks=options.get("blocks", 5),
-                        hidden_units=options.get("hidden_units", 32),
-                        mask=options.get("mask", True), stn=options.get("stn", True))
+    base = BaselineTSRN(
+        blocks=options.get("blocks", 5),
+        hidden_units=options.get("hidden_units", 32),
+        mask=options.get("mask", True),
+        stn=options.get("stn", True),
+    )
     base.load_state_dict(tsrx_model.state_dict(), strict=True)
     return tsrx_model, base
 
@@ -49,8 +52,13 @@ def test_baseline_has_the_tsrx_keys_and_shapes():
     assert all(a[k].shape == b[k].shape for k in a)
 
 
-@pytest.mark.parametrize("options", [{"blocks": 2, "hidden_units": 8},
-                                     {"blocks": 1, "hidden_units": 8, "mask": False, "stn": False}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"blocks": 2, "hidden_units": 8},
+        {"blocks": 1, "hidden_units": 8, "mask": False, "stn": False},
+    ],
+)
 def test_baseline_and_tsrx_give_the_same_loss_and_gradients(options):
     tsrx_model, base = pair(**options)
     channels = 4 if options.get("mask", True) else 3
@@ -79,6 +87,7 @@ def test_baseline_and_tsrx_agree_in_eval_mode():
 
 def test_candidate_tsrn_file_serves_the_registry_then_restores_it(tmp_path):
     from bench.bench_train import candidate_tsrn
+
     original = SR_BACKBONES.get("tsrn")
     candidate = tmp_path / "tsrn.py"
     candidate.write_text(
@@ -86,7 +95,8 @@ def test_candidate_tsrn_file_serves_the_registry_then_restores_it(tmp_path):
         "from tsrx_builtin.tsrn import TSRN as Official\n\n"
         "@SR_BACKBONES.register('tsrn')\n"
         "class TSRN(Official):\n"
-        "    candidate = True\n")
+        "    candidate = True\n"
+    )
     with candidate_tsrn(candidate):
         built = SR_BACKBONES.build({"type": "tsrn", "blocks": 1, "hidden_units": 8}, "model.sr")
         assert getattr(built, "candidate", False)
@@ -95,8 +105,9 @@ def test_candidate_tsrn_file_serves_the_registry_then_restores_it(tmp_path):
 
 def test_interleaved_times_every_variant_and_keeps_its_first_result():
     calls = []
-    out = interleaved({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
-                      warmup=1, reps=3)
+    out = interleaved(
+        {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}, warmup=1, reps=3
+    )
     assert calls.count("a") == calls.count("b") == 4
     assert out["a"]["first"] == 1 and out["b"]["first"] == 2
     assert len(out["a"]["wall"]) == len(out["b"]["cpu"]) == 3
@@ -115,16 +126,29 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--threads", "1", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "tsrx benchmarks" in proc.stdout and f"wrote {out}" in proc.stdout
     result = json.loads(out.read_text())
     assert result["smoke"] is True
     assert {"cpu", "cores", "torch", "torch_threads"} <= set(result["machine"])
     rows = result["rows"]
-    assert {r["item"] for r in rows} == {"train", "eval", "judges", "data", "cli", "ddp",
-                                          "zoo", "threads"}
+    assert {r["item"] for r in rows} == {
+        "train",
+        "eval",
+        "judges",
+        "data",
+        "cli",
+        "ddp",
+        "zoo",
+        "threads",
+    }
     from bench.bench_zoo import backbones
+
     zoo = {r["name"]: r for r in rows if r["item"] == "zoo"}
     for name, table in backbones():  # one train and one eval row per zoo backbone
         for what in ("train step", "eval"):
@@ -158,9 +182,14 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
 def test_gpu_script_dry_runs_on_the_cpu_and_writes_both_files(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: bench/gpu.sh would run the full GPU benchmark")
-    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh")], cwd=tmp_path,
-                          env={**os.environ, "BENCH_OUT_DIR": str(tmp_path)},
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu.sh")],
+        cwd=tmp_path,
+        env={**os.environ, "BENCH_OUT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "dry run on the CPU" in proc.stderr
     fp32 = json.loads((tmp_path / "results_gpu_fp32.json").read_text())
@@ -173,7 +202,11 @@ def test_gpu_script_dry_runs_on_the_cpu_and_writes_both_files(tmp_path):
     assert {r["item"] for r in zoo["rows"]} == {"zoo"} and all(r["value"] for r in zoo["rows"])
     paths = json.loads((tmp_path / "results_gpu_paths.json").read_text())
     by_name = {r["name"]: r for r in paths["rows"]}
-    for name in ("eval fp32", "eval bf16 autocast", "eval fp32 channels_last input",
-                 "data: device-resident batch (gather + uint8 -> float)"):
+    for name in (
+        "eval fp32",
+        "eval bf16 autocast",
+        "eval fp32 channels_last input",
+        "data: device-resident batch (gather + uint8 -> float)",
+    ):
         assert by_name[name]["value"] > 0, name
     assert by_name["eval fp32 CUDA graph"]["detail"]["skipped"] == "CUDA only"

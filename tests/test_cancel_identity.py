@@ -10,8 +10,8 @@ import time
 
 from tsrx.config.experiment import RunSpec
 from tsrx.launch import control
-from tsrx.process import identity, is_same
 from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
+from tsrx.process import identity, is_same
 
 
 def local_run(root, name, pid, **extra):
@@ -23,9 +23,11 @@ def local_run(root, name, pid, **extra):
 
 def sleeper():
     """An unrelated process that records SIGINT instead of dying of it."""
-    code = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGINT, lambda *a: (print('GOT SIGINT', flush=True), sys.exit(7)))\n"
-            "print('ready', flush=True)\ntime.sleep(60)\n")
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (print('GOT SIGINT', flush=True), sys.exit(7)))\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -35,7 +37,9 @@ def test_a_completed_run_is_not_signalled(workdir):
     proc = sleeper()  # the recorded PID is alive: before the fix, cancel interrupted it
     try:
         d = local_run(workdir, "done", proc.pid)
-        (d / "status.json").write_text(json.dumps({"state": "completed", "step": 10, "total_steps": 10}))
+        (d / "status.json").write_text(
+            json.dumps({"state": "completed", "step": 10, "total_steps": 10})
+        )
         (out,) = control.cancel([d])
         assert out[2] == "already completed: nothing to cancel"
         time.sleep(0.3)
@@ -83,7 +87,7 @@ def test_process_identity():
     assert is_same(me) is True
     assert is_same({**me, "start_ticks": me["start_ticks"] + 1}) is False
     assert is_same({**me, "host": "another-host"}) is None
-    assert is_same({**me, "pid": 2 ** 22 + 12345}) is False
+    assert is_same({**me, "pid": 2**22 + 12345}) is False
 
 
 def test_old_records_accept_only_a_tsrx_or_submitit_process(workdir):

@@ -22,8 +22,9 @@ class Tiny(nn.Module):
 
 def test_tsrx_checkpoint_round_trip(tmp_path):
     model = Tiny()
-    payload = ckpt.make_checkpoint(model.state_dict(), step=12, config={"name": "x"},
-                                   rng={"torch": torch.get_rng_state()})
+    payload = ckpt.make_checkpoint(
+        model.state_dict(), step=12, config={"name": "x"}, rng={"torch": torch.get_rng_state()}
+    )
     path = ckpt.save_checkpoint(tmp_path / "sub" / "last.pth", payload)
     obj = ckpt.load_checkpoint(path)
     assert obj["format"] == "tsrx" and obj["format_version"] == 1 and obj["step"] == 12
@@ -82,9 +83,21 @@ def test_a_crash_during_save_leaves_the_old_file_intact(tmp_path, monkeypatch, v
 def test_detect_format_of_each_kind():
     sd = Tiny().state_dict()
     assert ckpt.detect_format({"state_dict_G": sd, "info": {}}) == "textzoom"
-    assert ckpt.detect_format({"cnn.conv0.weight": torch.zeros(1), "rnn.0.rnn.weight_ih_l0": torch.zeros(1)}) == "crnn"
-    assert ckpt.detect_format({"module.cnn.conv0.weight": torch.zeros(1),
-                               "module.rnn.0.rnn.weight_ih_l0": torch.zeros(1)}) == "crnn"
+    assert (
+        ckpt.detect_format(
+            {"cnn.conv0.weight": torch.zeros(1), "rnn.0.rnn.weight_ih_l0": torch.zeros(1)}
+        )
+        == "crnn"
+    )
+    assert (
+        ckpt.detect_format(
+            {
+                "module.cnn.conv0.weight": torch.zeros(1),
+                "module.rnn.0.rnn.weight_ih_l0": torch.zeros(1),
+            }
+        )
+        == "crnn"
+    )
     assert ckpt.detect_format(sd) == "state_dict"
     with pytest.raises(TsrxError, match="unknown checkpoint format.*epoch"):
         ckpt.detect_format({"epoch": 3, "net": "x"})
@@ -116,7 +129,9 @@ def test_missing_num_batches_tracked_is_tolerated_and_reported_apart():
 def test_report_lists_unexpected_and_mismatched_keys_per_part():
     state = Tiny(width=5).state_dict()
     state["head.fc.weight"] = torch.zeros(1)
-    with pytest.raises(TsrxError, match="sr.0.weight: checkpoint \\(5, 3, 1, 1\\), model \\(3, 3, 1, 1\\)"):
+    with pytest.raises(
+        TsrxError, match="sr.0.weight: checkpoint \\(5, 3, 1, 1\\), model \\(3, 3, 1, 1\\)"
+    ):
         ckpt.load_into(Tiny(), state)
     model = Tiny()
     before = model.sr[0].weight.detach().clone()
@@ -126,6 +141,7 @@ def test_report_lists_unexpected_and_mismatched_keys_per_part():
     assert torch.equal(model.sr[0].weight, before)
     assert "sr.1.num_batches_tracked" in report.part("sr").loaded
     from rich.console import Console
+
     console = Console(record=True, width=120)
     report.print(console)
     text = console.export_text()

@@ -12,8 +12,9 @@ from tsrx.cli.main import app
 
 
 def tsrx(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsrx", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tsrx", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_help_and_version_in_process():
@@ -25,9 +26,11 @@ def test_help_and_version_in_process():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom tsrx.cli.main import app\n"
-            "try:\n    app(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys\nfrom tsrx.cli.main import app\n"
+        "try:\n    app(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
@@ -49,6 +52,7 @@ def test_config_show_prints_resolved_toml_per_run(tmp_path):
     assert out.stdout.count("# run: steps=") == 2
     assert "batch_size = 8" in out.stdout and "steps = 4" in out.stdout
     import tomllib
+
     first = out.stdout.split("# run: ")[1].split("\n", 1)[1]
     assert tomllib.loads(first)["train"]["steps"] == 3
     out = tsrx("config", "show", "g.toml", "--run", "nope", cwd=tmp_path)

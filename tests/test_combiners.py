@@ -39,7 +39,9 @@ def test_uncertainty_default_form_by_hand():
     comb = build({"type": "uncertainty", "init": math.log(2.0)})
     total, logs = comb(losses())
     # exp(-s) * L + s with exp(-s) = 1/2 for both tasks
-    assert total.item() == pytest.approx(0.5 * 2.0 + math.log(2) + 0.5 * 0.5 + math.log(2), rel=1e-6)
+    assert total.item() == pytest.approx(
+        0.5 * 2.0 + math.log(2) + 0.5 * 0.5 + math.log(2), rel=1e-6
+    )
     assert logs["s_sr"] == pytest.approx(math.log(2.0))
     assert logs["sigma_sr"] == pytest.approx(math.sqrt(2.0))  # sigma^2 = exp(s)
     assert logs["sr"] == pytest.approx(2.0) and logs["recognition"] == pytest.approx(0.5)

@@ -19,7 +19,7 @@ def test_extends_deep_merges_relative_to_file(tmp_path):
     (tmp_path / "base").mkdir()
     write(tmp_path / "base" / "common.toml", "seed = 3\n[train]\nsteps = 10\nbatch_size = 16\n")
     exp = write(tmp_path / "exp.toml", 'extends = ["base/common.toml"]\n[train]\nsteps = 20\n')
-    run, = load_experiment(exp).runs
+    (run,) = load_experiment(exp).runs
     assert run.config["train"]["steps"] == 20
     assert run.config["train"]["batch_size"] == 16
     assert run.config["seed"] == 3
@@ -38,7 +38,9 @@ def test_extends_cycle_and_missing_file(tmp_path):
 
 
 def test_grid_is_a_cartesian_product_with_stable_names(tmp_path):
-    exp = write(tmp_path / "g.toml", """
+    exp = write(
+        tmp_path / "g.toml",
+        """
 [grid]
 "model.head.type" = ["dense", "mlp", "sidernn", "sidernn+mlp"]
 "loss.combiner.type" = ["avg", "uncertainty"]
@@ -46,20 +48,27 @@ def test_grid_is_a_cartesian_product_with_stable_names(tmp_path):
 type = "crnn"
 [model.head]
 type = "dense"
-""")
+""",
+    )
     runs = load_experiment(exp).runs
     assert len(runs) == 8
     names = [r.name for r in runs]
     assert len(set(names)) == 8
     assert names[1].startswith("head=dense,combiner=uncertainty-")
     assert names == [r.name for r in load_experiment(exp).runs]  # deterministic
-    mlp_unc = [r for r in runs if r.point == {"model.head.type": "mlp", "loss.combiner.type": "uncertainty"}]
+    mlp_unc = [
+        r
+        for r in runs
+        if r.point == {"model.head.type": "mlp", "loss.combiner.type": "uncertainty"}
+    ]
     assert mlp_unc[0].config["model"]["head"]["type"] == "mlp"
     assert mlp_unc[0].config["loss"]["combiner"]["type"] == "uncertainty"
 
 
 def test_variants_combine_with_grid(tmp_path):
-    exp = write(tmp_path / "v.toml", """
+    exp = write(
+        tmp_path / "v.toml",
+        """
 [grid]
 "train.steps" = [1, 2]
 [[variants]]
@@ -68,7 +77,8 @@ name = "small"
 [[variants]]
 name = "big"
 "train.batch_size" = 32
-""")
+""",
+    )
     runs = load_experiment(exp).runs
     assert len(runs) == 4
     big = [r for r in runs if r.name.startswith("big,")]
@@ -77,7 +87,9 @@ name = "big"
 
 def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     write(tmp_path / "base.toml", "[train]\nsteps = 'many'\n")
-    exp = write(tmp_path / "exp.toml", """
+    exp = write(
+        tmp_path / "exp.toml",
+        """
 extends = ["base.toml"]
 traning = 1
 [train]
@@ -86,7 +98,8 @@ amp = "bf17"
 [grid]
 "train.nope" = [1]
 "train.log_every" = []
-""")
+""",
+    )
     with pytest.raises(ConfigError) as exc:
         load_experiment(exp)
     text = str(exc.value)
@@ -102,10 +115,13 @@ amp = "bf17"
 
 def test_set_overrides_are_typed_by_schema(tmp_path):
     exp = write(tmp_path / "e.toml", "[train]\nsteps = 5\n")
-    run, = load_experiment(exp, ["train.steps=7", "train.grad_clip=1", "train.amp=bf16",
-                                 "data.root=/data/TextZoom"]).runs
+    (run,) = load_experiment(
+        exp, ["train.steps=7", "train.grad_clip=1", "train.amp=bf16", "data.root=/data/TextZoom"]
+    ).runs
     assert run.config["train"]["steps"] == 7
-    assert run.config["train"]["grad_clip"] == 1.0 and isinstance(run.config["train"]["grad_clip"], float)
+    assert run.config["train"]["grad_clip"] == 1.0 and isinstance(
+        run.config["train"]["grad_clip"], float
+    )
     assert run.config["train"]["amp"] == "bf16"
     assert run.config["data"]["root"] == "/data/TextZoom"
     with pytest.raises(ConfigError) as exc:
@@ -122,7 +138,10 @@ def test_malformed_toml_names_line_and_column(tmp_path):
 
 
 def test_component_arguments_checked_against_signature(tmp_path):
-    exp = write(tmp_path / "e.toml", '[optim]\ntype = "adam"\nlr = 0.1\nbetas = [0.9, 0.99]\nmomentum = 0.9\n')
+    exp = write(
+        tmp_path / "e.toml",
+        '[optim]\ntype = "adam"\nlr = 0.1\nbetas = [0.9, 0.99]\nmomentum = 0.9\n',
+    )
     with pytest.raises(ConfigError) as exc:
         load_experiment(exp)
     assert "optim.momentum: unknown key" in str(exc.value)
@@ -140,9 +159,17 @@ def test_run_name_is_readable_and_hash_depends_on_point():
 
 def test_set_into_component_tables_is_typed_by_the_signature(tmp_path):
     exp = write(tmp_path / "e.toml", '[model.sr]\ntype = "tsrn"\n')
-    run, = load_experiment(exp, ["model.sr.hidden_units=8", "optim.lr=0.01", 'optim.type="sgd"',
-                                 'eval.judge_weights="/w/crnn.pth"', "data.root=/data/TZ",
-                                 "sched={type = 'cosine', warmup_steps = 10}"]).runs
+    (run,) = load_experiment(
+        exp,
+        [
+            "model.sr.hidden_units=8",
+            "optim.lr=0.01",
+            'optim.type="sgd"',
+            'eval.judge_weights="/w/crnn.pth"',
+            "data.root=/data/TZ",
+            "sched={type = 'cosine', warmup_steps = 10}",
+        ],
+    ).runs
     cfg = run.config
     assert cfg["model"]["sr"]["hidden_units"] == 8
     assert cfg["optim"]["type"] == "sgd" and cfg["optim"]["lr"] == 0.01
@@ -150,8 +177,10 @@ def test_set_into_component_tables_is_typed_by_the_signature(tmp_path):
     assert cfg["eval"]["judge_weights"] == "/w/crnn.pth"
     assert cfg["data"]["root"] == "/data/TZ"
     assert cfg["sched"]["type"] == "cosine" and cfg["sched"]["warmup_steps"] == 10
-    from tsrx.config.toml_write import dumps
     import tomllib
+
+    from tsrx.config.toml_write import dumps
+
     assert tomllib.loads(dumps(cfg))["model"]["sr"]["hidden_units"] == 8
     with pytest.raises(ConfigError, match="model.sr.hidden_units: expected an integer"):
         load_experiment(exp, ["model.sr.hidden_units=many"])
@@ -159,18 +188,29 @@ def test_set_into_component_tables_is_typed_by_the_signature(tmp_path):
 
 def test_extends_changing_a_component_type_starts_its_table_afresh(tmp_path):
     write(tmp_path / "base.toml", '[model]\nsr = { type = "tsrn", blocks = 1, stn = false }\n')
-    exp = write(tmp_path / "exp.toml", 'extends = ["base.toml"]\n[model]\nsr = { type = "bicubic" }\n')
-    run, = load_experiment(exp).runs
-    assert run.config["model"]["sr"] == {"type": "bicubic", "mask": True, "scale": 2,
-                                         "align_corners": False}
+    exp = write(
+        tmp_path / "exp.toml", 'extends = ["base.toml"]\n[model]\nsr = { type = "bicubic" }\n'
+    )
+    (run,) = load_experiment(exp).runs
+    assert run.config["model"]["sr"] == {
+        "type": "bicubic",
+        "mask": True,
+        "scale": 2,
+        "align_corners": False,
+    }
     # the same type merges key by key as before
-    write(tmp_path / "same.toml", 'extends = ["base.toml"]\n[model]\nsr = { type = "tsrn", blocks = 2 }\n')
-    run, = load_experiment(tmp_path / "same.toml").runs
+    write(
+        tmp_path / "same.toml",
+        'extends = ["base.toml"]\n[model]\nsr = { type = "tsrn", blocks = 2 }\n',
+    )
+    (run,) = load_experiment(tmp_path / "same.toml").runs
     assert (run.config["model"]["sr"]["blocks"], run.config["model"]["sr"]["stn"]) == (2, False)
 
 
 def test_extends_replace_and_delete_markers(tmp_path):
-    write(tmp_path / "base.toml", """
+    write(
+        tmp_path / "base.toml",
+        """
 [model]
 sr = { type = "tsrn", blocks = 1, stn = false }
 init = { sr = "sr.pth", recognizer = "weights/crnn.pth" }
@@ -182,8 +222,11 @@ batch_size = 4
 [grid.model.sr]
 blocks = [1, 2]
 hidden_units = [8, 16]
-""".replace('"train.lr_unused" = [1]\n', ""))
-    exp = write(tmp_path / "exp.toml", """
+""".replace('"train.lr_unused" = [1]\n', ""),
+    )
+    exp = write(
+        tmp_path / "exp.toml",
+        """
 extends = ["base.toml"]
 [model.sr]
 "_replace_" = true
@@ -195,7 +238,8 @@ recognizer = "_delete_"
 batch_size = "_delete_"
 [grid]
 "model.sr.blocks" = "_delete_"
-""")
+""",
+    )
     runs = load_experiment(exp).runs
     assert [r.point for r in runs] == [{"model.sr.hidden_units": 8}, {"model.sr.hidden_units": 16}]
     cfg = runs[0].config
@@ -203,8 +247,11 @@ batch_size = "_delete_"
     assert cfg["model"]["init"] == {"sr": "sr.pth"}
     assert cfg["train"]["steps"] == 7 and cfg["train"]["batch_size"] == 64  # back to default
     # a whole table, and a grid axis written as a sub-table by the child
-    write(tmp_path / "drop.toml", 'extends = ["base.toml"]\n[model]\ninit = "_delete_"\n'
-                                  '[grid.model.sr]\nhidden_units = "_delete_"\n')
+    write(
+        tmp_path / "drop.toml",
+        'extends = ["base.toml"]\n[model]\ninit = "_delete_"\n'
+        '[grid.model.sr]\nhidden_units = "_delete_"\n',
+    )
     runs = load_experiment(tmp_path / "drop.toml").runs
     assert [r.point for r in runs] == [{"model.sr.blocks": 1}, {"model.sr.blocks": 2}]
     assert runs[0].config["model"]["init"] == {}
@@ -217,9 +264,12 @@ def test_replace_marker_must_be_true(tmp_path):
 
 
 def test_empty_init_path_is_an_error_at_validation(tmp_path):
-    exp = write(tmp_path / "exp.toml", '[model]\nsr = { type = "bicubic" }\n'
-                                       'init = { sr = "", recognizer = "crnn.pth" }\n'
-                                       '[eval]\njudge_weights = " "\n')
+    exp = write(
+        tmp_path / "exp.toml",
+        '[model]\nsr = { type = "bicubic" }\n'
+        'init = { sr = "", recognizer = "crnn.pth" }\n'
+        '[eval]\njudge_weights = " "\n',
+    )
     with pytest.raises(ConfigError) as err:
         load_experiment(exp)
     text = str(err.value)

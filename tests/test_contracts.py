@@ -14,7 +14,7 @@ from tsrx.models.build import build_model
 from tsrx.plugins import load_named_plugins
 from tsrx.registry import ALL, HEADS, SR_BACKBONES
 
-BAD_HEAD = '''
+BAD_HEAD = """
 import torch
 from torch import nn
 from tsrx.registry import HEADS
@@ -28,7 +28,7 @@ class BatchFirst(nn.Module):
 
     def forward(self, features):
         return self.fc(features).transpose(0, 1)  # (B, T, K): the mistake
-'''
+"""
 
 
 @pytest.fixture
@@ -41,13 +41,20 @@ def bad_head_file(tmp_path):
 
 
 def test_head_returning_batch_first_is_named_with_its_file(bad_head_file):
-    cfg = {"model": {"recognizer": {"type": "crnn", "hidden_units": 8},
-                     "head": {"type": "test-batch-first"}}}
+    cfg = {
+        "model": {
+            "recognizer": {"type": "crnn", "hidden_units": 8},
+            "head": {"type": "test-batch-first"},
+        }
+    }
     with pytest.raises(ContractError) as err:
         build_model(cfg, load_init=False)
     msg = str(err.value)
     assert "head 'test-batch-first' of plugin " in msg and str(bad_head_file) in msg
-    assert "must return logits (T, B, num_classes) = (5, 2, 37), got a tensor of shape (2, 5, 37)" in msg
+    assert (
+        "must return logits (T, B, num_classes) = (5, 2, 37), got a tensor of shape (2, 5, 37)"
+        in msg
+    )
     assert "batch-first" in msg
 
 
@@ -64,12 +71,18 @@ class WrongScale(NoChannels):
 
 
 def test_sr_backbone_needs_in_channels_and_the_hr_size():
-    with pytest.raises(ContractError, match=r"sr backbone 'x' .*NoChannels in .*test_contracts.py"
-                                            r"\) breaks the sr backbone contract: it needs an "
-                                            r"attribute in_channels"):
+    with pytest.raises(
+        ContractError,
+        match=r"sr backbone 'x' .*NoChannels in .*test_contracts.py"
+        r"\) breaks the sr backbone contract: it needs an "
+        r"attribute in_channels",
+    ):
         contracts.check_sr(NoChannels(), "'x'")
-    with pytest.raises(ContractError, match=r"\(B, C, H, W\) = \(2, 3, 32, 128\), got a tensor "
-                                            r"of shape \(2, 3, 16, 64\)"):
+    with pytest.raises(
+        ContractError,
+        match=r"\(B, C, H, W\) = \(2, 3, 32, 128\), got a tensor "
+        r"of shape \(2, 3, 16, 64\)",
+    ):
         contracts.check_sr(WrongScale(), "'x'")
     contracts.check_sr(WrongScale(), lr_size=(32, 128), hr_size=(32, 128))  # fits other sizes
 
@@ -89,8 +102,10 @@ class NoEncode(nn.Module):
 
 def test_recognizer_ctc_parts_are_required_only_of_ctc_recognizers():
     contracts.check_recognizer(Attention())
-    with pytest.raises(ContractError, match="a CTC recognizer .* needs the attribute\\(s\\) "
-                                            "encode, classifier, feature_dim"):
+    with pytest.raises(
+        ContractError,
+        match="a CTC recognizer .* needs the attribute\\(s\\) encode, classifier, feature_dim",
+    ):
         contracts.check_recognizer(NoEncode())
 
 
@@ -99,12 +114,16 @@ def test_losses_combiner_and_selector_contracts():
         def forward(self, sr, hr):
             return (sr - hr).abs().mean(dim=(1, 2, 3))
 
-    with pytest.raises(ContractError, match=r"must return a finite scalar .* got a tensor of shape \(2,\)"):
+    with pytest.raises(
+        ContractError, match=r"must return a finite scalar .* got a tensor of shape \(2,\)"
+    ):
         contracts.check_sr_loss(VectorLoss())
 
     class RecLoss(nn.Module):
         def forward(self, logits, targets, lengths):
-            return nn.functional.ctc_loss(logits.log_softmax(2), targets, torch.full((2,), 8), lengths)
+            return nn.functional.ctc_loss(
+                logits.log_softmax(2), targets, torch.full((2,), 8), lengths
+            )
 
     contracts.check_rec_loss(RecLoss(), num_classes=37)
 
@@ -112,8 +131,11 @@ def test_losses_combiner_and_selector_contracts():
         def forward(self, losses):
             return sum(losses.values())
 
-    with pytest.raises(ContractError, match=r"must return \(total: 0-dim tensor, logs: dict of "
-                                            r"floats\), got a tensor"):
+    with pytest.raises(
+        ContractError,
+        match=r"must return \(total: 0-dim tensor, logs: dict of "
+        r"floats\), got a tensor",
+    ):
         contracts.check_combiner(TotalOnly(), tasks=["sr", "recognition"])
 
     class NoFile:
@@ -129,24 +151,27 @@ def test_losses_combiner_and_selector_contracts():
 def test_every_builtin_keeps_its_contract():
     checked = 0
     for key, check, kwargs in (
-            ("sr", contracts.check_sr, {}),
-            ("recognizer", contracts.check_recognizer, {"channels": 4}),
-            ("head", contracts.check_head, {"in_features": 16, "num_classes": 37}),
-            ("sr_loss", contracts.check_sr_loss, {"channels": 4}),
-            ("rec_loss", contracts.check_rec_loss, {"num_classes": 37}),
-            ("combiner", contracts.check_combiner, {"tasks": ["sr", "recognition"]}),
-            ("selector", contracts.check_selector, {})):
+        ("sr", contracts.check_sr, {}),
+        ("recognizer", contracts.check_recognizer, {"channels": 4}),
+        ("head", contracts.check_head, {"in_features": 16, "num_classes": 37}),
+        ("sr_loss", contracts.check_sr_loss, {"channels": 4}),
+        ("rec_loss", contracts.check_rec_loss, {"num_classes": 37}),
+        ("combiner", contracts.check_combiner, {"tasks": ["sr", "recognition"]}),
+        ("selector", contracts.check_selector, {}),
+    ):
         for entry in ALL[key].entries():
-            if not entry.plugin.startswith(("tsrn", "bicubic", "crnn", "heads", "losses",
-                                            "combiners", "selectors")):
+            if not entry.plugin.startswith(
+                ("tsrn", "bicubic", "crnn", "heads", "losses", "combiners", "selectors")
+            ):
                 continue  # another test's registration
             table = {"type": entry.name}
             if entry.name == "best":
                 table["metric"] = "ssim"
             if entry.name == "tsrn":
                 table.update(blocks=1, hidden_units=8)
-            provided = {k: v for k, v in kwargs.items() if k in ("in_features", "num_classes",
-                                                                 "tasks")}
+            provided = {
+                k: v for k, v in kwargs.items() if k in ("in_features", "num_classes", "tasks")
+            }
             component = ALL[key].build(table, key, **provided)
             check(component, ALL[key].label(entry.name), **kwargs)
             checked += 1
@@ -178,8 +203,9 @@ def test_an_option_without_annotation_is_reported_once(caplog):
     try:
         with caplog.at_level(logging.WARNING, logger="tsrx"):
             for _ in range(2):
-                HEADS.build({"type": "test-loose", "hidden": 3}, "model.head", in_features=2,
-                            num_classes=3)
+                HEADS.build(
+                    {"type": "test-loose", "hidden": 3}, "model.head", in_features=2, num_classes=3
+                )
         warned = [r.getMessage() for r in caplog.records if "test-loose" in r.getMessage()]
         assert len(warned) == 1
         assert "option(s) hidden have no type annotation" in warned[0]

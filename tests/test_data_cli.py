@@ -9,22 +9,21 @@ import sys
 
 import pytest
 from PIL import Image
-
 from test_data_support import good_entries, write_raw_lmdb
 
 
 def tsrx(*args, cwd=None):
     cmd = [sys.executable, "-c", "from tsrx.cli.main import main; main()", *map(str, args)]
     env = dict(os.environ, COLUMNS="200")  # no line wrapping inside the checked messages
-    return subprocess.run(cmd, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
 def test_synth_inspect_check(tmp_path):
     out = tmp_path / "synth"
-    r = tsrx("data", "synth", out, "--train", 12, "--test", 3, 4, 5, "--seed", 2,
-             "--fonts", "builtin")
+    r = tsrx(
+        "data", "synth", out, "--train", 12, "--test", 3, 4, 5, "--seed", 2, "--fonts", "builtin"
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "test").iterdir()) == ["easy", "hard", "medium"]
     manifest = json.loads((out / "synth.json").read_text())
@@ -33,8 +32,13 @@ def test_synth_inspect_check(tmp_path):
     r = tsrx("data", "inspect", out, "-o", tmp_path / "sheet.png", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert [s["name"] for s in info["splits"]] == ["train1", "train2", "test/easy", "test/medium",
-                                                   "test/hard"]
+    assert [s["name"] for s in info["splits"]] == [
+        "train1",
+        "train2",
+        "test/easy",
+        "test/medium",
+        "test/hard",
+    ]
     assert [s["num_samples"] for s in info["splits"]] == [12, 2, 3, 4, 5]  # train2: 12*2794/14573
     assert manifest["train2"] == 2
     hard = info["splits"][4]
@@ -71,7 +75,10 @@ def test_check_reports_every_problem_and_fails(tmp_path):
     assert "train1: 2 entries, ok" in r.stdout
     assert "test/easy: 4 entries, 2 bad" in r.stdout
     assert "(split test/easy) index 1: label is not UTF-8" in r.stdout
-    assert "(split test/easy) index 3: 'image_hr-000000003': cannot decode image (not an image" in r.stdout
+    assert (
+        "(split test/easy) index 3: 'image_hr-000000003': cannot decode image (not an image"
+        in r.stdout
+    )
     r = tsrx("data", "check", tmp_path / "root", "--voc-type", "digit")
     assert "index 4: label 'abc' has no character of vocabulary 'digit'" in r.stdout
 
@@ -83,12 +90,15 @@ def test_not_a_data_set(tmp_path):
 
 def test_bicubic_baseline_orders_the_splits(tmp_path):
     """The synthetic splits get harder easy -> medium -> hard, and leave room for SR."""
-    from tsrx.engine.data_stats import bicubic_baseline
     from tsrx.data.synth import synthesize
     from tsrx.data.textzoom import open_lmdb_dataset
+    from tsrx.engine.data_stats import bicubic_baseline
+
     synthesize(tmp_path / "s", train=0, test=[40, 40, 40], seed=0, fonts="builtin")
-    res = {s: bicubic_baseline(open_lmdb_dataset(tmp_path / "s" / "test" / s))
-           for s in ("easy", "medium", "hard")}
+    res = {
+        s: bicubic_baseline(open_lmdb_dataset(tmp_path / "s" / "test" / s))
+        for s in ("easy", "medium", "hard")
+    }
     assert res["easy"]["psnr"] > res["medium"]["psnr"] > res["hard"]["psnr"]
     assert res["easy"]["ssim"] > res["medium"]["ssim"] > res["hard"]["ssim"]
     assert res["easy"]["psnr"] < 30 and res["easy"]["ssim"] < 0.9

@@ -6,10 +6,15 @@ import os
 
 import pytest
 import torch
-
 from test_data_support import DATA_KW
-from tsrx.data.loader import (ResumableSampler, build_datasets, build_loader, collate_batch,
-                              ensure_synth)
+
+from tsrx.data.loader import (
+    ResumableSampler,
+    build_datasets,
+    build_loader,
+    collate_batch,
+    ensure_synth,
+)
 from tsrx.data.synth import synthesize
 from tsrx.data.textzoom import TextZoomDataset
 from tsrx.errors import TsrxError
@@ -23,10 +28,16 @@ def synth_root(tmp_path_factory):
 
 
 def data_cfg(root, **kw):
-    cfg = dict(DATA_KW, root=str(root), synth=None, cache=True, num_workers=0,
-               train={"type": "textzoom", "roots": ["train1"], "cache": True, "cache_dir": ""},
-               val={}, test={s: {"type": "textzoom", "roots": [f"test/{s}"]}
-                             for s in ("easy", "medium", "hard")})
+    cfg = dict(
+        DATA_KW,
+        root=str(root),
+        synth=None,
+        cache=True,
+        num_workers=0,
+        train={"type": "textzoom", "roots": ["train1"], "cache": True, "cache_dir": ""},
+        val={},
+        test={s: {"type": "textzoom", "roots": [f"test/{s}"]} for s in ("easy", "medium", "hard")},
+    )
     cfg.update(kw)
     return cfg
 
@@ -35,8 +46,9 @@ def data_cfg(root, **kw):
 def test_cache_gives_identical_tensors(synth_root, tmp_path, mask):
     kw = dict(DATA_KW, mask=mask)
     plain = TextZoomDataset(str(synth_root), ["train1", "test/hard"], cache=False, **kw)
-    cached = TextZoomDataset(str(synth_root), ["train1", "test/hard"], cache=True,
-                             cache_dir=str(tmp_path / "c"), **kw)
+    cached = TextZoomDataset(
+        str(synth_root), ["train1", "test/hard"], cache=True, cache_dir=str(tmp_path / "c"), **kw
+    )
     assert len(plain) == len(cached) == 47
     for i in range(len(plain)):
         a, b = plain[i], cached[i]
@@ -44,8 +56,9 @@ def test_cache_gives_identical_tensors(synth_root, tmp_path, mask):
         assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"])
     entries = sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir())
     assert len(entries) == 2  # one per LMDB
-    again = TextZoomDataset(str(synth_root), ["train1"], cache=True, cache_dir=str(tmp_path / "c"),
-                            **kw)
+    again = TextZoomDataset(
+        str(synth_root), ["train1"], cache=True, cache_dir=str(tmp_path / "c"), **kw
+    )
     assert torch.equal(again[5]["hr"], plain[5]["hr"])
     assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) == entries
 
@@ -80,8 +93,9 @@ def test_two_workers_load_every_sample_once(synth_root, tmp_path):
         assert batch["lr"].shape == (8, 4, 16, 64)
         seen += batch["index"].tolist()
     assert sorted(seen) == list(range(40)) and seen == sampler.shard()
-    cached = TextZoomDataset(str(synth_root), ["train1"], cache=True,
-                             cache_dir=str(tmp_path / "c"), **DATA_KW)
+    cached = TextZoomDataset(
+        str(synth_root), ["train1"], cache=True, cache_dir=str(tmp_path / "c"), **DATA_KW
+    )
     batches = list(build_loader(cached, 16, None, num_workers=2))
     assert [len(b["label"]) for b in batches] == [16, 16, 8]
     assert torch.equal(batches[0]["hr"][0], first["hr"].float() / 255)
@@ -96,8 +110,10 @@ def test_sampler_shards_are_disjoint_and_deterministic():
     s = ResumableSampler(103, rank=1, world_size=4, seed=5)
     s.set_epoch(1)
     assert list(s) != shards[1] and sorted(s.shard(0)) == sorted(shards[1])
-    padded = [ResumableSampler(10, rank=r, world_size=4, shuffle=False, drop_last=False).shard()
-              for r in range(4)]
+    padded = [
+        ResumableSampler(10, rank=r, world_size=4, shuffle=False, drop_last=False).shard()
+        for r in range(4)
+    ]
     assert [len(p) for p in padded] == [3, 3, 3, 3]
     assert sorted(set(i for p in padded for i in p)) == list(range(10))
 
@@ -126,20 +142,25 @@ def test_build_datasets_from_data_section(synth_root):
     assert len(train) == 40 and list(test) == ["easy", "medium", "hard"]
     assert [len(d) for d in test.values()] == [5, 6, 7]
     assert val == test
-    cfg = data_cfg(synth_root, train=None, val={"small": {"type": "textzoom",
-                                                           "roots": ["test/easy", "test/hard"]}})
+    cfg = data_cfg(
+        synth_root,
+        train=None,
+        val={"small": {"type": "textzoom", "roots": ["test/easy", "test/hard"]}},
+    )
     train, val, test = build_datasets(cfg)
     assert train is None and len(val["small"]) == 12
     cfg = data_cfg(synth_root, cache=False)
     assert build_datasets(cfg)[0].splits[0].cache is None
     with pytest.raises(TsrxError, match="data.train.hr_size"):
-        build_datasets(data_cfg(synth_root, train={"type": "textzoom", "roots": ["train1"],
-                                                    "hr_size": [1, 2]}))
+        build_datasets(
+            data_cfg(synth_root, train={"type": "textzoom", "roots": ["train1"], "hr_size": [1, 2]})
+        )
 
 
 def test_ensure_synth_builds_once(tmp_path):
-    cfg = data_cfg(tmp_path / "d", synth={"train": 6, "test": [2, 2, 2], "seed": 0,
-                                          "fonts": "builtin"})
+    cfg = data_cfg(
+        tmp_path / "d", synth={"train": 6, "test": [2, 2, 2], "seed": 0, "fonts": "builtin"}
+    )
     assert ensure_synth(cfg) is True
     assert ensure_synth(cfg) is False
     assert os.path.isfile(tmp_path / "d" / "test" / "hard" / "data.mdb")
@@ -156,6 +177,7 @@ def test_ensure_synth_rejects_a_misspelt_key(tmp_path):
 
 def _build_cache(args):
     from tsrx.data.cache import load_or_build
+
     lmdb_path, cache_dir = args
     c = load_or_build(lmdb_path, [32, 128], [16, 64], True, cache_dir)
     return str(c.folder), c.images(3)[0].sum().item()
@@ -163,12 +185,14 @@ def _build_cache(args):
 
 def test_simultaneous_cache_builds_make_one_entry(synth_root, tmp_path):
     import multiprocessing as mp
+
     args = (str(synth_root / "train1"), str(tmp_path / "c"))
     with mp.get_context("fork").Pool(2) as pool:
         results = pool.map(_build_cache, [args, args])
     assert results[0] == results[1]
     assert [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()] == [
-        os.path.basename(results[0][0])]
+        os.path.basename(results[0][0])
+    ]
 
 
 @pytest.mark.slow
@@ -176,13 +200,13 @@ def test_parallel_cache_build_equals_serial(synth_root, tmp_path, monkeypatch):
     import numpy as np
 
     import tsrx.data.cache as cache
+
     monkeypatch.setattr(cache, "CHUNK", 7)
-    monkeypatch.setattr(cache, "PARALLEL_FROM", 10 ** 9)
+    monkeypatch.setattr(cache, "PARALLEL_FROM", 10**9)
     serial = cache.load_or_build(synth_root / "train1", [32, 128], [16, 64], True, tmp_path / "s")
     monkeypatch.setattr(cache, "PARALLEL_FROM", 1)
     monkeypatch.setattr(cache, "_usable_cpus", lambda: 2)
-    parallel = cache.load_or_build(synth_root / "train1", [32, 128], [16, 64], True,
-                                   tmp_path / "p")
+    parallel = cache.load_or_build(synth_root / "train1", [32, 128], [16, 64], True, tmp_path / "p")
     assert parallel.labels == serial.labels and len(serial.labels) == 40
     for a, b in zip(serial._arrays(), parallel._arrays()):
         assert np.array_equal(a, b)

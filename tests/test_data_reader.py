@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_data_support import DATA_KW, good_entries, png, write_raw_lmdb
+
 from tsrx.data.synth import find_fonts, make_sample, synthesize
 from tsrx.data.textzoom import TextZoomDataset
 from tsrx.data.transforms import preprocess, text_mask
@@ -52,8 +52,10 @@ def test_synth_is_deterministic_and_native_sizes_vary(synth_root, tmp_path):
     assert all(torch.equal(a[i]["lr"], b[i]["lr"]) for i in range(24))
     other = make_sample(4, "train1", 1, ["builtin"])
     assert other != make_sample(3, "train1", 1, ["builtin"])
-    heights = {Image.open(io.BytesIO(make_sample(3, "train1", i, ["builtin"])[1])).size[1]
-               for i in range(1, 25)}
+    heights = {
+        Image.open(io.BytesIO(make_sample(3, "train1", i, ["builtin"])[1])).size[1]
+        for i in range(1, 25)
+    }
     assert len(heights) > 3 and min(heights) >= 16 and max(heights) <= 64
 
 
@@ -105,6 +107,7 @@ def test_label_filter_by_voc_type(tmp_path):
 
 # --- bad input: each case names the LMDB, the split and the 1-based index -------------------
 
+
 def _bad(entries_edit, n=3):
     entries = good_entries(n)
     entries_edit(entries)
@@ -112,14 +115,20 @@ def _bad(entries_edit, n=3):
 
 
 BAD_ITEM_CASES = {
-    "truncated image": (lambda e: e.__setitem__(b"image_hr-000000002", png(80, 24)[:60]),
-                        "cannot decode image"),
-    "non-image value": (lambda e: e.__setitem__(b"image_lr-000000002", b"hello"),
-                        "cannot decode image"),
+    "truncated image": (
+        lambda e: e.__setitem__(b"image_hr-000000002", png(80, 24)[:60]),
+        "cannot decode image",
+    ),
+    "non-image value": (
+        lambda e: e.__setitem__(b"image_lr-000000002", b"hello"),
+        "cannot decode image",
+    ),
     "non-UTF-8 label": (lambda e: e.__setitem__(b"label-000000002", b"\xff\xfeab"), "not UTF-8"),
     "empty label": (lambda e: e.__setitem__(b"label-000000002", b""), "empty label"),
-    "outside vocabulary": (lambda e: e.__setitem__(b"label-000000002", "caf\u00e9".encode()),
-                           "outside the vocabulary"),
+    "outside vocabulary": (
+        lambda e: e.__setitem__(b"label-000000002", "caf\u00e9".encode()),
+        "outside the vocabulary",
+    ),
 }
 
 

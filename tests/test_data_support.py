@@ -11,8 +11,9 @@ from PIL import Image
 
 from tsrx.data.lmdb_io import close_env
 
-DATA_KW = dict(hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100,
-               skip_bad=False)
+DATA_KW = dict(
+    hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100, skip_bad=False
+)
 
 
 def png(w: int, h: int, seed: int = 0) -> bytes:

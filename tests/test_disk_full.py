@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_engine_helpers import prepare, tiny_data, tiny_plugin, write_experiment  # noqa: F401
+
 from tsrx import runfiles
 from tsrx.engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from tsrx.runfiles import DiskFullError
@@ -29,11 +29,14 @@ def small_fs(tmp_path):
     """A 1 MiB tmpfs, unmounted afterwards."""
     mnt = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()}); "
-                    "test_enospc_without_a_small_filesystem covers the same paths")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({res.stderr.strip()}); "
+            "test_enospc_without_a_small_filesystem covers the same paths"
+        )
     try:
         yield mnt
     finally:
@@ -58,7 +61,9 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(small_fs):
     with pytest.raises(DiskFullError) as info:
         save_checkpoint(path, make_checkpoint(weights(1), step=2))
     text = str(info.value)
-    assert text.startswith(f"no space left on device writing {path}: the write needed 257.8 KB"), text
+    assert text.startswith(f"no space left on device writing {path}: the write needed 257.8 KB"), (
+        text
+    )
     assert "KB free on that filesystem" in text and "previous version" in text
     assert not list(small_fs.glob(".*.tmp"))
     kept = load_checkpoint(path)
@@ -77,13 +82,31 @@ def test_status_on_a_full_disk_still_says_failed(small_fs):
 
 def test_training_on_a_full_disk_fails_with_one_clear_message(small_fs, tiny_data, tiny_plugin):
     exp = write_experiment(small_fs.parent / "exp", tiny_data, tiny_plugin)
-    run_dir = prepare(exp, small_fs / "runs", ["train.steps=4", "train.ckpt_every=2",
-                                                "train.val_every=100"])
+    run_dir = prepare(
+        exp, small_fs / "runs", ["train.steps=4", "train.ckpt_every=2", "train.val_every=100"]
+    )
     fill(small_fs, 24 * 1024)  # room for status, metrics and the log, not for a checkpoint
-    out = subprocess.run([sys.executable, "-m", "tsrx", "train", str(exp), "--runs-dir",
-                          str(small_fs / "runs"), "--set", "train.steps=4", "--set", "train.ckpt_every=2",
-                          "--set", "train.val_every=100"], capture_output=True, text=True, timeout=300,
-                         cwd=small_fs.parent)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsrx",
+            "train",
+            str(exp),
+            "--runs-dir",
+            str(small_fs / "runs"),
+            "--set",
+            "train.steps=4",
+            "--set",
+            "train.ckpt_every=2",
+            "--set",
+            "train.val_every=100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=small_fs.parent,
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"no space left on device writing {run_dir / 'last.pth'}: the write needed" in out.stderr
     assert "Traceback" not in out.stderr and "PytorchStreamWriter" not in out.stderr
@@ -101,6 +124,7 @@ def test_enospc_without_a_small_filesystem(tmp_path, monkeypatch):
         if real_write(fd, b"") == 0 and len(data) > 1000:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
+
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(DiskFullError, match=f"no space left on device writing {path}"):
         save_checkpoint(path, make_checkpoint(weights(1), step=2))
@@ -108,8 +132,9 @@ def test_enospc_without_a_small_filesystem(tmp_path, monkeypatch):
 
 
 def test_temp_files_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     names = [f".status.json.{dead}.tmp", ".last.pth.a8x2k1.tmp", f".meta.json.{os.getppid()}.tmp"]
     for n in names:
         (tmp_path / n).write_text("x")
@@ -120,6 +145,7 @@ def test_temp_files_of_dead_writers_are_removed(tmp_path):
 
 def test_half_built_data_cache_is_removed_by_the_next_builder(tmp_path, tiny_data):
     from tsrx.data.cache import cache_key, load_or_build
+
     lmdb = tiny_data / "test" / "easy"
     cache_dir = tmp_path / "cache"
     key = cache_key(lmdb, [32, 128], [16, 64], True)

@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-
 from test_engine_helpers import metrics, prepare, tiny_data, tiny_plugin, weights, write_experiment  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -22,6 +21,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 def _train(run_dir, nproc, monkeypatch=None, stop_at=None):
     from tsrx.cli.train_cmd import train_run_dir
+
     if stop_at is not None:
         monkeypatch.setenv("TINY_STOP_AT", str(stop_at))
     try:
@@ -42,8 +42,11 @@ def runs(tmp_path_factory, tiny_data, tiny_plugin):
     # exact resume: dropout makes the RNG streams matter
     for name in ("straight", "resumed"):
         exp = write_experiment(tmp, tiny_data, tiny_plugin, name)
-        exp.write_text(exp.read_text().replace('sr = { type = "tiny_sr" }',
-                                               'sr = { type = "tiny_sr", dropout = 0.2 }'))
+        exp.write_text(
+            exp.read_text().replace(
+                'sr = { type = "tiny_sr" }', 'sr = { type = "tiny_sr", dropout = 0.2 }'
+            )
+        )
         out[name] = prepare(exp, tmp / "runs")
         assert out[name].joinpath("config.toml").read_text().count("dropout = 0.2") == 1
     out["straight_state"] = _train(out["straight"], 2)
@@ -115,8 +118,12 @@ def test_resume_checkpoint_holds_the_whole_training_state(runs):
 
 def test_nonfinite_loss_stops_both_ranks_with_a_named_error(tmp_path, tiny_data, tiny_plugin):
     from tsrx.errors import TsrxError
-    run_dir = prepare(write_experiment(tmp_path, tiny_data, tiny_plugin, "nan"), tmp_path / "runs",
-                      ['loss.sr={type = "tiny_nan", at = 2}'])
+
+    run_dir = prepare(
+        write_experiment(tmp_path, tiny_data, tiny_plugin, "nan"),
+        tmp_path / "runs",
+        ['loss.sr={type = "tiny_nan", at = 2}'],
+    )
     with pytest.raises(TsrxError, match=r"a rank failed: .*non-finite loss at step 2 .*sr=nan"):
         _train(run_dir, 2)  # neither rank is left waiting in a collective
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"

@@ -5,15 +5,34 @@ from __future__ import annotations
 import pytest
 
 from tsrx.engine import distributed
-from tsrx.engine.distributed import (DistEnv, check_master_address, detect, expand_hostlist, first_host,
-                                     node_name, port_for_job)
-from tsrx.launch import job as job_mod
+from tsrx.engine.distributed import (
+    DistEnv,
+    check_master_address,
+    detect,
+    expand_hostlist,
+    first_host,
+    node_name,
+    port_for_job,
+)
 from tsrx.errors import TsrxError
+from tsrx.launch import job as job_mod
 
-TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
-            "MASTER_ADDR": "node7", "MASTER_PORT": "29500"}
-SLURM = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-         "SLURM_JOB_NODELIST": "gpu[012-013]", "SLURM_JOB_ID": "4242", "SLURM_TASKS_PER_NODE": "4(x2)"}
+TORCHRUN = {
+    "RANK": "1",
+    "WORLD_SIZE": "4",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "MASTER_ADDR": "node7",
+    "MASTER_PORT": "29500",
+}
+SLURM = {
+    "SLURM_PROCID": "3",
+    "SLURM_NTASKS": "8",
+    "SLURM_LOCALID": "1",
+    "SLURM_JOB_NODELIST": "gpu[012-013]",
+    "SLURM_JOB_ID": "4242",
+    "SLURM_TASKS_PER_NODE": "4(x2)",
+}
 
 
 def test_no_environment_is_one_process():
@@ -69,22 +88,32 @@ def test_rank_outside_world_is_refused():
         detect({**TORCHRUN, "RANK": "4"})
 
 
-@pytest.mark.parametrize("nodelist, hosts", [
-    ("node1", ["node1"]), ("node1,node2", ["node1", "node2"]), ("localhost", ["localhost"]),
-    ("n[1-3,5],gpu01", ["n1", "n2", "n3", "n5", "gpu01"]),
-    ("gpu[003-005,9]", ["gpu003", "gpu004", "gpu005", "gpu9"]),
-    ("gpu[7,9],cpu1", ["gpu7", "gpu9", "cpu1"]),
-    ("n[08-11]", ["n08", "n09", "n10", "n11"]),
-    ("tsrx-n[1-2]", ["tsrx-n1", "tsrx-n2"]),
-    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]), ("n[01-2]", ["n01", "n02"]),
-    ("n[1-02]", ["n1", "n2"]), ("n[1-2]-ib", ["n1-ib", "n2-ib"]),
-    ("a[1],b", ["a1", "b"])])
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("node1", ["node1"]),
+        ("node1,node2", ["node1", "node2"]),
+        ("localhost", ["localhost"]),
+        ("n[1-3,5],gpu01", ["n1", "n2", "n3", "n5", "gpu01"]),
+        ("gpu[003-005,9]", ["gpu003", "gpu004", "gpu005", "gpu9"]),
+        ("gpu[7,9],cpu1", ["gpu7", "gpu9", "cpu1"]),
+        ("n[08-11]", ["n08", "n09", "n10", "n11"]),
+        ("tsrx-n[1-2]", ["tsrx-n1", "tsrx-n2"]),
+        ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
+        ("n[01-2]", ["n01", "n02"]),
+        ("n[1-02]", ["n1", "n2"]),
+        ("n[1-2]-ib", ["n1-ib", "n2-ib"]),
+        ("a[1],b", ["a1", "b"]),
+    ],
+)
 def test_host_list_expands_like_slurm(nodelist, hosts):
     # the same cases against `scontrol show hostnames`: tests/test_slurm_multinode.py
     assert expand_hostlist(nodelist) == hosts
 
 
-@pytest.mark.parametrize("nodelist", ["", "n[1-2", "n1-2]", "n[2-1]", "n[a-b]", "n[1-2],,m", "n[[1]]"])
+@pytest.mark.parametrize(
+    "nodelist", ["", "n[1-2", "n1-2]", "n[2-1]", "n[a-b]", "n[1-2],,m", "n[[1]]"]
+)
 def test_bad_host_list_is_named(nodelist):
     with pytest.raises(TsrxError, match="SLURM_JOB_NODELIST="):
         expand_hostlist(nodelist)
@@ -98,11 +127,21 @@ def test_first_host_without_scontrol_is_parsed(monkeypatch):
 def test_master_address_that_does_not_resolve_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NODELIST", "nosuchnode-tsrx[1-2]")
     monkeypatch.setenv("SLURMD_NODENAME", "nosuchnode-tsrx2")
-    env = DistEnv(rank=2, world_size=4, local_rank=0, local_world_size=2,
-                  master_addr="nosuchnode-tsrx1.invalid", master_port=23456, source="slurm")
-    with pytest.raises(TsrxError, match=r"rank 2 on node nosuchnode-tsrx2: the master address "
-                                        r"'nosuchnode-tsrx1.invalid' .*nosuchnode-tsrx\[1-2\].*does not "
-                                        r"resolve.*/etc/hosts"):
+    env = DistEnv(
+        rank=2,
+        world_size=4,
+        local_rank=0,
+        local_world_size=2,
+        master_addr="nosuchnode-tsrx1.invalid",
+        master_port=23456,
+        source="slurm",
+    )
+    with pytest.raises(
+        TsrxError,
+        match=r"rank 2 on node nosuchnode-tsrx2: the master address "
+        r"'nosuchnode-tsrx1.invalid' .*nosuchnode-tsrx\[1-2\].*does not "
+        r"resolve.*/etc/hosts",
+    ):
         check_master_address(env)
     check_master_address(DistEnv(rank=0, world_size=2, master_addr="127.0.0.1", master_port=1))
     check_master_address(DistEnv())  # one process: nothing to reach
@@ -119,7 +158,14 @@ class _FakeJobEnv:
 
 
 def test_job_exports_the_same_master_port_and_address_as_the_slurm_reader(monkeypatch):
-    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+    for key in (
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+    ):
         monkeypatch.setenv(key, "")  # recorded, so the values the job exports are undone
         monkeypatch.delenv(key)
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_distributed_ddp import _train
 from test_engine_helpers import metrics, prepare, tiny_data, tiny_plugin, weights, write_experiment  # noqa: F401
 
@@ -17,8 +16,11 @@ def test_four_rank_resume_is_bit_identical_with_deterministic(tmp_path, tiny_dat
     dirs = {}
     for name in ("straight", "resumed"):
         exp = write_experiment(tmp_path, tiny_data, tiny_plugin, name)
-        exp.write_text(exp.read_text().replace('sr = { type = "tiny_sr" }',
-                                               'sr = { type = "tiny_sr", dropout = 0.2 }'))
+        exp.write_text(
+            exp.read_text().replace(
+                'sr = { type = "tiny_sr" }', 'sr = { type = "tiny_sr", dropout = 0.2 }'
+            )
+        )
         dirs[name] = prepare(exp, tmp_path / "runs", ["train.deterministic=true"])
     try:
         assert _train(dirs["straight"], 4) == "completed"

@@ -88,7 +88,7 @@ class NanAt(nn.Module):
         return loss * float("nan") if self.calls == self.at else loss
 '''
 
-BASE = '''
+BASE = """
 name = "{name}"
 seed = 3
 plugins = ["{plugin}"]
@@ -115,7 +115,7 @@ selectors = ["best_psnr"]
 
 [eval]
 batch_size = 4
-'''
+"""
 
 
 # Test modules import these fixtures, and pytest then makes one instance per module; the
@@ -128,6 +128,7 @@ def tiny_data(tmp_path_factory) -> Path:
     """A TextZoom-format data set: 40 training pairs, 6 per test split."""
     if "data" not in _made:
         from tsrx.data.synth import synthesize
+
         root = tmp_path_factory.mktemp("engine_data") / "synth"
         synthesize(root, train=40, test=[6, 6, 6], seed=0)
         _made["data"] = root
@@ -143,8 +144,9 @@ def tiny_plugin(tmp_path_factory) -> Path:
     return _made["plugin"]
 
 
-def write_experiment(folder: Path, data: Path, plugin: Path, name: str = "tiny",
-                     extra: str = "") -> Path:
+def write_experiment(
+    folder: Path, data: Path, plugin: Path, name: str = "tiny", extra: str = ""
+) -> Path:
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / f"{name}.toml"
     path.write_text(BASE.format(name=name, plugin=plugin, root=data) + extra)
@@ -155,6 +157,7 @@ def prepare(experiment: Path, runs_dir: Path, overrides: list[str] | None = None
     """The run directory of the experiment's only run, as `tsrx train` makes it."""
     from tsrx.config.experiment import load_experiment
     from tsrx.launch.rundir import prepare_run_dir
+
     exp = load_experiment(experiment, overrides or [])
     assert len(exp.runs) == 1
     return prepare_run_dir(exp.runs[0], runs_dir, command=["test"])
@@ -171,6 +174,7 @@ def weights(path: Path) -> dict:
 
 def test_base_experiment_is_valid(tmp_path, tiny_data, tiny_plugin):
     from tsrx.config.experiment import load_experiment
+
     exp = load_experiment(write_experiment(tmp_path, tiny_data, tiny_plugin))
     assert exp.runs[0].config["train"]["batch_size"] == 8
     assert exp.runs[0].config["model"]["sr"]["type"] == "tiny_sr"

@@ -8,14 +8,18 @@ import sys
 
 import pytest
 import torch
-
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
 
 
 def _tsrx(*args, cwd):
-    proc = subprocess.run([sys.executable, "-m", "tsrx", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TSRX_TEST": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsrx", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TSRX_TEST": "1"},
+    )
     return proc
 
 
@@ -27,11 +31,14 @@ def files(tmp_path_factory, tiny_data, tiny_plugin):
     from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_model
     from tsrx.registry import RECOGNIZERS
+
     tmp = tmp_path_factory.mktemp("eval")
     config = load_experiment(write_experiment(tmp, tiny_data, tiny_plugin)).runs[0].config
     torch.manual_seed(0)
     model = build_model(config)
-    ckpt = save_checkpoint(tmp / "sr.pth", make_checkpoint(model.state_dict(), config=config, step=7))
+    ckpt = save_checkpoint(
+        tmp / "sr.pth", make_checkpoint(model.state_dict(), config=config, step=7)
+    )
     crnn = tmp / "crnn.pth"
     torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)
     return {"tmp": tmp, "ckpt": ckpt, "crnn": crnn, "data": tiny_data, "plugin": tiny_plugin}
@@ -39,11 +46,35 @@ def files(tmp_path_factory, tiny_data, tiny_plugin):
 
 def test_eval_prints_one_table_and_writes_json_with_predictions(files):
     out = files["tmp"] / "result.json"
-    proc = _tsrx("eval", "--ckpt", files["ckpt"], "--plugin", files["plugin"], "--data", files["data"], "--recognizer",
-                 files["crnn"], "--batch-size", 4, "--json", out, "--baselines", cwd=files["tmp"])
+    proc = _tsrx(
+        "eval",
+        "--ckpt",
+        files["ckpt"],
+        "--plugin",
+        files["plugin"],
+        "--data",
+        files["data"],
+        "--recognizer",
+        files["crnn"],
+        "--batch-size",
+        4,
+        "--json",
+        out,
+        "--baselines",
+        cwd=files["tmp"],
+    )
     assert proc.returncode == 0, proc.stderr
-    for word in ("easy", "medium", "hard", " A ", "bicubic", "hr", "protocol textzoom",
-                 "batch size 4", "crnn ("):
+    for word in (
+        "easy",
+        "medium",
+        "hard",
+        " A ",
+        "bicubic",
+        "hr",
+        "protocol textzoom",
+        "batch size 4",
+        "crnn (",
+    ):
         assert word in proc.stdout, word
     result = json.loads(out.read_text())
     assert result["protocol"] == "textzoom" and result["batch_size"] == 4
@@ -64,8 +95,20 @@ def test_eval_prints_one_table_and_writes_json_with_predictions(files):
 
 def test_without_judge_weights_accuracy_is_null_and_says_how_to_get_it(files):
     out = files["tmp"] / "nojudge.json"
-    proc = _tsrx("eval", "--ckpt", files["ckpt"], "--plugin", files["plugin"], "--data", files["data"], "--json", out,
-                 "--protocol", "per-image", cwd=files["tmp"])
+    proc = _tsrx(
+        "eval",
+        "--ckpt",
+        files["ckpt"],
+        "--plugin",
+        files["plugin"],
+        "--data",
+        files["data"],
+        "--json",
+        out,
+        "--protocol",
+        "per-image",
+        cwd=files["tmp"],
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["average"]["acc"] is None and result["recognizer"] is None
@@ -76,16 +119,31 @@ def test_without_judge_weights_accuracy_is_null_and_says_how_to_get_it(files):
 
 def test_foreign_textzoom_checkpoint_with_config(files):
     from tsrx.registry import SR_BACKBONES
+
     torch.manual_seed(0)
     foreign = files["tmp"] / "textzoom_tsrn.pth"
     small = {"blocks": 1, "hidden_units": 8}  # the official layout, small enough for a test
-    torch.save({"state_dict_G": SR_BACKBONES.get("tsrn")(**small).state_dict(), "info": {"iters": 1}},
-               foreign)
+    torch.save(
+        {"state_dict_G": SR_BACKBONES.get("tsrn")(**small).state_dict(), "info": {"iters": 1}},
+        foreign,
+    )
     config = files["tmp"] / "tsrn_small.toml"
     config.write_text('[model]\nsr = { type = "tsrn", blocks = 1, hidden_units = 8 }\n')
     out = files["tmp"] / "foreign.json"
-    proc = _tsrx("eval", "--ckpt", foreign, "--config", config, "--data", files["data"],
-                 "--json", out, "--batch-size", 6, cwd=files["tmp"])
+    proc = _tsrx(
+        "eval",
+        "--ckpt",
+        foreign,
+        "--config",
+        config,
+        "--data",
+        files["data"],
+        "--json",
+        out,
+        "--batch-size",
+        6,
+        cwd=files["tmp"],
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["format"] == "textzoom" and result["average"]["n"] == 18
@@ -95,8 +153,9 @@ def test_foreign_textzoom_checkpoint_with_config(files):
 
 
 def test_missing_checkpoint_is_a_clear_error(files):
-    proc = _tsrx("eval", "--ckpt", files["tmp"] / "nope.pth", "--data", files["data"],
-                 cwd=files["tmp"])
+    proc = _tsrx(
+        "eval", "--ckpt", files["tmp"] / "nope.pth", "--data", files["data"], cwd=files["tmp"]
+    )
     assert proc.returncode == 2 and "no such file" in proc.stderr
 
 
@@ -108,6 +167,7 @@ def test_protocols_on_the_evaluator_match_hand_computed_values(files):
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.engine.metrics import psnr_batch, psnr_per_image
     from tsrx.models.build import build_model
+
     ckpt = load_checkpoint(files["ckpt"])
     model = build_model(ckpt["config"], load_init=False)
     load_into(model, ckpt["model"])
@@ -131,6 +191,7 @@ def test_models_with_their_own_recognizer_judge_themselves_and_the_baselines(fil
     from tsrx.data.loader import build_datasets
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.models.build import build_model
+
     base = files["tmp"] / "tiny.toml"
     for has_sr in (True, False):  # joint model; stage 2 (recognizer only, reads HR)
         config = load_experiment(base, ['model.recognizer={type = "tiny_rec"}']).runs[0].config
@@ -154,8 +215,11 @@ def test_eval_of_a_run_checkpoint_is_cached_where_report_reads_it(files, tiny_pl
     from test_engine_helpers import prepare
 
     from tsrx.engine.checkpoint import save_checkpoint
+
     tmp = files["tmp"]
-    run_dir = prepare(write_experiment(tmp / "exp", files["data"], tiny_plugin, "cached"), tmp / "runs")
+    run_dir = prepare(
+        write_experiment(tmp / "exp", files["data"], tiny_plugin, "cached"), tmp / "runs"
+    )
     ckpt = run_dir / "best_psnr_model.pth"
     save_checkpoint(ckpt, torch.load(files["ckpt"], weights_only=True))
     proc = _tsrx("eval", "--ckpt", ckpt, "--plugin", tiny_plugin, cwd=tmp)
@@ -166,5 +230,6 @@ def test_eval_of_a_run_checkpoint_is_cached_where_report_reads_it(files, tiny_pl
     assert report.returncode == 0, report.stderr
     row = json.loads(report.stdout)["blocks"][0]["rows"][0]
     assert row["source"] == "test" and row["from"].endswith(cached[0].name)
-    assert row["values"]["A-PSNR"] == pytest.approx(json.loads(cached[0].read_text())["average"]["psnr"])
-
+    assert row["values"]["A-PSNR"] == pytest.approx(
+        json.loads(cached[0].read_text())["average"]["psnr"]
+    )

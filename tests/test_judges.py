@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
 from test_eval_cli import _tsrx
 
@@ -20,6 +19,7 @@ def parts(tmp_path_factory, tiny_data, tiny_plugin):
     from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_model
     from tsrx.registry import RECOGNIZERS
+
     tmp = tmp_path_factory.mktemp("judges")
     config = load_experiment(write_experiment(tmp, tiny_data, tiny_plugin)).runs[0].config
     torch.manual_seed(0)
@@ -30,14 +30,23 @@ def parts(tmp_path_factory, tiny_data, tiny_plugin):
     torch.save(crnn().state_dict(), tmp / "crnn.pth")
     torch.manual_seed(2)
     torch.save(crnn().state_dict(), tmp / "crnn2.pth")
-    torch.save({"state_dict_G": {"conv.weight": torch.zeros(1)}, "info": {"arch": "tsrn"}},
-               tmp / "textzoom_sr.pth")
-    return {"tmp": tmp, "config": config, "model": model, "ckpt": ckpt, "data": tiny_data,
-            "plugin": tiny_plugin}
+    torch.save(
+        {"state_dict_G": {"conv.weight": torch.zeros(1)}, "info": {"arch": "tsrn"}},
+        tmp / "textzoom_sr.pth",
+    )
+    return {
+        "tmp": tmp,
+        "config": config,
+        "model": model,
+        "ckpt": ckpt,
+        "data": tiny_data,
+        "plugin": tiny_plugin,
+    }
 
 
 def test_cli_judges_parse_and_a_name_given_twice_is_an_error():
     from tsrx.engine.judges import parse_cli_judges
+
     assert parse_cli_judges(["crnn=a.pth", "ppocr"]) == {"crnn": {"weights": "a.pth"}, "ppocr": {}}
     with pytest.raises(TsrxError, match="'crnn' given twice"):
         parse_cli_judges(["crnn=a.pth", "crnn=b.pth"])
@@ -47,9 +56,16 @@ def test_cli_judges_parse_and_a_name_given_twice_is_an_error():
 
 def test_named_judges_are_built_with_their_weights_and_the_type_follows_the_file(parts):
     from tsrx.engine.judges import build_judges, parse_cli_judges
+
     tmp = parts["tmp"]
-    judges = build_judges({"judges": {"a": {"type": "crnn", "weights": str(tmp / "crnn.pth")},
-                                      "b": {"type": "crnn", "weights": str(tmp / "crnn2.pth")}}})
+    judges = build_judges(
+        {
+            "judges": {
+                "a": {"type": "crnn", "weights": str(tmp / "crnn.pth")},
+                "b": {"type": "crnn", "weights": str(tmp / "crnn2.pth")},
+            }
+        }
+    )
     assert [j.name for j in judges] == ["a", "b"]
     assert "crnn.pth" in judges[0].description
     a, b = (dict(j.recognizer.state_dict()) for j in judges)
@@ -63,17 +79,23 @@ def test_named_judges_are_built_with_their_weights_and_the_type_follows_the_file
 
 def test_the_older_judge_weights_key_still_works_and_cannot_be_mixed(parts):
     from tsrx.engine.judges import build_judges
+
     weights = str(parts["tmp"] / "crnn.pth")
     (judge,) = build_judges({"judge_weights": weights})
     assert judge.name == "crnn" and weights in judge.description
     with pytest.raises(TsrxError, match="move the latter into eval.judges"):
-        build_judges({"judge_weights": weights, "judges": {"x": {"type": "crnn", "weights": weights}}})
+        build_judges(
+            {"judge_weights": weights, "judges": {"x": {"type": "crnn", "weights": weights}}}
+        )
 
 
 def test_bad_judges_say_what_is_wrong(parts, monkeypatch):
     from tsrx.engine.judges import build_judges, parse_cli_judges
+
     tmp = parts["tmp"]
-    with pytest.raises(TsrxError, match=r"is a ppocr recognizer but its weights .* are a crnn checkpoint"):
+    with pytest.raises(
+        TsrxError, match=r"is a ppocr recognizer but its weights .* are a crnn checkpoint"
+    ):
         build_judges({"judges": {"p": {"type": "ppocr", "weights": str(tmp / "crnn.pth")}}})
     with pytest.raises(TsrxError, match=r"textzoom checkpoint \(holding sr\): no recognizer"):
         build_judges({}, cli=parse_cli_judges([f"crnn={tmp / 'textzoom_sr.pth'}"]))
@@ -85,17 +107,23 @@ def test_bad_judges_say_what_is_wrong(parts, monkeypatch):
         build_judges({}, _with_rec(parts), cli=parse_cli_judges([f"own={tmp / 'crnn.pth'}"]))
     # ppocr requested but its package is missing: say which package to install
     import tsrx_builtin.ppocr as ppocr
-    monkeypatch.setattr(ppocr, "_package_dir", lambda: (_ for _ in ()).throw(TsrxError(ppocr.INSTALL_HINT)))
+
+    monkeypatch.setattr(
+        ppocr, "_package_dir", lambda: (_ for _ in ()).throw(TsrxError(ppocr.INSTALL_HINT))
+    )
     with pytest.raises(TsrxError, match="pip install 'rapidocr-onnxruntime'"):
         build_judges({}, cli=parse_cli_judges(["ppocr"]))
     notes: list[str] = []
-    assert build_judges({"judges": {"ppocr": {"type": "ppocr", "optional": True}}},
-                        warn=notes.append) == []
+    assert (
+        build_judges({"judges": {"ppocr": {"type": "ppocr", "optional": True}}}, warn=notes.append)
+        == []
+    )
     assert "left out" in notes[0] and "rapidocr-onnxruntime" in notes[0]
 
 
 def _with_rec(parts):
     from tsrx.models.build import build_model
+
     config = json.loads(json.dumps(parts["config"]))
     config["model"]["recognizer"] = {"type": "crnn"}
     config["model"]["sr"] = None
@@ -107,17 +135,26 @@ def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
     from tsrx.data.loader import build_datasets
     from tsrx.engine.evaluator import evaluate_model, result_table
     from tsrx.engine.judges import build_judges
+
     tmp, model = parts["tmp"], parts["model"]
-    judges = build_judges({"judges": {"a": {"type": "crnn", "weights": str(tmp / "crnn.pth")},
-                                      "b": {"type": "crnn", "weights": str(tmp / "crnn2.pth")}}},
-                          model)
+    judges = build_judges(
+        {
+            "judges": {
+                "a": {"type": "crnn", "weights": str(tmp / "crnn.pth")},
+                "b": {"type": "crnn", "weights": str(tmp / "crnn2.pth")},
+            }
+        },
+        model,
+    )
     _, _, test = build_datasets(parts["config"]["data"])
     calls = []
     hook = model.sr.register_forward_hook(lambda *a: calls.append(1))
     seen: dict[str, list] = {"a": [], "b": []}
     for j in judges:
         original = j.read
-        j.read = (lambda orig, name: lambda x: seen[name].append(x.clone()) or orig(x))(original, j.name)
+        j.read = (lambda orig, name: lambda x: seen[name].append(x.clone()) or orig(x))(
+            original, j.name
+        )
     try:
         result = evaluate_model(model, test, batch_size=4, judges=judges, baselines=True)
     finally:
@@ -134,9 +171,12 @@ def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
     for split, preds in result["predictions"].items():
         for name in ("a", "b"):
             correct = sum(p["preds"][name].lower() == p["label"].lower() for p in preds)
-            assert result["splits"][split]["acc_by_judge"][name] == pytest.approx(correct / len(preds))
+            assert result["splits"][split]["acc_by_judge"][name] == pytest.approx(
+                correct / len(preds)
+            )
     assert result["average"]["psnr"] is not None  # PSNR / SSIM once, from the SR images
     from rich.console import Console
+
     console = Console(width=200, record=True)
     console.print(result_table(result))
     text = console.export_text()
@@ -146,29 +186,63 @@ def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
 def test_eval_cli_with_two_judges_prints_one_table(parts):
     tmp = parts["tmp"]
     out = tmp / "two.json"
-    proc = _tsrx("eval", "--ckpt", parts["ckpt"], "--plugin", parts["plugin"], "--data", parts["data"], "--judge",
-                 f"crnn={tmp / 'crnn.pth'}", "--judge", f"other={tmp / 'crnn2.pth'}",
-                 "--baselines", "--json", out, cwd=tmp)
+    proc = _tsrx(
+        "eval",
+        "--ckpt",
+        parts["ckpt"],
+        "--plugin",
+        parts["plugin"],
+        "--data",
+        parts["data"],
+        "--judge",
+        f"crnn={tmp / 'crnn.pth'}",
+        "--judge",
+        f"other={tmp / 'crnn2.pth'}",
+        "--baselines",
+        "--json",
+        out,
+        cwd=tmp,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "ACC crnn" in proc.stdout and "ACC other" in proc.stdout and "judges: crnn = " in proc.stdout
+    assert (
+        "ACC crnn" in proc.stdout
+        and "ACC other" in proc.stdout
+        and "judges: crnn = " in proc.stdout
+    )
     result = json.loads(out.read_text())
     assert list(result["baselines"]["hr"]["average"]["acc_by_judge"]) == ["crnn", "other"]
-    bad = _tsrx("eval", "--ckpt", parts["ckpt"], "--plugin", parts["plugin"], "--data", parts["data"], "--judge",
-                f"crnn={tmp / 'crnn.pth'}", "--judge", f"crnn={tmp / 'crnn2.pth'}", cwd=tmp)
+    bad = _tsrx(
+        "eval",
+        "--ckpt",
+        parts["ckpt"],
+        "--plugin",
+        parts["plugin"],
+        "--data",
+        parts["data"],
+        "--judge",
+        f"crnn={tmp / 'crnn.pth'}",
+        "--judge",
+        f"crnn={tmp / 'crnn2.pth'}",
+        cwd=tmp,
+    )
     assert bad.returncode != 0 and "given twice" in bad.stderr
 
 
 def test_best_acc_follows_the_named_judge():
     from tsrx.registry import SELECTORS
+
     result = {"average": {"acc": 0.1, "acc_by_judge": {"own": 0.1, "ppocr": 0.9}}, "splits": {}}
     assert SELECTORS.build({"type": "best_acc"}, "s").score(result) == pytest.approx(0.1)
-    assert SELECTORS.build({"type": "best_acc", "judge": "ppocr"}, "s").score(result) == pytest.approx(0.9)
+    assert SELECTORS.build({"type": "best_acc", "judge": "ppocr"}, "s").score(
+        result
+    ) == pytest.approx(0.9)
     old = {"average": {"acc": 0.3}, "splits": {}}  # a result from before acc_by_judge
     assert SELECTORS.build({"type": "best_acc", "judge": "ppocr"}, "s").score(old) == float("-inf")
 
 
 def test_recognizer_option_still_means_a_crnn_for_a_bare_state_dict(parts):
     from tsrx.engine.judges import build_judges
+
     bare = parts["tmp"] / "bare_crnn.pth"
     state = torch.load(parts["tmp"] / "crnn.pth")
     torch.save({f"recognizer.{k}": v for k, v in state.items()}, bare)  # not meijieru's layout

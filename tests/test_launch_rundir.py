@@ -8,11 +8,15 @@ import pytest
 
 from tsrx.config.experiment import RunSpec
 from tsrx.errors import TsrxError
-from tsrx.launch.rundir import prepare_run_dir, record_job, read_meta
+from tsrx.launch.rundir import prepare_run_dir, read_meta, record_job
 
 
 def spec(steps=10, lr=1e-3, name="head=mlp-abcd1234"):
-    cfg = {"name": "exp", "train": {"steps": steps, "batch_size": 4}, "optim": {"type": "adam", "lr": lr}}
+    cfg = {
+        "name": "exp",
+        "train": {"steps": steps, "batch_size": 4},
+        "optim": {"type": "adam", "lr": lr},
+    }
     return RunSpec("exp", name, {"model.head.type": "mlp"}, cfg)
 
 

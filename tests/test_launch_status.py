@@ -21,10 +21,20 @@ def make_run(root, name, *, state=None, step=None, job=None, launcher="slurm", s
     if job:
         record_job(d, job, launcher, event="submit")
         for i in range(starts):
-            record_job(d, job, launcher, event="start", restart=i, started="2026-01-01T00:00:00+00:00")
+            record_job(
+                d, job, launcher, event="start", restart=i, started="2026-01-01T00:00:00+00:00"
+            )
     if state:
-        (d / "status.json").write_text(json.dumps({"state": state, "step": step, "total_steps": 10,
-                                                   "updated": "2026-01-01T00:01:05+00:00"}))
+        (d / "status.json").write_text(
+            json.dumps(
+                {
+                    "state": state,
+                    "step": step,
+                    "total_steps": 10,
+                    "updated": "2026-01-01T00:01:05+00:00",
+                }
+            )
+        )
     if val:
         with open(d / "metrics.jsonl", "w") as f:
             f.write(json.dumps({"kind": "train", "step": 4, "loss": 1.0}) + "\n")
@@ -34,8 +44,15 @@ def make_run(root, name, *, state=None, step=None, job=None, launcher="slurm", s
 
 
 def test_states_from_files_when_the_scheduler_has_forgotten(workdir):
-    make_run(workdir, "done", state="completed", step=10, job="9876511", starts=2,
-             val={"n": 8, "acc": 0.5, "psnr": 21.5, "ssim": 0.7})
+    make_run(
+        workdir,
+        "done",
+        state="completed",
+        step=10,
+        job="9876511",
+        starts=2,
+        val={"n": 8, "acc": 0.5, "psnr": 21.5, "ssim": 0.7},
+    )
     make_run(workdir, "crashed", state="failed", step=3, job="9876512", starts=1)
     cancelled = make_run(workdir, "stopped", state="running", step=2, job="9876513", starts=1)
     update_meta(cancelled, cancelled="2999-01-01T00:00:00+00:00")
@@ -67,6 +84,7 @@ def test_submitit_result_file_decides_when_nothing_else_does(workdir):
     update_meta(d, submitit_folder=str(folder))
     (folder / "5").mkdir(parents=True)
     import pickle
+
     (folder / "5" / "5_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback ...")))
     assert st.run_status(d, {}).state == "failed"
     (folder / "5" / "5_0_result.pkl").write_bytes(pickle.dumps(("success", {"state": "completed"})))
@@ -75,11 +93,24 @@ def test_submitit_result_file_decides_when_nothing_else_does(workdir):
 
 def test_status_cli_table_and_json(workdir, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    make_run(workdir, "done", state="completed", step=10, job="9876511", starts=1,
-             val={"n": 8, "acc": 0.5, "psnr": 21.5, "ssim": 0.7})
+    make_run(
+        workdir,
+        "done",
+        state="completed",
+        step=10,
+        job="9876511",
+        starts=1,
+        val={"n": 8, "acc": 0.5, "psnr": 21.5, "ssim": 0.7},
+    )
     code, out, _ = cli(capsys, "status")
     assert code == 0
-    assert "done" in out and "completed" in out and "10/10" in out and "21.50" in out and "0.5000" in out
+    assert (
+        "done" in out
+        and "completed" in out
+        and "10/10" in out
+        and "21.50" in out
+        and "0.5000" in out
+    )
     code, out, _ = cli(capsys, "status", "runs/exp/done", "--json")
     assert json.loads(out)[0]["state"] == "completed"
 
@@ -94,10 +125,14 @@ def test_status_of_an_experiment_file_reads_its_runs_dir(workdir, capsys):
 
 def test_status_does_not_import_torch(workdir):
     make_run(workdir, "done", state="completed", step=10, job="9876511", starts=1)
-    code = ("import sys\nfrom tsrx.cli.main import main\n"
-            "try:\n    main(['status', 'runs'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\nprint('ok')")
-    res = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys\nfrom tsrx.cli.main import main\n"
+        "try:\n    main(['status', 'runs'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\nprint('ok')"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr
 
 

@@ -15,7 +15,8 @@ from tsrx.launch import submit as submit_mod
 
 def grid_file(tmp_path, extra=""):
     path = tmp_path / "grid.toml"
-    path.write_text(textwrap.dedent('''
+    path.write_text(
+        textwrap.dedent("""
         name = "grid"
         [model]
         sr = { type = "tsrn", blocks = 1, hidden_units = 8 }
@@ -29,7 +30,9 @@ def grid_file(tmp_path, extra=""):
         extra = { exclusive = true }
         [grid]
         "loss.combiner.type" = ["avg", "uncertainty"]
-    ''') + textwrap.dedent(extra))
+    """)
+        + textwrap.dedent(extra)
+    )
     return path
 
 
@@ -40,10 +43,19 @@ def test_dry_run_prints_runs_differences_and_sbatch_script(workdir, capsys, monk
     assert "2 run(s)" in out and "one job array via slurm" in out
     assert "combiner=avg-" in out and "combiner=uncertainty-" in out
     assert "loss.combiner.type" in out  # the differences table
-    for line in ("#SBATCH --array=0-1%2", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
-                 "#SBATCH --nodes=1", "#SBATCH --partition=gpu", "#SBATCH --account=lab",
-                 "#SBATCH --time=30", "#SBATCH --signal=USR2@90", "#SBATCH --exclusive",
-                 "module load cuda", "srun --unbuffered"):
+    for line in (
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --nodes=1",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --time=30",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --exclusive",
+        "module load cuda",
+        "srun --unbuffered",
+    ):
         assert line in out, line
     assert not (workdir / "runs").exists()  # nothing submitted, nothing created
 
@@ -70,6 +82,7 @@ def test_no_sbatch_suggests_local_launcher(workdir, monkeypatch):
 def test_run_dir_with_other_config_is_refused_before_anything_runs(workdir, capsys):
     path = grid_file(workdir)
     from tsrx.launch.rundir import prepare_run_dir
+
     plan = submit_mod.plan(path)
     for r in plan.runs:
         prepare_run_dir(r.spec, plan.runs_dir)
@@ -91,7 +104,8 @@ def test_local_launcher_rejects_several_nodes(workdir):
 
 def local_file(tmp_path, entry, steps=6, ranks=2, extra=""):
     path = tmp_path / "local.toml"
-    path.write_text(textwrap.dedent(f'''
+    path.write_text(
+        textwrap.dedent(f'''
         name = "loc"
         [train]
         steps = {steps}
@@ -101,7 +115,9 @@ def local_file(tmp_path, entry, steps=6, ranks=2, extra=""):
         gpus_per_node = 0
         tasks_per_node = {ranks}
         entry = "{entry}"
-    ''') + textwrap.dedent(extra))
+    ''')
+        + textwrap.dedent(extra)
+    )
     return path
 
 
@@ -112,7 +128,9 @@ def test_local_launcher_runs_all_ranks_to_completion(workdir, standin):
     run = workdir / "runs" / "loc" / "main"
     ranks = [json.loads(x) for x in (run / "ranks.jsonl").read_text().splitlines()]
     assert sorted(r["RANK"] for r in ranks) == ["0", "1"]
-    assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and {r["MASTER_ADDR"] for r in ranks} == {"127.0.0.1"}
+    assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and {r["MASTER_ADDR"] for r in ranks} == {
+        "127.0.0.1"
+    }
     port = {r["MASTER_PORT"] for r in ranks}
     assert len(port) == 1 and PORT_RANGE[0] <= int(port.pop()) <= PORT_RANGE[1]
     assert json.loads((run / "summary.json").read_text())["final"]["value"] == standin_value(6)
@@ -123,20 +141,28 @@ def test_local_launcher_runs_all_ranks_to_completion(workdir, standin):
     assert rows[0]["state"] == "completed" and rows[0]["step"] == 6
     # same config again: resumes (already done) in the same directory, no new run dir
     again = tsrx("submit", str(local_file(workdir, standin)), cwd=workdir, timeout=120)
-    assert again.returncode == 0 and sorted(p.name for p in (workdir / "runs" / "loc").iterdir()) == [
-        "main", "submitit"]
+    assert again.returncode == 0 and sorted(
+        p.name for p in (workdir / "runs" / "loc").iterdir()
+    ) == ["main", "submitit"]
 
 
 @pytest.mark.slow
-def test_local_time_limit_saves_requeues_and_finishes_like_uninterrupted(workdir, standin, monkeypatch):
+def test_local_time_limit_saves_requeues_and_finishes_like_uninterrupted(
+    workdir, standin, monkeypatch
+):
     # timeout 1 min, signal 54 s before: every attempt gets SIGUSR2 after ~6 s of 0.4 s steps,
     # so 30 steps need several attempts, each resuming from last.json.
     monkeypatch.setenv("STANDIN_STEP_S", "0.4")
-    path = local_file(workdir, standin, steps=30, extra='''
+    path = local_file(
+        workdir,
+        standin,
+        steps=30,
+        extra="""
         timeout_min = 1
         signal_delay_s = 54
         max_requeues = 8
-    ''')
+    """,
+    )
     res = tsrx("submit", str(path), cwd=workdir, timeout=240)
     assert res.returncode == 0, res.stdout + res.stderr
     run = workdir / "runs" / "loc" / "main"
@@ -150,8 +176,9 @@ def test_local_time_limit_saves_requeues_and_finishes_like_uninterrupted(workdir
 
 @pytest.mark.slow
 def test_local_launcher_with_the_real_trainer(workdir):
-    path = tiny_real_experiment(workdir / "real.toml", workdir / "data" / "synth", "real", "local",
-                                ranks=2, steps=4)
+    path = tiny_real_experiment(
+        workdir / "real.toml", workdir / "data" / "synth", "real", "local", ranks=2, steps=4
+    )
     res = tsrx("submit", str(path), cwd=workdir, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     run = workdir / "runs" / "real" / "main"
@@ -164,9 +191,12 @@ def test_local_launcher_with_the_real_trainer(workdir):
 @pytest.mark.parametrize("profile", ["example_cluster", "local_test"])
 def test_cluster_profiles_extend_an_experiment(workdir, profile):
     from slurm_fixture import SLURM_DIR
+
     path = workdir / "exp.toml"
-    path.write_text(f'extends = ["{SLURM_DIR / "profiles" / (profile + ".toml")}"]\n'
-                    '[launcher]\ntimeout_min = 7\n')
+    path.write_text(
+        f'extends = ["{SLURM_DIR / "profiles" / (profile + ".toml")}"]\n'
+        "[launcher]\ntimeout_min = 7\n"
+    )
     plan = submit_mod.plan(path)
     params = plan.runs[0].params
     assert plan.launcher == "slurm" and params["time"] == 7  # the experiment wins
@@ -178,11 +208,15 @@ def test_cluster_profiles_extend_an_experiment(workdir, profile):
 
 def test_uncertainty_grid_is_eight_four_gpu_runs_in_one_array(workdir):
     from slurm_fixture import REPO
+
     plan = submit_mod.plan(REPO / "experiments" / "uncertainty_grid.toml")
     assert len(plan.runs) == 8 and plan.as_array and plan.launcher == "slurm"
     heads = {r.spec.config["model"]["head"]["type"] for r in plan.runs}
     combiners = {r.spec.config["loss"]["combiner"]["type"] for r in plan.runs}
-    assert heads == {"dense", "mlp", "sidernn", "sidernn+mlp"} and combiners == {"avg", "uncertainty"}
+    assert heads == {"dense", "mlp", "sidernn", "sidernn+mlp"} and combiners == {
+        "avg",
+        "uncertainty",
+    }
     assert plan.runs[0].params["gpus_per_node"] == 4 and plan.runs[0].params["ntasks_per_node"] == 4
     assert "#SBATCH --array=0-7%8" in submit_mod.sbatch_script(plan)
 
@@ -191,6 +225,7 @@ def test_submitted_callable_is_a_tiny_pickle_without_torch(tmp_path):
     import cloudpickle
 
     from tsrx.launch.job import TrainJob
+
     job = TrainJob(tmp_path / "runs" / "exp" / "main", "slurm")
     data = cloudpickle.dumps(job)
     assert len(data) < 1000 and b"torch" not in data

@@ -12,9 +12,26 @@ import ast
 from pathlib import Path
 
 TSRX = Path(__file__).resolve().parents[1] / "tsrx"
-LAYERS = {"errors": 0, "runfiles": 0, "process": 0, "writer": 0, "console": 0, "config": 1, "plugins": 2, "registry": 2,
-          "data": 3, "models": 3, "checkpoint": 3, "contracts": 3, "engine": 4, "launch": 5,
-          "report": 5, "viz": 5, "cli": 6, "__main__": 6}
+LAYERS = {
+    "errors": 0,
+    "runfiles": 0,
+    "process": 0,
+    "writer": 0,
+    "console": 0,
+    "config": 1,
+    "plugins": 2,
+    "registry": 2,
+    "data": 3,
+    "models": 3,
+    "checkpoint": 3,
+    "contracts": 3,
+    "engine": 4,
+    "launch": 5,
+    "report": 5,
+    "viz": 5,
+    "cli": 6,
+    "__main__": 6,
+}
 
 
 def layer(module: str) -> int | None:
@@ -51,8 +68,12 @@ def imports() -> dict[str, list[tuple[str, bool]]]:
 def test_layers_import_downward_only():
     # the package root is the public facade: ``tsrx.load_model`` defers to the engine inside
     # the function, so importing tsrx stays light
-    upward = [f"{m} imports {n}" for m, found in imports().items() for n, top in found
-              if layer(n) > layer(m) and not (m == "tsrx" and not top)]
+    upward = [
+        f"{m} imports {n}"
+        for m, found in imports().items()
+        for n, top in found
+        if layer(n) > layer(m) and not (m == "tsrx" and not top)
+    ]
     assert upward == []
 
 
@@ -72,7 +93,7 @@ def test_no_import_cycles_at_module_level():
         state[m] = "open"
         for n in sorted(edges.get(m, ())):
             if state.get(n) == "open":
-                cycles.append(stack[stack.index(n):] + [n])
+                cycles.append(stack[stack.index(n) :] + [n])
             elif n not in state:
                 visit(n, stack + [n])
         state[m] = "done"

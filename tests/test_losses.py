@@ -29,6 +29,7 @@ def test_mse_covers_every_channel_including_the_mask():
 
 def test_gradient_map_central_differences_with_zero_padding():
     from tsrx_builtin.losses import gradient_map
+
     # horizontal (x[j+1]-x[j-1])/2 with 0 outside: [0.5, 1, 0.5]; vertical (x[i-1]-x[i+1])/2:
     # row 0 [0, -0.5, -1], row 1 [0, 0.5, 1]
     expected = torch.tensor([[0.5, math.sqrt(1.25), math.sqrt(1.25)]] * 2)
@@ -84,7 +85,8 @@ def test_ctc_applies_log_softmax_to_raw_logits():
     ctc = REC_LOSSES.build({"type": "ctc"}, "loss.recognition")
     shifted = two_step_logits() + 3.0  # a constant shift per step leaves softmax unchanged
     assert ctc(shifted, torch.tensor([1]), torch.tensor([1])).item() == pytest.approx(
-        ctc(two_step_logits(), torch.tensor([1]), torch.tensor([1])).item(), rel=1e-5)
+        ctc(two_step_logits(), torch.tensor([1]), torch.tensor([1])).item(), rel=1e-5
+    )
 
 
 def test_ctc_batch_reduction_and_zero_infinity():
@@ -102,14 +104,17 @@ def test_ctc_length_reduction_divides_by_target_length():
     targets, lengths = torch.tensor([1, 2]), torch.tensor([2])  # "ab": only path (a, b)
     nll = -math.log(0.5 * 0.6)
     batch = REC_LOSSES.build({"type": "ctc"}, "x")(logits, targets, lengths)
-    per_len = REC_LOSSES.build({"type": "ctc", "reduction": "length"}, "x")(logits, targets, lengths)
+    per_len = REC_LOSSES.build({"type": "ctc", "reduction": "length"}, "x")(
+        logits, targets, lengths
+    )
     assert batch.item() == pytest.approx(nll, rel=1e-5)
     assert per_len.item() == pytest.approx(nll / 2, rel=1e-5)
 
 
 def test_ctc_empty_label_is_all_blanks():
     loss = REC_LOSSES.build({"type": "ctc"}, "x")(
-        two_step_logits(), torch.tensor([], dtype=torch.long), torch.tensor([0]))
+        two_step_logits(), torch.tensor([], dtype=torch.long), torch.tensor([0])
+    )
     assert loss.item() == pytest.approx(-math.log(0.4 * 0.3), rel=1e-5)
 
 

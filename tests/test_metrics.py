@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from tsrx.engine.metrics import (FIELDS, MetricAccumulator, count_correct, psnr_batch,
-                                 psnr_per_image, ssim_batch, ssim_map, ssim_per_image,
-                                 weighted_average)
+from tsrx.engine.metrics import (
+    FIELDS,
+    MetricAccumulator,
+    count_correct,
+    psnr_batch,
+    psnr_per_image,
+    ssim_batch,
+    ssim_map,
+    ssim_per_image,
+    weighted_average,
+)
 from tsrx.errors import TsrxError
 
 
@@ -26,8 +34,8 @@ def db(mse_255: float) -> float:
 # -- PSNR ------------------------------------------------------------------------------
 def test_psnr_of_a_constant_offset_ignores_the_mask_and_is_unclamped():
     hr = images()
-    sr = hr + 0.1           # values above 1 stay: the reference does not clamp
-    sr[:, 3] = -5.0         # mask channel is not scored
+    sr = hr + 0.1  # values above 1 stay: the reference does not clamp
+    sr[:, 3] = -5.0  # mask channel is not scored
     assert psnr_batch(sr, hr).item() == pytest.approx(20.0, abs=1e-4)  # 255 / 25.5 = 10
     assert psnr_per_image(sr, hr).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
 
@@ -37,7 +45,7 @@ def test_textzoom_psnr_pools_mse_over_the_batch_per_image_does_not():
     sr = hr.clone()
     sr[0] += 0.1
     sr[1] += 0.2
-    assert psnr_batch(sr, hr).item() == pytest.approx(db((25.5 ** 2 + 51.0 ** 2) / 2), abs=1e-4)
+    assert psnr_batch(sr, hr).item() == pytest.approx(db((25.5**2 + 51.0**2) / 2), abs=1e-4)
     assert psnr_per_image(sr, hr).tolist() == pytest.approx([20.0, 20 * math.log10(5)], abs=1e-4)
 
 
@@ -56,7 +64,7 @@ def test_ssim_of_constant_images_by_hand_inside_and_zero_padding_at_the_border()
     # away from the border the windows see constants: variances 0, so SSIM = luminance term
     # (float32 E[x^2] - mu^2 leaves ~1e-7 of spurious variance against C2 = 9e-4: the
     # reference computes in float32 too, so constant regions read ~1e-4 low in both)
-    c1 = 0.01 ** 2
+    c1 = 0.01**2
     interior = (2 * a * b + c1) / (a * a + b * b + c1)
     assert torch.allclose(m[:, :, 5:-5, 5:-5], torch.tensor(interior), atol=3e-4)
     # at a corner the zero padding darkens both windows and adds variance: a different value
@@ -65,14 +73,21 @@ def test_ssim_of_constant_images_by_hand_inside_and_zero_padding_at_the_border()
 
 def test_ssim_interior_matches_skimage_gaussian_ssim():
     from skimage.metrics import structural_similarity
+
     sr, hr = images(1, 3, 32, 128, seed=1), images(1, 3, 32, 128, seed=2)
     hr = 0.5 * hr + 0.5 * sr  # correlated, so the structure term matters
     ours = ssim_map(sr, hr)[0, :, 5:-5, 5:-5].mean().item()
     # skimage crops (win_size - 1) / 2 = 5 pixels, so only the interior is comparable;
     # its reflect-padded border is discarded, ours is zero-padded and kept (the reference)
-    theirs = structural_similarity(sr[0].numpy().astype(np.float64), hr[0].numpy().astype(np.float64),
-                                   gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                   data_range=1.0, channel_axis=0)
+    theirs = structural_similarity(
+        sr[0].numpy().astype(np.float64),
+        hr[0].numpy().astype(np.float64),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        channel_axis=0,
+    )
     assert ours == pytest.approx(theirs, abs=1e-5)
     assert ssim_batch(sr, hr).item() != pytest.approx(theirs, abs=1e-3)
 
@@ -81,7 +96,9 @@ def test_textzoom_ssim_is_the_mean_of_the_whole_batch_map():
     sr, hr = images(3, 3, 32, 128, seed=3), images(3, 3, 32, 128, seed=4)
     assert ssim_batch(sr, hr).item() == pytest.approx(ssim_map(sr, hr).mean().item(), rel=1e-6)
     # equal-sized images: batch SSIM equals the mean per-image SSIM (PSNR does not)
-    assert ssim_batch(sr, hr).item() == pytest.approx(ssim_per_image(sr, hr).mean().item(), rel=1e-5)
+    assert ssim_batch(sr, hr).item() == pytest.approx(
+        ssim_per_image(sr, hr).mean().item(), rel=1e-5
+    )
 
 
 def test_shape_mismatch_is_named():
@@ -108,7 +125,7 @@ def test_textzoom_protocol_averages_per_batch_values_over_batches():
     acc.update("easy", *offset_batch([0.1, 0.2]), ["a", "b"], ["a", "x"])
     acc.update("easy", *offset_batch([0.1]), ["c"], ["C"])
     res = acc.compute()["splits"]["easy"]
-    expected_psnr = (db((25.5 ** 2 + 51.0 ** 2) / 2) + 20.0) / 2
+    expected_psnr = (db((25.5**2 + 51.0**2) / 2) + 20.0) / 2
     assert res["n"] == 3 and res["acc"] == pytest.approx(2 / 3)
     assert res["psnr"] == pytest.approx(expected_psnr, abs=1e-4)
 
@@ -135,8 +152,8 @@ def test_result_shape_and_sample_weighted_average():
 
 def test_missing_recognizer_or_images_give_none_not_zero():
     acc = MetricAccumulator("per-image", ["easy", "hard"])
-    acc.update("easy", *offset_batch([0.1]))               # SR only: no accuracy
-    acc.update("hard", None, None, ["a"], ["a"])           # recognition only: no PSNR
+    acc.update("easy", *offset_batch([0.1]))  # SR only: no accuracy
+    acc.update("hard", None, None, ["a"], ["a"])  # recognition only: no PSNR
     res = acc.compute()
     assert res["splits"]["easy"]["acc"] is None and res["splits"]["hard"]["psnr"] is None
     assert res["average"]["acc"] == 1.0 and res["average"]["psnr"] == pytest.approx(20.0, abs=1e-4)
@@ -148,8 +165,12 @@ def run_batches(acc, batches):
     return acc
 
 
-BATCHES = [("easy", [0.1, 0.05], ["a", "b"], ["a", "b"]), ("hard", [0.3], ["a"], ["z"]),
-           ("easy", [0.2], ["q"], ["q"]), ("hard", [0.02, 0.4], ["x", "y"], ["x", "n"])]
+BATCHES = [
+    ("easy", [0.1, 0.05], ["a", "b"], ["a", "b"]),
+    ("hard", [0.3], ["a"], ["z"]),
+    ("easy", [0.2], ["q"], ["q"]),
+    ("hard", [0.02, 0.4], ["x", "y"], ["x", "n"]),
+]
 
 
 @pytest.mark.parametrize("protocol", ["textzoom", "per-image"])
@@ -183,9 +204,11 @@ def test_unknown_protocol_is_named():
 def test_weighted_average_of_the_textzoom_splits_fixes_the_notebook_number():
     # RESEARCH_NOTES.md, sidernn+mlp: E/M/H ACC 0.6962 / 0.5468 / 0.3931 on 1619/1411/1343;
     # the notebook printed A = 0.5532, the sample-weighted mean is 0.5549
-    splits = {"easy": {"n": 1619, "acc": 0.6962, "psnr": None, "ssim": None},
-              "medium": {"n": 1411, "acc": 0.5468, "psnr": None, "ssim": None},
-              "hard": {"n": 1343, "acc": 0.3931, "psnr": None, "ssim": None}}
+    splits = {
+        "easy": {"n": 1619, "acc": 0.6962, "psnr": None, "ssim": None},
+        "medium": {"n": 1411, "acc": 0.5468, "psnr": None, "ssim": None},
+        "hard": {"n": 1343, "acc": 0.3931, "psnr": None, "ssim": None},
+    }
     avg = weighted_average(splits)
     assert avg["n"] == 4373
     assert round(avg["acc"], 4) == 0.5549
@@ -194,6 +217,7 @@ def test_weighted_average_of_the_textzoom_splits_fixes_the_notebook_number():
 
 def _reduce_worker(rank: int, world: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         acc = run_batches(MetricAccumulator("textzoom", ["easy", "hard"]), BATCHES[rank::world])
@@ -207,6 +231,7 @@ def _reduce_worker(rank: int, world: int, init_file: str, out: str) -> None:
 
 def test_all_reduce_over_two_gloo_processes_equals_a_single_pass(tmp_path):
     import torch.multiprocessing as mp
+
     out = str(tmp_path / "result")
     mp.spawn(_reduce_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
     single = run_batches(MetricAccumulator("textzoom", ["easy", "hard"]), BATCHES).compute()

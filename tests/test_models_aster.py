@@ -28,8 +28,13 @@ REF = torch.load(FIXTURES / "aster" / "reference.pt", weights_only=True)
 
 
 def reference_weights(voc: str = "all") -> dict:
-    return seeded_state(META["layouts"][voc], META["seed"], keep=META["keep"],
-                        scales=META["scales"], offsets=META.get("offsets"))
+    return seeded_state(
+        META["layouts"][voc],
+        META["seed"],
+        keep=META["keep"],
+        scales=META["scales"],
+        offsets=META.get("offsets"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +58,21 @@ def test_state_dict_layout_is_the_reference_one(voc, classes):
 def test_tps_buffers_equal_the_reference(model):
     assert torch.equal(model.tps.inverse_kernel, REF["tps_inverse_kernel"])
     assert torch.equal(model.tps.target_control_points, REF["tps_target_control_points"])
-    assert torch.allclose(model.tps.target_coordinate_repr.double().sum(),
-                          REF["tps_target_coordinate_repr_sum"], rtol=0, atol=1e-6)
+    assert torch.allclose(
+        model.tps.target_coordinate_repr.double().sum(),
+        REF["tps_target_coordinate_repr_sum"],
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def test_intermediate_tensors_match_the_reference(model):
     images = REF["images"].float() / 255.0
     with torch.no_grad():
         x = model.prepare(images)
-        stn_input = torch.nn.functional.interpolate(x, (32, 64), mode="bilinear",
-                                                    align_corners=True)
+        stn_input = torch.nn.functional.interpolate(
+            x, (32, 64), mode="bilinear", align_corners=True
+        )
         ctrl = model.stn_head(stn_input)
         rectified = model.tps(x, ctrl)
         features = model.encoder(rectified)
@@ -107,8 +117,13 @@ def test_other_input_sizes_are_resized_to_32x128(model):
 def test_published_layout_is_read_with_its_vocabulary():
     for voc, classes in (("all", 97), ("lower", 39)):
         state = Aster(voc_type=voc).state_dict()
-        found = read_aster({"state_dict": {f"module.{k}": v for k, v in state.items()},
-                            "epoch": 7, "best_res": 0.9})
+        found = read_aster(
+            {
+                "state_dict": {f"module.{k}": v for k, v in state.items()},
+                "epoch": 7,
+                "best_res": 0.9,
+            }
+        )
         assert found.format == "aster"
         assert found.model == {"recognizer": {"type": "aster", "voc_type": voc}}
         assert found.info["classes"] == classes and found.info["epoch"] == 7
@@ -126,17 +141,22 @@ def test_bad_checkpoints_say_what_they_are():
     with pytest.raises(TsrxError, match=r"39 classes \(lower vocabulary\).*97"):
         Aster(voc_type="all").load_official({"state_dict": state}, "aster.pth.tar")
     from tsrx_builtin.crnn import CRNN
+
     with pytest.raises(TsrxError, match="crnn.pth: expected an ASTER checkpoint.*CRNN"):
         aster_state_dict(CRNN().state_dict(), "crnn.pth")
     from tsrx_builtin.moran import Moran
+
     moran = {f"module.{k}": v for k, v in Moran().state_dict().items()}
     with pytest.raises(TsrxError, match="MORAN"):
         aster_state_dict(moran, "moran.pth")
     with pytest.raises(TsrxError, match="TextZoom SR checkpoint"):
         aster_state_dict({"state_dict_G": {}, "info": {"arch": "tsrn"}}, "x.pth")
     partial = {k: v for k, v in state.items() if not k.startswith("encoder.rnn.")}
-    with pytest.raises(TsrxError, match=r"aster.pth.tar: the ASTER checkpoint does not fit.*"
-                                        r"missing \(first: encoder.rnn"):
+    with pytest.raises(
+        TsrxError,
+        match=r"aster.pth.tar: the ASTER checkpoint does not fit.*"
+        r"missing \(first: encoder.rnn",
+    ):
         Aster(voc_type="lower").load_official({"state_dict": partial}, "aster.pth.tar")
     assert read_aster(CRNN().state_dict()) is None
     with pytest.raises(TsrxError, match="voc_type"):
@@ -145,12 +165,19 @@ def test_bad_checkpoints_say_what_they_are():
 
 def test_model_init_loads_an_aster_file_with_every_key(tmp_path):
     from tsrx.models.build import build_model
+
     torch.manual_seed(1)
     source = Aster(voc_type="lower")
     path = tmp_path / "demo.pth.tar"
     torch.save({"state_dict": source.state_dict()}, path)
-    model = build_model({"model": {"recognizer": {"type": "aster", "voc_type": "lower"},
-                                   "init": {"recognizer": str(path)}}})
+    model = build_model(
+        {
+            "model": {
+                "recognizer": {"type": "aster", "voc_type": "lower"},
+                "init": {"recognizer": str(path)},
+            }
+        }
+    )
     report = model.load_report
     assert not report.missing and not report.unexpected and not report.mismatched
     for key, value in source.state_dict().items():

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from seeded_weights import layout, seeded_state
+
 from tsrx.engine.checkpoint import load_into, read_official, state_dict_for
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
@@ -38,23 +38,41 @@ def record(case: str) -> dict:
 def official_checkpoint(rec: dict, constants: dict) -> dict:
     """What the official code's save_checkpoint writes (its model is DataParallel-wrapped)."""
     state = seeded_state(rec["layout"], rec["seed"], constants)
-    return {"state_dict_G": OrderedDict((f"module.{k}", v) for k, v in state.items()),
-            "info": {"arch": rec["arch"], "iters": 1000, "epochs": 1, "batch_size": 512,
-                     "voc_type": "all", "up_scale_factor": 2}}
+    return {
+        "state_dict_G": OrderedDict((f"module.{k}", v) for k, v in state.items()),
+        "info": {
+            "arch": rec["arch"],
+            "iters": 1000,
+            "epochs": 1,
+            "batch_size": 512,
+            "voc_type": "all",
+            "up_scale_factor": 2,
+        },
+    }
 
 
 def test_every_official_arch_has_a_record():
-    assert {record(c)["arch"] for c in CASES} == {"srcnn", "vdsr", "srres", "edsr", "rdn", "lapsrn",
-                                                  "esrgan", "tbsrn"}
+    assert {record(c)["arch"] for c in CASES} == {
+        "srcnn",
+        "vdsr",
+        "srres",
+        "edsr",
+        "rdn",
+        "lapsrn",
+        "esrgan",
+        "tbsrn",
+    }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in BIG else c
-                                  for c in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c in BIG else c for c in CASES]
+)
 def test_official_checkpoint_loads_and_reproduces_official_output(case):
     rec = record(case)
     # the architecture and options come from the file alone, as for `tsrx eval --ckpt`
-    probe = official_checkpoint(rec, {k: torch.zeros(0) for k, *_ , kind in rec["layout"]
-                                      if kind == "constant"})
+    probe = official_checkpoint(
+        rec, {k: torch.zeros(0) for k, *_, kind in rec["layout"] if kind == "constant"}
+    )
     official = read_official(probe)
     table = official.model["sr"]
     assert table["type"] == rec["arch"]
@@ -94,8 +112,10 @@ def test_official_checkpoint_loads_and_reproduces_official_output(case):
         torch.testing.assert_close(aligned, rec["stn"], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["srcnn", "vdsr", "srres", "rdn", "lapsrn",
-                                  pytest.param("tbsrn", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "arch",
+    ["srcnn", "vdsr", "srres", "rdn", "lapsrn", pytest.param("tbsrn", marks=pytest.mark.slow)],
+)
 def test_training_forward_and_backward(arch):
     """Each trains: training mode (STN on for TBSRN) gives the HR size and a nonzero gradient."""
     model = SR_BACKBONES.get(arch)().train()
@@ -131,15 +151,19 @@ def test_shape_mismatch_names_the_key_and_both_shapes():
     model.sr = SR_BACKBONES.get("rdn")()
     state = {f"sr.{k}": v for k, v in model.sr.state_dict().items()}
     state["sr.conv_up.weight"] = torch.zeros(1024, 64, 3, 3)  # x4 upsampler (64 * 4 * 4)
-    with pytest.raises(TsrxError, match=r"sr\.conv_up\.weight: checkpoint \(1024, 64, 3, 3\), "
-                                        r"model \(256, 64, 3, 3\)"):
+    with pytest.raises(
+        TsrxError,
+        match=r"sr\.conv_up\.weight: checkpoint \(1024, 64, 3, 3\), "
+        r"model \(256, 64, 3, 3\)",
+    ):
         load_into(model, state)
 
 
 def test_a_broken_input_conv_is_named():
     with pytest.raises(TsrxError, match=r"conv1\.weight has shape \(64, 5, 9, 9\)"):
-        read_official({"state_dict_G": {"conv1.weight": torch.zeros(64, 5, 9, 9)},
-                       "info": {"arch": "srcnn"}})
+        read_official(
+            {"state_dict_G": {"conv1.weight": torch.zeros(64, 5, 9, 9)}, "info": {"arch": "srcnn"}}
+        )
 
 
 def test_tbsrn_needs_32_hidden_units():
@@ -148,14 +172,25 @@ def test_tbsrn_needs_32_hidden_units():
 
 
 def _tsrx(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tsrx", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "tsrx", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_inspect_names_the_architecture_and_its_exact_parameter_count(tmp_path):
     model = SR_BACKBONES.get("tbsrn")()
-    torch.save({"state_dict_G": {f"module.{k}": v for k, v in model.state_dict().items()},
-                "info": {"arch": "tbsrn", "iters": 5}}, tmp_path / "tbsrn.pth")
+    torch.save(
+        {
+            "state_dict_G": {f"module.{k}": v for k, v in model.state_dict().items()},
+            "info": {"arch": "tbsrn", "iters": 5},
+        },
+        tmp_path / "tbsrn.pth",
+    )
     out = _tsrx("ckpt", "inspect", "tbsrn.pth", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "model.sr: type=tbsrn, mask=False, stn=True" in out.stdout
@@ -165,9 +200,12 @@ def test_inspect_names_the_architecture_and_its_exact_parameter_count(tmp_path):
 def test_eval_of_an_official_rgb_checkpoint_reads_rgb_data(tmp_path):
     """An official 3-channel backbone: tsrx eval feeds it 3-channel images (data.mask follows)."""
     from tsrx.data.synth import synthesize
+
     synthesize(tmp_path / "synth", train=2, train2=0, test=[2, 2, 2], seed=0, fonts="builtin")
-    torch.save({"state_dict_G": SR_BACKBONES.get("srcnn")().state_dict(), "info": {"arch": "srcnn"}},
-               tmp_path / "srcnn.pth")
+    torch.save(
+        {"state_dict_G": SR_BACKBONES.get("srcnn")().state_dict(), "info": {"arch": "srcnn"}},
+        tmp_path / "srcnn.pth",
+    )
     out = _tsrx("eval", "--ckpt", "srcnn.pth", "--data", "synth", "--json", "r.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "r.json").read_text())

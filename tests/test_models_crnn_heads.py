@@ -40,8 +40,11 @@ def crnn():
 
 def test_crnn_matches_meijieru_layout_and_interface():
     model = crnn()
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()
-           if not k.endswith("num_batches_tracked")}
+    own = {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     assert own == meijieru_crnn_layout()
     assert model.alphabet == "0123456789abcdefghijklmnopqrstuvwxyz"
     assert (model.num_classes, model.feature_dim) == (37, 512)
@@ -81,8 +84,12 @@ def test_meijieru_state_dict_loads_unchanged(tmp_path):
     holder = Holder()
     report = load_into(holder, state_dict_for(obj, "recognizer"))
     assert report.missing == [] and report.unexpected == [] and report.mismatched == []
-    assert sorted(report.tolerated) == [f"recognizer.cnn.batchnorm{i}.num_batches_tracked" for i in (2, 4, 6)]
-    torch.testing.assert_close(holder.recognizer.rnn[1].embedding.weight, state["rnn.1.embedding.weight"])
+    assert sorted(report.tolerated) == [
+        f"recognizer.cnn.batchnorm{i}.num_batches_tracked" for i in (2, 4, 6)
+    ]
+    torch.testing.assert_close(
+        holder.recognizer.rnn[1].embedding.weight, state["rnn.1.embedding.weight"]
+    )
     # the plain torch way gives the same model: nothing was renamed on the way
     direct = crnn()
     direct.load_state_dict(state, strict=False)
@@ -116,10 +123,16 @@ def test_head_forward_and_backward(table):
 
 def test_head_options_are_checked():
     with pytest.raises(TsrxError, match="rnn_hidden"):
-        HEADS.build({"type": "sidernn", "rnn_hidden": 100, "join": "add"}, "model.head",
-                    in_features=512, num_classes=37)
+        HEADS.build(
+            {"type": "sidernn", "rnn_hidden": 100, "join": "add"},
+            "model.head",
+            in_features=512,
+            num_classes=37,
+        )
     with pytest.raises(ConfigError, match="hidden_unit"):
-        HEADS.build({"type": "mlp", "hidden_unit": 3}, "model.head", in_features=512, num_classes=37)
+        HEADS.build(
+            {"type": "mlp", "hidden_unit": 3}, "model.head", in_features=512, num_classes=37
+        )
     issues = HEADS.check({"type": "dense", "num_classes": 5}, "model.head")
     assert [i.key for i in issues] == ["model.head.num_classes"]
     assert "set by tsrx" in issues[0].message

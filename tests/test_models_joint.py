@@ -22,14 +22,21 @@ def config(**model) -> dict:
 
 
 def batch(n: int = 2) -> dict:
-    return {"lr": torch.rand(n, 4, 16, 64), "hr": torch.rand(n, 4, 32, 128), "label": ["ab"] * n,
-            "index": torch.arange(n)}
+    return {
+        "lr": torch.rand(n, 4, 16, 64),
+        "hr": torch.rand(n, 4, 32, 128),
+        "label": ["ab"] * n,
+        "index": torch.arange(n),
+    }
 
 
 def grads(model, prefix: str) -> list[bool]:
     """Whether each parameter under ``prefix`` received a non-zero gradient."""
-    return [p.grad is not None and bool(p.grad.abs().sum() > 0)
-            for n, p in model.named_parameters() if n.startswith(prefix)]
+    return [
+        p.grad is not None and bool(p.grad.abs().sum() > 0)
+        for n, p in model.named_parameters()
+        if n.startswith(prefix)
+    ]
 
 
 def test_sr_only_and_recognizer_only_models():
@@ -57,12 +64,21 @@ def test_image_coupling_sends_recognition_gradients_into_the_sr_backbone():
 
 
 def test_feature_coupling_trains_from_the_feature_layer_on():
-    model = build_model(config(sr=SMALL_SR, recognizer={"type": "crnn"}, head={"type": "mlp"},
-                               coupling="feature", feature_layer="rnn.1"))
+    model = build_model(
+        config(
+            sr=SMALL_SR,
+            recognizer={"type": "crnn"},
+            head={"type": "mlp"},
+            coupling="feature",
+            feature_layer="rnn.1",
+        )
+    )
     model(batch())["logits"].logsumexp(2).mean().backward()
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert all(n.startswith(("recognizer.cnn.", "recognizer.rnn.0.", "recognizer.rnn.1.embedding"))
-               for n in frozen)
+    assert all(
+        n.startswith(("recognizer.cnn.", "recognizer.rnn.0.", "recognizer.rnn.1.embedding"))
+        for n in frozen
+    )
     assert not any(grads(model, "recognizer.cnn.")) and not any(grads(model, "recognizer.rnn.0."))
     assert all(grads(model, "recognizer.rnn.1.rnn.")) and all(grads(model, "head."))
     # frozen recognizer layers still pass gradients to the SR backbone (freeze "sr" to stop it)
@@ -71,8 +87,9 @@ def test_feature_coupling_trains_from_the_feature_layer_on():
 
 
 def test_freeze_prefixes_keep_weights_and_batchnorm_statistics():
-    model = build_model(config(sr=SMALL_SR, recognizer={"type": "crnn"},
-                               freeze=["sr.block1", "recognizer.cnn"]))
+    model = build_model(
+        config(sr=SMALL_SR, recognizer={"type": "crnn"}, freeze=["sr.block1", "recognizer.cnn"])
+    )
     model.train()
     bn = model.recognizer.cnn.batchnorm2
     assert not bn.training and model.sr.block2.bn1.training
@@ -85,8 +102,9 @@ def test_freeze_prefixes_keep_weights_and_batchnorm_statistics():
     assert torch.equal(before["sr.block1.0.weight"], after["sr.block1.0.weight"])
     assert torch.equal(before["recognizer.cnn.conv3.weight"], after["recognizer.cnn.conv3.weight"])
     assert not torch.equal(before["sr.block2.conv1.weight"], after["sr.block2.conv1.weight"])
-    assert not torch.equal(before["recognizer.rnn.0.rnn.weight_ih_l0"],
-                           after["recognizer.rnn.0.rnn.weight_ih_l0"])
+    assert not torch.equal(
+        before["recognizer.rnn.0.rnn.weight_ih_l0"], after["recognizer.rnn.0.rnn.weight_ih_l0"]
+    )
     assert torch.equal(stats, bn.running_mean)
 
 
@@ -106,11 +124,18 @@ def test_init_loads_parts_in_one_shot_with_a_report(tmp_path, capsys):
     rec_src = build_model(config(recognizer={"type": "crnn"}))
     # the SR part as an official TextZoom file, the recognizer as a DDP-saved bare state_dict
     torch.save({"state_dict_G": sr_src.sr.state_dict()}, tmp_path / "model_best.pth")
-    torch.save({f"module.{k}": v for k, v in rec_src.recognizer.state_dict().items()},
-               tmp_path / "crnn.pth")
-    model = build_model(config(sr=SMALL_SR, recognizer={"type": "crnn"}, head={"type": "dense"},
-                               init={"sr": str(tmp_path / "model_best.pth"),
-                                     "recognizer": str(tmp_path / "crnn.pth")}))
+    torch.save(
+        {f"module.{k}": v for k, v in rec_src.recognizer.state_dict().items()},
+        tmp_path / "crnn.pth",
+    )
+    model = build_model(
+        config(
+            sr=SMALL_SR,
+            recognizer={"type": "crnn"},
+            head={"type": "dense"},
+            init={"sr": str(tmp_path / "model_best.pth"), "recognizer": str(tmp_path / "crnn.pth")},
+        )
+    )
     report = model.load_report
     assert report.missing == [f"head.fc.{s}" for s in ("weight", "bias")]
     assert report.unexpected == [] and report.mismatched == []
@@ -124,7 +149,9 @@ def test_shape_mismatch_is_an_error_unless_allowed(tmp_path):
     src = build_model(config(sr={**SMALL_SR, "hidden_units": 4}))
     save_checkpoint(tmp_path / "sr.pth", make_checkpoint(src.state_dict()))
     cfg = config(sr=SMALL_SR, init={"sr": str(tmp_path / "sr.pth")})
-    with pytest.raises(TsrxError, match="shape mismatch.*sr.block1.0.weight: checkpoint \\(8, 4, 9, 9\\)"):
+    with pytest.raises(
+        TsrxError, match="shape mismatch.*sr.block1.0.weight: checkpoint \\(8, 4, 9, 9\\)"
+    ):
         build_model(cfg)
     cfg["model"]["allow_shape_mismatch"] = True
     model = build_model(cfg)

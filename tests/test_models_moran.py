@@ -27,9 +27,12 @@ REF = torch.load(FIXTURES / "moran" / "reference.pt", weights_only=True)
 
 def published_weights() -> dict:
     """The seeded weights under the published file's keys (``module.MORN...``)."""
-    return seeded_state(META["layout"], META["seed"],
-                        scales={f"module.{k}": v for k, v in META["scales"].items()},
-                        offsets={f"module.{k}": v for k, v in META["offsets"].items()})
+    return seeded_state(
+        META["layout"],
+        META["seed"],
+        scales={f"module.{k}": v for k, v in META["scales"].items()},
+        offsets={f"module.{k}": v for k, v in META["offsets"].items()},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,7 @@ def test_test_loop_matches_the_reference(model):
     torch.testing.assert_close(features, REF["features"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(logits, REF["logits"], rtol=1e-4, atol=1e-4)
     from tsrx_builtin.moran import ALPHABET
+
     decoded = ["".join(ALPHABET[i] for i in row) for row in logits.argmax(2).tolist()]
     assert decoded == REF["decoded"]
     assert rec.texts == REF["texts"]
@@ -101,9 +105,11 @@ def test_bad_checkpoints_say_what_they_are():
     with pytest.raises(TsrxError, match="38 output classes.*37"):
         read_moran(bad)
     from tsrx_builtin.crnn import CRNN
+
     with pytest.raises(TsrxError, match="crnn.pth: expected a MORAN checkpoint.*CRNN"):
         moran_state_dict(CRNN().state_dict(), "crnn.pth")
     from tsrx_builtin.aster import Aster
+
     aster = {"state_dict": Aster(voc_type="lower").state_dict()}
     with pytest.raises(TsrxError, match="an ASTER checkpoint"):
         moran_state_dict(aster, "aster.pth.tar")

@@ -15,20 +15,34 @@ def official_tsrn_keys(blocks: int = 5, hidden: int = 32, in_ch: int = 4) -> dic
     """The state_dict_G layout of TextZoom's TSRN(STN=True, mask=True), written out by hand
     from the official module tree (src/model/tsrn.py, recognizer/stn_head.py, tps_...py)."""
     c = 2 * hidden
-    keys: dict[str, tuple] = {"block1.0.weight": (c, in_ch, 9, 9), "block1.0.bias": (c,),
-                              "block1.1.weight": (1,)}
+    keys: dict[str, tuple] = {
+        "block1.0.weight": (c, in_ch, 9, 9),
+        "block1.0.bias": (c,),
+        "block1.1.weight": (1,),
+    }
 
     def bn(prefix: str, n: int) -> None:
-        keys.update({f"{prefix}.weight": (n,), f"{prefix}.bias": (n,), f"{prefix}.running_mean": (n,),
-                     f"{prefix}.running_var": (n,), f"{prefix}.num_batches_tracked": ()})
+        keys.update(
+            {
+                f"{prefix}.weight": (n,),
+                f"{prefix}.bias": (n,),
+                f"{prefix}.running_mean": (n,),
+                f"{prefix}.running_var": (n,),
+                f"{prefix}.num_batches_tracked": (),
+            }
+        )
 
     def gru(prefix: str) -> None:
         keys.update({f"{prefix}.conv1.weight": (c, c, 1, 1), f"{prefix}.conv1.bias": (c,)})
         for sfx in ("", "_reverse"):
-            keys.update({f"{prefix}.gru.weight_ih_l0{sfx}": (3 * c // 2, c),
-                         f"{prefix}.gru.weight_hh_l0{sfx}": (3 * c // 2, c // 2),
-                         f"{prefix}.gru.bias_ih_l0{sfx}": (3 * c // 2,),
-                         f"{prefix}.gru.bias_hh_l0{sfx}": (3 * c // 2,)})
+            keys.update(
+                {
+                    f"{prefix}.gru.weight_ih_l0{sfx}": (3 * c // 2, c),
+                    f"{prefix}.gru.weight_hh_l0{sfx}": (3 * c // 2, c // 2),
+                    f"{prefix}.gru.bias_ih_l0{sfx}": (3 * c // 2,),
+                    f"{prefix}.gru.bias_hh_l0{sfx}": (3 * c // 2,),
+                }
+            )
 
     for i in range(2, blocks + 2):
         b = f"block{i}"
@@ -40,15 +54,28 @@ def official_tsrn_keys(blocks: int = 5, hidden: int = 32, in_ch: int = 4) -> dic
         gru(f"{b}.gru2")
     keys.update({f"block{blocks + 2}.0.weight": (c, c, 3, 3), f"block{blocks + 2}.0.bias": (c,)})
     bn(f"block{blocks + 2}.1", c)
-    keys.update({f"block{blocks + 3}.0.conv.weight": (4 * c, c, 3, 3),
-                 f"block{blocks + 3}.0.conv.bias": (4 * c,),
-                 f"block{blocks + 3}.1.weight": (in_ch, c, 9, 9), f"block{blocks + 3}.1.bias": (in_ch,)})
-    keys.update({"tps.inverse_kernel": (23, 23), "tps.padding_matrix": (3, 2),
-                 "tps.target_coordinate_repr": (16 * 64, 23), "tps.target_control_points": (20, 2)})
+    keys.update(
+        {
+            f"block{blocks + 3}.0.conv.weight": (4 * c, c, 3, 3),
+            f"block{blocks + 3}.0.conv.bias": (4 * c,),
+            f"block{blocks + 3}.1.weight": (in_ch, c, 9, 9),
+            f"block{blocks + 3}.1.bias": (in_ch,),
+        }
+    )
+    keys.update(
+        {
+            "tps.inverse_kernel": (23, 23),
+            "tps.padding_matrix": (3, 2),
+            "tps.target_coordinate_repr": (16 * 64, 23),
+            "tps.target_control_points": (20, 2),
+        }
+    )
     widths = [in_ch, 32, 64, 128, 256, 256, 256]
     for j in range(6):
         p = f"stn_head.stn_convnet.{2 * j}"
-        keys.update({f"{p}.0.weight": (widths[j + 1], widths[j], 3, 3), f"{p}.0.bias": (widths[j + 1],)})
+        keys.update(
+            {f"{p}.0.weight": (widths[j + 1], widths[j], 3, 3), f"{p}.0.bias": (widths[j + 1],)}
+        )
         bn(f"{p}.1", widths[j + 1])
     keys.update({"stn_head.stn_fc1.0.weight": (512, 512), "stn_head.stn_fc1.0.bias": (512,)})
     bn("stn_head.stn_fc1.1", 512)
@@ -82,9 +109,15 @@ def test_default_tsrn_has_the_official_parameter_count_and_keys():
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
 
 
-@pytest.mark.parametrize("options,channels", [({}, 4), ({"mask": False}, 3),
-                                              ({"upsample_stages": 2}, 4),
-                                              ({"blocks": 2, "hidden_units": 16, "stn": False}, 4)])
+@pytest.mark.parametrize(
+    "options,channels",
+    [
+        ({}, 4),
+        ({"mask": False}, 3),
+        ({"upsample_stages": 2}, 4),
+        ({"blocks": 2, "hidden_units": 16, "stn": False}, 4),
+    ],
+)
 def test_tsrn_maps_lr_to_hr_size_in_train_and_eval(options, channels):
     model = tsrn(**options)
     lr = torch.rand(2, channels, 16, 64)
@@ -132,9 +165,16 @@ def _reference_forward(model, x: torch.Tensor) -> torch.Tensor:
 
 def test_official_checkpoint_loads_without_leftovers_and_gives_official_outputs(tmp_path):
     path = tmp_path / "model_best.pth"
-    torch.save({"state_dict_G": random_state(official_tsrn_keys()),
-                "info": {"arch": "tsrn", "iters": 1000, "epochs": 3}, "best_history_res": {"easy": 0.5},
-                "param_num": 2681677, "converge": [{"iter": 1, "acc": 0.1}]}, path)
+    torch.save(
+        {
+            "state_dict_G": random_state(official_tsrn_keys()),
+            "info": {"arch": "tsrn", "iters": 1000, "epochs": 3},
+            "best_history_res": {"easy": 0.5},
+            "param_num": 2681677,
+            "converge": [{"iter": 1, "acc": 0.1}],
+        },
+        path,
+    )
     obj = load_checkpoint(path)
     assert detect_format(obj) == "textzoom"
     state = state_dict_for(obj, "sr")
@@ -170,7 +210,9 @@ def test_bicubic_has_no_parameters_and_keeps_channels():
     out = model(lr)
     assert list(model.parameters()) == [] and model.in_channels == 4
     assert out.shape == (2, 4, 32, 128)
-    torch.testing.assert_close(out, F.interpolate(lr, (32, 128), mode="bicubic", align_corners=False))
+    torch.testing.assert_close(
+        out, F.interpolate(lr, (32, 128), mode="bicubic", align_corners=False)
+    )
     with pytest.raises(TsrxError, match="4-channel"):
         model(torch.rand(2, 3, 16, 64))
 
@@ -178,9 +220,11 @@ def test_bicubic_has_no_parameters_and_keeps_channels():
 # The speed arrangements of plugins/tsrn.py (docs/performance.md) against the plain math, in
 # float64 so that only a real difference in the computation could fail them.
 
+
 @pytest.mark.parametrize("along_height", [True, False])
 def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height):
     from tsrx_builtin.tsrn import GruBlock
+
     torch.manual_seed(0)
     block = GruBlock(8, along_height=along_height).double()
     x = torch.randn(2, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
@@ -199,6 +243,7 @@ def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height
 
 def test_low_res_weight_makes_conv_before_the_pixel_shuffle_equal_conv_after_it():
     from tsrx_builtin.tsrn import _low_res_weight
+
     torch.manual_seed(0)
     w = torch.randn(3, 2, 9, 9, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64)
@@ -207,8 +252,12 @@ def test_low_res_weight_makes_conv_before_the_pixel_shuffle_equal_conv_after_it(
     fast = F.pixel_shuffle(F.conv2d(u, _low_res_weight(w), b.repeat_interleave(4), padding=2), 2)
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(plain)
-    torch.testing.assert_close(torch.autograd.grad((fast * g).sum(), w)[0],
-                               torch.autograd.grad((plain * g).sum(), w)[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        torch.autograd.grad((fast * g).sum(), w)[0],
+        torch.autograd.grad((plain * g).sum(), w)[0],
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_tsrn_tail_equals_its_layers_applied_in_order():

@@ -14,11 +14,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_has_no_generic_top_level_plugins_package(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                           "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    wheel, = tmp_path.glob("tsrx-*.whl")
+    (wheel,) = tmp_path.glob("tsrx-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert "plugins" not in tops
@@ -31,6 +45,7 @@ def test_wheel_has_no_generic_top_level_plugins_package(tmp_path):
 
 def test_every_shipped_experiment_validates():
     from tsrx.config.experiment import load_experiment
+
     files = sorted((REPO / "experiments").glob("*.toml"))
     assert files, "experiments/ holds no TOML files"
     for f in files:
@@ -40,9 +55,13 @@ def test_every_shipped_experiment_validates():
 
 def test_uncertainty_grid_is_the_notebook_study():
     from tsrx.config.experiment import load_experiment
+
     f = REPO / "experiments" / "uncertainty_grid.toml"
     runs = load_experiment(f).runs
-    points = {(r.config["model"]["head"]["type"], r.config["loss"]["combiner"]["type"]) for r in runs}
-    assert points == {(h, c) for h in ("dense", "mlp", "sidernn", "sidernn+mlp")
-                      for c in ("avg", "uncertainty")}
+    points = {
+        (r.config["model"]["head"]["type"], r.config["loss"]["combiner"]["type"]) for r in runs
+    }
+    assert points == {
+        (h, c) for h in ("dense", "mlp", "sidernn", "sidernn+mlp") for c in ("avg", "uncertainty")
+    }
     assert all(r.config["launcher"]["gpus_per_node"] == 4 for r in runs)

@@ -60,16 +60,32 @@ def installed_readme_plugin(tmp_path_factory) -> tuple[Path, Path]:
     pip_cmd = next(c for c in readme_commands() if c.startswith("pip install"))
     site = root / "site"
     args = pip_cmd.split()[2:]  # after "pip install"
-    proc = run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation",
-                "--target", str(site), *args], root, tsrx_env())
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            *args,
+        ],
+        root,
+        tsrx_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     return root, site
 
 
 def test_readme_example_files_are_complete():
     files = readme_blocks()
-    assert set(files) == {"tsrx-gated-head/gated_head.py", "tsrx-gated-head/pyproject.toml",
-                          "experiments/my_gated.toml"}
+    assert set(files) == {
+        "tsrx-gated-head/gated_head.py",
+        "tsrx-gated-head/pyproject.toml",
+        "experiments/my_gated.toml",
+    }
 
 
 @pytest.mark.slow
@@ -80,15 +96,18 @@ def test_readme_plugin_package_is_discovered_and_used(installed_readme_plugin):
     assert listing.returncode == 0, listing.stderr
     rows = json.loads(listing.stdout)["components"]
     assert [(r["registry"], r["name"], r["package"], r["version"]) for r in rows] == [
-        ("head", "gated", "tsrx-gated-head", "0.1.0")]
+        ("head", "gated", "tsrx-gated-head", "0.1.0")
+    ]
     for cmd in readme_commands():
         if cmd.startswith("tsrx "):
             proc = run([sys.executable, "-m", "tsrx", *cmd.split()[1:]], root, env)
             assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
     # the head really builds and runs with the sizes tsrx passes
-    code = ("from tsrx.registry import HEADS; import torch; "
-            "h = HEADS.build({'type': 'gated', 'hidden_units': 8}, in_features=512, num_classes=37); "
-            "print(tuple(h(torch.zeros(26, 2, 512)).shape))")
+    code = (
+        "from tsrx.registry import HEADS; import torch; "
+        "h = HEADS.build({'type': 'gated', 'hidden_units': 8}, in_features=512, num_classes=37); "
+        "print(tuple(h(torch.zeros(26, 2, 512)).shape))"
+    )
     out = run([sys.executable, "-c", code], root, env)
     assert out.stdout.strip() == "(26, 2, 37)", out.stderr
 
@@ -100,7 +119,9 @@ def test_autoload_switch_disables_third_party_but_keeps_builtins(installed_readm
     listing = run([sys.executable, "-m", "tsrx", "plugins", "list", "--json"], root, env)
     names = {(r["registry"], r["name"]) for r in json.loads(listing.stdout)["components"]}
     assert ("head", "gated") not in names and ("head", "mlp") in names
-    bad = run([sys.executable, "-m", "tsrx", "config", "validate", "experiments/my_gated.toml"], root, env)
+    bad = run(
+        [sys.executable, "-m", "tsrx", "config", "validate", "experiments/my_gated.toml"], root, env
+    )
     assert bad.returncode == 2 and "unknown head 'gated'" in bad.stderr
 
 
@@ -112,12 +133,29 @@ def test_broken_plugin_is_reported_and_skipped(tmp_path):
     (pkg / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
         '[project]\nname = "tsrx-broken"\nversion = "2.0"\n[tool.setuptools]\npy-modules = ["broken_plugin"]\n'
-        '[project.entry-points."tsrx.plugins"]\nbroken = "broken_plugin"\n')
+        '[project.entry-points."tsrx.plugins"]\nbroken = "broken_plugin"\n'
+    )
     site = tmp_path / "site"
-    proc = run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                "--target", str(site), str(pkg)], tmp_path, tsrx_env())
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        tmp_path,
+        tsrx_env(),
+    )
     assert proc.returncode == 0, proc.stderr
-    listing = run([sys.executable, "-m", "tsrx", "plugins", "list", "--json"], tmp_path, tsrx_env(site))
+    listing = run(
+        [sys.executable, "-m", "tsrx", "plugins", "list", "--json"], tmp_path, tsrx_env(site)
+    )
     assert listing.returncode == 0
     data = json.loads(listing.stdout)
     failed = [f for f in data["failed"] if f["plugin"] == "broken"]
@@ -126,7 +164,9 @@ def test_broken_plugin_is_reported_and_skipped(tmp_path):
     assert any(r["name"] == "mlp" for r in data["components"])
     # an experiment naming an unknown component sees the failure in its error
     (tmp_path / "e.toml").write_text('[model.head]\ntype = "broken_head"\n')
-    bad = run([sys.executable, "-m", "tsrx", "config", "validate", "e.toml"], tmp_path, tsrx_env(site))
+    bad = run(
+        [sys.executable, "-m", "tsrx", "config", "validate", "e.toml"], tmp_path, tsrx_env(site)
+    )
     assert bad.returncode == 2 and "missing CUDA extension" in bad.stderr
 
 
@@ -137,26 +177,32 @@ def test_local_file_and_module_plugins(tmp_path, monkeypatch):
         "@HEADS.register('local_head_for_test')\n"
         "class H:\n"
         "    def __init__(self, in_features: int, num_classes: int, width: int = 3):\n"
-        "        self.width = width\n")
+        "        self.width = width\n"
+    )
     (tmp_path / "my_lab_mod_for_test.py").write_text(
         "from tsrx.registry import SELECTORS\n"
         "@SELECTORS.register('module_selector_for_test')\n"
         "class S:\n"
         "    name = 'x'\n"
         "    filename = 'x.pth'\n"
-        "    def score(self, result): return 0.0\n")
+        "    def score(self, result): return 0.0\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     exp = tmp_path / "lab" / "e.toml"
-    exp.write_text('plugins = ["my_head.py", "my_lab_mod_for_test"]\n'
-                   '[model.head]\ntype = "local_head_for_test"\nwidth = 5\n'
-                   '[train]\nselectors = ["module_selector_for_test"]\n')
+    exp.write_text(
+        'plugins = ["my_head.py", "my_lab_mod_for_test"]\n'
+        '[model.head]\ntype = "local_head_for_test"\nwidth = 5\n'
+        '[train]\nselectors = ["module_selector_for_test"]\n'
+    )
     from tsrx.config.experiment import load_experiment
-    run_, = load_experiment(exp).runs
+
+    (run_,) = load_experiment(exp).runs
     assert run_.config["model"]["head"] == {"type": "local_head_for_test", "width": 5}
     # loading twice (a job re-reading its config) does not register twice
     load_experiment(exp)
     exp.write_text('plugins = ["missing_file.py"]\n')
     from tsrx.errors import TsrxError
+
     with pytest.raises(TsrxError, match="missing_file.py' not found"):
         load_experiment(exp)
 
@@ -176,9 +222,11 @@ def test_skipped_plugin_warning_prints_once_per_command(tmp_path):
     site = _broken_site(tmp_path)
     env = {k: v for k, v in tsrx_env(site).items() if k != "TSRX_PLUGIN_WARNED"}
     # the command, then a child process (a spawned rank) that loads the plugins again
-    code = ("import subprocess, sys\nfrom tsrx.plugins import load_plugins\nload_plugins()\n"
-            "subprocess.run([sys.executable, '-c', 'from tsrx.plugins import load_plugins; "
-            "load_plugins()'], check=True)\n")
+    code = (
+        "import subprocess, sys\nfrom tsrx.plugins import load_plugins\nload_plugins()\n"
+        "subprocess.run([sys.executable, '-c', 'from tsrx.plugins import load_plugins; "
+        "load_plugins()'], check=True)\n"
+    )
     proc = run([sys.executable, "-c", code], tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("skipped plugin 'broken'") == 1, proc.stderr
@@ -191,12 +239,14 @@ def test_the_same_file_loaded_twice_is_not_told_to_rename(tmp_path, monkeypatch)
     from tsrx.errors import TsrxError
     from tsrx.plugins import load_named_plugins
     from tsrx.registry import HEADS
+
     (tmp_path / "twice_head_for_test.py").write_text(
         "from tsrx.registry import HEADS\n"
         "@HEADS.register('twice_head_for_test')\n"
         "class H:\n"
         "    def __init__(self, in_features: int, num_classes: int):\n"
-        "        pass\n")
+        "        pass\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         load_named_plugins([str(tmp_path / "twice_head_for_test.py")])

@@ -20,7 +20,12 @@ def test_list_matches_a_kind_as_well_as_names():
     out = invoke("plugins", "list", "head", "--json")
     assert out.exit_code == 0, out.output
     names = {(r["registry"], r["name"]) for r in json.loads(out.output)["components"]}
-    assert {("head", "dense"), ("head", "mlp"), ("head", "sidernn"), ("head", "sidernn+mlp")} <= names
+    assert {
+        ("head", "dense"),
+        ("head", "mlp"),
+        ("head", "sidernn"),
+        ("head", "sidernn+mlp"),
+    } <= names
     assert {r for r, _ in names} == {"head"}
     out = invoke("plugins", "list", "sr loss", "--json")
     assert {r["name"] for r in json.loads(out.output)["components"]} >= {"mse", "gpl", "textzoom"}
@@ -33,7 +38,10 @@ def test_show_prints_options_types_defaults_doc_and_origin():
     assert out.exit_code == 0, out.output
     d = json.loads(out.output)
     assert (d["registry"], d["object"], d["plugin"].split(" ")[0]) == (
-        "head", "tsrx_builtin.heads:SideRNNHead", "heads")
+        "head",
+        "tsrx_builtin.heads:SideRNNHead",
+        "heads",
+    )
     assert d["file"].endswith("plugins/heads.py") and "side bidirectional LSTM" in d["doc"]
     opts = {o["name"]: o for o in d["options"]}
     assert opts["rnn_hidden"]["type"] == "an integer" and opts["rnn_hidden"]["default"] == 256
@@ -55,7 +63,8 @@ def test_show_with_config_loads_the_experiments_local_plugins(tmp_path):
         "class Loose:\n"
         "    '''A head with an unannotated option.'''\n"
         "    def __init__(self, in_features: int, num_classes: int, width=3, *, gate: bool = True):\n"
-        "        pass\n")
+        "        pass\n"
+    )
     exp = tmp_path / "e.toml"
     exp.write_text('plugins = ["loose_head.py"]\n')
     try:

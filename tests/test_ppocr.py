@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("rapidocr_onnxruntime", reason="the judge extra (rapidocr-onnxruntime) is not installed")
+pytest.importorskip(
+    "rapidocr_onnxruntime", reason="the judge extra (rapidocr-onnxruntime) is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -18,36 +20,51 @@ def hard(tmp_path_factory):
     from tsrx.data.loader import collate_batch
     from tsrx.data.synth import synthesize
     from tsrx.data.textzoom import TextZoomDataset
+
     root = tmp_path_factory.mktemp("ppocr") / "synth"
     synthesize(root, train=2, test=[2, 2, 24], seed=0)
-    ds = TextZoomDataset(root=str(root), roots=["test/hard"], hr_size=[32, 128], lr_size=[16, 64],
-                         mask=False, voc_type="all", max_len=100, skip_bad=False)
+    ds = TextZoomDataset(
+        root=str(root),
+        roots=["test/hard"],
+        hr_size=[32, 128],
+        lr_size=[16, 64],
+        mask=False,
+        voc_type="all",
+        max_len=100,
+        skip_bad=False,
+    )
     return collate_batch([ds[i] for i in range(len(ds))])
 
 
 @pytest.fixture(scope="module")
 def ppocr():
     from tsrx.registry import RECOGNIZERS
+
     return RECOGNIZERS.build({"type": "ppocr", "threads": 1}, "test")
 
 
 def _acc(preds, labels):
     from tsrx.engine.metrics import count_correct
+
     return count_correct(preds, labels) / len(labels)
 
 
 def test_ppocr_reads_hr_words_and_far_fewer_bicubic_ones(ppocr, hard):
     from tsrx.engine.judges import build_judges
+
     (judge,) = build_judges({}, cli={"ppocr": {}})
     assert judge.name == "ppocr" and "PP-OCRv4" in judge.description
     hr = _acc(judge.read(hard["hr"]), hard["label"])
-    bicubic = torch.nn.functional.interpolate(hard["lr"], (32, 128), mode="bicubic",
-                                              align_corners=False)
+    bicubic = torch.nn.functional.interpolate(
+        hard["lr"], (32, 128), mode="bicubic", align_corners=False
+    )
     bic = _acc(judge.read(bicubic), hard["label"])
     # measured on this split (24 images): HR 0.96-1.0, bicubic about 0.5
     assert hr >= 0.9 and hr - bic >= 0.25, (hr, bic)
     rec = ppocr.recognize(hard["hr"][:4])
-    assert all(len(s) == len(t) and all(0 < p <= 1 for p in s) for s, t in zip(rec.scores, rec.texts))
+    assert all(
+        len(s) == len(t) and all(0 < p <= 1 for p in s) for s, t in zip(rec.scores, rec.texts)
+    )
 
 
 def test_ppocr_reads_what_rapidocr_own_pipeline_reads(ppocr, hard):
@@ -55,9 +72,17 @@ def test_ppocr_reads_what_rapidocr_own_pipeline_reads(ppocr, hard):
     from rapidocr_onnxruntime.ch_ppocr_rec.text_recognize import TextRecognizer
 
     import tsrx_builtin.ppocr as module
-    reference = TextRecognizer({"model_path": str(module.default_model_path()), "use_cuda": False,
-                                "intra_op_num_threads": 1, "inter_op_num_threads": 1,
-                                "rec_img_shape": [3, 48, 320], "rec_batch_num": 8})
+
+    reference = TextRecognizer(
+        {
+            "model_path": str(module.default_model_path()),
+            "use_cuda": False,
+            "intra_op_num_threads": 1,
+            "inter_op_num_threads": 1,
+            "rec_img_shape": [3, 48, 320],
+            "rec_batch_num": 8,
+        }
+    )
     crops = hard["hr"].mul(255).round().byte().permute(0, 2, 3, 1).numpy()[..., ::-1].copy()  # BGR
     theirs = [text for text, _ in reference(list(crops))[0]]
     ours = ppocr.recognize(hard["hr"]).texts

@@ -53,14 +53,22 @@ def test_experiment_files_examples_validate(tmp_path, monkeypatch):
         runs = load_experiment(grid).runs
         assert len(runs) == 8
         assert {r.config["model"]["head"]["type"] for r in runs} == {
-            "dense", "mlp", "sidernn", "sidernn+mlp"}
+            "dense",
+            "mlp",
+            "sidernn",
+            "sidernn+mlp",
+        }
         assert all(r.config["model"]["head"]["dropout"] == 0.1 for r in runs)
 
         replace = tmp_path / "experiments" / "readme_extends.toml"
         replace.write_text(examples[1])
-        run, = load_experiment(replace).runs
-        assert run.config["model"]["sr"] == {"type": "bicubic", "mask": False, "scale": 2,
-                                             "align_corners": False}
+        (run,) = load_experiment(replace).runs
+        assert run.config["model"]["sr"] == {
+            "type": "bicubic",
+            "mask": False,
+            "scale": 2,
+            "align_corners": False,
+        }
         assert run.config["model"]["init"] == {}
         assert run.config["train"]["steps"] == 100 and run.config["train"]["val_every"] == 500
         base = load_experiment(tmp_path / "experiments" / "joint_image.toml").runs[0]

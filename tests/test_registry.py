@@ -38,7 +38,10 @@ def test_duplicate_name_names_both_modules():
         reg.register("a", Other)
     msg = str(exc.value)
     assert "registered twice" in msg
-    assert f"{__name__}:Linear" in msg and "test_duplicate_name_names_both_modules.<locals>.Other" in msg
+    assert (
+        f"{__name__}:Linear" in msg
+        and "test_duplicate_name_names_both_modules.<locals>.Other" in msg
+    )
 
 
 def test_unknown_name_lists_close_matches_and_registered():
@@ -55,7 +58,9 @@ def test_unknown_and_mistyped_arguments_are_reported_together():
     reg = make_registry()
     reg.register("lin", Linear)
     with pytest.raises(ConfigError) as exc:
-        reg.build({"type": "lin", "outt": 3, "scale": "big"}, "model.head", "exp.toml", in_features=1)
+        reg.build(
+            {"type": "lin", "outt": 3, "scale": "big"}, "model.head", "exp.toml", in_features=1
+        )
     issues = {i.key: i.message for i in exc.value.issues}
     assert "did you mean 'out'" in issues["model.head.outt"]
     assert "expected a number" in issues["model.head.scale"]

@@ -10,10 +10,16 @@ import sys
 
 import pytest
 import typer
+from test_report_fixtures import (
+    AVG_BEST_ACC,
+    HEADS,
+    UNC_BEST_ACC,
+    notebook_grid,
+    result,
+    write_run,
+)
 from typer.testing import CliRunner
 
-from test_report_fixtures import (AVG_BEST_ACC, HEADS, N, UNC_BEST_ACC, notebook_grid, result,
-                             write_run)
 from tsrx.errors import TsrxError
 from tsrx.report.collect import collect
 from tsrx.report.render import to_csv, to_json, to_markdown
@@ -41,11 +47,15 @@ def _block(report, selector, **group):
 
 
 def test_notebook_table_in_markdown(tmp_path):
-    rep = build_report(collect(notebook_grid(tmp_path / "runs")), rows="head", selectors=["best_acc"])
+    rep = build_report(
+        collect(notebook_grid(tmp_path / "runs")), rows="head", selectors=["best_acc"]
+    )
     md = to_markdown(rep)
     assert md.startswith(NOTEBOOK_AVG_BEST_ACC)
-    assert [b.title for b in rep.blocks] == ["best_acc_model.pth · combiner=avg",
-                                             "best_acc_model.pth · combiner=uncertainty"]
+    assert [b.title for b in rep.blocks] == [
+        "best_acc_model.pth · combiner=avg",
+        "best_acc_model.pth · combiner=uncertainty",
+    ]
 
 
 def test_rows_by_full_key_and_by_other_axis(tmp_path):
@@ -61,8 +71,11 @@ def test_rows_by_full_key_and_by_other_axis(tmp_path):
 
 def test_stored_average_that_does_not_follow_is_flagged(tmp_path):
     """The notebook's uncertainty/sidernn+mlp A-ACC 0.5532 vs 0.5549 from its own E/M/H."""
-    rep = build_report(collect(notebook_grid(tmp_path / "runs", stored_average=True)),
-                       rows="head", selectors=["best_acc"])
+    rep = build_report(
+        collect(notebook_grid(tmp_path / "runs", stored_average=True)),
+        rows="head",
+        selectors=["best_acc"],
+    )
     row = _block(rep, "best_acc_model.pth", combiner="uncertainty").rows[3]
     assert row.label == "sidernn+mlp"
     assert f"{row.cells['A-ACC']:.4f}" == "0.5549"
@@ -84,10 +97,14 @@ def test_recomputed_average_is_weighted_by_n():
 
 
 def test_identical_metrics_from_different_configs_warn(tmp_path):
-    rep = build_report(collect(notebook_grid(tmp_path / "runs")), rows="head", selectors=["best_acc"])
+    rep = build_report(
+        collect(notebook_grid(tmp_path / "runs")), rows="head", selectors=["best_acc"]
+    )
     assert len(rep.warnings) == 3  # dense, mlp, sidernn: same to 4 decimals under both losses
     for head, w in zip(("dense", "mlp", "sidernn"), rep.warnings):
-        assert f"head={head},combiner=avg-0000abcd and head={head},combiner=uncertainty-0000abcd" in w
+        assert (
+            f"head={head},combiner=avg-0000abcd and head={head},combiner=uncertainty-0000abcd" in w
+        )
         assert 'loss.combiner.type: "avg" vs "uncertainty"' in w
     assert not any("sidernn+mlp" in w for w in rep.warnings)
 
@@ -95,24 +112,41 @@ def test_identical_metrics_from_different_configs_warn(tmp_path):
 def test_no_warning_for_reruns_of_the_same_config(tmp_path):
     r = result(AVG_BEST_ACC["dense"])
     write_run(tmp_path / "runs", "dense", "avg", test={"best_acc": r})
-    write_run(tmp_path / "runs", "dense", "avg", test={"best_acc": r}, name="head=dense,combiner=avg-0000abcd~2")
+    write_run(
+        tmp_path / "runs",
+        "dense",
+        "avg",
+        test={"best_acc": r},
+        name="head=dense,combiner=avg-0000abcd~2",
+    )
     rep = build_report(collect(tmp_path / "runs" / "joint"), selectors=["best_acc"])
     assert rep.warnings == []
     assert len(rep.blocks[0].rows) == 2
 
 
 def test_csv_and_json(tmp_path):
-    rep = build_report(collect(notebook_grid(tmp_path / "runs")), rows="head", selectors=["best_acc"])
+    rep = build_report(
+        collect(notebook_grid(tmp_path / "runs")), rows="head", selectors=["best_acc"]
+    )
     rows = list(csv.DictReader(io.StringIO(to_csv(rep))))
     assert len(rows) == 8
     first = rows[0]
-    assert (first["selector"], first["combiner"], first["head"], first["state"], first["source"]) == (
-        "best_acc_model.pth", "avg", "dense", "completed", "test")
+    assert (
+        first["selector"],
+        first["combiner"],
+        first["head"],
+        first["state"],
+        first["source"],
+    ) == ("best_acc_model.pth", "avg", "dense", "completed", "test")
     assert float(first["E-ACC"]) == 0.7024
-    assert float(first["A-ACC"]) == pytest.approx((0.7024 * 1619 + 0.5539 * 1411 + 0.3939 * 1343) / 4373)
+    assert float(first["A-ACC"]) == pytest.approx(
+        (0.7024 * 1619 + 0.5539 * 1411 + 0.3939 * 1343) / 4373
+    )
     data = json.loads(to_json(rep))
     block = data["blocks"][1]
-    assert block["group"] == {"combiner": "uncertainty"} and block["protocol"] == "textzoom (batch 50)"
+    assert (
+        block["group"] == {"combiner": "uncertainty"} and block["protocol"] == "textzoom (batch 50)"
+    )
     assert block["recognizer"] == "crnn (crnn.pth)"
     sid = block["rows"][2]
     assert sid["label"] == "sidernn" and "E-ACC" in sid["best"] and "A-ACC" in sid["best"]
@@ -123,7 +157,14 @@ def test_failed_running_and_validation_only_runs_are_shown(tmp_path):
     runs = tmp_path / "runs"
     r = result(AVG_BEST_ACC["dense"], stored_average=False)
     write_run(runs, "dense", "avg", test={"best_acc": r}, val={"best_acc": r})
-    write_run(runs, "mlp", "avg", state="failed", step=120, error="Traceback...\nRuntimeError: CUDA out of memory")
+    write_run(
+        runs,
+        "mlp",
+        "avg",
+        state="failed",
+        step=120,
+        error="Traceback...\nRuntimeError: CUDA out of memory",
+    )
     v = result(AVG_BEST_ACC["sidernn"], stored_average=False)
     write_run(runs, "sidernn", "avg", state="running", step=500, val={"best_acc": v})
     rep = build_report(collect(runs / "joint"), rows="head", selectors=["best_acc"])
@@ -153,7 +194,9 @@ def test_validation_only_block_says_so(tmp_path):
 def test_stale_cache_is_not_used(tmp_path):
     r = result(AVG_BEST_ACC["dense"], stored_average=False)
     d = write_run(tmp_path / "runs", "dense", "avg", test={"best_acc": r})
-    (d / "best_acc_model.pth").write_bytes(b"retrained weights")  # the cached result is for older ones
+    (d / "best_acc_model.pth").write_bytes(
+        b"retrained weights"
+    )  # the cached result is for older ones
     rep = build_report(collect(d), selectors=["best_acc"])
     row = rep.blocks[0].rows[0]
     assert row.result is None
@@ -172,6 +215,7 @@ def test_unknown_axis_and_selector_name_what_exists(tmp_path):
 
 def _app():
     from tsrx.cli import report_cmd
+
     app = typer.Typer()
     report_cmd.register(app)
     return app
@@ -180,14 +224,29 @@ def _app():
 def test_cli_report_markdown_to_file_and_json(tmp_path):
     exp = notebook_grid(tmp_path / "runs")
     out = tmp_path / "table.md"
-    res = CliRunner().invoke(_app(), ["report", str(exp), "--rows", "head", "--selector", "best_acc",
-                                      "--format", "md", "-o", str(out)])
+    res = CliRunner().invoke(
+        _app(),
+        [
+            "report",
+            str(exp),
+            "--rows",
+            "head",
+            "--selector",
+            "best_acc",
+            "--format",
+            "md",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith(NOTEBOOK_AVG_BEST_ACC)
     res = CliRunner().invoke(_app(), ["report", str(exp), "--format", "json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert [b["selector"] for b in data["blocks"]] == ["best_acc_model.pth"] * 2 + ["best_psnr_model.pth"] * 2
+    assert [b["selector"] for b in data["blocks"]] == ["best_acc_model.pth"] * 2 + [
+        "best_psnr_model.pth"
+    ] * 2
     assert [b["source"] for b in data["blocks"]] == ["test", "test", "val", "val"]
 
 
@@ -195,32 +254,55 @@ def test_report_from_experiment_file_lists_unlaunched_runs(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "joint.toml").write_text(
         'name = "joint"\n[grid]\n"model.head.type" = ["dense", "mlp"]\n'
-        '"loss.combiner.type" = ["avg", "uncertainty"]\n')
+        '"loss.combiner.type" = ["avg", "uncertainty"]\n'
+    )
     from tsrx.config.experiment import load_experiment
+
     specs = load_experiment(tmp_path / "joint.toml").runs
-    spec = next(s for s in specs if s.point["model.head.type"] == "mlp" and
-                s.point["loss.combiner.type"] == "avg")
+    spec = next(
+        s
+        for s in specs
+        if s.point["model.head.type"] == "mlp" and s.point["loss.combiner.type"] == "avg"
+    )
     r = result(AVG_BEST_ACC["mlp"], stored_average=False)
     write_run(tmp_path / "runs", "mlp", "avg", val={"best_acc": r}, name=spec.name, cfg=spec.config)
     rep = build_report(collect(tmp_path / "joint.toml"), rows="head")
     block = _block(rep, "best_acc_model.pth", combiner="avg")
-    assert [(r.label, r.run.state) for r in block.rows] == [("dense", "missing"), ("mlp", "completed")]
+    assert [(r.label, r.run.state) for r in block.rows] == [
+        ("dense", "missing"),
+        ("mlp", "completed"),
+    ]
     assert "| dense [not launched] | - |" in to_markdown(rep)
 
 
 def test_cli_modules_do_not_import_torch():
-    code = ("import sys; import tsrx.cli.report_cmd, tsrx.report.collect, tsrx.report.tables, "
-            "tsrx.report.render, tsrx.report.diff, tsrx.report.cache, tsrx.report.evaluate; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; import tsrx.cli.report_cmd, tsrx.report.collect, tsrx.report.tables, "
+        "tsrx.report.render, tsrx.report.diff, tsrx.report.cache, tsrx.report.evaluate; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_tsrx_report_through_the_real_entry_point(tmp_path):
     exp = notebook_grid(tmp_path / "runs")
-    cmd = [sys.executable, "-c", "import sys; from tsrx.cli.main import main; main(sys.argv[1:])",
-           "report", str(exp), "--rows", "head", "--selector", "best_acc", "--format", "md"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from tsrx.cli.main import main; main(sys.argv[1:])",
+        "report",
+        str(exp),
+        "--rows",
+        "head",
+        "--selector",
+        "best_acc",
+        "--format",
+        "md",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(NOTEBOOK_AVG_BEST_ACC)
-    bad = subprocess.run(cmd[:3] + ["report", str(exp), "--rows", "arch"], capture_output=True, text=True)
+    bad = subprocess.run(
+        cmd[:3] + ["report", str(exp), "--rows", "arch"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "--rows 'arch': not a grid axis" in bad.stderr

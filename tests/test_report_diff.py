@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import typer
+from test_report_fixtures import AVG_BEST_ACC, config, result, write_run
 from typer.testing import CliRunner
 
-from test_report_fixtures import AVG_BEST_ACC, config, result, write_run
 from tsrx.report import cache
 from tsrx.report.collect import collect
 from tsrx.report.diff import differences
@@ -17,6 +17,7 @@ from tsrx.report.tables import build_report, selectors_of
 
 def _app():
     from tsrx.cli import report_cmd
+
     app = typer.Typer()
     report_cmd.register(app)
     return app
@@ -26,24 +27,30 @@ def test_differences_are_dotted_and_symmetric():
     a, b = config("mlp", "avg"), config("mlp", "uncertainty")
     b["train"]["steps"] = 2000
     b["loss"]["combiner"]["init_s"] = 0.0
-    assert differences(a, b) == [("loss.combiner.init_s", "(absent)", 0.0),
-                                 ("loss.combiner.type", "avg", "uncertainty"),
-                                 ("train.steps", 1000, 2000)]
+    assert differences(a, b) == [
+        ("loss.combiner.init_s", "(absent)", 0.0),
+        ("loss.combiner.type", "avg", "uncertainty"),
+        ("train.steps", 1000, 2000),
+    ]
     assert differences(a, a) == []
 
 
 def test_cli_diff_runs_and_checkpoint(tmp_path):
     import torch
+
     runs = tmp_path / "runs"
     a = write_run(runs, "sidernn", "avg")
     b = write_run(runs, "sidernn", "uncertainty")
     res = CliRunner().invoke(_app(), ["diff", str(a), str(b), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["differences"] == [
-        {"key": "loss.combiner.type", "a": "avg", "b": "uncertainty"}]
+        {"key": "loss.combiner.type", "a": "avg", "b": "uncertainty"}
+    ]
     # a tsrx checkpoint carries its resolved config
     ckpt = tmp_path / "best_acc_model.pth"
-    torch.save({"format": "tsrx", "format_version": 1, "model": {}, "config": config("dense", "avg")}, ckpt)
+    torch.save(
+        {"format": "tsrx", "format_version": 1, "model": {}, "config": config("dense", "avg")}, ckpt
+    )
     res = CliRunner().invoke(_app(), ["diff", str(a), str(ckpt)])
     assert res.exit_code == 0, res.output
     assert "model.head.type" in res.stdout and "sidernn" in res.stdout and "dense" in res.stdout
@@ -56,9 +63,11 @@ def test_diff_refuses_what_is_not_a_run(tmp_path):
     import torch
 
     from tsrx.errors import TsrxError
+
     bare = tmp_path / "crnn.pth"
     torch.save({"cnn.weight": torch.zeros(1)}, bare)
     from tsrx.report.diff import config_of
+
     with pytest.raises(TsrxError, match="no embedded config|not a tsrx checkpoint"):
         config_of(bare)
     with pytest.raises(TsrxError, match="not a run directory"):
@@ -106,7 +115,9 @@ def test_cli_eval_missing_uses_the_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr("tsrx.report.evaluate.evaluate_checkpoint", fake)
     for _ in range(2):
-        res = CliRunner().invoke(_app(), ["report", str(runs), "--eval-missing", "--format", "json"])
+        res = CliRunner().invoke(
+            _app(), ["report", str(runs), "--eval-missing", "--format", "json"]
+        )
         assert res.exit_code == 0, res.output
     assert len(calls) == 1
     block = json.loads(res.stdout)["blocks"][0]

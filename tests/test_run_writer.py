@@ -14,16 +14,21 @@ import sys
 import time
 
 import pytest
-
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
+
 from tsrx import writer
 from tsrx.writer import RunDirBusy, WriterLock, holder_if_busy
 
 
 def start_train(exp, runs, cwd):
-    return subprocess.Popen([sys.executable, "-m", "tsrx", "train", str(exp), "--runs-dir", str(runs)],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tsrx", "train", str(exp), "--runs-dir", str(runs)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def wait_training(run_dir, proc, timeout=120):
@@ -42,8 +47,11 @@ def wait_training(run_dir, proc, timeout=120):
 @pytest.mark.slow
 def test_second_writer_refused_and_kill_9_frees_the_directory(tmp_path, tiny_data, tiny_plugin):
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin, extra="")
-    exp.write_text(exp.read_text().replace("steps = 8", "steps = 1000000")
-                   .replace("val_every = 4", "val_every = 1000000"))
+    exp.write_text(
+        exp.read_text()
+        .replace("steps = 8", "steps = 1000000")
+        .replace("val_every = 4", "val_every = 1000000")
+    )
     runs = tmp_path / "runs"
     run_dir = runs / "tiny" / "main"
     first = start_train(exp, runs, tmp_path)
@@ -52,14 +60,36 @@ def test_second_writer_refused_and_kill_9_frees_the_directory(tmp_path, tiny_dat
         holder = holder_if_busy(run_dir)
         assert holder["process"]["pid"] == first.pid and holder["job_id"] == str(first.pid)
         # a second foreground train of the same run: refused at once, naming the holder
-        second = subprocess.run([sys.executable, "-m", "tsrx", "train", str(exp), "--runs-dir",
-                                 str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "tsrx", "train", str(exp), "--runs-dir", str(runs)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2, second.stderr
-        assert f"is being written by job {first.pid}" in second.stderr and "tsrx cancel" in second.stderr
+        assert (
+            f"is being written by job {first.pid}" in second.stderr
+            and "tsrx cancel" in second.stderr
+        )
         # and a submit of it
-        sub = subprocess.run([sys.executable, "-m", "tsrx", "submit", str(exp), "--launcher", "local",
-                              "--set", f"launcher.runs_dir={runs}"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=120)
+        sub = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tsrx",
+                "submit",
+                str(exp),
+                "--launcher",
+                "local",
+                "--set",
+                f"launcher.runs_dir={runs}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert sub.returncode == 2 and f"job {first.pid}" in sub.stderr, sub.stdout + sub.stderr
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert sum(1 for x in lines if x["kind"] == "run") == 1  # only the first ever trained
@@ -101,8 +131,10 @@ def test_writer_lock_in_process(tmp_path):
 def test_lease_fallback_where_flock_does_not_work(tmp_path, monkeypatch):
     """NFSv3 without lockd: flock fails with ENOLCK. The lease names a live holder; a holder
     whose process is gone, or whose lease expired on another host, is taken over."""
+
     def no_flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
+
     monkeypatch.setattr(fcntl, "flock", no_flock)
     monkeypatch.setattr(writer, "LEASE_RENEW_S", 0.05)
     lock = WriterLock(tmp_path).acquire()
@@ -118,15 +150,19 @@ def test_lease_fallback_where_flock_does_not_work(tmp_path, monkeypatch):
         lock.release()
     assert holder_if_busy(tmp_path) is None  # released
     # a holder on another host that stopped renewing (a lost node) expires
-    stale = {"job_id": "77", "launcher": "slurm", "renewed": time.time() - writer.LEASE_EXPIRY_S - 1,
-             "process": {"pid": 4242, "host": "lost-node", "start_ticks": 1}}
+    stale = {
+        "job_id": "77",
+        "launcher": "slurm",
+        "renewed": time.time() - writer.LEASE_EXPIRY_S - 1,
+        "process": {"pid": 4242, "host": "lost-node", "start_ticks": 1},
+    }
     (tmp_path / writer.LOCK).write_text(json.dumps(stale))
     assert holder_if_busy(tmp_path) is None
     stale["renewed"] = time.time()
     (tmp_path / writer.LOCK).write_text(json.dumps(stale))
     assert holder_if_busy(tmp_path)["job_id"] == "77"
     # a holder on this host whose process is gone is free at once
-    stale["process"] = {"pid": 2 ** 22 + 7, "host": os.uname().nodename, "start_ticks": 1}
+    stale["process"] = {"pid": 2**22 + 7, "host": os.uname().nodename, "start_ticks": 1}
     (tmp_path / writer.LOCK).write_text(json.dumps(stale))
     assert holder_if_busy(tmp_path) is None
 
@@ -135,15 +171,34 @@ def test_lease_fallback_where_flock_does_not_work(tmp_path, monkeypatch):
 def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_plugin):
     """`tsrx submit S & tsrx submit S` with the local launcher: one trains, one is refused."""
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
-    exp.write_text(exp.read_text().replace("steps = 8", "steps = 1000000")
-                   .replace("val_every = 4", "val_every = 1000000"))
+    exp.write_text(
+        exp.read_text()
+        .replace("steps = 8", "steps = 1000000")
+        .replace("val_every = 4", "val_every = 1000000")
+    )
     runs = tmp_path / "runs"
-    args = [sys.executable, "-m", "tsrx", "submit", str(exp), "--launcher", "local", "--set",
-            f"launcher.runs_dir={runs}", "--set", "launcher.gpus_per_node=0", "--set",
-            "launcher.tasks_per_node=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "tsrx",
+        "submit",
+        str(exp),
+        "--launcher",
+        "local",
+        "--set",
+        f"launcher.runs_dir={runs}",
+        "--set",
+        "launcher.gpus_per_node=0",
+        "--set",
+        "launcher.tasks_per_node=1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     run_dir = runs / "tiny" / "main"
     try:
         deadline = time.monotonic() + 120
@@ -153,15 +208,26 @@ def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_p
         assert refused is not None, "neither submit was refused"
         err = refused.stderr.read()
         assert refused.returncode == 2, err
-        assert ("another tsrx submit of experiment tiny" in err or "is being written by job" in err
-                or "already has job" in err), err
+        assert (
+            "another tsrx submit of experiment tiny" in err
+            or "is being written by job" in err
+            or "already has job" in err
+        ), err
         trainer = next(p for p in procs if p is not refused)
         wait_training(run_dir, trainer)
-        submits = [j for j in json.loads((run_dir / "meta.json").read_text())["jobs"]
-                   if j["event"] == "submit"]
+        submits = [
+            j
+            for j in json.loads((run_dir / "meta.json").read_text())["jobs"]
+            if j["event"] == "submit"
+        ]
         assert len(submits) == 1
-        out = subprocess.run([sys.executable, "-m", "tsrx", "cancel", str(run_dir)], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "tsrx", "cancel", str(run_dir)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0 and "interrupted" in out.stdout, out.stdout + out.stderr
         trainer.wait(timeout=180)
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -9,19 +9,20 @@ import sys
 
 import pytest
 import torch
-
 from test_engine_helpers import prepare, tiny_data, tiny_plugin, write_experiment  # noqa: F401
+
 from tsrx import runfiles
 from tsrx.errors import TsrxError
 from tsrx.launch import control, status
 
 
 def tsrx(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tsrx", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "tsrx", *args], capture_output=True, text=True, cwd=cwd, timeout=180
+    )
 
 
-def run_dir_with(tmp_path, meta: bytes) -> "Path":  # noqa: F821
+def run_dir_with(tmp_path, meta: bytes) -> Path:  # noqa: F821
     d = tmp_path / "runs" / "exp" / "r"
     d.mkdir(parents=True)
     (d / "config.toml").write_text("[train]\nsteps = 2\n")
@@ -55,20 +56,34 @@ def test_train_with_binary_meta_says_which_file(tmp_path, tiny_data, tiny_plugin
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
     d = prepare(exp, tmp_path / "runs", ["train.steps=2"])
     (d / "meta.json").write_bytes(b"\x80\x81\xff" * 10)
-    out = tsrx("train", str(exp), "--set", "train.steps=2", "--runs-dir", str(tmp_path / "runs"),
-               cwd=tmp_path)
+    out = tsrx(
+        "train",
+        str(exp),
+        "--set",
+        "train.steps=2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert out.returncode == 2, out.stderr
     assert "meta.json: the run's metadata is not text" in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path, tiny_data, tiny_plugin):
+def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(
+    tmp_path, tiny_data, tiny_plugin
+):
     from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.engine.run import run_training
+
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
     d = prepare(exp, tmp_path / "runs", ["train.steps=2"])
-    save_checkpoint(d / "last.pth", make_checkpoint({"sr.other.weight": torch.zeros(3, 3)},
-                                                     optimizer={}, scheduler={}, step=1, epoch=0))
+    save_checkpoint(
+        d / "last.pth",
+        make_checkpoint(
+            {"sr.other.weight": torch.zeros(3, 3)}, optimizer={}, scheduler={}, step=1, epoch=0
+        ),
+    )
     with pytest.raises(TsrxError) as info:
         run_training(d, device="cpu")
     text = str(info.value)

@@ -11,10 +11,14 @@ from tsrx.registry import SELECTORS
 
 
 def result(acc, psnr, ssim, hard_acc=0.3):
-    return {"protocol": "textzoom",
-            "splits": {"easy": {"n": 2, "acc": 0.9, "psnr": 25.0, "ssim": 0.8},
-                       "hard": {"n": 2, "acc": hard_acc, "psnr": 19.0, "ssim": 0.6}},
-            "average": {"n": 4, "acc": acc, "psnr": psnr, "ssim": ssim}}
+    return {
+        "protocol": "textzoom",
+        "splits": {
+            "easy": {"n": 2, "acc": 0.9, "psnr": 25.0, "ssim": 0.8},
+            "hard": {"n": 2, "acc": hard_acc, "psnr": 19.0, "ssim": 0.6},
+        },
+        "average": {"n": 4, "acc": acc, "psnr": psnr, "ssim": ssim},
+    }
 
 
 def build(item):
@@ -40,8 +44,15 @@ def test_generic_best_ssim_is_one_table():
 
 
 def test_min_mode_negates_and_split_reads_one_split():
-    sel = build({"type": "best", "metric": "acc", "split": "hard", "mode": "min",
-                 "filename": "worst_hard.pth"})
+    sel = build(
+        {
+            "type": "best",
+            "metric": "acc",
+            "split": "hard",
+            "mode": "min",
+            "filename": "worst_hard.pth",
+        }
+    )
     assert sel.name == "best_hard_acc" and sel.filename == "worst_hard.pth"
     assert sel.score(result(0.5, 21, 0.7, hard_acc=0.25)) == pytest.approx(-0.25)
 

@@ -13,14 +13,23 @@ import textwrap
 
 import pytest
 import torch
-from slurm_fixture import (cli, slurm_cluster, standin, status_rows, tiny_real_experiment,  # noqa: F401
-                           tsrx, wait_for)
+from slurm_fixture import (  # noqa: F401
+    cli,
+    slurm_cluster,
+    standin,
+    status_rows,
+    tiny_real_experiment,
+    tsrx,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def _train_losses(run_dir):
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    lines = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
     return {x["step"]: x["loss"] for x in lines if x.get("kind") == "train"}
 
 
@@ -32,22 +41,36 @@ def _read(path):
 
 
 def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_one(
-        slurm_cluster, workdir):
+    slurm_cluster, workdir
+):
     # Two identical points (variants a and b): a runs straight through, b gets Slurm's
     # preemption signal mid-run, saves, is requeued and resumes from last.pth.
-    path = tiny_real_experiment(workdir / "pair.toml", workdir / "data" / "synth", "pair", "slurm",
-                                ranks=4, steps=8, extra='''
+    path = tiny_real_experiment(
+        workdir / "pair.toml",
+        workdir / "data" / "synth",
+        "pair",
+        "slurm",
+        ranks=4,
+        steps=8,
+        extra="""
         [[variants]]
         name = "a"
         [[variants]]
         name = "b"
-    ''')
+    """,
+    )
     # per-tensor gradient sums (train.deterministic): a resumed 4-rank run must end bit-identical
-    path.write_text(path.read_text().replace("log_every = 1", "log_every = 1\ndeterministic = true"))
+    path.write_text(
+        path.read_text().replace("log_every = 1", "log_every = 1\ndeterministic = true")
+    )
     res = tsrx("submit", str(path), cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 job(s) submitted" in res.stdout
-    runs = {d.name.split("-")[0]: d for d in (workdir / "runs" / "pair").iterdir() if d.name != "submitit"}
+    runs = {
+        d.name.split("-")[0]: d
+        for d in (workdir / "runs" / "pair").iterdir()
+        if d.name != "submitit"
+    }
     jobs = {k: _read(d / "meta.json")["jobs"][0]["job_id"] for k, d in runs.items()}
     array = jobs["a"].split("_")[0]
     assert jobs == {"a": f"{array}_0", "b": f"{array}_1"}  # one array for the grid
@@ -56,22 +79,33 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         rows = status_rows(workdir / "runs" / "pair", workdir)
         states = {k.split("-")[0]: r["state"] for k, r in rows.items()}
         return states.get("a") == "running" and states.get("b") == "pending"
+
     wait_for(a_running_b_pending, 90, "a running while b waits for the node")
 
     wait_for(lambda: _read(runs["b"] / "status.json").get("step", 0) >= 2, 180, "b training")
     subprocess.run(["scancel", "--signal=USR2", jobs["b"]], check=True, timeout=30)
-    wait_for(lambda: sum(j["event"] == "start" for j in _read(runs["b"] / "meta.json")["jobs"]) >= 2,
-             150, "b requeued and started again")
+    wait_for(
+        lambda: sum(j["event"] == "start" for j in _read(runs["b"] / "meta.json")["jobs"]) >= 2,
+        150,
+        "b requeued and started again",
+    )
 
     def both_completed():
         # status.json says completed before the final evaluation: summary.json comes last
         rows = status_rows(workdir / "runs" / "pair", workdir)
         done = all(r["state"] == "completed" for r in rows.values())
-        return done and all((_read(d / "summary.json") or {}).get("final") for d in runs.values()) and rows
+        return (
+            done
+            and all((_read(d / "summary.json") or {}).get("final") for d in runs.values())
+            and rows
+        )
+
     rows = wait_for(both_completed, 240, "both runs completed", interval_s=3)
     row_b = next(r for k, r in rows.items() if k.startswith("b"))
     assert row_b["requeues"] >= 1 and "requeued" in row_b["label"]
-    resumed = re.search(r"resumed from \S+ at step (\d+)", (runs["b"] / "logs" / "rank0.log").read_text())
+    resumed = re.search(
+        r"resumed from \S+ at step (\d+)", (runs["b"] / "logs" / "rank0.log").read_text()
+    )
     assert resumed, "b did not resume from last.pth"
     assert "rank 3 of 4" in (runs["a"] / "logs" / "rank3.log").read_text()
     # The step after the resume sees exactly the saved model, optimizer and data order.
@@ -88,16 +122,25 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
     def array_states():
-        return subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "-j", array],
-                              capture_output=True, text=True, timeout=30).stdout.split()
+        return subprocess.run(
+            ["squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "-j", array],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+
     # a clean DDP shutdown ends the job COMPLETED, not FAILED
-    wait_for(lambda: array_states() and all(s.endswith("|COMPLETED") for s in array_states()),
-             60, "Slurm to record both array tasks COMPLETED")
+    wait_for(
+        lambda: array_states() and all(s.endswith("|COMPLETED") for s in array_states()),
+        60,
+        "Slurm to record both array tasks COMPLETED",
+    )
 
 
 def standin_file(tmp_path, entry, name, steps=200):
     path = tmp_path / f"{name}.toml"
-    path.write_text(textwrap.dedent(f'''
+    path.write_text(
+        textwrap.dedent(f'''
         name = "{name}"
         [train]
         steps = {steps}
@@ -108,7 +151,8 @@ def standin_file(tmp_path, entry, name, steps=200):
         cpus_per_task = 1
         timeout_min = 5
         entry = "{entry}"
-    '''))
+    ''')
+    )
     return path
 
 
@@ -118,10 +162,14 @@ def test_cancelled_job_shows_cancelled(slurm_cluster, workdir, standin, monkeypa
     res = tsrx("submit", str(path), cwd=workdir)
     assert res.returncode == 0, res.stderr
     run = workdir / "runs" / "cancelme" / "main"
-    wait_for(lambda: _read(run / "status.json").get("step", 0) >= 1, 90, "the job to start training")
+    wait_for(
+        lambda: _read(run / "status.json").get("step", 0) >= 1, 90, "the job to start training"
+    )
     res = tsrx("cancel", str(path), cwd=workdir)
     assert res.returncode == 0 and "scancel" in res.stdout
-    wait_for(lambda: status_rows(run, workdir)["main"]["state"] == "cancelled", 90, "state cancelled")
+    wait_for(
+        lambda: status_rows(run, workdir)["main"]["state"] == "cancelled", 90, "state cancelled"
+    )
     ranks = [json.loads(x) for x in (run / "ranks.jsonl").read_text().splitlines()]
     assert sorted(r["RANK"] for r in ranks) == ["0", "1", "2", "3"]
     assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1,2,3"}  # the fake GPUs

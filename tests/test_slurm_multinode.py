@@ -15,8 +15,15 @@ import textwrap
 
 import pytest
 import torch
-from slurm_fixture import (MULTI_PARTITION, SLURM_NODES, slurm_cluster, status_rows,  # noqa: F401
-                           tiny_real_experiment, tsrx, wait_for)
+from slurm_fixture import (  # noqa: F401
+    MULTI_PARTITION,
+    SLURM_NODES,
+    slurm_cluster,
+    status_rows,
+    tiny_real_experiment,
+    tsrx,
+    wait_for,
+)
 
 from tsrx.engine.distributed import expand_hostlist
 
@@ -26,7 +33,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 # files it creates, writes, renames, links or removes under TSRX_AUDIT_ROOT, one JSON line
 # per event, in its own file. The hook writes with os.write on a descriptor opened before
 # the hook is installed, so it does not audit itself.
-AUDIT_SITECUSTOMIZE = textwrap.dedent('''
+AUDIT_SITECUSTOMIZE = textwrap.dedent("""
     import os, sys
     if os.environ.get("TSRX_AUDIT_ROOT") and os.environ.get("SLURM_PROCID"):
         import json
@@ -59,7 +66,7 @@ AUDIT_SITECUSTOMIZE = textwrap.dedent('''
                 _note(event, args[0])
 
         sys.addaudithook(_hook)
-''')
+""")
 
 
 def _read(path):
@@ -70,12 +77,15 @@ def _read(path):
 
 
 def _train_losses(run_dir):
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    lines = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
     return {x["step"]: x["loss"] for x in lines if x.get("kind") == "train"}
 
 
 def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
-        slurm_cluster, workdir, monkeypatch):
+    slurm_cluster, workdir, monkeypatch
+):
     audit_dir = workdir / "audit"
     audit_dir.mkdir()
     (workdir / "site").mkdir()
@@ -85,8 +95,14 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     monkeypatch.setenv("TSRX_AUDIT_DIR", str(audit_dir))
     # The same global batch (4 ranks x 2 images), once on one node and once on two nodes
     # (ranks 0, 1 on tsrx-n1 and 2, 3 on tsrx-n2).
-    path = tiny_real_experiment(workdir / "span.toml", workdir / "data" / "synth", "span", "slurm",
-                                ranks=4, steps=8, extra=f'''
+    path = tiny_real_experiment(
+        workdir / "span.toml",
+        workdir / "data" / "synth",
+        "span",
+        "slurm",
+        ranks=4,
+        steps=8,
+        extra=f'''
         [[variants]]
         name = "one"
         launcher = {{ nodes = 1, tasks_per_node = 4, gpus_per_node = 4 }}
@@ -94,31 +110,49 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         name = "two"
         launcher = {{ nodes = 2, tasks_per_node = 2, gpus_per_node = 2 }}
         slurm = {{ partition = "{MULTI_PARTITION}" }}
-    ''')
-    path.write_text(path.read_text().replace("log_every = 1", "log_every = 1\ndeterministic = true"))
+    ''',
+    )
+    path.write_text(
+        path.read_text().replace("log_every = 1", "log_every = 1\ndeterministic = true")
+    )
     dry = tsrx("submit", str(path), "--dry-run", "--only", "two", cwd=workdir)
     assert dry.returncode == 0, dry.stderr
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --gpus-per-node=2",
-                 f"#SBATCH --partition={MULTI_PARTITION}"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=2",
+        "#SBATCH --gpus-per-node=2",
+        f"#SBATCH --partition={MULTI_PARTITION}",
+    ):
         assert line in dry.stdout
     res = tsrx("submit", str(path), cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
-    runs = {re.split(r"[-,]", d.name)[0]: d for d in (workdir / "runs" / "span").iterdir()
-            if d.is_dir() and d.name != "submitit"}
+    runs = {
+        re.split(r"[-,]", d.name)[0]: d
+        for d in (workdir / "runs" / "span").iterdir()
+        if d.is_dir() and d.name != "submitit"
+    }
     assert set(runs) == {"one", "two"}
     job_two = _read(runs["two"] / "meta.json")["jobs"][0]["job_id"]
 
     # "one" fills tsrx-n1, so "two" starts after it; preempt "two" once it trains.
     wait_for(lambda: _read(runs["two"] / "status.json").get("step", 0) >= 2, 300, "two training")
     subprocess.run(["scancel", "--signal=USR2", job_two], check=True, timeout=30)
-    wait_for(lambda: sum(j["event"] == "start" for j in _read(runs["two"] / "meta.json")["jobs"]) >= 2,
-             150, "two requeued and started again")
+    wait_for(
+        lambda: sum(j["event"] == "start" for j in _read(runs["two"] / "meta.json")["jobs"]) >= 2,
+        150,
+        "two requeued and started again",
+    )
 
     def both_completed():
         # status.json says completed before the final evaluation: summary.json comes last
         rows = status_rows(workdir / "runs" / "span", workdir)
         done = all(r["state"] == "completed" for r in rows.values())
-        return done and all((_read(d / "summary.json") or {}).get("final") for d in runs.values()) and rows
+        return (
+            done
+            and all((_read(d / "summary.json") or {}).get("final") for d in runs.values())
+            and rows
+        )
+
     rows = wait_for(both_completed, 300, "both runs completed", interval_s=3)
     rows = {re.split(r"[-,]", k)[0]: r for k, r in rows.items()}
 
@@ -135,7 +169,9 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         text = (runs["two"] / "logs" / f"rank{rank}.log").read_text()
         assert f"rank {rank} of 4 on node {node}" in text and f"rank{rank}@{node} " in text
         assert "master tsrx-n1:" in text
-    resumed = re.search(r"resumed from \S+ at step (\d+)", (runs["two"] / "logs" / "rank0.log").read_text())
+    resumed = re.search(
+        r"resumed from \S+ at step (\d+)", (runs["two"] / "logs" / "rank0.log").read_text()
+    )
     assert resumed and 1 < int(resumed.group(1)) + 1 <= 8, "two did not resume from last.pth"
 
     # Same global batch, same results: every logged loss, the final evaluation, the weights.
@@ -148,8 +184,11 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
 
     # Only rank 0 writes the run's files; the others touch only their own log link.
     # (runs/span/submitit/ is submitit's: every task writes its own result file there.)
-    events = [json.loads(line) for f in sorted(audit_dir.glob("*.jsonl"))
-              for line in f.read_text().splitlines()]
+    events = [
+        json.loads(line)
+        for f in sorted(audit_dir.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
     events = [e for e in events if "/span/submitit/" not in e["path"]]
     two_events = [e for e in events if e["path"].startswith(str(runs["two"]) + "/")]
     assert {e["rank"] for e in two_events} == {0, 1, 2, 3}  # the audit saw every rank
@@ -164,30 +203,60 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
 
 def test_node_lists_expand_like_scontrol(slurm_cluster):
     """The pure-Python expander (used without scontrol) reads host lists as Slurm does."""
-    lists = ["tsrx-n[1-2]", "n[1-3,5],gpu01", "gpu[003-005,9]", "n[08-11]", "r[1-2]n[1-2]",
-             "a,b[1]", "n[01-2]", "n[1-02]"]
+    lists = [
+        "tsrx-n[1-2]",
+        "n[1-3,5],gpu01",
+        "gpu[003-005,9]",
+        "n[08-11]",
+        "r[1-2]n[1-2]",
+        "a,b[1]",
+        "n[01-2]",
+        "n[1-02]",
+    ]
     for nodelist in lists:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
         assert expand_hostlist(nodelist) == out, nodelist
 
 
 def test_master_address_that_does_not_resolve_fails_with_a_clear_message(slurm_cluster, workdir):
     # A cluster whose nodes cannot resolve the master's name: every rank stops at once
     # with the reason, instead of waiting for init_process_group's timeout.
-    path = tiny_real_experiment(workdir / "noname.toml", workdir / "data" / "synth", "noname",
-                                "slurm", ranks=1, steps=2, extra=f'''
+    path = tiny_real_experiment(
+        workdir / "noname.toml",
+        workdir / "data" / "synth",
+        "noname",
+        "slurm",
+        ranks=1,
+        steps=2,
+        extra=f'''
         [slurm]
         partition = "{MULTI_PARTITION}"
         setup = ["export MASTER_ADDR=no-such-node.invalid"]
-    ''')
-    res = tsrx("submit", str(path), "--set", "launcher.nodes=2", "--set", "launcher.gpus_per_node=0",
-               cwd=workdir)
+    ''',
+    )
+    res = tsrx(
+        "submit",
+        str(path),
+        "--set",
+        "launcher.nodes=2",
+        "--set",
+        "launcher.gpus_per_node=0",
+        cwd=workdir,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     run = next(d for d in (workdir / "runs" / "noname").iterdir() if d.name != "submitit")
     wait_for(lambda: status_rows(run, workdir)[run.name]["state"] == "failed", 180, "state failed")
     for rank, node in ((0, "tsrx-n1"), (1, "tsrx-n2")):
         text = (run / "logs" / f"rank{rank}.log").read_text()
-        assert (f"rank {rank} on node {node}: the master address 'no-such-node.invalid'" in text
-                and "does not resolve" in text and "/etc/hosts" in text), text[-3000:]
+        assert (
+            f"rank {rank} on node {node}: the master address 'no-such-node.invalid'" in text
+            and "does not resolve" in text
+            and "/etc/hosts" in text
+        ), text[-3000:]
     assert "does not resolve" in (status_rows(run, workdir)[run.name]["error"] or "")

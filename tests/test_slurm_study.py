@@ -15,7 +15,7 @@ from study_fixture import study_log, study_standin, write_study  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-LAUNCHER = 'gpus_per_node = 0\ntasks_per_node = 1\ncpus_per_task = 1\ntimeout_min = 5\n'
+LAUNCHER = "gpus_per_node = 0\ntasks_per_node = 1\ncpus_per_task = 1\ntimeout_min = 5\n"
 
 
 def _study(path, cwd):
@@ -25,8 +25,9 @@ def _study(path, cwd):
 
 
 def _dependency(job_id: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30
+    ).stdout
     return next((w for w in out.split() if w.startswith("Dependency=")), "")
 
 
@@ -36,8 +37,11 @@ def _job_ids(run_dir) -> list[str]:
 
 
 def test_one_submit_queues_the_whole_study_in_order_and_resubmit_does_what_is_left(
-        slurm_cluster, workdir, study_standin, monkeypatch):
-    monkeypatch.setenv("STUDY_STEP_S", "25")  # long enough to see a run wait, even on a busy machine
+    slurm_cluster, workdir, study_standin, monkeypatch
+):
+    monkeypatch.setenv(
+        "STUDY_STEP_S", "25"
+    )  # long enough to see a run wait, even on a busy machine
     monkeypatch.setenv("STUDY_FAIL", "rec")
     path = write_study(workdir, study_standin, launcher="slurm", launcher_extra=LAUNCHER)
     started = time.monotonic()
@@ -62,14 +66,20 @@ def test_one_submit_queues_the_whole_study_in_order_and_resubmit_does_what_is_le
     # stage 2 fails: Slurm cancels the joint jobs before they start
     def settled():
         rows = _study(path, workdir)
-        return rows if all(r["study_state"] in ("done", "failed", "blocked")
-                           for r in rows.values()) else None
+        return (
+            rows
+            if all(r["study_state"] in ("done", "failed", "blocked") for r in rows.values())
+            else None
+        )
+
     rows = wait_for(settled, 240, "the study to settle after the failure", interval_s=3)
     assert rows["sr/main"]["study_state"] == "done"
     assert {rows[k]["study_state"] for k in rows if k.startswith("rec/")} == {"failed"}
     blocked = [r for k, r in rows.items() if k.startswith("joint/")]
-    assert all(r["study_state"] == "blocked" and "never started: upstream rec/head=" in r["why"]
-               for r in blocked), blocked
+    assert all(
+        r["study_state"] == "blocked" and "never started: upstream rec/head=" in r["why"]
+        for r in blocked
+    ), blocked
     assert not [r for r in study_log(workdir) if r["run"].startswith("joint/")]
     first = study_log(workdir)
     assert max(r["end"] for r in first if r["run"] == "sr/main") > 0
@@ -80,11 +90,18 @@ def test_one_submit_queues_the_whole_study_in_order_and_resubmit_does_what_is_le
     res = tsrx("submit", str(path), cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "sr/main: done already, not redone" in res.stdout and "6 job(s) submitted" in res.stdout
-    rows = wait_for(lambda: (r := _study(path, workdir)) and all(
-        x["study_state"] == "done" for x in r.values()) and r, 240, "the whole study done",
-        interval_s=3)
+    rows = wait_for(
+        lambda: (
+            (r := _study(path, workdir))
+            and all(x["study_state"] == "done" for x in r.values())
+            and r
+        ),
+        240,
+        "the whole study done",
+        interval_s=3,
+    )
     assert len(rows) == 7
-    again = study_log(workdir)[len(first):]
+    again = study_log(workdir)[len(first) :]
     assert sorted(r["run"].split("/")[0] for r in again) == ["joint"] * 4 + ["rec"] * 2
     ends = {r["run"]: r["end"] for r in again}
     for r in again:

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import typer
 from PIL import Image, ImageDraw
+from test_viz_fixtures import joint_ckpt, sr_only_ckpt, synth_root  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
-from test_viz_fixtures import joint_ckpt, sr_only_ckpt, synth_root  # noqa: F401 (fixtures)
 from tsrx.errors import TsrxError
 
 
 def _app():
     from tsrx.cli import sr_cmd
+
     app = typer.Typer()
     app.callback()(lambda: None)  # a group, as in tsrx: `sr` stays a sub-command name
     sr_cmd.register(app)
@@ -36,8 +37,11 @@ def test_sr_writes_hr_sized_pngs_exactly_as_bicubic(tmp_path, sr_only_ckpt):
     import torch.nn.functional as F
 
     from tsrx.data.transforms import preprocess
+
     crops = _crops(tmp_path / "crops")
-    res = CliRunner().invoke(_app(), ["sr", str(crops), "--ckpt", str(sr_only_ckpt), "-o", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        _app(), ["sr", str(crops), "--ckpt", str(sr_only_ckpt), "-o", str(tmp_path / "out")]
+    )
     assert res.exit_code == 0, res.output
     outs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outs == ["square.png", "tiny.png", "wide.png"]
@@ -53,8 +57,19 @@ def test_sr_writes_hr_sized_pngs_exactly_as_bicubic(tmp_path, sr_only_ckpt):
 
 def test_sr_recognize_prints_before_and_after(tmp_path, joint_ckpt):
     crops = _crops(tmp_path / "crops")
-    res = CliRunner().invoke(_app(), ["sr", str(crops / "wide.png"), str(crops / "tiny.png"),
-                                      "--ckpt", str(joint_ckpt), "-o", str(tmp_path / "out"), "--recognize"])
+    res = CliRunner().invoke(
+        _app(),
+        [
+            "sr",
+            str(crops / "wide.png"),
+            str(crops / "tiny.png"),
+            "--ckpt",
+            str(joint_ckpt),
+            "-o",
+            str(tmp_path / "out"),
+            "--recognize",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "before" in res.output and "after" in res.output
     assert "wide.png" in res.output and "tiny.png" in res.output
@@ -63,8 +78,10 @@ def test_sr_recognize_prints_before_and_after(tmp_path, joint_ckpt):
 
 def test_sr_errors_name_the_problem(tmp_path, sr_only_ckpt):
     import torch
+
     crops = _crops(tmp_path / "crops")
     from tsrx.cli.sr_cmd import super_resolve
+
     with pytest.raises(TsrxError, match="--recognize.*no recognizer"):
         super_resolve(sr_only_ckpt, [crops], tmp_path / "o", recognize=True)
     with pytest.raises(TsrxError, match="notes.txt: cannot decode image"):

@@ -37,7 +37,8 @@ def test_each_run_loads_the_upstream_run_that_matches_its_grid_point(workdir):
         assert init["sr"] == "runs/sr/main/best_psnr_model.pth"
         assert init["recognizer"] == init["head"]
         assert init["head"].startswith(f"runs/rec/head={head}-") and init["head"].endswith(
-            "/best_acc_model.pth")
+            "/best_acc_model.pth"
+        )
         assert run.upstream["rec"].spec.config["model"]["head"]["type"] == head
         assert "needs" not in run.config  # config.toml stays self-contained
     assert set(exp.upstream) == {"sr", "rec"}
@@ -81,28 +82,36 @@ def test_unknown_checkpoint_selector_is_an_error(workdir):
 
 def test_reference_to_an_unknown_need_is_an_error(workdir):
     write_study(workdir)
-    _write(workdir / "x.toml", '''
+    _write(
+        workdir / "x.toml",
+        """
         name = "x"
         needs = { sr = "sr.toml:best_psnr" }
         [model]
         sr = { type = "tsrn", blocks = 1, hidden_units = 8, stn = false }
         init = { sr = "@rsr" }
-    ''')
+    """,
+    )
     msg = _error(workdir / "x.toml")
     assert "model.init.sr" in msg and "@rsr names no entry of needs" in msg and "'sr'" in msg
 
 
 def test_head_of_another_type_than_the_loaded_one_is_an_error(workdir):
     write_study(workdir)
-    _write(workdir / "one.toml", '''
+    _write(
+        workdir / "one.toml",
+        """
         name = "one"
         [model]
         recognizer = { type = "crnn", cnn_width = 4, hidden_units = 8 }
         head = { type = "dense" }
         [train]
         selectors = ["best_acc"]
-    ''')
-    _write(workdir / "x.toml", '''
+    """,
+    )
+    _write(
+        workdir / "x.toml",
+        """
         name = "x"
         needs = { rec = "one.toml:best_acc", sr = "sr.toml:best_psnr" }
         [model]
@@ -110,35 +119,44 @@ def test_head_of_another_type_than_the_loaded_one_is_an_error(workdir):
         recognizer = { type = "crnn", cnn_width = 4, hidden_units = 8 }
         head = { type = "mlp" }
         init = { sr = "@sr", recognizer = "@rec", head = "@rec" }
-    ''')
+    """,
+    )
     msg = _error(workdir / "x.toml")
-    assert "model.init.head" in msg and "model.head.type is 'mlp' here but 'dense' in one/main" in msg
+    assert (
+        "model.init.head" in msg and "model.head.type is 'mlp' here but 'dense' in one/main" in msg
+    )
     assert "model.init.sr" in msg and "model.sr.blocks is 2 here but 1 in sr/main" in msg
 
 
 def test_an_upstream_grid_the_run_does_not_pin_is_ambiguous(workdir):
     write_study(workdir)
-    _write(workdir / "x.toml", '''
+    _write(
+        workdir / "x.toml",
+        """
         name = "x"
         needs = { rec = "rec.toml:best_acc" }
         [model]
         recognizer = { type = "crnn", cnn_width = 4, hidden_units = 8 }
         init = { recognizer = "@rec" }
-    ''')
+    """,
+    )
     msg = _error(workdir / "x.toml")
     assert "needs.rec" in msg and "2 of its runs fit" in msg and "head=dense" in msg
 
 
 def test_judge_weights_may_name_a_need_and_need_a_recognizer(workdir):
     write_study(workdir)
-    _write(workdir / "x.toml", '''
+    _write(
+        workdir / "x.toml",
+        """
         name = "x"
         needs = { sr = "sr.toml:best_psnr" }
         [model]
         sr = { type = "tsrn", blocks = 1, hidden_units = 8, stn = false }
         [eval]
         judge_weights = "@sr"
-    ''')
+    """,
+    )
     assert "eval.judge_weights" in _error(workdir / "x.toml")
     assert "has no [model.recognizer] to judge with" in _error(workdir / "x.toml")
 
@@ -149,8 +167,9 @@ def test_new_is_refused_for_a_study(workdir, capsys):
 
 
 # -- the plan ------------------------------------------------------------------------
-def test_dry_run_prints_stages_in_order_with_dependencies_and_sbatch_scripts(workdir, capsys,
-                                                                              monkeypatch):
+def test_dry_run_prints_stages_in_order_with_dependencies_and_sbatch_scripts(
+    workdir, capsys, monkeypatch
+):
     monkeypatch.setenv("COLUMNS", "250")
     code, out, err = cli(capsys, "submit", str(write_study(workdir, launcher="slurm")), "--dry-run")
     assert code == 0, err
@@ -199,7 +218,8 @@ def _status(path, cwd):
 
 @pytest.mark.slow
 def test_local_study_runs_stages_in_order_and_blocks_dependants_of_a_failure(
-        workdir, study_standin, monkeypatch):
+    workdir, study_standin, monkeypatch
+):
     path = write_study(workdir, study_standin)
     monkeypatch.setenv("STUDY_FAIL", "rec")
     res = tsrx("submit", str(path), cwd=workdir, timeout=240)
@@ -215,11 +235,14 @@ def test_local_study_runs_stages_in_order_and_blocks_dependants_of_a_failure(
     assert rows["sr/main"]["study_state"] == "done" and rows["sr/main"]["level"] == 1
     blocked = [r for k, r in rows.items() if k.startswith("joint/")]
     assert len(blocked) == 4 and all(r["study_state"] == "blocked" for r in blocked)
-    assert all("never started: upstream rec/head=" in r["why"] and "failed" in r["why"]
-               for r in blocked)
+    assert all(
+        "never started: upstream rec/head=" in r["why"] and "failed" in r["why"] for r in blocked
+    )
     # the submitit folder of a local run is named by its job id
     sub = workdir / "runs" / "sr" / "submitit"
-    job = json.loads((workdir / "runs" / "sr" / "main" / "meta.json").read_text())["jobs"][0]["job_id"]
+    job = json.loads((workdir / "runs" / "sr" / "main" / "meta.json").read_text())["jobs"][0][
+        "job_id"
+    ]
     assert (sub / job).is_dir() and not (sub / "%j").exists()
 
     # fixed: submitting again does only what is left, in order
@@ -227,7 +250,7 @@ def test_local_study_runs_stages_in_order_and_blocks_dependants_of_a_failure(
     res = tsrx("submit", str(path), cwd=workdir, timeout=240)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "sr/main: done already, not redone" in res.stdout
-    again = study_log(workdir)[len(ran):]
+    again = study_log(workdir)[len(ran) :]
     assert [r["run"].split("/")[0] for r in again] == ["rec"] * 2 + ["joint"] * 4
     assert max(r["end"] for r in again[:2]) <= min(r["start"] for r in again[2:])
     rows = _status(path, workdir)
@@ -254,12 +277,20 @@ def test_smoke_study_with_the_real_trainer_prints_its_tables_with_accuracies(wor
         [launcher]
         type = "local"
     '''
-    train = '[train]\nsteps = 2\nbatch_size = 8\nval_every = 1\nckpt_every = 2\nlog_every = 1\n'
-    _write(workdir / "sr.toml", 'name = "sr"\n[model]\nsr = { type = "tsrn", blocks = 1, '
-           'hidden_units = 4, stn = false }\n' + train + 'selectors = ["best_psnr"]\n' + common)
-    _write(workdir / "rec.toml", 'name = "rec"\n[model]\nrecognizer = { type = "crnn", '
-           'cnn_width = 4, hidden_units = 8 }\n' + train + 'selectors = ["best_acc"]\n' + common)
-    path = _write(workdir / "joint.toml", '''name = "joint"
+    train = "[train]\nsteps = 2\nbatch_size = 8\nval_every = 1\nckpt_every = 2\nlog_every = 1\n"
+    _write(
+        workdir / "sr.toml",
+        'name = "sr"\n[model]\nsr = { type = "tsrn", blocks = 1, '
+        "hidden_units = 4, stn = false }\n" + train + 'selectors = ["best_psnr"]\n' + common,
+    )
+    _write(
+        workdir / "rec.toml",
+        'name = "rec"\n[model]\nrecognizer = { type = "crnn", '
+        "cnn_width = 4, hidden_units = 8 }\n" + train + 'selectors = ["best_acc"]\n' + common,
+    )
+    path = _write(
+        workdir / "joint.toml",
+        """name = "joint"
         needs = { sr = "sr.toml:best_psnr", rec = "rec.toml:best_acc" }
         [model]
         sr = { type = "tsrn", blocks = 1, hidden_units = 4, stn = false }
@@ -269,7 +300,11 @@ def test_smoke_study_with_the_real_trainer_prints_its_tables_with_accuracies(wor
         init = { sr = "@sr", recognizer = "@rec" }
         [grid]
         "loss.combiner.type" = ["avg", "uncertainty"]
-    ''' + train + 'selectors = ["best_acc", "best_psnr"]\n' + common)
+    """
+        + train
+        + 'selectors = ["best_acc", "best_psnr"]\n'
+        + common,
+    )
     res = tsrx("submit", str(path), cwd=workdir, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
@@ -286,16 +321,23 @@ def test_uncertainty_grid_is_the_notebooks_three_stage_study(workdir):
     from slurm_fixture import REPO
 
     from tsrx.launch.study import plan_study
+
     study = plan_study(REPO / "experiments" / "uncertainty_grid.toml")
-    assert [s.experiment for s in study.stages] == ["sr_pretrain", "rec_finetune", "uncertainty_grid"]
+    assert [s.experiment for s in study.stages] == [
+        "sr_pretrain",
+        "rec_finetune",
+        "uncertainty_grid",
+    ]
     assert [len(s.runs) for s in study.stages] == [1, 4, 8] and study.launcher == "slurm"
     for r in study.of(study.stages[-1]):
         cfg = r.planned.spec.config
         head = cfg["model"]["head"]["type"]
         assert cfg["model"]["init"]["sr"] == "runs/sr_pretrain/main/best_psnr_model.pth"
         assert f"rec_finetune/head={head}-" in cfg["model"]["init"]["head"]
-        assert {u.label for u in r.upstream} == {"sr_pretrain/main",
-                                                 f"rec_finetune/{r.upstream[1].planned.spec.name}"}
+        assert {u.label for u in r.upstream} == {
+            "sr_pretrain/main",
+            f"rec_finetune/{r.upstream[1].planned.spec.name}",
+        }
         assert r.upstream[1].planned.spec.config["model"]["head"]["type"] == head
     assert all(r.todo == "submit" for r in study.runs)
 
@@ -304,17 +346,26 @@ def test_a_narrow_crnn_keeps_the_recognizer_contract_and_the_default_keeps_meiji
     import torch
 
     from tsrx_builtin.crnn import CRNN
+
     small = CRNN(hidden_units=16, cnn_width=8)
     logits = small(torch.rand(2, 3, 32, 128))
-    assert logits.shape == (26, 2, 37) and small.encode(torch.rand(2, 3, 32, 128)).shape == (26, 2, 32)
+    assert logits.shape == (26, 2, 37) and small.encode(torch.rand(2, 3, 32, 128)).shape == (
+        26,
+        2,
+        32,
+    )
     assert small.cnn.conv6.weight.shape[0] == 64
     full = CRNN().state_dict()
-    assert full["cnn.conv0.weight"].shape == (64, 1, 3, 3) and full["rnn.0.rnn.weight_ih_l0"].shape[1] == 512
+    assert (
+        full["cnn.conv0.weight"].shape == (64, 1, 3, 3)
+        and full["rnn.0.rnn.weight_ih_l0"].shape[1] == 512
+    )
 
 
 def test_a_completed_upstream_without_the_checkpoint_its_dependants_load_is_an_error(workdir):
     from tsrx.launch.rundir import prepare_run_dir
     from tsrx.launch.study import plan_study
+
     path = write_study(workdir)
     study = plan_study(path)
     sr = study.runs[0]
@@ -323,6 +374,8 @@ def test_a_completed_upstream_without_the_checkpoint_its_dependants_load_is_an_e
     with pytest.raises(TsrxError) as exc:
         plan_study(path)
     msg = " ".join(str(exc.value).split())
-    assert "runs/sr/main/best_psnr_model.pth" in msg and "sr/main completed without writing it" in msg
+    assert (
+        "runs/sr/main/best_psnr_model.pth" in msg and "sr/main completed without writing it" in msg
+    )
     (sr.run_dir / "best_psnr_model.pth").write_bytes(b"x")
     assert plan_study(path).runs[0].todo == "done"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_engine_helpers import metrics, prepare, tiny_data, weights  # noqa: F401
+
 from tsrx.errors import ConfigError, TsrxError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "text_prior"
@@ -57,6 +57,7 @@ judge_weights = "{crnn}"
 def crnn_pth(tmp_path_factory) -> Path:
     """A seeded CRNN in meijieru's bare state_dict layout (as crnn.pth)."""
     from tsrx_builtin.crnn import CRNN
+
     torch.manual_seed(4)
     path = tmp_path_factory.mktemp("crnn") / "crnn.pth"
     torch.save(CRNN(hidden_units=32).state_dict(), path)
@@ -65,6 +66,7 @@ def crnn_pth(tmp_path_factory) -> Path:
 
 def test_tpgsr_prior_loss_matches_the_official_semantic_loss():
     from tsrx_builtin.prior_losses import TPGSRPriorLoss
+
     ref = torch.load(FIXTURES / "reference.pt", weights_only=True)["semantic_loss"]
     g = torch.Generator().manual_seed(ref["seed"])
     pred = torch.softmax(torch.randn(26, 3, 37, generator=g), -1)
@@ -78,6 +80,7 @@ def test_tatt_rotation_and_tsc_loss_match_the_official_code():
 
     from tsrx.models.rotation import rotate
     from tsrx_builtin.prior_losses import TextStructureConsistencyLoss
+
     ref = torch.load(FIXTURES / "reference.pt", weights_only=True)["tsc"]
     g = torch.Generator().manual_seed(ref["seed"])
     images, sr, hr = (torch.rand(3, 4, 32, 128, generator=g) for _ in range(3))
@@ -85,19 +88,23 @@ def test_tatt_rotation_and_tsc_loss_match_the_official_code():
     offsets = torch.rand(3, generator=g)
     rotated = rotate(images, arc, offsets)
     torch.testing.assert_close(rotated, ref["rotated"], atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(TextStructureConsistencyLoss()(rotated, sr, hr), ref["loss"],
-                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        TextStructureConsistencyLoss()(rotated, sr, hr), ref["loss"], atol=1e-6, rtol=1e-5
+    )
     assert not torch.allclose(rotated, images, atol=1e-3)  # it did rotate
 
 
 def test_text_prior_backbone_without_generator_is_a_config_error(tmp_path):
     from tsrx.config.experiment import load_experiment
+
     path = tmp_path / "bad.toml"
     path.write_text('name = "bad"\n[model]\nsr = { type = "tatt" }\n')
     with pytest.raises(ConfigError, match=r"model\.prior.*'tatt' is guided by a text prior"):
         load_experiment(path)
-    path.write_text(f'name = "bad"\n[model]\ncoupling = "text_prior"\nsr = {{ type = "tsrn" }}\n'
-                    f'prior = {SMALL_CRNN}\n')
+    path.write_text(
+        f'name = "bad"\n[model]\ncoupling = "text_prior"\nsr = {{ type = "tsrn" }}\n'
+        f"prior = {SMALL_CRNN}\n"
+    )
     with pytest.raises(ConfigError, match="needs a text-prior backbone"):
         load_experiment(path)
     path.write_text('name = "bad"\n[model]\nsr = { type = "tsrn" }\nrotate_train = 5.0\n')
@@ -109,9 +116,14 @@ def test_joint_forward_gives_stages_priors_and_a_frozen_teacher():
     from tsrx.models.joint import JointModel
     from tsrx_builtin.crnn import CRNN
     from tsrx_builtin.text_prior import TPGSR
+
     torch.manual_seed(0)
-    model = JointModel(TPGSR(blocks=1, hidden_units=8, stn=False), coupling="text_prior",
-                       prior=CRNN(hidden_units=16), prior_stages=2)
+    model = JointModel(
+        TPGSR(blocks=1, hidden_units=8, stn=False),
+        coupling="text_prior",
+        prior=CRNN(hidden_units=16),
+        prior_stages=2,
+    )
     assert model.prior_dropout == 0.25 and model.prior_detach is False  # TPGSR's official
     assert not any(p.requires_grad for p in model.prior_teacher.parameters())
     batch = {"lr": torch.rand(4, 4, 16, 64), "hr": torch.rand(4, 4, 32, 128)}
@@ -138,17 +150,24 @@ def test_joint_forward_gives_stages_priors_and_a_frozen_teacher():
 @pytest.mark.slow
 def test_tpgsr_joint_trains_and_evaluates(tmp_path, tiny_data, crnn_pth):
     from tsrx.engine.run import run_training
-    exp = _experiment(tmp_path, tiny_data, crnn_pth, f'''coupling = "text_prior"
+
+    exp = _experiment(
+        tmp_path,
+        tiny_data,
+        crnn_pth,
+        f'''coupling = "text_prior"
 prior_weights = "{crnn_pth}"
 sr = {SMALL_TPGSR}
-prior = {SMALL_CRNN}''')
+prior = {SMALL_CRNN}''',
+    )
     run_dir = prepare(exp, tmp_path / "runs")
     result = run_training(run_dir, device="cpu")
     assert result["state"] == "completed"
     train = metrics(run_dir, "train")
     assert set(train[0]["terms"]) == {"sr", "prior"}
-    assert train[0]["loss"] == pytest.approx(train[0]["terms"]["sr"] + train[0]["terms"]["prior"],
-                                             rel=1e-5)
+    assert train[0]["loss"] == pytest.approx(
+        train[0]["terms"]["sr"] + train[0]["terms"]["prior"], rel=1e-5
+    )
     state = weights(run_dir / "last.pth")
     initial = torch.load(crnn_pth, weights_only=True)
     # the generator trained, the teacher kept crnn.pth's weights
@@ -162,40 +181,54 @@ prior = {SMALL_CRNN}''')
     from typer.testing import CliRunner
 
     from tsrx.cli.main import app
+
     out = tmp_path / "eval.json"
-    res = CliRunner().invoke(app, ["eval", "--ckpt", str(run_dir / "last.pth"), "--json", str(out),
-                                   "--device", "cpu"])
+    res = CliRunner().invoke(
+        app, ["eval", "--ckpt", str(run_dir / "last.pth"), "--json", str(out), "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["average"]["psnr"] == pytest.approx(
-        summary["final"]["average"]["psnr"], rel=1e-5)
+        summary["final"]["average"]["psnr"], rel=1e-5
+    )
     from tsrx_builtin.crnn import CRNN
+
     crnn_params = sum(p.numel() for p in CRNN(hidden_units=32).parameters())
-    res = CliRunner().invoke(app, ["ckpt", "inspect", str(run_dir / "last.pth")],
-                             env={"COLUMNS": "200"})
+    res = CliRunner().invoke(
+        app, ["ckpt", "inspect", str(run_dir / "last.pth")], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
-    rows = {line.split("│")[1].strip(): line for line in res.output.splitlines()
-            if line.count("│") >= 3}
+    rows = {
+        line.split("│")[1].strip(): line for line in res.output.splitlines() if line.count("│") >= 3
+    }
     assert f"{crnn_params:,}" in rows["prior"] and f"{crnn_params:,}" in rows["prior_teacher"]
 
 
 @pytest.mark.slow
 def test_tatt_cascade_with_a_frozen_generator_and_tsc_trains(tmp_path, tiny_data, crnn_pth):
     from tsrx.engine.run import run_training
-    exp = _experiment(tmp_path, tiny_data, crnn_pth, f'''coupling = "text_prior"
+
+    exp = _experiment(
+        tmp_path,
+        tiny_data,
+        crnn_pth,
+        f'''coupling = "text_prior"
 prior_weights = "{crnn_pth}"
 prior_stages = 2
 rotate_train = 5.0
 freeze = ["prior"]
 sr = {{ type = "tatt", blocks = 1, hidden_units = 16, text_channels = 32, stn = false }}
-prior = {SMALL_CRNN}''', name="tatt")
+prior = {SMALL_CRNN}''',
+        name="tatt",
+    )
     run_dir = prepare(exp, tmp_path / "runs", ["train.steps=2", "train.val_every=2"])
     assert run_training(run_dir, device="cpu")["state"] == "completed"
     # a frozen generator: no TP loss; rotated pairs: TATT's TSC term
     assert set(metrics(run_dir, "train")[0]["terms"]) == {"sr", "consistency"}
     state = weights(run_dir / "last.pth")
     assert not any(k.startswith("prior_teacher.") for k in state)
-    assert torch.equal(state["prior.cnn.conv0.weight"],
-                       torch.load(crnn_pth, weights_only=True)["cnn.conv0.weight"])
+    assert torch.equal(
+        state["prior.cnn.conv0.weight"], torch.load(crnn_pth, weights_only=True)["cnn.conv0.weight"]
+    )
 
 
 def test_eval_of_an_official_tpgsr_checkpoint(tmp_path, tiny_data, crnn_pth):
@@ -203,17 +236,41 @@ def test_eval_of_an_official_tpgsr_checkpoint(tmp_path, tiny_data, crnn_pth):
 
     from tsrx.cli.main import app
     from tsrx_builtin.text_prior import TPGSR
+
     torch.manual_seed(2)
     official = tmp_path / "model_best_0.pth"
-    torch.save({"state_dict_G": TPGSR(blocks=1, hidden_units=16, stn=False).state_dict(),
-                "info": {"arch": "tsrn_tl_cascade", "iters": 10}}, official)
-    config = _experiment(tmp_path, tiny_data, crnn_pth, f'''coupling = "text_prior"
+    torch.save(
+        {
+            "state_dict_G": TPGSR(blocks=1, hidden_units=16, stn=False).state_dict(),
+            "info": {"arch": "tsrn_tl_cascade", "iters": 10},
+        },
+        official,
+    )
+    config = _experiment(
+        tmp_path,
+        tiny_data,
+        crnn_pth,
+        f'''coupling = "text_prior"
 prior_weights = "{crnn_pth}"
 sr = {SMALL_TPGSR}
-prior = {SMALL_CRNN}''', name="tp_eval")
+prior = {SMALL_CRNN}''',
+        name="tp_eval",
+    )
     out = tmp_path / "result.json"
-    res = CliRunner().invoke(app, ["eval", "--ckpt", str(official), "--config", str(config),
-                                   "--json", str(out), "--device", "cpu"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--ckpt",
+            str(official),
+            "--config",
+            str(config),
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert result["format"] == "textzoom" and result["splits"]["easy"]["n"] == 6
@@ -229,13 +286,21 @@ def test_tatt_trains_under_ddp_with_two_processes(tmp_path, tiny_data, crnn_pth)
     """Every trainable parameter gets a gradient (DDP refuses otherwise at the 2nd step):
     the trainable generator, TATT's unused official layers frozen, the TSC pass."""
     from tsrx.cli.train_cmd import train_run_dir
-    exp = _experiment(tmp_path, tiny_data, crnn_pth, f'''coupling = "text_prior"
+
+    exp = _experiment(
+        tmp_path,
+        tiny_data,
+        crnn_pth,
+        f'''coupling = "text_prior"
 prior_weights = "{crnn_pth}"
 rotate_train = 5.0
 sr = {{ type = "tatt", blocks = 1, hidden_units = 16, text_channels = 32 }}
-prior = {SMALL_CRNN}''', name="tatt_ddp")
-    run_dir = prepare(exp, tmp_path / "runs", ["train.steps=3", "train.val_every=3",
-                                               "train.ckpt_every=3"])
+prior = {SMALL_CRNN}''',
+        name="tatt_ddp",
+    )
+    run_dir = prepare(
+        exp, tmp_path / "runs", ["train.steps=3", "train.val_every=3", "train.ckpt_every=3"]
+    )
     assert train_run_dir(run_dir, 2, "cpu") == "completed"
     train = metrics(run_dir, "train")
     assert [m["step"] for m in train] == [1, 2, 3]
@@ -248,17 +313,33 @@ def test_shipped_experiment_has_both_variants_and_names_a_missing_generator(work
     import sys
 
     from tsrx.config.experiment import load_experiment
+
     path = Path(__file__).resolve().parent.parent / "experiments" / "text_prior.toml"
     runs = {r.name.split(",")[0]: r.config for r in load_experiment(path).runs}
     assert runs["tpgsr"]["model"]["sr"]["type"] == "tsrn_tl_cascade"
     assert runs["tatt"]["model"]["sr"]["type"] == "tatt"
     assert runs["tatt"]["model"]["rotate_train"] == 5.0
     assert runs["tpgsr"]["model"]["rotate_train"] == 0
-    assert all(c["data"]["root"] == "data/synth"
-               and c["model"]["prior_weights"] == "weights/crnn.pth" for c in runs.values())
+    assert all(
+        c["data"]["root"] == "data/synth" and c["model"]["prior_weights"] == "weights/crnn.pth"
+        for c in runs.values()
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "tsrx", "train", str(path), "--run", "tpgsr", "--set",
-         "data.root=nowhere"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "tsrx",
+            "train",
+            str(path),
+            "--run",
+            "tpgsr",
+            "--set",
+            "data.root=nowhere",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode != 0
     assert "model.prior_weights" in proc.stderr and "weights/crnn.pth" in proc.stderr

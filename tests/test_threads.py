@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from test_engine_helpers import prepare, tiny_data, tiny_plugin, write_experiment  # noqa: F401
+
 from tsrx.engine import threads
 from tsrx.errors import TsrxError
 
@@ -21,12 +21,16 @@ def decide(monkeypatch, env: dict, ranks: int = 1, cores: int = 8, torch_default
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
     import torch
+
     monkeypatch.setattr(torch, "get_num_threads", lambda: torch_default)
     return threads.decide_threads(ranks)
 
 
 def test_order_of_sources(monkeypatch):
-    assert decide(monkeypatch, {"TSRX_THREADS": "3", "SLURM_CPUS_PER_TASK": "5"}) == (3, "TSRX_THREADS")
+    assert decide(monkeypatch, {"TSRX_THREADS": "3", "SLURM_CPUS_PER_TASK": "5"}) == (
+        3,
+        "TSRX_THREADS",
+    )
     assert decide(monkeypatch, {"SLURM_CPUS_PER_TASK": "5"}) == (5, "SLURM_CPUS_PER_TASK")
     assert decide(monkeypatch, {}) == (8, "torch default")
     n, source = decide(monkeypatch, {}, ranks=4)  # 4 local ranks share the 8 cores
@@ -40,11 +44,18 @@ def test_order_of_sources(monkeypatch):
 def test_a_run_records_its_threads_and_sets_them(tmp_path, tiny_data, tiny_plugin):
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
     run_dir = prepare(exp, tmp_path / "runs", ["train.steps=2", "data.num_workers=1"])
-    code = ("import sys, torch\nfrom tsrx.engine.run import run_training\n"
-            "run_training(sys.argv[1], device='cpu')\nprint('threads', torch.get_num_threads())\n")
+    code = (
+        "import sys, torch\nfrom tsrx.engine.run import run_training\n"
+        "run_training(sys.argv[1], device='cpu')\nprint('threads', torch.get_num_threads())\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True,
-                         env={**env, "TSRX_THREADS": "1"}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir)],
+        capture_output=True,
+        text=True,
+        env={**env, "TSRX_THREADS": "1"},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["threads"]["threads"] == 1 and meta["threads"]["source"] == "TSRX_THREADS"
@@ -60,8 +71,14 @@ def test_loader_workers_use_one_thread():
 
         def __getitem__(self, i):
             import torch
-            return {"lr": torch.zeros(1), "hr": torch.zeros(1), "label": str(torch.get_num_threads()),
-                    "index": i}
+
+            return {
+                "lr": torch.zeros(1),
+                "hr": torch.zeros(1),
+                "label": str(torch.get_num_threads()),
+                "index": i,
+            }
+
     loader = build_loader(Items(), 2, num_workers=1)
     assert loader.worker_init_fn is single_thread_worker
     assert next(iter(loader))["label"] == ["1", "1"]

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from test_engine_helpers import metrics, prepare, tiny_data, tiny_plugin, weights, write_experiment  # noqa: F401
+
 from tsrx.errors import TsrxError
 
 JOINT = ['model.recognizer={type = "tiny_rec"}']
@@ -16,9 +16,13 @@ JOINT = ['model.recognizer={type = "tiny_rec"}']
 
 def _run(tmp_path, tiny_data, tiny_plugin, overrides=(), name="tiny", extra=""):
     from tsrx.engine.run import run_training
+
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin, name, extra)
-    run_dir = prepare(exp, tmp_path / "runs", ["train.steps=4", "train.val_every=2",
-                                               "train.ckpt_every=2", *overrides])
+    run_dir = prepare(
+        exp,
+        tmp_path / "runs",
+        ["train.steps=4", "train.val_every=2", "train.ckpt_every=2", *overrides],
+    )
     return run_dir, run_training(run_dir, device="cpu")
 
 
@@ -44,8 +48,12 @@ def test_run_writes_the_documented_files(tmp_path, tiny_data, tiny_plugin):
 
 
 def test_selectors_write_their_files(tmp_path, tiny_data, tiny_plugin):
-    run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, [
-        'train.selectors=["best_psnr", {type = "best", metric = "ssim"}, "best_acc"]'])
+    run_dir, _ = _run(
+        tmp_path,
+        tiny_data,
+        tiny_plugin,
+        ['train.selectors=["best_psnr", {type = "best", metric = "ssim"}, "best_acc"]'],
+    )
     val = metrics(run_dir, "val")
     best_ssim = max(val, key=lambda m: m["result"]["average"]["ssim"])
     ckpt = torch.load(run_dir / "best_ssim_model.pth", weights_only=True)
@@ -66,8 +74,12 @@ def test_nonfinite_loss_stops_naming_step_and_terms(tmp_path, tiny_data, tiny_pl
 
 
 def test_nonfinite_loss_skip_counts_and_trains_on(tmp_path, tiny_data, tiny_plugin):
-    run_dir, result = _run(tmp_path, tiny_data, tiny_plugin, [
-        'loss.sr={type = "tiny_nan", at = 2}', 'train.on_nonfinite="skip"'])
+    run_dir, result = _run(
+        tmp_path,
+        tiny_data,
+        tiny_plugin,
+        ['loss.sr={type = "tiny_nan", at = 2}', 'train.on_nonfinite="skip"'],
+    )
     assert result["state"] == "completed" and result["skipped_steps"] == 1
     assert json.loads((run_dir / "summary.json").read_text())["skipped_steps"] == 1
     assert all(torch.isfinite(v).all() for v in weights(run_dir / "last.pth").values())
@@ -82,8 +94,13 @@ NO_CLIP = "train.grad_clip=0.0"
 
 def test_changing_the_combiner_changes_the_trajectory(tmp_path, tiny_data, tiny_plugin):
     avg_dir, _ = _run(tmp_path / "a", tiny_data, tiny_plugin, [*JOINT, NO_CLIP], extra=SGD)
-    unc_dir, _ = _run(tmp_path / "u", tiny_data, tiny_plugin,
-                      [*JOINT, NO_CLIP, 'loss.combiner={type = "uncertainty"}'], extra=SGD)
+    unc_dir, _ = _run(
+        tmp_path / "u",
+        tiny_data,
+        tiny_plugin,
+        [*JOINT, NO_CLIP, 'loss.combiner={type = "uncertainty"}'],
+        extra=SGD,
+    )
     a, u = weights(avg_dir / "last.pth"), weights(unc_dir / "last.pth")
     assert "combiner.log_var.sr" in u and not any(k.startswith("combiner.") for k in a)
     assert max((a[k] - u[k]).abs().max().item() for k in a) > 1e-4
@@ -101,32 +118,44 @@ def test_changing_the_combiner_changes_the_trajectory(tmp_path, tiny_data, tiny_
     # gradients reached s_i: they moved away from their initial 0
     assert u["combiner.log_var.sr"].item() != 0.0
     assert summary["combiner"]["s"]["sr"] == pytest.approx(u["combiner.log_var.sr"].item())
-    assert math.exp(0.5 * lines[-1]["combiner"]["s_sr"]) == pytest.approx(lines[-1]["combiner"]["sigma_sr"])
+    assert math.exp(0.5 * lines[-1]["combiner"]["s_sr"]) == pytest.approx(
+        lines[-1]["combiner"]["sigma_sr"]
+    )
 
 
-def test_under_adam_uncertainty_starts_like_avg_unless_weights_differ(tmp_path, tiny_data, tiny_plugin):
+def test_under_adam_uncertainty_starts_like_avg_unless_weights_differ(
+    tmp_path, tiny_data, tiny_plugin
+):
     """Adam ignores a common scale of the loss, and moves every s_i by about lr per step
     in the same direction while each exp(-s_i) L_i > 1: the relative task weights stay
     ~1 and the first steps track ``avg`` closely (docs/engine.md). The half-regression
     form weights SR 0.5 : recognition 1 from the first step, so it departs at once."""
     avg_dir, _ = _run(tmp_path / "a", tiny_data, tiny_plugin, JOINT)
-    unc_dir, _ = _run(tmp_path / "u", tiny_data, tiny_plugin,
-                      [*JOINT, 'loss.combiner={type = "uncertainty"}'])
-    half_dir, _ = _run(tmp_path / "h", tiny_data, tiny_plugin,
-                       [*JOINT, 'loss.combiner={type = "uncertainty", half_regression = true}'])
+    unc_dir, _ = _run(
+        tmp_path / "u", tiny_data, tiny_plugin, [*JOINT, 'loss.combiner={type = "uncertainty"}']
+    )
+    half_dir, _ = _run(
+        tmp_path / "h",
+        tiny_data,
+        tiny_plugin,
+        [*JOINT, 'loss.combiner={type = "uncertainty", half_regression = true}'],
+    )
     a, u, h = (weights(d / "last.pth") for d in (avg_dir, unc_dir, half_dir))
     close = max((a[k] - u[k]).abs().max().item() for k in a)
     apart = max((a[k] - h[k]).abs().max().item() for k in a)
     assert 0 < close < apart and apart > 1e-4
-    assert u["combiner.log_var.sr"].item() == pytest.approx(u["combiner.log_var.recognition"].item(),
-                                                            abs=1e-3)
+    assert u["combiner.log_var.sr"].item() == pytest.approx(
+        u["combiner.log_var.recognition"].item(), abs=1e-3
+    )
 
 
 def test_default_losses_follow_the_model_parts(tmp_path, tiny_data, tiny_plugin):
     run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, JOINT)
     run = metrics(run_dir, "run")[0]
     assert run["tasks"] == ["sr", "recognition"]
-    assert run["losses"]["sr"]["type"] == "textzoom" and run["losses"]["recognition"]["type"] == "ctc"
+    assert (
+        run["losses"]["sr"]["type"] == "textzoom" and run["losses"]["recognition"]["type"] == "ctc"
+    )
     final = json.loads((run_dir / "summary.json").read_text())["final"]
     assert final["recognizer"] == "the model's own recognizer"
     assert 0.0 <= final["average"]["acc"] <= 1.0
@@ -140,6 +169,7 @@ def test_stop_request_saves_and_reports_preempted(tmp_path, tiny_data, tiny_plug
     assert json.loads((run_dir / "status.json").read_text())["state"] == "preempted"
     monkeypatch.delenv("TINY_STOP_AT")
     from tsrx.engine.run import run_training
+
     again = run_training(run_dir, device="cpu")  # resumes from last.pth
     assert again["state"] == "completed" and again["step"] == 4
     assert [m["step"] for m in metrics(run_dir, "train")] == [1, 2, 3, 4]
@@ -147,8 +177,11 @@ def test_stop_request_saves_and_reports_preempted(tmp_path, tiny_data, tiny_plug
 
 def test_global_batch_must_divide_over_processes():
     from tsrx.engine.build import per_rank_batch
+
     assert per_rank_batch(64, 4) == 16
-    with pytest.raises(TsrxError, match=r"train.batch_size = 10 .* multiple of the number of processes \(3\)"):
+    with pytest.raises(
+        TsrxError, match=r"train.batch_size = 10 .* multiple of the number of processes \(3\)"
+    ):
         per_rank_batch(10, 3)
 
 
@@ -165,10 +198,15 @@ def test_tensorboard_events_when_installed(tmp_path, tiny_data, tiny_plugin):
 
 def test_judge_weights_give_sr_validation_an_accuracy(tmp_path, tiny_data, tiny_plugin):
     from tsrx.registry import RECOGNIZERS
+
     crnn = tmp_path / "crnn.pth"
     torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)  # meijieru's bare state_dict layout
-    run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, [
-        f'eval.judge_weights={crnn}', 'train.selectors=["best_acc", "best_psnr"]'])
+    run_dir, _ = _run(
+        tmp_path,
+        tiny_data,
+        tiny_plugin,
+        [f"eval.judge_weights={crnn}", 'train.selectors=["best_acc", "best_psnr"]'],
+    )
     val = metrics(run_dir, "val")[-1]["result"]
     assert val["recognizer"] == f"crnn ({crnn})"
     assert 0.0 <= val["average"]["acc"] <= 1.0
@@ -176,9 +214,11 @@ def test_judge_weights_give_sr_validation_an_accuracy(tmp_path, tiny_data, tiny_
 
 
 def test_completed_only_after_the_final_evaluation_which_reuses_the_last_validation(
-        tmp_path, tiny_data, tiny_plugin, monkeypatch):
+    tmp_path, tiny_data, tiny_plugin, monkeypatch
+):
     import tsrx.engine.evaluator as evaluator
     from tsrx.engine.trainer import Trainer
+
     calls, seen = [], []
     real_eval, real_final = evaluator.evaluate_model, Trainer.final_evaluation
 
@@ -205,14 +245,24 @@ def test_completed_only_after_the_final_evaluation_which_reuses_the_last_validat
     assert len(calls) == 3
 
 
-def test_validation_with_named_judges_records_which_one_best_acc_follows(tmp_path, tiny_data, tiny_plugin):
+def test_validation_with_named_judges_records_which_one_best_acc_follows(
+    tmp_path, tiny_data, tiny_plugin
+):
     from tsrx.registry import RECOGNIZERS
+
     torch.manual_seed(3)
     crnn = tmp_path / "crnn.pth"
     torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)
-    run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, [
-        *JOINT, f'eval.judges.crnn={{type = "crnn", weights = "{crnn}"}}',
-        'train.selectors=[{type = "best_acc", judge = "crnn"}, "best_psnr"]'])
+    run_dir, _ = _run(
+        tmp_path,
+        tiny_data,
+        tiny_plugin,
+        [
+            *JOINT,
+            f'eval.judges.crnn={{type = "crnn", weights = "{crnn}"}}',
+            'train.selectors=[{type = "best_acc", judge = "crnn"}, "best_psnr"]',
+        ],
+    )
     val = metrics(run_dir, "val")[-1]["result"]
     assert list(val["judges"]) == ["own", "crnn"] and val["primary_judge"] == "own"
     assert set(val["average"]["acc_by_judge"]) == {"own", "crnn"}
@@ -220,5 +270,9 @@ def test_validation_with_named_judges_records_which_one_best_acc_follows(tmp_pat
     assert summary["best"]["best_acc"]["judge"] == "crnn"
     assert list(metrics(run_dir, "run")[0]["judges"]) == ["own", "crnn"]
     with pytest.raises(TsrxError, match="judge = 'ppocr' is not a judge of this run"):
-        _run(tmp_path / "b", tiny_data, tiny_plugin, [
-            *JOINT, 'train.selectors=[{type = "best_acc", judge = "ppocr"}]'])
+        _run(
+            tmp_path / "b",
+            tiny_data,
+            tiny_plugin,
+            [*JOINT, 'train.selectors=[{type = "best_acc", judge = "ppocr"}]'],
+        )

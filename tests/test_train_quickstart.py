@@ -17,6 +17,7 @@ ENGINE_FILES = ["quickstart", "sr_pretrain", "rec_finetune", "joint_image", "joi
 @pytest.mark.parametrize("name", ENGINE_FILES)
 def test_experiment_file_validates_and_points_at_synthetic_data(name):
     from tsrx.config.experiment import load_experiment
+
     exp = load_experiment(EXPERIMENTS / f"{name}.toml")
     for run in exp.runs:
         assert run.config["data"]["root"] == "data/synth"
@@ -27,22 +28,40 @@ def test_experiment_file_validates_and_points_at_synthetic_data(name):
 
 def test_stage_files_say_what_they_load():
     from tsrx.config.experiment import load_experiment
-    init = {n: load_experiment(EXPERIMENTS / f"{n}.toml").runs[0].config["model"]["init"]
-            for n in ("sr_pretrain", "rec_finetune", "joint_image", "joint_feature")}
+
+    init = {
+        n: load_experiment(EXPERIMENTS / f"{n}.toml").runs[0].config["model"]["init"]
+        for n in ("sr_pretrain", "rec_finetune", "joint_image", "joint_feature")
+    }
     assert init["sr_pretrain"] == {}
     assert init["rec_finetune"] == {"recognizer": "weights/crnn.pth"}
     assert init["joint_image"]["sr"].endswith("sr_pretrain/main/best_psnr_model.pth")
     assert init["joint_feature"] == {"whole": "weights/joint_composed.pth"}
-    combiners = {r.config["loss"]["combiner"]["type"]
-                 for r in load_experiment(EXPERIMENTS / "joint_image.toml").runs}
+    combiners = {
+        r.config["loss"]["combiner"]["type"]
+        for r in load_experiment(EXPERIMENTS / "joint_image.toml").runs
+    }
     assert combiners == {"avg", "uncertainty"}
 
 
 def test_missing_starting_checkpoint_is_named_when_run(workdir):
     proc = subprocess.run(
-        [sys.executable, "-m", "tsrx", "train", str(EXPERIMENTS / "joint_feature.toml"),
-         "--run", "combiner=avg", "--set", "data.root=nowhere"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "tsrx",
+            "train",
+            str(EXPERIMENTS / "joint_feature.toml"),
+            "--run",
+            "combiner=avg",
+            "--set",
+            "data.root=nowhere",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 2
     assert "weights/joint_composed.pth" in proc.stderr and "no such file" in proc.stderr
 
@@ -52,14 +71,41 @@ def test_quickstart_end_to_end_with_tiny_steps(workdir):
     """The README's first command, shrunk: synthesises data, trains, prints the final table
     with the bicubic row."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tsrx", "train", str(EXPERIMENTS / "quickstart.toml"),
-         "--set", "data.synth.train=24", "--set", "data.synth.test=[4, 4, 4]",
-         "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.val_every=2",
-         "--set", "eval.batch_size=4", "--set", "train.val_batch_size=4"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "tsrx",
+            "train",
+            str(EXPERIMENTS / "quickstart.toml"),
+            "--set",
+            "data.synth.train=24",
+            "--set",
+            "data.synth.test=[4, 4, 4]",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.val_every=2",
+            "--set",
+            "eval.batch_size=4",
+            "--set",
+            "train.val_batch_size=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for word in ("quickstart/main: final model", "bicubic", "easy", "medium", "hard",
-                 "protocol textzoom"):
+    for word in (
+        "quickstart/main: final model",
+        "bicubic",
+        "easy",
+        "medium",
+        "hard",
+        "protocol textzoom",
+    ):
         assert word in proc.stdout, word
     run_dir = workdir / "runs" / "quickstart" / "main"
     assert (workdir / "data" / "synth" / "train1" / "data.mdb").is_file()
@@ -80,5 +126,6 @@ def test_quickstart_end_to_end_with_tiny_steps(workdir):
         assert final["baselines"]["hr"]["average"]["acc"] >= 0.75  # it reads the HR words
     # `tsrx train` records itself as the run's job: status knows how long it ran
     from tsrx.launch.status import run_status
+
     row = run_status(run_dir)
     assert row.state == "completed" and row.elapsed_s is not None and row.job_id

@@ -24,8 +24,10 @@ sr = {{ type = "bicubic" }}
 
 def make_checkpoint(folder: Path, data_root: Path, recognizer: bool = True) -> Path:
     from tsrx.config.experiment import load_experiment
-    from tsrx.engine.checkpoint import make_checkpoint as make, save_checkpoint
+    from tsrx.engine.checkpoint import make_checkpoint as make
+    from tsrx.engine.checkpoint import save_checkpoint
     from tsrx.models.build import build_model
+
     toml = folder / "viz.toml"
     rec = 'recognizer = { type = "crnn", hidden_units = 8 }' if recognizer else ""
     toml.write_text(EXPERIMENT.format(root=data_root, recognizer=rec))
@@ -39,6 +41,7 @@ def make_checkpoint(folder: Path, data_root: Path, recognizer: bool = True) -> P
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from tsrx.data.synth import synthesize
+
     root = tmp_path_factory.mktemp("data") / "synth"
     synthesize(root, train=0, test=[3, 3, 3], seed=0, fonts="builtin")
     return root

@@ -19,6 +19,7 @@ BACKBONES = ["tsrn", "srcnn", "vdsr", "srres", "edsr", "rdn", "lapsrn", "esrgan"
 
 def test_zoo_has_one_run_per_backbone_with_its_official_mask_and_switches_to_textzoom():
     from tsrx.config.experiment import load_experiment
+
     runs = load_experiment(ZOO).runs
     assert [r.config["model"]["sr"]["type"] for r in runs] == BACKBONES
     for r in runs:
@@ -29,9 +30,13 @@ def test_zoo_has_one_run_per_backbone_with_its_official_mask_and_switches_to_tex
 
 
 def test_run_facts_read_parameters_and_median_speed_after_the_first_line():
-    lines = [{"kind": "run", "parameters": {"sr": 100, "recognizer": 23}},
-             {"kind": "train", "samples_per_s": 1.0}, {"kind": "train", "samples_per_s": 10.0},
-             {"kind": "train", "samples_per_s": 30.0}, {"kind": "train", "samples_per_s": 12.0}]
+    lines = [
+        {"kind": "run", "parameters": {"sr": 100, "recognizer": 23}},
+        {"kind": "train", "samples_per_s": 1.0},
+        {"kind": "train", "samples_per_s": 10.0},
+        {"kind": "train", "samples_per_s": 30.0},
+        {"kind": "train", "samples_per_s": 12.0},
+    ]
     assert run_facts(lines) == {"params": 123, "samples/s": 12.0}
     assert run_facts([]) == {"params": None, "samples/s": None}
 
@@ -39,6 +44,7 @@ def test_run_facts_read_parameters_and_median_speed_after_the_first_line():
 def test_an_axis_set_with_the_row_value_does_not_split_the_table(tmp_path):
     def run(sr, mask):
         return Run(tmp_path, sr, "zoo", {"model.sr.type": sr, "data.mask": mask}, None)
+
     runs = [run("tsrn", True), run("srcnn", False), run("vdsr", False)]
     assert follows("data.mask", "model.sr.type", runs)
     assert not follows("data.mask", "model.sr.type", runs + [run("srcnn", True)])
@@ -50,18 +56,50 @@ def test_zoo_trains_every_backbone_and_reports_one_table(workdir):
     """Smoke size: 1 step of 2 images per backbone on a tiny synthetic set, then the report."""
     env = {**os.environ, "COLUMNS": "220"}
     proc = subprocess.run(
-        [sys.executable, "-m", "tsrx", "train", str(ZOO), "--set", "data.synth.train=8",
-         "--set", "data.synth.test=[2, 2, 2]", "--set", "data.num_workers=0",
-         "--set", "train.steps=1", "--set", "train.batch_size=2", "--set", "train.val_every=1",
-         "--set", "train.log_every=1", "--set", "eval.batch_size=2", "--set", "train.val_batch_size=2"],
-        capture_output=True, text=True, timeout=900, env=env)
+        [
+            sys.executable,
+            "-m",
+            "tsrx",
+            "train",
+            str(ZOO),
+            "--set",
+            "data.synth.train=8",
+            "--set",
+            "data.synth.test=[2, 2, 2]",
+            "--set",
+            "data.num_workers=0",
+            "--set",
+            "train.steps=1",
+            "--set",
+            "train.batch_size=2",
+            "--set",
+            "train.val_every=1",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "eval.batch_size=2",
+            "--set",
+            "train.val_batch_size=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "tsrx", "report", str(ZOO), "--format", "md"],
-                            capture_output=True, text=True, timeout=120, env=env)
+    report = subprocess.run(
+        [sys.executable, "-m", "tsrx", "report", str(ZOO), "--format", "md"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     print(report.stdout)
     table = [line for line in report.stdout.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| sr | params | E-ACC") and table[0].rstrip().endswith("| samples/s |")
+    assert table[0].startswith("| sr | params | E-ACC") and table[0].rstrip().endswith(
+        "| samples/s |"
+    )
     rows = {line.split("|")[1].strip(): line for line in table[1:]}
     assert list(rows) == BACKBONES  # one table: data.mask follows the backbone
     assert "| 2,681,677 |" in rows["tsrn"] and "| 3,210,335 |" in rows["tbsrn"]

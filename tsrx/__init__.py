@@ -18,4 +18,5 @@ def load_model(path, device="cpu", plugins=()):
     inside a checkpoint is imported on its say-so).
     """
     from tsrx.engine.loading import load_model as _load  # torch is imported only when asked
+
     return _load(path, device, plugins=plugins)

@@ -13,9 +13,10 @@ import io
 import os
 import pickle
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` with torch.save atomically: temp file in the same folder, fsync,
     rename. A crash at any point leaves an existing file at ``path`` intact."""
     from tsrx.runfiles import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # serialised in memory first: a full disk is then a plain ENOSPC on write (reported with
@@ -78,10 +80,23 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
 def make_checkpoint(model_state: Mapping[str, torch.Tensor], **fields: Any) -> dict:
     """A tsrx checkpoint dict: the model state plus the optional fields of the format
     (optimizer, scheduler, scaler, step, epoch, sampler, rng, config, plugins, metrics)."""
-    payload: dict = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                     "model": OrderedDict(strip_module_prefix(model_state))}
-    for key in ("optimizer", "scheduler", "scaler", "step", "epoch", "sampler", "rng",
-                "config", "plugins", "metrics"):
+    payload: dict = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": OrderedDict(strip_module_prefix(model_state)),
+    }
+    for key in (
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "step",
+        "epoch",
+        "sampler",
+        "rng",
+        "config",
+        "plugins",
+        "metrics",
+    ):
         payload[key] = fields.pop(key, None)
     payload.update(fields)
     return payload
@@ -89,16 +104,19 @@ def make_checkpoint(model_state: Mapping[str, torch.Tensor], **fields: Any) -> d
 
 # -- formats -----------------------------------------------------------------------------
 def _is_tensor_map(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
-def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Drop the ``module.`` that DataParallel / DDP put in front of keys (also repeated)."""
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, value in state.items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         out[key] = value
     return out
 
@@ -114,7 +132,7 @@ class OfficialCheckpoint:
 
     format: str
     model: dict
-    state: "OrderedDict[str, torch.Tensor]"
+    state: OrderedDict[str, torch.Tensor]
     info: dict = field(default_factory=dict)
 
     @property
@@ -130,6 +148,7 @@ def read_official(obj: Any) -> OfficialCheckpoint | None:
     theirs. A reader that recognises the layout but finds it broken raises ``TsrxError``.
     """
     from tsrx.registry import CHECKPOINT_FORMATS
+
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         return None
     for entry in CHECKPOINT_FORMATS.entries():
@@ -140,7 +159,7 @@ def read_official(obj: Any) -> OfficialCheckpoint | None:
 
 
 def detect_format(obj: Any) -> str:
-    """"tsrx", the name of an official format a reader claims (``textzoom``, ``crnn``...),
+    """ "tsrx", the name of an official format a reader claims (``textzoom``, ``crnn``...),
     or "state_dict" (any other bare state_dict)."""
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         return "tsrx"
@@ -150,15 +169,17 @@ def detect_format(obj: Any) -> str:
     if _is_tensor_map(obj):
         return "state_dict"
     from tsrx.registry import CHECKPOINT_FORMATS
+
     known = ", ".join(["tsrx", *CHECKPOINT_FORMATS.names(), "a bare state_dict"])
     if isinstance(obj, Mapping):
         shown = ", ".join(sorted(map(str, obj))[:8])
-        raise TsrxError(f"unknown checkpoint format: a dict with keys {shown}; expected one of: "
-                        f"{known}")
+        raise TsrxError(
+            f"unknown checkpoint format: a dict with keys {shown}; expected one of: {known}"
+        )
     raise TsrxError(f"unknown checkpoint format: a {type(obj).__name__}, expected a dict ({known})")
 
 
-def state_dict_for(obj: Any, part: str | None = None) -> "OrderedDict[str, torch.Tensor]":
+def state_dict_for(obj: Any, part: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """The weights of ``obj`` in the joint model's key space (``sr.*``, ``recognizer.*``...).
 
     ``part`` (sr, recognizer, head or None / "whole" for everything) says where a bare
@@ -173,8 +194,9 @@ def state_dict_for(obj: Any, part: str | None = None) -> "OrderedDict[str, torch
         state = official.state
         if not whole and part not in official.parts:
             held = ", ".join(sorted(official.parts)) or "nothing"
-            raise TsrxError(f"a {fmt} checkpoint holds {held} weights, it cannot initialise "
-                            f"{part!r}")
+            raise TsrxError(
+                f"a {fmt} checkpoint holds {held} weights, it cannot initialise {part!r}"
+            )
     else:
         state = strip_module_prefix(obj)
         if whole:
@@ -242,21 +264,32 @@ class LoadReport:
     def table(self):
         """A rich Table: one row per part, counts of loaded / missing / unexpected / mismatched."""
         from rich.table import Table
+
         t = Table(title=f"checkpoint load{': ' + self.source if self.source else ''}")
         for col in ("part", "loaded", "missing", "unexpected", "shape mismatch"):
             t.add_column(col, justify="left" if col == "part" else "right")
         for name, p in self.parts.items():
-            t.add_row(name, str(len(p.loaded)), str(len(p.missing)), str(len(p.unexpected)),
-                      str(len(p.mismatched)))
+            t.add_row(
+                name,
+                str(len(p.loaded)),
+                str(len(p.missing)),
+                str(len(p.unexpected)),
+                str(len(p.mismatched)),
+            )
         return t
 
     def details(self, limit: int = 10) -> list[str]:
         """Lines naming the keys that were not loaded (at most ``limit`` per kind and part)."""
         lines = []
         for name, p in self.parts.items():
-            for kind, keys in (("missing", p.missing), ("unexpected", p.unexpected),
-                               ("shape mismatch", [f"{k} checkpoint {tuple(a)} model {tuple(b)}"
-                                                   for k, a, b in p.mismatched])):
+            for kind, keys in (
+                ("missing", p.missing),
+                ("unexpected", p.unexpected),
+                (
+                    "shape mismatch",
+                    [f"{k} checkpoint {tuple(a)} model {tuple(b)}" for k, a, b in p.mismatched],
+                ),
+            ):
                 if keys:
                     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
                     lines.append(f"{name}: {kind}: {', '.join(keys[:limit])}{more}")
@@ -265,20 +298,27 @@ class LoadReport:
     def print(self, console=None) -> None:
         if console is None:
             from rich.console import Console
+
             console = Console()
         console.print(self.table())
         for line in self.details():
             console.print(line, highlight=False, markup=False)
 
     def __str__(self) -> str:
-        rows = [f"{n}: loaded {len(p.loaded)}, missing {len(p.missing)}, unexpected "
-                f"{len(p.unexpected)}, shape mismatch {len(p.mismatched)}"
-                for n, p in self.parts.items()]
+        rows = [
+            f"{n}: loaded {len(p.loaded)}, missing {len(p.missing)}, unexpected "
+            f"{len(p.unexpected)}, shape mismatch {len(p.mismatched)}"
+            for n, p in self.parts.items()
+        ]
         return "\n".join(rows + self.details())
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-              allow_shape_mismatch: bool = False, source: str = "") -> LoadReport:
+def load_into(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    allow_shape_mismatch: bool = False,
+    source: str = "",
+) -> LoadReport:
     """Load ``state_dict`` into the whole (unwrapped) model in one shot, strict=False.
 
     Keys whose shapes differ from the model's are an error naming them all, unless
@@ -297,16 +337,19 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
             report.part(_part_of(key)).unexpected.append(key)
         elif tuple(value.shape) != tuple(own[key].shape):
             report.part(_part_of(key)).mismatched.append(
-                (key, tuple(value.shape), tuple(own[key].shape)))
+                (key, tuple(value.shape), tuple(own[key].shape))
+            )
         else:
             to_load[key] = value
             report.part(_part_of(key)).loaded.append(key)
     if report.mismatched and not allow_shape_mismatch:
         shown = "; ".join(f"{k}: checkpoint {a}, model {b}" for k, a, b in report.mismatched[:10])
         more = f" (and {len(report.mismatched) - 10} more)" if len(report.mismatched) > 10 else ""
-        raise TsrxError(f"checkpoint{' ' + source if source else ''} does not fit the model: "
-                        f"{len(report.mismatched)} shape mismatch(es): {shown}{more}. "
-                        "Set model.allow_shape_mismatch = true to skip these keys")
+        raise TsrxError(
+            f"checkpoint{' ' + source if source else ''} does not fit the model: "
+            f"{len(report.mismatched)} shape mismatch(es): {shown}{more}. "
+            "Set model.allow_shape_mismatch = true to skip these keys"
+        )
     for key in own:
         if key not in state:
             if key.endswith("num_batches_tracked"):

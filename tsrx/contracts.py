@@ -13,7 +13,6 @@ checking a part does not change the weights of the parts built after it.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
@@ -25,8 +24,8 @@ from tsrx.errors import TsrxError
 from tsrx.registry import source_file
 
 DOC = "docs/architecture.md, 'Tensors and batches'"
-DRY_BATCH = 2   # 2, not 1: a (B, T, K) output differs from (T, B, K) only when B != T
-DRY_STEPS = 5   # sequence length of a head's dry input (any value other than DRY_BATCH)
+DRY_BATCH = 2  # 2, not 1: a (B, T, K) output differs from (T, B, K) only when B != T
+DRY_STEPS = 5  # sequence length of a head's dry input (any value other than DRY_BATCH)
 
 
 class ContractError(TsrxError):
@@ -74,8 +73,9 @@ class SRLoss(Protocol):
 class RecognitionLoss(Protocol):
     """``forward(logits (T,B,K), targets, target_lengths) -> scalar tensor``."""
 
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor,
-                 target_lengths: torch.Tensor) -> torch.Tensor: ...
+    def __call__(
+        self, logits: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -107,8 +107,9 @@ def describe(component: Any, kind: str, name: str | None = None) -> str:
 
 
 def _fail(component: Any, kind: str, name: str | None, what: str) -> ContractError:
-    return ContractError(f"{describe(component, kind, name)} breaks the {kind} contract: {what} "
-                         f"(see {DOC})")
+    return ContractError(
+        f"{describe(component, kind, name)} breaks the {kind} contract: {what} (see {DOC})"
+    )
 
 
 def _shape(x: Any) -> str:
@@ -140,8 +141,9 @@ def _call(component: Any, kind: str, name: str | None, call: str, fn: Any, *args
     except TsrxError:
         raise
     except Exception as exc:
-        raise _fail(component, kind, name, f"the dry call {call} raised "
-                                           f"{type(exc).__name__}: {exc}") from exc
+        raise _fail(
+            component, kind, name, f"the dry call {call} raised {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _images(channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -163,16 +165,23 @@ def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32,
     kind = "sr backbone"
     ch = getattr(sr, "in_channels", None)
     if not isinstance(ch, int) or isinstance(ch, bool) or ch not in (3, 4):
-        raise _fail(sr, kind, name, "it needs an attribute in_channels = 3 (RGB) or 4 (RGB + "
-                                    f"mask) so tsrx can match it with data.mask; got {ch!r}")
+        raise _fail(
+            sr,
+            kind,
+            name,
+            "it needs an attribute in_channels = 3 (RGB) or 4 (RGB + "
+            f"mask) so tsrx can match it with data.mask; got {ch!r}",
+        )
     lr = _images(ch, tuple(lr_size)).to(_device(sr))
     args, call = (lr,), f"forward(lr {tuple(lr.shape)})"
     if getattr(sr, "needs_text_prior", False):
         # text-prior backbones (TPGSR, TATT) read class probabilities (B, K, 1, T) as well;
         # T = 26 frames, the CRNN generator's output length on a 32x100 image
         classes = int(getattr(sr, "prior_classes", 37))
-        prior = torch.softmax(torch.linspace(-1.0, 1.0, DRY_BATCH * classes * 26).reshape(
-            DRY_BATCH, classes, 1, 26), dim=1).to(lr.device)
+        prior = torch.softmax(
+            torch.linspace(-1.0, 1.0, DRY_BATCH * classes * 26).reshape(DRY_BATCH, classes, 1, 26),
+            dim=1,
+        ).to(lr.device)
         args, call = (lr, prior), f"forward(lr {tuple(lr.shape)}, prior {tuple(prior.shape)})"
     with dry_run(sr):
         out = _call(sr, kind, name, call, sr, *args)
@@ -180,12 +189,17 @@ def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32,
         out = out[0]  # TATT also returns its attention weights; tsrx uses the image
     expected = (DRY_BATCH, ch, *hr_size)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-        raise _fail(sr, kind, name, f"{call} must return the SR image "
-                                    f"(B, C, H, W) = {expected}, got {_shape(out)}")
+        raise _fail(
+            sr,
+            kind,
+            name,
+            f"{call} must return the SR image (B, C, H, W) = {expected}, got {_shape(out)}",
+        )
 
 
-def check_recognizer(rec: Any, name: str | None = None, *, channels: int = 3,
-                     size=(32, 128)) -> None:
+def check_recognizer(
+    rec: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)
+) -> None:
     """``alphabet`` and ``num_classes``; for CTC recognizers also ``encode``, ``classifier``,
     ``feature_dim`` and the (T,B,K) shapes of a dry forward."""
     kind = "recognizer"
@@ -202,51 +216,86 @@ def check_recognizer(rec: Any, name: str | None = None, *, channels: int = 3,
     if not ctc:
         return  # attention recognizers decode themselves; their outputs have no fixed shape
     if k != len(rec.alphabet) + 1:
-        raise _fail(rec, kind, name, f"num_classes must be len(alphabet) + 1 (class 0 is the "
-                                     f"CTC blank): {len(rec.alphabet)} + 1, got {k}")
+        raise _fail(
+            rec,
+            kind,
+            name,
+            f"num_classes must be len(alphabet) + 1 (class 0 is the "
+            f"CTC blank): {len(rec.alphabet)} + 1, got {k}",
+        )
     if not isinstance(rec.classifier, nn.Module):
-        raise _fail(rec, kind, name, "classifier must be the nn.Module a head replaces, got "
-                                     f"{type(rec.classifier).__name__}")
+        raise _fail(
+            rec,
+            kind,
+            name,
+            "classifier must be the nn.Module a head replaces, got "
+            f"{type(rec.classifier).__name__}",
+        )
     images = _images(channels, tuple(size)).to(_device(rec))
     call = f"(images {tuple(images.shape)})"
     with dry_run(rec):
         feats = _call(rec, kind, name, "encode" + call, rec.encode, images)
         logits = _call(rec, kind, name, "forward" + call, rec, images)
-    if (not isinstance(feats, torch.Tensor) or feats.dim() != 3 or feats.shape[1] != DRY_BATCH
-            or feats.shape[2] != rec.feature_dim):
-        raise _fail(rec, kind, name, f"encode{call} must return features (T, B, feature_dim) = "
-                                     f"(T, {DRY_BATCH}, {rec.feature_dim}), got {_shape(feats)}")
-    if (not isinstance(logits, torch.Tensor) or logits.dim() != 3
-            or tuple(logits.shape[1:]) != (DRY_BATCH, k)):
-        raise _fail(rec, kind, name, f"forward{call} must return logits (T, B, num_classes) = "
-                                     f"(T, {DRY_BATCH}, {k}), got {_shape(logits)}")
+    if (
+        not isinstance(feats, torch.Tensor)
+        or feats.dim() != 3
+        or feats.shape[1] != DRY_BATCH
+        or feats.shape[2] != rec.feature_dim
+    ):
+        raise _fail(
+            rec,
+            kind,
+            name,
+            f"encode{call} must return features (T, B, feature_dim) = "
+            f"(T, {DRY_BATCH}, {rec.feature_dim}), got {_shape(feats)}",
+        )
+    if (
+        not isinstance(logits, torch.Tensor)
+        or logits.dim() != 3
+        or tuple(logits.shape[1:]) != (DRY_BATCH, k)
+    ):
+        raise _fail(
+            rec,
+            kind,
+            name,
+            f"forward{call} must return logits (T, B, num_classes) = "
+            f"(T, {DRY_BATCH}, {k}), got {_shape(logits)}",
+        )
 
 
-def check_head(head: Any, name: str | None = None, *, in_features: int,
-               num_classes: int) -> None:
+def check_head(head: Any, name: str | None = None, *, in_features: int, num_classes: int) -> None:
     """``forward`` maps features (T,B,in_features) to logits (T,B,num_classes)."""
     kind = "head"
-    feats = torch.linspace(-1.0, 1.0, DRY_STEPS * DRY_BATCH * in_features).reshape(
-        DRY_STEPS, DRY_BATCH, in_features).to(_device(head))
+    feats = (
+        torch.linspace(-1.0, 1.0, DRY_STEPS * DRY_BATCH * in_features)
+        .reshape(DRY_STEPS, DRY_BATCH, in_features)
+        .to(_device(head))
+    )
     call = f"forward(features (T, B, C) = {tuple(feats.shape)})"
     with dry_run(head):
         out = _call(head, kind, name, call, head, feats)
     expected = (DRY_STEPS, DRY_BATCH, num_classes)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         hint = ""
-        if isinstance(out, torch.Tensor) and tuple(out.shape) == (DRY_BATCH, DRY_STEPS,
-                                                                   num_classes):
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (
+            DRY_BATCH,
+            DRY_STEPS,
+            num_classes,
+        ):
             hint = "; it looks batch-first: return (T, B, K), e.g. out.transpose(0, 1)"
-        raise _fail(head, kind, name, f"{call} must return logits (T, B, num_classes) = "
-                                      f"{expected}, got {_shape(out)}{hint}")
+        raise _fail(
+            head,
+            kind,
+            name,
+            f"{call} must return logits (T, B, num_classes) = {expected}, got {_shape(out)}{hint}",
+        )
 
 
 def _scalar(out: Any) -> bool:
     return isinstance(out, torch.Tensor) and out.dim() == 0 and out.is_floating_point()
 
 
-def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3,
-                  size=(32, 128)) -> None:
+def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)) -> None:
     """``forward(sr, hr)`` returns a finite scalar tensor."""
     kind = "sr loss"
     hr = _images(channels, tuple(size)).to(_device(loss))
@@ -255,9 +304,13 @@ def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3,
     with dry_run(loss):
         out = _call(loss, kind, name, call, loss, sr, hr)
     if not _scalar(out) or not math.isfinite(float(out)):
-        raise _fail(loss, kind, name, f"{call} must return a finite scalar (0-dim float "
-                                      f"tensor), got {_shape(out)}"
-                                      + (f" = {float(out)}" if _scalar(out) else ""))
+        raise _fail(
+            loss,
+            kind,
+            name,
+            f"{call} must return a finite scalar (0-dim float "
+            f"tensor), got {_shape(out)}" + (f" = {float(out)}" if _scalar(out) else ""),
+        )
 
 
 def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int) -> None:
@@ -269,38 +322,66 @@ def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int) -> N
     kind = "recognition loss"
     if getattr(loss, "own", False):
         return
-    logits = torch.linspace(-1.0, 1.0, 8 * DRY_BATCH * num_classes).reshape(
-        8, DRY_BATCH, num_classes).to(_device(loss))
+    logits = (
+        torch.linspace(-1.0, 1.0, 8 * DRY_BATCH * num_classes)
+        .reshape(8, DRY_BATCH, num_classes)
+        .to(_device(loss))
+    )
     lengths = torch.tensor([2, 1], dtype=torch.long)
     targets = (torch.arange(int(lengths.sum())) % (num_classes - 1) + 1).long()
     call = f"forward(logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, target_lengths (2,))"
     with dry_run(loss):
         out = _call(loss, kind, name, call, loss, logits, targets, lengths)
     if not _scalar(out) or not math.isfinite(float(out)):
-        raise _fail(loss, kind, name, f"{call} must return a finite scalar (0-dim float "
-                                      f"tensor), got {_shape(out)}")
+        raise _fail(
+            loss,
+            kind,
+            name,
+            f"{call} must return a finite scalar (0-dim float tensor), got {_shape(out)}",
+        )
 
 
 def check_combiner(combiner: Any, name: str | None = None, *, tasks: list[str]) -> None:
     """An ``nn.Module`` whose ``forward({task: scalar})`` returns (scalar, dict)."""
     kind = "loss combiner"
     if not isinstance(combiner, nn.Module):
-        raise _fail(combiner, kind, name, "it must be an nn.Module (its learned weights are "
-                                          f"saved with the model), got {type(combiner).__name__}")
+        raise _fail(
+            combiner,
+            kind,
+            name,
+            "it must be an nn.Module (its learned weights are "
+            f"saved with the model), got {type(combiner).__name__}",
+        )
     dev = _device(combiner)
     losses = {t: torch.tensor(1.0 + i, device=dev) for i, t in enumerate(tasks)}
     call = f"forward({{{', '.join(repr(t) + ': scalar' for t in tasks)}}})"
     with dry_run(combiner):
         out = _call(combiner, kind, name, call, combiner, losses)
-    if (not isinstance(out, tuple) or len(out) != 2 or not _scalar(out[0])
-            or not isinstance(out[1], dict)):
-        raise _fail(combiner, kind, name, f"{call} must return (total: 0-dim tensor, logs: dict "
-                                          f"of floats), got {_shape(out)}")
-    bad = [k for k, v in out[1].items() if not isinstance(k, str)
-           or not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if (
+        not isinstance(out, tuple)
+        or len(out) != 2
+        or not _scalar(out[0])
+        or not isinstance(out[1], dict)
+    ):
+        raise _fail(
+            combiner,
+            kind,
+            name,
+            f"{call} must return (total: 0-dim tensor, logs: dict of floats), got {_shape(out)}",
+        )
+    bad = [
+        k
+        for k, v in out[1].items()
+        if not isinstance(k, str) or not isinstance(v, (int, float)) or isinstance(v, bool)
+    ]
     if bad:
-        raise _fail(combiner, kind, name, f"{call}'s logs must map names to floats (they go to "
-                                          f"metrics.jsonl); bad entries: {bad[:5]}")
+        raise _fail(
+            combiner,
+            kind,
+            name,
+            f"{call}'s logs must map names to floats (they go to "
+            f"metrics.jsonl); bad entries: {bad[:5]}",
+        )
 
 
 def dry_result(splits: list[str]) -> dict:
@@ -309,18 +390,27 @@ def dry_result(splits: list[str]) -> dict:
     return {"splits": {s: dict(values) for s in splits}, "average": dict(values)}
 
 
-def check_selector(selector: Any, name: str | None = None, *,
-                   splits: list[str] = ("easy", "medium", "hard")) -> None:
+def check_selector(
+    selector: Any, name: str | None = None, *, splits: list[str] = ("easy", "medium", "hard")
+) -> None:
     """``name`` and ``filename`` strings; ``score(result)`` returns a number."""
     kind = "selector"
     for attr in ("name", "filename"):
         if not isinstance(getattr(selector, attr, None), str) or not getattr(selector, attr):
-            raise _fail(selector, kind, name, f"it needs a non-empty string attribute {attr}, "
-                                              f"got {getattr(selector, attr, None)!r}")
+            raise _fail(
+                selector,
+                kind,
+                name,
+                f"it needs a non-empty string attribute {attr}, "
+                f"got {getattr(selector, attr, None)!r}",
+            )
     if not callable(getattr(selector, "score", None)):
         raise _fail(selector, kind, name, "it needs a method score(result) -> float")
     out = _call(selector, kind, name, "score(result)", selector.score, dry_result(list(splits)))
     if not isinstance(out, (int, float)) or isinstance(out, bool):
-        raise _fail(selector, kind, name, "score(result) must return a float (higher is "
-                                          f"better), got {_shape(out)}")
-
+        raise _fail(
+            selector,
+            kind,
+            name,
+            f"score(result) must return a float (higher is better), got {_shape(out)}",
+        )

@@ -8,8 +8,8 @@ prints its message as one paragraph and exits with code 2 (no traceback unless
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 class TsrxError(Exception):
@@ -45,6 +45,9 @@ class ConfigError(TsrxError):
     def __init__(self, issues: list[ConfigIssue]):
         self.issues = list(issues)
         n = len(self.issues)
-        head = "1 problem in the experiment configuration:" if n == 1 else (
-            f"{n} problems in the experiment configuration:")
+        head = (
+            "1 problem in the experiment configuration:"
+            if n == 1
+            else (f"{n} problems in the experiment configuration:")
+        )
         super().__init__("\n".join([head] + [f"  - {i}" for i in self.issues]))

@@ -31,9 +31,9 @@ BUILTIN_DIST = "tsrx"
 class PluginInfo:
     """Where a plugin came from: shown by `tsrx plugins list` and recorded in run metadata."""
 
-    name: str       # entry-point name, module name or file path
+    name: str  # entry-point name, module name or file path
     module: str
-    package: str    # providing distribution ("" for local modules and files)
+    package: str  # providing distribution ("" for local modules and files)
     version: str
     builtin: bool
 
@@ -44,9 +44,15 @@ class PluginFailure:
     error: str
 
     def __str__(self) -> str:
-        pkg = f" from package {self.plugin.package} {self.plugin.version}" if self.plugin.package else ""
-        return (f"plugin {self.plugin.name!r} (module {self.plugin.module}{pkg}) "
-                f"failed to import: {self.error}")
+        pkg = (
+            f" from package {self.plugin.package} {self.plugin.version}"
+            if self.plugin.package
+            else ""
+        )
+        return (
+            f"plugin {self.plugin.name!r} (module {self.plugin.module}{pkg}) "
+            f"failed to import: {self.error}"
+        )
 
 
 _loaded: dict[str, PluginInfo] = {}
@@ -118,7 +124,12 @@ def load_plugins(warn: bool = True) -> None:
     if _autoloaded:
         return
     _autoloaded = True
-    no_autoload = os.environ.get(NO_AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    no_autoload = os.environ.get(NO_AUTOLOAD_ENV, "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
     for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else ""
         version = ep.dist.version if ep.dist is not None else ""
@@ -140,7 +151,9 @@ def load_plugins(warn: bool = True) -> None:
                 _warn_once(failure)
 
 
-def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str = "plugins") -> None:
+def load_named_plugins(
+    specs: list[str], base_dir: Path | str = ".", where: str = "plugins"
+) -> None:
     """Import the plugins an experiment names: dotted module names or ``.py`` paths.
 
     Paths are relative to the experiment file's folder. Failures are errors: the
@@ -167,6 +180,7 @@ def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str 
                 except BaseException:
                     sys.modules.pop(mod_name, None)
                     raise
+
             loader = load_file
         else:
             key = spec
@@ -176,6 +190,7 @@ def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str 
 
             def loader(spec: str = spec) -> None:
                 importlib.import_module(spec)
+
         try:
             _import_plugin(info, loader)
         except TsrxError:
@@ -188,8 +203,12 @@ def load_named_plugins(specs: list[str], base_dir: Path | str = ".", where: str 
 # -- components a checkpoint names ---------------------------------------------------------
 # Where a checkpoint's config names components (registry key, dotted path). Evaluating or
 # inspecting a checkpoint builds these; nothing else in its config is built.
-CHECKPOINT_COMPONENTS = (("sr", "model.sr"), ("recognizer", "model.recognizer"),
-                         ("head", "model.head"), ("recognizer", "eval.judge"))
+CHECKPOINT_COMPONENTS = (
+    ("sr", "model.sr"),
+    ("recognizer", "model.recognizer"),
+    ("head", "model.head"),
+    ("recognizer", "eval.judge"),
+)
 
 
 def _table_at(config: dict, dotted: str) -> Any:
@@ -206,6 +225,7 @@ def _label(info: PluginInfo) -> str:
 def components_of_loaded_plugins() -> dict[str, list[str]]:
     """Per loaded plugin: the ``registry:name`` components its import registered."""
     from tsrx.registry import ALL
+
     by_label = {_label(info): info.name for info in _loaded.values()}
     out: dict[str, list[str]] = {info.name: [] for info in _loaded.values()}
     for key, registry in ALL.items():
@@ -223,23 +243,37 @@ def _provider_text(kind: str, name: str, recorded: list, config_plugins: list) -
         if isinstance(rec, dict) and wanted in (rec.get("components") or []):
             return _describe_record(rec)
     listed = [_describe_record(r) for r in recorded if isinstance(r, dict) and not r.get("builtin")]
-    listed += [f"{p!r}" for p in config_plugins if isinstance(p, str)
-               and not any(isinstance(r, dict) and r.get("name") == p for r in recorded)]
-    return ("one of the plugins it was trained with: " + "; ".join(listed)) if listed else (
-        "no plugin recorded in the checkpoint")
+    listed += [
+        f"{p!r}"
+        for p in config_plugins
+        if isinstance(p, str)
+        and not any(isinstance(r, dict) and r.get("name") == p for r in recorded)
+    ]
+    return (
+        ("one of the plugins it was trained with: " + "; ".join(listed))
+        if listed
+        else ("no plugin recorded in the checkpoint")
+    )
 
 
 def _describe_record(rec: dict) -> str:
     name = str(rec.get("name", "?"))
     if rec.get("package"):
-        return (f"package {rec['package']} {rec.get('version') or ''} (install it: "
-                f"pip install {rec['package']})").replace("  ", " ")
+        return (
+            f"package {rec['package']} {rec.get('version') or ''} (install it: "
+            f"pip install {rec['package']})"
+        ).replace("  ", " ")
     kind = "file" if name.endswith(".py") or "/" in name else "module"
     return f"{kind} {name} (pass --plugin {name})"
 
 
-def require_checkpoint_components(config: dict, *, source: str, recorded: list | None = None,
-                                  user_plugins: list[str] | tuple[str, ...] = ()) -> None:
+def require_checkpoint_components(
+    config: dict,
+    *,
+    source: str,
+    recorded: list | None = None,
+    user_plugins: list[str] | tuple[str, ...] = (),
+) -> None:
     """Check that every component a checkpoint's config names is available, importing nothing
     the checkpoint names: a ``plugins = [...]`` list or a ``module:Name`` type inside a
     ``.pth`` is data (importing it would run code from the file, around weights_only=True).
@@ -251,12 +285,14 @@ def require_checkpoint_components(config: dict, *, source: str, recorded: list |
     load_plugins()
     load_named_plugins(list(user_plugins), ".", where="--plugin")
     from tsrx.registry import ALL
+
     recorded = [r for r in (recorded or []) if isinstance(r, dict)]
     config_plugins = config.get("plugins") or []
     missing = []
     tests = _table_at(config, "data.test")
-    places = list(CHECKPOINT_COMPONENTS) + [("dataset", f"data.test.{name}")
-                                             for name in (tests if isinstance(tests, dict) else {})]
+    places = list(CHECKPOINT_COMPONENTS) + [
+        ("dataset", f"data.test.{name}") for name in (tests if isinstance(tests, dict) else {})
+    ]
     for kind, dotted in places:
         table = _table_at(config, dotted)
         if not isinstance(table, dict) or not isinstance(table.get("type"), str):
@@ -269,11 +305,15 @@ def require_checkpoint_components(config: dict, *, source: str, recorded: list |
         elif name in ALL[kind]._loaded():
             continue
         module = name.partition(":")[0]
-        provider = (f"module {module} (pass --plugin {module})" if ":" in name else
-                    _provider_text(kind, name, recorded, config_plugins))
+        provider = (
+            f"module {module} (pass --plugin {module})"
+            if ":" in name
+            else _provider_text(kind, name, recorded, config_plugins)
+        )
         missing.append(f"{dotted}.type = {name!r} ({ALL[kind].kind}): provided by {provider}")
     if missing:
         raise TsrxError(
             f"{source}: the checkpoint's model needs component(s) that no installed plugin or "
             f"--plugin provides: {'; '.join(missing)}. tsrx never imports code a checkpoint "
-            "names; if you trust that code, pass it with --plugin PATH_OR_MODULE (repeatable)")
+            "names; if you trust that code, pass it with --plugin PATH_OR_MODULE (repeatable)"
+        )

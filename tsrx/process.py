@@ -23,7 +23,7 @@ def start_ticks(pid: int) -> int | None:
     except (OSError, ValueError):
         return None
     # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     try:
         return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
     except (IndexError, ValueError):
@@ -35,7 +35,7 @@ def _state(pid: int) -> str | None:
         stat = Path(f"/proc/{int(pid)}/stat").read_text()
     except (OSError, ValueError):
         return None
-    return stat[stat.rfind(")") + 2:][:1]
+    return stat[stat.rfind(")") + 2 :][:1]
 
 
 def cmdline(pid: int) -> list[str]:
@@ -49,8 +49,13 @@ def cmdline(pid: int) -> list[str]:
 def identity(pid: int | None = None) -> dict:
     """What to record so that :func:`is_same` can tell this process from a later PID reuse."""
     pid = os.getpid() if pid is None else int(pid)
-    return {"pid": pid, "host": socket.gethostname(), "boot_id": _boot_id(),
-            "start_ticks": start_ticks(pid), "cmdline": cmdline(pid)[:6]}
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "boot_id": _boot_id(),
+        "start_ticks": start_ticks(pid),
+        "cmdline": cmdline(pid)[:6],
+    }
 
 
 def is_same(record: dict | None) -> bool | None:

@@ -16,12 +16,22 @@ import inspect
 import logging
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Union
 
-from tsrx.config.schema import (Mismatch, RawValue, check_table, coerce, component_of,
-                                dataclass_fields, parse_raw, signature_fields,
-                                unannotated_options, unwrap_optional)
+from tsrx.config.schema import (
+    Mismatch,
+    RawValue,
+    check_table,
+    coerce,
+    component_of,
+    dataclass_fields,
+    parse_raw,
+    signature_fields,
+    unannotated_options,
+    unwrap_optional,
+)
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
 from tsrx.plugins import current_plugin, failures_text, load_plugins, registering_for
 
@@ -53,8 +63,9 @@ class Registry:
     def register(self, name: str, obj: Any = None) -> Any:
         """Register ``obj`` under ``name``; usable as ``@REG.register("name")``."""
         if not isinstance(name, str) or not name.strip() or ":" in name:
-            raise TsrxError(f"{self.kind}: invalid component name {name!r} "
-                            "(a non-empty string without ':')")
+            raise TsrxError(
+                f"{self.kind}: invalid component name {name!r} (a non-empty string without ':')"
+            )
 
         def add(o: Any) -> Any:
             where = callable_name(o)
@@ -70,10 +81,12 @@ class Registry:
                         f"(plugin {old.plugin}) and as module {getattr(o, '__module__', '?')} "
                         f"(plugin {plugin}). Load it once: name it either in an experiment's "
                         "plugins = [...] or through an installed package / module path, "
-                        "not both")
+                        "not both"
+                    )
                 raise TsrxError(
                     f"{self.kind} {name!r} is registered twice: by {callable_name(old.obj)} "
-                    f"(plugin {old.plugin}) and by {where} (plugin {plugin}). Rename one of them.")
+                    f"(plugin {old.plugin}) and by {where} (plugin {plugin}). Rename one of them."
+                )
             self._entries[name] = Entry(name, o, getattr(o, "__module__", "?"), plugin)
             return o
 
@@ -108,8 +121,7 @@ class Registry:
             return entries[name].obj
         failed = failures_text()
         registered = ", ".join(sorted(entries)) or "(none)"
-        msg = (f"unknown {self.kind} {name!r}{suggest(name, entries)}; "
-               f"registered: {registered}")
+        msg = f"unknown {self.kind} {name!r}{suggest(name, entries)}; registered: {registered}"
         if failed:
             msg += f". Note: {failed}"
         raise TsrxError(msg)
@@ -120,26 +132,36 @@ class Registry:
         return f"{name!r} of plugin {entry.plugin}" if entry else repr(name)
 
     # -- build from a table -----------------------------------------------------------
-    def check(self, table: dict, where: str, file: str = "<config>",
-              provided: frozenset[str] = frozenset()) -> list[ConfigIssue]:
+    def check(
+        self,
+        table: dict,
+        where: str,
+        file: str = "<config>",
+        provided: frozenset[str] = frozenset(),
+    ) -> list[ConfigIssue]:
         """Problems of a component table (unknown type, unknown or mistyped argument)."""
         provided = frozenset(provided) | self.provided
         if not isinstance(table, dict):
             return [ConfigIssue(file, where, f"expected a table with 'type', got {table!r}")]
         if "type" not in table:
-            return [ConfigIssue(file, f"{where}.type",
-                                f"is required: the {self.kind} to use, one of {', '.join(self.names())}")]
+            return [
+                ConfigIssue(
+                    file,
+                    f"{where}.type",
+                    f"is required: the {self.kind} to use, one of {', '.join(self.names())}",
+                )
+            ]
         try:
             obj = self.get(table["type"])
         except TsrxError as exc:
             return [ConfigIssue(file, f"{where}.type", str(exc))]
         fields, var_kw = signature_fields(obj)
-        _, problems = check_table(table, fields, where, extra_ok=var_kw, provided=provided,
-                                  skip=frozenset({"type"}))
+        _, problems = check_table(
+            table, fields, where, extra_ok=var_kw, provided=provided, skip=frozenset({"type"})
+        )
         return [ConfigIssue(file, k, m) for k, m in problems]
 
-    def build(self, table: dict, where: str = "", file: str = "<config>",
-              **context: Any) -> Any:
+    def build(self, table: dict, where: str = "", file: str = "<config>", **context: Any) -> Any:
         """Instantiate the component of ``table``.
 
         ``context`` holds arguments tsrx supplies (``num_classes``, ``in_channels``...);
@@ -150,8 +172,14 @@ class Registry:
             raise ConfigError(issues)
         obj = self.get(table["type"])
         fields, var_kw = signature_fields(obj)
-        checked, _ = check_table(table, fields, where, extra_ok=var_kw, skip=frozenset({"type"}),
-                                 provided=frozenset(context) | self.provided)
+        checked, _ = check_table(
+            table,
+            fields,
+            where,
+            extra_ok=var_kw,
+            skip=frozenset({"type"}),
+            provided=frozenset(context) | self.provided,
+        )
         kwargs = {k: v for k, v in checked.items() if k != "type"}
         for k, v in context.items():
             if k in fields or var_kw:
@@ -164,9 +192,13 @@ class Registry:
         key = (self.kind, name)
         if options and key not in _warned:
             _warned.add(key)
-            log.warning("%s %s: option(s) %s have no type annotation, so their TOML values "
-                        "are not checked; annotate them (e.g. `hidden_units: int = 32`)",
-                        self.kind, self.label(name), ", ".join(options))
+            log.warning(
+                "%s %s: option(s) %s have no type annotation, so their TOML values "
+                "are not checked; annotate them (e.g. `hidden_units: int = 32`)",
+                self.kind,
+                self.label(name),
+                ", ".join(options),
+            )
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} registered)"
@@ -192,29 +224,47 @@ def _import_object(spec: str, kind: str) -> Any:
 # arguments the engine passes itself.
 SR_BACKBONES = Registry("sr backbone", "super-resolvers: LR image (B,C,h,w) -> SR image (B,C,H,W)")
 RECOGNIZERS = Registry("recognizer", "text recognizers exposing sequence features and a classifier")
-HEADS = Registry("head", "recognition heads: features (T,B,C) -> logits (T,B,classes)",
-                 provided=("in_features", "num_classes"))
+HEADS = Registry(
+    "head",
+    "recognition heads: features (T,B,C) -> logits (T,B,classes)",
+    provided=("in_features", "num_classes"),
+)
 SR_LOSSES = Registry("sr loss", "losses between the SR and HR images")
 REC_LOSSES = Registry("recognition loss", "losses between recognizer logits and labels")
 PRIOR_LOSSES = Registry("text-prior loss", "losses between the text priors of the LR and HR images")
-CONSISTENCY_LOSSES = Registry("consistency loss",
-                              "losses between the SR images of a transformed and the plain LR")
+CONSISTENCY_LOSSES = Registry(
+    "consistency loss", "losses between the SR images of a transformed and the plain LR"
+)
 COMBINERS = Registry("loss combiner", "merge per-task losses into one scalar", provided=("tasks",))
 SELECTORS = Registry("selector", "decide which validation result is the best checkpoint")
-DATASETS = Registry("dataset", "sources of (LR, HR, label) samples",
-                    provided=("root", "hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad"))
-OPTIMIZERS = Registry("optimizer", "torch optimizers built from model parameters", provided=("params",))
+DATASETS = Registry(
+    "dataset",
+    "sources of (LR, HR, label) samples",
+    provided=("root", "hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad"),
+)
+OPTIMIZERS = Registry(
+    "optimizer", "torch optimizers built from model parameters", provided=("params",)
+)
 SCHEDULERS = Registry("scheduler", "learning-rate schedules", provided=("optimizer", "total_steps"))
 # Not a config table: readers of official checkpoint layouts, obj -> OfficialCheckpoint | None
 # (tsrx.checkpoint.read_official).
-CHECKPOINT_FORMATS = Registry("checkpoint format",
-                              "readers of official checkpoint layouts (TextZoom, CRNN...)")
+CHECKPOINT_FORMATS = Registry(
+    "checkpoint format", "readers of official checkpoint layouts (TextZoom, CRNN...)"
+)
 
 ALL: dict[str, Registry] = {
-    "sr": SR_BACKBONES, "recognizer": RECOGNIZERS, "head": HEADS, "sr_loss": SR_LOSSES,
-    "rec_loss": REC_LOSSES, "prior_loss": PRIOR_LOSSES,
-    "consistency_loss": CONSISTENCY_LOSSES, "combiner": COMBINERS,
-    "selector": SELECTORS, "dataset": DATASETS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+    "sr": SR_BACKBONES,
+    "recognizer": RECOGNIZERS,
+    "head": HEADS,
+    "sr_loss": SR_LOSSES,
+    "rec_loss": REC_LOSSES,
+    "prior_loss": PRIOR_LOSSES,
+    "consistency_loss": CONSISTENCY_LOSSES,
+    "combiner": COMBINERS,
+    "selector": SELECTORS,
+    "dataset": DATASETS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
 }
 
 
@@ -245,8 +295,12 @@ def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
     tp = unwrap_optional(tp)
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # a section, a nested table
         fields = dataclass_fields(tp)
-        return [p for k, v in value.items() if k in fields
-                for p in check_components(v, fields[k].annotation, f"{path}.{k}")]
+        return [
+            p
+            for k, v in value.items()
+            if k in fields
+            for p in check_components(v, fields[k].annotation, f"{path}.{k}")
+        ]
     return []
 
 
@@ -262,7 +316,9 @@ def component_defaults(table: dict, registry_name: str) -> dict:
     for name, value in table.items():
         if isinstance(value, RawValue):  # from --set: typed by the component's signature
             try:
-                out[name] = coerce(value, fields[name].annotation) if name in fields else parse_raw(value)
+                out[name] = (
+                    coerce(value, fields[name].annotation) if name in fields else parse_raw(value)
+                )
             except Mismatch:
                 pass  # the check of this table reports it
     for name, f in fields.items():
@@ -288,7 +344,9 @@ def fill_components(value: Any, tp: Any) -> Any:
     comp = component_of(tp) or component_of(unwrap_optional(tp))
     if comp is not None:
         if comp.many:
-            return [v if isinstance(v, str) else component_defaults(v, comp.registry) for v in value]
+            return [
+                v if isinstance(v, str) else component_defaults(v, comp.registry) for v in value
+            ]
         return component_defaults(value, comp.registry) if isinstance(value, dict) else value
     tp = unwrap_optional(tp)
     if typing.get_origin(tp) is dict and isinstance(value, dict):
@@ -296,8 +354,10 @@ def fill_components(value: Any, tp: Any) -> Any:
         return {k: fill_components(v, inner) for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         fields = dataclass_fields(tp)
-        return {k: fill_components(v, fields[k].annotation) if k in fields else v
-                for k, v in value.items()}
+        return {
+            k: fill_components(v, fields[k].annotation) if k in fields else v
+            for k, v in value.items()
+        }
     return value
 
 
@@ -308,8 +368,11 @@ def callable_name(obj: Callable) -> str:
 def _same_source(a: Any, b: Any) -> bool:
     """Two objects defined by the same code in the same file (one file imported twice)."""
     file = source_file(a)
-    return (file != "?" and file == source_file(b)
-            and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None))
+    return (
+        file != "?"
+        and file == source_file(b)
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
+    )
 
 
 def source_file(obj: Any) -> str:
@@ -321,8 +384,28 @@ def source_file(obj: Any) -> str:
         return "?"
 
 
-__all__ = ["Registry", "Entry", "ALL", "registering_for", "callable_name", *[
-    n for n in ("SR_BACKBONES", "RECOGNIZERS", "HEADS", "SR_LOSSES", "REC_LOSSES",
-                "PRIOR_LOSSES", "CONSISTENCY_LOSSES", "COMBINERS",
-                "SELECTORS", "DATASETS", "OPTIMIZERS", "SCHEDULERS",
-                "CHECKPOINT_FORMATS")]]
+__all__ = [
+    "Registry",
+    "Entry",
+    "ALL",
+    "registering_for",
+    "callable_name",
+    *[
+        n
+        for n in (
+            "SR_BACKBONES",
+            "RECOGNIZERS",
+            "HEADS",
+            "SR_LOSSES",
+            "REC_LOSSES",
+            "PRIOR_LOSSES",
+            "CONSISTENCY_LOSSES",
+            "COMBINERS",
+            "SELECTORS",
+            "DATASETS",
+            "OPTIMIZERS",
+            "SCHEDULERS",
+            "CHECKPOINT_FORMATS",
+        )
+    ],
+]

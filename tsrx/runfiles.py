@@ -18,9 +18,10 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tsrx.errors import TsrxError
 
@@ -67,12 +68,16 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def disk_full_error(path: Path, needed: int | None, exc: BaseException) -> DiskFullError:
     """'no space left on device' with the path, what the write needed and what is free."""
-    reason = "disk quota exceeded" if getattr(exc, "errno", None) == errno.EDQUOT else (
-        "no space left on device")
+    reason = (
+        "disk quota exceeded"
+        if getattr(exc, "errno", None) == errno.EDQUOT
+        else ("no space left on device")
+    )
     return DiskFullError(
         f"{reason} writing {path}: the write needed {_human(needed)}, "
         f"{_human(_free_bytes(Path(path).parent))} free on that filesystem. The previous "
-        f"version of the file (if any) is kept; free some space and run the same command again")
+        f"version of the file (if any) is kept; free some space and run the same command again"
+    )
 
 
 def temp_name(path: Path) -> Path:
@@ -89,7 +94,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -128,12 +133,20 @@ def atomic_json(path: Path, data: Any, default: Any = str) -> None:
     atomic_write_text(Path(path), dumps(data, default=default) + "\n")
 
 
-def write_status(run_dir: Path, state: str, step: int, total: int, error: str | None = None) -> None:
+def write_status(
+    run_dir: Path, state: str, step: int, total: int, error: str | None = None
+) -> None:
     """``status.json``. When even a failure cannot be written atomically (a full disk), the
     old file is overwritten in place: a short JSON fits in the blocks the truncation frees,
     so the run is not left saying "running" forever."""
     path = Path(run_dir) / STATUS
-    data = {"state": state, "step": step, "total_steps": total, "updated": utc_now(), "error": error}
+    data = {
+        "state": state,
+        "step": step,
+        "total_steps": total,
+        "updated": utc_now(),
+        "error": error,
+    }
     try:
         atomic_json(path, data)
     except DiskFullError:
@@ -188,28 +201,37 @@ def read_json(path: Path, *, what: str, missing: Any = None) -> Any:
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise DamagedRunFile(f"{path}: the {what} is not text (binary data, {len(raw)} bytes); "
-                             f"expected a JSON object. {_advice(path)}") from None
+        raise DamagedRunFile(
+            f"{path}: the {what} is not text (binary data, {len(raw)} bytes); "
+            f"expected a JSON object. {_advice(path)}"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise DamagedRunFile(f"{path}: the {what} is not valid JSON ({exc.msg} at line "
-                             f"{exc.lineno}); expected a JSON object. {_advice(path)}") from None
+        raise DamagedRunFile(
+            f"{path}: the {what} is not valid JSON ({exc.msg} at line "
+            f"{exc.lineno}); expected a JSON object. {_advice(path)}"
+        ) from None
     if not isinstance(data, dict):
-        raise DamagedRunFile(f"{path}: the {what} holds a JSON {type(data).__name__}, expected an "
-                             f"object. {_advice(path)}")
+        raise DamagedRunFile(
+            f"{path}: the {what} holds a JSON {type(data).__name__}, expected an "
+            f"object. {_advice(path)}"
+        )
     return data
 
 
 def _advice(path: Path) -> str:
     if path.name == META:
-        return (f"Move it aside (mv {path} {path}.bad) and run the command again: tsrx writes a "
-                "new one (the job history it held is lost)")
+        return (
+            f"Move it aside (mv {path} {path}.bad) and run the command again: tsrx writes a "
+            "new one (the job history it held is lost)"
+        )
     return f"Move it aside (mv {path} {path}.bad): tsrx writes it again"
 
 
 def _expect(path: Path, data: dict, key: str, types: tuple[type, ...], expected: str) -> None:
     if key in data and data[key] is not None and not isinstance(data[key], types):
-        raise DamagedRunFile(f"{path}: {key!r} should be {expected}, got {data[key]!r}. "
-                             f"{_advice(path)}")
+        raise DamagedRunFile(
+            f"{path}: {key!r} should be {expected}, got {data[key]!r}. {_advice(path)}"
+        )
 
 
 def read_meta(run_dir: Path) -> dict:
@@ -219,8 +241,10 @@ def read_meta(run_dir: Path) -> dict:
     _expect(path, meta, "jobs", (list,), "a list of job records")
     for i, job in enumerate(meta.get("jobs") or []):
         if not isinstance(job, dict):
-            raise DamagedRunFile(f"{path}: jobs[{i}] should be a job record (an object), got "
-                                 f"{job!r}. {_advice(path)}")
+            raise DamagedRunFile(
+                f"{path}: jobs[{i}] should be a job record (an object), got "
+                f"{job!r}. {_advice(path)}"
+            )
     for key in ("experiment", "run", "submitit_folder"):
         _expect(path, meta, key, (str,), "a string")
     _expect(path, meta, "point", (dict,), "an object")

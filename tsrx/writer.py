@@ -24,12 +24,12 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from tsrx.errors import TsrxError
 from tsrx import process
+from tsrx.errors import TsrxError
 
 LOCK = ".writer.lock"
 SUBMIT_LOCK = ".submit.lock"
@@ -45,7 +45,10 @@ def job_label() -> dict:
     """This process's job as the scheduler names it (Slurm array task, submitit local job, pid)."""
     env = os.environ
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return {"job_id": f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}", "launcher": "slurm"}
+        return {
+            "job_id": f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}",
+            "launcher": "slurm",
+        }
     if env.get("SLURM_JOB_ID"):
         return {"job_id": env["SLURM_JOB_ID"], "launcher": "slurm"}
     if env.get("SUBMITIT_LOCAL_JOB_ID"):
@@ -58,8 +61,10 @@ def describe(holder: dict | None) -> str:
         return "another process (it left no record)"
     ident = holder.get("process") or {}
     since = f", since {holder['since']}" if holder.get("since") else ""
-    return (f"job {holder.get('job_id', '?')} ({holder.get('launcher', '?')}) on host "
-            f"{ident.get('host', '?')}, pid {ident.get('pid', '?')}{since}")
+    return (
+        f"job {holder.get('job_id', '?')} ({holder.get('launcher', '?')}) on host "
+        f"{ident.get('host', '?')}, pid {ident.get('pid', '?')}{since}"
+    )
 
 
 def _read_holder(path: Path) -> dict | None:
@@ -120,7 +125,8 @@ def refuse_if_busy(run_dir: Path, doing: str = "write it") -> None:
         raise RunDirBusy(
             f"run directory {run_dir} is being written by {describe(holder)}; one job writes a run "
             f"at a time, so this one does not {doing}. Wait for it, or stop it with "
-            f"`tsrx cancel {run_dir}`")
+            f"`tsrx cancel {run_dir}`"
+        )
 
 
 class WriterLock:
@@ -134,14 +140,16 @@ class WriterLock:
         self._thread: threading.Thread | None = None
         self.record = {**job_label(), "process": process.identity(), "since": _now_text()}
 
-    def acquire(self) -> "WriterLock":
+    def acquire(self) -> WriterLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._close()
             refuse_if_busy(self.path.parent)
-            raise RunDirBusy(f"run directory {self.path.parent} is locked by another writer") from None
+            raise RunDirBusy(
+                f"run directory {self.path.parent} is locked by another writer"
+            ) from None
         except OSError as exc:
             if not _flock_unsupported(exc):
                 self._close()
@@ -191,7 +199,7 @@ class WriterLock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -200,6 +208,7 @@ class WriterLock:
 
 def _now_text() -> str:
     from tsrx.runfiles import utc_now
+
     return utc_now()
 
 
@@ -220,7 +229,8 @@ def submitting(folder: Path, experiment: str) -> Iterator[None]:
             raise RunDirBusy(
                 f"another tsrx submit of experiment {experiment} is running (pid "
                 f"{ident.get('pid', '?')} on {ident.get('host', '?')}, since {other.get('since', '?')}); "
-                "submissions of one experiment go one at a time. Run this one when it is done") from None
+                "submissions of one experiment go one at a time. Run this one when it is done"
+            ) from None
         except OSError as exc:
             if not _flock_unsupported(exc):
                 raise

@@ -12,8 +12,9 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Inspect checkpoints; compose part checkpoints into one.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect checkpoints; compose part checkpoints into one.", no_args_is_help=True
+)
 
 TEXTZOOM_TEST_SPLITS = ("easy", "medium", "hard")
 
@@ -45,34 +46,44 @@ def _config_summary(config: dict) -> list[tuple[str, str]]:
 
 @app.command("inspect")
 def inspect_cmd(
-    path: Path = typer.Argument(..., help="Checkpoint file (tsrx, TextZoom, meijieru CRNN or a state_dict)."),
+    path: Path = typer.Argument(
+        ..., help="Checkpoint file (tsrx, TextZoom, meijieru CRNN or a state_dict)."
+    ),
     keys: bool = typer.Option(False, "--keys", help="Also list every tensor with its shape."),
 ) -> None:
     """Format detected, parts with parameter counts, step and a summary of the config."""
     from rich.table import Table
 
-    from tsrx.cli.console import console
     from tsrx.checkpoint import detect_format, load_checkpoint, parameter_counts, state_dict_for
+    from tsrx.cli.console import console
 
     obj = load_checkpoint(path)
     fmt = detect_format(obj)
     state = state_dict_for(obj)
-    console.print(f"[bold]{path}[/]: format [bold]{fmt}[/]"
-                  + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else ""))
+    console.print(
+        f"[bold]{path}[/]: format [bold]{fmt}[/]"
+        + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else "")
+    )
     counts = parameter_counts(state)
     from tsrx.engine.loading import exact_parameter_counts
+
     exact = exact_parameter_counts(obj)
     table = Table(title="parts")
     for col in ("part", "tensors", "parameters"):
         table.add_column(col, justify="left" if col == "part" else "right")
     for part, (n_tensors, n_params) in counts.items():
-        shown = f"{exact[part]:,}" if exact and part in exact else (
-            f"~{n_params:,}" if exact else f"{n_params:,}")  # ~: this part estimated from the file
+        shown = (
+            f"{exact[part]:,}"
+            if exact and part in exact
+            else (f"~{n_params:,}" if exact else f"{n_params:,}")
+        )  # ~: this part estimated from the file
         table.add_row(part, str(n_tensors), shown)
-    table.caption = ("parameters (not buffers) of the model the checkpoint describes, built here"
-                     if exact else
-                     "parameters estimated from the file: floating tensors other than "
-                     "BatchNorm statistics (other buffers count too)")
+    table.caption = (
+        "parameters (not buffers) of the model the checkpoint describes, built here"
+        if exact
+        else "parameters estimated from the file: floating tensors other than "
+        "BatchNorm statistics (other buffers count too)"
+    )
     console.print(table)
     info: list[tuple[str, str]] = []
     if fmt == "tsrx":
@@ -87,6 +98,7 @@ def inspect_cmd(
             info.append(("plugins", ", ".join(_plugin_label(p) for p in plugins)))
     elif fmt != "state_dict":
         from tsrx.checkpoint import read_official
+
         official = read_official(obj)
         for part, table in official.model.items():
             info.append((f"model.{part}", ", ".join(f"{k}={v}" for k, v in table.items())))
@@ -95,8 +107,11 @@ def inspect_cmd(
         console.print(f"{key}: {value}", highlight=False, markup=False)
     if keys:
         for key, value in state.items():
-            console.print(f"{key} {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}",
-                          highlight=False, markup=False)
+            console.print(
+                f"{key} {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}",
+                highlight=False,
+                markup=False,
+            )
 
 
 def _plugin_label(p: Any) -> str:
@@ -107,15 +122,19 @@ def _plugin_label(p: Any) -> str:
 
 
 # -- compose ------------------------------------------------------------------------------
-def _resolve_config(config_file: Path | None, run: str | None, sets: list[str],
-                    parts: dict[str, str]) -> dict:
+def _resolve_config(
+    config_file: Path | None, run: str | None, sets: list[str], parts: dict[str, str]
+) -> dict:
     from tsrx.config.experiment import load_experiment, parse_overrides, resolve_run
     from tsrx.errors import ConfigError, TsrxError
+
     if config_file is not None:
         exp = load_experiment(config_file, sets, only=[run] if run else None)
         if len(exp.runs) > 1:
-            raise TsrxError(f"{config_file} has {len(exp.runs)} runs; pick one with --run "
-                            f"({', '.join(r.name for r in exp.runs)})")
+            raise TsrxError(
+                f"{config_file} has {len(exp.runs)} runs; pick one with --run "
+                f"({', '.join(r.name for r in exp.runs)})"
+            )
         return exp.runs[0].config
     # Without a file: the default TSRN and CRNN, with whichever parts were given.
     raw: dict = {"name": "compose", "model": {}}
@@ -126,6 +145,7 @@ def _resolve_config(config_file: Path | None, run: str | None, sets: list[str],
     if "head" in parts:
         raise TsrxError("--head needs --config: the head's type and sizes come from [model.head]")
     from tsrx.config.load import set_dotted
+
     for key, value in parse_overrides(sets).items():
         set_dotted(raw, key, value)
     config, issues = resolve_run(raw, {}, "<tsrx ckpt compose>")
@@ -138,39 +158,71 @@ def _test_sets(config: dict) -> dict[str, Any]:
     """``data.test`` of the config; without it, TextZoom's test/{easy,medium,hard} under data.root."""
     from tsrx.data.loader import build_dataset
     from tsrx.errors import TsrxError
+
     data = dict(config.get("data") or {})
     tables = dict(data.get("test") or {})
     root = Path(data.get("root", ""))
     if not tables:
-        tables = {s: {"type": "textzoom", "roots": [f"test/{s}"]}
-                  for s in TEXTZOOM_TEST_SPLITS if (root / "test" / s / "data.mdb").is_file()}
+        tables = {
+            s: {"type": "textzoom", "roots": [f"test/{s}"]}
+            for s in TEXTZOOM_TEST_SPLITS
+            if (root / "test" / s / "data.mdb").is_file()
+        }
     if not tables:
-        raise TsrxError(f"no test set: the config has no [data.test] tables and {root} has no "
-                        "test/easy, test/medium, test/hard LMDBs; pass --data ROOT (the TextZoom "
-                        "folder) or --no-eval")
+        raise TsrxError(
+            f"no test set: the config has no [data.test] tables and {root} has no "
+            "test/easy, test/medium, test/hard LMDBs; pass --data ROOT (the TextZoom "
+            "folder) or --no-eval"
+        )
     return {name: build_dataset(t, data, f"data.test.{name}") for name, t in tables.items()}
 
 
 @app.command("compose")
 def compose_cmd(
-    output: Path = typer.Option(..., "-o", "--output", help="The composed tsrx checkpoint to write."),
-    sr: Path = typer.Option(None, "--sr", help="SR checkpoint (tsrx, TextZoom model_best.pth, state_dict)."),
-    recognizer: Path = typer.Option(None, "--recognizer", help="Recognizer checkpoint (tsrx, crnn.pth, state_dict)."),
-    head: Path = typer.Option(None, "--head", help="Head checkpoint (tsrx or state_dict); needs --config."),
-    config_file: Path = typer.Option(None, "--config", help="Experiment TOML that defines [model] (default: TSRN + CRNN)."),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="The composed tsrx checkpoint to write."
+    ),
+    sr: Path = typer.Option(
+        None, "--sr", help="SR checkpoint (tsrx, TextZoom model_best.pth, state_dict)."
+    ),
+    recognizer: Path = typer.Option(
+        None, "--recognizer", help="Recognizer checkpoint (tsrx, crnn.pth, state_dict)."
+    ),
+    head: Path = typer.Option(
+        None, "--head", help="Head checkpoint (tsrx or state_dict); needs --config."
+    ),
+    config_file: Path = typer.Option(
+        None, "--config", help="Experiment TOML that defines [model] (default: TSRN + CRNN)."
+    ),
     run: str = typer.Option(None, "--run", help="The run of --config to use when it has several."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.sr.stn=false."),
-    data: Path = typer.Option(None, "--data", help="Data root for the evaluation (sets data.root)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: --set model.sr.stn=false."
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Data root for the evaluation (sets data.root)."
+    ),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation on the test set."),
-    judge: Path = typer.Option(None, "--judge", help="Recognizer weights (e.g. crnn.pth) that read "
-                               "the SR images for ACC when the model has no recognizer."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Evaluation batch size (default: [eval] batch_size)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cuda when available)."),
-    allow_shape_mismatch: bool = typer.Option(False, "--allow-shape-mismatch",
-                                              help="Skip tensors whose shapes do not fit, instead of failing."),
+    judge: Path = typer.Option(
+        None,
+        "--judge",
+        help="Recognizer weights (e.g. crnn.pth) that read "
+        "the SR images for ACC when the model has no recognizer.",
+    ),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Evaluation batch size (default: [eval] batch_size)."
+    ),
+    device: str = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:1... (default: cuda when available)."
+    ),
+    allow_shape_mismatch: bool = typer.Option(
+        False,
+        "--allow-shape-mismatch",
+        help="Skip tensors whose shapes do not fit, instead of failing.",
+    ),
 ) -> None:
     """Load part checkpoints into the whole model in one shot, evaluate once, save one file."""
     from tsrx.errors import TsrxError
+
     parts = {k: str(v) for k, v in (("sr", sr), ("recognizer", recognizer), ("head", head)) if v}
     if not parts:
         raise TsrxError("ckpt compose: give at least one of --sr, --recognizer, --head")
@@ -186,8 +238,8 @@ def compose_cmd(
 
     import torch
 
-    from tsrx.cli.console import console
     from tsrx.checkpoint import make_checkpoint, save_checkpoint, unwrap
+    from tsrx.cli.console import console
     from tsrx.models.build import build_model
     from tsrx.plugins import loaded_plugins
 
@@ -195,22 +247,38 @@ def compose_cmd(
     result = None
     if not no_eval:
         from tsrx.engine.evaluator import evaluate_model, result_table, without_predictions
+
         eval_cfg = config.get("eval") or {}
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         datasets = _test_sets(config)
         from tsrx.engine.judges import build_judges
-        judges = [j.to(dev) for j in build_judges(eval_cfg, model,
-                                                  recognizer_path=str(judge) if judge else None)]
-        result = evaluate_model(model.to(dev), datasets, protocol=eval_cfg.get("protocol", "textzoom"),
-                                batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
-                                judges=judges, with_predictions=False)
+
+        judges = [
+            j.to(dev)
+            for j in build_judges(eval_cfg, model, recognizer_path=str(judge) if judge else None)
+        ]
+        result = evaluate_model(
+            model.to(dev),
+            datasets,
+            protocol=eval_cfg.get("protocol", "textzoom"),
+            batch_size=batch_size or eval_cfg.get("batch_size", 50),
+            device=dev,
+            judges=judges,
+            with_predictions=False,
+        )
         console.print(result_table(result, title=f"composed model on {config['data']['root']}"))
         result = without_predictions(result)
     sources = dict(model_cfg["init"])
     model_cfg["init"] = {}  # the composed file is the one to load from now on
     payload = make_checkpoint(
-        unwrap(model).to("cpu").state_dict(), step=0, config=config,
-        plugins=[{"name": p.name, "package": p.package, "version": p.version} for p in loaded_plugins()],
-        metrics={"compose": result} if result else None, composed_from=sources)
+        unwrap(model).to("cpu").state_dict(),
+        step=0,
+        config=config,
+        plugins=[
+            {"name": p.name, "package": p.package, "version": p.version} for p in loaded_plugins()
+        ],
+        metrics={"compose": result} if result else None,
+        composed_from=sources,
+    )
     save_checkpoint(output, payload)
-    console.print(f"saved {output} (load it with model.init.whole = \"{output}\")", highlight=False)
+    console.print(f'saved {output} (load it with model.init.whole = "{output}")', highlight=False)

@@ -20,6 +20,7 @@ def show(
     """Print the fully resolved TOML of each run."""
     from tsrx.config.experiment import load_experiment
     from tsrx.config.toml_write import dumps
+
     exp = load_experiment(file, set_, only=[run] if run else None)
     for i, r in enumerate(exp.runs):
         if len(exp.runs) > 1 or run:
@@ -35,6 +36,7 @@ def validate(
     """Validate every grid point without building models; all errors at once."""
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import ConfigError, TsrxError
+
     failed: list[str] = []
     for file in files:
         try:

@@ -15,10 +15,15 @@ import typer
 from tsrx import __version__
 from tsrx.errors import TsrxError
 
-app = typer.Typer(name="tsrx", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Experiments for scene text image super-resolution: train, evaluate, "
-                       "submit to Slurm, report.")
+app = typer.Typer(
+    name="tsrx",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Experiments for scene text image super-resolution: train, evaluate, "
+    "submit to Slurm, report.",
+)
 
 # (name, module): a module's `app` (a typer.Typer) becomes `tsrx NAME ...`.
 GROUPS = [
@@ -46,8 +51,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     if debug:
@@ -78,7 +84,10 @@ _assemble()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one paragraph on stderr and exit code 2."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("TSRX_DEBUG") == "1"
+    debug = (
+        "--debug" in (argv if argv is not None else sys.argv[1:])
+        or os.environ.get("TSRX_DEBUG") == "1"
+    )
     try:
         rc = app(args=argv, standalone_mode=False, prog_name="tsrx")
         if isinstance(rc, int) and rc:  # typer.Exit(code) returns its code without standalone mode
@@ -86,9 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     except TsrxError as exc:
         if debug:
             raise
-        from tsrx.cli.console import err_console
         from rich.markup import escape
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+
+        from tsrx.cli.console import err_console
+
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -6,25 +6,43 @@ from pathlib import Path
 
 import typer
 
-FORMAT_HELP = ("rich (terminal), md (paste-ready Markdown), csv, json, or the papers' layout "
-               "(rows = methods incl. bicubic and HR, columns = judges x E/M/H/Avg): paper-md "
-               "or latex.")
+FORMAT_HELP = (
+    "rich (terminal), md (paste-ready Markdown), csv, json, or the papers' layout "
+    "(rows = methods incl. bicubic and HR, columns = judges x E/M/H/Avg): paper-md "
+    "or latex."
+)
 
 
 def report(
     target: Path = typer.Argument(..., help="Experiment TOML, or a runs folder / run directory."),
-    rows: str = typer.Option(None, "--rows", help="Grid axis for the rows: its key "
-                             "(model.head.type) or short label (head); default the first axis."),
-    selector: list[str] = typer.Option([], "--selector", help="Only these checkpoints "
-                                       "(best_acc or best_acc_model.pth; repeatable)."),
+    rows: str = typer.Option(
+        None,
+        "--rows",
+        help="Grid axis for the rows: its key "
+        "(model.head.type) or short label (head); default the first axis.",
+    ),
+    selector: list[str] = typer.Option(
+        [],
+        "--selector",
+        help="Only these checkpoints (best_acc or best_acc_model.pth; repeatable).",
+    ),
     format_: str = typer.Option("rich", "--format", "-f", help=FORMAT_HELP),
-    eval_missing: bool = typer.Option(False, "--eval-missing", help="Evaluate checkpoints that "
-                                      "have no cached test result (cached for next time)."),
+    eval_missing: bool = typer.Option(
+        False,
+        "--eval-missing",
+        help="Evaluate checkpoints that have no cached test result (cached for next time).",
+    ),
     device: str = typer.Option("cpu", "--device", help="Device for --eval-missing (cpu, cuda)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Eval batch size for --eval-missing "
-                                   "(default: the run's [eval] batch_size)."),
-    runs_dir: Path = typer.Option(None, "--runs-dir", help="Where an experiment's runs live "
-                                  "(default: its [launcher] runs_dir)."),
+    batch_size: int = typer.Option(
+        None,
+        "--batch-size",
+        help="Eval batch size for --eval-missing (default: the run's [eval] batch_size).",
+    ),
+    runs_dir: Path = typer.Option(
+        None,
+        "--runs-dir",
+        help="Where an experiment's runs live (default: its [launcher] runs_dir).",
+    ),
     output: Path = typer.Option(None, "-o", "--output", help="Write the report to this file."),
 ) -> None:
     """Tables E/M/H/A of ACC, PSNR and SSIM per checkpoint selector, from recorded results."""
@@ -32,27 +50,38 @@ def report(
     from tsrx.errors import TsrxError
     from tsrx.report.collect import collect
     from tsrx.report.render import FORMATS, render_text, to_rich
-    from tsrx.report.tables import selectors_of, build_report
+    from tsrx.report.tables import build_report, selectors_of
 
     if format_ not in FORMATS:
         raise TsrxError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
     coll = collect(target, runs_dir)
     if eval_missing:
         from tsrx.report.evaluate import evaluate_missing, missing
-        pending = missing(coll, selectors_of(coll.runs, selector or None),
-                          {"batch_size": batch_size} if batch_size else None)
+
+        pending = missing(
+            coll,
+            selectors_of(coll.runs, selector or None),
+            {"batch_size": batch_size} if batch_size else None,
+        )
         if not pending:
             err_console.print("every checkpoint already has a cached test result")
-        evaluate_missing(pending, device=device, batch_size=batch_size,
-                         progress=lambda m: err_console.print(m, highlight=False))
+        evaluate_missing(
+            pending,
+            device=device,
+            batch_size=batch_size,
+            progress=lambda m: err_console.print(m, highlight=False),
+        )
         coll = collect(target, runs_dir)
     rep = build_report(coll, rows=rows, selectors=selector or None)
     for p in rep.problems:
         err_console.print(f"[yellow]problem:[/] {p}", highlight=False)
     if not rep.blocks:
-        err_console.print("no checkpoint selector recorded by any run yet "
-                          f"({len(coll.runs)} run(s): " + ", ".join(f"{r.name} [{r.state_note()}]"
-                                                                  for r in coll.runs) + ")")
+        err_console.print(
+            "no checkpoint selector recorded by any run yet "
+            f"({len(coll.runs)} run(s): "
+            + ", ".join(f"{r.name} [{r.state_note()}]" for r in coll.runs)
+            + ")"
+        )
     if output is not None:
         output.write_text(render_text(rep, format_), encoding="utf-8")
         err_console.print(f"wrote {output}")
@@ -83,13 +112,23 @@ def diff(
     cb, wb = config_of(b)
     diffs = differences(ca, cb)
     if as_json:
-        typer.echo(json.dumps({"a": wa, "b": wb, "differences": [
-            {"key": k, "a": va, "b": vb} for k, va, vb in diffs]}, indent=2, default=str))
+        typer.echo(
+            json.dumps(
+                {
+                    "a": wa,
+                    "b": wb,
+                    "differences": [{"key": k, "a": va, "b": vb} for k, va, vb in diffs],
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     if not diffs:
         typer.echo(f"no differences in the resolved config:\n  A = {wa}\n  B = {wb}")
         return
     from rich.table import Table
+
     typer.echo(f"{len(diffs)} difference(s) in the resolved config\nA = {wa}\nB = {wb}")
     t = Table()
     t.add_column("key", no_wrap=True)

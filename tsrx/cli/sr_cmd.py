@@ -16,6 +16,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 def _inputs(items: list[Path]) -> list[Path]:
     from tsrx.errors import TsrxError
+
     out: list[Path] = []
     for p in items:
         if p.is_dir():
@@ -30,8 +31,16 @@ def _inputs(items: list[Path]) -> list[Path]:
     return out
 
 
-def super_resolve(ckpt: Path, images: list[Path], out_dir: Path, *, recognize: bool = False,
-                  device: str = "cpu", batch_size: int = 64, recognizer: str | None = None) -> list[dict]:
+def super_resolve(
+    ckpt: Path,
+    images: list[Path],
+    out_dir: Path,
+    *,
+    recognize: bool = False,
+    device: str = "cpu",
+    batch_size: int = 64,
+    recognizer: str | None = None,
+) -> list[dict]:
     """Write ``<out_dir>/<name>.png`` for each image; returns one dict per image (paths, readings)."""
     import numpy as np
     import torch
@@ -47,14 +56,16 @@ def super_resolve(ckpt: Path, images: list[Path], out_dir: Path, *, recognize: b
     sr_part = getattr(loaded.model, "sr", None)
     mask = int(getattr(sr_part, "in_channels", 4 if data.get("mask", True) else 3)) == 4
     if recognize and not loaded.has_reader:
-        raise TsrxError(f"--recognize: {ckpt} has no recognizer and its config names no judge weights; "
-                        "pass --recognizer crnn.pth")
+        raise TsrxError(
+            f"--recognize: {ckpt} has no recognizer and its config names no judge weights; "
+            "pass --recognizer crnn.pth"
+        )
     files = _inputs(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     names: dict[str, int] = {}
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
+        chunk = files[start : start + batch_size]
         arrays = []
         for f in chunk:
             try:
@@ -76,8 +87,14 @@ def super_resolve(ckpt: Path, images: list[Path], out_dir: Path, *, recognize: b
                 stem = f"{stem}~{names[stem]}"
             dest = out_dir / f"{stem}.png"
             Image.fromarray(pic).save(dest, format="PNG")
-            rows.append({"input": str(f), "output": str(dest),
-                         "before": before[j] if before else None, "after": after[j] if after else None})
+            rows.append(
+                {
+                    "input": str(f),
+                    "output": str(dest),
+                    "before": before[j] if before else None,
+                    "after": after[j] if after else None,
+                }
+            )
     return rows
 
 
@@ -85,23 +102,35 @@ def sr(
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images (any size)."),
     ckpt: Path = typer.Option(..., "--ckpt", help="tsrx checkpoint with an SR part."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the SR PNGs."),
-    recognize: bool = typer.Option(False, "--recognize", help="Print the reading of the "
-                                   "bicubic-upscaled input and of the SR image."),
-    recognizer: str = typer.Option(None, "--recognizer", help="Judge weights when the model "
-                                   "has no recognizer."),
+    recognize: bool = typer.Option(
+        False,
+        "--recognize",
+        help="Print the reading of the bicubic-upscaled input and of the SR image.",
+    ),
+    recognizer: str = typer.Option(
+        None, "--recognizer", help="Judge weights when the model has no recognizer."
+    ),
     device: str = typer.Option("cpu", "--device"),
-    plugin: list[str] = typer.Option([], "--plugin", help="A plugin file or module providing "
-                                     "components the checkpoint needs (repeatable); tsrx never "
-                                     "imports code a checkpoint names."),
+    plugin: list[str] = typer.Option(
+        [],
+        "--plugin",
+        help="A plugin file or module providing "
+        "components the checkpoint needs (repeatable); tsrx never "
+        "imports code a checkpoint names.",
+    ),
 ) -> None:
     """Super-resolve text crops: each is resized to the model's LR size (bicubic), then SR'd."""
     from tsrx.cli.console import console, err_console
     from tsrx.plugins import load_named_plugins
+
     load_named_plugins(plugin, ".", where="--plugin")
-    rows = super_resolve(ckpt, inputs, output, recognize=recognize, device=device, recognizer=recognizer)
+    rows = super_resolve(
+        ckpt, inputs, output, recognize=recognize, device=device, recognizer=recognizer
+    )
     if recognize:
         from rich.markup import escape
         from rich.table import Table
+
         t = Table(title="readings: bicubic-upscaled input -> SR", title_justify="left")
         for col in ("image", "before", "after"):
             t.add_column(col)

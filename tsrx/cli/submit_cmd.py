@@ -15,15 +15,24 @@ SET_HELP = "Override a key, typed by the schema: --set train.steps=100 (repeatab
 def _differences(runs) -> tuple[list[str], list[list[str]]]:
     """Keys whose resolved values differ between runs, and each run's values for them."""
     from tsrx.launch.rundir import config_differences
+
     keys: list[str] = []
     for r in runs[1:]:
         for k, _, _ in config_differences(runs[0].spec.config, r.spec.config):
             if k not in keys:
                 keys.append(k)
     from tsrx.config.load import get_dotted
+
     missing = object()
-    rows = [["-" if (v := get_dotted(r.spec.config, k, missing)) is missing else json.dumps(v, default=list)
-             for k in keys] for r in runs]
+    rows = [
+        [
+            "-"
+            if (v := get_dotted(r.spec.config, k, missing)) is missing
+            else json.dumps(v, default=list)
+            for k in keys
+        ]
+        for r in runs
+    ]
     return keys, rows
 
 
@@ -31,9 +40,14 @@ def _print_plan(plan, console) -> None:
     from rich.table import Table
 
     from tsrx.launch.submit import sbatch_script
-    how = ("one job array" if plan.as_array else f"{len(plan.runs)} job(s)") + f" via {plan.launcher}"
-    console.print(f"[bold]{plan.experiment}[/]: {len(plan.runs)} run(s) from {plan.file}, {how}",
-                  highlight=False)
+
+    how = (
+        "one job array" if plan.as_array else f"{len(plan.runs)} job(s)"
+    ) + f" via {plan.launcher}"
+    console.print(
+        f"[bold]{plan.experiment}[/]: {len(plan.runs)} run(s) from {plan.file}, {how}",
+        highlight=False,
+    )
     t = Table(title="runs")
     for col in ("run", "run directory", "on submit"):
         t.add_column(col)
@@ -59,11 +73,15 @@ def _print_plan(plan, console) -> None:
 
 def _wait_local(console):
     def wait(sub) -> None:
-        from tsrx.launch.status import collect, table
         from rich.live import Live
+
+        from tsrx.launch.status import collect, table
+
         job = sub.job
         try:
-            with Live(table(collect([sub.run.run_dir])), console=console, refresh_per_second=1) as live:
+            with Live(
+                table(collect([sub.run.run_dir])), console=console, refresh_per_second=1
+            ) as live:
                 while not job.done():
                     time.sleep(2.0)
                     live.update(table(collect([sub.run.run_dir])))
@@ -72,23 +90,36 @@ def _wait_local(console):
         except KeyboardInterrupt:
             job.cancel()
             raise
+
     return wait
 
 
 def submit(
     file: Path = typer.Argument(..., help="Experiment TOML file."),
-    launcher: str = typer.Option(None, "--launcher",
-                                 help="slurm or local (default: the file's launcher.type)."),
+    launcher: str = typer.Option(
+        None, "--launcher", help="slurm or local (default: the file's launcher.type)."
+    ),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs, their config "
-                                 "differences and the sbatch script; submit nothing."),
-    only: list[str] = typer.Option([], "--only", help="Only runs with this name or prefix "
-                                   "(repeatable)."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the runs, their config differences and the sbatch script; submit nothing.",
+    ),
+    only: list[str] = typer.Option(
+        [], "--only", help="Only runs with this name or prefix (repeatable)."
+    ),
     follow: bool = typer.Option(False, "--follow", help="Show live progress until all runs end."),
-    force: bool = typer.Option(False, "--force", help="Replace a run directory that holds a "
-                               "different config (old outputs move to superseded/)."),
-    new: bool = typer.Option(False, "--new", help="Put runs whose directory holds a different "
-                             "config into a new directory (<run>~2)."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace a run directory that holds a "
+        "different config (old outputs move to superseded/).",
+    ),
+    new: bool = typer.Option(
+        False,
+        "--new",
+        help="Put runs whose directory holds a different config into a new directory (<run>~2).",
+    ),
 ) -> None:
     """Create one run directory per grid point and submit them (Slurm array, or locally).
 
@@ -97,30 +128,43 @@ def submit(
     `needs` is a study: its upstream stages are submitted first (see docs/study.md).
     """
     from tsrx.launch.study import has_needs
+
     if has_needs(file):
         if new:
             from tsrx.errors import TsrxError
-            raise TsrxError(f"{file}: --new cannot be used with needs (the stages that load a "
-                            "run's checkpoints name its directory); use --force")
+
+            raise TsrxError(
+                f"{file}: --new cannot be used with needs (the stages that load a "
+                "run's checkpoints name its directory); use --force"
+            )
         return _submit_study(file, launcher, set_, only, dry_run, follow, force)
     from tsrx.cli.console import console
     from tsrx.launch import status as st
     from tsrx.launch.submit import plan as make_plan
     from tsrx.launch.submit import submit as do_submit
+
     plan = make_plan(file, launcher, set_, only or None, force=force, new=new)
     if dry_run:
         _print_plan(plan, console)
         return
 
     def announce(sub) -> None:
-        console.print(f"submitted {sub.job_id}  {sub.run.spec.name}  -> {sub.run.run_dir}",
-                      highlight=False)
+        console.print(
+            f"submitted {sub.job_id}  {sub.run.spec.name}  -> {sub.run.run_dir}", highlight=False
+        )
 
-    done = do_submit(plan, force=force, new=new, command=["tsrx", *sys.argv[1:]],
-                     wait_local=_wait_local(console), on_submitted=announce)
+    done = do_submit(
+        plan,
+        force=force,
+        new=new,
+        command=["tsrx", *sys.argv[1:]],
+        wait_local=_wait_local(console),
+        on_submitted=announce,
+    )
     if plan.launcher == "slurm":
-        console.print(f"{len(done)} job(s) submitted; `tsrx status {file}` shows progress.",
-                      highlight=False)
+        console.print(
+            f"{len(done)} job(s) submitted; `tsrx status {file}` shows progress.", highlight=False
+        )
         if follow:
             st.follow([s.run.run_dir for s in done], console)
     else:
@@ -136,6 +180,7 @@ def _print_study_plan(study, console) -> None:
     from rich.table import Table
 
     from tsrx.launch.study import with_dependency
+
     t = Table(title=f"study of {study.file}: {len(study.stages)} stage(s), in this order")
     for col in ("stage", "run", "now", "on submit", "waits on"):
         t.add_column(col, overflow="fold")
@@ -143,9 +188,15 @@ def _print_study_plan(study, console) -> None:
         for r in study.of(stage):
             now = r.state + (f" ({r.job_id})" if r.job_id else "")
             what = {"done": "nothing (completed)", "queued": "nothing (in the queue)"}.get(
-                r.todo, r.planned.action)
-            t.add_row(f"{i}: {stage.experiment}", r.planned.spec.name, now, what,
-                      ", ".join(u.label for u in r.upstream) or "-")
+                r.todo, r.planned.action
+            )
+            t.add_row(
+                f"{i}: {stage.experiment}",
+                r.planned.spec.name,
+                now,
+                what,
+                ", ".join(u.label for u in r.upstream) or "-",
+            )
     console.print(t)
     for stage in study.stages:
         todo = [r for r in study.of(stage) if r.todo == "submit"]
@@ -154,11 +205,15 @@ def _print_study_plan(study, console) -> None:
         console.print(f"[bold]{stage.experiment}[/]: {len(todo)} run(s) to submit", highlight=False)
         if study.launcher == "slurm":
             for r in todo:  # ids are known at submission: name the runs instead
-                ids = [u.job_id if u.todo == "queued" else f"<job of {u.label}>"
-                       for u in r.upstream if u.todo != "done"]
+                ids = [
+                    u.job_id if u.todo == "queued" else f"<job of {u.label}>"
+                    for u in r.upstream
+                    if u.todo != "done"
+                ]
                 r.planned.params = with_dependency(r.planned.params, ids)
-        sub = type(stage)(stage.experiment, stage.file, stage.launcher, stage.runs_dir,
-                          [r.planned for r in todo])
+        sub = type(stage)(
+            stage.experiment, stage.file, stage.launcher, stage.runs_dir, [r.planned for r in todo]
+        )
         _print_plan(sub, console)
 
 
@@ -166,26 +221,40 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
     from tsrx.cli.console import console
     from tsrx.launch import status as st
     from tsrx.launch.study import plan_study, study_rows, study_table, submit_study
+
     study = plan_study(file, launcher, set_, only or None, force=force)
     if dry_run:
         _print_study_plan(study, console)
         return
 
     def announce(r, what) -> None:
-        words = {"done": "done already, not redone", "queued": f"already queued ({r.job_id})",
-                 "blocked": "not started: " + ", ".join(
-                     f"{u.label} {u.state}" for u in r.upstream if u.state != "completed"),
-                 "submitted": f"submitted {r.job_id}" + (
-                     f" (after {', '.join(u.label for u in r.upstream if u.todo != 'done')})"
-                     if any(u.todo != "done" for u in r.upstream) else "")}
+        words = {
+            "done": "done already, not redone",
+            "queued": f"already queued ({r.job_id})",
+            "blocked": "not started: "
+            + ", ".join(f"{u.label} {u.state}" for u in r.upstream if u.state != "completed"),
+            "submitted": f"submitted {r.job_id}"
+            + (
+                f" (after {', '.join(u.label for u in r.upstream if u.todo != 'done')})"
+                if any(u.todo != "done" for u in r.upstream)
+                else ""
+            ),
+        }
         console.print(f"{r.label}: {words.get(what, what)}", highlight=False)
 
-    runs = submit_study(study, force=force, command=["tsrx", *sys.argv[1:]],
-                        wait_local=_wait_local(console), on_event=announce)
+    runs = submit_study(
+        study,
+        force=force,
+        command=["tsrx", *sys.argv[1:]],
+        wait_local=_wait_local(console),
+        on_event=announce,
+    )
     top = [r.run_dir for r in study.of(study.stages[-1])]
     if study.launcher == "slurm":
         n = sum(r.todo == "submit" for r in runs)
-        console.print(f"{n} job(s) submitted; `tsrx status {file}` shows the study.", highlight=False)
+        console.print(
+            f"{n} job(s) submitted; `tsrx status {file}` shows the study.", highlight=False
+        )
         if follow:
             st.follow([r.run_dir for r in runs], console)
         return
@@ -193,8 +262,18 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
     if any(r.state != "completed" for r in study.of(study.stages[-1])):
         raise typer.Exit(1)
     from tsrx.cli.report_cmd import report
-    report(Path(file), rows=None, selector=[], format_="rich", eval_missing=False, device="cpu",
-           batch_size=None, runs_dir=None, output=None)
+
+    report(
+        Path(file),
+        rows=None,
+        selector=[],
+        format_="rich",
+        eval_missing=False,
+        device="cpu",
+        batch_size=None,
+        runs_dir=None,
+        output=None,
+    )
     _identical_check_line(Path(file), console)
 
 
@@ -202,16 +281,22 @@ def _identical_check_line(file: Path, console) -> None:
     """The report warns about identical metrics; say so too when the check found none."""
     from tsrx.report.collect import collect
     from tsrx.report.tables import build_report
+
     coll = collect(file, None)
     rep = build_report(coll, rows=None, selectors=None)
     if not any(w.startswith("identical") for w in rep.warnings):
-        console.print(f"identical-metrics check: no two of the {len(coll.runs)} runs that differ "
-                      "in config have identical metrics", highlight=False)
+        console.print(
+            f"identical-metrics check: no two of the {len(coll.runs)} runs that differ "
+            "in config have identical metrics",
+            highlight=False,
+        )
 
 
 def status(
-    target: str = typer.Argument(None, help="Experiment TOML, runs folder, experiment folder "
-                                 "or run directory (default: runs)."),
+    target: str = typer.Argument(
+        None,
+        help="Experiment TOML, runs folder, experiment folder or run directory (default: runs).",
+    ),
     json_: bool = typer.Option(False, "--json", help="Machine-readable rows."),
     follow: bool = typer.Option(False, "--follow", help="Refresh until every run has ended."),
 ) -> None:
@@ -222,9 +307,11 @@ def status(
     """
     from tsrx.cli.console import console
     from tsrx.launch import status as st
+
     dirs = st.find_run_dirs(target)
     if target and target.endswith(".toml") and Path(target).is_file():
         from tsrx.launch.study import has_needs, study_json, study_rows, study_table
+
         if has_needs(target) and not follow:
             rows = study_rows(dirs)
             if json_:
@@ -257,8 +344,9 @@ def logs(
     """Print a run's per-rank log (stdout and stderr of the job)."""
     from tsrx.launch.control import log_path
     from tsrx.launch.status import TERMINAL, collect
+
     path = log_path(run, rank)
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         while True:
             chunk = f.read()
             if chunk:
@@ -278,6 +366,7 @@ def cancel(
     from tsrx.cli.console import console
     from tsrx.launch.control import cancel as do_cancel
     from tsrx.launch.status import find_run_dirs
+
     done = do_cancel(find_run_dirs(target))
     if not done:
         console.print("no submitted runs to cancel", highlight=False)
@@ -286,5 +375,10 @@ def cancel(
 
 
 def register(app: typer.Typer) -> None:
-    for name, command in (("submit", submit), ("status", status), ("logs", logs), ("cancel", cancel)):
+    for name, command in (
+        ("submit", submit),
+        ("status", status),
+        ("logs", logs),
+        ("cancel", cancel),
+    ):
         app.command(name)(command)

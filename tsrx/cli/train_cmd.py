@@ -28,11 +28,18 @@ def train(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     run: list[str] = typer.Option([], "--run", help="Only the run(s) with this name or prefix."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (DDP ranks) on this machine."),
-    runs_dir: Path = typer.Option(None, "--runs-dir",
-                                  help="Where run directories go (default: [launcher] runs_dir)."),
-    force: bool = typer.Option(False, "--force", help="Replace a run directory whose config differs."),
-    new: bool = typer.Option(False, "--new", help="Start a new run directory beside a differing one."),
-    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    runs_dir: Path = typer.Option(
+        None, "--runs-dir", help="Where run directories go (default: [launcher] runs_dir)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a run directory whose config differs."
+    ),
+    new: bool = typer.Option(
+        False, "--new", help="Start a new run directory beside a differing one."
+    ),
+    device: str = typer.Option(
+        None, "--device", help="cpu or cuda (default: cuda when available)."
+    ),
 ) -> None:
     """Train every run of FILE (or those named by --run), one after the other."""
     from tsrx.config.experiment import load_experiment
@@ -46,13 +53,23 @@ def train(
         typer.echo(f"run {spec.name}: {run_dir}", err=True)
         # this process is the run's job, as a local submitit job is: tsrx status can see it
         # running (pid alive), how long it took, and that it died if it did
-        record_job(run_dir, str(os.getpid()), "local", event="start", host=socket.gethostname(),
-                   started=utc_now(), via="tsrx train")
+        record_job(
+            run_dir,
+            str(os.getpid()),
+            "local",
+            event="start",
+            host=socket.gethostname(),
+            started=utc_now(),
+            via="tsrx train",
+        )
         state = train_run_dir(run_dir, nproc, device)
         states.append(state)
         if state != "completed":
-            typer.echo(f"run {spec.name} stopped ({state}); the same command resumes it from "
-                       f"{run_dir / 'last.pth'}", err=True)
+            typer.echo(
+                f"run {spec.name} stopped ({state}); the same command resumes it from "
+                f"{run_dir / 'last.pth'}",
+                err=True,
+            )
             raise typer.Exit(130 if state == "preempted" else 1)
 
 
@@ -60,22 +77,29 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
     """Train one prepared run directory with ``nproc`` local processes; returns its state."""
     if nproc == 1:
         from tsrx.engine.run import run_training
+
         with _stop_on_ctrl_c():
             return run_training(run_dir, device=device)["state"]
     import torch.multiprocessing as mp
 
     from tsrx.engine.distributed import detect
+
     if detect().distributed:
         from tsrx.errors import TsrxError
-        raise TsrxError("--nproc starts its own processes; this process is already one rank of "
-                        "a torchrun/Slurm job (drop --nproc, the job's ranks are the processes)")
+
+        raise TsrxError(
+            "--nproc starts its own processes; this process is already one rank of "
+            "a torchrun/Slurm job (drop --nproc, the job's ranks are the processes)"
+        )
     port = _free_port()
     try:
         with _stop_on_ctrl_c():  # the ranks get the same Ctrl-C and stop together
-            mp.spawn(_spawned_rank, args=(str(run_dir), nproc, port, device), nprocs=nproc,
-                     join=True)
+            mp.spawn(
+                _spawned_rank, args=(str(run_dir), nproc, port, device), nprocs=nproc, join=True
+            )
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
         from tsrx.errors import TsrxError
+
         error = _status(run_dir).get("error")
         if error is None:
             raise
@@ -85,20 +109,30 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
 
 def _status(run_dir: Path) -> dict:
     from tsrx.runfiles import read_status
+
     return read_status(run_dir)
 
 
 def _spawned_rank(rank: int, run_dir: str, world: int, port: int, device: str | None) -> None:
     from tsrx.engine.distributed import DistEnv
     from tsrx.engine.run import run_training
-    env = DistEnv(rank=rank, world_size=world, local_rank=rank, local_world_size=world,
-                  master_addr="127.0.0.1", master_port=port, source="spawn")
+
+    env = DistEnv(
+        rank=rank,
+        world_size=world,
+        local_rank=rank,
+        local_world_size=world,
+        master_addr="127.0.0.1",
+        master_port=port,
+        source="spawn",
+    )
     with _stop_on_ctrl_c():
         run_training(Path(run_dir), env=env, device=device)
 
 
 def _free_port() -> int:
     import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -114,6 +148,7 @@ class _stop_on_ctrl_c:
             if stop_requested() is not None:
                 raise KeyboardInterrupt
             request_stop("interrupted (Ctrl-C)")
+
         try:
             self.previous = signal.signal(signal.SIGINT, handler)
         except ValueError:  # not the main thread: leave signals alone

@@ -11,13 +11,22 @@ app = typer.Typer(help="Pictures: SR contact sheets and training curves.", no_ar
 
 @app.command("samples")
 def samples(
-    ckpt: Path = typer.Option(..., "--ckpt", help="tsrx checkpoint (its embedded config rebuilds the model)."),
-    data: Path = typer.Option(None, "--data", help="Data root holding the test splits "
-                              "(default: the checkpoint config's data.root)."),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="tsrx checkpoint (its embedded config rebuilds the model)."
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="Data root holding the test splits (default: the checkpoint config's data.root).",
+    ),
     n: int = typer.Option(24, "-n", help="Samples per split, spread evenly over it."),
     split: list[str] = typer.Option([], "--split", help="Only these test splits (repeatable)."),
-    recognizer: str = typer.Option(None, "--recognizer", help="Judge weights when the model "
-                                   "has no recognizer (default: the config's [eval] judge_weights)."),
+    recognizer: str = typer.Option(
+        None,
+        "--recognizer",
+        help="Judge weights when the model "
+        "has no recognizer (default: the config's [eval] judge_weights).",
+    ),
     scale: int = typer.Option(2, "--scale", help="Magnification of each image on the sheet."),
     device: str = typer.Option("cpu", "--device"),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG to write."),
@@ -26,16 +35,28 @@ def samples(
     from tsrx.cli.console import err_console
     from tsrx.errors import TsrxError
     from tsrx.viz.samples import samples_sheet
+
     if n < 1 or scale < 1:
         raise TsrxError(f"-n and --scale must be >= 1, got -n {n} --scale {scale}")
-    path, sections = samples_sheet(ckpt, data, output, n=n, splits=split or None, device=device,
-                                   scale=scale, recognizer=recognizer)
+    path, sections = samples_sheet(
+        ckpt,
+        data,
+        output,
+        n=n,
+        splits=split or None,
+        device=device,
+        scale=scale,
+        recognizer=recognizer,
+    )
     for name, items in sections.items():
         fixed = sum(s.verdict == "fixed" for s in items)
         broke = sum(s.verdict == "broke" for s in items)
         no_reader = bool(items) and items[0].reads.get("sr") is None
-        reads = ("no readings (no recognizer in the model and no judge weights)" if no_reader
-                 else f"SR fixed {fixed}, SR broke {broke}")
+        reads = (
+            "no readings (no recognizer in the model and no judge weights)"
+            if no_reader
+            else f"SR fixed {fixed}, SR broke {broke}"
+        )
         err_console.print(f"{name}: {len(items)} samples, {reads}", highlight=False)
     err_console.print(f"wrote {path}", highlight=False)
 
@@ -50,8 +71,11 @@ def curves(
     from tsrx.errors import TsrxError
     from tsrx.report.collect import is_run_dir, read_run
     from tsrx.viz.curves import plot_curves
+
     bad = [str(r) for r in runs if not is_run_dir(r)]
     if bad:
-        raise TsrxError(f"not a run directory (no config.toml, status.json or metrics.jsonl): {bad[0]}")
+        raise TsrxError(
+            f"not a run directory (no config.toml, status.json or metrics.jsonl): {bad[0]}"
+        )
     path = plot_curves([read_run(r) for r in runs], output)
     err_console.print(f"wrote {path}", highlight=False)

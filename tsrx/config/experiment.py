@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.config.load import Provenance, deep_merge, flatten_grid, load_with_extends, set_dotted
-from tsrx.config.schema import (Component, RawValue, build_dataclass, check_table, component_of,
-                                dataclass_fields, parse_raw, unwrap_optional)
+from tsrx.config.schema import (
+    Component,
+    RawValue,
+    build_dataclass,
+    check_table,
+    component_of,
+    dataclass_fields,
+    parse_raw,
+    unwrap_optional,
+)
 from tsrx.config.sections import TOP_LEVEL_KEYS, all_sections
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
 from tsrx.plugins import load_named_plugins
@@ -66,8 +74,12 @@ def _label(key: str, all_keys: list[str]) -> str:
     if parts[-1] == "type" and len(parts) > 1:
         parts = parts[:-1]
     short = parts[-1]
-    clashes = [k for k in all_keys if k != key and (
-        k.split(".")[-2] if k.endswith(".type") and "." in k else k.split(".")[-1]) == short]
+    clashes = [
+        k
+        for k in all_keys
+        if k != key
+        and (k.split(".")[-2] if k.endswith(".type") and "." in k else k.split(".")[-1]) == short
+    ]
     return ".".join(parts) if clashes else short
 
 
@@ -128,7 +140,9 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
     grid = raw.pop("grid", {}) or {}
     variants = raw.pop("variants", []) or []
     if not isinstance(grid, dict):
-        issues.append(ConfigIssue(file, "grid", f"expected a table of dotted key -> list, got {grid!r}"))
+        issues.append(
+            ConfigIssue(file, "grid", f"expected a table of dotted key -> list, got {grid!r}")
+        )
         grid = {}
     axes: list[tuple[str, list]] = []
     for key, values in flatten_grid(grid):
@@ -137,10 +151,14 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             issues.append(ConfigIssue(file, f"grid.{key}", f"names nothing: {why}"))
             continue
         if not isinstance(values, list):
-            issues.append(ConfigIssue(file, f"grid.{key}", f"expected a list of values, got {values!r}"))
+            issues.append(
+                ConfigIssue(file, f"grid.{key}", f"expected a list of values, got {values!r}")
+            )
             continue
         if not values:
-            issues.append(ConfigIssue(file, f"grid.{key}", "is an empty list: the grid would have no runs"))
+            issues.append(
+                ConfigIssue(file, f"grid.{key}", "is an empty list: the grid would have no runs")
+            )
             continue
         axes.append((key, values))
     vlist: list[tuple[str | None, dict]] = []
@@ -150,10 +168,14 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
     seen = set()
     for i, v in enumerate(variants):
         if not isinstance(v, dict) or not isinstance(v.get("name"), str):
-            issues.append(ConfigIssue(file, f"variants[{i}]", "each [[variants]] needs name = \"...\""))
+            issues.append(
+                ConfigIssue(file, f"variants[{i}]", 'each [[variants]] needs name = "..."')
+            )
             continue
         if v["name"] in seen:
-            issues.append(ConfigIssue(file, f"variants[{i}].name", f"duplicate variant name {v['name']!r}"))
+            issues.append(
+                ConfigIssue(file, f"variants[{i}].name", f"duplicate variant name {v['name']!r}")
+            )
         seen.add(v["name"])
         overrides = {}
         for key, value in flatten_grid({k: x for k, x in v.items() if k != "name"}):
@@ -182,19 +204,31 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
         if key in TOP_LEVEL_KEYS:
             expected = TOP_LEVEL_KEYS[key]
             if not isinstance(value, expected) or isinstance(value, bool) and expected is int:
-                issues.append(ConfigIssue(_file_of(key, prov, file), key,
-                                          f"expected {expected.__name__}, got {value!r}"))
+                issues.append(
+                    ConfigIssue(
+                        _file_of(key, prov, file),
+                        key,
+                        f"expected {expected.__name__}, got {value!r}",
+                    )
+                )
             out[key] = value
         elif key not in sections:
             allowed = sorted(set(sections) | set(TOP_LEVEL_KEYS))
-            issues.append(ConfigIssue(_file_of(key, prov, file), key,
-                                      f"unknown table or key{suggest(key, allowed)}; "
-                                      f"allowed: {', '.join(allowed)}"))
+            issues.append(
+                ConfigIssue(
+                    _file_of(key, prov, file),
+                    key,
+                    f"unknown table or key{suggest(key, allowed)}; allowed: {', '.join(allowed)}",
+                )
+            )
     for name, sec in sections.items():
         table = raw.get(name)
         if table is not None and not isinstance(table, dict):
-            issues.append(ConfigIssue(_file_of(name, prov, file), name,
-                                      f"expected a table [{name}], got {table!r}"))
+            issues.append(
+                ConfigIssue(
+                    _file_of(name, prov, file), name, f"expected a table [{name}], got {table!r}"
+                )
+            )
             continue
         if isinstance(sec.schema, Component):
             if table is None or "type" not in table:
@@ -222,8 +256,12 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
     return out, issues
 
 
-def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
-                    only: list[str] | None = None, _stack: tuple[Path, ...] = ()) -> Experiment:
+def load_experiment(
+    path: str | Path,
+    overrides: list[str] | dict | None = None,
+    only: list[str] | None = None,
+    _stack: tuple[Path, ...] = (),
+) -> Experiment:
     """Read, expand and validate an experiment; raises ConfigError listing every problem.
 
     Upstream stages named in ``needs`` are loaded too (tsrx.config.needs); ``_stack`` holds
@@ -237,7 +275,9 @@ def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
     plugins = raw.get("plugins", [])
     if plugins:
         if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-            raise ConfigError([ConfigIssue(file, "plugins", "expected a list of module names or .py paths")])
+            raise ConfigError(
+                [ConfigIssue(file, "plugins", "expected a list of module names or .py paths")]
+            )
         load_named_plugins(plugins, path.parent, where=f"{file}:plugins")
     sets = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
     points, issues = _expand_points(raw, file)
@@ -261,13 +301,18 @@ def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
         cfg["name"] = name
         resolved, run_issues = resolve_run(cfg, run_prov, file)
         for iss in run_issues:
-            tagged = iss if rname == "main" else ConfigIssue(iss.file, iss.key, f"{iss.message} [run {rname}]")
+            tagged = (
+                iss
+                if rname == "main"
+                else ConfigIssue(iss.file, iss.key, f"{iss.message} [run {rname}]")
+            )
             if tagged not in issues:
                 issues.append(tagged)
         runs.append(RunSpec(name, rname, point, resolved, run_prov))
     needs = []
     if raw_needs is not None:
         from tsrx.config.needs import parse_needs
+
         needs, need_issues = parse_needs(raw_needs, prov, file)
         issues.extend(need_issues)
     if issues:
@@ -275,13 +320,16 @@ def load_experiment(path: str | Path, overrides: list[str] | dict | None = None,
     exp = Experiment(name, path, runs)
     if needs:
         from tsrx.config.needs import resolve_needs
+
         resolve_needs(exp, needs, sets, _stack, file)
     if only:
         unknown = [o for o in only if not any(r.name == o or r.name.startswith(o) for r in runs)]
         if unknown:
-            raise TsrxError(f"--only {unknown[0]!r} names no run of {path}"
-                            f"{suggest(unknown[0], [r.name for r in runs])}; runs: "
-                            + ", ".join(r.name for r in runs))
+            raise TsrxError(
+                f"--only {unknown[0]!r} names no run of {path}"
+                f"{suggest(unknown[0], [r.name for r in runs])}; runs: "
+                + ", ".join(r.name for r in runs)
+            )
         exp.runs = [r for r in runs if any(r.name == o or r.name.startswith(o) for o in only)]
     return exp
 

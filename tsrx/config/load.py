@@ -56,7 +56,7 @@ def _record(prov: Provenance, table: Any, prefix: str, file: str) -> None:
 
 
 REPLACE = "_replace_"  # in a table: `"_replace_" = true` drops the inherited table
-DELETE = "_delete_"    # as a value: removes the inherited key
+DELETE = "_delete_"  # as a value: removes the inherited key
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -86,8 +86,11 @@ def _starts_afresh(base: dict, over: dict) -> bool:
 def strip_markers(value: Any) -> Any:
     """``value`` without ``_replace_`` keys and ``_delete_`` values (nothing to act on)."""
     if isinstance(value, dict):
-        return {k: strip_markers(v) for k, v in value.items()
-                if k != REPLACE and not (isinstance(v, str) and v == DELETE)}
+        return {
+            k: strip_markers(v)
+            for k, v in value.items()
+            if k != REPLACE and not (isinstance(v, str) and v == DELETE)
+        }
     return value
 
 
@@ -98,8 +101,11 @@ def check_markers(table: Any, file: str, prefix: str = "") -> list[ConfigIssue]:
         for k, v in table.items():
             key = f"{prefix}.{k}" if prefix else k
             if k == REPLACE and v is not True:
-                issues.append(ConfigIssue(file, key, f"expected true (replace the inherited "
-                                                     f"table), got {v!r}"))
+                issues.append(
+                    ConfigIssue(
+                        file, key, f"expected true (replace the inherited table), got {v!r}"
+                    )
+                )
             issues.extend(check_markers(v, file, key))
     return issues
 
@@ -122,14 +128,17 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
     if isinstance(extends, str):
         extends = [extends]
     if not isinstance(extends, list) or not all(isinstance(e, str) for e in extends):
-        raise ConfigError([ConfigIssue(str(path), "extends",
-                                       f"expected a list of file paths, got {extends!r}")])
+        raise ConfigError(
+            [ConfigIssue(str(path), "extends", f"expected a list of file paths, got {extends!r}")]
+        )
     merged: dict = {}
     prov: Provenance = {}
     for ext in extends:
-        target = (path.parent / ext)
+        target = path.parent / ext
         if not target.is_file():
-            raise TsrxError(f"{path}: extends = {ext!r}: file not found (looked at {target.resolve()})")
+            raise TsrxError(
+                f"{path}: extends = {ext!r}: file not found (looked at {target.resolve()})"
+            )
         sub, sub_prov = load_with_extends(target, (*_stack, path))
         merged = deep_merge(merged, sub)
         prov.update(sub_prov)
@@ -137,7 +146,9 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
     base_plugins = [p for p in merged.get("plugins", [])]
     merged = deep_merge(merged, data)
     if "plugins" in data and isinstance(data["plugins"], list):
-        merged["plugins"] = _abs_plugins(base_plugins, []) + _abs_plugins(data["plugins"], [], path.parent)
+        merged["plugins"] = _abs_plugins(base_plugins, []) + _abs_plugins(
+            data["plugins"], [], path.parent
+        )
     _record(prov, strip_markers(data), "", str(path))
     return strip_markers(merged), prov
 

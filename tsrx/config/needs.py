@@ -45,9 +45,9 @@ class Need:
     """One entry of ``needs`` as written."""
 
     name: str
-    file: Path          # the upstream experiment file (absolute)
-    select: str         # selector name or "last"
-    text: str           # as written, for messages
+    file: Path  # the upstream experiment file (absolute)
+    select: str  # selector name or "last"
+    text: str  # as written, for messages
 
 
 @dataclass
@@ -61,37 +61,54 @@ class Upstream:
     run_dir: Path
     select: str
     checkpoint: Path
-    spec: Any            # the upstream RunSpec
+    spec: Any  # the upstream RunSpec
 
     def record(self) -> dict:
         """What meta.json keeps of it (``tsrx status FILE`` reads this, no torch)."""
-        return {"file": str(self.file), "experiment": self.experiment, "run": self.run,
-                "run_dir": str(self.run_dir.absolute()), "select": self.select,
-                "checkpoint": str(self.checkpoint)}
+        return {
+            "file": str(self.file),
+            "experiment": self.experiment,
+            "run": self.run,
+            "run_dir": str(self.run_dir.absolute()),
+            "select": self.select,
+            "checkpoint": str(self.checkpoint),
+        }
 
 
 def parse_needs(value: Any, prov: dict, file: str) -> tuple[list[Need], list[ConfigIssue]]:
     """``needs`` table -> Needs; syntax and missing files are issues."""
     issues: list[ConfigIssue] = []
     if not isinstance(value, dict):
-        return [], [ConfigIssue(file, "needs", "expected a table name -> \"FILE.toml:SELECTOR\", "
-                                f"got {value!r}")]
+        return [], [
+            ConfigIssue(
+                file, "needs", f'expected a table name -> "FILE.toml:SELECTOR", got {value!r}'
+            )
+        ]
     needs = []
     for name, text in value.items():
         where = prov.get(f"needs.{name}") or prov.get("needs") or file
         key = f"needs.{name}"
         if not isinstance(text, str) or ":" not in text:
-            issues.append(ConfigIssue(where, key, f"expected \"FILE.toml:SELECTOR\" (e.g. "
-                                      f"\"sr_pretrain.toml:best_psnr\"), got {text!r}"))
+            issues.append(
+                ConfigIssue(
+                    where,
+                    key,
+                    f'expected "FILE.toml:SELECTOR" (e.g. '
+                    f'"sr_pretrain.toml:best_psnr"), got {text!r}',
+                )
+            )
             continue
         path_text, _, select = text.rpartition(":")
         if not path_text or not select:
-            issues.append(ConfigIssue(where, key, f"expected \"FILE.toml:SELECTOR\", got {text!r}"))
+            issues.append(ConfigIssue(where, key, f'expected "FILE.toml:SELECTOR", got {text!r}'))
             continue
         path = (Path(where).parent / path_text).resolve()
         if not path.is_file():
-            issues.append(ConfigIssue(where, key, f"upstream experiment {path_text!r} not found "
-                                      f"(looked at {path})"))
+            issues.append(
+                ConfigIssue(
+                    where, key, f"upstream experiment {path_text!r} not found (looked at {path})"
+                )
+            )
             continue
         needs.append(Need(name, path, select, text))
     return needs, issues
@@ -100,18 +117,19 @@ def parse_needs(value: Any, prov: dict, file: str) -> tuple[list[Need], list[Con
 def _refs(config: dict) -> list[tuple[str, str]]:
     """(dotted key, need name) of every ``@NAME`` value a resolved config holds."""
     out = []
-    for part, value in ((get_dotted(config, "model.init") or {}).items()):
+    for part, value in (get_dotted(config, "model.init") or {}).items():
         if isinstance(value, str) and value.startswith(REF):
-            out.append((f"model.init.{part}", value[len(REF):]))
+            out.append((f"model.init.{part}", value[len(REF) :]))
     judge = get_dotted(config, "eval.judge_weights")
     if isinstance(judge, str) and judge.startswith(REF):
-        out.append(("eval.judge_weights", judge[len(REF):]))
+        out.append(("eval.judge_weights", judge[len(REF) :]))
     return out
 
 
 def _selector_files(config: dict) -> dict[str, str]:
     """Selector name -> checkpoint file name of a resolved config (plus ``last``)."""
     from tsrx.registry import SELECTORS
+
     out = {LAST: "last.pth"}
     for i, s in enumerate((config.get("train") or {}).get("selectors") or []):
         try:
@@ -137,8 +155,11 @@ def _contradictions(key: str, down: dict, up: dict, up_label: str) -> list[str]:
     """Why the weights of ``up`` would not fit the part that ``key`` loads in ``down``."""
     part = key.rsplit(".", 1)[-1]
     if key == "eval.judge_weights":
-        return [] if get_dotted(up, "model.recognizer") else [
-            f"{up_label} has no [model.recognizer] to judge with"]
+        return (
+            []
+            if get_dotted(up, "model.recognizer")
+            else [f"{up_label} has no [model.recognizer] to judge with"]
+        )
     parts = LOADED_PARTS if part == "whole" else (part,)
     problems = []
     for p in parts:
@@ -152,24 +173,29 @@ def _contradictions(key: str, down: dict, up: dict, up_label: str) -> list[str]:
             continue
         for k in sorted(set(mine) | set(theirs)):
             if mine.get(k) != theirs.get(k):
-                problems.append(f"model.{p}.{k} is {mine.get(k)!r} here but {theirs.get(k)!r} in "
-                                f"{up_label}, whose weights it loads")
+                problems.append(
+                    f"model.{p}.{k} is {mine.get(k)!r} here but {theirs.get(k)!r} in "
+                    f"{up_label}, whose weights it loads"
+                )
     return problems
 
 
-def resolve_needs(exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ...],
-                  file: str) -> None:
+def resolve_needs(
+    exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ...], file: str
+) -> None:
     """Pick each run's upstream runs, check them, put checkpoint paths in place of ``@NAME``.
 
     Sets ``exp.upstream`` (need name -> upstream Experiment) and each run's ``upstream``.
     Raises ConfigError listing every problem.
     """
     from tsrx.config.experiment import load_experiment
+
     issues: list[ConfigIssue] = []
     here = Path(file).resolve()
     shared = {k: v for k, v in sets.items() if k.startswith(SHARED_TABLES)}
     if exp.runs:  # one study, one launcher and one runs folder: this file's
         from tsrx.config.schema import RawValue
+
         lau = exp.runs[0].config["launcher"]
         for key in ("type", "runs_dir"):
             shared.setdefault(f"launcher.{key}", RawValue(json.dumps(str(lau[key]))))
@@ -177,8 +203,13 @@ def resolve_needs(exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ..
     for need in needs:
         if need.file in (*stack, here):
             chain = " -> ".join(str(p) for p in (*stack, here, need.file))
-            raise ConfigError([ConfigIssue(file, f"needs.{need.name}",
-                                           f"stage dependencies form a cycle: {chain}")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        file, f"needs.{need.name}", f"stage dependencies form a cycle: {chain}"
+                    )
+                ]
+            )
         if need.file not in loaded:
             loaded[need.file] = load_experiment(need.file, dict(shared), _stack=(*stack, here))
     exp.upstream = {n.name: loaded[n.file] for n in needs}
@@ -191,29 +222,55 @@ def resolve_needs(exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ..
             fits = [u for u in up_exp.runs if _fits(spec.config, u)]
             if len(fits) != 1:
                 names = ", ".join(u.name for u in (fits or up_exp.runs))
-                why = ("no run of it fits" if not fits else f"{len(fits)} of its runs fit ({names}); "
-                       "set the keys its grid varies here, or give it one run")
-                issues.append(ConfigIssue(file, f"needs.{need.name}",
-                                          f"{need.text}: {why}; its runs: {names}{tag}"))
+                why = (
+                    "no run of it fits"
+                    if not fits
+                    else f"{len(fits)} of its runs fit ({names}); "
+                    "set the keys its grid varies here, or give it one run"
+                )
+                issues.append(
+                    ConfigIssue(
+                        file, f"needs.{need.name}", f"{need.text}: {why}; its runs: {names}{tag}"
+                    )
+                )
                 continue
             up = fits[0]
             files = _selector_files(up.config)
             if need.select not in files:
-                issues.append(ConfigIssue(file, f"needs.{need.name}", f"{need.text}: unknown "
-                                          f"checkpoint selector {need.select!r}"
-                                          f"{suggest(need.select, list(files))}; that run keeps "
-                                          f"{', '.join(files)} (its train.selectors, and last){tag}"))
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"needs.{need.name}",
+                        f"{need.text}: unknown "
+                        f"checkpoint selector {need.select!r}"
+                        f"{suggest(need.select, list(files))}; that run keeps "
+                        f"{', '.join(files)} (its train.selectors, and last){tag}",
+                    )
+                )
                 continue
             runs_dir = Path(up.config["launcher"]["runs_dir"])
             run_dir = runs_dir / up_exp.name / up.name
-            spec.upstream[need.name] = Upstream(need.name, need.file, up_exp.name, up.name, run_dir,
-                                                need.select, run_dir / files[need.select], up)
+            spec.upstream[need.name] = Upstream(
+                need.name,
+                need.file,
+                up_exp.name,
+                up.name,
+                run_dir,
+                need.select,
+                run_dir / files[need.select],
+                up,
+            )
         for key, name in _refs(spec.config):
             if name not in by_name:
-                issues.append(ConfigIssue(spec.provenance.get(key, file), key,
-                                          f"{REF}{name} names no entry of needs"
-                                          f"{suggest(name, list(by_name))}; needs has: "
-                                          f"{', '.join(by_name) or 'nothing'}{tag}"))
+                issues.append(
+                    ConfigIssue(
+                        spec.provenance.get(key, file),
+                        key,
+                        f"{REF}{name} names no entry of needs"
+                        f"{suggest(name, list(by_name))}; needs has: "
+                        f"{', '.join(by_name) or 'nothing'}{tag}",
+                    )
+                )
                 continue
             up = spec.upstream.get(name)
             if up is None:
@@ -225,4 +282,5 @@ def resolve_needs(exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ..
             get_dotted(spec.config, parent)[leaf] = str(up.checkpoint)
     if issues:
         from tsrx.config.experiment import _dedupe
+
         raise ConfigError(_dedupe(issues))

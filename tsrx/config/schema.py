@@ -11,8 +11,9 @@ import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from pathlib import PurePath
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from tsrx.config.load import tomllib
 from tsrx.errors import suggest
@@ -54,7 +55,7 @@ class Range:
 
     low: float | None = None
     high: float | None = None
-    low_open: bool = False    # True: low itself is excluded
+    low_open: bool = False  # True: low itself is excluded
     high_open: bool = False
 
     def contains(self, value: Any) -> bool:
@@ -64,14 +65,18 @@ class Range:
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+        return not (
+            self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        )
 
     def describe(self) -> str:
         if self.low == 0 and self.high is None:
             return "> 0" if self.low_open else ">= 0"
         if self.low is not None and self.high is not None:
-            return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-                    f"{')' if self.high_open else ']'}")
+            return (
+                f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}"
+            )
         if self.low is not None:
             return f"{'>' if self.low_open else '>='} {self.low:g}"
         return f"{'<' if self.high_open else '<='} {self.high:g}"
@@ -79,8 +84,8 @@ class Range:
 
 Positive = Range(low=0, low_open=True)
 NonNegative = Range(low=0)
-Probability = Range(0, 1)                       # [0, 1], e.g. dropout
-OpenUnit = Range(0, 1, low_open=True, high_open=True)   # (0, 1)
+Probability = Range(0, 1)  # [0, 1], e.g. dropout
+OpenUnit = Range(0, 1, low_open=True, high_open=True)  # (0, 1)
 
 # Ready-made annotations for components' options: ``hidden_units: PositiveInt = 256``.
 PositiveInt = Annotated[int, Positive]
@@ -115,8 +120,11 @@ def type_name(tp: Any) -> str:
     if origin is typing.Annotated:
         comp = component_of(tp)
         if comp is not None:
-            return f"a list of {comp.registry} names or tables" if comp.many else (
-                f"a {comp.registry} table with 'type'")
+            return (
+                f"a list of {comp.registry} names or tables"
+                if comp.many
+                else (f"a {comp.registry} table with 'type'")
+            )
         checks = [m.expected for m in tp.__metadata__ if isinstance(m, Check)]
         if checks:
             return " and ".join(checks)
@@ -137,8 +145,14 @@ def type_name(tp: Any) -> str:
         return f"a table of {type_name(args[1])}" if args else "a table"
     if dataclasses.is_dataclass(tp):
         return "a table"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            dict: "a table", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a table",
+        list: "a list",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def unwrap_optional(tp: Any) -> Any:
@@ -192,14 +206,19 @@ def coerce(value: Any, tp: Any) -> Any:
             except Mismatch:
                 pass
         raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
-    if isinstance(value, RawValue) and tp is not str and not (
-            isinstance(tp, type) and issubclass(tp, PurePath)):
+    if (
+        isinstance(value, RawValue)
+        and tp is not str
+        and not (isinstance(tp, type) and issubclass(tp, PurePath))
+    ):
         value = parse_raw(value)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed and type(value) is type(allowed[allowed.index(value)]):
             return value
-        raise Mismatch(f"expected {type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}")
+        raise Mismatch(
+            f"expected {type_name(tp)}, got {value!r}{suggest(str(value), map(str, allowed))}"
+        )
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
@@ -265,8 +284,11 @@ def dataclass_fields(cls: type) -> dict[str, Field]:
     out = {}
     for f in dataclasses.fields(cls):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if required else (
-            f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        default = (
+            None
+            if required
+            else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        )
         out[f.name] = Field(f.name, hints.get(f.name, Any), required, default)
     return out
 
@@ -287,8 +309,9 @@ def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
         if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
             continue
         required = p.default is inspect.Parameter.empty
-        fields[p.name] = Field(p.name, hints.get(p.name, p.annotation), required,
-                               None if required else p.default)
+        fields[p.name] = Field(
+            p.name, hints.get(p.name, p.annotation), required, None if required else p.default
+        )
     return fields, var_kw
 
 
@@ -299,14 +322,24 @@ def unannotated_options(obj: Callable, provided: frozenset[str] = frozenset()) -
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [p.name for p in params if p.name not in ("self", *provided)
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.annotation is inspect.Parameter.empty]
+    return [
+        p.name
+        for p in params
+        if p.name not in ("self", *provided)
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.annotation is inspect.Parameter.empty
+    ]
 
 
-def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: bool = False,
-                provided: frozenset[str] = frozenset(), skip: frozenset[str] = frozenset()
-                ) -> tuple[dict, list[tuple[str, str]]]:
+def check_table(
+    table: dict,
+    fields: dict[str, Field],
+    where: str,
+    *,
+    extra_ok: bool = False,
+    provided: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(),
+) -> tuple[dict, list[tuple[str, str]]]:
     """Check ``table`` against ``fields``.
 
     Returns the coerced table and a list of ``(dotted key, message)`` problems;
@@ -327,8 +360,13 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
                 out[key] = parse_raw(value) if isinstance(value, RawValue) else value
                 continue
             allowed = sorted(fields)
-            problems.append((path, f"unknown key{suggest(key, allowed)}; allowed keys: "
-                                   f"{', '.join(allowed) if allowed else '(none)'}"))
+            problems.append(
+                (
+                    path,
+                    f"unknown key{suggest(key, allowed)}; allowed keys: "
+                    f"{', '.join(allowed) if allowed else '(none)'}",
+                )
+            )
             continue
         if key in provided:
             problems.append((path, "is set by tsrx itself and cannot be given here"))
@@ -346,8 +384,9 @@ def check_table(table: dict, fields: dict[str, Field], where: str, *, extra_ok: 
             problems.extend(sub_problems)
     for name, f in fields.items():
         if f.required and name not in table and name not in provided and name not in skip:
-            problems.append((f"{where}.{name}" if where else name,
-                             f"is required ({type_name(f.annotation)})"))
+            problems.append(
+                (f"{where}.{name}" if where else name, f"is required ({type_name(f.annotation)})")
+            )
     return out, problems
 
 

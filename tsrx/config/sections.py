@@ -17,15 +17,19 @@ from tsrx.config.schema import Component
 from tsrx.errors import TsrxError
 
 # Core modules declaring sections; plugins may call register_section too.
-SECTION_MODULES = ("tsrx.data.config", "tsrx.models.config", "tsrx.engine.config",
-                   "tsrx.launch.config")
+SECTION_MODULES = (
+    "tsrx.data.config",
+    "tsrx.models.config",
+    "tsrx.engine.config",
+    "tsrx.launch.config",
+)
 
 
 @dataclass(frozen=True)
 class Section:
     name: str
-    schema: Any                    # a dataclass, or a Component for single-component tables
-    default: dict | None = None    # default table for Component sections
+    schema: Any  # a dataclass, or a Component for single-component tables
+    default: dict | None = None  # default table for Component sections
     doc: str = ""
 
 
@@ -35,18 +39,22 @@ _imported = False
 
 def register_section(name: str, schema: Any, default: dict | None = None, doc: str = "") -> Any:
     if name in _sections and _sections[name].schema is not schema:
-        raise TsrxError(f"config section [{name}] is declared twice: by "
-                        f"{getattr(_sections[name].schema, '__module__', '?')} and by "
-                        f"{getattr(schema, '__module__', '?')}")
+        raise TsrxError(
+            f"config section [{name}] is declared twice: by "
+            f"{getattr(_sections[name].schema, '__module__', '?')} and by "
+            f"{getattr(schema, '__module__', '?')}"
+        )
     _sections[name] = Section(name, schema, default, doc or (schema.__doc__ or "").strip())
     return schema
 
 
 def section(name: str):
     """Class decorator: ``@section("train")`` on the dataclass that owns ``[train]``."""
+
     def deco(cls):
         register_section(name, cls)
         return cls
+
     return deco
 
 
@@ -61,8 +69,13 @@ def all_sections() -> dict[str, Section]:
 
 # Keys at the top of an experiment file that are not sections.
 TOP_LEVEL_KEYS = {
-    "name": str, "description": str, "seed": int, "plugins": list, "extends": list,
-    "grid": dict, "variants": list,
+    "name": str,
+    "description": str,
+    "seed": int,
+    "plugins": list,
+    "extends": list,
+    "grid": dict,
+    "variants": list,
 }
 
 __all__ = ["Section", "register_section", "section", "all_sections", "TOP_LEVEL_KEYS", "Component"]

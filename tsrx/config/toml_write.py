@@ -36,7 +36,9 @@ def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v if x is not None) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items() if x is not None) + "}"
+        return (
+            "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items() if x is not None) + "}"
+        )
     raise TypeError(f"cannot write {type(v).__name__} {v!r} as TOML")
 
 
@@ -44,8 +46,13 @@ def dumps(table: dict) -> str:
     lines: list[str] = []
 
     def emit(tbl: dict, prefix: str) -> None:
-        scalars = {k: v for k, v in tbl.items() if v is not None and not isinstance(v, dict)
-                   and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))}
+        scalars = {
+            k: v
+            for k, v in tbl.items()
+            if v is not None
+            and not isinstance(v, dict)
+            and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))
+        }
         if prefix and (scalars or not any(isinstance(v, dict) for v in tbl.values())):
             lines.append(f"\n[{prefix}]")
         for k, v in scalars.items():

@@ -52,8 +52,15 @@ def default_cache_dir(root: str | Path) -> Path:
 def cache_key(lmdb_path: str | Path, hr_size, lr_size, mask: bool) -> str:
     p = Path(lmdb_path).resolve()
     st = (p / "data.mdb").stat()
-    ident = {"format": CACHE_FORMAT, "path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "hr_size": list(hr_size), "lr_size": list(lr_size), "mask": bool(mask)}
+    ident = {
+        "format": CACHE_FORMAT,
+        "path": str(p),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "hr_size": list(hr_size),
+        "lr_size": list(lr_size),
+        "mask": bool(mask),
+    }
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9]+", "_", "_".join(p.parts[-2:])).strip("_")
     return f"{slug}-{digest}"
@@ -78,8 +85,10 @@ class DecodedCache:
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self._maps is None or self._pid != os.getpid():
-            self._maps = (np.load(self.folder / "hr.npy", mmap_mode="r"),
-                          np.load(self.folder / "lr.npy", mmap_mode="r"))
+            self._maps = (
+                np.load(self.folder / "hr.npy", mmap_mode="r"),
+                np.load(self.folder / "lr.npy", mmap_mode="r"),
+            )
             self._pid = os.getpid()
         return self._maps
 
@@ -94,8 +103,9 @@ class DecodedCache:
         return state
 
 
-def load_or_build(lmdb_path: str | Path, hr_size, lr_size, mask: bool,
-                  cache_dir: str | Path) -> DecodedCache:
+def load_or_build(
+    lmdb_path: str | Path, hr_size, lr_size, mask: bool, cache_dir: str | Path
+) -> DecodedCache:
     """The cache entry of ``lmdb_path``, building it first if absent (one builder at a time)."""
     cache_dir = Path(cache_dir)
     key = cache_key(lmdb_path, hr_size, lr_size, mask)
@@ -105,8 +115,10 @@ def load_or_build(lmdb_path: str | Path, hr_size, lr_size, mask: bool,
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TsrxError(f"cannot create the decoded cache folder {cache_dir}: {exc}; "
-                        "set cache_dir in the dataset table or cache = false") from exc
+        raise TsrxError(
+            f"cannot create the decoded cache folder {cache_dir}: {exc}; "
+            "set cache_dir in the dataset table or cache = false"
+        ) from exc
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         for stale in cache_dir.glob(f".{key}.tmp-*"):
@@ -125,15 +137,27 @@ def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         for name, size in (("hr.npy", hr_size), ("lr.npy", lr_size)):
-            arr = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8,
-                                            shape=(n, c, int(size[0]), int(size[1])))
+            arr = np.lib.format.open_memmap(
+                tmp / name, mode="w+", dtype=np.uint8, shape=(n, c, int(size[0]), int(size[1]))
+            )
             del arr
             _reserve(tmp / name)
-        chunks = [(str(lmdb_path), str(tmp), a, min(a + CHUNK, n + 1), list(hr_size),
-                   list(lr_size), bool(mask)) for a in range(1, n + 1, CHUNK)]
+        chunks = [
+            (
+                str(lmdb_path),
+                str(tmp),
+                a,
+                min(a + CHUNK, n + 1),
+                list(hr_size),
+                list(lr_size),
+                bool(mask),
+            )
+            for a in range(1, n + 1, CHUNK)
+        ]
         workers = min(_usable_cpus(), MAX_WORKERS, len(chunks))
         if workers > 1 and n >= PARALLEL_FROM:
             import multiprocessing as mp
+
             # spawn, not fork: the parent may hold torch threads and open LMDB environments
             with mp.get_context("spawn").Pool(workers) as pool:
                 parts = pool.map(_decode_range, chunks)
@@ -141,9 +165,16 @@ def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
             parts = [_decode_range(chunk) for chunk in chunks]
         labels: list[str | None] = [label for part, _ in parts for label in part]
         problems = {k: v for _, part in parts for k, v in part.items()}
-        meta = {"format": CACHE_FORMAT, "lmdb": str(lmdb_path.resolve()), "num_samples": n,
-                "hr_size": list(hr_size), "lr_size": list(lr_size), "mask": bool(mask),
-                "labels": labels, "problems": problems}
+        meta = {
+            "format": CACHE_FORMAT,
+            "lmdb": str(lmdb_path.resolve()),
+            "num_samples": n,
+            "hr_size": list(hr_size),
+            "lr_size": list(lr_size),
+            "mask": bool(mask),
+            "labels": labels,
+            "problems": problems,
+        }
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f)
             f.flush()
@@ -162,6 +193,7 @@ def _reserve(path: Path) -> None:
     """Allocate the array file's blocks now: writing into a memory map on a full disk kills the
     process with SIGBUS, whereas this fails with ENOSPC, which is reported."""
     from tsrx.runfiles import disk_full_error, is_disk_full
+
     size = path.stat().st_size
     fd = os.open(path, os.O_RDWR)
     try:
@@ -175,8 +207,10 @@ def _reserve(path: Path) -> None:
         os.close(fd)
 
 
-CHUNK = 1000           # entries per task
-PARALLEL_FROM = 10000  # below this, starting processes (each imports torch) costs more than it saves
+CHUNK = 1000  # entries per task
+PARALLEL_FROM = (
+    10000  # below this, starting processes (each imports torch) costs more than it saves
+)
 MAX_WORKERS = 8
 
 

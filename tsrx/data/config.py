@@ -19,7 +19,9 @@ class SynthSpec:
     """Synthetic TextZoom-format data written under ``data.root`` when it is missing."""
 
     train: Annotated[int, Positive] = 2000
-    train2: Annotated[int, NonNegative] | None = None  # default: TextZoom's train2/train1 ratio of `train`
+    train2: Annotated[int, NonNegative] | None = (
+        None  # default: TextZoom's train2/train1 ratio of `train`
+    )
     test: list[Annotated[int, NonNegative]] = field(default_factory=lambda: [300, 300, 300])
     seed: int = 0
     # "builtin": Pillow's embedded font only (identical data on every machine); "all": also

@@ -45,8 +45,10 @@ def find_lmdbs(path: str | Path, include_broken: bool = False) -> list[tuple[str
             if (cand.exists() or cand.is_symlink()) and not is_lmdb_dir(cand):
                 found.append((name, cand))
     if not found:
-        raise TsrxError(f"{p}: no LMDB found (expected a TextZoom root with train1, test/easy..., "
-                        "or one LMDB folder holding data.mdb)")
+        raise TsrxError(
+            f"{p}: no LMDB found (expected a TextZoom root with train1, test/easy..., "
+            "or one LMDB folder holding data.mdb)"
+        )
     return sorted(found, key=lambda s: (_ORDER.get(s[0], 99), s[0]))
 
 
@@ -105,13 +107,22 @@ def summarize(name: str, path: Path) -> SplitSummary:
         return (min(vals), max(vals)) if vals else (0, 0)
 
     return SplitSummary(
-        name, str(path), n, dict(sorted(lengths.items())), dict(chars.most_common()),
-        span([w for w, _ in sizes["hr"]]), span([h for _, h in sizes["hr"]]),
-        span([w for w, _ in sizes["lr"]]), span([h for _, h in sizes["lr"]]), unreadable)
+        name,
+        str(path),
+        n,
+        dict(sorted(lengths.items())),
+        dict(chars.most_common()),
+        span([w for w, _ in sizes["hr"]]),
+        span([h for _, h in sizes["hr"]]),
+        span([w for w, _ in sizes["lr"]]),
+        span([h for _, h in sizes["lr"]]),
+        unreadable,
+    )
 
 
-def check_split(name: str, path: Path, voc_type: str = "all", max_len: int = 100
-                ) -> tuple[int, list[BadSample]]:
+def check_split(
+    name: str, path: Path, voc_type: str = "all", max_len: int = 100
+) -> tuple[int, list[BadSample]]:
     """Read and decode every entry; (entries read, problems). Never raises on bad data."""
     problem = split_problem(path)
     if problem:
@@ -146,8 +157,9 @@ def contact_sheet(splits: list[tuple[str, Path]], per_split: int, out: str | Pat
         db = LazyLmdb(path)
         n = min(per_split, read_num_samples(db))
         rows = -(-n // cols) if n else 0
-        block = Image.new("RGB", (cols * (cell_w + pad) + pad, title_h + rows * (cell_h + pad)),
-                          "white")
+        block = Image.new(
+            "RGB", (cols * (cell_w + pad) + pad, title_h + rows * (cell_h + pad)), "white"
+        )
         draw = ImageDraw.Draw(block)
         draw.text((pad, 2), f"{name} ({path})", fill="black", font=font)
         for k in range(n):
@@ -160,9 +172,11 @@ def contact_sheet(splits: list[tuple[str, Path]], per_split: int, out: str | Pat
                 draw.text((x, y), f"#{k + 1}: {exc}"[:60], fill="red", font=font)
                 continue
             lr_img = Image.fromarray(lr[:3].transpose(1, 2, 0)).resize(
-                (128 * scale, 32 * scale), Image.NEAREST)
+                (128 * scale, 32 * scale), Image.NEAREST
+            )
             hr_img = Image.fromarray(hr[:3].transpose(1, 2, 0)).resize(
-                (128 * scale, 32 * scale), Image.NEAREST)
+                (128 * scale, 32 * scale), Image.NEAREST
+            )
             block.paste(lr_img, (x, y))
             block.paste(hr_img, (x + 128 * scale + pad, y))
             draw.text((x, y + 32 * scale + 1), f"#{k + 1} {label!r}", fill="black", font=font)
@@ -177,4 +191,3 @@ def contact_sheet(splits: list[tuple[str, Path]], per_split: int, out: str | Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
-

@@ -8,8 +8,8 @@ its reference loader): ``num-samples`` (ASCII integer), ``label-%09d`` (UTF-8),
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import lmdb
 
@@ -59,8 +59,9 @@ def open_readonly(path: str | Path) -> lmdb.Environment:
     if not p.is_dir() or not is_lmdb_dir(p):
         raise TsrxError(f"{p}: not an LMDB (expected a directory holding data.mdb)")
     try:
-        return lmdb.open(str(p), readonly=True, lock=False, readahead=False, meminit=False,
-                         max_readers=126)
+        return lmdb.open(
+            str(p), readonly=True, lock=False, readahead=False, meminit=False, max_readers=126
+        )
     except lmdb.Error as exc:
         raise TsrxError(f"{p}: not a readable LMDB ({exc})") from exc
 
@@ -144,8 +145,9 @@ def read_num_samples(db: LazyLmdb) -> int:
     return n
 
 
-def write_lmdb(path: str | Path, samples: Iterable[tuple[str, bytes, bytes]],
-               map_size: int = 1 << 32) -> int:
+def write_lmdb(
+    path: str | Path, samples: Iterable[tuple[str, bytes, bytes]], map_size: int = 1 << 32
+) -> int:
     """Write ``(label, hr_bytes, lr_bytes)`` samples as a TextZoom LMDB; returns the count."""
     Path(path).mkdir(parents=True, exist_ok=True)
     close_env(path)

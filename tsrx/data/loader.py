@@ -10,8 +10,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -44,13 +45,21 @@ class ResumableSampler(Sampler[int]):
     starts it from the beginning.
     """
 
-    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = True):
+    def __init__(
+        self,
+        num_samples: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ):
         if world_size < 1 or not 0 <= rank < world_size:
             raise TsrxError(f"sampler: rank {rank} is not in [0, world_size={world_size})")
         if num_samples < (world_size if drop_last else 1):
-            raise TsrxError(f"sampler: {num_samples} samples cannot be sharded over "
-                            f"{world_size} rank(s)")
+            raise TsrxError(
+                f"sampler: {num_samples} samples cannot be sharded over {world_size} rank(s)"
+            )
         self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.epoch = 0
@@ -72,7 +81,7 @@ class ResumableSampler(Sampler[int]):
         total = self.per_rank * self.world_size
         if total > len(order):
             order = (order * (total // len(order) + 1))[:total]
-        return order[:total][self.rank::self.world_size]
+        return order[:total][self.rank :: self.world_size]
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -84,7 +93,7 @@ class ResumableSampler(Sampler[int]):
         self.position = min(self.per_rank, self.position + n)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.shard()[self.position:])
+        return iter(self.shard()[self.position :])
 
     def __len__(self) -> int:
         return self.per_rank - self.position
@@ -96,11 +105,14 @@ class ResumableSampler(Sampler[int]):
         try:
             epoch, position = int(state["epoch"]), int(state["position"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise TsrxError(f"sampler state {state!r}: expected {{'epoch': int, 'position': int}}"
-                            ) from exc
+            raise TsrxError(
+                f"sampler state {state!r}: expected {{'epoch': int, 'position': int}}"
+            ) from exc
         if not 0 <= position <= self.per_rank:
-            raise TsrxError(f"sampler state position {position} is outside this rank's shard "
-                            f"of {self.per_rank} samples (was the data set or world size changed?)")
+            raise TsrxError(
+                f"sampler state position {position} is outside this rank's shard "
+                f"of {self.per_rank} samples (was the data set or world size changed?)"
+            )
         self.epoch, self.position = epoch, position
 
 
@@ -111,9 +123,15 @@ def single_thread_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def build_loader(dataset, batch_size_per_rank: int, sampler: Sampler | None = None,
-                 num_workers: int = 0, drop_last: bool | None = None, pin_memory: bool = False,
-                 prefetch_factor: int | None = None) -> DataLoader:
+def build_loader(
+    dataset,
+    batch_size_per_rank: int,
+    sampler: Sampler | None = None,
+    num_workers: int = 0,
+    drop_last: bool | None = None,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+) -> DataLoader:
     """A DataLoader with the training collate; persistent workers when ``num_workers > 0``.
 
     Without a sampler the order is sequential (evaluation), and the last short batch is kept.
@@ -128,9 +146,17 @@ def build_loader(dataset, batch_size_per_rank: int, sampler: Sampler | None = No
         kwargs["worker_init_fn"] = single_thread_worker
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
-    return DataLoader(dataset, batch_size=batch_size_per_rank, sampler=sampler, shuffle=False,
-                      num_workers=num_workers, collate_fn=collate_batch, drop_last=drop_last,
-                      pin_memory=pin_memory, **kwargs)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size_per_rank,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_batch,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        **kwargs,
+    )
 
 
 PROVIDED = ("hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad")
@@ -140,6 +166,7 @@ def build_dataset(table: dict, data_cfg: dict, where: str):
     """One dataset from its table; the engine-provided arguments come from ``[data]``."""
     from tsrx.config.schema import signature_fields
     from tsrx.registry import DATASETS
+
     table = dict(table)
     # data.cache is the global switch; a table may still turn its own cache off
     if not data_cfg.get("cache", True) and isinstance(table.get("type"), str):
@@ -157,8 +184,10 @@ def build_datasets(data_cfg: dict) -> tuple[Any, dict, dict]:
     train = None
     if data_cfg.get("train"):
         train = build_dataset(data_cfg["train"], data_cfg, "data.train")
-    test = {name: build_dataset(t, data_cfg, f"data.test.{name}")
-            for name, t in (data_cfg.get("test") or {}).items()}
+    test = {
+        name: build_dataset(t, data_cfg, f"data.test.{name}")
+        for name, t in (data_cfg.get("test") or {}).items()
+    }
     val_tables = data_cfg.get("val") or {}
     val = {name: build_dataset(t, data_cfg, f"data.val.{name}") for name, t in val_tables.items()}
     if not val:
@@ -183,6 +212,7 @@ def ensure_synth(data_cfg: dict) -> bool:
         return False
     spec = _checked_synth(spec)
     from tsrx.data.synth import synthesize
+
     root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = root.parent / f".{root.name}.synth.lock"
     with open(lock_path, "w") as lock:
@@ -190,8 +220,14 @@ def ensure_synth(data_cfg: dict) -> bool:
         if has_data(root):
             return False
         log.info("synthesising TextZoom-format data into %s", root)
-        synthesize(root, train=spec.train, test=spec.test, seed=spec.seed, fonts=spec.fonts,
-                   train2=spec.train2)
+        synthesize(
+            root,
+            train=spec.train,
+            test=spec.test,
+            seed=spec.seed,
+            fonts=spec.fonts,
+            train2=spec.train2,
+        )
     return True
 
 
@@ -204,6 +240,7 @@ def _checked_synth(spec: dict):
     from tsrx.config.schema import build_dataclass, check_table, dataclass_fields
     from tsrx.data.config import SynthSpec
     from tsrx.errors import ConfigError, ConfigIssue
+
     checked, problems = check_table(dict(spec), dataclass_fields(SynthSpec), "data.synth")
     if problems:
         raise ConfigError([ConfigIssue("<config>", k, m) for k, m in problems])

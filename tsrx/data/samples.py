@@ -28,9 +28,9 @@ class SampleProblem(Exception):
 
 @dataclass(frozen=True)
 class BadSample:
-    path: str    # the LMDB directory
-    split: str   # the name it has in the data set (``train1``, ``test/easy``)
-    index: int   # 1-based LMDB index
+    path: str  # the LMDB directory
+    split: str  # the name it has in the data set (``train1``, ``test/easy``)
+    index: int  # 1-based LMDB index
     reason: str
 
     def __str__(self) -> str:
@@ -40,8 +40,14 @@ class BadSample:
 class BadSampleError(TsrxError):
     def __init__(self, bad: BadSample, hint: str = ""):
         self.bad = bad
-        super().__init__(str(bad) + (hint or "; `tsrx data check` lists every problem, "
-                                             "data.skip_bad = true skips and counts them"))
+        super().__init__(
+            str(bad)
+            + (
+                hint
+                or "; `tsrx data check` lists every problem, "
+                "data.skip_bad = true skips and counts them"
+            )
+        )
 
 
 def read_raw(db: LazyLmdb, index: int) -> tuple[str, bytes, bytes]:
@@ -58,8 +64,9 @@ def read_raw(db: LazyLmdb, index: int) -> tuple[str, bytes, bytes]:
     return label, values[1], values[2]
 
 
-def decode_pair(hr: bytes, lr: bytes, index: int, hr_size, lr_size, mask: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
+def decode_pair(
+    hr: bytes, lr: bytes, index: int, hr_size, lr_size, mask: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode and preprocess both images; uint8 (C, H, W) each."""
     out = []
     for key, data, size in ((hr_key(index), hr, hr_size), (lr_key(index), lr, lr_size)):
@@ -77,8 +84,10 @@ def check_label(label: str, voc_type: str, max_len: int) -> str:
         raise SampleProblem("empty label")
     unknown = sorted(set(label) - KNOWN_CHARS)
     if unknown:
-        raise SampleProblem(f"label {label!r} has characters outside the vocabulary: "
-                            + " ".join(repr(c) for c in unknown))
+        raise SampleProblem(
+            f"label {label!r} has characters outside the vocabulary: "
+            + " ".join(repr(c) for c in unknown)
+        )
     if len(label) > max_len:
         raise SampleProblem(f"label {label!r} is longer than max_len={max_len}")
     text = filter_text(label, voc_type)

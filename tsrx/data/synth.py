@@ -39,8 +39,14 @@ TRAIN2_PER_TRAIN1 = 2794 / 14573
 
 def default_train2(train: int) -> int:
     return round(train * TRAIN2_PER_TRAIN1)
-FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
-             "/System/Library/Fonts")
+
+
+FONT_DIRS = (
+    "/usr/share/fonts",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+    "/System/Library/Fonts",
+)
 BUILTIN = "builtin"
 
 
@@ -48,21 +54,39 @@ BUILTIN = "builtin"
 class Degradation:
     """Ranges (low, high) of the LR chain's parameters for one difficulty level."""
 
-    blur: tuple[float, float]       # Gaussian sigma, in HR pixels, before the x2 downscale
-    noise: tuple[float, float]      # Gaussian noise sigma on 0-255, after downscaling
-    jpeg: tuple[int, int]           # JPEG quality
-    contrast: tuple[float, float]   # LR contrast kept (1 = unchanged)
-    shift: float                    # max LR/HR misalignment, in HR pixels
-    text_px: tuple[int, int]        # HR font size in pixels (small text is harder)
+    blur: tuple[float, float]  # Gaussian sigma, in HR pixels, before the x2 downscale
+    noise: tuple[float, float]  # Gaussian noise sigma on 0-255, after downscaling
+    jpeg: tuple[int, int]  # JPEG quality
+    contrast: tuple[float, float]  # LR contrast kept (1 = unchanged)
+    shift: float  # max LR/HR misalignment, in HR pixels
+    text_px: tuple[int, int]  # HR font size in pixels (small text is harder)
 
 
 LEVELS = {
-    "easy": Degradation(blur=(0.6, 1.0), noise=(1.0, 3.0), jpeg=(80, 95), contrast=(0.95, 1.0),
-                        shift=0.0, text_px=(30, 44)),
-    "medium": Degradation(blur=(1.0, 1.4), noise=(2.0, 5.0), jpeg=(55, 80), contrast=(0.85, 0.95),
-                          shift=0.0, text_px=(24, 38)),
-    "hard": Degradation(blur=(1.3, 1.8), noise=(3.0, 7.0), jpeg=(40, 65), contrast=(0.7, 0.9),
-                        shift=1.0, text_px=(20, 34)),
+    "easy": Degradation(
+        blur=(0.6, 1.0),
+        noise=(1.0, 3.0),
+        jpeg=(80, 95),
+        contrast=(0.95, 1.0),
+        shift=0.0,
+        text_px=(30, 44),
+    ),
+    "medium": Degradation(
+        blur=(1.0, 1.4),
+        noise=(2.0, 5.0),
+        jpeg=(55, 80),
+        contrast=(0.85, 0.95),
+        shift=0.0,
+        text_px=(24, 38),
+    ),
+    "hard": Degradation(
+        blur=(1.3, 1.8),
+        noise=(3.0, 7.0),
+        jpeg=(40, 65),
+        contrast=(0.7, 0.9),
+        shift=1.0,
+        text_px=(20, 34),
+    ),
 }
 
 
@@ -76,9 +100,12 @@ def find_fonts(which: str = "all") -> list[str]:
         for base in FONT_DIRS:
             if os.path.isdir(base):
                 for dirpath, _, files in os.walk(base):
-                    found += [os.path.join(dirpath, f) for f in files
-                              if f.lower().endswith((".ttf", ".otf"))
-                              and not any(s in f for s in ("Math", "Symbol", "Emoji"))]
+                    found += [
+                        os.path.join(dirpath, f)
+                        for f in files
+                        if f.lower().endswith((".ttf", ".otf"))
+                        and not any(s in f for s in ("Math", "Symbol", "Emoji"))
+                    ]
         fonts += sorted(found)
     return fonts
 
@@ -124,8 +151,9 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             return bg, fg
 
 
-def render_hr(text: str, rng: np.random.Generator, fonts: list[str], level: Degradation
-              ) -> Image.Image:
+def render_hr(
+    text: str, rng: np.random.Generator, fonts: list[str], level: Degradation
+) -> Image.Image:
     """A word rendered as a scene-text-like crop, RGB, native size."""
     source = fonts[int(rng.integers(len(fonts)))]
     size = int(rng.integers(level.text_px[0], level.text_px[1] + 1))
@@ -144,6 +172,7 @@ def render_hr(text: str, rng: np.random.Generator, fonts: list[str], level: Degr
     canvas = np.clip(bg[None, None, :] + ramp + rng.normal(0, 3, (h, w, 3)), 0, 255)
     ink = Image.new("L", (w, h), 0)
     from PIL import ImageDraw
+
     ImageDraw.Draw(ink).text((pad_x - left, pad_y - top), text, font=font, fill=255)
     angle = float(rng.uniform(-3.0, 3.0))
     if abs(angle) > 0.3:
@@ -165,8 +194,13 @@ def degrade(hr: Image.Image, rng: np.random.Generator, level: Degradation) -> Im
         cx, cy = w / 2, h / 2
         # inverse affine map (output -> input) for a zoom about the centre plus a shift
         coeffs = (1 / scale, 0, cx - cx / scale + dx, 0, 1 / scale, cy - cy / scale + dy)
-        img = img.transform(img.size, Image.AFFINE, coeffs, resample=Image.BILINEAR,
-                            fillcolor=tuple(int(v) for v in np.asarray(img)[0, 0]))
+        img = img.transform(
+            img.size,
+            Image.AFFINE,
+            coeffs,
+            resample=Image.BILINEAR,
+            fillcolor=tuple(int(v) for v in np.asarray(img)[0, 0]),
+        )
     img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*level.blur))))
     w, h = img.size
     img = img.resize((max(1, w // 2), max(1, h // 2)), Image.BOX)
@@ -216,8 +250,14 @@ def _write_split(path: Path, seed: int, split: str, n: int, fonts: list[str]) ->
     write_lmdb(path, (make_sample(seed, split, i, fonts) for i in range(1, n + 1)))
 
 
-def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, ...] = (300, 300, 300),
-               seed: int = 0, fonts: str = "all", train2: int | None = None) -> SynthManifest:
+def synthesize(
+    out: str | Path,
+    train: int = 2000,
+    test: list[int] | tuple[int, ...] = (300, 300, 300),
+    seed: int = 0,
+    fonts: str = "all",
+    train2: int | None = None,
+) -> SynthManifest:
     """Write ``out/train1``, ``out/train2`` and ``out/test/{easy,medium,hard}``.
 
     ``out`` must be absent or empty. ``train2`` defaults to TextZoom's train2/train1 ratio
@@ -229,11 +269,14 @@ def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, 
     out = Path(out)
     train2 = default_train2(train) if train2 is None else train2
     if len(test) != 3 or min(test) < 0 or train < 0 or train2 < 0:
-        raise TsrxError(f"synth: --train and --train2 must be >= 0 and --test three counts >= 0 "
-                        f"(easy medium hard), got train={train} train2={train2} test={list(test)}")
+        raise TsrxError(
+            f"synth: --train and --train2 must be >= 0 and --test three counts >= 0 "
+            f"(easy medium hard), got train={train} train2={train2} test={list(test)}"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TsrxError(f"synth: {out} already exists and is not empty; remove it or pick "
-                        "another folder")
+        raise TsrxError(
+            f"synth: {out} already exists and is not empty; remove it or pick another folder"
+        )
     font_list = find_fonts(fonts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -244,8 +287,9 @@ def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, 
             _write_split(tmp / "train2", seed, "train2", train2, font_list)
         for split, n in zip(TEST_SPLITS, test):
             _write_split(tmp / "test" / split, seed, split, n, font_list)
-        manifest = SynthManifest(train=train, test=list(test), seed=seed, fonts=font_list,
-                                 train2=train2)
+        manifest = SynthManifest(
+            train=train, test=list(test), seed=seed, fonts=font_list, train2=train2
+        )
         (tmp / "synth.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if out.exists():
@@ -255,4 +299,3 @@ def synthesize(out: str | Path, train: int = 2000, test: list[int] | tuple[int, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-

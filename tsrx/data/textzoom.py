@@ -16,10 +16,15 @@ import torch
 from torch.utils.data import Dataset
 
 from tsrx.data.cache import DecodedCache, default_cache_dir, load_or_build
-from tsrx.data.lmdb_io import (LazyLmdb, hr_key, label_key, lr_key, read_num_samples,
-                               split_problem)
-from tsrx.data.samples import (BadSample, BadSampleError, SampleProblem, check_label, decode_pair,
-                               read_raw)
+from tsrx.data.lmdb_io import LazyLmdb, hr_key, label_key, lr_key, read_num_samples, split_problem
+from tsrx.data.samples import (
+    BadSample,
+    BadSampleError,
+    SampleProblem,
+    check_label,
+    decode_pair,
+    read_raw,
+)
 from tsrx.errors import TsrxError
 from tsrx.models.text import VOCABULARIES
 
@@ -29,8 +34,9 @@ log = logging.getLogger("tsrx.data")
 class LmdbSplit:
     """One TextZoom LMDB: raw reads, optionally through the decoded cache."""
 
-    def __init__(self, path: Path, split: str, hr_size, lr_size, mask: bool,
-                 cache_dir: Path | None):
+    def __init__(
+        self, path: Path, split: str, hr_size, lr_size, mask: bool, cache_dir: Path | None
+    ):
         self.path, self.split = path, split
         self.hr_size, self.lr_size, self.mask = list(hr_size), list(lr_size), mask
         problem = split_problem(path)
@@ -93,9 +99,19 @@ class TextZoomDataset(Dataset):
     reads every entry once at start-up to find them.
     """
 
-    def __init__(self, root: str, roots: list[str], hr_size: list[int], lr_size: list[int],
-                 mask: bool, voc_type: str, max_len: int, skip_bad: bool,
-                 cache: bool = True, cache_dir: str = ""):
+    def __init__(
+        self,
+        root: str,
+        roots: list[str],
+        hr_size: list[int],
+        lr_size: list[int],
+        mask: bool,
+        voc_type: str,
+        max_len: int,
+        skip_bad: bool,
+        cache: bool = True,
+        cache_dir: str = "",
+    ):
         if voc_type not in VOCABULARIES:
             raise TsrxError(f"voc_type {voc_type!r} is not one of {', '.join(VOCABULARIES)}")
         if not roots:
@@ -106,8 +122,9 @@ class TextZoomDataset(Dataset):
         folder = None
         if cache:
             folder = Path(cache_dir) if cache_dir else default_cache_dir(self.root)
-        self.splits = [LmdbSplit(self.root / r, str(r), hr_size, lr_size, mask, folder)
-                       for r in roots]
+        self.splits = [
+            LmdbSplit(self.root / r, str(r), hr_size, lr_size, mask, folder) for r in roots
+        ]
         self.bad: list[BadSample] = []
         split_of, index_of = [], []
         for s_i, split in enumerate(self.splits):
@@ -117,8 +134,12 @@ class TextZoomDataset(Dataset):
         self._split_of = np.asarray(split_of, dtype=np.int32)
         self._index_of = np.asarray(index_of, dtype=np.int64)
         if self.bad:
-            log.warning("skipped %d bad sample(s) in %s; first: %s", len(self.bad),
-                        ", ".join(s.split for s in self.splits), self.bad[0])
+            log.warning(
+                "skipped %d bad sample(s) in %s; first: %s",
+                len(self.bad),
+                ", ".join(s.split for s in self.splits),
+                self.bad[0],
+            )
 
     def _usable(self, split: LmdbSplit) -> range | list[int]:
         """The 1-based indices to serve; records or raises on bad ones as configured."""
@@ -127,9 +148,15 @@ class TextZoomDataset(Dataset):
             missing = split.missing_entries()
             if missing:
                 index, key = missing[0]
-                raise BadSampleError(split.bad(index, (
-                    f"missing key {key!r} (num-samples is {n}; {len(missing)} incomplete "
-                    f"entr{'y' if len(missing) == 1 else 'ies'}, first shown)")))
+                raise BadSampleError(
+                    split.bad(
+                        index,
+                        (
+                            f"missing key {key!r} (num-samples is {n}; {len(missing)} incomplete "
+                            f"entr{'y' if len(missing) == 1 else 'ies'}, first shown)"
+                        ),
+                    )
+                )
             return range(1, n + 1)  # other problems surface when the entry is read
         good = []
         for i in range(1, n + 1):
@@ -160,14 +187,25 @@ class TextZoomDataset(Dataset):
             text = check_label(label, self.voc_type, self.max_len)
         except SampleProblem as exc:
             raise BadSampleError(split.bad(i, str(exc))) from None
-        return {"lr": torch.from_numpy(lr), "hr": torch.from_numpy(hr), "label": text,
-                "index": position}
+        return {
+            "lr": torch.from_numpy(lr),
+            "hr": torch.from_numpy(hr),
+            "label": text,
+            "index": position,
+        }
 
 
 def open_lmdb_dataset(path: str | Path, **options) -> TextZoomDataset:
     """A dataset over one LMDB folder with TextZoom's defaults (for the CLI and benchmarks)."""
     p = Path(path).resolve()
-    kw = dict(hr_size=[32, 128], lr_size=[16, 64], mask=True, voc_type="all", max_len=100,
-              skip_bad=False, cache=False)
+    kw = dict(
+        hr_size=[32, 128],
+        lr_size=[16, 64],
+        mask=True,
+        voc_type="all",
+        max_len=100,
+        skip_bad=False,
+        cache=False,
+    )
     kw.update(options)
     return TextZoomDataset(root=str(p.parent), roots=[p.name], **kw)

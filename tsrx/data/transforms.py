@@ -26,8 +26,10 @@ def decode_image(data: bytes) -> Image.Image:
             img.load()  # force the full decode now: truncated files fail here, not later
             return img.convert("RGB")
     except UnidentifiedImageError:
-        raise ValueError(f"cannot decode image (not an image format Pillow reads; "
-                         f"{len(data)} bytes starting {data[:8]!r})") from None
+        raise ValueError(
+            f"cannot decode image (not an image format Pillow reads; "
+            f"{len(data)} bytes starting {data[:8]!r})"
+        ) from None
     except Exception as exc:  # Pillow raises several unrelated types for bad bytes
         raise ValueError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
 
@@ -55,6 +57,7 @@ def preprocess(img: Image.Image, size_hw: tuple[int, int] | list[int], mask: boo
 def to_float(x):
     """uint8 tensor -> float32 in [0, 1] (ToTensor's division); float tensors pass through."""
     import torch
+
     if x.dtype == torch.uint8:
         return x.float().div_(255)
     return x.float()

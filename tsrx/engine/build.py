@@ -22,8 +22,12 @@ from tsrx.errors import TsrxError
 
 log = logging.getLogger("tsrx.engine")
 
-DEFAULT_LOSSES = {"sr": {"type": "textzoom"}, "recognition": {"type": "ctc"},
-                  "prior": {"type": "tpgsr"}, "consistency": {"type": "tsc"}}
+DEFAULT_LOSSES = {
+    "sr": {"type": "textzoom"},
+    "recognition": {"type": "ctc"},
+    "prior": {"type": "tpgsr"},
+    "consistency": {"type": "tsc"},
+}
 
 
 @dataclass
@@ -33,12 +37,12 @@ class RunParts:
     model: nn.Module
     tasks: list[str]
     losses: dict[str, nn.Module]
-    loss_tables: dict[str, dict]          # the resolved loss choice, recorded in the run dir
+    loss_tables: dict[str, dict]  # the resolved loss choice, recorded in the run dir
     combiner: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     selectors: list[Any]
-    judges: list[Any]                     # tsrx.engine.judges.Judge, the primary first
+    judges: list[Any]  # tsrx.engine.judges.Judge, the primary first
     train_set: Any
     val_sets: dict[str, Any]
     test_sets: dict[str, Any]
@@ -56,9 +60,11 @@ def seed_everything(seed: int) -> None:
 
 def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:
     if global_batch < 1 or global_batch % world_size:
-        raise TsrxError(f"{key} = {global_batch} is the global batch size and must be a positive "
-                        f"multiple of the number of processes ({world_size}); e.g. "
-                        f"{max(world_size, global_batch - global_batch % world_size)}")
+        raise TsrxError(
+            f"{key} = {global_batch} is the global batch size and must be a positive "
+            f"multiple of the number of processes ({world_size}); e.g. "
+            f"{max(world_size, global_batch - global_batch % world_size)}"
+        )
     return global_batch // world_size
 
 
@@ -81,9 +87,13 @@ def model_tasks(model: nn.Module) -> list[str]:
     return tasks
 
 
-def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = None,
-                 data_cfg: dict | None = None, rec_ctc: bool | None = None
-                 ) -> tuple[dict, dict, list[str]]:
+def build_losses(
+    loss_cfg: dict,
+    tasks: list[str],
+    model: nn.Module | None = None,
+    data_cfg: dict | None = None,
+    rec_ctc: bool | None = None,
+) -> tuple[dict, dict, list[str]]:
     """Loss modules per task, the resolved tables (defaults filled in) and warnings.
 
     With ``model``, each loss is checked against its contract on tensors of the shapes the
@@ -91,23 +101,36 @@ def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = Non
     whether the recognizer gives CTC logits; an attention recognizer (ASTER, MORAN) trains
     with its own loss, ``recognition = {type = "own"}`` (its default).
     """
-    from tsrx.registry import (CONSISTENCY_LOSSES, PRIOR_LOSSES, REC_LOSSES, SR_LOSSES,
-                               component_defaults)
+    from tsrx.registry import (
+        CONSISTENCY_LOSSES,
+        PRIOR_LOSSES,
+        REC_LOSSES,
+        SR_LOSSES,
+        component_defaults,
+    )
+
     if rec_ctc is None:
         rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
-    registries = {"sr": (SR_LOSSES, "sr_loss"), "recognition": (REC_LOSSES, "rec_loss"),
-                  "prior": (PRIOR_LOSSES, "prior_loss"),
-                  "consistency": (CONSISTENCY_LOSSES, "consistency_loss")}
-    owners = {"sr": "SR part", "recognition": "recognizer",
-              "prior": "trainable text-prior generator",
-              "consistency": "rotated training pairs (model.rotate_train)"}
+    registries = {
+        "sr": (SR_LOSSES, "sr_loss"),
+        "recognition": (REC_LOSSES, "rec_loss"),
+        "prior": (PRIOR_LOSSES, "prior_loss"),
+        "consistency": (CONSISTENCY_LOSSES, "consistency_loss"),
+    }
+    owners = {
+        "sr": "SR part",
+        "recognition": "recognizer",
+        "prior": "trainable text-prior generator",
+        "consistency": "rotated training pairs (model.rotate_train)",
+    }
     losses, tables, warnings = {}, {}, []
     for task in registries:
         table = loss_cfg.get(task)
         if task not in tasks:
             if table:
-                warnings.append(f"[loss] {task} = {table} has no effect: the model has no "
-                                f"{owners[task]}")
+                warnings.append(
+                    f"[loss] {task} = {table} has no effect: the model has no {owners[task]}"
+                )
             continue
         if task == "recognition" and not rec_ctc:
             table = table or {"type": "own"}
@@ -116,11 +139,15 @@ def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = Non
         losses[task] = reg.build(table, f"loss.{task}")
         if task == "recognition" and bool(getattr(losses[task], "own", False)) == rec_ctc:
             raise TsrxError(
-                f"loss.recognition = {table}: " + (
+                f"loss.recognition = {table}: "
+                + (
                     "an attention recognizer (ctc = false) trains with its own loss; use "
-                    "recognition = {type = \"own\"} or leave [loss] recognition out" if not rec_ctc
+                    'recognition = {type = "own"} or leave [loss] recognition out'
+                    if not rec_ctc
                     else "the recognizer gives CTC logits and has no loss of its own; use a "
-                    "CTC loss such as {type = \"ctc\"}"))
+                    'CTC loss such as {type = "ctc"}'
+                )
+            )
         tables[task] = component_defaults(table, reg_key)
         if model is not None:
             _check_loss(task, losses[task], reg.label(table["type"]), model, data_cfg or {})
@@ -129,9 +156,14 @@ def build_losses(loss_cfg: dict, tasks: list[str], model: nn.Module | None = Non
 
 def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_cfg: dict) -> None:
     from tsrx import contracts
+
     if task == "sr":
-        contracts.check_sr_loss(loss, label, channels=getattr(model.sr, "in_channels", 3),
-                                size=tuple(data_cfg.get("hr_size", (32, 128))))
+        contracts.check_sr_loss(
+            loss,
+            label,
+            channels=getattr(model.sr, "in_channels", 3),
+            size=tuple(data_cfg.get("hr_size", (32, 128))),
+        )
     elif task == "recognition" and getattr(model.recognizer, "ctc", True):
         contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
 
@@ -140,6 +172,7 @@ def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = 
     """The primary judge and its description (older single-judge callers); see
     :func:`tsrx.engine.judges.build_judges` for all of them."""
     from tsrx.engine.judges import build_judges
+
     judges = build_judges(eval_cfg, model, recognizer_path=recognizer_path)
     if not judges:
         return None, None
@@ -152,8 +185,10 @@ def check_selector_judges(selectors: list, judges: list) -> None:
     for sel in selectors:
         wanted = getattr(sel, "judge", None)
         if wanted is not None and wanted not in names:
-            raise TsrxError(f"selector {sel.name!r}: judge = {wanted!r} is not a judge of this run; "
-                            f"judges: {', '.join(names) or '(none: set [eval.judges])'}")
+            raise TsrxError(
+                f"selector {sel.name!r}: judge = {wanted!r} is not a judge of this run; "
+                f"judges: {', '.join(names) or '(none: set [eval.judges])'}"
+            )
 
 
 def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
@@ -168,12 +203,14 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
 
     seed_everything(seed)  # the same on every rank: identical initial weights
     from rich.console import Console
+
     # the init load report is printed once, by rank 0
     model = build_model(config, console=None if env.is_main else Console(quiet=True)).to(device)
     tasks = model_tasks(model)
     losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks, model, data_cfg)
     losses = {k: v.to(device) for k, v in losses.items()}
     from tsrx import contracts
+
     combiner_table = config["loss"]["combiner"]
     combiner = COMBINERS.build(combiner_table, "loss.combiner", tasks=tasks)
     contracts.check_combiner(combiner, COMBINERS.label(combiner_table["type"]), tasks=tasks)
@@ -187,8 +224,9 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     if combiner_params:
         groups.append({"params": combiner_params, "weight_decay": 0.0})
     optimizer = OPTIMIZERS.build(config["optim"], "optim", params=groups)
-    scheduler = SCHEDULERS.build(config["sched"], "sched", optimizer=optimizer,
-                                 total_steps=train_cfg["steps"])
+    scheduler = SCHEDULERS.build(
+        config["sched"], "sched", optimizer=optimizer, total_steps=train_cfg["steps"]
+    )
     selectors = []
     splits = list(data_cfg.get("val") or data_cfg.get("test") or ("easy", "medium", "hard"))
     for i, s in enumerate(train_cfg["selectors"]):
@@ -196,36 +234,68 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
         selectors.append(SELECTORS.build(table, f"train.selectors[{i}]"))
         contracts.check_selector(selectors[-1], SELECTORS.label(table["type"]), splits=splits)
     from tsrx.engine.judges import build_judges
-    judges = [j.to(device) for j in build_judges(config.get("eval") or {}, model,
-                                                 warn=warnings.append)]
+
+    judges = [
+        j.to(device) for j in build_judges(config.get("eval") or {}, model, warn=warnings.append)
+    ]
     check_selector_judges(selectors, judges)
     if not judges and any(getattr(s, "metric", None) == "acc" for s in selectors):
-        warnings.append("selector best_acc never fires: the model has no recognizer and [eval] "
-                        "names no judges, so validation has no accuracy")
+        warnings.append(
+            "selector best_acc never fires: the model has no recognizer and [eval] "
+            "names no judges, so validation has no accuracy"
+        )
 
     if env.is_main:
         ensure_synth(data_cfg)
     from tsrx.engine.distributed import barrier
+
     barrier()  # other ranks wait for rank 0's synthetic data before opening it
     train_set, val_sets, test_sets = build_datasets(data_cfg)
     if train_set is None:
         raise TsrxError("[data] has no train table: nothing to train on (set [data.train])")
     if len(train_set) < env.world_size:
         roots = ", ".join(str(s.path) for s in getattr(train_set, "splits", [])) or "data.train"
-        raise TsrxError(f"data.train ({roots}) has {len(train_set)} usable sample(s): too few to "
-                        f"shard over {env.world_size} process(es)")
-    sampler = ResumableSampler(len(train_set), rank=env.rank, world_size=env.world_size,
-                               seed=seed, shuffle=True, drop_last=True)
+        raise TsrxError(
+            f"data.train ({roots}) has {len(train_set)} usable sample(s): too few to "
+            f"shard over {env.world_size} process(es)"
+        )
+    sampler = ResumableSampler(
+        len(train_set),
+        rank=env.rank,
+        world_size=env.world_size,
+        seed=seed,
+        shuffle=True,
+        drop_last=True,
+    )
     if len(sampler) < batch:
-        raise TsrxError(f"data.train has {len(train_set)} samples: too few for one batch of "
-                        f"{train_cfg['batch_size']} over {env.world_size} process(es)")
-    loader = build_loader(train_set, batch, sampler=sampler, num_workers=data_cfg["num_workers"],
-                          pin_memory=device.type == "cuda")
+        raise TsrxError(
+            f"data.train has {len(train_set)} samples: too few for one batch of "
+            f"{train_cfg['batch_size']} over {env.world_size} process(es)"
+        )
+    loader = build_loader(
+        train_set,
+        batch,
+        sampler=sampler,
+        num_workers=data_cfg["num_workers"],
+        pin_memory=device.type == "cuda",
+    )
     for w in warnings:
         log.warning(w)
-    return RunParts(model=model, tasks=tasks, losses=losses, loss_tables=loss_tables,
-                    combiner=combiner, optimizer=optimizer, scheduler=scheduler,
-                    selectors=selectors, judges=judges,
-                    train_set=train_set, val_sets=val_sets, test_sets=test_sets,
-                    sampler=sampler, train_loader=loader, batch_size_per_rank=batch,
-                    warnings=warnings)
+    return RunParts(
+        model=model,
+        tasks=tasks,
+        losses=losses,
+        loss_tables=loss_tables,
+        combiner=combiner,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        selectors=selectors,
+        judges=judges,
+        train_set=train_set,
+        val_sets=val_sets,
+        test_sets=test_sets,
+        sampler=sampler,
+        train_loader=loader,
+        batch_size_per_rank=batch,
+        warnings=warnings,
+    )

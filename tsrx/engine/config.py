@@ -24,7 +24,8 @@ class LossSection:
     prior: Annotated[dict, Component("prior_loss")] | None = None
     consistency: Annotated[dict, Component("consistency_loss")] | None = None
     combiner: Annotated[dict, Component("combiner")] = field(
-        default_factory=lambda: {"type": "avg"})
+        default_factory=lambda: {"type": "avg"}
+    )
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TrainSection:
     ckpt_every: Annotated[int, Positive] = 500
     log_every: Annotated[int, Positive] = 10
     selectors: Annotated[list, Component("selector", many=True)] = field(
-        default_factory=lambda: ["best_acc", "best_psnr"])
+        default_factory=lambda: ["best_acc", "best_psnr"]
+    )
     amp: Literal["none", "bf16", "fp16"] = "none"
     grad_clip: Annotated[float, NonNegative] | None = 0.25  # 0 or none: no clipping
     deterministic: bool = False
@@ -73,9 +75,16 @@ class EvalSection:
 section("loss")(LossSection)
 section("train")(TrainSection)
 section("eval")(EvalSection)
-register_section("optim", Component("optimizer"),
-                 default={"type": "adam", "lr": 1e-3, "betas": [0.5, 0.999]},
-                 doc="[optim]: the optimizer (a component table); TSRN's reference uses Adam, "
-                     "lr 1e-3, beta1 0.5.")
-register_section("sched", Component("scheduler"), default={"type": "constant"},
-                 doc="[sched]: the learning-rate schedule (a component table).")
+register_section(
+    "optim",
+    Component("optimizer"),
+    default={"type": "adam", "lr": 1e-3, "betas": [0.5, 0.999]},
+    doc="[optim]: the optimizer (a component table); TSRN's reference uses Adam, "
+    "lr 1e-3, beta1 0.5.",
+)
+register_section(
+    "sched",
+    Component("scheduler"),
+    default={"type": "constant"},
+    doc="[sched]: the learning-rate schedule (a component table).",
+)

@@ -26,5 +26,8 @@ def bicubic_baseline(dataset, batch_size: int = 50) -> dict:
             ssims.append(float(ssim_batch(sr, hr)))
             n += len(batch["label"])
     nan = float("nan")
-    return {"n": n, "psnr": sum(psnrs) / len(psnrs) if psnrs else nan,
-            "ssim": sum(ssims) / len(ssims) if ssims else nan}
+    return {
+        "n": n,
+        "psnr": sum(psnrs) / len(psnrs) if psnrs else nan,
+        "ssim": sum(ssims) / len(ssims) if ssims else nan,
+    }

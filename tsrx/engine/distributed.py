@@ -20,8 +20,9 @@ import os
 import re
 import socket
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tsrx.errors import TsrxError
 
@@ -68,18 +69,25 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
         # variables mark a torchrun-style launch.
         if missing and any(v in present for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
             raise TsrxError(
-                "half-set torchrun environment: " + ", ".join(f"{v}={environ[v]}" for v in present)
-                + " are set but " + ", ".join(missing) + " are not. Launch with torchrun (or "
-                "submitit's TorchDistributedEnvironment().export()), or unset them for one process.")
+                "half-set torchrun environment: "
+                + ", ".join(f"{v}={environ[v]}" for v in present)
+                + " are set but "
+                + ", ".join(missing)
+                + " are not. Launch with torchrun (or "
+                "submitit's TorchDistributedEnvironment().export()), or unset them for one process."
+            )
         if not missing:
-            return _checked(DistEnv(
-                rank=_int(environ, "RANK", "torchrun"),
-                world_size=_int(environ, "WORLD_SIZE", "torchrun"),
-                local_rank=_int(environ, "LOCAL_RANK", "torchrun"),
-                local_world_size=int(environ.get("LOCAL_WORLD_SIZE", environ["WORLD_SIZE"])),
-                master_addr=environ["MASTER_ADDR"],
-                master_port=_int(environ, "MASTER_PORT", "torchrun"),
-                source="torchrun"))
+            return _checked(
+                DistEnv(
+                    rank=_int(environ, "RANK", "torchrun"),
+                    world_size=_int(environ, "WORLD_SIZE", "torchrun"),
+                    local_rank=_int(environ, "LOCAL_RANK", "torchrun"),
+                    local_world_size=int(environ.get("LOCAL_WORLD_SIZE", environ["WORLD_SIZE"])),
+                    master_addr=environ["MASTER_ADDR"],
+                    master_port=_int(environ, "MASTER_PORT", "torchrun"),
+                    source="torchrun",
+                )
+            )
     if "SLURM_PROCID" in environ:
         return _checked(_from_slurm(environ))
     return DistEnv()
@@ -89,16 +97,27 @@ def _from_slurm(environ: Mapping[str, str]) -> DistEnv:
     needed = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
     missing = [v for v in needed if v not in environ]
     if missing:
-        raise TsrxError("half-set Slurm environment: SLURM_PROCID is set but "
-                        + ", ".join(missing) + " are not. Run the job's tasks with srun/submitit.")
+        raise TsrxError(
+            "half-set Slurm environment: SLURM_PROCID is set but "
+            + ", ".join(missing)
+            + " are not. Run the job's tasks with srun/submitit."
+        )
     world = _int(environ, "SLURM_NTASKS", "Slurm")
-    port = (int(environ["MASTER_PORT"]) if "MASTER_PORT" in environ
-            else port_for_job(environ["SLURM_JOB_ID"]))
+    port = (
+        int(environ["MASTER_PORT"])
+        if "MASTER_PORT" in environ
+        else port_for_job(environ["SLURM_JOB_ID"])
+    )
     addr = environ.get("MASTER_ADDR") or first_host(environ["SLURM_JOB_NODELIST"])
-    return DistEnv(rank=_int(environ, "SLURM_PROCID", "Slurm"), world_size=world,
-                   local_rank=_int(environ, "SLURM_LOCALID", "Slurm"),
-                   local_world_size=_tasks_on_node(environ, world),
-                   master_addr=addr, master_port=port, source="slurm")
+    return DistEnv(
+        rank=_int(environ, "SLURM_PROCID", "Slurm"),
+        world_size=world,
+        local_rank=_int(environ, "SLURM_LOCALID", "Slurm"),
+        local_world_size=_tasks_on_node(environ, world),
+        master_addr=addr,
+        master_port=port,
+        source="slurm",
+    )
 
 
 def _tasks_on_node(environ: Mapping[str, str], world: int) -> int:
@@ -111,8 +130,9 @@ def _tasks_on_node(environ: Mapping[str, str], world: int) -> int:
 
 def _checked(env: DistEnv) -> DistEnv:
     if env.world_size < 1 or not 0 <= env.rank < env.world_size:
-        raise TsrxError(f"{env.source} environment: rank {env.rank} is outside world size "
-                        f"{env.world_size}")
+        raise TsrxError(
+            f"{env.source} environment: rank {env.rank} is outside world size {env.world_size}"
+        )
     if env.local_rank < 0:
         raise TsrxError(f"{env.source} environment: negative local rank {env.local_rank}")
     return env
@@ -141,8 +161,13 @@ def hostnames(nodelist: str) -> list[str]:
     :func:`expand_hostlist`. The first host is the job's master address.
     """
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=20, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.split()
         if out:
             return out
     except (OSError, subprocess.SubprocessError):
@@ -165,9 +190,12 @@ def expand_hostlist(nodelist: str) -> list[str]:
     Text after a bracket (``n[1-2]-ib``) is accepted, though Slurm 22.05 rejects it.
     Anything else is a TsrxError naming the list.
     """
+
     def bad(why: str) -> TsrxError:
-        return TsrxError(f"SLURM_JOB_NODELIST={nodelist!r}: {why} (expected Slurm's host list "
-                         "syntax, e.g. 'n[1-3,5],gpu01')")
+        return TsrxError(
+            f"SLURM_JOB_NODELIST={nodelist!r}: {why} (expected Slurm's host list "
+            "syntax, e.g. 'n[1-3,5],gpu01')"
+        )
 
     hosts: list[str] = []
     for item in _split_top_level(nodelist.strip(), bad):
@@ -245,11 +273,12 @@ def check_master_address(env: DistEnv) -> None:
             f"(MASTER_ADDR, else the first host of SLURM_JOB_NODELIST="
             f"{os.environ.get('SLURM_JOB_NODELIST', '<unset>')!r}) does not resolve: {exc}. "
             "Every node must resolve the job's node names (DNS or /etc/hosts); or export "
-            "MASTER_ADDR as an address all ranks can reach (docs/engine.md, DDP)") from None
+            "MASTER_ADDR as an address all ranks can reach (docs/engine.md, DDP)"
+        ) from None
 
 
 # -- process group --------------------------------------------------------------------
-def setup(env: DistEnv, device: str | None = None) -> "Any":
+def setup(env: DistEnv, device: str | None = None) -> Any:
     """Pick this rank's device, init the process group when there are several ranks.
 
     Returns the torch.device. nccl on CUDA, gloo on CPU. When ranks share the CPU each
@@ -272,26 +301,33 @@ def setup(env: DistEnv, device: str | None = None) -> "Any":
     if env.distributed and not dist.is_initialized():
         check_master_address(env)
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
-                                rank=env.rank, world_size=env.world_size)
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{env.master_addr}:{env.master_port}",
+            rank=env.rank,
+            world_size=env.world_size,
+        )
     return dev
 
 
 def active() -> bool:
     import torch.distributed as dist
+
     return dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:
     if active():
         import torch.distributed as dist
+
         dist.barrier()
 
 
-def all_reduce_sum(tensor: "Any") -> "Any":
+def all_reduce_sum(tensor: Any) -> Any:
     """Sum ``tensor`` over ranks in place (a no-op with one process); returns it."""
     if active():
         import torch.distributed as dist
+
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -301,6 +337,7 @@ def all_gather_objects(obj: Any) -> list:
     if not active():
         return [obj]
     import torch.distributed as dist
+
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
@@ -316,6 +353,7 @@ def shutdown() -> None:
     gc.collect()
     if active():
         import torch.distributed as dist
+
         try:
             dist.barrier()
         finally:

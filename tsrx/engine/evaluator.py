@@ -23,18 +23,22 @@ import torch
 from torch import nn
 
 from tsrx.engine import distributed as dist_utils
-from tsrx.engine.metrics import FIELDS, MetricAccumulator, weighted_average
 from tsrx.engine.judges import Judge, own_judge
+from tsrx.engine.metrics import FIELDS, MetricAccumulator, weighted_average
 from tsrx.errors import TsrxError
 from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
 
 log = logging.getLogger("tsrx.eval")
 
-NO_JUDGE_HINT = ("ACC needs a recognizer with trained weights: pass --judge ppocr (installed with "
-                 "tsrx's judge extra), --judge crnn=crnn.pth, or set [eval.judges]")
+NO_JUDGE_HINT = (
+    "ACC needs a recognizer with trained weights: pass --judge ppocr (installed with "
+    "tsrx's judge extra), --judge crnn=crnn.pth, or set [eval.judges]"
+)
 
 
-def read_images(model: nn.Module, judge: nn.Module | None, images: torch.Tensor) -> list[str] | None:
+def read_images(
+    model: nn.Module, judge: nn.Module | None, images: torch.Tensor
+) -> list[str] | None:
     """What the judge (else the model's own recognizer, with its head) reads in ``images``.
 
     Both are joint models (a judge here is one with only a recognizer and maybe a head).
@@ -44,7 +48,9 @@ def read_images(model: nn.Module, judge: nn.Module | None, images: torch.Tensor)
     return None if found is None else found.read(images)
 
 
-def _legacy_judges(model: nn.Module, judge: nn.Module | None, judge_name: str | None) -> list[Judge]:
+def _legacy_judges(
+    model: nn.Module, judge: nn.Module | None, judge_name: str | None
+) -> list[Judge]:
     """``judge=`` (a joint model holding a recognizer) as the judge list of old callers."""
     out = [j for j in [own_judge(model)] if j is not None]
     if judge is not None and not out:
@@ -55,8 +61,9 @@ def _legacy_judges(model: nn.Module, judge: nn.Module | None, judge_name: str | 
     return out
 
 
-def _own_predictions(model: nn.Module, judge: Judge, out: dict, batch: dict,
-                     sr: torch.Tensor | None) -> list[str] | None:
+def _own_predictions(
+    model: nn.Module, judge: Judge, out: dict, batch: dict, sr: torch.Tensor | None
+) -> list[str] | None:
     """The model's own recognizer on what it reads (its ``rec_input``): the logits the forward
     pass already computed when it is a CTC recognizer, else ``recognize``."""
     logits = out.get("logits")
@@ -79,15 +86,23 @@ def _lmdb_index(dataset: Any, position: int) -> int:
 
 def _my_batches(n: int, batch_size: int, env: dist_utils.DistEnv) -> list[list[int]]:
     batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    return batches[env.rank::env.world_size]
+    return batches[env.rank :: env.world_size]
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "textzoom",
-                   batch_size: int = 50, device: torch.device | str | None = None,
-                   judge: nn.Module | None = None, baselines: bool = False,
-                   with_predictions: bool = True, env: dist_utils.DistEnv | None = None,
-                   judge_name: str | None = None, judges: list[Judge] | None = None) -> dict:
+def evaluate_model(
+    model: nn.Module,
+    datasets: dict[str, Any],
+    protocol: str = "textzoom",
+    batch_size: int = 50,
+    device: torch.device | str | None = None,
+    judge: nn.Module | None = None,
+    baselines: bool = False,
+    with_predictions: bool = True,
+    env: dist_utils.DistEnv | None = None,
+    judge_name: str | None = None,
+    judges: list[Judge] | None = None,
+) -> dict:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
     ``judges`` (tsrx.engine.judges.build_judges: the model's own recognizer first, then the
@@ -100,6 +115,7 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
     from torch.utils.data import DataLoader
 
     from tsrx.data.loader import collate_batch
+
     env = env or dist_utils.DistEnv()
     if judges is None:
         judges = _legacy_judges(model, judge, judge_name)
@@ -119,8 +135,12 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
     model.eval()
     try:
         for split, dataset in datasets.items():
-            loader = DataLoader(dataset, batch_sampler=_my_batches(len(dataset), batch_size, env),
-                                collate_fn=collate_batch, num_workers=0)
+            loader = DataLoader(
+                dataset,
+                batch_sampler=_my_batches(len(dataset), batch_size, env),
+                collate_fn=collate_batch,
+                num_workers=0,
+            )
             for batch in loader:
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 out = model(batch)  # once per batch, whatever the number of judges
@@ -130,8 +150,13 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
                     images["model"].update(split, sr, batch["hr"])
                 texts: dict[str, list[str]] = {}
                 for j in judges:
-                    preds = (_own_predictions(model, j, out, batch, sr) if j.own else
-                             j.read(sr) if sr is not None else None)
+                    preds = (
+                        _own_predictions(model, j, out, batch, sr)
+                        if j.own
+                        else j.read(sr)
+                        if sr is not None
+                        else None
+                    )
                     if preds is not None:
                         texts[j.name] = preds
                         reads[("model", j.name)].update(split, None, None, preds, labels)
@@ -151,8 +176,9 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
     sizes = {name: len(ds) for name, ds in datasets.items()}
 
     def row(name: str, image_acc: MetricAccumulator | None) -> dict:
-        return _row_result(image_acc, {j: reads[(name, j)] for j in names}, sizes, protocol,
-                           batch_size, described)
+        return _row_result(
+            image_acc, {j: reads[(name, j)] for j in names}, sizes, protocol, batch_size, described
+        )
 
     result = row("model", images["model"])
     if not judges:
@@ -164,7 +190,8 @@ def evaluate_model(model: nn.Module, datasets: dict[str, Any], protocol: str = "
         gathered = dist_utils.all_gather_objects(predictions)
         result["predictions"] = {
             split: sorted((p for part in gathered for p in part[split]), key=lambda p: p["index"])
-            for split in datasets}
+            for split in datasets
+        }
     return result
 
 
@@ -189,19 +216,26 @@ def _no_result_for_nonfinite(result: dict) -> None:
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         result["nonfinite"] = bad
-        warning = (f"WARNING: non-finite metric values ({shown}): the model's output holds NaN or "
-                   "inf (NaN weights?). They count as no result")
+        warning = (
+            f"WARNING: non-finite metric values ({shown}): the model's output holds NaN or "
+            "inf (NaN weights?). They count as no result"
+        )
         result["notes"] = [warning] + list(result.get("notes") or [])
         log.warning(warning)
 
 
-def _record(out: list[dict], dataset: Any, batch: dict, texts: dict[str, list[str]],
-            names: list[str]) -> None:
+def _record(
+    out: list[dict], dataset: Any, batch: dict, texts: dict[str, list[str]], names: list[str]
+) -> None:
     primary = next(n for n in names if n in texts)
     for k, (i, label) in enumerate(zip(batch["index"].tolist(), batch["label"])):
         pred = texts[primary][k]
-        entry = {"index": _lmdb_index(dataset, i), "label": label, "pred": pred,
-                 "correct": normalize_for_accuracy(pred) == normalize_for_accuracy(label)}
+        entry = {
+            "index": _lmdb_index(dataset, i),
+            "label": label,
+            "pred": pred,
+            "correct": normalize_for_accuracy(pred) == normalize_for_accuracy(label),
+        }
         if len(texts) > 1:
             entry["preds"] = {n: t[k] for n, t in texts.items()}
         out.append(entry)
@@ -224,9 +258,14 @@ def _weighted(values: list[tuple[int, float | None]]) -> float | None:
     return sum(n * v for n, v in pairs) / weight if weight else None
 
 
-def _row_result(image_acc: MetricAccumulator | None, judge_accs: dict[str, MetricAccumulator],
-                sizes: dict[str, int], protocol: str, batch_size: int,
-                described: dict[str, str]) -> dict:
+def _row_result(
+    image_acc: MetricAccumulator | None,
+    judge_accs: dict[str, MetricAccumulator],
+    sizes: dict[str, int],
+    protocol: str,
+    batch_size: int,
+    described: dict[str, str],
+) -> dict:
     """One row (model, bicubic or HR): PSNR/SSIM once, ACC per judge, ``acc`` = the first's."""
     computed = image_acc.compute()["splits"] if image_acc is not None else {}
     by_judge = {name: acc.compute()["splits"] for name, acc in judge_accs.items()}
@@ -235,15 +274,27 @@ def _row_result(image_acc: MetricAccumulator | None, judge_accs: dict[str, Metri
     for split, n in sizes.items():
         own = computed.get(split) or {}
         accs = {name: (by_judge[name].get(split) or {}).get("acc") for name in described}
-        splits[split] = {"n": n, "acc": accs.get(primary) if primary else None,
-                         "psnr": own.get("psnr"), "ssim": own.get("ssim"), "acc_by_judge": accs}
+        splits[split] = {
+            "n": n,
+            "acc": accs.get(primary) if primary else None,
+            "psnr": own.get("psnr"),
+            "ssim": own.get("ssim"),
+            "acc_by_judge": accs,
+        }
     average = weighted_average(splits)
-    average["acc_by_judge"] = {name: _weighted([(s["n"], s["acc_by_judge"][name])
-                                                for s in splits.values()]) for name in described}
-    return {"protocol": protocol, "batch_size": batch_size,
-            "recognizer": described.get(primary) if primary else None,
-            "primary_judge": primary, "judges": dict(described),
-            "splits": splits, "average": average}
+    average["acc_by_judge"] = {
+        name: _weighted([(s["n"], s["acc_by_judge"][name]) for s in splits.values()])
+        for name in described
+    }
+    return {
+        "protocol": protocol,
+        "batch_size": batch_size,
+        "recognizer": described.get(primary) if primary else None,
+        "primary_judge": primary,
+        "judges": dict(described),
+        "splits": splits,
+        "average": average,
+    }
 
 
 def without_predictions(result: dict) -> dict:
@@ -279,8 +330,11 @@ def judge_acc(values: dict, judge: str | None) -> float | None:
 def result_caption(result: dict) -> list[str]:
     """The lines printed under every table: the protocol, batch size and judges."""
     judges = result.get("judges") or {}
-    who = ("judges: " + "; ".join(f"{n} = {d}" for n, d in judges.items()) if judges else
-           f"recognizer: {result.get('recognizer') or '-'}")
+    who = (
+        "judges: " + "; ".join(f"{n} = {d}" for n, d in judges.items())
+        if judges
+        else f"recognizer: {result.get('recognizer') or '-'}"
+    )
     lines = [f"protocol {result['protocol']}, batch size {result['batch_size']}, {who}"]
     return lines + list(result.get("notes") or [])
 
@@ -290,25 +344,43 @@ def result_table(result: dict, title: str = "evaluation") -> Any:
     judge, then PSNR and SSIM."""
     from rich.markup import escape
     from rich.table import Table
+
     judges = judges_of(result)
-    acc_cols = [(f"ACC {escape(j)}", j) for j in judges] if len(judges) > 1 else [
-        (f"ACC ({escape(judges[0])})" if judges else "ACC", None)]
+    acc_cols = (
+        [(f"ACC {escape(j)}", j) for j in judges]
+        if len(judges) > 1
+        else [(f"ACC ({escape(judges[0])})" if judges else "ACC", None)]
+    )
     table = Table(title=escape(title))
-    for col, justify in (("", "left"), ("split", "left"), *[(c, "right") for c, _ in acc_cols],
-                         ("PSNR", "right"), ("SSIM", "right"), ("n", "right")):
+    for col, justify in (
+        ("", "left"),
+        ("split", "left"),
+        *[(c, "right") for c, _ in acc_cols],
+        ("PSNR", "right"),
+        ("SSIM", "right"),
+        ("n", "right"),
+    ):
         table.add_column(col, justify=justify)
     named = [("model", result)] + [
-        (name, res) for name, res in (result.get("baselines") or {}).items()
+        (name, res)
+        for name, res in (result.get("baselines") or {}).items()
         # the HR row has only ACC: without a judge it would be a block of dashes
-        if any(res["average"][m] is not None for m in ("acc", "psnr", "ssim"))]
+        if any(res["average"][m] is not None for m in ("acc", "psnr", "ssim"))
+    ]
     for i, (name, res) in enumerate(named):
         if i:
             table.add_section()
         rows = list(res["splits"].items()) + [("A", res["average"])]
         for j, (split, v) in enumerate(rows):
             accs = [_fmt(judge_acc(v, judge), 4) for _, judge in acc_cols]
-            table.add_row(name if j == 0 else "", split, *accs, _fmt(v["psnr"], 4),
-                          _fmt(v["ssim"], 4), str(v["n"]))
+            table.add_row(
+                name if j == 0 else "",
+                split,
+                *accs,
+                _fmt(v["psnr"], 4),
+                _fmt(v["ssim"], 4),
+                str(v["n"]),
+            )
     return table
 
 
@@ -319,8 +391,18 @@ def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.get("nonfinite"):  # loud, and on stderr too when the table goes to a file
         from tsrx.console import err_console
+
         err_console.print(f"[bold red]{result['notes'][0]}[/]", highlight=False, soft_wrap=True)
 
 
-__all__ = ["evaluate_model", "read_images", "judges_of", "judge_acc", "result_table", "print_result", "result_caption",
-           "without_predictions", "FIELDS"]
+__all__ = [
+    "evaluate_model",
+    "read_images",
+    "judges_of",
+    "judge_acc",
+    "result_table",
+    "print_result",
+    "result_caption",
+    "without_predictions",
+    "FIELDS",
+]

@@ -46,15 +46,17 @@ class Judge:
         """The words in RGB images (B, C>=3, H, W) in [0, 1]."""
         images = images[:, :3]
         from tsrx.models.text import ctc_greedy_decode
+
         if self.head is not None:
-            return ctc_greedy_decode(self.head(self.recognizer.encode(images)),
-                                     self.recognizer.alphabet)
+            return ctc_greedy_decode(
+                self.head(self.recognizer.encode(images)), self.recognizer.alphabet
+            )
         recognize = getattr(self.recognizer, "recognize", None)
         if recognize is None:  # a CTC recognizer written before recognize() was the contract
             return ctc_greedy_decode(self.recognizer(images), self.recognizer.alphabet)
         return list(recognize(images).texts)
 
-    def to(self, device: Any) -> "Judge":
+    def to(self, device: Any) -> Judge:
         if not self.own:
             self.recognizer.to(device)
             if self.head is not None:
@@ -78,32 +80,47 @@ def parse_cli_judges(values: list[str]) -> dict[str, dict]:
         name, sep, weights = value.partition("=")
         name, weights = name.strip(), weights.strip()
         if not name or (sep and not weights):
-            raise TsrxError(f"--judge {value!r}: expected NAME=WEIGHTS (e.g. crnn=crnn.pth) or "
-                            "NAME for a judge that ships its weights (e.g. ppocr)")
+            raise TsrxError(
+                f"--judge {value!r}: expected NAME=WEIGHTS (e.g. crnn=crnn.pth) or "
+                "NAME for a judge that ships its weights (e.g. ppocr)"
+            )
         if name in out:
-            raise TsrxError(f"--judge: judge name {name!r} given twice; name each judge once "
-                            "(e.g. --judge crnn=a.pth --judge crnn_ft=b.pth)")
+            raise TsrxError(
+                f"--judge: judge name {name!r} given twice; name each judge once "
+                "(e.g. --judge crnn=a.pth --judge crnn_ft=b.pth)"
+            )
         out[name] = {"weights": weights} if weights else {}
     return out
 
 
-def judge_tables(eval_cfg: dict, cli: dict[str, dict] | None = None,
-                 recognizer_path: str | None = None) -> tuple[dict[str, dict], str]:
+def judge_tables(
+    eval_cfg: dict, cli: dict[str, dict] | None = None, recognizer_path: str | None = None
+) -> tuple[dict[str, dict], str]:
     """The judge tables to build and where they came from (for error messages)."""
     if cli:
         return cli, "--judge"
     if recognizer_path:
         # the older single judge: a CRNN unless [eval] judge or the file says otherwise
-        return {"": {"type": (eval_cfg.get("judge") or {}).get("type"), "default_type": "crnn",
-                     "weights": recognizer_path, **_options(eval_cfg.get("judge"))}}, "--recognizer"
+        return {
+            "": {
+                "type": (eval_cfg.get("judge") or {}).get("type"),
+                "default_type": "crnn",
+                "weights": recognizer_path,
+                **_options(eval_cfg.get("judge")),
+            }
+        }, "--recognizer"
     judges = eval_cfg.get("judges") or {}
     if not isinstance(judges, dict):
-        raise TsrxError(f"eval.judges: expected a table of named judges, e.g. "
-                        f"judges.ppocr = {{type = \"ppocr\"}}; got {judges!r}")
+        raise TsrxError(
+            f"eval.judges: expected a table of named judges, e.g. "
+            f'judges.ppocr = {{type = "ppocr"}}; got {judges!r}'
+        )
     if judges and (eval_cfg.get("judge_weights") or eval_cfg.get("judge")):
-        raise TsrxError("[eval] sets both judges and the older judge / judge_weights: move the "
-                        "latter into eval.judges, e.g. judges.crnn = {type = \"crnn\", weights = "
-                        f"\"{eval_cfg.get('judge_weights') or 'crnn.pth'}\"}}")
+        raise TsrxError(
+            "[eval] sets both judges and the older judge / judge_weights: move the "
+            'latter into eval.judges, e.g. judges.crnn = {type = "crnn", weights = '
+            f'"{eval_cfg.get("judge_weights") or "crnn.pth"}"}}'
+        )
     if judges:
         return {name: dict(t) for name, t in judges.items()}, "eval.judges"
     if eval_cfg.get("judge_weights"):
@@ -116,9 +133,15 @@ def _options(table: dict | None) -> dict:
     return {k: v for k, v in (table or {}).items() if k != "type"}
 
 
-def build_judges(eval_cfg: dict, model: nn.Module | None = None, *,
-                 cli: dict[str, dict] | None = None, recognizer_path: str | None = None,
-                 base_dir: str | Path = ".", warn: Any = None) -> list[Judge]:
+def build_judges(
+    eval_cfg: dict,
+    model: nn.Module | None = None,
+    *,
+    cli: dict[str, dict] | None = None,
+    recognizer_path: str | None = None,
+    base_dir: str | Path = ".",
+    warn: Any = None,
+) -> list[Judge]:
     """Every judge of an evaluation: the model's own recognizer first, then the named ones.
 
     ``warn(msg)`` receives the notes of optional judges left out (default: logging).
@@ -136,13 +159,16 @@ def build_judges(eval_cfg: dict, model: nn.Module | None = None, *,
             msg = f"{key}: left out: {exc}"
             if warn is None:
                 import logging
+
                 logging.getLogger("tsrx.engine").warning(msg)
             else:
                 warn(msg)
             continue
         if any(j.name == judge.name for j in judges):
-            raise TsrxError(f"{key}: judge name {judge.name!r} is used twice"
-                            + (" (own is the model's own recognizer)" if judge.name == OWN else ""))
+            raise TsrxError(
+                f"{key}: judge name {judge.name!r} is used twice"
+                + (" (own is the model's own recognizer)" if judge.name == OWN else "")
+            )
         judges.append(judge)
     return judges
 
@@ -154,20 +180,23 @@ class JudgeUnavailable(Exception):
 def _checkpoint_type(obj: Any) -> tuple[str | None, dict, str]:
     """(recognizer type, recognizer + head tables, what the file is) as the checkpoint says."""
     from tsrx.checkpoint import detect_format, read_official
+
     fmt = detect_format(obj)
     if fmt == "tsrx":
-        model = ((obj.get("config") or {}).get("model") or {})
+        model = (obj.get("config") or {}).get("model") or {}
         rec = model.get("recognizer")
-        return ((rec or {}).get("type"), {"recognizer": rec, "head": model.get("head")},
-                "a tsrx checkpoint" + (f" of a {rec['type']} recognizer" if rec else
-                                       " without a recognizer"))
+        return (
+            (rec or {}).get("type"),
+            {"recognizer": rec, "head": model.get("head")},
+            "a tsrx checkpoint"
+            + (f" of a {rec['type']} recognizer" if rec else " without a recognizer"),
+        )
     if fmt == "state_dict":
         return None, {}, "a bare state_dict"
     official = read_official(obj)
     rec = official.model.get("recognizer")
     parts = ", ".join(sorted(official.model)) or "nothing"
-    return ((rec or {}).get("type"), {"recognizer": rec},
-            f"a {fmt} checkpoint (holding {parts})")
+    return ((rec or {}).get("type"), {"recognizer": rec}, f"a {fmt} checkpoint (holding {parts})")
 
 
 def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path = ".") -> Judge:
@@ -176,6 +205,7 @@ def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path =
     from tsrx.models.build import build_parts
     from tsrx.models.joint import JointModel
     from tsrx.registry import RECOGNIZERS
+
     table = dict(table)
     weights = table.pop("weights", None)
     optional = bool(table.pop("optional", False))
@@ -195,36 +225,53 @@ def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path =
             # the components a checkpoint names must come from the user's plugins: nothing is
             # imported on a checkpoint's say-so (docs/guarantees.md)
             from tsrx.plugins import require_checkpoint_components
-            require_checkpoint_components({"model": from_file}, source=f"judge weights {path}",
-                                          recorded=ckpt.get("plugins"))
+
+            require_checkpoint_components(
+                {"model": from_file}, source=f"judge weights {path}", recorded=ckpt.get("plugins")
+            )
         if wanted is None and name and file_type is None:
             wanted = name  # --judge NAME=WEIGHTS: the type is NAME unless the file says
         if wanted is not None and file_type is not None and file_type != wanted:
             if where == "--judge" and wanted == name:
                 wanted = file_type  # --judge mine=crnn.pth: the file says crnn
             else:
-                raise TsrxError(f"{where}: judge {name or wanted!r} is a {wanted} recognizer but "
-                                f"its weights {path} are {what}")
+                raise TsrxError(
+                    f"{where}: judge {name or wanted!r} is a {wanted} recognizer but "
+                    f"its weights {path} are {what}"
+                )
         if wanted is None:
             wanted = file_type or default_type
         if from_file.get("recognizer") is None and detect_format(ckpt) != "state_dict":
-            raise TsrxError(f"{where}: judge weights {path} are {what}: no recognizer to judge with")
+            raise TsrxError(
+                f"{where}: judge weights {path} are {what}: no recognizer to judge with"
+            )
     else:
         wanted = wanted or name
     if not wanted:
-        raise TsrxError(f"{where}: a judge needs a type (e.g. {{type = \"crnn\", weights = ...}})")
+        raise TsrxError(f'{where}: a judge needs a type (e.g. {{type = "crnn", weights = ...}})')
     if wanted not in RECOGNIZERS:
         from tsrx.errors import suggest
-        raise TsrxError(f"{where}: {wanted!r} is not a recognizer{suggest(wanted, RECOGNIZERS.names())}; "
-                        f"known: {', '.join(RECOGNIZERS.names())}")
+
+        raise TsrxError(
+            f"{where}: {wanted!r} is not a recognizer{suggest(wanted, RECOGNIZERS.names())}; "
+            f"known: {', '.join(RECOGNIZERS.names())}"
+        )
     name = name or wanted
-    rec_table = {"type": wanted, **{k: v for k, v in (from_file.get("recognizer") or {}).items()
-                                    if k != "type" and from_file.get("recognizer", {}).get("type") == wanted},
-                 **table}
+    rec_table = {
+        "type": wanted,
+        **{
+            k: v
+            for k, v in (from_file.get("recognizer") or {}).items()
+            if k != "type" and from_file.get("recognizer", {}).get("type") == wanted
+        },
+        **table,
+    }
     if ckpt is None and not getattr(RECOGNIZERS.get(wanted), NO_WEIGHTS_NEEDED, False):
-        raise TsrxError(f"{where}: judge {name!r} ({wanted}) needs trained weights: "
-                        f"{name} = {{type = \"{wanted}\", weights = \"FILE\"}} (or --judge "
-                        f"{name}=FILE); an untrained recognizer's accuracy means nothing")
+        raise TsrxError(
+            f"{where}: judge {name!r} ({wanted}) needs trained weights: "
+            f'{name} = {{type = "{wanted}", weights = "FILE"}} (or --judge '
+            f"{name}=FILE); an untrained recognizer's accuracy means nothing"
+        )
     try:
         parts = build_parts({"recognizer": rec_table, "head": from_file.get("head")}, where)
     except TsrxError as exc:
@@ -240,9 +287,11 @@ def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path =
         report = load_into(holder, state, source=str(weights))
         if report.missing or not report.loaded:
             first = report.missing[0] if report.missing else "every key"
-            raise TsrxError(f"{where}: judge weights {weights} do not fit a {wanted} recognizer: "
-                            f"{len(report.missing)} weight(s) missing (first: {first}); the file "
-                            f"is {what}")
+            raise TsrxError(
+                f"{where}: judge weights {weights} do not fit a {wanted} recognizer: "
+                f"{len(report.missing)} weight(s) missing (first: {first}); the file "
+                f"is {what}"
+            )
         description = f"{wanted} ({weights})"
     elif hasattr(rec, "describe"):
         description = f"{wanted}: {rec.describe()}"
@@ -258,5 +307,13 @@ def describe(judges: list[Judge]) -> dict[str, str]:
     return {j.name: j.description for j in judges}
 
 
-__all__ = ["Judge", "OWN", "build_judges", "build_judge_table", "own_judge", "parse_cli_judges",
-           "judge_tables", "describe"]
+__all__ = [
+    "Judge",
+    "OWN",
+    "build_judges",
+    "build_judge_table",
+    "own_judge",
+    "parse_cli_judges",
+    "judge_tables",
+    "describe",
+]

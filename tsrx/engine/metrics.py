@@ -22,7 +22,8 @@ from ``src/interfaces/super_resolution.py`` (``test`` / ``eval``):
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,12 +40,16 @@ FIELDS = ("n", "n_judged", "correct", "psnr_sum", "ssim_sum", "terms")
 
 WINDOW_SIZE = 11
 SIGMA = 1.5
-C1 = 0.01 ** 2
-C2 = 0.03 ** 2
+C1 = 0.01**2
+C2 = 0.03**2
 
 
-def gaussian_window(size: int = WINDOW_SIZE, sigma: float = SIGMA, channels: int = 3,
-                    device: torch.device | str | None = None) -> torch.Tensor:
+def gaussian_window(
+    size: int = WINDOW_SIZE,
+    sigma: float = SIGMA,
+    channels: int = 3,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """The (channels, 1, size, size) normalised 2-D Gaussian for a depthwise conv."""
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-x * x / (2 * sigma * sigma))
@@ -55,8 +60,10 @@ def gaussian_window(size: int = WINDOW_SIZE, sigma: float = SIGMA, channels: int
 
 def _rgb_pair(sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if sr.dim() != 4 or sr.shape[0] != hr.shape[0] or sr.shape[2:] != hr.shape[2:]:
-        raise TsrxError(f"metrics: SR and HR images must be (B, C, H, W) of the same batch "
-                        f"and size, got SR {tuple(sr.shape)} and HR {tuple(hr.shape)}")
+        raise TsrxError(
+            f"metrics: SR and HR images must be (B, C, H, W) of the same batch "
+            f"and size, got SR {tuple(sr.shape)} and HR {tuple(hr.shape)}"
+        )
     return sr[:, :3].float(), hr[:, :3].float()
 
 
@@ -67,8 +74,9 @@ def ssim_map(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     window = gaussian_window(channels=channels, device=x.device)
     # one depthwise conv over the five moments at once: x, y, x^2, y^2, xy
     stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    moments = F.conv2d(stacked, window.repeat(5, 1, 1, 1), padding=WINDOW_SIZE // 2,
-                       groups=5 * channels)
+    moments = F.conv2d(
+        stacked, window.repeat(5, 1, 1, 1), padding=WINDOW_SIZE // 2, groups=5 * channels
+    )
     mu_x, mu_y, e_xx, e_yy, e_xy = moments.split(channels, dim=1)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     var_x, var_y, cov = e_xx - mu_xx, e_yy - mu_yy, e_xy - mu_xy
@@ -105,8 +113,9 @@ def count_correct(preds: Sequence[str], labels: Sequence[str]) -> int:
     """How many predictions equal their label after accuracy normalisation."""
     if len(preds) != len(labels):
         raise TsrxError(f"metrics: {len(preds)} predictions for {len(labels)} labels")
-    return sum(normalize_for_accuracy(p) == normalize_for_accuracy(t)
-               for p, t in zip(preds, labels))
+    return sum(
+        normalize_for_accuracy(p) == normalize_for_accuracy(t) for p, t in zip(preds, labels)
+    )
 
 
 def weighted_average(splits: dict[str, dict]) -> dict:
@@ -117,8 +126,9 @@ def weighted_average(splits: dict[str, dict]) -> dict:
     """
     out: dict = {"n": sum(int(s["n"]) for s in splits.values())}
     for metric in METRICS:
-        pairs = [(s["n"], s[metric]) for s in splits.values()
-                 if s.get(metric) is not None and s["n"] > 0]
+        pairs = [
+            (s["n"], s[metric]) for s in splits.values() if s.get(metric) is not None and s["n"] > 0
+        ]
         weight = sum(n for n, _ in pairs)
         out[metric] = sum(n * v for n, v in pairs) / weight if weight else None
     return out
@@ -138,7 +148,9 @@ class MetricAccumulator:
 
     def __init__(self, protocol: Protocol = "textzoom", splits: Sequence[str] = ()):
         if protocol not in PROTOCOLS:
-            raise TsrxError(f"metrics: unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+            raise TsrxError(
+                f"metrics: unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}"
+            )
         self.protocol = protocol
         self.splits: list[str] = []
         self._sums: dict[str, torch.Tensor] = {}
@@ -150,8 +162,14 @@ class MetricAccumulator:
             self.splits.append(split)
             self._sums[split] = torch.zeros(len(FIELDS), dtype=torch.float64, device=device)
 
-    def update(self, split: str, sr: torch.Tensor | None, hr: torch.Tensor | None,
-               preds: Sequence[str] | None = None, labels: Sequence[str] | None = None) -> None:
+    def update(
+        self,
+        split: str,
+        sr: torch.Tensor | None,
+        hr: torch.Tensor | None,
+        preds: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> None:
         """Add one batch. ``sr``/``hr`` None: accuracy only; ``preds`` None: images only."""
         device = sr.device if sr is not None else None
         self._add_split(split, device)
@@ -164,8 +182,9 @@ class MetricAccumulator:
                 raise TsrxError(f"metrics: split {split!r}: predictions given without labels")
             judged, correct = len(preds), count_correct(preds, labels)
             if sr is not None and sr.shape[0] != judged:
-                raise TsrxError(f"metrics: split {split!r}: {sr.shape[0]} images but "
-                                f"{judged} predictions")
+                raise TsrxError(
+                    f"metrics: split {split!r}: {sr.shape[0]} images but {judged} predictions"
+                )
         counts = torch.tensor([n, judged, correct], dtype=torch.float64)
         sums = self._sums[split]
         if sr is not None:
@@ -173,11 +192,17 @@ class MetricAccumulator:
                 raise TsrxError(f"metrics: split {split!r}: SR images given without HR images")
             with torch.no_grad():
                 if self.protocol == "textzoom":
-                    image = torch.stack([psnr_batch(sr, hr), ssim_batch(sr, hr),
-                                         torch.ones((), device=sr.device)])
+                    image = torch.stack(
+                        [psnr_batch(sr, hr), ssim_batch(sr, hr), torch.ones((), device=sr.device)]
+                    )
                 else:
-                    image = torch.stack([psnr_per_image(sr, hr).sum(), ssim_per_image(sr, hr).sum(),
-                                         torch.tensor(float(n), device=sr.device)])
+                    image = torch.stack(
+                        [
+                            psnr_per_image(sr, hr).sum(),
+                            ssim_per_image(sr, hr).sum(),
+                            torch.tensor(float(n), device=sr.device),
+                        ]
+                    )
             sums = sums.to(sr.device)
             sums[3:] += image.to(torch.float64)
         sums[:3] += counts.to(sums.device)
@@ -195,22 +220,29 @@ class MetricAccumulator:
         """Replace the sums by ``state`` (e.g. after an all_reduce SUM)."""
         expected = len(self.splits) * len(FIELDS)
         if state.numel() != expected:
-            raise TsrxError(f"metrics: state of {state.numel()} values for splits {self.splits} "
-                            f"(expected {expected}); did the ranks use different splits?")
+            raise TsrxError(
+                f"metrics: state of {state.numel()} values for splits {self.splits} "
+                f"(expected {expected}); did the ranks use different splits?"
+            )
         for i, split in enumerate(self.splits):
-            self._sums[split] = state[i * len(FIELDS):(i + 1) * len(FIELDS)].to(torch.float64).clone()
+            self._sums[split] = (
+                state[i * len(FIELDS) : (i + 1) * len(FIELDS)].to(torch.float64).clone()
+            )
 
     @classmethod
-    def from_state_tensor(cls, protocol: Protocol, splits: Sequence[str],
-                          state: torch.Tensor) -> "MetricAccumulator":
+    def from_state_tensor(
+        cls, protocol: Protocol, splits: Sequence[str], state: torch.Tensor
+    ) -> MetricAccumulator:
         acc = cls(protocol, splits)
         acc.load_state_tensor(state)
         return acc
 
-    def merge(self, other: "MetricAccumulator") -> None:
+    def merge(self, other: MetricAccumulator) -> None:
         """Add another accumulator's sums (same protocol) into this one."""
         if other.protocol != self.protocol:
-            raise TsrxError(f"metrics: cannot merge protocol {other.protocol!r} into {self.protocol!r}")
+            raise TsrxError(
+                f"metrics: cannot merge protocol {other.protocol!r} into {self.protocol!r}"
+            )
         for split in other.splits:
             self._add_split(split, other._sums[split].device)
             self._sums[split] = self._sums[split] + other._sums[split].to(self._sums[split].device)
@@ -233,6 +265,16 @@ class MetricAccumulator:
         return {"protocol": self.protocol, "splits": splits, "average": weighted_average(splits)}
 
 
-__all__ = ["PROTOCOLS", "FIELDS", "MetricAccumulator", "weighted_average", "count_correct",
-           "psnr_batch", "psnr_per_image", "ssim_batch", "ssim_per_image", "ssim_map",
-           "gaussian_window"]
+__all__ = [
+    "PROTOCOLS",
+    "FIELDS",
+    "MetricAccumulator",
+    "weighted_average",
+    "count_correct",
+    "psnr_batch",
+    "psnr_per_image",
+    "ssim_batch",
+    "ssim_per_image",
+    "ssim_map",
+    "gaussian_window",
+]

@@ -24,15 +24,21 @@ def load_run_config(run_dir: Path) -> dict:
     """The resolved config of ``run_dir/config.toml``, validated again (plugins loaded)."""
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import TsrxError
+
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
-        raise TsrxError(f"{run_dir}: no config.toml (create run directories with `tsrx train` "
-                        "or `tsrx submit`)")
+        raise TsrxError(
+            f"{run_dir}: no config.toml (create run directories with `tsrx train` or `tsrx submit`)"
+        )
     return load_experiment(path).runs[0].config
 
 
-def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
-                 device: str | None = None, console: Any = None) -> dict:
+def run_training(
+    run_dir: Path,
+    env: dist_utils.DistEnv | None = None,
+    device: str | None = None,
+    console: Any = None,
+) -> dict:
     """Train ``run_dir`` to the end (or to a stop request); returns the final state.
 
     ``{"state": "completed" | "preempted", "step", "total_steps", "final", "run_dir"}``.
@@ -40,6 +46,7 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
     """
     from tsrx.engine.runfiles import write_status
     from tsrx.engine.trainer import Trainer
+
     run_dir = Path(run_dir)
     env = env or dist_utils.detect()
     handlers = _setup_logging(run_dir, env)
@@ -51,9 +58,17 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
         dev = dist_utils.setup(env, device)
         lock = _take_run_dir(run_dir, env, dev)
         _record_threads(run_dir, env)
-        log.info("run %s: rank %d of %d on node %s, %s (%s; master %s:%s)", run_dir, env.rank,
-                 env.world_size, dist_utils.node_name(), dev, env.source, env.master_addr,
-                 env.master_port)
+        log.info(
+            "run %s: rank %d of %d on node %s, %s (%s; master %s:%s)",
+            run_dir,
+            env.rank,
+            env.world_size,
+            dist_utils.node_name(),
+            dev,
+            env.source,
+            env.master_addr,
+            env.master_port,
+        )
         trainer = Trainer(config, run_dir, env, dev)
         last = run_dir / "last.pth"
         if last.exists():
@@ -64,10 +79,14 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
             final = trainer.final_evaluation()
             if env.is_main and final is not None:
                 from tsrx.engine.evaluator import print_result
+
                 if console is None:
                     from rich.console import Console
+
                     console = Console()
-                print_result(console, final, title=f"{run_dir.parent.name}/{run_dir.name}: final model")
+                print_result(
+                    console, final, title=f"{run_dir.parent.name}/{run_dir.name}: final model"
+                )
         trainer.write_summary(final, result["state"])
         if result["state"] == "completed":
             trainer.mark_completed()
@@ -76,6 +95,7 @@ def run_training(run_dir: Path, env: dist_utils.DistEnv | None = None,
     except BaseException as exc:
         failed = True
         from tsrx.writer import RunDirBusy
+
         if env.is_main and not isinstance(exc, RunDirBusy):  # the holder owns status.json
             step = trainer.step if trainer is not None else 0
             total = trainer.train_cfg["steps"] if trainer is not None else 0
@@ -105,6 +125,7 @@ def _take_run_dir(run_dir: Path, env: dist_utils.DistEnv, dev: Any) -> Any:
     (tsrx.launch.job) are over. Temp files of writers that died are removed by the new one.
     """
     from tsrx.writer import RunDirBusy, WriterLock
+
     lock, busy = None, None
     if env.is_main:
         try:
@@ -113,6 +134,7 @@ def _take_run_dir(run_dir: Path, env: dist_utils.DistEnv, dev: Any) -> Any:
             busy = exc
     if env.distributed:
         import torch
+
         flag = dist_utils.all_reduce_sum(torch.tensor([1.0 if busy else 0.0], device=dev))
         if float(flag.item()) > 0 and busy is None:
             if lock is not None:
@@ -122,6 +144,7 @@ def _take_run_dir(run_dir: Path, env: dist_utils.DistEnv, dev: Any) -> Any:
         raise busy
     if env.is_main:
         from tsrx.runfiles import clean_stale_temps
+
         for path in clean_stale_temps(run_dir):
             log.info("removed %s, left by a writer that died", path.name)
     return lock
@@ -130,16 +153,19 @@ def _take_run_dir(run_dir: Path, env: dist_utils.DistEnv, dev: Any) -> Any:
 def _record_threads(run_dir: Path, env: dist_utils.DistEnv) -> None:
     """Set this process's CPU threads once (tsrx.engine.threads) and record them in meta.json."""
     from tsrx.engine.threads import configure_threads
+
     threads = configure_threads(env.local_world_size)
     log.info("rank %d uses %d CPU thread(s) (%s)", env.rank, threads["threads"], threads["source"])
     if env.is_main:
         from tsrx.runfiles import update_meta
+
         update_meta(run_dir, threads=threads)
 
 
 def _destroy_without_barrier() -> None:
     if dist_utils.active():
         import torch.distributed as dist
+
         dist.destroy_process_group()
 
 
@@ -154,8 +180,9 @@ def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handl
     """
     logger = logging.getLogger("tsrx")
     logger.setLevel(logging.INFO)
-    fmt = logging.Formatter(f"%(asctime)s rank{env.rank}@{dist_utils.node_name()} %(levelname)s "
-                            "%(name)s: %(message)s")
+    fmt = logging.Formatter(
+        f"%(asctime)s rank{env.rank}@{dist_utils.node_name()} %(levelname)s %(name)s: %(message)s"
+    )
     link = run_dir / "logs" / f"rank{env.rank}.log"
     handlers: list[logging.Handler] = []
     if link.is_symlink():
@@ -170,6 +197,7 @@ def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handl
             from rich.logging import RichHandler
 
             from tsrx.console import err_console
+
             console_handler: logging.Handler = RichHandler(console=err_console, show_path=False)
         else:
             console_handler = logging.StreamHandler(sys.stderr)

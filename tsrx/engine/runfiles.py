@@ -18,6 +18,7 @@ from tsrx.runfiles import atomic_write_text, write_status  # noqa: F401 (the one
 
 def atomic_json(path: Path, data: Any) -> None:
     from tsrx import runfiles
+
     runfiles.atomic_json(path, data, default=json_default)
 
 
@@ -56,6 +57,7 @@ def plugin_records() -> list[dict]:
     from dataclasses import asdict
 
     from tsrx.plugins import components_of_loaded_plugins, loaded_plugins
+
     # which plugin registered which component: `tsrx eval` of the checkpoint can then say
     # what to install or pass with --plugin, without importing anything the file names
     components = components_of_loaded_plugins()
@@ -71,21 +73,38 @@ class Progress:
         self.live = main and sys.stderr.isatty()
         self._bar = None
         if self.live:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             from tsrx.console import err_console
-            self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=err_console)
+
+            self._bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=err_console,
+            )
             self._task = self._bar.add_task("train", total=total, completed=start, info="")
             self._bar.start()
 
     def update(self, step: int, loss: float, lr: float, rate: float) -> None:
         self.step = step
         if self._bar is not None:
-            self._bar.update(self._task, completed=step,
-                             info=f"loss {loss:.4g}  lr {lr:.2e}  {rate:.1f} samples/s")
+            self._bar.update(
+                self._task,
+                completed=step,
+                info=f"loss {loss:.4g}  lr {lr:.2e}  {rate:.1f} samples/s",
+            )
 
     def eta_text(self) -> str:
         done = self.step - self.start

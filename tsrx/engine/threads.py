@@ -34,6 +34,7 @@ def _positive(name: str) -> int | None:
     if not raw:
         return None
     from tsrx.errors import TsrxError
+
     try:
         value = int(raw)
     except ValueError:
@@ -46,6 +47,7 @@ def _positive(name: str) -> int | None:
 def decide_threads(local_world_size: int | None = None) -> tuple[int, str]:
     """(threads, where the number came from), without changing anything."""
     import torch
+
     explicit = _positive(ENV)
     if explicit is not None:
         return explicit, ENV
@@ -58,7 +60,10 @@ def decide_threads(local_world_size: int | None = None) -> tuple[int, str]:
     if default <= share:
         source = "OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else "torch default"
         return default, source
-    return share, f"cores available to this process ({usable_cores()}) / ranks on this machine ({ranks})"
+    return (
+        share,
+        f"cores available to this process ({usable_cores()}) / ranks on this machine ({ranks})",
+    )
 
 
 def configure_threads(local_world_size: int | None = None) -> dict:
@@ -67,6 +72,7 @@ def configure_threads(local_world_size: int | None = None) -> dict:
     if _configured is not None:
         return dict(_configured)
     import torch
+
     threads, source = decide_threads(local_world_size)
     torch.set_num_threads(threads)
     _configured = {"threads": threads, "source": source, "cores": usable_cores()}

@@ -31,11 +31,18 @@ from tsrx.engine import signals
 from tsrx.engine.build import build_run, seed_everything
 from tsrx.engine.grad_sync import use_layout_independent_sync
 from tsrx.engine.rng import rng_state, set_rng_state
-from tsrx.engine.runfiles import (Progress, atomic_json, json_default, plugin_records,
-                                  tensorboard_writer, truncate_metrics, write_status)
+from tsrx.engine.runfiles import (
+    Progress,
+    atomic_json,
+    json_default,
+    plugin_records,
+    tensorboard_writer,
+    truncate_metrics,
+    write_status,
+)
 from tsrx.errors import TsrxError
-from tsrx.runfiles import dumps
 from tsrx.models.text import encode_labels
+from tsrx.runfiles import dumps
 
 
 def _follows(selector, result: dict) -> dict:
@@ -43,6 +50,7 @@ def _follows(selector, result: dict) -> dict:
     if getattr(selector, "metric", None) != "acc":
         return {}
     return {"judge": getattr(selector, "judge", None) or result.get("primary_judge")}
+
 
 log = logging.getLogger("tsrx.train")
 
@@ -67,8 +75,9 @@ class LossModule(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         hr = out.get("target_hr", batch.get("hr"))  # the model may augment the pair (TATT)
         if "sr" in self.losses:  # a cascade (text-prior stages) sums the loss of every stage
-            terms["sr"] = sum(self.losses["sr"](sr, hr)
-                              for sr in out.get("sr_stages") or [out["sr"]])
+            terms["sr"] = sum(
+                self.losses["sr"](sr, hr) for sr in out.get("sr_stages") or [out["sr"]]
+            )
         if "recognition" in self.losses and getattr(self.losses["recognition"], "own", False):
             terms["recognition"] = self.losses["recognition"](out["rec_loss"])
         elif "recognition" in self.losses:
@@ -77,8 +86,10 @@ class LossModule(nn.Module):
         if "prior" in self.losses:  # each stage's LR prior against the teacher's HR prior
             terms["prior"] = sum(self.losses["prior"](p, out["prior_hr"]) for p in out["prior"])
         if "consistency" in self.losses:  # SR of a transformed LR, transformed back, vs SR
-            terms["consistency"] = sum(self.losses["consistency"](t, sr, hr) for t, sr in zip(
-                out["sr_transformed"], out.get("sr_stages") or [out["sr"]]))
+            terms["consistency"] = sum(
+                self.losses["consistency"](t, sr, hr)
+                for t, sr in zip(out["sr_transformed"], out.get("sr_stages") or [out["sr"]])
+            )
         total, logs = self.combiner(terms)
         return total, terms, logs
 
@@ -86,8 +97,7 @@ class LossModule(nn.Module):
 class Trainer:
     """One run on this rank; ``train()`` returns ``{"state": "completed" | "preempted", ...}``."""
 
-    def __init__(self, config: dict, run_dir: Path, env: dist_utils.DistEnv,
-                 device: torch.device):
+    def __init__(self, config: dict, run_dir: Path, env: dist_utils.DistEnv, device: torch.device):
         self.config, self.run_dir, self.env, self.device = config, Path(run_dir), env, device
         tc = self.train_cfg = config["train"]
         self.eval_cfg = config.get("eval") or {}
@@ -109,7 +119,8 @@ class Trainer:
         self.step_module: nn.Module = self.loss_module
         if env.distributed:
             self.step_module = nn.parallel.DistributedDataParallel(
-                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None
+            )
             if tc["deterministic"]:  # exact resume with any number of ranks (grad_sync.py)
                 use_layout_independent_sync(self.step_module)
         self.forward = torch.compile(self.step_module) if tc["compile"] else self.step_module
@@ -136,32 +147,54 @@ class Trainer:
         """Forward, agree across ranks, backward, clip, update. Returns the step's log values."""
         batch = self._to_device(batch)
         self.step_module.train()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
             total, terms, logs = self.forward(batch)
-        values = torch.stack([total.detach().float(), *[t.detach().float() for t in terms.values()]])
+        values = torch.stack(
+            [total.detach().float(), *[t.detach().float() for t in terms.values()]]
+        )
         values = values.tolist()
-        local = [float(not all(math.isfinite(v) for v in values)),
-                 float(signals.stop_requested() is not None), *values]
-        agreed = dist_utils.all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=self.device))
+        local = [
+            float(not all(math.isfinite(v) for v in values)),
+            float(signals.stop_requested() is not None),
+            *values,
+        ]
+        agreed = dist_utils.all_reduce_sum(
+            torch.tensor(local, dtype=torch.float64, device=self.device)
+        )
         agreed = agreed.cpu().tolist()
         world = self.env.world_size
         mean_total = agreed[2] / world
         mean_terms = {k: v / world for k, v in zip(terms, agreed[3:])}
-        out = {"loss": mean_total, "terms": mean_terms, "combiner": logs,
-               "stop": agreed[1] > 0, "skipped": False}
+        out = {
+            "loss": mean_total,
+            "terms": mean_terms,
+            "combiner": logs,
+            "stop": agreed[1] > 0,
+            "skipped": False,
+        }
         self.optimizer.zero_grad(set_to_none=True)
         if agreed[0] > 0:
             if self.train_cfg["on_nonfinite"] == "stop":
-                shown = ", ".join(f"{k}={v:.6g}" for k, v in {"total": mean_total, **mean_terms}.items())
+                shown = ", ".join(
+                    f"{k}={v:.6g}" for k, v in {"total": mean_total, **mean_terms}.items()
+                )
                 raise TsrxError(
                     f"non-finite loss at step {self.step + 1} (rank-averaged terms: {shown}); "
-                    "the run stops here. Set train.on_nonfinite = \"skip\" to skip such steps "
-                    "and count them instead")
+                    'the run stops here. Set train.on_nonfinite = "skip" to skip such steps '
+                    "and count them instead"
+                )
             self.skipped += 1
             out["skipped"] = True
-            log.warning("step %d: non-finite loss (%s), step skipped (%d so far)", self.step + 1,
-                        mean_terms, self.skipped)
+            log.warning(
+                "step %d: non-finite loss (%s), step skipped (%d so far)",
+                self.step + 1,
+                mean_terms,
+                self.skipped,
+            )
         else:
             self.scaler.scale(total).backward()
             if self.train_cfg["grad_clip"]:
@@ -210,8 +243,13 @@ class Trainer:
             self._write_status(state)
         # a completed run stays "running" until the final evaluation and summary are written
         # (run_training calls mark_completed), so `tsrx status` does not report it early
-        return {"state": state, "step": self.step, "total_steps": total,
-                "skipped_steps": self.skipped, "run_dir": str(self.run_dir)}
+        return {
+            "state": state,
+            "step": self.step,
+            "total_steps": total,
+            "skipped_steps": self.skipped,
+            "run_dir": str(self.run_dir),
+        }
 
     def _batches(self):
         """Batches forever, epoch after epoch; the sampler remembers the position."""
@@ -242,33 +280,61 @@ class Trainer:
     def validate(self) -> dict:
         """Every rank evaluates its shard; the reduced result feeds the selectors."""
         from tsrx.engine.evaluator import evaluate_model
+
         if not self.parts.val_sets:
             if self.step == self.train_cfg["val_every"]:
-                log.warning("no validation data ([data.val] or [data.test]): nothing to validate, "
-                            "so no selector writes a best checkpoint")
+                log.warning(
+                    "no validation data ([data.val] or [data.test]): nothing to validate, "
+                    "so no selector writes a best checkpoint"
+                )
             return {}
         with torch.random.fork_rng(devices=[]):
             result = evaluate_model(
-                self.model, self.parts.val_sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
-                batch_size=self.train_cfg["val_batch_size"], device=self.device,
-                judges=self.parts.judges, with_predictions=False, env=self.env)
+                self.model,
+                self.parts.val_sets,
+                protocol=self.eval_cfg.get("protocol", "textzoom"),
+                batch_size=self.train_cfg["val_batch_size"],
+                device=self.device,
+                judges=self.parts.judges,
+                with_predictions=False,
+                env=self.env,
+            )
         for sel in self.selectors:
             score = sel.score(result)
             best = self.best.get(sel.name)
             if score > (best["score"] if best else -math.inf):
-                self.best[sel.name] = {"step": self.step, "score": score, "result": result,
-                                       "filename": sel.filename, **_follows(sel, result)}
+                self.best[sel.name] = {
+                    "step": self.step,
+                    "score": score,
+                    "result": result,
+                    "filename": sel.filename,
+                    **_follows(sel, result),
+                }
                 if self.env.is_main:
                     from tsrx.checkpoint import make_checkpoint, save_checkpoint
-                    save_checkpoint(self.run_dir / sel.filename, make_checkpoint(
-                        self._model_state(), step=self.step, epoch=self.epoch,
-                        config=self.config, plugins=plugin_records(),
-                        metrics={"selector": sel.name, "score": score, "result": result}))
+
+                    save_checkpoint(
+                        self.run_dir / sel.filename,
+                        make_checkpoint(
+                            self._model_state(),
+                            step=self.step,
+                            epoch=self.epoch,
+                            config=self.config,
+                            plugins=plugin_records(),
+                            metrics={"selector": sel.name, "score": score, "result": result},
+                        ),
+                    )
         avg = result["average"]
-        shown = {**{f"acc[{j}]": v for j, v in (avg.get("acc_by_judge") or {}).items()},
-                 "psnr": avg["psnr"], "ssim": avg["ssim"]}
-        log.info("validation at step %d: %s", self.step, ", ".join(
-            f"{k} {'-' if v is None else format(v, '.4f')}" for k, v in shown.items()))
+        shown = {
+            **{f"acc[{j}]": v for j, v in (avg.get("acc_by_judge") or {}).items()},
+            "psnr": avg["psnr"],
+            "ssim": avg["ssim"],
+        }
+        log.info(
+            "validation at step %d: %s",
+            self.step,
+            ", ".join(f"{k} {'-' if v is None else format(v, '.4f')}" for k, v in shown.items()),
+        )
         self._append_metrics({"kind": "val", "step": self.step, "result": result})
         self._last_val = (self.step, result)
         if self._tb is not None:
@@ -288,27 +354,41 @@ class Trainer:
         batch size, no baselines), its result is reused instead of evaluating again.
         """
         from tsrx.engine.evaluator import evaluate_model
+
         sets = self.parts.test_sets or self.parts.val_sets
         if not sets:
             return None
         if self._validation_is_final():
-            log.info("final evaluation: reusing the result of step %d's validation (same splits and "
-                     "settings)", self.step)
+            log.info(
+                "final evaluation: reusing the result of step %d's validation (same splits and "
+                "settings)",
+                self.step,
+            )
             return self._last_val[1]
         return evaluate_model(
-            self.model, sets, protocol=self.eval_cfg.get("protocol", "textzoom"),
-            batch_size=self.eval_cfg.get("batch_size", 50), device=self.device,
-            judges=self.parts.judges, baselines=self.eval_cfg.get("baselines", False),
-            with_predictions=False, env=self.env)
+            self.model,
+            sets,
+            protocol=self.eval_cfg.get("protocol", "textzoom"),
+            batch_size=self.eval_cfg.get("batch_size", 50),
+            device=self.device,
+            judges=self.parts.judges,
+            baselines=self.eval_cfg.get("baselines", False),
+            with_predictions=False,
+            env=self.env,
+        )
 
     def _validation_is_final(self) -> bool:
         data = self.config.get("data") or {}
         # val defaults to test, and the final evaluation falls back to val
         same_splits = not data.get("val") or not data.get("test") or data["val"] == data["test"]
-        return (self._last_val is not None and self._last_val[0] == self.step and same_splits
-                and bool(self.parts.val_sets)
-                and self.eval_cfg.get("batch_size", 50) == self.train_cfg["val_batch_size"]
-                and not self.eval_cfg.get("baselines", False))
+        return (
+            self._last_val is not None
+            and self._last_val[0] == self.step
+            and same_splits
+            and bool(self.parts.val_sets)
+            and self.eval_cfg.get("batch_size", 50) == self.train_cfg["val_batch_size"]
+            and not self.eval_cfg.get("baselines", False)
+        )
 
     def mark_completed(self) -> None:
         """status.json says "completed": called once the final evaluation is written."""
@@ -323,18 +403,27 @@ class Trainer:
     def state_dict(self) -> dict:
         """The whole training state (a collective: every rank contributes its RNG state)."""
         from tsrx.checkpoint import make_checkpoint
+
         rng = dist_utils.all_gather_objects(rng_state())
         return make_checkpoint(
-            self._model_state(), optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
-            step=self.step, epoch=self.epoch, sampler=self.parts.sampler.state_dict(),
-            rng={"world_size": self.env.world_size, "ranks": rng}, config=self.config,
-            plugins=plugin_records(), metrics={"best": self.best, "skipped_steps": self.skipped})
+            self._model_state(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.step,
+            epoch=self.epoch,
+            sampler=self.parts.sampler.state_dict(),
+            rng={"world_size": self.env.world_size, "ranks": rng},
+            config=self.config,
+            plugins=plugin_records(),
+            metrics={"best": self.best, "skipped_steps": self.skipped},
+        )
 
     def load_state_dict(self, state: dict) -> None:
         model_state = {k: v for k, v in state["model"].items() if not k.startswith("combiner.")}
-        combiner_state = {k[len("combiner."):]: v for k, v in state["model"].items()
-                          if k.startswith("combiner.")}
+        combiner_state = {
+            k[len("combiner.") :]: v for k, v in state["model"].items() if k.startswith("combiner.")
+        }
         self.model.load_state_dict(model_state)
         self.combiner.load_state_dict(combiner_state)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -350,18 +439,23 @@ class Trainer:
         if rng.get("world_size") == self.env.world_size:
             set_rng_state(rng["ranks"][self.env.rank])
         else:
-            log.warning("checkpoint was written by %s process(es), this run has %d: random "
-                        "streams are reseeded, so the rest of the run is not bit-identical",
-                        rng.get("world_size"), self.env.world_size)
+            log.warning(
+                "checkpoint was written by %s process(es), this run has %d: random "
+                "streams are reseeded, so the rest of the run is not bit-identical",
+                rng.get("world_size"),
+                self.env.world_size,
+            )
 
     def save_last(self) -> None:
         state = self.state_dict()
         if self.env.is_main:
             from tsrx.checkpoint import save_checkpoint
+
             save_checkpoint(self.run_dir / "last.pth", state)
 
     def resume(self, path: Path) -> None:
         from tsrx.checkpoint import detect_format, load_checkpoint
+
         state = load_checkpoint(path, map_location=self.device)
         try:
             if detect_format(state) != "tsrx":
@@ -373,7 +467,8 @@ class Trainer:
                 f"{path}: cannot resume this run from it: {said[:400]}. It does not hold this "
                 f"run's training state (written by a different model or config?). Move it aside "
                 f"(mv {path} {path}.bad) to train from scratch, or restart the run with "
-                "`tsrx train/submit --force`") from None
+                "`tsrx train/submit --force`"
+            ) from None
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
         if self.env.is_main:
             truncate_metrics(self.metrics_path, self.step)
@@ -388,16 +483,26 @@ class Trainer:
 
     # -- files of the run directory -------------------------------------------------------------
     def _record_start(self) -> None:
-        self._append_metrics({
-            "kind": "run", "step": self.step, "tasks": self.parts.tasks,
-            "losses": self.parts.loss_tables, "combiner": self.combiner_description(),
-            "world_size": self.env.world_size, "batch_size": self.global_batch,
-            "batch_size_per_rank": self.parts.batch_size_per_rank,
-            "judge": self.parts.judges[0].description if self.parts.judges else None,
-            "judges": {j.name: j.description for j in self.parts.judges}, "resumed": self.step > 0,
-            # parameters (not buffers) per part, frozen ones included: the report's column
-            "parameters": {name: sum(p.numel() for p in part.parameters())
-                           for name, part in self.model.named_children()}})
+        self._append_metrics(
+            {
+                "kind": "run",
+                "step": self.step,
+                "tasks": self.parts.tasks,
+                "losses": self.parts.loss_tables,
+                "combiner": self.combiner_description(),
+                "world_size": self.env.world_size,
+                "batch_size": self.global_batch,
+                "batch_size_per_rank": self.parts.batch_size_per_rank,
+                "judge": self.parts.judges[0].description if self.parts.judges else None,
+                "judges": {j.name: j.description for j in self.parts.judges},
+                "resumed": self.step > 0,
+                # parameters (not buffers) per part, frozen ones included: the report's column
+                "parameters": {
+                    name: sum(p.numel() for p in part.parameters())
+                    for name, part in self.model.named_children()
+                },
+            }
+        )
 
     def combiner_description(self) -> dict:
         describe = getattr(self.combiner, "describe", None)
@@ -406,21 +511,41 @@ class Trainer:
     def _log_train(self, out: dict, rate: float) -> None:
         combiner = {"type": self.combiner_description()["type"]}
         combiner.update({k: v for k, v in out["combiner"].items() if k not in out["terms"]})
-        line = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": out["loss"],
-                "terms": out["terms"], "lr": self._lr(), "samples_per_s": rate,
-                "combiner": combiner, "skipped_steps": self.skipped}
+        line = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": out["loss"],
+            "terms": out["terms"],
+            "lr": self._lr(),
+            "samples_per_s": rate,
+            "combiner": combiner,
+            "skipped_steps": self.skipped,
+        }
         self._append_metrics(line)
         if self._tb is not None:
-            scalars = {"loss": out["loss"], "lr": line["lr"], "samples_per_s": rate,
-                       **{f"loss_{k}": v for k, v in out["terms"].items()},
-                       **{k: v for k, v in combiner.items() if k != "type"}}
+            scalars = {
+                "loss": out["loss"],
+                "lr": line["lr"],
+                "samples_per_s": rate,
+                **{f"loss_{k}": v for k, v in out["terms"].items()},
+                **{k: v for k, v in combiner.items() if k != "type"},
+            }
             for k, v in scalars.items():
                 self._tb.add_scalar(f"train/{k}", v, self.step)
         if not self._progress.live:
-            log.info("step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s", self.step,
-                     self.train_cfg["steps"], out["loss"],
-                     " ".join(f"{k} {v:.5g}" for k, v in {**out["terms"], **combiner}.items()
-                              if k != "type"), self._lr(), rate, self._progress.eta_text())
+            log.info(
+                "step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s",
+                self.step,
+                self.train_cfg["steps"],
+                out["loss"],
+                " ".join(
+                    f"{k} {v:.5g}" for k, v in {**out["terms"], **combiner}.items() if k != "type"
+                ),
+                self._lr(),
+                rate,
+                self._progress.eta_text(),
+            )
         self._write_status("running")
 
     def _append_metrics(self, line: dict) -> None:
@@ -431,6 +556,7 @@ class Trainer:
                     f.write(text)
             except OSError as exc:
                 from tsrx.runfiles import disk_full_error, is_disk_full
+
                 if is_disk_full(exc):
                     raise disk_full_error(self.metrics_path, len(text), exc) from None
                 raise
@@ -440,13 +566,27 @@ class Trainer:
             write_status(self.run_dir, state, self.step, self.train_cfg["steps"], error)
 
     def write_summary(self, final: dict | None, state: str) -> dict:
-        summary = {"state": state, "step": self.step, "total_steps": self.train_cfg["steps"],
-                   "best": {name: {"step": b["step"], "file": b["filename"], "result": b["result"],
-                                   **({"judge": b["judge"]} if "judge" in b else {})}
-                            for name, b in self.best.items()},
-                   "final": final, "tasks": self.parts.tasks, "losses": self.parts.loss_tables,
-                   "combiner": self.combiner_description(), "skipped_steps": self.skipped,
-                   "world_size": self.env.world_size, "plugins": plugin_records()}
+        summary = {
+            "state": state,
+            "step": self.step,
+            "total_steps": self.train_cfg["steps"],
+            "best": {
+                name: {
+                    "step": b["step"],
+                    "file": b["filename"],
+                    "result": b["result"],
+                    **({"judge": b["judge"]} if "judge" in b else {}),
+                }
+                for name, b in self.best.items()
+            },
+            "final": final,
+            "tasks": self.parts.tasks,
+            "losses": self.parts.loss_tables,
+            "combiner": self.combiner_description(),
+            "skipped_steps": self.skipped,
+            "world_size": self.env.world_size,
+            "plugins": plugin_records(),
+        }
         if self.env.is_main:
             atomic_json(self.run_dir / "summary.json", summary)
         return summary

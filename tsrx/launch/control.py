@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 from tsrx.errors import TsrxError
-from tsrx.process import cmdline, is_same
 from tsrx.launch.rundir import read_meta, update_meta, utc_now
+from tsrx.process import cmdline, is_same
 from tsrx.runfiles import read_status
 
 
@@ -70,10 +70,13 @@ def cancel(run_dirs: list[Path]) -> list[tuple[Path, str, str]]:
                 out.append((d, jid, "not running"))
     if slurm_ids:
         try:
-            res = subprocess.run(["scancel", *slurm_ids], capture_output=True, text=True, timeout=60)
+            res = subprocess.run(
+                ["scancel", *slurm_ids], capture_output=True, text=True, timeout=60
+            )
         except FileNotFoundError:
-            raise TsrxError("scancel not found on PATH: cancel Slurm jobs from the cluster's "
-                            "login node") from None
+            raise TsrxError(
+                "scancel not found on PATH: cancel Slurm jobs from the cluster's login node"
+            ) from None
         if res.returncode != 0:
             raise TsrxError(f"scancel {' '.join(slurm_ids)} failed: {res.stderr.strip()}")
     for d, _, outcome in out:
@@ -94,5 +97,6 @@ def log_path(run_dir: Path, rank: int = 0) -> Path:
         cand = Path(folder) / jid / f"{jid}_{rank}_log.out"
         if cand.exists():
             return cand
-    raise TsrxError(f"{run_dir}: no log for rank {rank} yet (looked at {link}); "
-                    "the job may still be pending")
+    raise TsrxError(
+        f"{run_dir}: no log for rank {rank} yet (looked at {link}); the job may still be pending"
+    )

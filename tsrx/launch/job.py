@@ -22,8 +22,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 TRAIN_TARGET = "tsrx.engine.run:run_training"
 STOP_TARGET = "tsrx.engine.signals:request_stop"
@@ -42,6 +43,7 @@ def preemption_signal(job_env: Any) -> int:
 def sbatch_string(command: str, folder: Path, **params: Any) -> str:
     """The sbatch file submitit writes for ``params`` (shown by ``tsrx submit --dry-run``)."""
     from submitit.slurm.slurm import _make_sbatch_string
+
     return _make_sbatch_string(command=command, folder=folder, **params)
 
 
@@ -59,12 +61,14 @@ def export_distributed_env(job_env: Any) -> dict[str, str]:
     Slurm/submitit set it: the engine picks ``cuda:LOCAL_RANK``.
     """
     from tsrx.engine.distributed import first_host, port_for_job
+
     raw_id = os.environ.get("SLURM_JOB_ID") or job_env.raw_job_id
     local = job_env.cluster == "local"
     nodelist = os.environ.get("SLURM_JOB_NODELIST")
     values = {
-        "MASTER_ADDR": "127.0.0.1" if local else (first_host(nodelist) if nodelist
-                                                 else job_env.hostnames[0]),
+        "MASTER_ADDR": "127.0.0.1"
+        if local
+        else (first_host(nodelist) if nodelist else job_env.hostnames[0]),
         "MASTER_PORT": str(port_for_job(raw_id)),
         "RANK": str(job_env.global_rank),
         "WORLD_SIZE": str(job_env.num_tasks),
@@ -94,8 +98,13 @@ def _link_rank_log(run_dir: Path, job_env: Any) -> None:
 class TrainJob:
     """Train the run in ``run_dir`` (its ``config.toml``) on every rank of the job."""
 
-    def __init__(self, run_dir: str | Path, launcher: str = "slurm", target: str = TRAIN_TARGET,
-                 stop_target: str = STOP_TARGET) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        launcher: str = "slurm",
+        target: str = TRAIN_TARGET,
+        stop_target: str = STOP_TARGET,
+    ) -> None:
         self.run_dir = str(Path(run_dir).resolve())
         self.config_path = str(Path(self.run_dir) / "config.toml")
         self.launcher = launcher
@@ -114,14 +123,21 @@ class TrainJob:
         run_dir = Path(self.run_dir)
         # a second job on a run that another job trains touches nothing, not even the log link
         from tsrx.writer import refuse_if_busy
+
         refuse_if_busy(run_dir, doing="train it")
         export_distributed_env(job_env)
         _link_rank_log(run_dir, job_env)
         if job_env.global_rank == 0:
-            record_job(run_dir, job_env.job_id, self.launcher, event="start",
-                       restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
-                       host=socket.gethostname(), started=utc_now(),
-                       nodes=os.environ.get("SLURM_JOB_NODELIST") or socket.gethostname())
+            record_job(
+                run_dir,
+                job_env.job_id,
+                self.launcher,
+                event="start",
+                restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+                host=socket.gethostname(),
+                started=utc_now(),
+                nodes=os.environ.get("SLURM_JOB_NODELIST") or socket.gethostname(),
+            )
         train = _resolve(self.target)
         request_stop = _resolve(self.stop_target)
         caught: list[int] = []
@@ -135,7 +151,9 @@ class TrainJob:
         result = train(run_dir)
         state = result.get("state") if isinstance(result, dict) else None
         if state == "preempted":
-            self._requeue(job_env, submitit_handler, caught[0] if caught else preemption_signal(job_env))
+            self._requeue(
+                job_env, submitit_handler, caught[0] if caught else preemption_signal(job_env)
+            )
         if state != "completed":
             raise RuntimeError(f"training of {self.run_dir} ended in state {state!r}: {result!r}")
         return result
@@ -151,5 +169,7 @@ class TrainJob:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook: the same run again; state lives on disk in ``last.pth``."""
         from submitit.core.utils import DelayedSubmission
+
         return DelayedSubmission(
-            TrainJob(self.run_dir, self.launcher, self.target, self.stop_target))
+            TrainJob(self.run_dir, self.launcher, self.target, self.stop_target)
+        )

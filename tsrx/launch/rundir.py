@@ -14,35 +14,49 @@ them (a partition, a time limit) resumes the run and rewrites its config.toml.
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import os
 import shlex
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tsrx.errors import TsrxError
-from tsrx.runfiles import (atomic_write_text, dumps, meta_lock, read_meta,  # noqa: F401
-                           update_meta, utc_now)  # (re-exported)
+from tsrx.runfiles import (  # noqa: F401
+    atomic_write_text,
+    dumps,
+    meta_lock,
+    read_meta,
+    update_meta,  # (re-exported)
+    utc_now,
+)
 
 CONFIG = "config.toml"
 META = "meta.json"
 # What the trainer writes; `force` moves these aside instead of resuming from them.
-OUTPUTS = ("last.pth", "best_acc_model.pth", "best_psnr_model.pth", "metrics.jsonl",
-           "status.json", "summary.json", "eval", "logs")
+OUTPUTS = (
+    "last.pth",
+    "best_acc_model.pth",
+    "best_psnr_model.pth",
+    "metrics.jsonl",
+    "status.json",
+    "summary.json",
+    "eval",
+    "logs",
+)
 MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
 
 
 def _load_toml(text: str) -> dict:
     from tsrx.config.load import tomllib  # tomli before Python 3.11
+
     return tomllib.loads(text)
 
 
-def config_differences(old: dict, new: dict, prefix: str = "",
-                       ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+def config_differences(
+    old: dict, new: dict, prefix: str = "", ignore: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
     """Dotted keys whose values differ, with (old, new); a missing side is ``None``."""
     out: list[tuple[str, Any, Any]] = []
     for key in sorted((set(old) | set(new)) - set(ignore)):
@@ -71,8 +85,12 @@ def git_state(cwd: Path | None = None) -> dict:
         return {"commit": None, "dirty": None, "diff": None}
     diff = _git(["diff", "HEAD"], cwd) or ""
     truncated = len(diff) > MAX_DIFF_CHARS
-    return {"commit": commit.strip(), "dirty": bool(diff), "diff_truncated": truncated,
-            "diff": diff[:MAX_DIFF_CHARS]}
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(diff),
+        "diff_truncated": truncated,
+        "diff": diff[:MAX_DIFF_CHARS],
+    }
 
 
 def versions(run_plugins: list[str] | None = None) -> dict:
@@ -82,12 +100,17 @@ def versions(run_plugins: list[str] | None = None) -> dict:
 
     from tsrx import __version__
     from tsrx.plugins import ENTRY_POINT_GROUP
+
     dists = {}
     for ep in md.entry_points(group=ENTRY_POINT_GROUP):
         if ep.dist is not None:
             dists[ep.dist.name] = ep.dist.version
-    return {"tsrx": __version__, "python": platform.python_version(),
-            "plugin_packages": dict(sorted(dists.items())), "experiment_plugins": list(run_plugins or [])}
+    return {
+        "tsrx": __version__,
+        "python": platform.python_version(),
+        "plugin_packages": dict(sorted(dists.items())),
+        "experiment_plugins": list(run_plugins or []),
+    }
 
 
 def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
@@ -96,6 +119,7 @@ def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
     if launcher.startswith("local") and str(job_id).isdigit() and "process" not in extra:
         # a PID is reused once its process ends: record what tells them apart (tsrx cancel)
         from tsrx.process import identity
+
         extra["process"] = identity(int(job_id))
     with meta_lock(run_dir):
         meta = read_meta(run_dir)
@@ -123,19 +147,22 @@ def _free_suffix(run_dir: Path, config_text: str) -> Path:
         cand = run_dir.with_name(f"{run_dir.name}~{i}")
         cfg = cand / CONFIG
         if not cfg.exists() or not config_differences(
-                _load_toml(cfg.read_text(encoding="utf-8")), wanted, ignore=PLACEMENT_TABLES):
+            _load_toml(cfg.read_text(encoding="utf-8")), wanted, ignore=PLACEMENT_TABLES
+        ):
             return cand
     raise TsrxError(f"{run_dir}: no free '~N' suffix left for --new")
 
 
-def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = False,
-                    command: list[str] | None = None) -> Path:
+def prepare_run_dir(
+    run, runs_dir: Path, *, force: bool = False, new: bool = False, command: list[str] | None = None
+) -> Path:
     """Create or reuse ``runs_dir/<experiment>/<run.name>/`` for ``run`` (a RunSpec).
 
     Same config: returns the existing directory (resume). Different config: TsrxError
     naming both and the differing keys, unless ``force`` or ``new`` (see module doc).
     """
     from tsrx.config.toml_write import dumps
+
     if force and new:
         raise TsrxError("--force and --new exclude each other: replace the run, or start a new one")
     text = dumps(run.config)
@@ -161,7 +188,8 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
                 f"run directory {run_dir} belongs to a different config: {cfg_path} differs from "
                 f"run {run.name!r} of experiment {run.experiment!r} in {len(diffs)} key(s): "
                 f"{shown}{more}. Use --force to replace it (old outputs move to superseded/) "
-                f"or --new to start a new run directory beside it")
+                f"or --new to start a new run directory beside it"
+            )
     if cfg_path.exists():
         refuse_if_in_use(run_dir)  # one writer per run directory (tsrx.writer)
     if supersede:
@@ -170,11 +198,16 @@ def prepare_run_dir(run, runs_dir: Path, *, force: bool = False, new: bool = Fal
     if rewrite:
         atomic_write_text(cfg_path, text)
     meta = read_meta(run_dir)
-    changes: dict[str, Any] = {"experiment": run.experiment, "run": run.name, "point": run.point,
-                               "command": command if command is not None else list(sys.argv),
-                               "command_line": shlex.join(command if command is not None else sys.argv),
-                               "git": git_state(), "versions": versions(run.plugins),
-                               "updated": utc_now()}
+    changes: dict[str, Any] = {
+        "experiment": run.experiment,
+        "run": run.name,
+        "point": run.point,
+        "command": command if command is not None else list(sys.argv),
+        "command_line": shlex.join(command if command is not None else sys.argv),
+        "git": git_state(),
+        "versions": versions(run.plugins),
+        "updated": utc_now(),
+    }
     if not meta:
         changes["created"] = changes["updated"]
         changes["jobs"] = []
@@ -188,10 +221,12 @@ def refuse_if_in_use(run_dir: Path) -> None:
     """Refuse to (re)start ``run_dir`` while a writer holds it or its last job is queued/running."""
     from tsrx.launch.status import collect
     from tsrx.writer import RunDirBusy, refuse_if_busy
+
     refuse_if_busy(run_dir, doing="start")
     row = collect([Path(run_dir)])[0]  # asks squeue about a Slurm job
     if row.state in ("pending", "running") and row.job_id:
         raise RunDirBusy(
             f"run directory {run_dir} already has job {row.job_id} ({row.launcher}, {row.state}); "
             "a second job would train the same run at the same time. Wait for it, or stop it "
-            f"with `tsrx cancel {run_dir}` first")
+            f"with `tsrx cancel {run_dir}` first"
+        )

@@ -14,21 +14,39 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tsrx.errors import TsrxError
 
 TERMINAL = ("completed", "failed", "cancelled", "timeout", "damaged")
 _SLURM_STATES = {
-    "PENDING": "pending", "CONFIGURING": "pending", "REQUEUED": "pending",
-    "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending", "RESV_DEL_HOLD": "pending",
-    "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running", "STAGE_OUT": "running",
-    "SIGNALING": "running", "RESIZING": "running", "STOPPED": "running",
-    "COMPLETED": "completed", "CANCELLED": "cancelled", "TIMEOUT": "timeout",
-    "PREEMPTED": "pending", "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
-    "BOOT_FAIL": "failed", "DEADLINE": "failed", "SPECIAL_EXIT": "failed", "REVOKED": "cancelled",
+    "PENDING": "pending",
+    "CONFIGURING": "pending",
+    "REQUEUED": "pending",
+    "REQUEUE_HOLD": "pending",
+    "REQUEUE_FED": "pending",
+    "RESV_DEL_HOLD": "pending",
+    "RUNNING": "running",
+    "COMPLETING": "running",
+    "SUSPENDED": "running",
+    "STAGE_OUT": "running",
+    "SIGNALING": "running",
+    "RESIZING": "running",
+    "STOPPED": "running",
+    "COMPLETED": "completed",
+    "CANCELLED": "cancelled",
+    "TIMEOUT": "timeout",
+    "PREEMPTED": "pending",
+    "FAILED": "failed",
+    "NODE_FAIL": "failed",
+    "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed",
+    "DEADLINE": "failed",
+    "SPECIAL_EXIT": "failed",
+    "REVOKED": "cancelled",
 }
 
 
@@ -59,6 +77,7 @@ class RunStatus:
 def _experiment_runs_dir(toml: Path) -> Path:
     """runs/<name> of an experiment file, read without resolving (no plugins, no torch)."""
     from tsrx.config.load import load_with_extends
+
     raw, _ = load_with_extends(toml)
     name = raw.get("name") if isinstance(raw.get("name"), str) else toml.stem
     runs_dir = (raw.get("launcher") or {}).get("runs_dir", "runs")
@@ -87,6 +106,7 @@ def find_run_dirs(target: str | Path | None = None) -> list[Path]:
 def _read_run_files(run_dir: Path) -> tuple[dict, dict, str | None]:
     """(meta, status, problem): a damaged file gives empty content and its message."""
     from tsrx.runfiles import DamagedRunFile, read_meta, read_status
+
     meta, status, problems = {}, {}, []
     try:
         meta = read_meta(run_dir)
@@ -131,8 +151,11 @@ def latest_metrics(run_dir: Path) -> tuple[dict, int | None]:
     metrics = {}
     if val:
         avg = (val.get("result") or {}).get("average") or {}
-        metrics = {k: avg[k] for k in ("acc", "psnr", "ssim")  # NaN (older files): no result
-                   if isinstance(avg.get(k), (int, float)) and avg[k] == avg[k]}
+        metrics = {
+            k: avg[k]
+            for k in ("acc", "psnr", "ssim")  # NaN (older files): no result
+            if isinstance(avg.get(k), (int, float)) and avg[k] == avg[k]
+        }
         metrics["val_step"] = val.get("step")
     return metrics, step
 
@@ -193,7 +216,9 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
             out[jid] = state.split()[0]
     missing = [i for i in ids if i not in out]
     if missing:
-        text = _run(["sacct", "-n", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(missing)])
+        text = _run(
+            ["sacct", "-n", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(missing)]
+        )
         for line in (text or "").splitlines():
             jid, _, state = line.strip().partition("|")
             if jid in missing and state:
@@ -206,6 +231,7 @@ def _alive(pid: str, record: dict | None = None) -> bool:
     there is one, so that a reused PID does not count."""
     if record and isinstance(record.get("process"), dict):
         from tsrx.process import is_same
+
         same = is_same(record["process"])
         if same is not None:
             return same
@@ -224,7 +250,9 @@ def _alive(pid: str, record: dict | None = None) -> bool:
 
 
 # -- one row per run ------------------------------------------------------------------
-def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | None = None) -> RunStatus:
+def run_status(
+    run_dir: Path, slurm: dict[str, str] | None = None, now: float | None = None
+) -> RunStatus:
     """The row for one run directory; ``slurm`` is :func:`slurm_states` for its job ids."""
     run_dir = Path(run_dir)
     meta, status, damaged = _read_run_files(run_dir)
@@ -236,10 +264,18 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
     launcher = last.get("launcher") if last else None
     starts = [j for j in jobs if j.get("event") == "start" and j.get("job_id") == job_id]
     requeues = max(0, len(starts) - 1)
-    row = RunStatus(run=meta.get("run") or run_dir.name, run_dir=str(run_dir), state="not submitted",
-                    step=status.get("step", metric_step), total_steps=status.get("total_steps"),
-                    metrics=metrics, job_id=job_id, launcher=launcher, requeues=requeues,
-                    error=damaged or status.get("error"))
+    row = RunStatus(
+        run=meta.get("run") or run_dir.name,
+        run_dir=str(run_dir),
+        state="not submitted",
+        step=status.get("step", metric_step),
+        total_steps=status.get("total_steps"),
+        metrics=metrics,
+        job_id=job_id,
+        launcher=launcher,
+        requeues=requeues,
+        error=damaged or status.get("error"),
+    )
     if damaged:
         row.state = "damaged"
         return row
@@ -249,7 +285,9 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
     sched = (slurm or {}).get(job_id) if job_id and launcher == "slurm" else None
     row.scheduler_state = sched
     trainer_state = status.get("state")
-    cancelled = meta.get("cancelled") and last and str(meta["cancelled"]) >= str(last.get("time", ""))
+    cancelled = (
+        meta.get("cancelled") and last and str(meta["cancelled"]) >= str(last.get("time", ""))
+    )
     if job_id is None:
         row.state = trainer_state or "not submitted"
     elif trainer_state == "completed":
@@ -276,8 +314,10 @@ def run_status(run_dir: Path, slurm: dict[str, str] | None = None, now: float | 
         row.nodes = starts[-1].get("nodes") or starts[-1].get("host")
     restarts = max([int(j.get("restart") or 0) for j in starts] + [0])
     row.requeues = max(requeues, restarts, len(starts) if row.state == "pending" else 0)
-    first_start = next((_parse_time(j.get("started") or j.get("time")) for j in jobs
-                        if j.get("event") == "start"), None)
+    first_start = next(
+        (_parse_time(j.get("started") or j.get("time")) for j in jobs if j.get("event") == "start"),
+        None,
+    )
     if first_start is not None:
         end = _parse_time(status.get("updated")) if row.state in TERMINAL else None
         row.elapsed_s = max(0.0, (end or now or _now()) - first_start)
@@ -290,6 +330,7 @@ def _now() -> float:
 
 def _read_toml(path: Path) -> dict:
     from tsrx.config.load import tomllib  # tomli before Python 3.11
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -318,23 +359,45 @@ def fmt_elapsed(seconds: float | None) -> str:
 
 def table(rows: list[RunStatus], title: str | None = None) -> Any:
     from rich.table import Table
+
     t = Table(title=title, show_lines=False)
     for col in ("run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job", "nodes"):
-        t.add_column(col, justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left",
-                     overflow="fold")
+        t.add_column(
+            col,
+            justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left",
+            overflow="fold",
+        )
     # runs of several experiments: say which experiment each belongs to
     several = len({Path(r.run_dir).parent for r in rows}) > 1
-    colours = {"completed": "green", "running": "cyan", "pending": "yellow", "failed": "red",
-               "cancelled": "magenta", "timeout": "red", "damaged": "red"}
+    colours = {
+        "completed": "green",
+        "running": "cyan",
+        "pending": "yellow",
+        "failed": "red",
+        "cancelled": "magenta",
+        "timeout": "red",
+        "damaged": "red",
+    }
     for r in rows:
         m = r.metrics
-        step = "-" if r.step is None else f"{r.step}/{r.total_steps if r.total_steps is not None else '?'}"
+        step = (
+            "-"
+            if r.step is None
+            else f"{r.step}/{r.total_steps if r.total_steps is not None else '?'}"
+        )
         colour = colours.get(r.state, "white")
         name = f"{Path(r.run_dir).parent.name}/{r.run}" if several else r.run
-        t.add_row(name, f"[{colour}]{r.label}[/]", step,
-                  f"{m['acc']:.4f}" if "acc" in m else "-", f"{m['psnr']:.2f}" if "psnr" in m else "-",
-                  f"{m['ssim']:.4f}" if "ssim" in m else "-", fmt_elapsed(r.elapsed_s), r.job_id or "-",
-                  r.nodes or "-")
+        t.add_row(
+            name,
+            f"[{colour}]{r.label}[/]",
+            step,
+            f"{m['acc']:.4f}" if "acc" in m else "-",
+            f"{m['psnr']:.2f}" if "psnr" in m else "-",
+            f"{m['ssim']:.4f}" if "ssim" in m else "-",
+            fmt_elapsed(r.elapsed_s),
+            r.job_id or "-",
+            r.nodes or "-",
+        )
     return t
 
 
@@ -342,12 +405,14 @@ def as_json(rows: list[RunStatus]) -> str:
     return json.dumps([{**asdict(r), "label": r.label} for r in rows], indent=2)
 
 
-def follow(run_dirs: list[Path], console: Any, interval_s: float = 5.0,
-           max_wait_s: float | None = None) -> list[RunStatus]:
+def follow(
+    run_dirs: list[Path], console: Any, interval_s: float = 5.0, max_wait_s: float | None = None
+) -> list[RunStatus]:
     """Redraw the table until every run is finished (or ``max_wait_s`` passes)."""
     import time
 
     from rich.live import Live
+
     start = time.monotonic()
     rows = collect(run_dirs)
     with Live(table(rows), console=console, refresh_per_second=1) as live:

@@ -14,9 +14,10 @@ Each run's ``meta.json`` records its upstream run directories (``needs``), so
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tsrx.errors import TsrxError
 from tsrx.launch.submit import Plan, PlannedRun, Submitted
@@ -31,10 +32,10 @@ class StudyRun:
 
     planned: PlannedRun
     stage: Plan
-    upstream: list["StudyRun"] = field(default_factory=list)
-    state: str = "not submitted"       # where it stands now (tsrx.launch.status)
+    upstream: list[StudyRun] = field(default_factory=list)
+    state: str = "not submitted"  # where it stands now (tsrx.launch.status)
     job_id: str | None = None
-    todo: str = "submit"               # "done", "queued", "submit", "blocked"
+    todo: str = "submit"  # "done", "queued", "submit", "blocked"
 
     @property
     def label(self) -> str:
@@ -49,7 +50,7 @@ class StudyRun:
 class Study:
     file: Path
     launcher: str
-    stages: list[Plan]                 # upstream first
+    stages: list[Plan]  # upstream first
     runs: list[StudyRun]
 
     def of(self, stage: Plan) -> list[StudyRun]:
@@ -59,6 +60,7 @@ class Study:
 def has_needs(file: str | Path) -> bool:
     """Whether an experiment file (with its extends) names upstream stages; no plugins load."""
     from tsrx.config.load import load_with_extends
+
     raw, _ = load_with_extends(Path(file))
     return bool(raw.get("needs"))
 
@@ -84,11 +86,17 @@ def _stages(exp: Any) -> list[tuple[Any, list]]:
     return [(exps[k], list(wanted[k].values())) for k in order]
 
 
-def plan_study(file: str | Path, launcher: str | None = None, sets: list[str] | None = None,
-               only: list[str] | None = None, force: bool = False) -> Study:
+def plan_study(
+    file: str | Path,
+    launcher: str | None = None,
+    sets: list[str] | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+) -> Study:
     """Load the experiment and its upstream stages; decide what each run needs done."""
     from tsrx.launch.status import collect
     from tsrx.launch.submit import load, plan_runs
+
     exp = load(file, launcher, sets, only)
     stages: list[Plan] = []
     runs: list[StudyRun] = []
@@ -103,8 +111,10 @@ def plan_study(file: str | Path, launcher: str | None = None, sets: list[str] | 
             runs.append(sr)
     kinds = {p.launcher for p in stages}
     if len(kinds) > 1:
-        raise TsrxError(f"{file}: the stages ask for different launchers ({', '.join(sorted(kinds))}); "
-                        "pick one with --launcher")
+        raise TsrxError(
+            f"{file}: the stages ask for different launchers ({', '.join(sorted(kinds))}); "
+            "pick one with --launcher"
+        )
     existing = [r for r in runs if (r.run_dir / "config.toml").is_file()]
     for r, row in zip(existing, collect([r.run_dir for r in existing])):
         r.state, r.job_id = row.state, row.job_id
@@ -126,9 +136,11 @@ def _check_upstream_files(runs: list[StudyRun]) -> None:
         for need, up in r.planned.spec.upstream.items():
             src = next(s for s in r.upstream if Path(s.run_dir) == Path(up.run_dir))
             if src.todo == "done" and not Path(up.checkpoint).is_file():
-                problems.append(f"{r.label} needs {up.checkpoint} ({need}: {up.select}), but "
-                                f"{src.label} completed without writing it (did its selector "
-                                "ever fire? a best_acc selector needs a recognizer or a judge)")
+                problems.append(
+                    f"{r.label} needs {up.checkpoint} ({need}: {up.select}), but "
+                    f"{src.label} completed without writing it (did its selector "
+                    "ever fire? a best_acc selector needs a recognizer or a judge)"
+                )
     if problems:
         raise TsrxError("\n".join(problems))
 
@@ -149,12 +161,15 @@ def with_dependency(params: dict, ids: list[str]) -> dict:
 
 
 def _sub_plan(stage: Plan, runs: list[StudyRun]) -> Plan:
-    return Plan(stage.experiment, stage.file, stage.launcher, stage.runs_dir, [r.planned for r in runs])
+    return Plan(
+        stage.experiment, stage.file, stage.launcher, stage.runs_dir, [r.planned for r in runs]
+    )
 
 
 def _refuse_conflicts(study: Study, command: list[str] | None) -> None:
     """Every run directory holding another config is reported before anything is submitted."""
     from tsrx.launch.rundir import prepare_run_dir
+
     msgs = []
     for r in study.runs:
         if r.todo == "submit" and r.planned.action.startswith("refused"):
@@ -166,20 +181,28 @@ def _refuse_conflicts(study: Study, command: list[str] | None) -> None:
         raise TsrxError("\n".join(msgs))
 
 
-def submit_study(study: Study, *, force: bool = False, command: list[str] | None = None,
-                 wait_local: Callable[[Submitted], None] | None = None,
-                 on_event: Callable[[StudyRun, str], None] | None = None) -> list[StudyRun]:
+def submit_study(
+    study: Study,
+    *,
+    force: bool = False,
+    command: list[str] | None = None,
+    wait_local: Callable[[Submitted], None] | None = None,
+    on_event: Callable[[StudyRun, str], None] | None = None,
+) -> list[StudyRun]:
     """Submit what is left of the study (see the module docstring); returns every run."""
     from tsrx.launch.rundir import prepare_run_dir, update_meta
     from tsrx.launch.status import collect
     from tsrx.launch.submit import _check_sbatch, submit
+
     if study.launcher == "slurm":
         _check_sbatch()
     _refuse_conflicts(study, command)
     for r in study.runs:  # every run directory exists and names its upstream before any job runs
         if r.todo == "submit":
             prepare_run_dir(r.planned.spec, r.stage.runs_dir, force=force, command=command)
-            update_meta(r.run_dir, needs={n: u.record() for n, u in r.planned.spec.upstream.items()})
+            update_meta(
+                r.run_dir, needs={n: u.record() for n, u in r.planned.spec.upstream.items()}
+            )
     event = on_event or (lambda r, what: None)
     for stage in study.stages:
         todo = [r for r in study.of(stage) if r.todo == "submit"]
@@ -202,8 +225,9 @@ def submit_study(study: Study, *, force: bool = False, command: list[str] | None
                 r.todo = "blocked"
                 event(r, "blocked")
                 continue
-            for s in submit(_sub_plan(stage, [r]), force=force, command=command,
-                            wait_local=wait_local):
+            for s in submit(
+                _sub_plan(stage, [r]), force=force, command=command, wait_local=wait_local
+            ):
                 r.job_id = s.job_id
             r.state = collect([r.run_dir])[0].state
             event(r, r.state)
@@ -216,22 +240,26 @@ class StudyRow:
     """A run of the study as ``tsrx status FILE`` shows it."""
 
     stage: str
-    status: Any                        # tsrx.launch.status.RunStatus
-    needs: list[str]                   # upstream run directories
+    status: Any  # tsrx.launch.status.RunStatus
+    needs: list[str]  # upstream run directories
     level: int = 0
-    state: str = ""                    # done, running, queued, waiting, blocked, failed, ...
+    state: str = ""  # done, running, queued, waiting, blocked, failed, ...
     why: str = ""
 
 
 def _needs_of(run_dir: Path) -> list[str]:
     from tsrx.launch.rundir import read_meta
+
     needs = read_meta(run_dir).get("needs") or {}
-    return [str(v.get("run_dir")) for v in needs.values() if isinstance(v, dict) and v.get("run_dir")]
+    return [
+        str(v.get("run_dir")) for v in needs.values() if isinstance(v, dict) and v.get("run_dir")
+    ]
 
 
 def study_rows(run_dirs: list[Path]) -> list[StudyRow]:
     """The study behind ``run_dirs`` (their upstream runs too), upstream stages first."""
     from tsrx.launch.status import collect
+
     found: dict[str, list[str]] = {}
     queue = [str(Path(d).absolute()) for d in run_dirs]
     while queue:
@@ -249,6 +277,7 @@ def study_rows(run_dirs: list[Path]) -> list[StudyRow]:
             ups = [u for u in found.get(d, []) if u not in seen]
             levels[d] = 1 + max((level(u, (*seen, d)) for u in ups), default=-1)
         return levels[d]
+
     rows = {d: StudyRow(Path(d).parent.name, statuses[d], found[d], level(d)) for d in dirs}
     ordered = sorted(rows.values(), key=lambda r: (r.level, r.stage, r.status.run))
     for row in ordered:
@@ -270,7 +299,8 @@ def _explain(row: StudyRow, rows: dict[str, StudyRow]) -> None:
     elif bad and not started and st.state in ("pending", "cancelled", "not submitted", "failed"):
         row.state = "blocked"
         row.why = "never started: upstream " + ", ".join(
-            f"{name(u)} {rows[u].state if u in rows else 'missing'}" for u in bad)
+            f"{name(u)} {rows[u].state if u in rows else 'missing'}" for u in bad
+        )
     elif st.state in ("pending", "not submitted") and waiting:
         row.state = "waiting"
         row.why = "waits on " + ", ".join(name(u) for u in waiting)
@@ -285,22 +315,57 @@ def study_table(rows: list[StudyRow]) -> Any:
     from rich.table import Table
 
     from tsrx.launch.status import fmt_elapsed
+
     t = Table(title="study")
     for col in ("stage", "run", "state", "waits on / why", "step", "acc", "psnr", "elapsed", "job"):
-        t.add_column(col, overflow="fold",
-                     justify="right" if col in ("step", "acc", "psnr", "elapsed") else "left")
-    colours = {"done": "green", "running": "cyan", "queued": "yellow", "waiting": "yellow",
-               "blocked": "red", "failed": "red", "cancelled": "magenta", "timeout": "red"}
+        t.add_column(
+            col,
+            overflow="fold",
+            justify="right" if col in ("step", "acc", "psnr", "elapsed") else "left",
+        )
+    colours = {
+        "done": "green",
+        "running": "cyan",
+        "queued": "yellow",
+        "waiting": "yellow",
+        "blocked": "red",
+        "failed": "red",
+        "cancelled": "magenta",
+        "timeout": "red",
+    }
     for r in rows:
         s, m = r.status, r.status.metrics
-        step = "-" if s.step is None else f"{s.step}/{s.total_steps if s.total_steps is not None else '?'}"
-        t.add_row(f"{r.level + 1}: {r.stage}", s.run, f"[{colours.get(r.state, 'white')}]{r.state}[/]",
-                  r.why or "-", step, f"{m['acc']:.4f}" if "acc" in m else "-",
-                  f"{m['psnr']:.2f}" if "psnr" in m else "-", fmt_elapsed(s.elapsed_s), s.job_id or "-")
+        step = (
+            "-"
+            if s.step is None
+            else f"{s.step}/{s.total_steps if s.total_steps is not None else '?'}"
+        )
+        t.add_row(
+            f"{r.level + 1}: {r.stage}",
+            s.run,
+            f"[{colours.get(r.state, 'white')}]{r.state}[/]",
+            r.why or "-",
+            step,
+            f"{m['acc']:.4f}" if "acc" in m else "-",
+            f"{m['psnr']:.2f}" if "psnr" in m else "-",
+            fmt_elapsed(s.elapsed_s),
+            s.job_id or "-",
+        )
     return t
 
 
 def study_json(rows: list[StudyRow]) -> list[dict]:
     from dataclasses import asdict
-    return [{**asdict(r.status), "label": r.status.label, "stage": r.stage, "level": r.level + 1,
-             "study_state": r.state, "why": r.why, "needs": r.needs} for r in rows]
+
+    return [
+        {
+            **asdict(r.status),
+            "label": r.status.label,
+            "stage": r.stage,
+            "level": r.level + 1,
+            "study_state": r.state,
+            "why": r.why,
+            "needs": r.needs,
+        }
+        for r in rows
+    ]

@@ -12,10 +12,11 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tsrx.errors import TsrxError
 
@@ -26,9 +27,9 @@ LAUNCHERS = ("slurm", "local")
 class PlannedRun:
     """One run and what submitting it would do to its directory."""
 
-    spec: Any                       # tsrx.config.experiment.RunSpec
+    spec: Any  # tsrx.config.experiment.RunSpec
     run_dir: Path
-    action: str                     # "new", "resume", "refused: ...", "force", "new dir"
+    action: str  # "new", "resume", "refused: ...", "force", "new dir"
     params: dict = field(default_factory=dict)
 
 
@@ -45,7 +46,8 @@ class Plan:
         """All runs share resources (a single run is submitted as a plain job)."""
         first = json.dumps(self.runs[0].params, sort_keys=True, default=str)
         return len(self.runs) > 1 and all(
-            json.dumps(r.params, sort_keys=True, default=str) == first for r in self.runs)
+            json.dumps(r.params, sort_keys=True, default=str) == first for r in self.runs
+        )
 
     @property
     def submitit_folder(self) -> Path:
@@ -78,8 +80,12 @@ def slurm_parameters(config: dict, job_name: str) -> dict:
         params["gpus_per_node"] = gpus
     if lau.get("mem"):
         params["mem"] = str(lau["mem"])
-    for key, name in (("partition", "partition"), ("account", "account"), ("qos", "qos"),
-                      ("constraint", "constraint")):
+    for key, name in (
+        ("partition", "partition"),
+        ("account", "account"),
+        ("qos", "qos"),
+        ("constraint", "constraint"),
+    ):
         if slu.get(key):
             params[name] = slu[key]
     if slu.get("setup"):
@@ -97,6 +103,7 @@ def local_gpus() -> int:
     """GPUs this machine has (0 without CUDA)."""
     try:
         import torch
+
         return int(torch.cuda.device_count())
     except Exception:  # no torch build with CUDA, no driver: a CPU machine
         return 0
@@ -120,18 +127,22 @@ def local_parameters(config: dict, gpus: int | None = None, cores: int | None = 
     """
     lau = config.get("launcher", {})
     if int(lau.get("nodes", 1)) != 1:
-        raise TsrxError(f"launcher.nodes = {lau.get('nodes')}: the local launcher runs on one "
-                        "node; set launcher.nodes = 1 or use --launcher slurm")
+        raise TsrxError(
+            f"launcher.nodes = {lau.get('nodes')}: the local launcher runs on one "
+            "node; set launcher.nodes = 1 or use --launcher slurm"
+        )
     gpus = local_gpus() if gpus is None else gpus
     cores = local_cores() if cores is None else cores
     ranks = int(lau.get("tasks_per_node") or max(gpus, 1))
     timeout = lau.get("timeout_min")
-    return {"tasks_per_node": ranks,
-            "gpus_per_node": min(gpus, ranks),
-            "timeout_min": int(timeout) if timeout else NO_TIME_LIMIT_MIN,
-            "signal_delay_s": int(lau.get("signal_delay_s", 90)),
-            "stderr_to_stdout": True,
-            "threads": max(1, cores // ranks)}
+    return {
+        "tasks_per_node": ranks,
+        "gpus_per_node": min(gpus, ranks),
+        "timeout_min": int(timeout) if timeout else NO_TIME_LIMIT_MIN,
+        "signal_delay_s": int(lau.get("signal_delay_s", 90)),
+        "stderr_to_stdout": True,
+        "threads": max(1, cores // ranks),
+    }
 
 
 @contextmanager
@@ -165,11 +176,15 @@ def _job_name(experiment: str, run: str | None) -> str:
 def _action(spec: Any, run_dir: Path, force: bool, new: bool) -> str:
     from tsrx.config.toml_write import dumps
     from tsrx.launch.rundir import PLACEMENT_TABLES, _load_toml, config_differences
+
     cfg = run_dir / "config.toml"
     if not cfg.exists():
         return "new"
-    diffs = config_differences(_load_toml(cfg.read_text(encoding="utf-8")),
-                               _load_toml(dumps(spec.config)), ignore=PLACEMENT_TABLES)
+    diffs = config_differences(
+        _load_toml(cfg.read_text(encoding="utf-8")),
+        _load_toml(dumps(spec.config)),
+        ignore=PLACEMENT_TABLES,
+    )
     if not diffs:
         return "resume"
     if force:
@@ -179,17 +194,28 @@ def _action(spec: Any, run_dir: Path, force: bool, new: bool) -> str:
     return "refused: config differs in " + ", ".join(k for k, _, _ in diffs[:6])
 
 
-def plan(file: str | Path, launcher: str | None = None, sets: list[str] | None = None,
-         only: list[str] | None = None, force: bool = False, new: bool = False) -> Plan:
+def plan(
+    file: str | Path,
+    launcher: str | None = None,
+    sets: list[str] | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+    new: bool = False,
+) -> Plan:
     """Expand and validate the experiment; decide launcher, resources and directories."""
     exp = load(file, launcher, sets, only)
     return plan_runs(exp, exp.runs, Path(file), force=force, new=new)
 
 
-def load(file: str | Path, launcher: str | None = None, sets: list[str] | None = None,
-         only: list[str] | None = None) -> Any:
+def load(
+    file: str | Path,
+    launcher: str | None = None,
+    sets: list[str] | None = None,
+    only: list[str] | None = None,
+) -> Any:
     """The experiment (and its upstream stages) with ``--launcher`` as a ``--set``."""
     from tsrx.config.experiment import load_experiment
+
     if launcher is not None and launcher not in LAUNCHERS:
         raise TsrxError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     sets = list(sets or [])
@@ -205,18 +231,25 @@ def plan_runs(exp: Any, specs: list, file: Path, force: bool = False, new: bool 
     """The plan for some runs (``specs``) of a loaded experiment."""
     kinds = {r.config["launcher"]["type"] for r in specs}
     if len(kinds) > 1:
-        raise TsrxError(f"{file}: runs ask for different launchers ({', '.join(sorted(kinds))}); "
-                        "launcher.type cannot vary across a grid: pick one with --launcher")
+        raise TsrxError(
+            f"{file}: runs ask for different launchers ({', '.join(sorted(kinds))}); "
+            "launcher.type cannot vary across a grid: pick one with --launcher"
+        )
     kind = kinds.pop()
     dirs = {r.config["launcher"]["runs_dir"] for r in specs}
     if len(dirs) > 1:
-        raise TsrxError(f"{file}: launcher.runs_dir cannot vary across a grid ({', '.join(sorted(dirs))})")
+        raise TsrxError(
+            f"{file}: launcher.runs_dir cannot vary across a grid ({', '.join(sorted(dirs))})"
+        )
     runs_dir = Path(dirs.pop())
     planned = []
     gpus = local_gpus() if kind == "local" else 0
     for spec in specs:
-        params = (slurm_parameters(spec.config, _job_name(exp.name, None)) if kind == "slurm"
-                  else local_parameters(spec.config, gpus=gpus))
+        params = (
+            slurm_parameters(spec.config, _job_name(exp.name, None))
+            if kind == "slurm"
+            else local_parameters(spec.config, gpus=gpus)
+        )
         run_dir = runs_dir / exp.name / spec.name
         planned.append(PlannedRun(spec, run_dir, _action(spec, run_dir, force, new), params))
     p = Plan(exp.name, Path(file), kind, runs_dir, planned)
@@ -230,6 +263,7 @@ def plan_runs(exp: Any, specs: list, file: Path, force: bool = False, new: bool 
 def sbatch_script(p: Plan) -> str:
     """The sbatch file submitit would write for this plan (the array's, or the first job's)."""
     from tsrx.launch.job import SUBMITIT_RUNNER, sbatch_string
+
     folder = p.submitit_folder / "%j"
     command = f"{shlex.quote(sys.executable)} -u -m {SUBMITIT_RUNNER} {shlex.quote(str(folder))}"
     params = dict(p.runs[0].params)
@@ -241,13 +275,16 @@ def sbatch_script(p: Plan) -> str:
 def _check_sbatch() -> None:
     missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
     if missing:
-        raise TsrxError(f"--launcher slurm: {' and '.join(missing)} not found on PATH (this machine "
-                        "is not a Slurm login node). Run here with --launcher local, or submit "
-                        "from the cluster's login node")
+        raise TsrxError(
+            f"--launcher slurm: {' and '.join(missing)} not found on PATH (this machine "
+            "is not a Slurm login node). Run here with --launcher local, or submit "
+            "from the cluster's login node"
+        )
 
 
 def _executor(p: Plan, params: dict) -> Any:
     import submitit
+
     folder = p.submitit_folder / "%j"
     max_requeues = int(p.runs[0].spec.config["launcher"].get("max_requeues", 5))
     if p.launcher == "slurm":
@@ -272,19 +309,28 @@ def _drop_literal_job_folder(p: Plan) -> None:
 
 def _slurm_error(exc: Exception, p: Plan) -> TsrxError:
     msg = str(exc).strip() or type(exc).__name__
-    return TsrxError(f"sbatch refused the job for {p.file} (check [slurm] partition/account/qos "
-                     f"and slurm.extra): {msg}")
+    return TsrxError(
+        f"sbatch refused the job for {p.file} (check [slurm] partition/account/qos "
+        f"and slurm.extra): {msg}"
+    )
 
 
-def submit(p: Plan, *, force: bool = False, new: bool = False, command: list[str] | None = None,
-           wait_local: Callable[[Submitted], None] | None = None,
-           on_submitted: Callable[[Submitted], None] | None = None) -> list[Submitted]:
+def submit(
+    p: Plan,
+    *,
+    force: bool = False,
+    new: bool = False,
+    command: list[str] | None = None,
+    wait_local: Callable[[Submitted], None] | None = None,
+    on_submitted: Callable[[Submitted], None] | None = None,
+) -> list[Submitted]:
     """Create the run directories and submit; refused directories stop everything first."""
     from submitit.core.utils import FailedJobError
 
     from tsrx.launch.job import TrainJob
     from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
     from tsrx.writer import submitting
+
     if p.launcher == "slurm":
         _check_sbatch()
     with submitting(p.submitit_folder, p.experiment):  # one submit of an experiment at a time
@@ -311,8 +357,10 @@ def submit(p: Plan, *, force: bool = False, new: bool = False, command: list[str
             done.append(s)
             return s
 
-        jobs_of = {id(r): TrainJob(r.run_dir, p.launcher, r.spec.config["launcher"]["entry"])
-                   for r in p.runs}
+        jobs_of = {
+            id(r): TrainJob(r.run_dir, p.launcher, r.spec.config["launcher"]["entry"])
+            for r in p.runs
+        }
         try:
             if p.launcher == "slurm" and p.as_array:
                 ex = _executor(p, p.runs[0].params)

@@ -28,11 +28,13 @@ def _channels_check(sr: Any, data: dict, where: str) -> None:
             f"{where}model.sr: the SR backbone takes {got}-channel images but data.mask = "
             f"{str(bool(data['mask'])).lower()} gives {expected}-channel images; set "
             f"model.sr.mask = {str(bool(data['mask'])).lower()} or data.mask = "
-            f"{str(got == 4).lower()}")
+            f"{str(got == 4).lower()}"
+        )
 
 
-def build_parts(model_cfg: dict, file: str = "<config>", data: dict | None = None
-                ) -> dict[str, Any]:
+def build_parts(
+    model_cfg: dict, file: str = "<config>", data: dict | None = None
+) -> dict[str, Any]:
     """The ``sr``, ``recognizer``, ``head`` and ``prior`` modules of ``[model]`` (None where
     absent).
 
@@ -41,40 +43,64 @@ def build_parts(model_cfg: dict, file: str = "<config>", data: dict | None = Non
     """
     from tsrx import contracts
     from tsrx.registry import HEADS, RECOGNIZERS, SR_BACKBONES
+
     data = data or {}
     lr_size, hr_size = tuple(data.get("lr_size", (16, 64))), tuple(data.get("hr_size", (32, 128)))
     sr = rec = head = None
     if model_cfg.get("sr"):
         sr = SR_BACKBONES.build(model_cfg["sr"], "model.sr", file)
-        contracts.check_sr(sr, SR_BACKBONES.label(model_cfg["sr"]["type"]),
-                           lr_size=lr_size, hr_size=hr_size)
+        contracts.check_sr(
+            sr, SR_BACKBONES.label(model_cfg["sr"]["type"]), lr_size=lr_size, hr_size=hr_size
+        )
     if model_cfg.get("recognizer"):
         rec = RECOGNIZERS.build(model_cfg["recognizer"], "model.recognizer", file)
-        contracts.check_recognizer(rec, RECOGNIZERS.label(model_cfg["recognizer"]["type"]),
-                                   channels=4 if data.get("mask") else 3, size=hr_size)
+        contracts.check_recognizer(
+            rec,
+            RECOGNIZERS.label(model_cfg["recognizer"]["type"]),
+            channels=4 if data.get("mask") else 3,
+            size=hr_size,
+        )
     if model_cfg.get("head"):
         if rec is None:
-            raise TsrxError(f"{file}: model.head: a head replaces a recognizer's classifier, "
-                            "so it needs [model.recognizer]")
+            raise TsrxError(
+                f"{file}: model.head: a head replaces a recognizer's classifier, "
+                "so it needs [model.recognizer]"
+            )
         if not getattr(rec, "ctc", True):
-            raise TsrxError(f"{file}: model.head: {model_cfg['recognizer'].get('type')} is an "
-                            "attention recognizer (ctc = false); heads replace a CTC "
-                            "recognizer's classifier (crnn). Remove [model.head]")
-        head = HEADS.build(model_cfg["head"], "model.head", file,
-                           in_features=rec.feature_dim, num_classes=rec.num_classes)
-        contracts.check_head(head, HEADS.label(model_cfg["head"]["type"]),
-                             in_features=rec.feature_dim, num_classes=rec.num_classes)
-    prior = (RECOGNIZERS.build(model_cfg["prior"], "model.prior", file)
-             if model_cfg.get("prior") else None)
+            raise TsrxError(
+                f"{file}: model.head: {model_cfg['recognizer'].get('type')} is an "
+                "attention recognizer (ctc = false); heads replace a CTC "
+                "recognizer's classifier (crnn). Remove [model.head]"
+            )
+        head = HEADS.build(
+            model_cfg["head"],
+            "model.head",
+            file,
+            in_features=rec.feature_dim,
+            num_classes=rec.num_classes,
+        )
+        contracts.check_head(
+            head,
+            HEADS.label(model_cfg["head"]["type"]),
+            in_features=rec.feature_dim,
+            num_classes=rec.num_classes,
+        )
+    prior = (
+        RECOGNIZERS.build(model_cfg["prior"], "model.prior", file)
+        if model_cfg.get("prior")
+        else None
+    )
     return {"sr": sr, "recognizer": rec, "head": head, "prior": prior}
 
 
-def load_prior_weights(model: JointModel, path: str | Path,
-                       base_dir: str | Path = ".") -> list[str]:
+def load_prior_weights(
+    model: JointModel, path: str | Path, base_dir: str | Path = "."
+) -> list[str]:
     """Load the text-prior generator (``prior.*``) from a recognizer checkpoint (meijieru
     crnn.pth, a tsrx checkpoint's ``recognizer.*`` or a bare state_dict), then copy it into
     ``prior_teacher``. Returns the keys it set."""
     from tsrx.checkpoint import load_checkpoint, load_into, state_dict_for
+
     path = Path(path)
     if not path.is_absolute():
         path = Path(base_dir) / path
@@ -82,14 +108,19 @@ def load_prior_weights(model: JointModel, path: str | Path,
         state = state_dict_for(load_checkpoint(path), "recognizer")
     except TsrxError as exc:
         raise TsrxError(f"model.prior_weights: {exc}") from exc
-    state = {"prior." + k[len("recognizer."):]: v for k, v in state.items()
-             if k.startswith("recognizer.")}
+    state = {
+        "prior." + k[len("recognizer.") :]: v
+        for k, v in state.items()
+        if k.startswith("recognizer.")
+    }
     report = load_into(model, state, source=str(path))
     missing = [k for k in report.missing if k.startswith("prior.")]
     if missing or not state:
-        raise TsrxError(f"model.prior_weights {path}: {len(missing)} generator weight(s) missing "
-                        f"(first: {missing[0] if missing else 'all'}); is it a "
-                        f"{type(model.prior).__name__} checkpoint?")
+        raise TsrxError(
+            f"model.prior_weights {path}: {len(missing)} generator weight(s) missing "
+            f"(first: {missing[0] if missing else 'all'}); is it a "
+            f"{type(model.prior).__name__} checkpoint?"
+        )
     model.sync_teacher()
     return [k for k in model.state_dict() if k.startswith(("prior.", "prior_teacher."))]
 
@@ -100,10 +131,13 @@ def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[d
     Returns the state_dict and notes (e.g. loss-combiner weights left to the trainer).
     """
     from tsrx.checkpoint import load_checkpoint, state_dict_for
+
     unknown = [k for k in init if k not in INIT_KEYS]
     if unknown:
-        raise TsrxError(f"model.init: unknown part(s) {', '.join(map(repr, unknown))}; "
-                        f"expected {', '.join(INIT_KEYS)}")
+        raise TsrxError(
+            f"model.init: unknown part(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(INIT_KEYS)}"
+        )
     merged: dict = {}
     notes: list[str] = []
     for part in INIT_KEYS:
@@ -118,15 +152,18 @@ def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[d
             raise TsrxError(f"model.init.{part}: {exc}") from exc
         combiner = [k for k in state if k.startswith("combiner.")]
         if combiner:
-            notes.append(f"model.init.{part}: {len(combiner)} loss-combiner tensor(s) in {path} "
-                         "are not model weights and were left out")
+            notes.append(
+                f"model.init.{part}: {len(combiner)} loss-combiner tensor(s) in {path} "
+                "are not model weights and were left out"
+            )
             state = {k: v for k, v in state.items() if not k.startswith("combiner.")}
         merged.update(state)
     return merged, notes
 
 
-def build_model(config: dict, load_init: bool = True, console: Any = None,
-                file: str = "<config>") -> JointModel:
+def build_model(
+    config: dict, load_init: bool = True, console: Any = None, file: str = "<config>"
+) -> JointModel:
     """The joint model of a resolved config; ``model.init`` is loaded when ``load_init``.
 
     The load report is printed to ``console`` (a rich Console; stdout when None) and kept
@@ -136,33 +173,47 @@ def build_model(config: dict, load_init: bool = True, console: Any = None,
     data = config.get("data") or {}
     parts = build_parts(model_cfg, file, data)
     _channels_check(parts["sr"], data, "" if file == "<config>" else f"{file}: ")
-    model = JointModel(parts["sr"], parts["recognizer"], parts["head"],
-                       coupling=model_cfg.get("coupling", "image"),
-                       feature_layer=model_cfg.get("feature_layer", "rnn"),
-                       freeze=model_cfg.get("freeze", []),
-                       rec_input=model_cfg.get("rec_input", "auto"),
-                       prior=parts["prior"], prior_stages=model_cfg.get("prior_stages", 1),
-                       prior_dropout=model_cfg.get("prior_dropout"),
-                       prior_detach=model_cfg.get("prior_detach"),
-                       rotate_train=model_cfg.get("rotate_train", 0.0))
+    model = JointModel(
+        parts["sr"],
+        parts["recognizer"],
+        parts["head"],
+        coupling=model_cfg.get("coupling", "image"),
+        feature_layer=model_cfg.get("feature_layer", "rnn"),
+        freeze=model_cfg.get("freeze", []),
+        rec_input=model_cfg.get("rec_input", "auto"),
+        prior=parts["prior"],
+        prior_stages=model_cfg.get("prior_stages", 1),
+        prior_dropout=model_cfg.get("prior_dropout"),
+        prior_detach=model_cfg.get("prior_detach"),
+        rotate_train=model_cfg.get("rotate_train", 0.0),
+    )
     model.load_report = None
     init = model_cfg.get("init") or {}
     if load_init and model.prior is not None and model_cfg.get("prior_weights"):
         load_prior_weights(model, model_cfg["prior_weights"])
     if load_init and init:
         from tsrx.checkpoint import load_into
+
         state, notes = init_state_dict(init)
         sources = ", ".join(f"{k}={v}" for k, v in init.items())
-        report = load_into(model, state, allow_shape_mismatch=model_cfg.get(
-            "allow_shape_mismatch", False), source=sources)
+        report = load_into(
+            model,
+            state,
+            allow_shape_mismatch=model_cfg.get("allow_shape_mismatch", False),
+            source=sources,
+        )
         if console is None:
             from rich.console import Console
+
             console = Console()
         report.print(console)
         for note in notes:
             console.print(note, highlight=False, markup=False)
         model.load_report = report
-        if (model.prior_teacher is not None and not model_cfg.get("prior_weights")
-                and not any(k.startswith("prior_teacher.") for k in state)):
+        if (
+            model.prior_teacher is not None
+            and not model_cfg.get("prior_weights")
+            and not any(k.startswith("prior_teacher.") for k in state)
+        ):
             model.sync_teacher()  # the teacher starts from the generator's initial weights
     return model

@@ -49,7 +49,6 @@ class ModelSection:
     allow_shape_mismatch: bool = False
     rec_input: Literal["auto", "hr", "lr", "sr"] = "auto"
 
-
     def cross_check(self) -> list[tuple[str, str]]:
         """How coupling, SR backbone and prior generator fit together (config validation)."""
         issues = []
@@ -58,33 +57,59 @@ class ModelSection:
         if isinstance(sr_type, str):
             from tsrx.errors import TsrxError
             from tsrx.registry import SR_BACKBONES
+
             try:
                 needs_prior = bool(getattr(SR_BACKBONES.get(sr_type), "needs_text_prior", False))
             except TsrxError:
                 pass  # the unknown type is reported by the component check
         if needs_prior and (self.coupling != "text_prior" or not self.prior):
-            issues.append(("model.prior", f"model.sr.type = {sr_type!r} is guided by a text prior: "
-                           "set model.coupling = \"text_prior\" and a [model.prior] generator "
-                           "(e.g. type = \"crnn\" with model.prior_weights = \"crnn.pth\"); "
-                           "for an official TPGSR/TATT file: tsrx eval --config FILE with that "
-                           "[model]"))
+            issues.append(
+                (
+                    "model.prior",
+                    f"model.sr.type = {sr_type!r} is guided by a text prior: "
+                    'set model.coupling = "text_prior" and a [model.prior] generator '
+                    '(e.g. type = "crnn" with model.prior_weights = "crnn.pth"); '
+                    "for an official TPGSR/TATT file: tsrx eval --config FILE with that "
+                    "[model]",
+                )
+            )
         if self.coupling == "text_prior":
             if not self.prior:
                 if not needs_prior:
-                    issues.append(("model.prior", "coupling = \"text_prior\" needs a [model.prior] "
-                                   "generator (a CTC recognizer such as crnn)"))
+                    issues.append(
+                        (
+                            "model.prior",
+                            'coupling = "text_prior" needs a [model.prior] '
+                            "generator (a CTC recognizer such as crnn)",
+                        )
+                    )
             if self.sr and not needs_prior:
-                issues.append(("model.sr.type", f"{sr_type!r} takes no text prior; coupling = "
-                               "\"text_prior\" needs a text-prior backbone "
-                               "(tsrn_tl_cascade, tatt)"))
+                issues.append(
+                    (
+                        "model.sr.type",
+                        f"{sr_type!r} takes no text prior; coupling = "
+                        '"text_prior" needs a text-prior backbone '
+                        "(tsrn_tl_cascade, tatt)",
+                    )
+                )
         elif self.prior:
-            issues.append(("model.prior", f"a prior generator is used only with coupling = "
-                           f"\"text_prior\", not {self.coupling!r}"))
+            issues.append(
+                (
+                    "model.prior",
+                    f"a prior generator is used only with coupling = "
+                    f'"text_prior", not {self.coupling!r}',
+                )
+            )
         if self.rotate_train < 0 or self.rotate_train >= 90:
             issues.append(("model.rotate_train", f"degrees in [0, 90), got {self.rotate_train}"))
         elif self.rotate_train and self.coupling != "text_prior":
-            issues.append(("model.rotate_train", "rotated training pairs (TATT's TSC) are a "
-                           "text-prior coupling option; set coupling = \"text_prior\""))
+            issues.append(
+                (
+                    "model.rotate_train",
+                    "rotated training pairs (TATT's TSC) are a "
+                    'text-prior coupling option; set coupling = "text_prior"',
+                )
+            )
         if self.prior_stages < 1:
             issues.append(("model.prior_stages", f"must be >= 1, got {self.prior_stages}"))
         if self.prior_dropout is not None and not 0 <= self.prior_dropout < 1:

@@ -34,7 +34,7 @@ frozen parameters get ``requires_grad = False`` and frozen BatchNorm layers stay
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -56,27 +56,43 @@ class JointModel(nn.Module):
     """See the module docstring. ``forward(batch) -> {"sr": (B,C,32,128) | None,
     "logits": (T,B,K) | None}`` where ``batch`` holds ``lr`` and/or ``hr``."""
 
-    def __init__(self, sr: nn.Module | None = None, recognizer: nn.Module | None = None,
-                 head: nn.Module | None = None, coupling: str = "image",
-                 feature_layer: str = "rnn", freeze: Iterable[str] = (), rec_input: str = "auto",
-                 prior: nn.Module | None = None, prior_stages: int = 1,
-                 prior_dropout: float | None = None, prior_detach: bool | None = None,
-                 rotate_train: float = 0.0):
+    def __init__(
+        self,
+        sr: nn.Module | None = None,
+        recognizer: nn.Module | None = None,
+        head: nn.Module | None = None,
+        coupling: str = "image",
+        feature_layer: str = "rnn",
+        freeze: Iterable[str] = (),
+        rec_input: str = "auto",
+        prior: nn.Module | None = None,
+        prior_stages: int = 1,
+        prior_dropout: float | None = None,
+        prior_detach: bool | None = None,
+        rotate_train: float = 0.0,
+    ):
         super().__init__()
         if sr is None and recognizer is None:
             raise TsrxError("model: nothing to build; set [model.sr] and/or [model.recognizer]")
         if head is not None and recognizer is None:
-            raise TsrxError("model.head: a head replaces a recognizer's classifier, so it needs "
-                            "[model.recognizer]")
-        if recognizer is not None and not getattr(recognizer, "ctc", True) and (
-                head is not None or coupling == "feature"):
+            raise TsrxError(
+                "model.head: a head replaces a recognizer's classifier, so it needs "
+                "[model.recognizer]"
+            )
+        if (
+            recognizer is not None
+            and not getattr(recognizer, "ctc", True)
+            and (head is not None or coupling == "feature")
+        ):
             raise TsrxError(
                 f"model: {type(recognizer).__name__} is an attention recognizer (ctc = false); "
                 "heads and the feature coupling replace a CTC recognizer's classifier (CRNN). "
-                "Remove [model.head], use coupling = 'image'; it trains with its own loss")
+                "Remove [model.head], use coupling = 'image'; it trains with its own loss"
+            )
         if coupling not in ("image", "feature", "text_prior"):
-            raise TsrxError(f"model.coupling: expected 'image', 'feature' or 'text_prior', "
-                            f"got {coupling!r}")
+            raise TsrxError(
+                f"model.coupling: expected 'image', 'feature' or 'text_prior', got {coupling!r}"
+            )
         self._check_prior(sr, prior, coupling)
         self.sr = sr
         self.recognizer = recognizer
@@ -85,22 +101,33 @@ class JointModel(nn.Module):
         self.prior = prior
         self.prior_stages = int(prior_stages)
         # None: the backbone's official training setting (TPGSR: 1/4 dropped, not detached)
-        self.prior_dropout = float(getattr(sr, "prior_dropout", 0.0) if prior_dropout is None
-                                   else prior_dropout)
-        self.prior_detach = bool(getattr(sr, "prior_detach", False) if prior_detach is None
-                                 else prior_detach)
+        self.prior_dropout = float(
+            getattr(sr, "prior_dropout", 0.0) if prior_dropout is None else prior_dropout
+        )
+        self.prior_detach = bool(
+            getattr(sr, "prior_detach", False) if prior_detach is None else prior_detach
+        )
         self.rotate_train = float(rotate_train)
         if self.rotate_train and coupling != "text_prior":
-            raise TsrxError("model.rotate_train needs coupling = \"text_prior\"")
+            raise TsrxError('model.rotate_train needs coupling = "text_prior"')
         self.feature_layer = feature_layer
         self.rec_input = self._resolve_rec_input(rec_input)
         self.frozen = self._freeze(list(freeze))
         frozen_params = set(self.frozen)
         self._frozen_bn = [
-            name for name, m in self.named_modules() if isinstance(m, _BatchNorm) and (
-                any(_matches(name, p) for p in freeze) or (
-                    any(True for _ in m.parameters(recurse=False)) and all(
-                        f"{name}.{n}" in frozen_params for n, _ in m.named_parameters(recurse=False))))]
+            name
+            for name, m in self.named_modules()
+            if isinstance(m, _BatchNorm)
+            and (
+                any(_matches(name, p) for p in freeze)
+                or (
+                    any(True for _ in m.parameters(recurse=False))
+                    and all(
+                        f"{name}.{n}" in frozen_params for n, _ in m.named_parameters(recurse=False)
+                    )
+                )
+            )
+        ]
         if prior is not None and any(p.requires_grad for p in prior.parameters()):
             # the HR prior comes from the generator's initial weights, frozen (official
             # TPGSR/TATT: a second copy of crnn.pth in eval mode); see sync_teacher
@@ -114,24 +141,33 @@ class JointModel(nn.Module):
         needs = bool(getattr(sr, "needs_text_prior", False))
         if coupling != "text_prior":
             if needs:
-                raise TsrxError(f"model.sr: {type(sr).__name__} is guided by a text prior; set "
-                                "model.coupling = \"text_prior\" and a [model.prior] generator")
+                raise TsrxError(
+                    f"model.sr: {type(sr).__name__} is guided by a text prior; set "
+                    'model.coupling = "text_prior" and a [model.prior] generator'
+                )
             if prior is not None:
-                raise TsrxError("model.prior: a prior generator needs coupling = \"text_prior\"")
+                raise TsrxError('model.prior: a prior generator needs coupling = "text_prior"')
             return
         if not needs:
-            raise TsrxError("model.coupling = \"text_prior\" needs a text-prior SR backbone "
-                            "(tsrn_tl_cascade, tatt)")
+            raise TsrxError(
+                'model.coupling = "text_prior" needs a text-prior SR backbone '
+                "(tsrn_tl_cascade, tatt)"
+            )
         if prior is None:
-            raise TsrxError("model.coupling = \"text_prior\" needs a [model.prior] generator "
-                            "(e.g. type = \"crnn\")")
+            raise TsrxError(
+                'model.coupling = "text_prior" needs a [model.prior] generator (e.g. type = "crnn")'
+            )
         if not getattr(prior, "ctc", False):
-            raise TsrxError(f"model.prior: {type(prior).__name__} is not a CTC recognizer; the "
-                            "text prior is a CTC recognizer's per-frame class probabilities")
+            raise TsrxError(
+                f"model.prior: {type(prior).__name__} is not a CTC recognizer; the "
+                "text prior is a CTC recognizer's per-frame class probabilities"
+            )
         want = getattr(sr, "prior_classes", None)
         if want is not None and prior.num_classes != want:
-            raise TsrxError(f"model.prior: the generator has {prior.num_classes} classes, the "
-                            f"SR backbone reads priors of {want} (CRNN's blank + 0-9a-z)")
+            raise TsrxError(
+                f"model.prior: the generator has {prior.num_classes} classes, the "
+                f"SR backbone reads priors of {want} (CRNN's blank + 0-9a-z)"
+            )
 
     def sync_teacher(self) -> None:
         """Copy the generator's current weights into ``prior_teacher`` (after loading them)."""
@@ -154,29 +190,35 @@ class JointModel(nn.Module):
         frozen: set[str] = set()
         if self.head is not None:
             classifier = {id(p) for p in self.recognizer.classifier.parameters()}
-            frozen |= {f"recognizer.{n}" for n, p in self.recognizer.named_parameters()
-                       if id(p) in classifier}
+            frozen |= {
+                f"recognizer.{n}"
+                for n, p in self.recognizer.named_parameters()
+                if id(p) in classifier
+            }
         if self.coupling == "feature" and self.recognizer is not None:
             rec = [n for n, _ in self.recognizer.named_parameters()]
             start = next((i for i, n in enumerate(rec) if _matches(n, self.feature_layer)), None)
             if start is None:
                 raise TsrxError(
                     f"model.feature_layer: {self.feature_layer!r} names no layer of the "
-                    f"recognizer; its layers: {', '.join(_module_names(self.recognizer))}")
+                    f"recognizer; its layers: {', '.join(_module_names(self.recognizer))}"
+                )
             frozen |= {f"recognizer.{n}" for n in rec[:start]}
         for prefix in prefixes:
             hit = [n for n in names if _matches(n, prefix)]
             if not hit:
-                tops = sorted({n.rsplit('.', 1)[0] for n in names if n.count(".") >= 1})[:20]
-                raise TsrxError(f"model.freeze: {prefix!r} matches no parameter; module "
-                                f"prefixes include sr, recognizer, head, {', '.join(tops)}")
+                tops = sorted({n.rsplit(".", 1)[0] for n in names if n.count(".") >= 1})[:20]
+                raise TsrxError(
+                    f"model.freeze: {prefix!r} matches no parameter; module "
+                    f"prefixes include sr, recognizer, head, {', '.join(tops)}"
+                )
             frozen |= set(hit)
         for n, p in self.named_parameters():
             if n in frozen:
                 p.requires_grad_(False)
         return [n for n in names if n in frozen]
 
-    def train(self, mode: bool = True) -> "JointModel":
+    def train(self, mode: bool = True) -> JointModel:
         super().train(mode)
         for name in getattr(self, "_frozen_bn", ()):
             self.get_submodule(name).eval()  # frozen statistics must not drift either
@@ -195,9 +237,14 @@ class JointModel(nn.Module):
             images = sr if self.rec_input == "sr" else batch[self.rec_input]
             if not getattr(self.recognizer, "ctc", True):
                 # attention recognizers give no logits; in training, their own loss
-                return {"sr": sr, "logits": None, "rec_loss": self.recognizer.loss(
-                    images, batch["label"]) if self.training and "label" in batch else None,
-                        **extra}
+                return {
+                    "sr": sr,
+                    "logits": None,
+                    "rec_loss": self.recognizer.loss(images, batch["label"])
+                    if self.training and "label" in batch
+                    else None,
+                    **extra,
+                }
             if self.head is not None:
                 logits = self.head(self.recognizer.encode(images))
             else:
@@ -214,6 +261,7 @@ class JointModel(nn.Module):
         rotating = self.training and self.rotate_train > 0 and "hr" in batch
         if rotating:  # TATT: rotate the pair; the counter-rotated LR gives the TSC term
             from tsrx.models.rotation import random_rotation, rotate
+
             angles, offsets = random_rotation(lr.shape[0], self.rotate_train, lr.device)
             lr = rotate(lr, angles, offsets)
             extra["target_hr"] = rotate(batch["hr"], angles, offsets)
@@ -229,7 +277,7 @@ class JointModel(nn.Module):
             if self.training and self.prior_dropout > 0:
                 # official TPGSR: the first quarter of each batch is given a zero prior
                 keep = torch.ones(lr.shape[0], 1, 1, 1, dtype=prior.dtype, device=prior.device)
-                keep[:int(lr.shape[0] * self.prior_dropout)] = 0
+                keep[: int(lr.shape[0] * self.prior_dropout)] = 0
                 prior = prior * keep
             out = self.sr(lr, prior)
             image = out[0] if isinstance(out, tuple) else out  # TATT adds attention weights
@@ -246,5 +294,6 @@ class JointModel(nn.Module):
                 teacher = self.prior_teacher if self.prior_teacher is not None else self.prior
                 with torch.no_grad():
                     extra["prior_hr"] = self._probabilities(
-                        teacher, extra.get("target_hr", batch["hr"]))
+                        teacher, extra.get("target_hr", batch["hr"])
+                    )
         return stages[-1], extra

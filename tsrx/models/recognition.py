@@ -33,8 +33,9 @@ class Recognition:
 
     def __post_init__(self) -> None:
         if self.scores and len(self.scores) != len(self.texts):
-            raise ValueError(f"Recognition: {len(self.texts)} texts but {len(self.scores)} "
-                             "score lists")
+            raise ValueError(
+                f"Recognition: {len(self.texts)} texts but {len(self.scores)} score lists"
+            )
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -15,18 +15,20 @@ import torch
 import torch.nn.functional as F
 
 
-def random_rotation(batch: int, max_degrees: float, device: torch.device | str = "cpu"
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def random_rotation(
+    batch: int, max_degrees: float, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Angles in radians, uniform in [-max, max] degrees, and aspect offsets uniform in [0, 1)."""
     degrees = (torch.rand(batch) * 2 - 1) * max_degrees
     return (degrees * (math.pi / 180)).to(device), torch.rand(batch).to(device)
 
 
-def rotate(images: torch.Tensor, angles: torch.Tensor, offsets: torch.Tensor,
-           off_range: float = 0.2) -> torch.Tensor:
+def rotate(
+    images: torch.Tensor, angles: torch.Tensor, offsets: torch.Tensor, off_range: float = 0.2
+) -> torch.Tensor:
     """``images`` (N, C, H, W) each rotated by ``angles[n]`` (radians) about the centre."""
     n, _, h, w = images.shape
-    ratio = (h / float(w) + offsets.to(images) * off_range * 2 - off_range)
+    ratio = h / float(w) + offsets.to(images) * off_range * 2 - off_range
     cos, sin = torch.cos(angles).to(images), torch.sin(angles).to(images)
     zero = torch.zeros_like(cos)
     theta = torch.stack([cos, sin * ratio, zero, -sin / ratio, cos, zero], 1).view(n, 2, 3)

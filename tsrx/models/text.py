@@ -33,10 +33,12 @@ def normalize_for_accuracy(text: str) -> str:
     return filter_text(text, "lower")
 
 
-def encode_labels(labels: list[str], alphabet: str, lower: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_labels(
+    labels: list[str], alphabet: str, lower: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenated CTC targets and their lengths; characters outside ``alphabet`` are dropped."""
     import torch
+
     index = {c: i + 1 for i, c in enumerate(alphabet)}
     targets: list[int] = []
     lengths: list[int] = []
@@ -52,6 +54,7 @@ def encode_labels(labels: list[str], alphabet: str, lower: bool = True
 def ctc_greedy_decode(logits: torch.Tensor, alphabet: str) -> list[str]:
     """Best path decoding of (T, B, classes) logits: argmax, merge repeats, drop blanks."""
     import torch
+
     best = logits.argmax(dim=2).transpose(0, 1).cpu()  # (B, T)
     keep = torch.ones_like(best, dtype=torch.bool)
     keep[:, 1:] = best[:, 1:] != best[:, :-1]
@@ -71,6 +74,7 @@ def ctc_greedy_recognize(logits: torch.Tensor, alphabet: str):
     import torch
 
     from tsrx.models.recognition import Recognition
+
     probs = torch.softmax(logits.float(), dim=2).transpose(0, 1).cpu()  # (B, T, K)
     conf, best = probs.max(dim=2)
     keep = torch.ones_like(best, dtype=torch.bool)

@@ -37,15 +37,15 @@ def file_sha256(path: Path) -> str:
 def eval_settings(config: dict, overrides: dict | None = None) -> dict:
     """What an evaluation of a run's checkpoint depends on, besides the weights."""
     data = config.get("data") or {}
-    settings = {"eval": dict(config.get("eval") or {}),
-                "data": {k: data.get(k) for k in DATA_KEYS}}
+    settings = {"eval": dict(config.get("eval") or {}), "data": {k: data.get(k) for k in DATA_KEYS}}
     settings["eval"].update(overrides or {})
     return settings
 
 
 def cache_key(checkpoint_sha256: str, settings: dict) -> str:
-    blob = json.dumps({"checkpoint": checkpoint_sha256, "settings": settings},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"checkpoint": checkpoint_sha256, "settings": settings}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -64,8 +64,9 @@ def strip_cache_info(data: dict) -> dict:
     return {k: v for k, v in data.items() if k != "cache"}
 
 
-def lookup(run_dir: Path, stem: str, checkpoint: Path | None, settings: dict
-           ) -> tuple[dict | None, Path | None, str]:
+def lookup(
+    run_dir: Path, stem: str, checkpoint: Path | None, settings: dict
+) -> tuple[dict | None, Path | None, str]:
     """(result, file, how) for a checkpoint stem; ``how`` is 'verified', 'unverified' or why none.
 
     With the checkpoint present only the file whose key matches counts (others are
@@ -73,8 +74,12 @@ def lookup(run_dir: Path, stem: str, checkpoint: Path | None, settings: dict
     its weights) the newest cached file is used, marked unverified.
     """
     folder = Path(run_dir) / "eval"
-    files = sorted(folder.glob(f"{stem}-*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    files = [f for f in files if f.stem[len(stem) + 1:].isalnum()]
+    files = (
+        sorted(folder.glob(f"{stem}-*.json"), key=lambda p: p.stat().st_mtime)
+        if folder.is_dir()
+        else []
+    )
+    files = [f for f in files if f.stem[len(stem) + 1 :].isalnum()]
     if checkpoint is not None and Path(checkpoint).is_file():
         wanted = folder / f"{stem}-{cache_key(file_sha256(checkpoint), settings)}.json"
         if wanted in files:
@@ -82,8 +87,14 @@ def lookup(run_dir: Path, stem: str, checkpoint: Path | None, settings: dict
             if data is not None:
                 return strip_cache_info(data), wanted, "verified"
         if files:
-            return None, None, (f"{len(files)} cached result(s) in {folder} are for other weights "
-                                "or another eval config (stale)")
+            return (
+                None,
+                None,
+                (
+                    f"{len(files)} cached result(s) in {folder} are for other weights "
+                    "or another eval config (stale)"
+                ),
+            )
         return None, None, "no cached test result"
     if files:
         data = _read(files[-1])
@@ -102,6 +113,7 @@ def store(run_dir: Path, checkpoint: Path, settings: dict, result: dict) -> Path
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         from tsrx.runfiles import dumps
+
         f.write(dumps(body) + "\n")  # standard JSON: a NaN is null
         f.flush()
         os.fsync(f.fileno())

@@ -22,6 +22,7 @@ RUN_FILES = ("config.toml", "meta.json", "status.json", "summary.json", "metrics
 
 def _load_toml(path: Path) -> dict:
     from tsrx.config.load import tomllib  # tomli before Python 3.11
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -30,6 +31,7 @@ def _load_toml(path: Path) -> dict:
 
 def _load_json(path: Path, problems: list[str]) -> dict | None:
     from tsrx.runfiles import DamagedRunFile, read_json
+
     try:
         return read_json(path, what=f"run's {path.stem}")
     except DamagedRunFile as exc:
@@ -54,8 +56,8 @@ class Result:
     """An evaluation result and where it came from: a test result, or the selector's validation one."""
 
     values: dict
-    source: str          # "test" or "val"
-    where: str           # the file (and key) it was read from
+    source: str  # "test" or "val"
+    where: str  # the file (and key) it was read from
     verified: bool = True
 
 
@@ -126,7 +128,9 @@ class Run:
             if sel is not None:
                 seen.setdefault(sel.name, sel)
         for name, best in ((self.summary or {}).get("best") or {}).items():
-            filename = next((best[k] for k in ("file", "filename", "checkpoint") if (best or {}).get(k)), None)
+            filename = next(
+                (best[k] for k in ("file", "filename", "checkpoint") if (best or {}).get(k)), None
+            )
             sel = Selected(name, Path(filename).name if filename else f"{name}_model.pth")
             seen.setdefault(name, sel)
         eval_dir = self.path / "eval"
@@ -134,11 +138,13 @@ class Run:
             for f in sorted(eval_dir.glob("*-*.json")):
                 stem = f.stem.rsplit("-", 1)[0]
                 if not any(s.stem == stem for s in seen.values()):
-                    name = stem[:-len("_model")] if stem.endswith("_model") else stem
+                    name = stem[: -len("_model")] if stem.endswith("_model") else stem
                     seen.setdefault(name, Selected(name, f"{stem}.pth"))
         return list(seen.values())
 
-    def result(self, sel: Selected, eval_overrides: dict | None = None) -> tuple[Result | None, str]:
+    def result(
+        self, sel: Selected, eval_overrides: dict | None = None
+    ) -> tuple[Result | None, str]:
         """The run's result for a selector: a cached test result, else the selector's validation result."""
         ckpt = self.path / sel.filename
         settings = cache.eval_settings(self.config or {}, eval_overrides)
@@ -148,8 +154,9 @@ class Run:
         best = ((self.summary or {}).get("best") or {}).get(sel.name)
         if isinstance(best, dict) and isinstance(best.get("result"), dict):
             step = best.get("step")
-            return Result(best["result"], "val", f"{self.path / 'summary.json'} best.{sel.name} "
-                                                 f"(step {step})"), how
+            return Result(
+                best["result"], "val", f"{self.path / 'summary.json'} best.{sel.name} (step {step})"
+            ), how
         return None, how
 
 
@@ -163,7 +170,9 @@ def _selector_of(entry: Any) -> Selected | None:
     name = entry.get("name")
     if not name and entry.get("type") == "best" and entry.get("metric"):
         split = entry.get("split", "average")
-        name = f"best_{entry['metric']}" if split == "average" else f"best_{split}_{entry['metric']}"
+        name = (
+            f"best_{entry['metric']}" if split == "average" else f"best_{split}_{entry['metric']}"
+        )
     if not name:
         name = str(entry.get("type", ""))
     if not name:
@@ -171,8 +180,14 @@ def _selector_of(entry: Any) -> Selected | None:
     return Selected(name, entry.get("filename") or f"{name}_model.pth")
 
 
-def read_run(path: Path, *, name: str | None = None, experiment: str | None = None,
-             point: dict | None = None, config: dict | None = None) -> Run:
+def read_run(
+    path: Path,
+    *,
+    name: str | None = None,
+    experiment: str | None = None,
+    point: dict | None = None,
+    config: dict | None = None,
+) -> Run:
     """Everything a run directory recorded (absent files stay None; unreadable ones are noted)."""
     path = Path(path)
     problems: list[str] = []
@@ -183,12 +198,17 @@ def read_run(path: Path, *, name: str | None = None, experiment: str | None = No
         except TsrxError as exc:
             problems.append(str(exc))
     rec_point = meta.get("point")
-    return Run(path=path, name=name or meta.get("run") or path.name,
-               experiment=experiment or meta.get("experiment") or path.parent.name,
-               point=dict(rec_point) if isinstance(rec_point, dict) else dict(point or {}),
-               config=config, meta=meta,
-               status=_load_json(path / "status.json", problems),
-               summary=_load_json(path / "summary.json", problems), problems=problems)
+    return Run(
+        path=path,
+        name=name or meta.get("run") or path.name,
+        experiment=experiment or meta.get("experiment") or path.parent.name,
+        point=dict(rec_point) if isinstance(rec_point, dict) else dict(point or {}),
+        config=config,
+        meta=meta,
+        status=_load_json(path / "status.json", problems),
+        summary=_load_json(path / "summary.json", problems),
+        problems=problems,
+    )
 
 
 def is_run_dir(path: Path) -> bool:
@@ -196,7 +216,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def _run_dirs_under(folder: Path) -> list[Path]:
-    kids = sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in ("eval", "logs", "submitit"))
+    kids = sorted(
+        p for p in folder.iterdir() if p.is_dir() and p.name not in ("eval", "logs", "submitit")
+    )
     runs = [p for p in kids if is_run_dir(p)]
     if runs:
         return runs
@@ -213,8 +235,9 @@ class Collection:
     value_order: dict[str, list[str]] = field(default_factory=dict)
 
 
-def collect(target: str | Path, runs_dir: str | Path | None = None, overrides: list[str] | None = None
-            ) -> Collection:
+def collect(
+    target: str | Path, runs_dir: str | Path | None = None, overrides: list[str] | None = None
+) -> Collection:
     """Runs of an experiment TOML (every grid point, launched or not) or of a folder."""
     target = Path(target)
     if target.is_file() and target.suffix == ".toml" and target.name != "config.toml":
@@ -227,8 +250,9 @@ def collect(target: str | Path, runs_dir: str | Path | None = None, overrides: l
         raise TsrxError(f"{target}: expected an experiment .toml file or a runs folder")
     paths = [target] if is_run_dir(target) else _run_dirs_under(target)
     if not paths:
-        raise TsrxError(f"{target}: no run directories found (a run directory holds "
-                        f"{', '.join(RUN_FILES)})")
+        raise TsrxError(
+            f"{target}: no run directories found (a run directory holds {', '.join(RUN_FILES)})"
+        )
     runs = [read_run(p) for p in paths]
     axes: list[str] = []
     for r in runs:
@@ -242,17 +266,29 @@ def collect(target: str | Path, runs_dir: str | Path | None = None, overrides: l
     return Collection(str(target), runs, axes)
 
 
-def _from_experiment(path: Path, runs_dir: str | Path | None, overrides: list[str] | None) -> Collection:
+def _from_experiment(
+    path: Path, runs_dir: str | Path | None, overrides: list[str] | None
+) -> Collection:
     from tsrx.config.experiment import load_experiment
+
     exp = load_experiment(path, overrides or [])
     runs: list[Run] = []
     axes: list[str] = []
     order: dict[str, list[str]] = {}
     for spec in exp.runs:
-        base = Path(runs_dir) if runs_dir else Path((spec.config.get("launcher") or {}).get("runs_dir", "runs"))
+        base = (
+            Path(runs_dir)
+            if runs_dir
+            else Path((spec.config.get("launcher") or {}).get("runs_dir", "runs"))
+        )
         folder = base / spec.experiment / spec.name
-        run = read_run(folder, name=spec.name, experiment=spec.experiment, point=spec.point,
-                       config=spec.config if not (folder / "config.toml").is_file() else None)
+        run = read_run(
+            folder,
+            name=spec.name,
+            experiment=spec.experiment,
+            point=spec.point,
+            config=spec.config if not (folder / "config.toml").is_file() else None,
+        )
         if not run.point:
             run.point = dict(spec.point)
         runs.append(run)
@@ -275,8 +311,12 @@ def _differing_keys(configs: list[dict]) -> list[str]:
         return []
     flats = [flatten(c) for c in configs]
     keys = sorted(set().union(*flats))
-    return [k for k in keys if k != "name" and len({json.dumps(f.get(k), sort_keys=True, default=str)
-                                                     for f in flats}) > 1]
+    return [
+        k
+        for k in keys
+        if k != "name"
+        and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1
+    ]
 
 
 def value_label(v: Any) -> str:
@@ -294,9 +334,11 @@ def value_label(v: Any) -> str:
 
 def axis_label(key: str, keys: list[str]) -> str:
     """Short name of a grid key: ``model.head.type`` -> ``head`` (longer when two would clash)."""
+
     def short(k: str) -> str:
         parts = k.split(".")
         return parts[-2] if parts[-1] == "type" and len(parts) > 1 else parts[-1]
+
     if any(short(k) == short(key) for k in keys if k != key):
         parts = key.split(".")
         return ".".join(parts[:-1] if parts[-1] == "type" else parts)

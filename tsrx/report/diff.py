@@ -65,16 +65,19 @@ def config_of(path: str | Path) -> tuple[dict, str]:
 
 def _checkpoint_config(path: Path) -> dict:
     import torch
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
         raise TsrxError(f"{path}: cannot read as a checkpoint: {exc}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise TsrxError(f"{path}: not a tsrx checkpoint with an embedded config "
-                        "(expected a dict with 'config'; foreign checkpoints carry none)")
+        raise TsrxError(
+            f"{path}: not a tsrx checkpoint with an embedded config "
+            "(expected a dict with 'config'; foreign checkpoints carry none)"
+        )
     return ckpt["config"]
 
 
 def short(v: Any, width: int = 60) -> str:
     text = v if isinstance(v, str) and v == MISSING else json.dumps(v, default=str)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -7,9 +7,9 @@ torch and the engine are imported here, inside the functions, only when evaluati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tsrx.errors import TsrxError
 from tsrx.report import cache
@@ -26,7 +26,9 @@ class Pending:
         return self.run.path / self.selector.filename
 
 
-def missing(coll: Collection, selectors: list[Selected], overrides: dict | None = None) -> list[Pending]:
+def missing(
+    coll: Collection, selectors: list[Selected], overrides: dict | None = None
+) -> list[Pending]:
     """Checkpoints on disk whose test result is not cached for the current settings."""
     out = []
     for run in coll.runs:
@@ -43,39 +45,55 @@ def missing(coll: Collection, selectors: list[Selected], overrides: dict | None 
     return out
 
 
-def evaluate_checkpoint(run: Run, checkpoint: Path, *, device: str = "cpu",
-                        batch_size: int | None = None) -> dict:
+def evaluate_checkpoint(
+    run: Run, checkpoint: Path, *, device: str = "cpu", batch_size: int | None = None
+) -> dict:
     """Build the run's model, load the checkpoint in one shot, evaluate on the run's test splits."""
     import torch
 
-    from tsrx.data.loader import build_datasets, ensure_synth
-    from tsrx.engine.judges import build_judges
     from tsrx.checkpoint import load_checkpoint, load_into, state_dict_for
+    from tsrx.data.loader import build_datasets, ensure_synth
     from tsrx.engine.evaluator import evaluate_model
+    from tsrx.engine.judges import build_judges
     from tsrx.models.build import build_model
 
     config = run.config or {}
     eval_cfg = config.get("eval") or {}
     model = build_model(config, load_init=False)
-    load_into(model, state_dict_for(load_checkpoint(checkpoint)),
-              allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False),
-              source=str(checkpoint))
+    load_into(
+        model,
+        state_dict_for(load_checkpoint(checkpoint)),
+        allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False),
+        source=str(checkpoint),
+    )
     dev = torch.device(device)
     model.to(dev).eval()
     judges = [j.to(dev) for j in build_judges(eval_cfg, model)]
     ensure_synth(config["data"])
     _, _, test = build_datasets(config["data"])
     if not test:
-        raise TsrxError(f"{run.path / 'config.toml'}: [data.test] names no test split to evaluate on")
-    return evaluate_model(model, test, protocol=eval_cfg.get("protocol", "textzoom"),
-                          batch_size=batch_size or eval_cfg.get("batch_size", 50), device=dev,
-                          judges=judges,
-                          baselines=bool(eval_cfg.get("baselines", False)))
+        raise TsrxError(
+            f"{run.path / 'config.toml'}: [data.test] names no test split to evaluate on"
+        )
+    return evaluate_model(
+        model,
+        test,
+        protocol=eval_cfg.get("protocol", "textzoom"),
+        batch_size=batch_size or eval_cfg.get("batch_size", 50),
+        device=dev,
+        judges=judges,
+        baselines=bool(eval_cfg.get("baselines", False)),
+    )
 
 
-def evaluate_missing(pending: list[Pending], *, device: str = "cpu", batch_size: int | None = None,
-                     evaluate: Callable[..., dict] | None = None,
-                     progress: Callable[[str], None] = lambda msg: None) -> list[Path]:
+def evaluate_missing(
+    pending: list[Pending],
+    *,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    evaluate: Callable[..., dict] | None = None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> list[Path]:
     """Evaluate and cache each pending checkpoint; returns the cache files written."""
     evaluate = evaluate or evaluate_checkpoint
     overrides = {"batch_size": batch_size} if batch_size else None

@@ -46,21 +46,37 @@ def paper_rows(block: Block) -> tuple[list[str], list[str | None], list[tuple[st
             splits += [s for s in row.result.values.get("splits") or {} if s not in splits]
     splits = splits or ["easy", "medium", "hard"]
     judges: list[str | None] = list(block.judges) if len(block.judges) > 1 else [None]
-    rows = [(row.label, _row(row.result.values, splits, judges)) for row in block.rows
-            if row.result is not None]
-    baselines = next((row.result.values["baselines"] for row in block.rows
-                      if row.result is not None and row.result.values.get("baselines")), None)
+    rows = [
+        (row.label, _row(row.result.values, splits, judges))
+        for row in block.rows
+        if row.result is not None
+    ]
+    baselines = next(
+        (
+            row.result.values["baselines"]
+            for row in block.rows
+            if row.result is not None and row.result.values.get("baselines")
+        ),
+        None,
+    )
     if baselines is None:  # validation results have none: the run's final test evaluation
-        baselines = next((((r.run.summary or {}).get("final") or {})["baselines"]
-                          for r in block.rows
-                          if (((r.run.summary or {}).get("final") or {}).get("baselines"))), {})
+        baselines = next(
+            (
+                ((r.run.summary or {}).get("final") or {})["baselines"]
+                for r in block.rows
+                if (((r.run.summary or {}).get("final") or {}).get("baselines"))
+            ),
+            {},
+        )
     for key, label in BASELINE_LABELS.items():
         if key in baselines:
             rows.append((label, _row(baselines[key], splits, judges)))
     return splits, judges, rows
 
 
-def _header(block: Block, splits: list[str], judges: list[str | None]) -> tuple[list[str], list[str]]:
+def _header(
+    block: Block, splits: list[str], judges: list[str | None]
+) -> tuple[list[str], list[str]]:
     letters = split_columns(splits)
     names = [j or (block.judges[0] if block.judges else "ACC") for j in judges]
     top = [n for n in names for _ in range(len(splits) + 1)] + ["PSNR", "SSIM"]
@@ -82,8 +98,16 @@ def to_paper_markdown(report: Report) -> str:
 
 
 def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+    ):
         text = text.replace(a, b) if a != "\\" else text.replace(a, "\x00")
     return text.replace("\x00", r"\textbackslash{}")
 
@@ -94,11 +118,19 @@ def to_latex(report: Report) -> str:
         splits, judges, rows = paper_rows(block)
         top, sub = _header(block, splits, judges)
         per = len(splits) + 1
-        out += ["", f"% {_tex(block.title)}: {_tex(block.source_line())}",
-                "\\begin{tabular}{l" + "c" * len(top) + "}", "\\toprule"]
-        groups = [f"\\multicolumn{{{per}}}{{c}}{{{_tex(top[i * per])}}}" for i in range(len(judges))]
+        out += [
+            "",
+            f"% {_tex(block.title)}: {_tex(block.source_line())}",
+            "\\begin{tabular}{l" + "c" * len(top) + "}",
+            "\\toprule",
+        ]
+        groups = [
+            f"\\multicolumn{{{per}}}{{c}}{{{_tex(top[i * per])}}}" for i in range(len(judges))
+        ]
         out.append(" & ".join(["Method", *groups, "PSNR", "SSIM"]) + " \\\\")
-        rules = " ".join(f"\\cmidrule(lr){{{2 + i * per}-{1 + (i + 1) * per}}}" for i in range(len(judges)))
+        rules = " ".join(
+            f"\\cmidrule(lr){{{2 + i * per}-{1 + (i + 1) * per}}}" for i in range(len(judges))
+        )
         out.append(rules)
         out.append(" & ".join(["", *sub]) + " \\\\")
         out.append("\\midrule")

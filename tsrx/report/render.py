@@ -40,7 +40,9 @@ def to_markdown(report: Report) -> str:
         out.append(f"### {block.title}")
         out.append(block.source_line())
         out.append("")
-        out.append("| " + " | ".join([block.row_axis, *block.lead, *block.columns, *block.trail]) + " |")
+        out.append(
+            "| " + " | ".join([block.row_axis, *block.lead, *block.columns, *block.trail]) + " |"
+        )
         out.append("|" + "---|" * (len(block.lead) + len(block.columns) + len(block.trail) + 1))
         for i, row in enumerate(block.rows):
             cells = []
@@ -78,15 +80,38 @@ def to_csv(report: Report) -> str:
         facts += [c for c in (*b.lead, *b.trail) if c not in facts]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["selector", *group_keys, report.row_axis, "run", "state", "source", "protocol",
-                "recognizer", *columns, *facts, "notes"])
+    w.writerow(
+        [
+            "selector",
+            *group_keys,
+            report.row_axis,
+            "run",
+            "state",
+            "source",
+            "protocol",
+            "recognizer",
+            *columns,
+            *facts,
+            "notes",
+        ]
+    )
     for b in report.blocks:
         for row in b.rows:
-            w.writerow([b.selector, *[b.group.get(k, "") for k in group_keys], row.label, row.run.name,
-                        row.run.state, row.result.source if row.result else "", b.protocol, b.recognizer,
-                        *["" if row.cells.get(c) is None else repr(row.cells[c]) for c in columns],
-                        *["" if row.facts.get(c) is None else repr(row.facts[c]) for c in facts],
-                        "; ".join(row.notes)])
+            w.writerow(
+                [
+                    b.selector,
+                    *[b.group.get(k, "") for k in group_keys],
+                    row.label,
+                    row.run.name,
+                    row.run.state,
+                    row.result.source if row.result else "",
+                    b.protocol,
+                    b.recognizer,
+                    *["" if row.cells.get(c) is None else repr(row.cells[c]) for c in columns],
+                    *["" if row.facts.get(c) is None else repr(row.facts[c]) for c in facts],
+                    "; ".join(row.notes),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -97,23 +122,53 @@ def to_json(report: Report) -> str:
         best = b.best()
         rows = []
         for i, row in enumerate(b.rows):
-            rows.append({"label": row.label, "run": row.run.name, "path": str(row.run.path),
-                         "state": row.run.state, "source": row.result.source if row.result else None,
-                         "from": row.result.where if row.result else None,
-                         "values": {c: row.cells.get(c) for c in b.columns},
-                         "best": [c for c in b.columns if i in best.get(c, ())],
-                         "average_mismatch": sorted(row.mismatched), "notes": row.notes,
-                         "facts": {c: row.facts.get(c) for c in (*b.lead, *b.trail)}})
-        blocks.append({"selector": b.selector, "group": b.group, "title": b.title,
-                       "protocol": b.protocol, "recognizer": b.recognizer, "source": b.source,
-                       "row_axis": b.row_axis, "columns": b.columns, "rows": rows})
-    return json.dumps({"source": report.source, "row_axis": report.row_axis, "blocks": blocks,
-                       "warnings": report.warnings, "problems": report.problems}, indent=2) + "\n"
+            rows.append(
+                {
+                    "label": row.label,
+                    "run": row.run.name,
+                    "path": str(row.run.path),
+                    "state": row.run.state,
+                    "source": row.result.source if row.result else None,
+                    "from": row.result.where if row.result else None,
+                    "values": {c: row.cells.get(c) for c in b.columns},
+                    "best": [c for c in b.columns if i in best.get(c, ())],
+                    "average_mismatch": sorted(row.mismatched),
+                    "notes": row.notes,
+                    "facts": {c: row.facts.get(c) for c in (*b.lead, *b.trail)},
+                }
+            )
+        blocks.append(
+            {
+                "selector": b.selector,
+                "group": b.group,
+                "title": b.title,
+                "protocol": b.protocol,
+                "recognizer": b.recognizer,
+                "source": b.source,
+                "row_axis": b.row_axis,
+                "columns": b.columns,
+                "rows": rows,
+            }
+        )
+    return (
+        json.dumps(
+            {
+                "source": report.source,
+                "row_axis": report.row_axis,
+                "blocks": blocks,
+                "warnings": report.warnings,
+                "problems": report.problems,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 # -- rich --------------------------------------------------------------------------------
-def _rich_table(block: Block, columns: list[str], title: str | None, lead: list[str] = (),
-                trail: list[str] = ()):
+def _rich_table(
+    block: Block, columns: list[str], title: str | None, lead: list[str] = (), trail: list[str] = ()
+):
     from rich.table import Table
     from rich.text import Text
 
@@ -131,9 +186,12 @@ def _rich_table(block: Block, columns: list[str], title: str | None, lead: list[
             if col in row.mismatched:
                 style = "bold yellow"
             cells.append(Text(text, style=style))
-        t.add_row(Text(_label(row), style=styles.get(row.run.state, "")),
-                  *[fmt_fact(c, row.facts.get(c)) for c in lead], *cells,
-                  *[fmt_fact(c, row.facts.get(c)) for c in trail])
+        t.add_row(
+            Text(_label(row), style=styles.get(row.run.state, "")),
+            *[fmt_fact(c, row.facts.get(c)) for c in lead],
+            *cells,
+            *[fmt_fact(c, row.facts.get(c)) for c in trail],
+        )
     return t
 
 
@@ -157,8 +215,11 @@ def to_rich(report: Report, width: int = 200) -> list:
                 groups.setdefault(col.split("-", 1)[1], []).append(col)
             items = list(groups.items())
             for k, (suffix, cols) in enumerate(items):
-                out.append(_rich_table(block, cols, suffix, block.lead,
-                                       block.trail if k == len(items) - 1 else ()))
+                out.append(
+                    _rich_table(
+                        block, cols, suffix, block.lead, block.trail if k == len(items) - 1 else ()
+                    )
+                )
         for n in _notes(block):
             out.append(Text(f"  note: {n}", style="yellow" if "stored average" in n else "dim"))
         out.append(Text(""))
@@ -168,6 +229,7 @@ def to_rich(report: Report, width: int = 200) -> list:
 def render_text(report: Report, fmt_name: str) -> str:
     if fmt_name in ("paper-md", "latex"):
         from tsrx.report.paper import to_latex, to_paper_markdown
+
         return to_paper_markdown(report) if fmt_name == "paper-md" else to_latex(report)
     if fmt_name == "md":
         return to_markdown(report)
@@ -176,6 +238,7 @@ def render_text(report: Report, fmt_name: str) -> str:
     if fmt_name == "json":
         return to_json(report)
     from rich.console import Console
+
     buf = io.StringIO()
     console = Console(file=buf, width=200, force_terminal=False, color_system=None)
     for r in to_rich(report, console.width):

@@ -39,16 +39,16 @@ class Row:
 
 @dataclass
 class Block:
-    selector: str                # checkpoint file, e.g. best_acc_model.pth
-    group: dict[str, str]        # other axes' labels -> values
+    selector: str  # checkpoint file, e.g. best_acc_model.pth
+    group: dict[str, str]  # other axes' labels -> values
     row_axis: str
     columns: list[str]
     rows: list[Row]
     protocol: str
     recognizer: str
-    source: str                  # "test", "val", "mixed" or "none"
+    source: str  # "test", "val", "mixed" or "none"
     judges: list[str] = field(default_factory=list)  # judge names, primary first
-    lead: list[str] = field(default_factory=list)   # fact columns before the metrics (params)
+    lead: list[str] = field(default_factory=list)  # fact columns before the metrics (params)
     trail: list[str] = field(default_factory=list)  # fact columns after them (samples/s)
 
     @property
@@ -75,10 +75,12 @@ class Block:
         return out
 
     def source_line(self) -> str:
-        what = {"test": "test results (eval/ cache)",
-                "val": "VALIDATION results of the selector (summary.json), not test results",
-                "mixed": "mixed: test results where cached, else validation (see notes)",
-                "none": "no results recorded yet"}[self.source]
+        what = {
+            "test": "test results (eval/ cache)",
+            "val": "VALIDATION results of the selector (summary.json), not test results",
+            "mixed": "mixed: test results where cached, else validation (see notes)",
+            "none": "no results recorded yet",
+        }[self.source]
         who = "judges" if len(self.judges) > 1 else "recognizer"
         return f"protocol: {self.protocol} · {who}: {self.recognizer} · values: {what}"
 
@@ -95,21 +97,26 @@ class Report:
 def split_columns(splits: list[str]) -> dict[str, str]:
     """Split name -> column letter: easy -> E; names whose initials clash keep their full name."""
     initials = [s[:1].upper() for s in splits]
-    return {s: (s[:1].upper() if initials.count(s[:1].upper()) == 1 and s[:1].upper() != "A" else s)
-            for s in splits}
+    return {
+        s: (s[:1].upper() if initials.count(s[:1].upper()) == 1 and s[:1].upper() != "A" else s)
+        for s in splits
+    }
 
 
 def metric_keys(judges: list[str]) -> list[tuple[str, str | None, str]]:
     """(metric, judge, column suffix): ACC once per judge when there are several (``ACC:crnn``),
     else plain ``ACC``; then PSNR and SSIM, once."""
-    accs = ([("acc", j, f"ACC:{j}") for j in judges] if len(judges) > 1 else [("acc", None, "ACC")])
+    accs = [("acc", j, f"ACC:{j}") for j in judges] if len(judges) > 1 else [("acc", None, "ACC")]
     return accs + [("psnr", None, "PSNR"), ("ssim", None, "SSIM")]
 
 
 def columns_for(splits: list[str], judges: list[str] | None = None) -> list[str]:
     letters = split_columns(splits)
-    return [c for _, _, suffix in metric_keys(judges or [])
-            for c in [f"{letters[s]}-{suffix}" for s in splits] + [f"A-{suffix}"]]
+    return [
+        c
+        for _, _, suffix in metric_keys(judges or [])
+        for c in [f"{letters[s]}-{suffix}" for s in splits] + [f"A-{suffix}"]
+    ]
 
 
 def metric_value(values: dict, metric: str, judge: str | None = None) -> float | None:
@@ -142,8 +149,9 @@ def result_judges(result: dict) -> list[str]:
     return names
 
 
-def _cells(result: dict, splits: list[str], judges: list[str] | None = None
-           ) -> tuple[dict[str, float | None], list[str], set[str]]:
+def _cells(
+    result: dict, splits: list[str], judges: list[str] | None = None
+) -> tuple[dict[str, float | None], list[str], set[str]]:
     letters = split_columns(splits)
     cells: dict[str, float | None] = {}
     notes: list[str] = []
@@ -158,8 +166,10 @@ def _cells(result: dict, splits: list[str], judges: list[str] | None = None
         stored = metric_value(result.get("average") or {}, m, judge)
         if avg is not None and stored is not None and abs(float(stored) - avg) > AVERAGE_TOLERANCE:
             ns = "/".join(str((rsplits.get(s) or {}).get("n")) for s in splits)
-            notes.append(f"{col}: stored average {float(stored):.4f} != {avg:.4f} recomputed "
-                         f"from the splits weighted by n = {ns}")
+            notes.append(
+                f"{col}: stored average {float(stored):.4f} != {avg:.4f} recomputed "
+                f"from the splits weighted by n = {ns}"
+            )
             bad.add(col)
     return cells, notes, bad
 
@@ -175,14 +185,16 @@ def resolve_axis(requested: str | None, axes: list[str]) -> str:
     labels = {axis_label(a, axes): a for a in axes}
     if requested in labels:
         return labels[requested]
-    raise TsrxError(f"--rows {requested!r}: not a grid axis of these runs{suggest(requested, list(labels))}; "
-                    f"axes: {', '.join(f'{l} ({a})' for l, a in labels.items())}, or 'run'")
+    raise TsrxError(
+        f"--rows {requested!r}: not a grid axis of these runs{suggest(requested, list(labels))}; "
+        f"axes: {', '.join(f'{l} ({a})' for l, a in labels.items())}, or 'run'"
+    )
 
 
 def _splits_of(results: list[dict]) -> list[str]:
     out: list[str] = []
     for r in results:
-        for s in (r.get("splits") or {}):
+        for s in r.get("splits") or {}:
             if s not in out:
                 out.append(s)
     return out or ["easy", "medium", "hard"]
@@ -210,8 +222,10 @@ def selectors_of(runs: list[Run], wanted: list[str] | None) -> list[Selected]:
         hits = [s for s in all_sel.values() if w in (s.name, s.filename, s.stem)]
         if not hits:
             names = [s.name for s in all_sel.values()]
-            raise TsrxError(f"--selector {w!r}: no run records it{suggest(w, names)}; recorded: "
-                            f"{', '.join(f'{s.name} ({s.filename})' for s in all_sel.values()) or '(none)'}")
+            raise TsrxError(
+                f"--selector {w!r}: no run records it{suggest(w, names)}; recorded: "
+                f"{', '.join(f'{s.name} ({s.filename})' for s in all_sel.values()) or '(none)'}"
+            )
         out.extend(h for h in hits if h not in out)
     return out
 
@@ -229,7 +243,9 @@ def follows(axis: str, row_axis: str, runs: list[Run]) -> bool:
     return True
 
 
-def build_report(coll: Collection, rows: str | None = None, selectors: list[str] | None = None) -> Report:
+def build_report(
+    coll: Collection, rows: str | None = None, selectors: list[str] | None = None
+) -> Report:
     row_axis = resolve_axis(rows, coll.axes)
     others = [a for a in coll.axes if a != row_axis and not follows(a, row_axis, coll.runs)]
     labels = {a: axis_label(a, coll.axes) for a in coll.axes}
@@ -249,26 +265,36 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
         for r in coll.runs:
             key = tuple(value_label(r.point.get(a)) for a in others)
             groups.setdefault(key, []).append(r)
-        group_keys = sorted(groups, key=lambda k: [_rank(v, coll.value_order.get(a, []))
-                                                   for a, v in zip(others, k)])
+        group_keys = sorted(
+            groups, key=lambda k: [_rank(v, coll.value_order.get(a, [])) for a, v in zip(others, k)]
+        )
         for gk in group_keys:
             members = groups[gk]
             if row_axis == RUN_AXIS:
                 members = sorted(members, key=lambda r: r.name)
             else:
-                order = _ordered(sorted({value_label(r.point.get(row_axis)) for r in members}),
-                                 coll.value_order.get(row_axis, []))
-                members = sorted(members, key=lambda r: (order.index(value_label(r.point.get(row_axis))),
-                                                         r.name))
+                order = _ordered(
+                    sorted({value_label(r.point.get(row_axis)) for r in members}),
+                    coll.value_order.get(row_axis, []),
+                )
+                members = sorted(
+                    members, key=lambda r: (order.index(value_label(r.point.get(row_axis))), r.name)
+                )
             block_rows = []
             for r in members:
                 res, why = results[id(r)]
                 label = r.name if row_axis == RUN_AXIS else value_label(r.point.get(row_axis))
-                if sum(1 for m in members if m.point.get(row_axis) == r.point.get(row_axis)) > 1 \
-                        and row_axis != RUN_AXIS:
+                if (
+                    sum(1 for m in members if m.point.get(row_axis) == r.point.get(row_axis)) > 1
+                    and row_axis != RUN_AXIS
+                ):
                     label = f"{label} ({r.path.name})"
                 if res is None:
-                    cells, extra, bad = {}, [why or "no result recorded"] if r.state == "completed" else [], set()
+                    cells, extra, bad = (
+                        {},
+                        [why or "no result recorded"] if r.state == "completed" else [],
+                        set(),
+                    )
                 else:
                     cells, extra, bad = _cells(res.values, splits, judges)
                     if res.source == "val":
@@ -281,12 +307,28 @@ def build_report(coll: Collection, rows: str | None = None, selectors: list[str]
             source = "none" if not sources else (sources.pop() if len(sources) == 1 else "mixed")
             protocol = _common([_protocol(p.values) for p in present])
             recognizer = _common([_judges_text(p.values) for p in present])
-            blocks.append(Block(sel.filename, {labels[a]: v for a, v in zip(others, gk)},
-                                labels.get(row_axis, RUN_AXIS), columns_for(splits, judges), block_rows,
-                                protocol, recognizer, source, judges,
-                                lead=[c for c in LEAD if c in shown], trail=[c for c in TRAIL if c in shown]))
-    return Report(coll.source, labels.get(row_axis, RUN_AXIS), blocks,
-                  identical_metric_warnings(coll.runs, sels), problems)
+            blocks.append(
+                Block(
+                    sel.filename,
+                    {labels[a]: v for a, v in zip(others, gk)},
+                    labels.get(row_axis, RUN_AXIS),
+                    columns_for(splits, judges),
+                    block_rows,
+                    protocol,
+                    recognizer,
+                    source,
+                    judges,
+                    lead=[c for c in LEAD if c in shown],
+                    trail=[c for c in TRAIL if c in shown],
+                )
+            )
+    return Report(
+        coll.source,
+        labels.get(row_axis, RUN_AXIS),
+        blocks,
+        identical_metric_warnings(coll.runs, sels),
+        problems,
+    )
 
 
 def _judges_text(result: dict) -> str:
@@ -334,19 +376,22 @@ def identical_metric_warnings(runs: list[Run], sels: list[Selected]) -> list[str
                 seen.setdefault((res.source, fp), []).append(r)
         for (source, _), same in seen.items():
             for i, a in enumerate(same):
-                for b in same[i + 1:]:
+                for b in same[i + 1 :]:
                     diffs = differences(a.config, b.config, ignore=("name",))
                     if not diffs:
                         continue
                     shown = "; ".join(f"{k}: {_v(x)} vs {_v(y)}" for k, x, y in diffs[:6])
                     more = f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else ""
-                    out.append(f"identical {source} metrics for {sel.filename} (every split, 4 decimals) "
-                               f"from runs that differ in config: {a.name} and {b.name} differ in "
-                               f"{shown}{more}. Did a setting silently not take effect, or does the "
-                               f"checkpoint predate the first update? Compare with `tsrx diff {shlex.quote(str(a.path))} {shlex.quote(str(b.path))}`.")
+                    out.append(
+                        f"identical {source} metrics for {sel.filename} (every split, 4 decimals) "
+                        f"from runs that differ in config: {a.name} and {b.name} differ in "
+                        f"{shown}{more}. Did a setting silently not take effect, or does the "
+                        f"checkpoint predate the first update? Compare with `tsrx diff {shlex.quote(str(a.path))} {shlex.quote(str(b.path))}`."
+                    )
     return out
 
 
 def _v(x: Any) -> str:
     from tsrx.report.diff import short
+
     return short(x, 40)

@@ -62,10 +62,13 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise TsrxError("plotting needs matplotlib, an optional dependency: "
-                        "pip install 'tsrx[plots]' (or pip install matplotlib)") from None
+        raise TsrxError(
+            "plotting needs matplotlib, an optional dependency: "
+            "pip install 'tsrx[plots]' (or pip install matplotlib)"
+        ) from None
     matplotlib.use("Agg")  # files only: no display needed on cluster nodes
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -73,49 +76,93 @@ def plot_curves(runs: list[Run], output: Path) -> Path:
     """One PNG: loss terms, sigma per task, a run legend, validation ACC/PSNR/SSIM per split."""
     all_series = [series_of(r) for r in runs]
     if not any(s.loss or s.val for s in all_series):
-        raise TsrxError("no training or validation lines in metrics.jsonl of: "
-                        + ", ".join(str(r.path) for r in runs))
+        raise TsrxError(
+            "no training or validation lines in metrics.jsonl of: "
+            + ", ".join(str(r.path) for r in runs)
+        )
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=FIGSIZE, dpi=DPI)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", ":", "-."]
-    panels = [(axes[0][0], "training loss", "loss"), (axes[0][1], "uncertainty sigma per task", "weights")]
+    panels = [
+        (axes[0][0], "training loss", "loss"),
+        (axes[0][1], "uncertainty sigma per task", "weights"),
+    ]
     for ax, title, attr in panels:
         drawn = False
         for i, s in enumerate(all_series):
             for j, (key, (x, y)) in enumerate(getattr(s, attr).items()):
-                ax.plot(x, y, styles[j % len(styles)], color=colors[i % len(colors)],
-                        label=f"{s.name}: {key}" if len(all_series) > 1 else key, linewidth=1.2)
+                ax.plot(
+                    x,
+                    y,
+                    styles[j % len(styles)],
+                    color=colors[i % len(colors)],
+                    label=f"{s.name}: {key}" if len(all_series) > 1 else key,
+                    linewidth=1.2,
+                )
                 drawn = True
         ax.set_title(title)
         ax.set_xlabel("step")
         if drawn:
-            if attr == "loss" and all(v > 0 for s in all_series for _, ys in s.loss.values() for v in ys):
+            if attr == "loss" and all(
+                v > 0 for s in all_series for _, ys in s.loss.values() for v in ys
+            ):
                 ax.set_yscale("log")
             ax.legend(fontsize=7)
         else:
             combiners = ", ".join(sorted({s.combiner for s in all_series if s.combiner})) or "none"
-            ax.text(0.5, 0.5, f"no learned weights\n(combiner: {combiners})", ha="center",
-                    va="center", transform=ax.transAxes, color="gray")
+            ax.text(
+                0.5,
+                0.5,
+                f"no learned weights\n(combiner: {combiners})",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
     from matplotlib.lines import Line2D
+
     axes[0][2].axis("off")
-    handles = [Line2D([0], [0], color=colors[i % len(colors)], linewidth=2) for i in range(len(all_series))]
-    axes[0][2].legend(handles, [s.name for s in all_series], title="runs (colour)", loc="upper left",
-                      fontsize=8, frameon=False)
+    handles = [
+        Line2D([0], [0], color=colors[i % len(colors)], linewidth=2) for i in range(len(all_series))
+    ]
+    axes[0][2].legend(
+        handles,
+        [s.name for s in all_series],
+        title="runs (colour)",
+        loc="upper left",
+        fontsize=8,
+        frameon=False,
+    )
     for ax, m in zip(axes[1], METRICS):
         drawn = False
         for i, s in enumerate(all_series):
             for j, (split, (x, y)) in enumerate(s.val.get(m, {}).items()):
-                ax.plot(x, y, styles[j % len(styles)], marker="o", markersize=3,
-                        color=colors[i % len(colors)],
-                        label=f"{s.name}: {split}" if len(all_series) > 1 else split, linewidth=1.2)
+                ax.plot(
+                    x,
+                    y,
+                    styles[j % len(styles)],
+                    marker="o",
+                    markersize=3,
+                    color=colors[i % len(colors)],
+                    label=f"{s.name}: {split}" if len(all_series) > 1 else split,
+                    linewidth=1.2,
+                )
                 drawn = True
         ax.set_title(f"validation {m.upper()}")
         ax.set_xlabel("step")
         if drawn:
             ax.legend(fontsize=7)
         else:
-            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.text(
+                0.5,
+                0.5,
+                "no values",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from tsrx.errors import TsrxError
 class Loaded:
     model: nn.Module
     config: dict
-    judges: list[Any]      # tsrx.engine.judges.Judge; the first one reads
+    judges: list[Any]  # tsrx.engine.judges.Judge; the first one reads
     device: torch.device
 
     @property
@@ -40,24 +40,32 @@ class Loaded:
 
 def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = None) -> Loaded:
     """Model, config and reader of a tsrx checkpoint (``recognizer``: judge weights to use)."""
-    from tsrx.engine.judges import build_judges
     from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+    from tsrx.engine.judges import build_judges
     from tsrx.models.build import build_model
 
     ckpt = load_checkpoint(checkpoint)
     if detect_format(ckpt) != "tsrx" or not isinstance(ckpt.get("config"), dict):
-        raise TsrxError(f"{checkpoint}: not a tsrx checkpoint with an embedded config, so its model "
-                        "cannot be rebuilt; use a run's checkpoint, or compose one with `tsrx ckpt compose`")
+        raise TsrxError(
+            f"{checkpoint}: not a tsrx checkpoint with an embedded config, so its model "
+            "cannot be rebuilt; use a run's checkpoint, or compose one with `tsrx ckpt compose`"
+        )
     config = ckpt["config"]
     from tsrx.plugins import require_checkpoint_components
+
     require_checkpoint_components(config, source=str(checkpoint), recorded=ckpt.get("plugins"))
     model = build_model(config, load_init=False)
-    load_into(model, state_dict_for(ckpt), source=str(checkpoint),
-              allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False))
+    load_into(
+        model,
+        state_dict_for(ckpt),
+        source=str(checkpoint),
+        allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False),
+    )
     dev = torch.device(device)
     model.to(dev).eval()
-    judges = [j.to(dev) for j in build_judges(config.get("eval") or {}, model,
-                                              recognizer_path=recognizer)]
+    judges = [
+        j.to(dev) for j in build_judges(config.get("eval") or {}, model, recognizer_path=recognizer)
+    ]
     return Loaded(model, config, judges, dev)
 
 
@@ -74,12 +82,15 @@ def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
 
 def is_correct(pred: str, label: str) -> bool:
     from tsrx.models.text import normalize_for_accuracy
+
     return normalize_for_accuracy(pred) == normalize_for_accuracy(label)
 
 
 def sr_of(model: Any, lr: torch.Tensor) -> torch.Tensor:
     sr = getattr(model, "sr", None)
     if sr is None:
-        raise TsrxError("this checkpoint's model has no SR part ([model.sr]); nothing to super-resolve")
+        raise TsrxError(
+            "this checkpoint's model has no SR part ([model.sr]); nothing to super-resolve"
+        )
     with torch.no_grad():
         return sr(lr)

@@ -23,6 +23,7 @@ def pick(n_items: int, n: int) -> list[int]:
 
 def split_samples(loaded, dataset, n: int) -> list[Sample]:
     from tsrx.data.loader import collate_batch
+
     positions = pick(len(dataset), n)
     if not positions:
         return []
@@ -43,11 +44,19 @@ def split_samples(loaded, dataset, n: int) -> list[Sample]:
     return out
 
 
-def samples_sheet(checkpoint: Path, data_root: Path | None, output: Path, n: int = 24,
-                  splits: list[str] | None = None, device: str = "cpu", scale: int = 2,
-                  recognizer: str | None = None) -> tuple[Path, dict[str, list[Sample]]]:
+def samples_sheet(
+    checkpoint: Path,
+    data_root: Path | None,
+    output: Path,
+    n: int = 24,
+    splits: list[str] | None = None,
+    device: str = "cpu",
+    scale: int = 2,
+    recognizer: str | None = None,
+) -> tuple[Path, dict[str, list[Sample]]]:
     """Write the contact sheet of ``n`` samples per test split; returns (path, samples per split)."""
     from tsrx.data.loader import build_dataset
+
     loaded = load(checkpoint, device, recognizer)
     data = dict(loaded.config.get("data") or {})
     if data_root is not None:
@@ -58,8 +67,9 @@ def samples_sheet(checkpoint: Path, data_root: Path | None, output: Path, n: int
     chosen = splits or list(tests)
     unknown = [s for s in chosen if s not in tests]
     if unknown:
-        raise TsrxError(f"--split {unknown[0]!r}: the checkpoint's config has test splits "
-                        f"{', '.join(tests)}")
+        raise TsrxError(
+            f"--split {unknown[0]!r}: the checkpoint's config has test splits {', '.join(tests)}"
+        )
     sections = []
     for name in chosen:
         ds = build_dataset(tests[name], data, f"data.test.{name}")

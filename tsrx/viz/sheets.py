@@ -17,7 +17,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 COLUMNS = ("lr", "sr", "hr")
 HEADINGS = {"lr": "LR (bicubic)", "sr": "SR", "hr": "HR"}
-GREEN, RED, GRAY, BLACK, WHITE = (20, 140, 40), (200, 30, 30), (120, 120, 120), (0, 0, 0), (255, 255, 255)
+GREEN, RED, GRAY, BLACK, WHITE = (
+    (20, 140, 40),
+    (200, 30, 30),
+    (120, 120, 120),
+    (0, 0, 0),
+    (255, 255, 255),
+)
 MARGIN, GAP, LABEL_W, LINE_H, HEADER_H = 8, 8, 190, 14, 22
 
 
@@ -46,7 +52,9 @@ def _tile_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
     return hr_size[1] * scale, hr_size[0] * scale  # (width, height)
 
 
-def sheet_size(counts: list[int], hr_size: tuple[int, int] = (32, 128), scale: int = 2) -> tuple[int, int]:
+def sheet_size(
+    counts: list[int], hr_size: tuple[int, int] = (32, 128), scale: int = 2
+) -> tuple[int, int]:
     """(width, height) in pixels of a sheet with these per-split sample counts."""
     tw, th = _tile_size(hr_size, scale)
     width = 2 * MARGIN + LABEL_W + len(COLUMNS) * (tw + GAP)
@@ -55,8 +63,9 @@ def sheet_size(counts: list[int], hr_size: tuple[int, int] = (32, 128), scale: i
     return width, height
 
 
-def contact_sheet(sections: list[tuple[str, list[Sample]]], hr_size: tuple[int, int] = (32, 128),
-                  scale: int = 2) -> Image.Image:
+def contact_sheet(
+    sections: list[tuple[str, list[Sample]]], hr_size: tuple[int, int] = (32, 128), scale: int = 2
+) -> Image.Image:
     """The sheet: a header per split (with fixed/broke counts), then one row per sample."""
     width, height = sheet_size([len(s) for _, s in sections], hr_size, scale)
     tw, th = _tile_size(hr_size, scale)
@@ -67,30 +76,47 @@ def contact_sheet(sections: list[tuple[str, list[Sample]]], hr_size: tuple[int, 
     for split, samples in sections:
         fixed = sum(s.verdict == "fixed" for s in samples)
         broke = sum(s.verdict == "broke" for s in samples)
-        draw.text((MARGIN, y + 4), f"{split}: {len(samples)} samples, SR fixed {fixed}, SR broke {broke}",
-                  fill=BLACK, font=font)
+        draw.text(
+            (MARGIN, y + 4),
+            f"{split}: {len(samples)} samples, SR fixed {fixed}, SR broke {broke}",
+            fill=BLACK,
+            font=font,
+        )
         y += HEADER_H
         for c, col in enumerate(COLUMNS):
-            draw.text((MARGIN + LABEL_W + c * (tw + GAP), y + 4), HEADINGS[col], fill=GRAY, font=font)
+            draw.text(
+                (MARGIN + LABEL_W + c * (tw + GAP), y + 4), HEADINGS[col], fill=GRAY, font=font
+            )
         y += HEADER_H
         for s in samples:
             draw.text((MARGIN, y + 2), f"#{s.index}", fill=GRAY, font=font)
             draw.text((MARGIN, y + 2 + LINE_H), f"label: {s.label}"[:30], fill=BLACK, font=font)
             if s.verdict:
-                draw.text((MARGIN, y + 2 + 2 * LINE_H), f"SR {s.verdict}",
-                          fill=GREEN if s.verdict == "fixed" else RED, font=font)
+                draw.text(
+                    (MARGIN, y + 2 + 2 * LINE_H),
+                    f"SR {s.verdict}",
+                    fill=GREEN if s.verdict == "fixed" else RED,
+                    font=font,
+                )
             for c, col in enumerate(COLUMNS):
                 x = MARGIN + LABEL_W + c * (tw + GAP)
                 img = Image.fromarray(_rgb(s.images[col])).resize((tw, th), Image.NEAREST)
                 sheet.paste(img, (x, y))
                 if col == "sr" and s.verdict:
-                    draw.rectangle((x - 2, y - 2, x + tw + 1, y + th + 1),
-                                   outline=GREEN if s.verdict == "fixed" else RED, width=2)
+                    draw.rectangle(
+                        (x - 2, y - 2, x + tw + 1, y + th + 1),
+                        outline=GREEN if s.verdict == "fixed" else RED,
+                        width=2,
+                    )
                 read = s.reads.get(col)
                 if read is not None:
                     ok = s.correct.get(col)
-                    draw.text((x, y + th + 1), f"read: {read[:40] or '(nothing)'}", font=font,
-                              fill=GRAY if ok is None else (GREEN if ok else RED))
+                    draw.text(
+                        (x, y + th + 1),
+                        f"read: {read[:40] or '(nothing)'}",
+                        font=font,
+                        fill=GRAY if ok is None else (GREEN if ok else RED),
+                    )
             y += th + LINE_H + GAP
     return sheet
 
