@@ -132,7 +132,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
             _sync(device)
             start = time.perf_counter()
             with torch.no_grad():
-                for name, batch in batches:
+                for _name, batch in batches:
                     sr = model(batch)["sr"]
                     outputs.append((sr, read_images(model, judge, sr)))
             _sync(device)

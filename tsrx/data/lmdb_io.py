@@ -139,7 +139,9 @@ def read_num_samples(db: LazyLmdb) -> int:
     try:
         n = int(raw.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
-        raise TsrxError(f"{db.path}: 'num-samples' is {raw[:40]!r}, expected an ASCII integer")
+        raise TsrxError(
+            f"{db.path}: 'num-samples' is {raw[:40]!r}, expected an ASCII integer"
+        ) from None
     if n < 0:
         raise TsrxError(f"{db.path}: 'num-samples' is {n}, expected >= 0")
     return n

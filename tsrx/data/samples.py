@@ -60,7 +60,7 @@ def read_raw(db: LazyLmdb, index: int) -> tuple[str, bytes, bytes]:
     try:
         label = values[0].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SampleProblem(f"label is not UTF-8 ({values[0][:40]!r}: {exc.reason})")
+        raise SampleProblem(f"label is not UTF-8 ({values[0][:40]!r}: {exc.reason})") from None
     return label, values[1], values[2]
 
 
@@ -73,7 +73,7 @@ def decode_pair(
         try:
             img = decode_image(data)
         except ValueError as exc:
-            raise SampleProblem(f"{key.decode()!r}: {exc}")
+            raise SampleProblem(f"{key.decode()!r}: {exc}") from None
         out.append(preprocess(img, size, mask))
     return out[0], out[1]
 

@@ -187,7 +187,7 @@ def resolve_axis(requested: str | None, axes: list[str]) -> str:
         return labels[requested]
     raise TsrxError(
         f"--rows {requested!r}: not a grid axis of these runs{suggest(requested, list(labels))}; "
-        f"axes: {', '.join(f'{l} ({a})' for l, a in labels.items())}, or 'run'"
+        f"axes: {', '.join(f'{label} ({a})' for label, a in labels.items())}, or 'run'"
     )
 
 
@@ -386,7 +386,8 @@ def identical_metric_warnings(runs: list[Run], sels: list[Selected]) -> list[str
                         f"identical {source} metrics for {sel.filename} (every split, 4 decimals) "
                         f"from runs that differ in config: {a.name} and {b.name} differ in "
                         f"{shown}{more}. Did a setting silently not take effect, or does the "
-                        f"checkpoint predate the first update? Compare with `tsrx diff {shlex.quote(str(a.path))} {shlex.quote(str(b.path))}`."
+                        "checkpoint predate the first update? Compare with "
+                        f"`tsrx diff {shlex.quote(str(a.path))} {shlex.quote(str(b.path))}`."
                     )
     return out
 
