@@ -4,7 +4,10 @@ A plugin registers with an explicit name (``@HEADS.register("sidernn+mlp")``).
 Looking a name up first loads every installed plugin (``tsrx.plugins``), so
 registration never depends on what happened to be imported before.
 Components are built from TOML tables: ``type = "name"`` plus keyword arguments,
-checked against the component's signature before anything heavy runs.
+checked against the component's signature before anything heavy runs. This module is the one
+home of a component table: its check (``Registry.check``, ``check_components`` for tables
+inside config sections), its defaults (``component_defaults``) and its building
+(``Registry.build``); ``tsrx.config.schema`` only knows types.
 """
 
 from __future__ import annotations
