@@ -276,3 +276,15 @@ def test_empty_init_path_is_an_error_at_validation(tmp_path):
     assert "exp.toml:model.init: key 'sr': expected a non-empty path, got ''" in text
     assert "exp.toml:eval.judge_weights: expected a non-empty path, got ' '" in text
     assert "init.recognizer" not in text
+
+
+def test_extends_replaces_or_deletes_a_whole_grid(tmp_path):
+    write(tmp_path / "base.toml", '[grid]\n"train.steps" = [1, 2]\n"train.batch_size" = [4, 8]\n')
+    write(
+        tmp_path / "one.toml",
+        'extends = ["base.toml"]\n[grid]\n"_replace_" = true\n'
+        '"train.lr_warmup_unused" = "_delete_"\n"train.steps" = [3]\n',
+    )
+    assert [r.point for r in load_experiment(tmp_path / "one.toml").runs] == [{"train.steps": 3}]
+    write(tmp_path / "none.toml", 'extends = ["base.toml"]\ngrid = "_delete_"\n')
+    assert [r.name for r in load_experiment(tmp_path / "none.toml").runs] == ["main"]
