@@ -69,7 +69,8 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
             [p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.5, 0.999)
         )
 
-        def train_step():
+        # defaults bind this iteration's objects (the closures run before the next one)
+        def train_step(model=model, optimizer=optimizer, lr=lr, hr=hr):
             model.train()
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -77,7 +78,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
             loss.backward()
             optimizer.step()
 
-        def eval_step():
+        def eval_step(model=model, lr=lr):
             model.eval()
             with (
                 torch.no_grad(),

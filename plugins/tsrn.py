@@ -107,7 +107,6 @@ class GruBlock(nn.Module):
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        k = c // 2
         # (T, N, C) with T the scanned axis: one copy of the C-channel input, not of the gates
         seq = _ScanOrder.apply(x, self.along_height)
         t = seq.shape[0]

@@ -150,7 +150,7 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     from bench.bench_zoo import backbones
 
     zoo = {r["name"]: r for r in rows if r["item"] == "zoo"}
-    for name, table in backbones():  # one train and one eval row per zoo backbone
+    for name, _table in backbones():  # one train and one eval row per zoo backbone
         for what in ("train step", "eval"):
             assert zoo[f"{name} {what}"]["value"] > 0
             assert zoo[f"{name} {what}"]["detail"]["parameters"] > 0

@@ -97,7 +97,7 @@ def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
             if folder.is_dir()
             else {}
         )
-        raise AssertionError(f"intruder {intruder}: squeue:\n{queue}\nfiles: {files}")
+        raise AssertionError(f"intruder {intruder}: squeue:\n{queue}\nfiles: {files}") from None
     log = next(f for f in folder.glob("*_log.*") if "is being written by job" in f.read_text())
     assert f"job {job_id} (slurm)" in log.read_text()
 
