@@ -44,7 +44,7 @@ def test_show_prints_options_types_defaults_doc_and_origin():
     )
     assert d["file"].endswith("plugins/heads.py") and "side bidirectional LSTM" in d["doc"]
     opts = {o["name"]: o for o in d["options"]}
-    assert opts["rnn_hidden"]["type"] == "an integer" and opts["rnn_hidden"]["default"] == 256
+    assert opts["rnn_hidden"]["type"] == "an integer > 0" and opts["rnn_hidden"]["default"] == 256
     assert opts["join"]["type"] == "one of 'concat', 'add'"
     assert opts["in_features"]["provided_by_tsrx"] and not opts["in_features"]["required"]
     text = invoke("plugins", "show", "sidernn").output
