@@ -29,7 +29,14 @@ from torch import nn
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 from tsrx_builtin.textzoom_baselines import options_from_weights
-from tsrx_builtin.tsrn import Mish, STNHead, TPSSpatialTransformer
+from tsrx_builtin.tsrn import (
+    LRSTNHead,
+    Mish,
+    TPSSpatialTransformer,
+    tsrn_body_end,
+    tsrn_head,
+    tsrn_tail,
+)
 
 FEATURE_SIZE = (16, 64)  # the LR size: the transformer's positions are fixed to it
 POSITION_CHANNELS = 64
@@ -160,17 +167,6 @@ class RecurrentResidualBlock(nn.Module):
         return x + self.feature_enhancer(residual.reshape(b, c, h * w)).reshape(b, c, h, w)
 
 
-class UpsampleBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels * 4, kernel_size=3, padding=1)
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.prelu = Mish()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.prelu(self.pixel_shuffle(self.conv(x)))
-
-
 @SR_BACKBONES.register("tbsrn")
 class TBSRN(nn.Module):
     """TBSRN x2: (B, C, 16, 64) -> (B, C, 32, 128), C = 4 with ``mask`` else 3.
@@ -197,31 +193,14 @@ class TBSRN(nn.Module):
         self.conv = nn.Conv2d(3, 3, 3, 1, 1)
         self.bn = nn.BatchNorm2d(3)
         self.relu = nn.ReLU()
-        self.block1 = nn.Sequential(
-            nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
-        )
+        self.block1 = tsrn_head(self.in_channels, channels)
         for i in range(blocks):
             setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
-        setattr(
-            self,
-            f"block{blocks + 2}",
-            nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
-            ),
-        )
-        setattr(
-            self,
-            f"block{blocks + 3}",
-            nn.Sequential(
-                UpsampleBlock(channels),
-                nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4),
-            ),
-        )
+        setattr(self, f"block{blocks + 2}", tsrn_body_end(channels))
+        setattr(self, f"block{blocks + 3}", tsrn_tail(channels, self.in_channels))
         if stn:
             self.tps = TPSSpatialTransformer(FEATURE_SIZE)
-            self.stn_head = STNHead(self.in_channels)
-            # the official head reads 16x64: its fifth pooling halves the width only
-            self.stn_head.stn_convnet[9] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
+            self.stn_head = LRSTNHead(self.in_channels)
 
     @classmethod
     def from_textzoom_checkpoint(cls, obj: Any) -> tuple[dict, dict]:

@@ -31,7 +31,14 @@ from torch import nn
 
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
-from tsrx_builtin.tsrn import Mish, STNHead, TPSSpatialTransformer, UpsampleBlock
+from tsrx_builtin.tsrn import (
+    LRSTNHead,
+    Mish,
+    TPSSpatialTransformer,
+    tsrn_body_end,
+    tsrn_head,
+    tsrn_tail,
+)
 
 PRIOR_CLASSES = 37  # CRNN's blank + 0-9a-z
 PRIOR_STEPS = 26  # CRNN's frames for a 32x100 input
@@ -101,15 +108,6 @@ class TextGuidedBlock(nn.Module):
         return self.gru2(x + residual)
 
 
-class LRSTNHead(STNHead):
-    """The TPGSR/TATT STN head: TextZoom's keys and shapes, but it reads the 16x64 LR image
-    itself (not resized to 32x64), so its fifth pooling halves the width only."""
-
-    def __init__(self, in_channels: int):
-        super().__init__(in_channels)
-        self.stn_convnet[9] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
-
-
 class ModernTPS(TPSSpatialTransformer):
     """TextZoom's TPS, sampling with ``align_corners=False``: TPGSR and TATT call
     ``F.grid_sample`` without the argument under torch >= 1.3, where False is the default."""
@@ -128,7 +126,15 @@ class _TextPriorTSRN(nn.Module):
     needs_text_prior = True
     prior_classes = PRIOR_CLASSES
 
-    def __init__(self, blocks: int, hidden_units: int, mask: bool, stn: bool, text_channels: int):
+    def __init__(
+        self,
+        blocks: int,
+        hidden_units: int,
+        mask: bool,
+        stn: bool,
+        text_channels: int,
+        info_gen: nn.Module,
+    ):
         super().__init__()
         if blocks < 1:
             raise TsrxError(f"blocks must be >= 1, got {blocks}")
@@ -136,33 +142,15 @@ class _TextPriorTSRN(nn.Module):
         self.blocks = blocks
         self.stn = stn
         channels = 2 * hidden_units
-        self.block1 = nn.Sequential(
-            nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
-        )
+        self.block1 = tsrn_head(self.in_channels, channels)
         for i in range(blocks):
             setattr(self, f"block{i + 2}", TextGuidedBlock(channels, text_channels))
-        self.infoGen = self._prior_module(text_channels, channels)  # official key order
-        setattr(
-            self,
-            f"block{blocks + 2}",
-            nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
-            ),
-        )
-        setattr(
-            self,
-            f"block{blocks + 3}",
-            nn.Sequential(
-                UpsampleBlock(channels),
-                nn.Conv2d(channels, self.in_channels, kernel_size=9, padding=4),
-            ),
-        )
+        self.infoGen = info_gen  # the prior -> feature-map module, in the official key order
+        setattr(self, f"block{blocks + 2}", tsrn_body_end(channels))
+        setattr(self, f"block{blocks + 3}", tsrn_tail(channels, self.in_channels))
         if stn:
             self.tps = ModernTPS(LR_SIZE)
             self.stn_head = LRSTNHead(self.in_channels)
-
-    def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
-        raise NotImplementedError
 
     def _align(self, x: torch.Tensor) -> torch.Tensor:
         if self.stn and self.training:
@@ -223,10 +211,9 @@ class TPGSR(_TextPriorTSRN):
         stn: bool = True,
         text_channels: int = 32,
     ):
-        super().__init__(blocks, hidden_units, mask, stn, text_channels)
-
-    def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
-        return InfoGen(PRIOR_CLASSES, text_channels)
+        super().__init__(
+            blocks, hidden_units, mask, stn, text_channels, InfoGen(PRIOR_CLASSES, text_channels)
+        )
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         check_prior(prior, x, PRIOR_CLASSES, "tsrn_tl_cascade")
@@ -442,15 +429,13 @@ class TATT(_TextPriorTSRN):
                 f"tatt: text_channels ({text_channels}) must equal 2 * hidden_units "
                 f"({2 * hidden_units}): the decoder's queries are the body's features"
             )
-        super().__init__(blocks, hidden_units, mask, stn, text_channels)
+        info_gen = TPInterpreter(PRIOR_CLASSES, text_channels, LR_SIZE, feature_in=2 * hidden_units)
+        super().__init__(blocks, hidden_units, mask, stn, text_channels, info_gen)
         unused = [self.infoGen.fc_feature_in]
         for layer in self.infoGen.transformer.decoder.layers:
             unused += [layer.self_attn, layer.norm1]
         for module in unused:  # never reached by forward: frozen, so DDP waits for no gradient
             module.requires_grad_(False)
-
-    def _prior_module(self, text_channels: int, channels: int) -> nn.Module:
-        return TPInterpreter(PRIOR_CLASSES, text_channels, LR_SIZE, feature_in=channels)
 
     def forward(
         self, x: torch.Tensor, prior: torch.Tensor | None = None

@@ -185,6 +185,26 @@ class UpsampleBlock(nn.Module):
         return self.prelu(self.pixel_shuffle(self.conv(x)))
 
 
+def tsrn_head(in_channels: int, channels: int) -> nn.Sequential:
+    """``block1`` of TSRN and the backbones built on its frame (TBSRN, TPGSR, TATT): 9x9 conv
+    to ``channels``, PReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, channels, kernel_size=9, padding=4), nn.PReLU())
+
+
+def tsrn_body_end(channels: int) -> nn.Sequential:
+    """``block{n+2}``: the 3x3 conv + batch norm closing the residual body."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
+    )
+
+
+def tsrn_tail(channels: int, out_channels: int) -> nn.Sequential:
+    """``block{n+3}`` at x2: one upsample stage, then the 9x9 conv back to image channels."""
+    return nn.Sequential(
+        UpsampleBlock(channels), nn.Conv2d(channels, out_channels, kernel_size=9, padding=4)
+    )
+
+
 def _low_res_weight(weight: torch.Tensor) -> torch.Tensor:
     """A 9x9 conv's weight rewritten to act before a x2 pixel shuffle instead of after it.
 
@@ -264,6 +284,15 @@ class STNHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.stn_fc1(self.stn_convnet(x).flatten(1))
         return self.stn_fc2(0.1 * feat).view(-1, NUM_CONTROL_POINTS, 2)
+
+
+class LRSTNHead(STNHead):
+    """TextZoom's STN head (same keys and shapes) reading the 16x64 LR image itself, not one
+    resized to 32x64, so its fifth pooling halves the width only (TBSRN, TPGSR, TATT)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(in_channels)
+        self.stn_convnet[9] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
 
 
 def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -346,18 +375,10 @@ class TSRN(nn.Module):
         self.blocks = blocks
         self.stn = stn
         channels = 2 * hidden_units
-        self.block1 = nn.Sequential(
-            nn.Conv2d(self.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
-        )
+        self.block1 = tsrn_head(self.in_channels, channels)
         for i in range(blocks):
             setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
-        setattr(
-            self,
-            f"block{blocks + 2}",
-            nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
-            ),
-        )
+        setattr(self, f"block{blocks + 2}", tsrn_body_end(channels))
         tail: list[nn.Module] = [UpsampleBlock(channels) for _ in range(upsample_stages)]
         if upsample_stages == 2:
             tail.append(nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1))
