@@ -60,12 +60,14 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
     from tsrx.data.loader import collate_batch
     from tsrx.data.synth import synthesize
     from tsrx.data.textzoom import TextZoomDataset
-    from tsrx.engine.evaluator import evaluate_model, read_images
+    from tsrx.engine.evaluator import evaluate_model
+    from tsrx.engine.judges import Judge
     from tsrx.engine.metrics import MetricAccumulator
 
     splits = SMOKE_SPLITS if smoke else SPLITS
     n_images = sum(splits.values())
-    model, judge = build_models(device)
+    model, judge_model = build_models(device)
+    judges = [Judge("crnn", "crnn (random weights)", judge_model.recognizer)]
     autocast = (
         torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
         if amp == "bf16"
@@ -91,7 +93,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
                 {k: [v[i] for i in range(2)] for k, v in datasets.items()},
                 batch_size=2,
                 device=device,
-                judge=judge,
+                judges=judges,
             )  # warm-up
             _sync(device)
             if device.startswith("cuda"):
@@ -103,8 +105,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
                 protocol="textzoom",
                 batch_size=BATCH,
                 device=device,
-                judge=judge,
-                judge_name="crnn (random weights)",
+                judges=judges,
             )
             _sync(device)
             total_s = time.perf_counter() - start
@@ -134,7 +135,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
             with torch.no_grad():
                 for _name, batch in batches:
                     sr = model(batch)["sr"]
-                    outputs.append((sr, read_images(model, judge, sr)))
+                    outputs.append((sr, judges[0].read(sr)))
             _sync(device)
             model_s = time.perf_counter() - start
             acc = MetricAccumulator("textzoom", list(splits))

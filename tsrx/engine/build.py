@@ -168,17 +168,6 @@ def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_c
         contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
 
 
-def build_judge(eval_cfg: dict, model: nn.Module, recognizer_path: str | None = None):
-    """The primary judge and its description (older single-judge callers); see
-    :func:`tsrx.engine.judges.build_judges` for all of them."""
-    from tsrx.engine.judges import build_judges
-
-    judges = build_judges(eval_cfg, model, recognizer_path=recognizer_path)
-    if not judges:
-        return None, None
-    return judges[0], judges[0].description
-
-
 def check_selector_judges(selectors: list, judges: list) -> None:
     """A selector that follows one judge's accuracy must name a judge of this run."""
     names = [j.name for j in judges]

@@ -36,31 +36,6 @@ NO_JUDGE_HINT = (
 )
 
 
-def read_images(
-    model: nn.Module, judge: nn.Module | None, images: torch.Tensor
-) -> list[str] | None:
-    """What the judge (else the model's own recognizer, with its head) reads in ``images``.
-
-    Both are joint models (a judge here is one with only a recognizer and maybe a head).
-    """
-    reader = judge if judge is not None else model
-    found = own_judge(reader)
-    return None if found is None else found.read(images)
-
-
-def _legacy_judges(
-    model: nn.Module, judge: nn.Module | None, judge_name: str | None
-) -> list[Judge]:
-    """``judge=`` (a joint model holding a recognizer) as the judge list of old callers."""
-    out = [j for j in [own_judge(model)] if j is not None]
-    if judge is not None and not out:
-        found = own_judge(judge)
-        if found is not None:
-            rec_type = type(found.recognizer).__name__.lower()
-            out.append(Judge(rec_type, judge_name or rec_type, found.recognizer, found.head))
-    return out
-
-
 def _own_predictions(
     model: nn.Module, judge: Judge, out: dict, batch: dict, sr: torch.Tensor | None
 ) -> list[str] | None:
@@ -96,11 +71,9 @@ def evaluate_model(
     protocol: str = "textzoom",
     batch_size: int = 50,
     device: torch.device | str | None = None,
-    judge: nn.Module | None = None,
     baselines: bool = False,
     with_predictions: bool = True,
     env: dist_utils.DistEnv | None = None,
-    judge_name: str | None = None,
     judges: list[Judge] | None = None,
 ) -> dict:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
@@ -108,7 +81,7 @@ def evaluate_model(
     ``judges`` (tsrx.engine.judges.build_judges: the model's own recognizer first, then the
     named judges) all read the same SR batch: the model runs once per batch. The first
     judge is the primary one (``acc``); every judge's accuracy is in ``acc_by_judge``.
-    ``judge``/``judge_name``: the older single judge (a joint model with a recognizer).
+    Without ``judges``, the model's own recognizer (if any) judges.
     ``baselines`` adds the bicubic and HR rows, read by every judge; ``env`` shards batches
     over DDP ranks (all ranks must call).
     """
@@ -118,7 +91,7 @@ def evaluate_model(
 
     env = env or dist_utils.DistEnv()
     if judges is None:
-        judges = _legacy_judges(model, judge, judge_name)
+        judges = [j for j in [own_judge(model)] if j is not None]
     names = [j.name for j in judges]
     if len(set(names)) != len(names):
         raise TsrxError(f"evaluation: judge names must be unique, got {', '.join(names)}")
@@ -397,7 +370,6 @@ def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
 
 __all__ = [
     "evaluate_model",
-    "read_images",
     "judges_of",
     "judge_acc",
     "result_table",
