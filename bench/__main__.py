@@ -4,7 +4,7 @@
     python -m bench --smoke              # tiny sizes, what CI runs (under a minute)
     python -m bench --only train eval    # a subset
     python -m bench --only threads       # default vs. set CPU threads, idle vs. loaded
-    python -m bench --only judges        # eval speed with crnn + ppocr + aster judges
+    python -m bench --only judges        # eval speed with crnn + aster + moran + ppocr judges
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --amp bf16 --out bench/results_gpu.json
     python -m bench --only zoo           # every backbone of experiments/zoo.toml: train/eval samples/s
