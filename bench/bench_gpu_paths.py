@@ -4,7 +4,8 @@ Why: a 2.7 M-parameter TSRN on a large GPU is bound by kernel launches and by it
 by arithmetic. This measures, on the GPU the suite runs on, the evaluation forward (batch 64,
 eval mode) as plain eager float32, bf16 autocast, channels_last input, ``torch.compile``
 (compile time reported) and replayed from a CUDA graph (shapes are static in evaluation);
-peak memory per variant; and the data path with the decoded data set kept on the device
+peak memory per variant; the train step eager, with ``cudnn.benchmark`` and replayed whole
+from a CUDA graph (CUDA only); and the data path with the decoded data set kept on the device
 (uint8 tensors, a random batch gathered and converted per step) against what the train
 step consumes. Without CUDA it runs the same code on the CPU at tiny sizes (the CUDA graph
 row then says it was skipped), so ``tests/test_bench.py`` keeps it working.
@@ -81,7 +82,71 @@ def eval_variants(sizes: dict, device: str) -> tuple[dict, dict]:
         with torch.cuda.graph(graph), torch.no_grad():
             static_out = model(static_in)
         calls["eval fp32 CUDA graph"] = lambda: (graph.replay(), static_out)[1]
+        graph.replay()  # capture runs nothing: the output holds a result only after a replay
+        sync()
         info["graph_max_diff"] = float((static_out - eager()).abs().max())
+    return calls, info
+
+
+def train_graph_variants(sizes: dict, device: str) -> tuple[dict, dict]:
+    """The TSRN train step (reference settings: mask + STN, loss 100 (MSE + 1e-4 GPL), clip
+    0.25, Adam) eager, eager with ``cudnn.benchmark``, and captured whole (forward, backward,
+    clip, Adam) in one CUDA graph and replayed: on a large GPU this small model is bound by
+    kernel launches, which a graph removes. The graph's loss is checked against an eager
+    model that took the same steps from the same weights."""
+    import torch
+
+    from bench.bench_train import make_batch
+    from tsrx.registry import SR_BACKBONES, SR_LOSSES
+
+    loss_fn = SR_LOSSES.build({"type": "textzoom"}, "loss.sr")
+    batch = make_batch(sizes["batch"], device=device)
+    lr, hr = batch["lr"], batch["hr"]
+
+    def make():
+        torch.manual_seed(0)
+        net = SR_BACKBONES.build({"type": "tsrn"}, "bench.sr").to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
+        return net, opt
+
+    def step(net, opt):
+        loss = loss_fn(net(lr), hr)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.25)
+        opt.step()
+        return loss
+
+    eager_net, eager_opt = make()
+    graph_net, graph_opt = make()
+    warm = 3
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up steps on a side stream, as capture requires
+        for _ in range(warm):
+            step(graph_net, graph_opt)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step(graph_net, graph_opt)
+    for _ in range(warm + 1):  # the eager twin takes the same steps: warm-up + the replay
+        want = step(eager_net, eager_opt).item()
+    graph.replay()
+    torch.cuda.synchronize()
+    info = {"graph_loss_rel_diff": abs(static_loss.item() - want) / abs(want)}
+
+    def eager_benchmark():
+        torch.backends.cudnn.benchmark = True
+        try:
+            return step(eager_net, eager_opt)
+        finally:
+            torch.backends.cudnn.benchmark = False
+
+    calls = {
+        "train fp32 eager": lambda: step(eager_net, eager_opt),
+        "train fp32 eager, cudnn.benchmark": eager_benchmark,
+        "train fp32 CUDA graph (whole step)": lambda: (graph.replay(), static_loss)[1],
+    }
     return calls, info
 
 
@@ -119,6 +184,10 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else None
     calls, info = eval_variants(sizes, device)
+    if cuda:
+        train_calls, train_info = train_graph_variants(sizes, device)
+        calls.update(train_calls)
+        info.update(train_info)
     next_batch, data_mib = device_data_path(sizes, device)
     calls["data: device-resident batch (gather + uint8 -> float)"] = next_batch
     times = interleaved(calls, sizes["warmup"], sizes["reps"], sync=sync)
@@ -136,16 +205,37 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
         }
         if "compile" in name:
             detail["compile_s"] = info["compile_s"]
-        if "CUDA graph" in name:
+        if name == "eval fp32 CUDA graph":
             detail["max_abs_diff_vs_eager"] = info["graph_max_diff"]
+        if name == "train fp32 CUDA graph (whole step)":
+            detail["loss_rel_diff_vs_eager"] = info["graph_loss_rel_diff"]
         if name.startswith("data"):
             detail["dataset_samples"] = sizes["dataset"]
             detail["dataset_on_device_mib"] = data_mib
         rows.append(row("gpu", name, rate, "samples/s", **detail))
         if name.startswith("eval") and name != "eval fp32":
             rows.append(row("gpu", f"{name} / eval fp32", fp32 / t["wall_median"], "x"))
-    if not cuda:
-        for name in ("eval fp32 torch.compile", "eval fp32 CUDA graph"):
+        if name.startswith("train") and name != "train fp32 eager":
+            eager_s = times["train fp32 eager"]["wall_median"]
+            rows.append(row("gpu", f"{name} / train fp32 eager", eager_s / t["wall_median"], "x"))
+    if cuda:
+        diff = info["graph_loss_rel_diff"]
+        rows.append(
+            row(
+                "gpu",
+                "train CUDA graph: loss vs eager twin",
+                diff,
+                "rel. diff",
+                "<= 1e-3",
+                diff <= 1e-3,
+            )
+        )
+    else:
+        for name in (
+            "eval fp32 torch.compile",
+            "eval fp32 CUDA graph",
+            "train fp32 CUDA graph (whole step)",
+        ):
             rows.append(row("gpu", name, None, "samples/s", skipped="CUDA only"))
     return rows
 

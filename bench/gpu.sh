@@ -11,11 +11,14 @@
 #                                                            -> results_gpu_zoo.json
 #   5. the judges (CRNN, ASTER, MORAN on the GPU; ppocr on the host CPU) reading one SR
 #      batch each, on the full TextZoom test size            -> results_gpu_judges.json
+#   6. torch.profiler's kernel-time table of the TSRN train step, tsrx and the reference
+#                                                            -> profile_gpu_{tsrx,baseline}.txt
 # Files go under bench/ (or $BENCH_OUT_DIR); the card's name is in each file's "machine.gpu".
 # Sized to finish in about 6 minutes on one H200; a stage that overruns STAGE_LIMIT_S
-# (default 150 s) is stopped and the next one runs (the exit status is then 1).
+# (default 200 s) is stopped and the next one runs (the exit status is then 1).
 #
 #   bash bench/gpu.sh                        # on the GPU machine, from anywhere
+#   GPU_STAGES="eval-paths profile" bash bench/gpu.sh   # only these stages
 #   bash bench/gpu.sh --tsrn-file PATH       # extra arguments go to stages 1, 2 and 4
 #
 # Without a CUDA device it dry-runs the same stages on the CPU in smoke mode (seconds),
@@ -25,7 +28,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 OUT_DIR="${BENCH_OUT_DIR:-bench}"
-LIMIT="${STAGE_LIMIT_S:-150}"
+LIMIT="${STAGE_LIMIT_S:-200}"
 mkdir -p "$OUT_DIR"
 
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -44,6 +47,7 @@ status=0
 stage() {  # stage NAME COMMAND...: run one stage under the time limit, keep going on failure
     local name="$1"
     shift
+    case " ${GPU_STAGES:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "== gpu.sh stage: $name ($(date -u +%H:%M:%S))"
     local start=$SECONDS
     timeout --signal=INT --kill-after=10 "$LIMIT" "$@" || {
@@ -66,4 +70,10 @@ stage zoo "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp none -
     --out "$OUT_DIR/results_gpu_zoo.json" "$@"
 stage judges "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --only judges \
     --out "$OUT_DIR/results_gpu_judges.json"
+PROFILE=(--steps 2)
+if [ "$DEVICE" = cpu ]; then PROFILE=(--steps 1 --batch 2); fi
+for model in tsrx baseline; do
+    stage profile sh -c '"$@" > "$0"' "$OUT_DIR/profile_gpu_$model.txt" "$PY" -m bench.profile_tsrn \
+        --model "$model" --device "$DEVICE" --rows 30 "${PROFILE[@]}"
+done
 exit "$status"

@@ -7,6 +7,7 @@ baseline's, and the step's FLOPs counted by ``torch.utils.flop_counter.FlopCount
 ``bench_train`` reports the fraction of the compute floor reached.
 
     python -m bench.profile_tsrn [--model tsrx|baseline] [--batch 64] [--steps 2] [--rows 25]
+                                 [--device cuda]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 
-def build(model: str, batch: int, seed: int = 0):
+def build(model: str, batch: int, seed: int = 0, device: str = "cpu"):
     """(step callable, module) for the tsrx TSRN or the baseline, reference settings."""
     import torch
 
@@ -24,9 +25,10 @@ def build(model: str, batch: int, seed: int = 0):
 
     torch.manual_seed(seed)
     sr = SR_BACKBONES.build({"type": "tsrn", "mask": True, "stn": True}, "model.sr").train()
-    data = make_batch(batch)
+    data = make_batch(batch, device=device)
+    sr.to(device)
     if model == "baseline":
-        net = BaselineTSRN()
+        net = BaselineTSRN().to(device)
         net.load_state_dict(sr.state_dict())
         net.train()
         loss_fn = BaselineImageLoss()
@@ -60,15 +62,21 @@ def count_flops(model: str = "tsrx", batch: int = 64, train: bool = True) -> flo
     return float(counter.get_total_flops())
 
 
-def profile_table(model: str = "tsrx", batch: int = 64, steps: int = 2, rows: int = 25) -> str:
+def profile_table(
+    model: str = "tsrx", batch: int = 64, steps: int = 2, rows: int = 25, device: str = "cpu"
+) -> str:
+    """The per-operator table: self CPU time, or on CUDA self device (kernel) time."""
     from torch.profiler import ProfilerActivity, profile
 
-    step, _ = build(model, batch)
-    step()  # warm-up: mkldnn primitive caches, allocator
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    step, _ = build(model, batch, device=device)
+    step()  # warm-up: mkldnn primitive caches / cuDNN plans, allocator
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         for _ in range(steps):
             step()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def main() -> None:
@@ -80,11 +88,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (kernel times on CUDA)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     flops = count_flops(args.model, args.batch)
     print(f"{args.model}: train step at batch {args.batch}: {flops / 1e9:.1f} GFLOP counted")
-    print(profile_table(args.model, args.batch, args.steps, args.rows))
+    print(profile_table(args.model, args.batch, args.steps, args.rows, args.device))
 
 
 if __name__ == "__main__":

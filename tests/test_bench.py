@@ -215,3 +215,6 @@ def test_gpu_script_dry_runs_on_the_cpu_and_writes_every_file(tmp_path):
     # the papers' three judges are plugins of this repository: each must have been timed
     assert {"crnn reads SR images", "aster reads SR images", "moran reads SR images"} <= reads
     assert "gpu.sh stage: judges took" in proc.stdout
+    for model in ("tsrx", "baseline"):
+        table = (tmp_path / f"profile_gpu_{model}.txt").read_text()
+        assert "GFLOP counted" in table and "aten::" in table, table[:500]
