@@ -12,7 +12,8 @@ Same architecture, state_dict keys and shapes as the official TextZoom code
 
 Same math as the official code, arranged for speed (``bench/``, docs/performance.md):
 activations stay NHWC (channels_last) through the network, and on CPU the GRU blocks run
-their recurrence with the 1x1 conv folded into the input projection (see ``GruBlock``); the
+both directions' recurrence by hand, the 1x1 conv folded into the per-step input projection,
+with a hand-written backward (``GruBlock``, ``_BiGruRecurrence``); the
 x2 upsample's 9x9 output conv runs before the pixel shuffle as a 16-output 5x5 conv
 (``_low_res_weight``); the output is returned contiguous (NCHW).
 """
@@ -26,6 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from tsrx.config.schema import PositiveInt
 from tsrx.registry import SR_BACKBONES
@@ -69,6 +71,109 @@ class _ScanOrder(torch.autograd.Function):
         return back.contiguous(memory_format=torch.channels_last), None
 
 
+class _BiGruRecurrence(torch.autograd.Function):
+    """Both directions of a GRU layer over ``seq`` (T, N, C), step by step, by hand.
+
+    ``w_x`` (2, 3k, C), ``b_x`` (2, 3k): each direction's input projection (r|z|n), the
+    hidden r|z biases already added (they are summed before the sigmoid); ``w_hh`` (2, 3k,
+    k); ``b_hn`` (2, k). Returns the states (2, T, N, k) of the forward and the reverse
+    direction, both in sequence order.
+
+    Why by hand: on CPU the GRU is bound by memory traffic, not FLOPs. Projecting the whole
+    sequence first writes and rereads a (T, N, 6k) tensor, 1.5x the input, most of it
+    fresh memory (page faults); autograd over the per-step ops adds a graph node per op and
+    step. Here each step projects its own input into a small reused buffer, the ops write
+    into buffers (``out=``, in-place), and the backward likewise works per step on small
+    buffers, accumulating every gradient (input, weights, biases) as it goes. Each gate
+    tensor of a step is contiguous, and ``tanh`` is computed as ``2 sigmoid(2u) - 1``
+    (torch's CPU tanh runs several times slower).
+    """
+
+    @staticmethod
+    def forward(ctx, seq, w_x, b_x, w_hh, b_hn, keep_for_backward: bool):
+        t, n, _ = seq.shape
+        k = w_hh.shape[-1]
+        hs = seq.new_empty(2, t, n, k)
+        # what backward needs per step: sigmoid(r|z), n and W_hn h + b_hn; one step's worth,
+        # reused, when there is no backward
+        steps = t if keep_for_backward else 1
+        rz = seq.new_empty(2, steps, n, 2 * k)
+        new = seq.new_empty(2, steps, n, k)
+        hn = seq.new_empty(2, steps, n, k)
+        gx, g = seq.new_empty(n, 3 * k), seq.new_empty(n, 3 * k)
+        for d in range(2):
+            w_x_t, w_t, b_n = w_x[d].t(), w_hh[d].t(), b_hn[d]
+            for s in range(t):
+                i = s if d == 0 else t - 1 - s  # the reverse direction reads time backwards
+                j = i if keep_for_backward else 0
+                a, c, gn, h = rz[d, j], new[d, j], hn[d, j], hs[d, i]
+                h_prev = hs[d, i - 1 if d == 0 else i + 1] if s else None
+                torch.addmm(b_x[d], seq[i], w_x_t, out=gx)
+                if s == 0:  # zero state: the hidden gates are their biases
+                    torch.sigmoid(gx[:, : 2 * k], out=a)
+                    gn.copy_(b_n.expand_as(gn))
+                else:
+                    torch.mm(h_prev, w_t, out=g)
+                    torch.add(gx[:, : 2 * k], g[:, : 2 * k], out=a).sigmoid_()
+                    torch.add(g[:, 2 * k :], b_n, out=gn)
+                # n = tanh(x_n + r (W_hn h + b_hn)), as 2 sigmoid(2u) - 1
+                torch.addcmul(gx[:, 2 * k :], a[:, :k], gn, out=c).mul_(2).sigmoid_()
+                c.mul_(2).sub_(1)
+                if s == 0:
+                    torch.mul(c, 1 - a[:, k:], out=h)  # (1 - z) n + z 0
+                else:
+                    torch.lerp(c, h_prev, a[:, k:], out=h)  # (1 - z) n + z h
+        if keep_for_backward:
+            ctx.save_for_backward(seq, w_x, w_hh, hs, rz, new, hn)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dhs):
+        seq, w_x, w_hh, hs, rz, new, hn = ctx.saved_tensors
+        _, t, n, k = hs.shape
+        dseq = torch.empty_like(seq)
+        d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
+        d_bx, d_bhn = seq.new_zeros(2, 3 * k), seq.new_zeros(2, k)
+        dx = seq.new_empty(n, 3 * k)  # the input gates' gradient (r|z also the hidden ones)
+        dgh = seq.new_empty(n, 3 * k)  # W_hh h + b_hh's gradient
+        dh = seq.new_empty(n, k)
+        slope, tanh_slope = seq.new_empty(n, 2 * k), seq.new_empty(n, k)
+        for d in range(2):
+            dh.zero_()
+            for s in reversed(range(t)):
+                i = s if d == 0 else t - 1 - s
+                a, c = rz[d, i], new[d, i]
+                r, z = a[:, :k], a[:, k:]
+                d_rz, d_n, d_hn = dgh[:, : 2 * k], dx[:, 2 * k :], dgh[:, 2 * k :]
+                dh.add_(dhs[d, i])
+                # n: dh (1 - z) (1 - n^2); the hidden n gate's is that times r
+                torch.mul(c, c, out=tanh_slope).neg_().add_(1)
+                torch.addcmul(dh, dh, z, value=-1, out=d_n).mul_(tanh_slope)
+                torch.mul(d_n, r, out=d_hn)
+                # r: d_n (W_hn h + b_hn) r (1 - r); z: dh (h - n) z (1 - z)
+                torch.mul(d_n, hn[d, i], out=d_rz[:, :k])
+                if s:
+                    h_prev = hs[d, i - 1 if d == 0 else i + 1]
+                    torch.sub(h_prev, c, out=d_rz[:, k:])
+                else:
+                    torch.neg(c, out=d_rz[:, k:])
+                d_rz[:, k:].mul_(dh)
+                d_rz.mul_(torch.addcmul(a, a, a, value=-1, out=slope))  # sigmoid' s (1 - s)
+                dx[:, : 2 * k].copy_(d_rz)
+                if s:
+                    d_whh[d].addmm_(dgh.t(), h_prev)
+                d_bhn[d].add_(d_hn.sum(0))
+                d_bx[d].add_(dx.sum(0))
+                d_wx[d].addmm_(dx.t(), seq[i])
+                if d == 0:
+                    torch.mm(dx, w_x[d], out=dseq[i])
+                else:
+                    dseq[i].addmm_(dx, w_x[d])
+                dh.mul_(z).addmm_(dgh, w_hh[d])
+        return dseq, d_wx, d_bx, d_whh, d_bhn, None
+
+
 class GruBlock(nn.Module):
     """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height).
 
@@ -76,12 +181,13 @@ class GruBlock(nn.Module):
     block keep their faster NHWC path. Two ways to the same math:
 
     - on CUDA, ``nn.GRU`` (one cuDNN kernel for the whole sequence);
-    - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops, the
-      recurrence is written out per direction: the 1x1 conv is folded into the input
-      projection (``W_ih @ W_conv``; autograd still gives both parameters their
-      gradients), computed for all steps at once into contiguous tensors, and each step
-      is two small matmuls and five elementwise ops (``_direction``). Gates as ``nn.GRU``:
-      ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
+    - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops and the
+      layer is bound by memory traffic, ``_BiGruRecurrence`` runs both directions step by
+      step with a hand-written backward: the 1x1 conv is folded into the input projection
+      (``W_ih @ W_conv``; autograd gives both parameters their gradients), each step projects
+      its own input into a small reused buffer instead of the whole sequence at once, and
+      the output is written NHWC in one copy. Gates as ``nn.GRU``: ``r, z = sigmoid(.)``,
+      ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
     def __init__(self, channels: int, along_height: bool):
@@ -107,51 +213,26 @@ class GruBlock(nn.Module):
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        k = c // 2
         # (T, N, C) with T the scanned axis: one copy of the C-channel input, not of the gates
         seq = _ScanOrder.apply(x, self.along_height)
         t = seq.shape[0]
-        seq = seq.view(t, -1, c)
-        conv_w, conv_b = self.conv1.weight.flatten(1), self.conv1.bias
-        directions = [
-            self._direction(seq, conv_w, conv_b, suffix, reverse)
-            for suffix, reverse in (("l0", False), ("l0_reverse", True))
-        ]
-        out = torch.cat(directions, -1).view(t, b, -1, c)
-        nhwc = out.permute(1, 0, 2, 3) if self.along_height else out.permute(1, 2, 0, 3)
-        return nhwc.contiguous().permute(0, 3, 1, 2)
-
-    def _direction(
-        self,
-        seq: torch.Tensor,
-        conv_w: torch.Tensor,
-        conv_b: torch.Tensor,
-        suffix: str,
-        reverse: bool,
-    ) -> torch.Tensor:
-        """One direction's outputs (T, N, k), in sequence order whichever way it ran."""
-        g, k = self.gru, seq.shape[-1] // 2
-        w_ih, b_ih = getattr(g, f"weight_ih_{suffix}"), getattr(g, f"bias_ih_{suffix}")
-        w_hh, b_hh = getattr(g, f"weight_hh_{suffix}"), getattr(g, f"bias_hh_{suffix}")
-        w_fold = w_ih @ conv_w  # the 1x1 conv folded into the input projection
-        b_fold = torch.addmv(b_ih, w_ih, conv_b)
-        w_rz, w_n = w_hh.split((2 * k, k))
-        b_rz, b_n = b_hh.split((2 * k, k))
-        # the r|z and n input gates as two contiguous (T, N, .) tensors, unbound once: the
-        # backward of each is one contiguous stack, no strided cat, no flip (the reverse
-        # direction reads the steps backwards instead). The r|z hidden bias joins the input
-        # bias (both are summed before the sigmoid), so each step's r|z is one mm and an add.
-        in_rz = F.linear(seq, w_fold[: 2 * k], b_fold[: 2 * k] + b_rz).unbind(0)
-        in_n = F.linear(seq, w_fold[2 * k :], b_fold[2 * k :]).unbind(0)
-        w_rz_t, w_n_t = w_rz.t(), w_n.t()
-        t = len(in_rz)
-        state = seq.new_zeros(seq.shape[1], k)
-        outputs: list[torch.Tensor] = [state] * t
-        for i in reversed(range(t)) if reverse else range(t):
-            reset, update = torch.sigmoid(torch.mm(state, w_rz_t).add_(in_rz[i])).chunk(2, -1)
-            new = torch.tanh(torch.addcmul(in_n[i], reset, torch.addmm(b_n, state, w_n_t)))
-            state = torch.lerp(new, state, update)  # (1 - z) * n + z * h
-            outputs[i] = state
-        return torch.stack(outputs)
+        g = self.gru
+        w_ih = torch.stack((g.weight_ih_l0, g.weight_ih_l0_reverse))  # (2, 3k, C)
+        w_hh = torch.stack((g.weight_hh_l0, g.weight_hh_l0_reverse))  # (2, 3k, k)
+        b_hh = torch.stack((g.bias_hh_l0, g.bias_hh_l0_reverse))
+        # the 1x1 conv folded into the input projection, the hidden r|z biases joined to the
+        # input ones: both directions' input gates in one matmul
+        w_fold = w_ih @ self.conv1.weight.flatten(1)
+        b_fold = torch.stack((g.bias_ih_l0, g.bias_ih_l0_reverse)) + w_ih @ self.conv1.bias
+        b_fold = b_fold + F.pad(b_hh[:, : 2 * k], (0, k))
+        hs = _BiGruRecurrence.apply(
+            seq.view(t, -1, c), w_fold, b_fold, w_hh, b_hh[:, 2 * k :], torch.is_grad_enabled()
+        )
+        # (2, T, B, ., k) -> NHWC (B, H, W, 2, k) in one copy
+        hs = hs.view(2, t, b, -1, k)
+        nhwc = hs.permute(2, 1, 3, 0, 4) if self.along_height else hs.permute(2, 3, 1, 0, 4)
+        return nhwc.contiguous().view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class RecurrentResidualBlock(nn.Module):
