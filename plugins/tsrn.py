@@ -71,13 +71,19 @@ class _ScanOrder(torch.autograd.Function):
         return back.contiguous(memory_format=torch.channels_last), None
 
 
-class _BiGruRecurrence(torch.autograd.Function):
-    """Both directions of a GRU layer over ``seq`` (T, N, C), step by step, by hand.
+def _scan_view(nhwc: torch.Tensor, along_height: bool) -> torch.Tensor:
+    """(B, H, W, C) -> the view (T, B, L, C) with T the scanned axis (no copy)."""
+    return nhwc.permute(1, 0, 2, 3) if along_height else nhwc.permute(2, 0, 1, 3)
 
-    ``w_x`` (2, 3k, C), ``b_x`` (2, 3k): each direction's input projection (r|z|n), the
-    hidden r|z biases already added (they are summed before the sigmoid); ``w_hh`` (2, 3k,
-    k); ``b_hn`` (2, k). Returns the states (2, T, N, k) of the forward and the reverse
-    direction, both in sequence order.
+
+class _BiGruRecurrence(torch.autograd.Function):
+    """Both directions of a GRU layer over ``seq`` (T, B, L, C), step by step, by hand.
+
+    ``seq`` is ``_ScanOrder``'s output (T the scanned axis, L the other one); ``w_x`` (2,
+    3k, C), ``b_x`` (2, 3k): each direction's input projection (r|z|n), the hidden r|z
+    biases already added (they are summed before the sigmoid); ``w_hh`` (2, 3k, k);
+    ``b_hn`` (2, k). Returns the image (B, H, W, C), NHWC: the forward direction's states in
+    channels ``[:k]``, the reverse's in ``[k:]``, each step written in place.
 
     Why by hand: on CPU the GRU is bound by memory traffic, not FLOPs. Projecting the whole
     sequence first writes and rereads a (T, N, 6k) tensor, 1.5x the input, most of it
@@ -90,13 +96,16 @@ class _BiGruRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, seq, w_x, b_x, w_hh, b_hn, keep_for_backward: bool):
-        t, n, _ = seq.shape
-        k = w_hh.shape[-1]
-        hs = seq.new_empty(2, t, n, k)
-        # what backward needs per step: sigmoid(r|z), n and W_hn h + b_hn; one step's worth,
-        # reused, when there is no backward
+    def forward(ctx, seq, w_x, b_x, w_hh, b_hn, along_height: bool, keep_for_backward: bool):
+        t, b, length, c = seq.shape
+        n, k = b * length, w_hh.shape[-1]
+        seq = seq.view(t, n, c)
+        out = seq.new_empty((b, t, length, c) if along_height else (b, length, t, c))
+        out_scan = _scan_view(out, along_height)
+        # what backward needs per step: h, sigmoid(r|z), n and W_hn h + b_hn; without a
+        # backward, one step's worth (two for h), reused
         steps = t if keep_for_backward else 1
+        hs = seq.new_empty(2, t if keep_for_backward else 2, n, k)
         rz = seq.new_empty(2, steps, n, 2 * k)
         new = seq.new_empty(2, steps, n, k)
         hn = seq.new_empty(2, steps, n, k)
@@ -106,8 +115,10 @@ class _BiGruRecurrence(torch.autograd.Function):
             for s in range(t):
                 i = s if d == 0 else t - 1 - s  # the reverse direction reads time backwards
                 j = i if keep_for_backward else 0
-                a, c, gn, h = rz[d, j], new[d, j], hn[d, j], hs[d, i]
-                h_prev = hs[d, i - 1 if d == 0 else i + 1] if s else None
+                a, c, gn = rz[d, j], new[d, j], hn[d, j]
+                h = hs[d, i if keep_for_backward else s % 2]
+                prev = (i - 1 if d == 0 else i + 1) if keep_for_backward else (s - 1) % 2
+                h_prev = hs[d, prev] if s else None
                 torch.addmm(b_x[d], seq[i], w_x_t, out=gx)
                 if s == 0:  # zero state: the hidden gates are their biases
                     torch.sigmoid(gx[:, : 2 * k], out=a)
@@ -123,15 +134,18 @@ class _BiGruRecurrence(torch.autograd.Function):
                     torch.mul(c, 1 - a[:, k:], out=h)  # (1 - z) n + z 0
                 else:
                     torch.lerp(c, h_prev, a[:, k:], out=h)  # (1 - z) n + z h
+                out_scan[i, ..., d * k : d * k + k].copy_(h.view(b, length, k))
         if keep_for_backward:
             ctx.save_for_backward(seq, w_x, w_hh, hs, rz, new, hn)
-        return hs
+            ctx.along_height = along_height
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dhs):
+    def backward(ctx, dout):
         seq, w_x, w_hh, hs, rz, new, hn = ctx.saved_tensors
         _, t, n, k = hs.shape
+        d_scan = _scan_view(dout, ctx.along_height)
         dseq = torch.empty_like(seq)
         d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
         d_bx, d_bhn = seq.new_zeros(2, 3 * k), seq.new_zeros(2, k)
@@ -146,7 +160,7 @@ class _BiGruRecurrence(torch.autograd.Function):
                 a, c = rz[d, i], new[d, i]
                 r, z = a[:, :k], a[:, k:]
                 d_rz, d_n, d_hn = dgh[:, : 2 * k], dx[:, 2 * k :], dgh[:, 2 * k :]
-                dh.add_(dhs[d, i])
+                dh.view(d_scan.shape[1], -1, k).add_(d_scan[i, ..., d * k : d * k + k])
                 # n: dh (1 - z) (1 - n^2); the hidden n gate's is that times r
                 torch.mul(c, c, out=tanh_slope).neg_().add_(1)
                 torch.addcmul(dh, dh, z, value=-1, out=d_n).mul_(tanh_slope)
@@ -171,7 +185,7 @@ class _BiGruRecurrence(torch.autograd.Function):
                 else:
                     dseq[i].addmm_(dx, w_x[d])
                 dh.mul_(z).addmm_(dgh, w_hh[d])
-        return dseq, d_wx, d_bx, d_whh, d_bhn, None
+        return dseq.view(d_scan.shape[:3] + (-1,)), d_wx, d_bx, d_whh, d_bhn, None, None
 
 
 class GruBlock(nn.Module):
@@ -212,27 +226,22 @@ class GruBlock(nn.Module):
         return nhwc.contiguous().permute(0, 3, 1, 2)
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        k = c // 2
-        # (T, N, C) with T the scanned axis: one copy of the C-channel input, not of the gates
+        k = x.shape[1] // 2
+        # (T, B, ., C) with T the scanned axis: one copy of the C-channel input
         seq = _ScanOrder.apply(x, self.along_height)
-        t = seq.shape[0]
         g = self.gru
         w_ih = torch.stack((g.weight_ih_l0, g.weight_ih_l0_reverse))  # (2, 3k, C)
         w_hh = torch.stack((g.weight_hh_l0, g.weight_hh_l0_reverse))  # (2, 3k, k)
         b_hh = torch.stack((g.bias_hh_l0, g.bias_hh_l0_reverse))
         # the 1x1 conv folded into the input projection, the hidden r|z biases joined to the
-        # input ones: both directions' input gates in one matmul
+        # input ones (summed before the sigmoid)
         w_fold = w_ih @ self.conv1.weight.flatten(1)
         b_fold = torch.stack((g.bias_ih_l0, g.bias_ih_l0_reverse)) + w_ih @ self.conv1.bias
         b_fold = b_fold + F.pad(b_hh[:, : 2 * k], (0, k))
-        hs = _BiGruRecurrence.apply(
-            seq.view(t, -1, c), w_fold, b_fold, w_hh, b_hh[:, 2 * k :], torch.is_grad_enabled()
+        out = _BiGruRecurrence.apply(
+            seq, w_fold, b_fold, w_hh, b_hh[:, 2 * k :], self.along_height, torch.is_grad_enabled()
         )
-        # (2, T, B, ., k) -> NHWC (B, H, W, 2, k) in one copy
-        hs = hs.view(2, t, b, -1, k)
-        nhwc = hs.permute(2, 1, 3, 0, 4) if self.along_height else hs.permute(2, 3, 1, 0, 4)
-        return nhwc.contiguous().view(b, h, w, c).permute(0, 3, 1, 2)
+        return out.permute(0, 3, 1, 2)
 
 
 class RecurrentResidualBlock(nn.Module):

@@ -245,12 +245,14 @@ def test_bigru_recurrence_passes_gradcheck():
     from tsrx_builtin.tsrn import _BiGruRecurrence
 
     torch.manual_seed(0)
-    t, n, c, k = 3, 2, 4, 2
+    t, b, length, c, k = 3, 2, 2, 4, 2
     inputs = [
         torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-        for shape in ((t, n, c), (2, 3 * k, c), (2, 3 * k), (2, 3 * k, k), (2, k))
+        for shape in ((t, b, length, c), (2, 3 * k, c), (2, 3 * k), (2, 3 * k, k), (2, k))
     ]
-    assert torch.autograd.gradcheck(lambda *a: _BiGruRecurrence.apply(*a, True), inputs)
+    for along_height in (True, False):
+        run = lambda *a, along_height=along_height: _BiGruRecurrence.apply(*a, along_height, True)  # noqa: E731
+        assert torch.autograd.gradcheck(run, inputs)
 
 
 @pytest.mark.parametrize("along_height", [True, False])
