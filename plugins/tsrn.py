@@ -102,23 +102,23 @@ class _BiGruRecurrence(torch.autograd.Function):
         seq = seq.view(t, n, c)
         out = seq.new_empty((b, t, length, c) if along_height else (b, length, t, c))
         out_scan = _scan_view(out, along_height)
-        # what backward needs per step: h, sigmoid(r|z), n and W_hn h + b_hn; without a
-        # backward, one step's worth (two for h), reused
+        # what backward needs per step: h, sigmoid(r|z), n and W_hn h + b_hn, in small
+        # tensors per step: the allocator reuses freed small blocks, where a fresh (T, ...)
+        # buffer costs a page fault per 4 KiB on its first write. Without a backward, one
+        # step's worth (two for h), reused.
         steps = t if keep_for_backward else 1
-        hs = seq.new_empty(2, t if keep_for_backward else 2, n, k)
-        rz = seq.new_empty(2, steps, n, 2 * k)
-        new = seq.new_empty(2, steps, n, k)
-        hn = seq.new_empty(2, steps, n, k)
+        hs = [[seq.new_empty(n, k) for _ in range(max(steps, 2))] for _ in range(2)]
+        rz = [[seq.new_empty(n, 2 * k) for _ in range(steps)] for _ in range(2)]
+        ng = [[seq.new_empty(2, n, k) for _ in range(steps)] for _ in range(2)]
         gx, g = seq.new_empty(n, 3 * k), seq.new_empty(n, 3 * k)
         for d in range(2):
             w_x_t, w_t, b_n = w_x[d].t(), w_hh[d].t(), b_hn[d]
             for s in range(t):
                 i = s if d == 0 else t - 1 - s  # the reverse direction reads time backwards
                 j = i if keep_for_backward else 0
-                a, c, gn = rz[d, j], new[d, j], hn[d, j]
-                h = hs[d, i if keep_for_backward else s % 2]
+                (a, (c, gn)), h = (rz[d][j], ng[d][j]), hs[d][i if keep_for_backward else s % 2]
                 prev = (i - 1 if d == 0 else i + 1) if keep_for_backward else (s - 1) % 2
-                h_prev = hs[d, prev] if s else None
+                h_prev = hs[d][prev] if s else None
                 torch.addmm(b_x[d], seq[i], w_x_t, out=gx)
                 if s == 0:  # zero state: the hidden gates are their biases
                     torch.sigmoid(gx[:, : 2 * k], out=a)
@@ -136,15 +136,16 @@ class _BiGruRecurrence(torch.autograd.Function):
                     torch.lerp(c, h_prev, a[:, k:], out=h)  # (1 - z) n + z h
                 out_scan[i, ..., d * k : d * k + k].copy_(h.view(b, length, k))
         if keep_for_backward:
-            ctx.save_for_backward(seq, w_x, w_hh, hs, rz, new, hn)
-            ctx.along_height = along_height
+            ctx.save_for_backward(seq, w_x, w_hh)
+            ctx.steps, ctx.along_height = (hs, rz, ng), along_height
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        seq, w_x, w_hh, hs, rz, new, hn = ctx.saved_tensors
-        _, t, n, k = hs.shape
+        seq, w_x, w_hh = ctx.saved_tensors
+        hs, rz, ng = ctx.steps
+        t, (n, k) = len(hs[0]), hs[0][0].shape
         d_scan = _scan_view(dout, ctx.along_height)
         dseq = torch.empty_like(seq)
         d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
@@ -157,7 +158,7 @@ class _BiGruRecurrence(torch.autograd.Function):
             dh.zero_()
             for s in reversed(range(t)):
                 i = s if d == 0 else t - 1 - s
-                a, c = rz[d, i], new[d, i]
+                a, (c, gn) = rz[d][i], ng[d][i]
                 r, z = a[:, :k], a[:, k:]
                 d_rz, d_n, d_hn = dgh[:, : 2 * k], dx[:, 2 * k :], dgh[:, 2 * k :]
                 dh.view(d_scan.shape[1], -1, k).add_(d_scan[i, ..., d * k : d * k + k])
@@ -166,9 +167,9 @@ class _BiGruRecurrence(torch.autograd.Function):
                 torch.addcmul(dh, dh, z, value=-1, out=d_n).mul_(tanh_slope)
                 torch.mul(d_n, r, out=d_hn)
                 # r: d_n (W_hn h + b_hn) r (1 - r); z: dh (h - n) z (1 - z)
-                torch.mul(d_n, hn[d, i], out=d_rz[:, :k])
+                torch.mul(d_n, gn, out=d_rz[:, :k])
                 if s:
-                    h_prev = hs[d, i - 1 if d == 0 else i + 1]
+                    h_prev = hs[d][i - 1 if d == 0 else i + 1]
                     torch.sub(h_prev, c, out=d_rz[:, k:])
                 else:
                     torch.neg(c, out=d_rz[:, k:])
