@@ -107,7 +107,7 @@ class _BiGruRecurrence(torch.autograd.Function):
         # buffer costs a page fault per 4 KiB on its first write. Without a backward, one
         # step's worth (two for h), reused.
         steps = t if keep_for_backward else 1
-        hs = [[seq.new_empty(n, k) for _ in range(max(steps, 2))] for _ in range(2)]
+        hs = [[seq.new_empty(n, k) for _ in range(t if keep_for_backward else 2)] for _ in range(2)]
         rz = [[seq.new_empty(n, 2 * k) for _ in range(steps)] for _ in range(2)]
         ng = [[seq.new_empty(2, n, k) for _ in range(steps)] for _ in range(2)]
         gx, g = seq.new_empty(n, 3 * k), seq.new_empty(n, 3 * k)
@@ -145,7 +145,7 @@ class _BiGruRecurrence(torch.autograd.Function):
     def backward(ctx, dout):
         seq, w_x, w_hh = ctx.saved_tensors
         hs, rz, ng = ctx.steps
-        t, (n, k) = len(hs[0]), hs[0][0].shape
+        t, (n, k) = len(rz[0]), hs[0][0].shape
         d_scan = _scan_view(dout, ctx.along_height)
         dseq = torch.empty_like(seq)
         d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
@@ -201,7 +201,7 @@ class GruBlock(nn.Module):
       step with a hand-written backward: the 1x1 conv is folded into the input projection
       (``W_ih @ W_conv``; autograd gives both parameters their gradients), each step projects
       its own input into a small reused buffer instead of the whole sequence at once, and
-      the output is written NHWC in one copy. Gates as ``nn.GRU``: ``r, z = sigmoid(.)``,
+      each step's states go straight into the NHWC output. Gates as ``nn.GRU``: ``r, z = sigmoid(.)``,
       ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
@@ -239,9 +239,9 @@ class GruBlock(nn.Module):
         w_fold = w_ih @ self.conv1.weight.flatten(1)
         b_fold = torch.stack((g.bias_ih_l0, g.bias_ih_l0_reverse)) + w_ih @ self.conv1.bias
         b_fold = b_fold + F.pad(b_hh[:, : 2 * k], (0, k))
-        out = _BiGruRecurrence.apply(
-            seq, w_fold, b_fold, w_hh, b_hh[:, 2 * k :], self.along_height, torch.is_grad_enabled()
-        )
+        inputs = (seq, w_fold, b_fold, w_hh, b_hh[:, 2 * k :])
+        keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        out = _BiGruRecurrence.apply(*inputs, self.along_height, keep)
         return out.permute(0, 3, 1, 2)
 
 
