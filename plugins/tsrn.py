@@ -12,7 +12,8 @@ Same architecture, state_dict keys and shapes as the official TextZoom code
 
 Same math as the official code, arranged for speed (``bench/``, docs/performance.md):
 activations stay NHWC (channels_last) through the network, and on CPU the GRU blocks run
-their recurrence with the 1x1 conv folded into the input projection (see ``GruBlock``); the
+both directions' recurrence by hand, the 1x1 conv folded into the per-step input projection,
+with a hand-written backward (``GruBlock``, ``_BiGruRecurrence``); the
 x2 upsample's 9x9 output conv runs before the pixel shuffle as a 16-output 5x5 conv
 (``_low_res_weight``); the output is returned contiguous (NCHW).
 """
@@ -26,6 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from tsrx.config.schema import PositiveInt
 from tsrx.registry import SR_BACKBONES
@@ -69,6 +71,124 @@ class _ScanOrder(torch.autograd.Function):
         return back.contiguous(memory_format=torch.channels_last), None
 
 
+def _scan_view(nhwc: torch.Tensor, along_height: bool) -> torch.Tensor:
+    """(B, H, W, C) -> the view (T, B, L, C) with T the scanned axis (no copy)."""
+    return nhwc.permute(1, 0, 2, 3) if along_height else nhwc.permute(2, 0, 1, 3)
+
+
+class _BiGruRecurrence(torch.autograd.Function):
+    """Both directions of a GRU layer over ``seq`` (T, B, L, C), step by step, by hand.
+
+    ``seq`` is ``_ScanOrder``'s output (T the scanned axis, L the other one); ``w_x`` (2,
+    3k, C), ``b_x`` (2, 3k): each direction's input projection (r|z|n), the hidden r|z
+    biases already added (they are summed before the sigmoid); ``w_hh`` (2, 3k, k);
+    ``b_hn`` (2, k). Returns the image (B, H, W, C), NHWC: the forward direction's states in
+    channels ``[:k]``, the reverse's in ``[k:]``, each step written in place.
+
+    Why by hand: on CPU the GRU is bound by memory traffic, not FLOPs. Projecting the whole
+    sequence first writes and rereads a (T, N, 6k) tensor, 1.5x the input, most of it
+    fresh memory (page faults); autograd over the per-step ops adds a graph node per op and
+    step. Here each step projects its own input into a small reused buffer, the ops write
+    into buffers (``out=``, in-place), and the backward likewise works per step on small
+    buffers, accumulating every gradient (input, weights, biases) as it goes. Each gate
+    tensor of a step is contiguous, and ``tanh`` is computed as ``2 sigmoid(2u) - 1``
+    (torch's CPU tanh runs several times slower).
+    """
+
+    @staticmethod
+    def forward(ctx, seq, w_x, b_x, w_hh, b_hn, along_height: bool, keep_for_backward: bool):
+        t, b, length, c = seq.shape
+        n, k = b * length, w_hh.shape[-1]
+        seq = seq.view(t, n, c)
+        out = seq.new_empty((b, t, length, c) if along_height else (b, length, t, c))
+        out_scan = _scan_view(out, along_height)
+        # what backward needs per step: h, sigmoid(r|z), n and W_hn h + b_hn, in small
+        # tensors per step: the allocator reuses freed small blocks, where a fresh (T, ...)
+        # buffer costs a page fault per 4 KiB on its first write. Without a backward, one
+        # step's worth (two for h), reused.
+        steps = t if keep_for_backward else 1
+        hs = [[seq.new_empty(n, k) for _ in range(t if keep_for_backward else 2)] for _ in range(2)]
+        rz = [[seq.new_empty(n, 2 * k) for _ in range(steps)] for _ in range(2)]
+        ng = [[seq.new_empty(2, n, k) for _ in range(steps)] for _ in range(2)]
+        gx, g = seq.new_empty(n, 3 * k), seq.new_empty(n, 3 * k)
+        for d in range(2):
+            w_x_t, w_t, b_n = w_x[d].t(), w_hh[d].t(), b_hn[d]
+            for s in range(t):
+                i = s if d == 0 else t - 1 - s  # the reverse direction reads time backwards
+                j = i if keep_for_backward else 0
+                (a, (c, gn)), h = (rz[d][j], ng[d][j]), hs[d][i if keep_for_backward else s % 2]
+                prev = (i - 1 if d == 0 else i + 1) if keep_for_backward else (s - 1) % 2
+                h_prev = hs[d][prev] if s else None
+                torch.addmm(b_x[d], seq[i], w_x_t, out=gx)
+                if s == 0:  # zero state: the hidden gates are their biases
+                    torch.sigmoid(gx[:, : 2 * k], out=a)
+                    gn.copy_(b_n.expand_as(gn))
+                else:
+                    torch.mm(h_prev, w_t, out=g)
+                    torch.add(gx[:, : 2 * k], g[:, : 2 * k], out=a).sigmoid_()
+                    torch.add(g[:, 2 * k :], b_n, out=gn)
+                # n = tanh(x_n + r (W_hn h + b_hn)), as 2 sigmoid(2u) - 1
+                torch.addcmul(gx[:, 2 * k :], a[:, :k], gn, out=c).mul_(2).sigmoid_()
+                c.mul_(2).sub_(1)
+                if s == 0:
+                    torch.mul(c, 1 - a[:, k:], out=h)  # (1 - z) n + z 0
+                else:
+                    torch.lerp(c, h_prev, a[:, k:], out=h)  # (1 - z) n + z h
+                out_scan[i, ..., d * k : d * k + k].copy_(h.view(b, length, k))
+        if keep_for_backward:
+            ctx.save_for_backward(seq, w_x, w_hh)
+            ctx.steps, ctx.along_height = (hs, rz, ng), along_height
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        seq, w_x, w_hh = ctx.saved_tensors
+        hs, rz, ng = ctx.steps
+        t, (n, k) = len(rz[0]), hs[0][0].shape
+        d_scan = _scan_view(dout, ctx.along_height)
+        dseq = torch.empty_like(seq)
+        d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
+        d_bx, d_bhn = seq.new_zeros(2, 3 * k), seq.new_zeros(2, k)
+        dx = seq.new_empty(n, 3 * k)  # the input gates' gradient (r|z also the hidden ones)
+        dgh = seq.new_empty(n, 3 * k)  # W_hh h + b_hh's gradient
+        dh = seq.new_empty(n, k)
+        slope, tanh_slope = seq.new_empty(n, 2 * k), seq.new_empty(n, k)
+        for d in range(2):
+            dh.zero_()
+            for s in reversed(range(t)):
+                i = s if d == 0 else t - 1 - s
+                a, (c, gn) = rz[d][i], ng[d][i]
+                r, z = a[:, :k], a[:, k:]
+                d_rz, d_n, d_hn = dgh[:, : 2 * k], dx[:, 2 * k :], dgh[:, 2 * k :]
+                dh.view(d_scan.shape[1], -1, k).add_(d_scan[i, ..., d * k : d * k + k])
+                # n: dh (1 - z) (1 - n^2); the hidden n gate's is that times r
+                torch.mul(c, c, out=tanh_slope).neg_().add_(1)
+                torch.addcmul(dh, dh, z, value=-1, out=d_n).mul_(tanh_slope)
+                torch.mul(d_n, r, out=d_hn)
+                # r: d_n (W_hn h + b_hn) r (1 - r); z: dh (h - n) z (1 - z)
+                torch.mul(d_n, gn, out=d_rz[:, :k])
+                if s:
+                    h_prev = hs[d][i - 1 if d == 0 else i + 1]
+                    torch.sub(h_prev, c, out=d_rz[:, k:])
+                else:
+                    torch.neg(c, out=d_rz[:, k:])
+                d_rz[:, k:].mul_(dh)
+                d_rz.mul_(torch.addcmul(a, a, a, value=-1, out=slope))  # sigmoid' s (1 - s)
+                dx[:, : 2 * k].copy_(d_rz)
+                if s:
+                    d_whh[d].addmm_(dgh.t(), h_prev)
+                d_bhn[d].add_(d_hn.sum(0))
+                d_bx[d].add_(dx.sum(0))
+                d_wx[d].addmm_(dx.t(), seq[i])
+                if d == 0:
+                    torch.mm(dx, w_x[d], out=dseq[i])
+                else:
+                    dseq[i].addmm_(dx, w_x[d])
+                dh.mul_(z).addmm_(dgh, w_hh[d])
+        return dseq.view(d_scan.shape[:3] + (-1,)), d_wx, d_bx, d_whh, d_bhn, None, None
+
+
 class GruBlock(nn.Module):
     """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height).
 
@@ -76,12 +196,13 @@ class GruBlock(nn.Module):
     block keep their faster NHWC path. Two ways to the same math:
 
     - on CUDA, ``nn.GRU`` (one cuDNN kernel for the whole sequence);
-    - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops, the
-      recurrence is written out per direction: the 1x1 conv is folded into the input
-      projection (``W_ih @ W_conv``; autograd still gives both parameters their
-      gradients), computed for all steps at once into contiguous tensors, and each step
-      is two small matmuls and five elementwise ops (``_direction``). Gates as ``nn.GRU``:
-      ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
+    - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops and the
+      layer is bound by memory traffic, ``_BiGruRecurrence`` runs both directions step by
+      step with a hand-written backward: the 1x1 conv is folded into the input projection
+      (``W_ih @ W_conv``; autograd gives both parameters their gradients), each step projects
+      its own input into a small reused buffer instead of the whole sequence at once, and
+      each step's states go straight into the NHWC output. Gates as ``nn.GRU``: ``r, z = sigmoid(.)``,
+      ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
     def __init__(self, channels: int, along_height: bool):
@@ -106,52 +227,22 @@ class GruBlock(nn.Module):
         return nhwc.contiguous().permute(0, 3, 1, 2)
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        # (T, N, C) with T the scanned axis: one copy of the C-channel input, not of the gates
+        k = x.shape[1] // 2
+        # (T, B, ., C) with T the scanned axis: one copy of the C-channel input
         seq = _ScanOrder.apply(x, self.along_height)
-        t = seq.shape[0]
-        seq = seq.view(t, -1, c)
-        conv_w, conv_b = self.conv1.weight.flatten(1), self.conv1.bias
-        directions = [
-            self._direction(seq, conv_w, conv_b, suffix, reverse)
-            for suffix, reverse in (("l0", False), ("l0_reverse", True))
-        ]
-        out = torch.cat(directions, -1).view(t, b, -1, c)
-        nhwc = out.permute(1, 0, 2, 3) if self.along_height else out.permute(1, 2, 0, 3)
-        return nhwc.contiguous().permute(0, 3, 1, 2)
-
-    def _direction(
-        self,
-        seq: torch.Tensor,
-        conv_w: torch.Tensor,
-        conv_b: torch.Tensor,
-        suffix: str,
-        reverse: bool,
-    ) -> torch.Tensor:
-        """One direction's outputs (T, N, k), in sequence order whichever way it ran."""
-        g, k = self.gru, seq.shape[-1] // 2
-        w_ih, b_ih = getattr(g, f"weight_ih_{suffix}"), getattr(g, f"bias_ih_{suffix}")
-        w_hh, b_hh = getattr(g, f"weight_hh_{suffix}"), getattr(g, f"bias_hh_{suffix}")
-        w_fold = w_ih @ conv_w  # the 1x1 conv folded into the input projection
-        b_fold = torch.addmv(b_ih, w_ih, conv_b)
-        w_rz, w_n = w_hh.split((2 * k, k))
-        b_rz, b_n = b_hh.split((2 * k, k))
-        # the r|z and n input gates as two contiguous (T, N, .) tensors, unbound once: the
-        # backward of each is one contiguous stack, no strided cat, no flip (the reverse
-        # direction reads the steps backwards instead). The r|z hidden bias joins the input
-        # bias (both are summed before the sigmoid), so each step's r|z is one mm and an add.
-        in_rz = F.linear(seq, w_fold[: 2 * k], b_fold[: 2 * k] + b_rz).unbind(0)
-        in_n = F.linear(seq, w_fold[2 * k :], b_fold[2 * k :]).unbind(0)
-        w_rz_t, w_n_t = w_rz.t(), w_n.t()
-        t = len(in_rz)
-        state = seq.new_zeros(seq.shape[1], k)
-        outputs: list[torch.Tensor] = [state] * t
-        for i in reversed(range(t)) if reverse else range(t):
-            reset, update = torch.sigmoid(torch.mm(state, w_rz_t).add_(in_rz[i])).chunk(2, -1)
-            new = torch.tanh(torch.addcmul(in_n[i], reset, torch.addmm(b_n, state, w_n_t)))
-            state = torch.lerp(new, state, update)  # (1 - z) * n + z * h
-            outputs[i] = state
-        return torch.stack(outputs)
+        g = self.gru
+        w_ih = torch.stack((g.weight_ih_l0, g.weight_ih_l0_reverse))  # (2, 3k, C)
+        w_hh = torch.stack((g.weight_hh_l0, g.weight_hh_l0_reverse))  # (2, 3k, k)
+        b_hh = torch.stack((g.bias_hh_l0, g.bias_hh_l0_reverse))
+        # the 1x1 conv folded into the input projection, the hidden r|z biases joined to the
+        # input ones (summed before the sigmoid)
+        w_fold = w_ih @ self.conv1.weight.flatten(1)
+        b_fold = torch.stack((g.bias_ih_l0, g.bias_ih_l0_reverse)) + w_ih @ self.conv1.bias
+        b_fold = b_fold + F.pad(b_hh[:, : 2 * k], (0, k))
+        inputs = (seq, w_fold, b_fold, w_hh, b_hh[:, 2 * k :])
+        keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        out = _BiGruRecurrence.apply(*inputs, self.along_height, keep)
+        return out.permute(0, 3, 1, 2)
 
 
 class RecurrentResidualBlock(nn.Module):

@@ -241,6 +241,40 @@ def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("t", [1, 3])
+def test_bigru_recurrence_passes_gradcheck(t):
+    from tsrx_builtin.tsrn import _BiGruRecurrence
+
+    torch.manual_seed(0)
+    b, length, c, k = 2, 2, 4, 2
+    inputs = [
+        torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        for shape in ((t, b, length, c), (2, 3 * k, c), (2, 3 * k), (2, 3 * k, k), (2, k))
+    ]
+    for along_height in (True, False):
+        run = lambda *a, along_height=along_height: _BiGruRecurrence.apply(*a, along_height, True)  # noqa: E731
+        assert torch.autograd.gradcheck(run, inputs)
+
+
+@pytest.mark.parametrize("along_height", [True, False])
+def test_gru_block_recurrence_at_real_size_in_float32_matches_nn_gru(along_height):
+    from tsrx_builtin.tsrn import GruBlock
+
+    torch.manual_seed(0)
+    block = GruBlock(64, along_height=along_height)
+    x = torch.randn(4, 64, 16, 64).contiguous(memory_format=torch.channels_last)
+    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the eval path keeps one step's buffers; same result
+        torch.testing.assert_close(block._scan(x), plain, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(plain)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
+    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
+    for got, want in zip(fast_grads, plain_grads):  # sums over 4096 positions: scaled atol
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 def test_low_res_weight_makes_conv_before_the_pixel_shuffle_equal_conv_after_it():
     from tsrx_builtin.tsrn import _low_res_weight
 
