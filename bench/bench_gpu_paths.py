@@ -71,29 +71,46 @@ def eval_variants(sizes: dict, device: str) -> tuple[dict, dict]:
         sync()
         info["compile_s"] = time.perf_counter() - start
         calls["eval fp32 torch.compile"] = lambda: _no_grad(compiled, lr)
-        static_in = lr.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(3):  # warm-up on a side stream, as graph capture requires
-                model(static_in)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
-            static_out = model(static_in)
-        calls["eval fp32 CUDA graph"] = lambda: (graph.replay(), static_out)[1]
-        graph.replay()  # capture runs nothing: the output holds a result only after a replay
-        sync()
-        info["graph_max_diff"] = float((static_out - eager()).abs().max())
+        replay, info["graph_max_diff"] = _graphed_eval(model, lr)
+        calls["eval fp32 CUDA graph"] = replay
+        # the same model with tsrx's own GRU scan instead of cuDNN's nn.GRU
+        scan = SR_BACKBONES.build({"type": "tsrn", "recurrence": "scan"}, "bench.sr")
+        scan.load_state_dict(model.state_dict())
+        scan.to(device).eval()
+        calls["eval fp32, tsrx GRU scan"] = lambda: _no_grad(scan, lr)
+        replay, info["scan_graph_max_diff"] = _graphed_eval(scan, lr)
+        calls["eval fp32 CUDA graph, tsrx GRU scan"] = replay
+        info["scan_max_diff"] = float((_no_grad(scan, lr) - eager()).abs().max())
     return calls, info
+
+
+def _graphed_eval(model, lr):
+    """(replay callable, max abs difference of the replayed output from eager)"""
+    import torch
+
+    static_in = lr.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        for _ in range(3):  # warm-up on a side stream, as graph capture requires
+            model(static_in)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        static_out = model(static_in)
+    graph.replay()  # capture runs nothing: the output holds a result only after a replay
+    torch.cuda.synchronize()
+    diff = float((static_out - _no_grad(model, lr)).abs().max())
+    return (lambda: (graph.replay(), static_out)[1]), diff
 
 
 def train_graph_variants(sizes: dict, device: str) -> tuple[dict, dict]:
     """The TSRN train step (reference settings: mask + STN, loss 100 (MSE + 1e-4 GPL), clip
     0.25, Adam) eager, eager with ``cudnn.benchmark``, and captured whole (forward, backward,
-    clip, Adam) in one CUDA graph and replayed: on a large GPU this small model is bound by
-    kernel launches, which a graph removes. The graph's loss is checked against an eager
-    model that took the same steps from the same weights."""
+    clip, Adam) in one CUDA graph and replayed, each with both GRU recurrences: cuDNN's
+    (``nn.GRU``) and tsrx's own scan (``recurrence = "scan"``). On a large GPU this small
+    model is bound by kernel launches, which a graph removes. Each graph's loss is checked
+    against an eager twin that took the same steps from the same weights."""
     import torch
 
     from bench.bench_train import make_batch
@@ -103,9 +120,10 @@ def train_graph_variants(sizes: dict, device: str) -> tuple[dict, dict]:
     batch = make_batch(sizes["batch"], device=device)
     lr, hr = batch["lr"], batch["hr"]
 
-    def make():
+    def make(recurrence):
         torch.manual_seed(0)
-        net = SR_BACKBONES.build({"type": "tsrn"}, "bench.sr").to(device).train()
+        table = {"type": "tsrn", "recurrence": recurrence}
+        net = SR_BACKBONES.build(table, "bench.sr").to(device).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
         return net, opt
 
@@ -117,37 +135,87 @@ def train_graph_variants(sizes: dict, device: str) -> tuple[dict, dict]:
         opt.step()
         return loss
 
-    eager_net, eager_opt = make()
-    graph_net, graph_opt = make()
-    warm = 3
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up steps on a side stream, as capture requires
-        for _ in range(warm):
-            step(graph_net, graph_opt)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_loss = step(graph_net, graph_opt)
-    for _ in range(warm + 1):  # the eager twin takes the same steps: warm-up + the replay
-        want = step(eager_net, eager_opt).item()
-    graph.replay()
-    torch.cuda.synchronize()
-    info = {"graph_loss_rel_diff": abs(static_loss.item() - want) / abs(want)}
+    def captured(recurrence):
+        """(eager twin's step, graph replay, loss rel. diff of the replay vs the twin)"""
+        eager_net, eager_opt = make(recurrence)
+        graph_net, graph_opt = make(recurrence)
+        warm = 3
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up steps on a side stream, as capture requires
+            for _ in range(warm):
+                step(graph_net, graph_opt)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_loss = step(graph_net, graph_opt)
+        for _ in range(warm + 1):  # the eager twin takes the same steps: warm-up + replay
+            want = step(eager_net, eager_opt).item()
+        graph.replay()
+        torch.cuda.synchronize()
+        diff = abs(static_loss.item() - want) / abs(want)
+        return (
+            (lambda: step(eager_net, eager_opt)),
+            (lambda: (graph.replay(), static_loss)[1]),
+            diff,
+        )
 
-    def eager_benchmark():
-        torch.backends.cudnn.benchmark = True
-        try:
-            return step(eager_net, eager_opt)
-        finally:
-            torch.backends.cudnn.benchmark = False
+    calls, info = {}, {}
+    for recurrence, label in (("nn.GRU", "cuDNN GRU"), ("scan", "tsrx GRU scan")):
+        eager, replay, diff = captured(recurrence)
 
-    calls = {
-        "train fp32 eager": lambda: step(eager_net, eager_opt),
-        "train fp32 eager, cudnn.benchmark": eager_benchmark,
-        "train fp32 CUDA graph (whole step)": lambda: (graph.replay(), static_loss)[1],
-    }
+        def eager_benchmark(eager=eager):
+            torch.backends.cudnn.benchmark = True
+            try:
+                return eager()
+            finally:
+                torch.backends.cudnn.benchmark = False
+
+        calls[f"train fp32 eager, {label}"] = eager
+        calls[f"train fp32 eager, {label}, cudnn.benchmark"] = eager_benchmark
+        calls[f"train fp32 CUDA graph (whole step), {label}"] = replay
+        info[f"train fp32 CUDA graph (whole step), {label}"] = diff
     return calls, info
+
+
+def gru_probe(device: str) -> list[dict]:
+    """Why the TSRN train step is slow on a GPU: one GRU block (C = 64, batch 64) forward +
+    backward as nn.GRU (cuDNN) and as tsrx's scan, along the height (T = 16, N = 4096) and
+    the width (T = 64, N = 1024); for nn.GRU also without biases and with the batch cut into
+    8 chunks, to see what its backward kernel's time depends on."""
+    import torch
+    from torch import nn
+
+    from tsrx_builtin.tsrn import GruBlock
+
+    calls = {}
+    for along_height, (t, n) in ((True, (16, 4096)), (False, (64, 1024))):
+        axis = "height" if along_height else "width"
+        x = torch.randn(64, 64, 16, 64, device=device).contiguous(memory_format=torch.channels_last)
+        for recurrence in ("nn.GRU", "scan"):
+            block = GruBlock(64, along_height, recurrence).to(device)
+            xg = x.clone().requires_grad_()
+
+            def run(block=block, xg=xg):
+                block(xg).sum().backward()
+
+            calls[f"GRU block along {axis}, {recurrence}: fwd+bwd"] = run
+        seq = torch.randn(t, n, 64, device=device, requires_grad=True)
+        for bias in (True, False):
+            gru = nn.GRU(64, 32, bidirectional=True, bias=bias).to(device)
+            calls[f"nn.GRU T={t} N={n}, bias={bias}: fwd+bwd"] = lambda gru=gru, seq=seq: (
+                gru(seq)[0].sum().backward()
+            )
+        gru = nn.GRU(64, 32, bidirectional=True).to(device)
+        calls[f"nn.GRU T={t} N={n} in 8 chunks: fwd+bwd"] = lambda gru=gru, seq=seq: [
+            gru(part)[0].sum().backward() for part in seq.chunk(8, dim=1)
+        ]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    times = interleaved(calls, 3, 10, sync=sync)
+    return [
+        row("gpu", name, 1000 * t["wall_median"], "ms", device=device, wall_s=t["wall"])
+        for name, t in times.items()
+    ]
 
 
 def _no_grad(fn, x):
@@ -207,35 +275,33 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
             detail["compile_s"] = info["compile_s"]
         if name == "eval fp32 CUDA graph":
             detail["max_abs_diff_vs_eager"] = info["graph_max_diff"]
-        if name == "train fp32 CUDA graph (whole step)":
-            detail["loss_rel_diff_vs_eager"] = info["graph_loss_rel_diff"]
+        if name == "eval fp32 CUDA graph, tsrx GRU scan":
+            detail["max_abs_diff_vs_eager"] = info["scan_graph_max_diff"]
+        if name == "eval fp32, tsrx GRU scan":
+            detail["max_abs_diff_vs_cudnn_gru"] = info["scan_max_diff"]
+        if name.startswith("train fp32 CUDA graph"):
+            detail["loss_rel_diff_vs_eager"] = info[name]
         if name.startswith("data"):
             detail["dataset_samples"] = sizes["dataset"]
             detail["dataset_on_device_mib"] = data_mib
         rows.append(row("gpu", name, rate, "samples/s", **detail))
         if name.startswith("eval") and name != "eval fp32":
             rows.append(row("gpu", f"{name} / eval fp32", fp32 / t["wall_median"], "x"))
-        if name.startswith("train") and name != "train fp32 eager":
-            eager_s = times["train fp32 eager"]["wall_median"]
-            rows.append(row("gpu", f"{name} / train fp32 eager", eager_s / t["wall_median"], "x"))
-    if cuda:
-        diff = info["graph_loss_rel_diff"]
-        rows.append(
-            row(
-                "gpu",
-                "train CUDA graph: loss vs eager twin",
-                diff,
-                "rel. diff",
-                "<= 1e-3",
-                diff <= 1e-3,
+        reference = "train fp32 eager, cuDNN GRU"
+        if name.startswith("train") and name != reference:
+            ratio = times[reference]["wall_median"] / t["wall_median"]
+            rows.append(row("gpu", f"{name} / {reference}", ratio, "x"))
+    for name, diff in info.items():
+        if name.startswith("train fp32 CUDA graph"):
+            rows.append(
+                row(
+                    "gpu", f"{name}: loss vs eager twin", diff, "rel. diff", "<= 1e-3", diff <= 1e-3
+                )
             )
-        )
+    if cuda:
+        rows += gru_probe(device)
     else:
-        for name in (
-            "eval fp32 torch.compile",
-            "eval fp32 CUDA graph",
-            "train fp32 CUDA graph (whole step)",
-        ):
+        for name in ("eval fp32 torch.compile", "eval fp32 CUDA graph", "train fp32 CUDA graph"):
             rows.append(row("gpu", name, None, "samples/s", skipped="CUDA only"))
     return rows
 

@@ -48,6 +48,11 @@ class Mish(nn.Module):
         return F.mish(x)
 
 
+# How a GruBlock runs its recurrence: "scan" (tsrx's own, _BiGruRecurrence), "nn.GRU" (torch's
+# module: cuDNN on CUDA) or "auto" (the scan on CPU, nn.GRU elsewhere). Same math and weights.
+Recurrence = Literal["auto", "scan", "nn.GRU"]
+
+
 class _ScanOrder(torch.autograd.Function):
     """(B, C, H, W) channels_last -> contiguous (T, B, ., C), T the scanned axis.
 
@@ -205,16 +210,16 @@ class GruBlock(nn.Module):
       ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
-    def __init__(self, channels: int, along_height: bool):
+    def __init__(self, channels: int, along_height: bool, recurrence: Recurrence = "auto"):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, kernel_size=1)
         self.gru = nn.GRU(channels, channels // 2, bidirectional=True)
         self.along_height = along_height
+        self.recurrence = recurrence
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu":
-            return self._scan(x)
-        return self._nn_gru(x)
+        scan = self.recurrence == "scan" or (self.recurrence == "auto" and x.device.type == "cpu")
+        return self._scan(x) if scan else self._nn_gru(x)
 
     def _nn_gru(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -248,15 +253,15 @@ class GruBlock(nn.Module):
 class RecurrentResidualBlock(nn.Module):
     """conv-BN-mish-conv-BN, a column GRU on that residual, then a row GRU on x + residual."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, recurrence: Recurrence = "auto"):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.bn1 = nn.BatchNorm2d(channels)
-        self.gru1 = GruBlock(channels, along_height=True)
+        self.gru1 = GruBlock(channels, along_height=True, recurrence=recurrence)
         self.prelu = Mish()  # the official attribute name, although it is mish
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.gru2 = GruBlock(channels, along_height=False)
+        self.gru2 = GruBlock(channels, along_height=False, recurrence=recurrence)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
@@ -443,8 +448,10 @@ class TSRN(nn.Module):
     (the body has 2 x hidden_units channels), ``mask`` (4th input/output channel), ``stn``
     (TPS alignment of the input, in training mode only), ``init`` (``default``: PyTorch's
     initialisation as in the official code; ``kaiming``: Kaiming-normal convolutions and
-    orthogonal recurrent weights; the STN head keeps its identity start either way) and
-    ``upsample_stages``:
+    orthogonal recurrent weights; the STN head keeps its identity start either way),
+    ``recurrence`` (how the GRU blocks run: ``auto`` = tsrx's scan on CPU, ``nn.GRU`` (cuDNN)
+    on CUDA; ``scan`` or ``nn.GRU`` everywhere; same math and weights, a speed choice,
+    docs/performance.md) and ``upsample_stages``:
 
     - 1: the official x2 PixelShuffle stage (identical keys);
     - 2: two x2 PixelShuffle stages (x4), then a learned stride-2 3x3 convolution back to
@@ -460,6 +467,7 @@ class TSRN(nn.Module):
         stn: bool = True,
         upsample_stages: Literal[1, 2] = 1,
         init: Literal["default", "kaiming"] = "default",
+        recurrence: Recurrence = "auto",
     ):
         super().__init__()
         self.in_channels = 4 if mask else 3
@@ -468,7 +476,7 @@ class TSRN(nn.Module):
         channels = 2 * hidden_units
         self.block1 = tsrn_head(self.in_channels, channels)
         for i in range(blocks):
-            setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels))
+            setattr(self, f"block{i + 2}", RecurrentResidualBlock(channels, recurrence))
         setattr(self, f"block{blocks + 2}", tsrn_body_end(channels))
         tail: list[nn.Module] = [UpsampleBlock(channels) for _ in range(upsample_stages)]
         if upsample_stages == 2:

@@ -302,3 +302,29 @@ def test_tsrn_tail_equals_its_layers_applied_in_order():
     head = model.block1(x)
     plain = torch.tanh(model.block4(head + model.block3(model.block2(head))))
     torch.testing.assert_close(model(x), plain, rtol=1e-10, atol=1e-12)
+
+
+def test_recurrence_option_picks_the_gru_path_and_keeps_the_math(monkeypatch):
+    from tsrx_builtin.tsrn import GruBlock
+
+    calls = []
+    for name in ("_scan", "_nn_gru"):
+        original = getattr(GruBlock, name)
+        monkeypatch.setattr(
+            GruBlock, name, lambda self, x, o=original, n=name: calls.append(n) or o(self, x)
+        )
+    torch.manual_seed(0)
+    outputs = {}
+    for recurrence in ("auto", "scan", "nn.GRU"):
+        model = SR_BACKBONES.build(
+            {"type": "tsrn", "blocks": 1, "recurrence": recurrence}, "model.sr"
+        ).double()
+        if outputs:
+            model.load_state_dict(next(iter(outputs.values()))[0].state_dict())
+        calls.clear()
+        x = torch.rand(2, 4, 16, 64, dtype=torch.float64)
+        outputs[recurrence] = (model, model.eval()(torch.ones_like(x)), set(calls))
+    # on CPU "auto" is the scan; "nn.GRU" is torch's module; all give the same image
+    assert outputs["auto"][2] == {"_scan"} and outputs["scan"][2] == {"_scan"}
+    assert outputs["nn.GRU"][2] == {"_nn_gru"}
+    torch.testing.assert_close(outputs["nn.GRU"][1], outputs["scan"][1], rtol=1e-10, atol=1e-12)
