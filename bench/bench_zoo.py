@@ -6,6 +6,13 @@ random batch of its own channel count (16x64 -> 32x128): the train step is forwa
 against a random HR, backward and an Adam update (the zoo's recipe); eval is a no-grad
 forward in eval mode. Rows carry the exact parameter count.
 
+The text-prior backbones (TPGSR = ``tsrn_tl_cascade``, TATT) are not in the zoo (their
+experiment needs a CRNN's weights, experiments/text_prior.toml) but get rows too: each runs
+coupled to its prior generator, a CRNN with seeded weights (speed does not depend on them),
+as ``coupling = "text_prior"`` builds it; the generator runs and trains with the SR network,
+and the train step's loss is the same MSE (the text-prior loss and TATT's rotated pairs
+are left out: a few elementwise terms next to two forward passes).
+
     python -m bench --only zoo [--smoke] [--device cuda] [--amp bf16]
 """
 
@@ -32,6 +39,33 @@ def backbones(zoo: Path = ZOO) -> list[tuple[str, dict]]:
     ]
 
 
+TEXT_PRIOR = (("tpgsr", "tsrn_tl_cascade"), ("tatt", "tatt"))
+
+
+def _build(table: dict, prior: dict | None):
+    """The backbone, or a text-prior backbone with its generator behind the same call."""
+    from torch import nn
+
+    from tsrx.models.joint import JointModel
+    from tsrx.registry import RECOGNIZERS, SR_BACKBONES
+
+    sr = SR_BACKBONES.build(table, "model.sr")
+    if prior is None:
+        return sr
+
+    class Coupled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            generator = RECOGNIZERS.build(prior, "model.prior")
+            self.joint = JointModel(sr=sr, prior=generator, coupling="text_prior")
+            self.in_channels = sr.in_channels
+
+        def forward(self, lr):
+            return self.joint({"lr": lr})["sr"]
+
+    return Coupled()
+
+
 def _timed(fn, warmup: int, reps: int, sync) -> float:
     for _ in range(warmup):
         fn()
@@ -50,7 +84,6 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
     import torch.nn.functional as F
 
     import tsrx.plugins
-    from tsrx.registry import SR_BACKBONES
 
     tsrx.plugins.load_plugins()
     size = SMOKE if smoke else (FULL_CUDA if device.startswith("cuda") else FULL)
@@ -58,10 +91,13 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     dtype = torch.bfloat16 if amp == "bf16" else None
     rows = []
-    for name, table in backbones(zoo):
+    runs = [(name, table, None) for name, table in backbones(zoo)]
+    runs += [(name, {"type": sr}, {"type": "crnn"}) for name, sr in TEXT_PRIOR]
+    for name, table, prior in runs:
         torch.manual_seed(0)
-        model = SR_BACKBONES.build(table, "model.sr").to(dev)
-        params = sum(p.numel() for p in model.parameters())
+        model = _build(table, prior).to(dev)
+        # trained parameters (a text-prior model also holds its generator's frozen copy)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         c, b = model.in_channels, size["batch"]
         lr = torch.rand(b, c, 16, 64, device=dev)
         hr = torch.rand(b, c, 32, 128, device=dev)
@@ -89,6 +125,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
         detail = {
             "backbone": table["type"],
             "options": table,
+            "prior": prior,
             "parameters": params,
             "batch": b,
             "device": device,

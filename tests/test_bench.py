@@ -147,10 +147,12 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
         "zoo",
         "threads",
     }
-    from bench.bench_zoo import backbones
+    from bench.bench_zoo import TEXT_PRIOR, backbones
 
     zoo = {r["name"]: r for r in rows if r["item"] == "zoo"}
-    for name, _table in backbones():  # one train and one eval row per zoo backbone
+    # one train and one eval row per zoo backbone, and per text-prior backbone (TPGSR, TATT)
+    names = [name for name, _table in backbones()] + [name for name, _sr in TEXT_PRIOR]
+    for name in names:
         for what in ("train step", "eval"):
             assert zoo[f"{name} {what}"]["value"] > 0
             assert zoo[f"{name} {what}"]["detail"]["parameters"] > 0
