@@ -297,14 +297,22 @@ class AttentionRecognitionHead(nn.Module):
         return torch.cat(outputs, 1)
 
     def beam_search(
-        self, x: torch.Tensor, beam_width: int, eos: int
+        self, x: torch.Tensor, beam_width: int, eos: int, stop_early: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference beam search (aster.pytorch, after IBM pytorch-seq2seq's TopKDecoder).
 
-        Runs all ``max_len_labels`` steps; a beam that emits EOS stops growing (its score is
-        set to -inf); backtracking puts ended beams back into the last slots of the k best,
-        as the reference does. Returns the best beam's symbols (B, max_len) and each symbol's
-        log-probability given its prefix (B, max_len).
+        A beam that emits EOS stops growing (its score is set to -inf); backtracking puts
+        ended beams back into the last slots of the k best, as the reference does. Returns
+        the best beam's symbols (B, max_len) and each symbol's log-probability given its
+        prefix (B, max_len).
+
+        The reference runs all ``max_len_labels`` steps. ``stop_early`` stops once every
+        image has had k EOS events, with the same result up to the best beam's EOS (what is
+        read): backtracking writes the ended beams into the k slots cyclically, latest step
+        first, so with k or more events the slots end up holding the k earliest ones, and
+        the steps up to the stop are computed identically; a later EOS cannot change which
+        beam wins (barring an exact tie of scores). Symbols past the stop are EOS, log-probs
+        0; only the symbols after the best beam's EOS, never read, differ from the reference.
         """
         b, length, d = x.size()
         k, c = beam_width, self.num_classes
@@ -317,6 +325,7 @@ class AttentionRecognitionHead(nn.Module):
         scores[::k] = 0.0
         y_prev = torch.full((b * k,), c, dtype=torch.long, device=x.device)
         stored_scores, stored_preds, stored_symbols, stored_logp = [], [], [], []
+        eos_events = torch.zeros(b, dtype=torch.long, device=x.device)
         for _ in range(self.max_len_labels):
             output, state = self.decoder(feats, state, y_prev, x_proj)
             log_probs = F.log_softmax(output.float(), dim=1)
@@ -334,9 +343,15 @@ class AttentionRecognitionHead(nn.Module):
             scores = scores.masked_fill(y_prev.view(-1, 1).eq(eos), -float("inf"))
             stored_preds.append(preds)
             stored_symbols.append(y_prev)
-        return self._backtrack(
+            if stop_early:
+                eos_events += y_prev.view(b, k).eq(eos).sum(1)
+                if bool((eos_events >= k).all()):
+                    break
+        ids, logp = self._backtrack(
             stored_scores, stored_preds, stored_symbols, stored_logp, b, k, eos, pos_index
         )
+        missing = self.max_len_labels - ids.shape[1]
+        return F.pad(ids, (0, missing), value=eos), F.pad(logp, (0, missing))
 
     def _backtrack(
         self, stored_scores, stored_preds, stored_symbols, stored_logp, b, k, eos, pos_index
@@ -346,7 +361,7 @@ class AttentionRecognitionHead(nn.Module):
         eos_found = [0] * b
         pointer = (sorted_idx + pos_index.expand_as(sorted_idx)).view(b * k)
         symbols, logps = [], []
-        for t in range(self.max_len_labels - 1, -1, -1):
+        for t in range(len(stored_symbols) - 1, -1, -1):
             current = stored_symbols[t].index_select(0, pointer)
             current_logp = stored_logp[t].index_select(0, pointer)
             pointer = stored_preds[t].index_select(0, pointer).view(-1)

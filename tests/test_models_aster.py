@@ -9,6 +9,7 @@ search's symbols and strings. The tests regenerate the same weights and compare.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -96,7 +97,8 @@ def test_loss_is_sequence_cross_entropy_of_the_reference(model):
 def test_beam_search_and_strings_equal_the_reference(model):
     images = REF["images"].float() / 255.0
     with torch.no_grad():
-        ids, logp = model.decoder.beam_search(model.encode(images), 5, model.eos)
+        features = model.encode(images)
+        ids, logp = model.decoder.beam_search(features, 5, model.eos, stop_early=False)
         rec = model.recognize(images)
     assert torch.equal(ids, REF["pred_ids"].long())  # all 100 steps, past EOS too
     # get_str_list keeps the literal 'PADDING' where the reference predicts it; tsrx drops it
@@ -182,3 +184,24 @@ def test_model_init_loads_an_aster_file_with_every_key(tmp_path):
     assert not report.missing and not report.unexpected and not report.mismatched
     for key, value in source.state_dict().items():
         assert torch.equal(model.recognizer.state_dict()[key], value)
+
+
+@pytest.mark.slow
+def test_beam_search_stopping_early_reads_the_same_as_the_full_reference_run(model):
+    # seeded weights rarely emit EOS (one image never does, so the batch runs all 100
+    # steps); raising the EOS logit makes every image end, at different steps
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.decoder.decoder.fc.bias[model.eos] += 1.0
+        features = model.encode(REF["images"].float() / 255.0)
+        full = model.decoder.beam_search(features, 5, model.eos, stop_early=False)
+        early = model.decoder.beam_search(features, 5, model.eos, stop_early=True)
+    assert early[0].shape == full[0].shape == (len(features), model.decoder.max_len_labels)
+    # what is read is equal: each best beam's symbols and log-probs up to and with its EOS
+    for ids_f, ids_e, lp_f, lp_e in zip(full[0], early[0], full[1], early[1]):
+        end = (ids_f.tolist() + [model.eos]).index(model.eos)
+        assert torch.equal(ids_e[: end + 1], ids_f[: end + 1])
+        torch.testing.assert_close(lp_e[: end + 1], lp_f[: end + 1], rtol=0, atol=0)
+    assert model.decode_ids(*early) == model.decode_ids(*full)
+    # and it did stop early: the steps it did not run are EOS padding
+    assert bool((early[0][:, -1] == model.eos).all()) and not torch.equal(early[0], full[0])
