@@ -241,6 +241,28 @@ def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("along_height", [True, False])
+def test_gru_block_recurrence_in_row_chunks_equals_nn_gru(along_height, monkeypatch):
+    from tsrx_builtin import tsrn
+
+    # 6 rows a chunk: 3 images of width 5 go one per chunk, of height 3 as 2 + 1
+    monkeypatch.setattr(tsrn, "_SCAN_CHUNK_ROWS", 6)
+    torch.manual_seed(0)
+    block = tsrn.GruBlock(8, along_height=along_height).double()
+    x = torch.randn(3, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert len(tsrn._row_chunks(3, 5 if along_height else 3)) > 1
+    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(block._scan(x), plain, rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(plain)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
+    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("t", [1, 3])
 def test_bigru_recurrence_passes_gradcheck(t):
     from tsrx_builtin.tsrn import _BiGruRecurrence
