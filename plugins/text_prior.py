@@ -31,6 +31,7 @@ from torch import nn
 
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
+from tsrx_builtin.tsrn import GruBlock as TsrnGruBlock  # its CPU scan serves TPGSR, TATT
 from tsrx_builtin.tsrn import (
     LRSTNHead,
     Mish,
@@ -65,20 +66,23 @@ def check_prior(prior: torch.Tensor | None, x: torch.Tensor, classes: int, name:
         )
 
 
-class GruBlock(nn.Module):
+class GruBlock(TsrnGruBlock):
     """1x1 conv (in -> out channels), then a bidirectional GRU (batch_first) along the width,
     or along the height with ``along_height`` (the official code transposes H and W around
-    the block for that). Official layout: ``conv1``, ``gru``."""
+    the block for that). Official layout: ``conv1``, ``gru``. On CPU it runs TSRN's
+    hand-written scan (the 1x1 conv folded into the input projection, docs/performance.md),
+    elsewhere the official transpose + ``nn.GRU``: the same math."""
 
     def __init__(self, in_channels: int, out_channels: int, along_height: bool = False):
-        super().__init__()
+        nn.Module.__init__(self)
         if out_channels % 2:
             raise TsrxError(f"GruBlock: out_channels must be even, got {out_channels}")
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=1)
         self.gru = nn.GRU(out_channels, out_channels // 2, bidirectional=True, batch_first=True)
         self.along_height = along_height
+        self.recurrence = "auto"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _nn_gru(self, x: torch.Tensor) -> torch.Tensor:
         if self.along_height:
             x = x.transpose(-1, -2)
         x = self.conv1(x)

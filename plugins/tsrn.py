@@ -94,7 +94,7 @@ class _BiGruRecurrence(torch.autograd.Function):
     ``seq`` is ``_ScanOrder``'s output (T the scanned axis, L the other one); ``w_x`` (2,
     3k, C), ``b_x`` (2, 3k): each direction's input projection (r|z|n), the hidden r|z
     biases already added (they are summed before the sigmoid); ``w_hh`` (2, 3k, k);
-    ``b_hn`` (2, k). Returns the image (B, H, W, C), NHWC: the forward direction's states in
+    ``b_hn`` (2, k). Returns the image (B, H, W, 2k), NHWC: the forward direction's states in
     channels ``[:k]``, the reverse's in ``[k:]``, each step written in place.
 
     Why by hand: on CPU the GRU is bound by memory traffic and per-op overhead, not FLOPs.
@@ -115,12 +115,12 @@ class _BiGruRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, seq, w_x, b_x, w_hh, b_hn, along_height: bool, keep_for_backward: bool):
-        t, b, length, c = seq.shape
-        out = seq.new_empty((b, t, length, c) if along_height else (b, length, t, c))
+        t, b, length, _ = seq.shape
+        k = w_hh.shape[-1]
+        out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
         out_scan = _scan_view(out, along_height)
         chunks = _row_chunks(b, length)
         # tanh(u) = 2 sigmoid(2u) - 1: the n gate's input projection doubled once here
-        k = w_hh.shape[-1]
         double_n = torch.ones_like(b_x[0])
         double_n[2 * k :] = 2.0
         w_x_t, w_t = (w_x * double_n[:, None]).transpose(1, 2), w_hh.transpose(1, 2)
@@ -284,7 +284,7 @@ class GruBlock(nn.Module):
         return nhwc.contiguous().permute(0, 3, 1, 2)
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
-        k = x.shape[1] // 2
+        k = self.gru.hidden_size
         # (T, B, ., C) with T the scanned axis: one copy of the C-channel input
         seq = _ScanOrder.apply(x, self.along_height)
         g = self.gru
