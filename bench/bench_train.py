@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import interleaved, row
+from bench.common import flop_counter, interleaved, row
 
 TARGET_RATIO = 2.0
 EVAL_TARGET_RATIO = 2.0
@@ -156,7 +156,6 @@ def step_flops(trainers: dict, batch: dict) -> dict[str, float]:
     minus the work tsrx removed (the folded 1x1 convolutions).
     """
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from bench.baseline_tsrn import baseline_train_step
     from tsrx.registry import SR_LOSSES
@@ -170,12 +169,12 @@ def step_flops(trainers: dict, batch: dict) -> dict[str, float]:
         lr, hr = batch["lr"], batch["hr"]
         if "channels_last" in name:
             lr = lr.contiguous(memory_format=torch.channels_last)
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with counter:
             baseline_train_step(net, SR_LOSSES.build({"type": "textzoom"}, "loss.sr"), opt, lr, hr)
         out[name] = float(counter.get_total_flops())
     model, loss_fn, optimizer = baseline_for(next(iter(trainers.values())).model.sr, "cpu")
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         baseline_train_step(model, loss_fn, optimizer, batch["lr"], batch["hr"])
     out["baseline"] = float(counter.get_total_flops())

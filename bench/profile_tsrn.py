@@ -45,12 +45,12 @@ def build(model: str, batch: int, seed: int = 0, device: str = "cpu"):
 def count_flops(model: str = "tsrx", batch: int = 64, train: bool = True) -> float:
     """FLOPs of one train step (forward + backward) or one eval forward, counted by torch."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from bench.bench_train import make_batch
+    from bench.common import flop_counter
 
     step, net = build(model, batch)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     if train:
         with counter:
             step()
