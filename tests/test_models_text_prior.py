@@ -101,22 +101,3 @@ def test_missing_or_malformed_prior_is_a_clear_error():
         model(lr)
     with pytest.raises(TsrxError, match=r"expected \(B=2, 37, 1, T\)"):
         model(lr, torch.rand(2, 26, 37))
-
-
-@pytest.mark.parametrize("along_height", [True, False])
-def test_text_prior_gru_block_scan_equals_the_official_nn_gru_path(along_height):
-    # in != out channels (the column GRU reads the residual + the prior map), NCHW input
-    from tsrx_builtin.text_prior import GruBlock
-
-    torch.manual_seed(0)
-    block = GruBlock(12, 8, along_height=along_height).double()
-    x = torch.randn(2, 12, 3, 5, dtype=torch.float64)
-    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
-    assert fast.shape == plain.shape == (2, 8, 3, 5)
-    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
-    weights = torch.randn_like(plain)
-    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
-    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
-    for got, want in zip(fast_grads, plain_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

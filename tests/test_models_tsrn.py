@@ -222,16 +222,23 @@ def test_bicubic_has_no_parameters_and_keeps_channels():
 
 
 @pytest.mark.parametrize("along_height", [True, False])
-def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height):
-    from tsrx_builtin.tsrn import GruBlock
+@pytest.mark.parametrize("kind", ["tsrn", "text_prior"])
+def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height, kind):
+    from tsrx_builtin import text_prior, tsrn
 
     torch.manual_seed(0)
-    block = GruBlock(8, along_height=along_height).double()
-    x = torch.randn(2, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    if kind == "tsrn":  # NHWC activations, in = out channels
+        block = tsrn.GruBlock(8, along_height=along_height).double()
+        x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:  # TPGSR / TATT: NCHW, in != out (the column GRU reads residual + prior map)
+        block = text_prior.GruBlock(12, 8, along_height=along_height).double()
+        x = torch.randn(2, 12, 3, 5, dtype=torch.float64)
     plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
     # the plain path: 1x1 conv, then nn.GRU over the scanned axis (what cuDNN runs)
     plain = block._nn_gru(plain_x)
     fast = block._scan(fast_x)
+    assert fast.shape == plain.shape == (2, 8, 3, 5)
     assert fast.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
     weights = torch.randn_like(plain)
