@@ -250,16 +250,18 @@ class GruBlock(nn.Module):
     """1x1 conv, then a bidirectional GRU along image rows (width) or columns (height).
 
     Input and output are NHWC in memory (channels_last), so the convolutions around the
-    block keep their faster NHWC path. Two ways to the same math:
+    block keep their faster NHWC path. Two ways to the same math, chosen by ``recurrence``
+    (``auto``: the scan on CPU, ``nn.GRU`` elsewhere):
 
-    - on CUDA, ``nn.GRU`` (one cuDNN kernel for the whole sequence);
-    - on CPU, where ``nn.GRU`` runs each direction's steps as separate small ops and the
-      layer is bound by memory traffic, ``_BiGruRecurrence`` runs both directions step by
-      step with a hand-written backward: the 1x1 conv is folded into the input projection
+    - ``nn.GRU``: one cuDNN call for the whole sequence on CUDA (on an H200 its backward is
+      83% of the TSRN train step, docs/performance.md);
+    - ``scan``: where ``nn.GRU`` runs each direction's steps as separate small ops and the
+      layer is bound by memory traffic (CPU), ``_BiGruRecurrence`` runs both directions step
+      by step with a hand-written backward: the 1x1 conv is folded into the input projection
       (``W_ih @ W_conv``; autograd gives both parameters their gradients), each step projects
       its own input into a small reused buffer instead of the whole sequence at once, and
-      each step's states go straight into the NHWC output. Gates as ``nn.GRU``: ``r, z = sigmoid(.)``,
-      ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
+      each step's states go straight into the NHWC output. Gates as ``nn.GRU``:
+      ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
     def __init__(self, channels: int, along_height: bool, recurrence: Recurrence = "auto"):
