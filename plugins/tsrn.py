@@ -286,6 +286,12 @@ class GruBlock(nn.Module):
         return nhwc.contiguous().permute(0, 3, 1, 2)
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
+        # the recurrence writes into buffers of one dtype: under autocast (bf16 on CPU) it
+        # runs in the weights' dtype, as nn.GRU does outside CUDA
+        with torch.autocast(x.device.type, enabled=False):
+            return self._scan_one_dtype(x.to(self.gru.weight_hh_l0.dtype))
+
+    def _scan_one_dtype(self, x: torch.Tensor) -> torch.Tensor:
         k = self.gru.hidden_size
         # (T, B, ., C) with T the scanned axis: one copy of the C-channel input
         seq = _ScanOrder.apply(x, self.along_height)

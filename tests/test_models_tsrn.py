@@ -357,3 +357,18 @@ def test_recurrence_option_picks_the_gru_path_and_keeps_the_math(monkeypatch):
     assert outputs["auto"][2] == {"_scan"} and outputs["scan"][2] == {"_scan"}
     assert outputs["nn.GRU"][2] == {"_nn_gru"}
     torch.testing.assert_close(outputs["nn.GRU"][1], outputs["scan"][1], rtol=1e-10, atol=1e-12)
+
+
+def test_tsrn_runs_under_cpu_bf16_autocast_close_to_float32():
+    # train.amp = "bf16" on a CPU: the GRU scan runs in float32 inside the autocast region
+    torch.manual_seed(0)
+    model = SR_BACKBONES.build({"type": "tsrn", "blocks": 1}, "model.sr")
+    x = torch.rand(2, 4, 16, 64)
+    with torch.no_grad():
+        want = model.eval()(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x)
+    assert (got.float() - want).abs().mean() < 0.02  # bf16 rounding, not another function
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.train()(x).float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
