@@ -31,6 +31,24 @@ def start_train(exp, runs, cwd):
     )
 
 
+def _kill_local_jobs(run_dir):
+    """A failed test must not leave its local job training (1,000,000 steps) for the rest of
+    the suite: kill the recorded submitit controllers and their ranks."""
+    try:
+        jobs = json.loads((run_dir / "meta.json").read_text())["jobs"]
+    except (OSError, ValueError, KeyError):
+        return
+    from tsrx.process import is_same
+
+    for record in [j["process"] for j in jobs if j.get("process")]:
+        if is_same(record):  # still that process (start time and command line), not a reused PID
+            subprocess.run(["pkill", "-KILL", "-P", str(record["pid"])], check=False)
+            try:
+                os.kill(record["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def wait_training(run_dir, proc, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -237,3 +255,4 @@ def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_p
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        _kill_local_jobs(run_dir)
