@@ -187,7 +187,8 @@ def test_lease_fallback_where_flock_does_not_work(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_plugin):
-    """`tsrx submit S & tsrx submit S` with the local launcher: one trains, one is refused."""
+    """`tsrx submit S & tsrx submit S` with the local launcher: one trains, one is refused,
+    and `tsrx cancel` stops the one that trains."""
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)
     exp.write_text(
         exp.read_text()
@@ -211,9 +212,17 @@ def test_concurrent_local_submits_train_the_run_once(tmp_path, tiny_data, tiny_p
         "launcher.tasks_per_node=1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # started as `tsrx submit ... &` from a script is: SIGINT ignored (a shell without job
+    # control does that), which the job must not inherit, or `tsrx cancel` cannot stop it
     procs = [
         subprocess.Popen(
-            args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            args,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
         for _ in range(2)
     ]

@@ -299,6 +299,27 @@ def _executor(p: Plan, params: dict) -> Any:
     return ex
 
 
+@contextmanager
+def _interruptible_children() -> Iterator[None]:
+    """Spawn with SIGINT at its default, even where this process ignores it.
+
+    A shell without job control starts ``tsrx submit ... &`` with SIGINT ignored, and an
+    ignored signal is inherited: submitit's local controller would then ignore the SIGINT
+    that ``tsrx cancel`` (like submitit's ``LocalJob.cancel``) sends it, and its ranks train
+    on. Only the spawn sees the default; this process keeps what its shell asked for.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _drop_literal_job_folder(p: Plan) -> None:
     """submitit's local controller also makes an empty folder literally named ``%j``."""
     try:
@@ -370,7 +391,7 @@ def submit(
                     record(r, job)
             else:
                 for r in p.runs:
-                    with rank_threads(r.params.get("threads")):
+                    with rank_threads(r.params.get("threads")), _interruptible_children():
                         job = _executor(p, r.params).submit(jobs_of[id(r)])
                     s = record(r, job)
                     if p.launcher == "local" and wait_local:
