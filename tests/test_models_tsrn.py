@@ -250,14 +250,14 @@ def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height
 
 @pytest.mark.parametrize("along_height", [True, False])
 def test_gru_block_recurrence_in_row_chunks_equals_nn_gru(along_height, monkeypatch):
-    from tsrx_builtin import tsrn
+    from tsrx_builtin import gru_scan, tsrn
 
     # 6 rows a chunk: 3 images of width 5 go one per chunk, of height 3 as 2 + 1
-    monkeypatch.setattr(tsrn, "_SCAN_CHUNK_ROWS", 6)
+    monkeypatch.setattr(gru_scan, "SCAN_CHUNK_ROWS", 6)
     torch.manual_seed(0)
     block = tsrn.GruBlock(8, along_height=along_height).double()
     x = torch.randn(3, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    assert len(tsrn._row_chunks(3, 5 if along_height else 3)) > 1
+    assert len(gru_scan._row_chunks(3, 5 if along_height else 3)) > 1
     plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
     plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
@@ -272,7 +272,7 @@ def test_gru_block_recurrence_in_row_chunks_equals_nn_gru(along_height, monkeypa
 
 @pytest.mark.parametrize("t", [1, 3])
 def test_bigru_recurrence_passes_gradcheck(t):
-    from tsrx_builtin.tsrn import _BiGruRecurrence
+    from tsrx_builtin.gru_scan import BiGruRecurrence
 
     torch.manual_seed(0)
     b, length, c, k = 2, 2, 4, 2
@@ -281,7 +281,7 @@ def test_bigru_recurrence_passes_gradcheck(t):
         for shape in ((t, b, length, c), (2, 3 * k, c), (2, 3 * k), (2, 3 * k, k), (2, k))
     ]
     for along_height in (True, False):
-        run = lambda *a, along_height=along_height: _BiGruRecurrence.apply(*a, along_height, True)  # noqa: E731
+        run = lambda *a, along_height=along_height: BiGruRecurrence.apply(*a, along_height, True)  # noqa: E731
         assert torch.autograd.gradcheck(run, inputs)
 
 

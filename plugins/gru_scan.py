@@ -1,0 +1,207 @@
+"""A bidirectional GRU layer's recurrence run by hand on the CPU, with its own backward.
+
+Why: on CPU the TSRN-family GRU blocks (TSRN, TPGSR, TATT) are bound by memory traffic and
+per-op overhead, not FLOPs, and ``nn.GRU`` there runs each direction's steps as separate
+small ops; docs/performance.md ("The levers taken") has the measurements. Same math as
+``nn.GRU`` (tests/test_models_tsrn.py: equal to 1e-10 in float64, output and every gradient).
+The blocks that use it live with their models (``tsrn.GruBlock``); this module knows only
+tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+class ScanOrder(torch.autograd.Function):
+    """(B, C, H, W) channels_last -> contiguous (T, B, ., C), T the scanned axis.
+
+    A plain ``permute().contiguous()`` would hand its gradient back in the scan order, a
+    layout that is neither NCHW nor NHWC, and the batch norm backward before the block runs
+    several times slower on it; this returns the gradient channels_last, as the input came.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, along_height: bool) -> torch.Tensor:
+        ctx.along_height = along_height
+        return (
+            x.permute(2, 0, 3, 1).contiguous()
+            if along_height
+            else x.permute(3, 0, 2, 1).contiguous()
+        )
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        back = grad.permute(1, 3, 0, 2) if ctx.along_height else grad.permute(1, 3, 2, 0)
+        return back.contiguous(memory_format=torch.channels_last), None
+
+
+def _scan_view(nhwc: torch.Tensor, along_height: bool) -> torch.Tensor:
+    """(B, H, W, C) -> the view (T, B, L, C) with T the scanned axis (no copy)."""
+    return nhwc.permute(1, 0, 2, 3) if along_height else nhwc.permute(2, 0, 1, 3)
+
+
+# Rows (of B * L) per chunk of a GruBlock scan: a step's tensors, both directions stacked,
+# then span 2x this many rows; a wider batch (the height blocks: 64 x 64 rows) runs in row
+# chunks, each op's buffers about 1 MiB (an L2 cache); unchunked it ran 7-15% slower at 1
+# thread (docs/performance.md)
+SCAN_CHUNK_ROWS = 2048
+
+
+class BiGruRecurrence(torch.autograd.Function):
+    """Both directions of a GRU layer over ``seq`` (T, B, L, C), step by step, by hand.
+
+    ``seq`` is ``ScanOrder``'s output (T the scanned axis, L the other one); ``w_x`` (2,
+    3k, C), ``b_x`` (2, 3k): each direction's input projection (r|z|n), the hidden r|z
+    biases already added (they are summed before the sigmoid); ``w_hh`` (2, 3k, k);
+    ``b_hn`` (2, k). Returns the image (B, H, W, 2k), NHWC: the forward direction's states in
+    channels ``[:k]``, the reverse's in ``[k:]``, each step written in place.
+
+    Why by hand: on CPU the GRU is bound by memory traffic and per-op overhead, not FLOPs.
+    Projecting the whole sequence first writes and rereads a (T, N, 6k) tensor, 1.5x the
+    input, most of it fresh memory (page faults); autograd over the per-step ops adds a
+    graph node per op and step. Here both directions run in one step loop (step s: the
+    forward direction at time s, the reverse at time T-1-s), their per-step tensors stacked
+    as (2, N, .) so that each op (``bmm``/``baddbmm`` over the two directions' hidden weights,
+    the elementwise gates) covers both: half the ops of running them one after the other,
+    which counts where a step's tensors are small. Each step projects its two inputs (times
+    s and T-1-s) with two ``addmm`` into the halves of one small reused buffer (cheaper than
+    gathering them for one ``baddbmm``), the ops write into buffers (``out=``, in-place), and the backward likewise
+    works per step, accumulating every gradient (input, weights, biases) as it goes. Rows are
+    independent sequences: a wide batch runs in chunks of rows (``SCAN_CHUNK_ROWS``) so that
+    a step's buffers stay cache-sized. Each gate tensor of a step is contiguous, and ``tanh``
+    is computed as ``2 sigmoid(2u) - 1`` (torch's CPU tanh runs several times slower).
+    """
+
+    @staticmethod
+    def forward(ctx, seq, w_x, b_x, w_hh, b_hn, along_height: bool, keep_for_backward: bool):
+        t, b, length, _ = seq.shape
+        k = w_hh.shape[-1]
+        out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
+        out_scan = _scan_view(out, along_height)
+        chunks = _row_chunks(b, length)
+        # tanh(u) = 2 sigmoid(2u) - 1: the n gate's input projection doubled once here
+        double_n = torch.ones_like(b_x[0])
+        double_n[2 * k :] = 2.0
+        w_x_t, w_t = (w_x * double_n[:, None]).transpose(1, 2), w_hh.transpose(1, 2)
+        b_x, b_n = b_x * double_n, b_hn.unsqueeze(1)
+        steps = [
+            _scan_rows(seq[:, rows], out_scan[:, rows], w_x_t, b_x, w_t, b_n, keep_for_backward)
+            for rows in chunks
+        ]
+        if keep_for_backward:
+            ctx.save_for_backward(seq, w_x, w_hh)
+            ctx.steps, ctx.chunks, ctx.along_height = steps, chunks, along_height
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        seq, w_x, w_hh = ctx.saved_tensors
+        d_scan = _scan_view(dout, ctx.along_height)
+        dseq = torch.empty_like(seq)
+        d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
+        d_bx, d_bhn = seq.new_zeros(2, w_hh.shape[1]), seq.new_zeros(2, w_hh.shape[2])
+        for rows, steps in zip(ctx.chunks, ctx.steps):
+            grads = (dseq[:, rows], d_wx, d_bx, d_whh, d_bhn)
+            _scan_rows_backward(seq[:, rows], d_scan[:, rows], w_x, w_hh, steps, grads)
+        return dseq, d_wx, d_bx, d_whh, d_bhn, None, None
+
+
+def _row_chunks(b: int, length: int) -> list[slice]:
+    """Batch slices of about ``SCAN_CHUNK_ROWS`` rows (B * L) each (whole images)."""
+    per = max(1, SCAN_CHUNK_ROWS // length)
+    return [slice(i, min(i + per, b)) for i in range(0, b, per)]
+
+
+def _scan_rows(seq, out_scan, w_x_t, b_x, w_t, b_n, keep_for_backward: bool):
+    """BiGruRecurrence's forward over the rows of ``seq`` (T, b, L, C) into ``out_scan``.
+
+    Returns what backward needs per step s (both directions stacked): h, sigmoid(r|z), n
+    and W_hn h + b_hn, in small tensors per step: the allocator reuses freed small blocks,
+    where a fresh (T, ...) buffer costs a page fault per 4 KiB on its first write. Without a
+    backward, one step's worth (two for h) is reused and nothing is returned.
+    """
+    t, b, length, c = seq.shape
+    n, k = b * length, w_t.shape[1]
+    seq = seq.view(t, n, c)  # the rows are whole images
+    steps = t if keep_for_backward else 1
+    hs = [seq.new_empty(2, n, k) for _ in range(t if keep_for_backward else 2)]
+    rz = [seq.new_empty(2, n, 2 * k) for _ in range(steps)]
+    ng = [seq.new_empty(2, 2, n, k) for _ in range(steps)]
+    gx, g = seq.new_empty(2, n, 3 * k), seq.new_empty(2, n, 3 * k)
+    minus_one = seq.new_full((), -1.0).expand(2, n, k)
+    for s in range(t):
+        j = s if keep_for_backward else 0
+        a, (c_n, gn) = rz[j], ng[j]
+        h = hs[s if keep_for_backward else s % 2]
+        h_prev = hs[s - 1 if keep_for_backward else (s - 1) % 2] if s else None
+        torch.addmm(b_x[0], seq[s], w_x_t[0], out=gx[0])
+        torch.addmm(b_x[1], seq[t - 1 - s], w_x_t[1], out=gx[1])  # reverse: time backwards
+        if s == 0:  # zero state: the hidden gates are their biases
+            torch.sigmoid(gx[..., : 2 * k], out=a)
+            gn.copy_(b_n.expand_as(gn))
+        else:
+            torch.bmm(h_prev, w_t, out=g)
+            torch.add(gx[..., : 2 * k], g[..., : 2 * k], out=a).sigmoid_()
+            torch.add(g[..., 2 * k :], b_n, out=gn)
+        # n = tanh(x_n + r (W_hn h + b_hn)), as 2 sigmoid(2u) - 1 (gx's n part is 2 x_n)
+        torch.addcmul(gx[..., 2 * k :], a[..., :k], gn, value=2, out=c_n).sigmoid_()
+        torch.add(minus_one, c_n, alpha=2, out=c_n)
+        if s == 0:
+            torch.mul(c_n, 1 - a[..., k:], out=h)  # (1 - z) n + z 0
+        else:
+            torch.lerp(c_n, h_prev, a[..., k:], out=h)  # (1 - z) n + z h
+        out_scan[s, ..., :k].copy_(h[0].view(b, length, k))
+        out_scan[t - 1 - s, ..., k:].copy_(h[1].view(b, length, k))
+    return (hs, rz, ng) if keep_for_backward else None
+
+
+def _scan_rows_backward(seq, d_scan, w_x, w_hh, steps, grads) -> None:
+    """BiGruRecurrence's backward over the rows of one ``_scan_rows`` call: writes their
+    input gradient into ``grads[0]``, adds the weights' and biases' into the others."""
+    hs, rz, ng = steps
+    dseq, d_wx, d_bx, d_whh, d_bhn = grads
+    t, b, length, c = seq.shape
+    n, k = b * length, w_hh.shape[-1]
+    seq, dseq = seq.view(t, n, c), dseq.view(t, n, c)
+    dx = seq.new_empty(2, n, 3 * k)  # the input gates' gradient (r|z also the hidden ones)
+    dgh = seq.new_empty(2, n, 3 * k)  # W_hh h + b_hh's gradient
+    dh = seq.new_zeros(2, n, k)
+    slope, tanh_slope = seq.new_empty(2, n, 2 * k), seq.new_empty(2, n, k)
+    one = seq.new_ones(()).expand(2, n, k)
+    d_rz, d_n, d_hn = dgh[..., : 2 * k], dx[..., 2 * k :], dgh[..., 2 * k :]
+    for s in reversed(range(t)):
+        a, (c_n, gn) = rz[s], ng[s]
+        r, z = a[..., :k], a[..., k:]
+        dh[0].view(b, length, k).add_(d_scan[s, ..., :k])
+        dh[1].view(b, length, k).add_(d_scan[t - 1 - s, ..., k:])
+        # n: dh (1 - z) (1 - n^2); the hidden n gate's is that times r
+        torch.addcmul(one, c_n, c_n, value=-1, out=tanh_slope)
+        torch.addcmul(dh, dh, z, value=-1, out=d_n).mul_(tanh_slope)
+        torch.mul(d_n, r, out=d_hn)
+        # r: d_n (W_hn h + b_hn) r (1 - r); z: dh (h - n) z (1 - z)
+        torch.mul(d_n, gn, out=d_rz[..., :k])
+        if s:
+            h_prev = hs[s - 1]
+            torch.sub(h_prev, c_n, out=d_rz[..., k:])
+        else:
+            torch.neg(c_n, out=d_rz[..., k:])
+        d_rz[..., k:].mul_(dh)
+        d_rz.mul_(torch.addcmul(a, a, a, value=-1, out=slope))  # sigmoid' s (1 - s)
+        dx[..., : 2 * k].copy_(d_rz)
+        if s:
+            d_whh.baddbmm_(dgh.transpose(1, 2), h_prev)
+        d_bhn.add_(d_hn.sum(1))
+        d_bx.add_(dx.sum(1))
+        d_wx[0].addmm_(dx[0].t(), seq[s])
+        d_wx[1].addmm_(dx[1].t(), seq[t - 1 - s])
+        # time i gets an input gradient from both directions (the forward one's step i, the
+        # reverse one's step T-1-i): the later step, met first here, sets it, the other adds
+        for d, i in ((0, s), (1, t - 1 - s)):
+            if s > t - 1 - s or (s == t - 1 - s and d == 0):
+                torch.mm(dx[d], w_x[d], out=dseq[i])
+            else:
+                dseq[i].addmm_(dx[d], w_x[d])
+        dh.mul_(z).baddbmm_(dgh, w_hh)
