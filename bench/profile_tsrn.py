@@ -66,13 +66,16 @@ def profile_table(
     model: str = "tsrx", batch: int = 64, steps: int = 2, rows: int = 25, device: str = "cpu"
 ) -> str:
     """The per-operator table: self CPU time, or on CUDA self device (kernel) time."""
+    from torch._C._profiler import _ExperimentalConfig
     from torch.profiler import ProfilerActivity, profile
 
     step, _ = build(model, batch, device=device)
     step()  # warm-up: mkldnn primitive caches / cuDNN plans, allocator
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    # the GRU scan runs its row groups on worker threads (plugins/gru_scan.py): profile them
+    every_thread = _ExperimentalConfig(profile_all_threads=True)
+    with profile(activities=activities, experimental_config=every_thread) as prof:
         for _ in range(steps):
             step()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"

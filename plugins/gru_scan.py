@@ -10,6 +10,10 @@ tensors.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -67,11 +71,13 @@ class BiGruRecurrence(torch.autograd.Function):
     the elementwise gates) covers both: half the ops of running them one after the other,
     which counts where a step's tensors are small. Each step projects its two inputs (times
     s and T-1-s) with two ``addmm`` into the halves of one small reused buffer (cheaper than
-    gathering them for one ``baddbmm``), the ops write into buffers (``out=``, in-place), and the backward likewise
-    works per step, accumulating every gradient (input, weights, biases) as it goes. Rows are
-    independent sequences: a wide batch runs in chunks of rows (``SCAN_CHUNK_ROWS``) so that
-    a step's buffers stay cache-sized. Each gate tensor of a step is contiguous, and ``tanh``
-    is computed as ``2 sigmoid(2u) - 1`` (torch's CPU tanh runs several times slower).
+    gathering them for one ``baddbmm``), the ops write into buffers (``out=``, in-place),
+    and the backward likewise works per step, accumulating every gradient (input, weights,
+    biases) as it goes. Rows are independent sequences: with several torch threads the
+    batch's images are split into one group per thread, each scanned on its own worker
+    thread (``_parallel_groups``), and a group runs in chunks of rows (``SCAN_CHUNK_ROWS``)
+    so that a step's buffers stay cache-sized. Each gate tensor of a step is contiguous, and
+    ``tanh`` is computed as ``2 sigmoid(2u) - 1`` (torch's CPU tanh runs several times slower).
     """
 
     @staticmethod
@@ -80,19 +86,23 @@ class BiGruRecurrence(torch.autograd.Function):
         k = w_hh.shape[-1]
         out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
         out_scan = _scan_view(out, along_height)
-        chunks = _row_chunks(b, length)
+        groups = _row_groups(b, length, _parallel_groups())
         # tanh(u) = 2 sigmoid(2u) - 1: the n gate's input projection doubled once here
         double_n = torch.ones_like(b_x[0])
         double_n[2 * k :] = 2.0
         w_x_t, w_t = (w_x * double_n[:, None]).transpose(1, 2), w_hh.transpose(1, 2)
         b_x, b_n = b_x * double_n, b_hn.unsqueeze(1)
-        steps = [
-            _scan_rows(seq[:, rows], out_scan[:, rows], w_x_t, b_x, w_t, b_n, keep_for_backward)
-            for rows in chunks
-        ]
+
+        def forward_group(chunks: list[slice]) -> list:
+            return [
+                _scan_rows(seq[:, r], out_scan[:, r], w_x_t, b_x, w_t, b_n, keep_for_backward)
+                for r in chunks
+            ]
+
+        steps = _map_groups(forward_group, groups)
         if keep_for_backward:
             ctx.save_for_backward(seq, w_x, w_hh)
-            ctx.steps, ctx.chunks, ctx.along_height = steps, chunks, along_height
+            ctx.steps, ctx.groups, ctx.along_height = steps, groups, along_height
         return out
 
     @staticmethod
@@ -101,11 +111,18 @@ class BiGruRecurrence(torch.autograd.Function):
         seq, w_x, w_hh = ctx.saved_tensors
         d_scan = _scan_view(dout, ctx.along_height)
         dseq = torch.empty_like(seq)
-        d_wx, d_whh = torch.zeros_like(w_x), torch.zeros_like(w_hh)
-        d_bx, d_bhn = seq.new_zeros(2, w_hh.shape[1]), seq.new_zeros(2, w_hh.shape[2])
-        for rows, steps in zip(ctx.chunks, ctx.steps):
-            grads = (dseq[:, rows], d_wx, d_bx, d_whh, d_bhn)
-            _scan_rows_backward(seq[:, rows], d_scan[:, rows], w_x, w_hh, steps, grads)
+
+        def backward_group(chunks_and_steps) -> tuple[torch.Tensor, ...]:
+            # each group accumulates its own weight gradients (rows write disjoint dseq)
+            d_w = (torch.zeros_like(w_x), seq.new_zeros(2, w_hh.shape[1]))
+            d_h = (torch.zeros_like(w_hh), seq.new_zeros(2, w_hh.shape[2]))
+            for rows, steps in zip(*chunks_and_steps):
+                grads = (dseq[:, rows], d_w[0], d_w[1], d_h[0], d_h[1])
+                _scan_rows_backward(seq[:, rows], d_scan[:, rows], w_x, w_hh, steps, grads)
+            return (*d_w, *d_h)
+
+        per_group = _map_groups(backward_group, list(zip(ctx.groups, ctx.steps)))
+        d_wx, d_bx, d_whh, d_bhn = (sum(g[1:], g[0]) for g in zip(*per_group))
         return dseq, d_wx, d_bx, d_whh, d_bhn, None, None
 
 
@@ -113,6 +130,93 @@ def _row_chunks(b: int, length: int) -> list[slice]:
     """Batch slices of about ``SCAN_CHUNK_ROWS`` rows (B * L) each (whole images)."""
     per = max(1, SCAN_CHUNK_ROWS // length)
     return [slice(i, min(i + per, b)) for i in range(0, b, per)]
+
+
+def _row_groups(b: int, length: int, groups: int) -> list[list[slice]]:
+    """The batch's images split into ``groups`` near-equal runs, each in row chunks."""
+    groups = max(1, min(groups, b))
+    bounds = [b * i // groups for i in range(groups + 1)]
+    return [
+        [slice(lo + c.start, lo + c.stop) for c in _row_chunks(hi - lo, length)]
+        for lo, hi in zip(bounds, bounds[1:])
+    ]
+
+
+# Row groups on threads. A GRU step's tensors are small ((2, 1024, 96) in a width block at
+# batch 64), too small for torch's intra-op threads to pay: at 2 threads a block ran barely
+# faster than at 1. The rows are independent sequences, so with torch.get_num_threads() = n > 1
+# the batch's images are split into n groups, each scanned by its own Python thread whose ops
+# run single-threaded (torch releases the GIL inside each op). TSRN at batch 64, 2 threads,
+# interleaved: train forward + backward 1.20x, eval forward 1.22x (docs/performance.md). The
+# weight gradients are summed per group, then across groups in group order: deterministic for
+# a given thread count, equal to the one-thread sum up to float rounding.
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _parallel_groups() -> int:
+    """How many row groups to run at once: torch's thread count, or 1 where threads cannot."""
+    threads = torch.get_num_threads()
+    # the workers' single-threaded ops rely on OpenMP's per-thread setting; a dispatch mode
+    # (FLOP counter, fake tensors) is per thread too and would not see the workers' ops
+    if threads < 2 or not _OPENMP or _dispatch_modes_active():
+        return 1
+    return threads
+
+
+def _dispatch_modes_active() -> bool:
+    """Whether a TorchDispatchMode is active in this thread (assumed so if torch cannot say)."""
+    depth = getattr(torch._C, "_len_torch_dispatch_stack", None)
+    return depth is None or depth() > 0
+
+
+def _map_groups(fn, groups: list) -> list:
+    """``[fn(g) for g in groups]``, the groups on the worker threads when there are several."""
+    if len(groups) == 1:
+        return [fn(groups[0])]
+
+    def untracked(group):  # grad mode is per thread: the workers' ops record no graph
+        with torch.no_grad():
+            return fn(group)
+
+    return list(_workers(len(groups)).map(untracked, groups))
+
+
+def _workers(size: int) -> ThreadPoolExecutor:
+    """A pool of ``size`` threads whose torch ops run single-threaded, made once per size."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            threads = torch.get_num_threads()
+            started = threading.Barrier(size + 1)
+
+            def single_threaded() -> None:
+                # torch sets a thread's OpenMP threads lazily, from the process default, on its
+                # first parallel op: have that happen first, then set this thread's to 1
+                torch.get_num_threads()
+                torch.set_num_threads(1)
+                started.wait()
+
+            pool = ThreadPoolExecutor(size, "tsrx-gru-rows", initializer=single_threaded)
+            for _ in range(size):  # while none is idle, each submit starts a thread
+                pool.submit(int)
+            started.wait()
+            torch.set_num_threads(threads)  # it also set the process default: restore it
+            _pool, _pool_size = pool, size
+        return _pool
+
+
+def _forget_workers() -> None:
+    """A forked child has none of the parent's threads: it makes its own pool if it needs one."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers)
 
 
 def _scan_rows(seq, out_scan, w_x_t, b_x, w_t, b_n, keep_for_backward: bool):

@@ -270,6 +270,51 @@ def test_gru_block_recurrence_in_row_chunks_equals_nn_gru(along_height, monkeypa
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("along_height", [True, False])
+def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monkeypatch):
+    from tsrx_builtin import gru_scan, tsrn
+
+    # 3 row groups on 3 worker threads (whatever this machine's thread count), 2 row chunks
+    # in the first: each group accumulates its own weight gradients, summed at the end
+    monkeypatch.setattr(gru_scan, "_parallel_groups", lambda: 3)
+    monkeypatch.setattr(gru_scan, "SCAN_CHUNK_ROWS", 6)
+    assert [len(g) for g in gru_scan._row_groups(5, 5, 3)] == [1, 2, 2]
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    block = tsrn.GruBlock(8, along_height=along_height).double()
+    x = torch.randn(5, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(block._scan(x), plain, rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(plain)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
+    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the workers ran their ops single-threaded without changing this thread's setting
+    assert torch.get_num_threads() == threads
+    if gru_scan._OPENMP:
+        assert gru_scan._workers(3).submit(torch.get_num_threads).result() == 1
+
+
+def test_gru_scan_uses_worker_threads_where_they_can(monkeypatch):
+    from bench.common import flop_counter
+    from tsrx_builtin import gru_scan
+
+    monkeypatch.setattr(gru_scan, "_OPENMP", True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert gru_scan._parallel_groups() == 2
+    with flop_counter():  # a dispatch mode sees only its own thread's ops
+        assert gru_scan._parallel_groups() == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert gru_scan._parallel_groups() == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(gru_scan, "_OPENMP", False)  # per-thread op threads need OpenMP
+    assert gru_scan._parallel_groups() == 1
+
+
 @pytest.mark.parametrize("t", [1, 3])
 def test_bigru_recurrence_passes_gradcheck(t):
     from tsrx_builtin.gru_scan import BiGruRecurrence
