@@ -349,6 +349,43 @@ def test_gru_block_recurrence_at_real_size_in_float32_matches_nn_gru(along_heigh
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_chunked_mish_equals_f_mish_in_value_gradient_and_memory_format(layout, monkeypatch):
+    from tsrx_builtin import mish as mish_module
+
+    monkeypatch.setattr(mish_module, "CHUNK", 1000)  # several chunks and a short last one
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 7, 11, dtype=torch.float64) * 8
+    x[0, 0, 0, :5] = torch.tensor([30.0, 20.0, 0.0, -50.0, -800.0])  # clamp, zero, underflow
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":  # neither layout: F.mish does it
+        x = x.transpose(1, 2)
+    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain, fast = F.mish(plain_x), mish_module.mish(fast_x)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-14)
+    assert fast.stride() == plain.stride()
+    g = torch.randn_like(plain)
+    (want,) = torch.autograd.grad(plain, plain_x, g)
+    (got,) = torch.autograd.grad(fast, fast_x, g)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    assert torch.isfinite(got).all()
+
+
+def test_chunked_mish_in_float32_matches_float64_as_closely_as_f_mish():
+    from tsrx_builtin.mish import mish
+
+    torch.manual_seed(0)
+    x = (torch.randn(4, 8, 16, 64) * 4).contiguous(memory_format=torch.channels_last)
+    exact = F.mish(x.double())
+    fast, plain = mish(x), F.mish(x)
+    assert (fast.double() - exact).abs().max() <= 2 * (plain.double() - exact).abs().max()
+    leaf = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(mish(leaf).sum(), leaf, create_graph=True)
+    with pytest.raises(RuntimeError):  # once differentiable: no silent wrong double backward
+        g.sum().backward()
+
+
 def test_low_res_weight_makes_conv_before_the_pixel_shuffle_equal_conv_after_it():
     from tsrx_builtin.tsrn import _low_res_weight
 
