@@ -225,87 +225,110 @@ def _scan_rows(seq, out_scan, w_x_t, b_x, w_t, b_n, keep_for_backward: bool):
     Returns what backward needs per step s (both directions stacked): h, sigmoid(r|z), n
     and W_hn h + b_hn, in small tensors per step: the allocator reuses freed small blocks,
     where a fresh (T, ...) buffer costs a page fault per 4 KiB on its first write. Without a
-    backward, one step's worth (two for h) is reused and nothing is returned.
+    backward, one step's worth (two for h) is reused and nothing is returned. Views that do
+    not change between steps are taken once (a view costs about a microsecond, a step of a
+    width block a few hundred).
     """
     t, b, length, c = seq.shape
     n, k = b * length, w_t.shape[1]
-    seq = seq.view(t, n, c)  # the rows are whole images
+    x = seq.view(t, n, c).unbind(0)  # the rows are whole images
+    out_fwd, out_rev = out_scan[..., :k].unbind(0), out_scan[..., k:].unbind(0)
     steps = t if keep_for_backward else 1
     hs = [seq.new_empty(2, n, k) for _ in range(t if keep_for_backward else 2)]
+    h_images = [(h[0].view(b, length, k), h[1].view(b, length, k)) for h in hs]
     rz = [seq.new_empty(2, n, 2 * k) for _ in range(steps)]
-    ng = [seq.new_empty(2, 2, n, k) for _ in range(steps)]
+    gates = [(a, a[..., :k], a[..., k:]) for a in rz]  # sigmoid(r|z), r, z
+    ng = [seq.new_empty(2, 2, n, k).unbind(0) for _ in range(steps)]
     gx, g = seq.new_empty(2, n, 3 * k), seq.new_empty(2, n, 3 * k)
+    (gx_fwd, gx_rev), gx_rz, gx_n = gx.unbind(0), gx[..., : 2 * k], gx[..., 2 * k :]
+    g_rz, g_n = g[..., : 2 * k], g[..., 2 * k :]
+    (w_fwd, w_rev), (b_fwd, b_rev) = w_x_t.unbind(0), b_x.unbind(0)
     minus_one = seq.new_full((), -1.0).expand(2, n, k)
     for s in range(t):
         j = s if keep_for_backward else 0
-        a, (c_n, gn) = rz[j], ng[j]
-        h = hs[s if keep_for_backward else s % 2]
-        h_prev = hs[s - 1 if keep_for_backward else (s - 1) % 2] if s else None
-        torch.addmm(b_x[0], seq[s], w_x_t[0], out=gx[0])
-        torch.addmm(b_x[1], seq[t - 1 - s], w_x_t[1], out=gx[1])  # reverse: time backwards
+        (a, r, z), (c_n, gn) = gates[j], ng[j]
+        i, i_prev = (s, s - 1) if keep_for_backward else (s % 2, (s - 1) % 2)
+        h, h_prev = hs[i], hs[i_prev] if s else None
+        torch.addmm(b_fwd, x[s], w_fwd, out=gx_fwd)
+        torch.addmm(b_rev, x[t - 1 - s], w_rev, out=gx_rev)  # reverse: time backwards
         if s == 0:  # zero state: the hidden gates are their biases
-            torch.sigmoid(gx[..., : 2 * k], out=a)
+            torch.sigmoid(gx_rz, out=a)
             gn.copy_(b_n.expand_as(gn))
         else:
             torch.bmm(h_prev, w_t, out=g)
-            torch.add(gx[..., : 2 * k], g[..., : 2 * k], out=a).sigmoid_()
-            torch.add(g[..., 2 * k :], b_n, out=gn)
+            torch.add(gx_rz, g_rz, out=a).sigmoid_()
+            torch.add(g_n, b_n, out=gn)
         # n = tanh(x_n + r (W_hn h + b_hn)), as 2 sigmoid(2u) - 1 (gx's n part is 2 x_n)
-        torch.addcmul(gx[..., 2 * k :], a[..., :k], gn, value=2, out=c_n).sigmoid_()
+        torch.addcmul(gx_n, r, gn, value=2, out=c_n).sigmoid_()
         torch.add(minus_one, c_n, alpha=2, out=c_n)
         if s == 0:
-            torch.mul(c_n, 1 - a[..., k:], out=h)  # (1 - z) n + z 0
+            torch.mul(c_n, 1 - z, out=h)  # (1 - z) n + z 0
         else:
-            torch.lerp(c_n, h_prev, a[..., k:], out=h)  # (1 - z) n + z h
-        out_scan[s, ..., :k].copy_(h[0].view(b, length, k))
-        out_scan[t - 1 - s, ..., k:].copy_(h[1].view(b, length, k))
+            torch.lerp(c_n, h_prev, z, out=h)  # (1 - z) n + z h
+        out_fwd[s].copy_(h_images[i][0])
+        out_rev[t - 1 - s].copy_(h_images[i][1])
     return (hs, rz, ng) if keep_for_backward else None
 
 
 def _scan_rows_backward(seq, d_scan, w_x, w_hh, steps, grads) -> None:
     """BiGruRecurrence's backward over the rows of one ``_scan_rows`` call: writes their
-    input gradient into ``grads[0]``, adds the weights' and biases' into the others."""
+    input gradient into ``grads[0]``, adds the weights' and biases' into the others.
+
+    The bias gradients are per-row sums of gate gradients: those are accumulated over the
+    steps and summed over the rows once at the end.
+    """
     hs, rz, ng = steps
     dseq, d_wx, d_bx, d_whh, d_bhn = grads
     t, b, length, c = seq.shape
     n, k = b * length, w_hh.shape[-1]
-    seq, dseq = seq.view(t, n, c), dseq.view(t, n, c)
+    x, dx_seq = seq.view(t, n, c).unbind(0), dseq.view(t, n, c).unbind(0)
+    d_out_fwd, d_out_rev = d_scan[..., :k].unbind(0), d_scan[..., k:].unbind(0)
     dx = seq.new_empty(2, n, 3 * k)  # the input gates' gradient (r|z also the hidden ones)
     dgh = seq.new_empty(2, n, 3 * k)  # W_hh h + b_hh's gradient
+    sum_dx, sum_dhn = seq.new_zeros(2, n, 3 * k), seq.new_zeros(2, n, k)
     dh = seq.new_zeros(2, n, k)
+    dh_images = (dh[0].view(b, length, k), dh[1].view(b, length, k))
     slope, tanh_slope = seq.new_empty(2, n, 2 * k), seq.new_empty(2, n, k)
     one = seq.new_ones(()).expand(2, n, k)
     d_rz, d_n, d_hn = dgh[..., : 2 * k], dx[..., 2 * k :], dgh[..., 2 * k :]
+    d_r, d_z, dx_rz, dgh_t = d_rz[..., :k], d_rz[..., k:], dx[..., : 2 * k], dgh.transpose(1, 2)
+    (dx_fwd, dx_rev), (dx_fwd_t, dx_rev_t) = dx.unbind(0), dx.transpose(1, 2).unbind(0)
+    (d_wx_fwd, d_wx_rev), (w_x_fwd, w_x_rev) = d_wx.unbind(0), w_x.unbind(0)
     for s in reversed(range(t)):
         a, (c_n, gn) = rz[s], ng[s]
         r, z = a[..., :k], a[..., k:]
-        dh[0].view(b, length, k).add_(d_scan[s, ..., :k])
-        dh[1].view(b, length, k).add_(d_scan[t - 1 - s, ..., k:])
+        dh_images[0].add_(d_out_fwd[s])
+        dh_images[1].add_(d_out_rev[t - 1 - s])
         # n: dh (1 - z) (1 - n^2); the hidden n gate's is that times r
         torch.addcmul(one, c_n, c_n, value=-1, out=tanh_slope)
         torch.addcmul(dh, dh, z, value=-1, out=d_n).mul_(tanh_slope)
         torch.mul(d_n, r, out=d_hn)
         # r: d_n (W_hn h + b_hn) r (1 - r); z: dh (h - n) z (1 - z)
-        torch.mul(d_n, gn, out=d_rz[..., :k])
+        torch.mul(d_n, gn, out=d_r)
         if s:
             h_prev = hs[s - 1]
-            torch.sub(h_prev, c_n, out=d_rz[..., k:])
+            torch.sub(h_prev, c_n, out=d_z)
         else:
-            torch.neg(c_n, out=d_rz[..., k:])
-        d_rz[..., k:].mul_(dh)
+            torch.neg(c_n, out=d_z)
+        d_z.mul_(dh)
         d_rz.mul_(torch.addcmul(a, a, a, value=-1, out=slope))  # sigmoid' s (1 - s)
-        dx[..., : 2 * k].copy_(d_rz)
+        dx_rz.copy_(d_rz)
         if s:
-            d_whh.baddbmm_(dgh.transpose(1, 2), h_prev)
-        d_bhn.add_(d_hn.sum(1))
-        d_bx.add_(dx.sum(1))
-        d_wx[0].addmm_(dx[0].t(), seq[s])
-        d_wx[1].addmm_(dx[1].t(), seq[t - 1 - s])
+            d_whh.baddbmm_(dgh_t, h_prev)
+        sum_dhn.add_(d_hn)
+        sum_dx.add_(dx)
+        d_wx_fwd.addmm_(dx_fwd_t, x[s])
+        d_wx_rev.addmm_(dx_rev_t, x[t - 1 - s])
         # time i gets an input gradient from both directions (the forward one's step i, the
         # reverse one's step T-1-i): the later step, met first here, sets it, the other adds
-        for d, i in ((0, s), (1, t - 1 - s)):
-            if s > t - 1 - s or (s == t - 1 - s and d == 0):
-                torch.mm(dx[d], w_x[d], out=dseq[i])
+        for dx_d, w_d, i, first in (
+            (dx_fwd, w_x_fwd, s, s >= t - 1 - s),
+            (dx_rev, w_x_rev, t - 1 - s, s > t - 1 - s),
+        ):
+            if first:
+                torch.mm(dx_d, w_d, out=dx_seq[i])
             else:
-                dseq[i].addmm_(dx[d], w_x[d])
+                dx_seq[i].addmm_(dx_d, w_d)
         dh.mul_(z).baddbmm_(dgh, w_hh)
+    d_bx.add_(sum_dx.sum(1))
+    d_bhn.add_(sum_dhn.sum(1))
