@@ -74,8 +74,8 @@ class BiGruRecurrence(torch.autograd.Function):
     gathering them for one ``baddbmm``), the ops write into buffers (``out=``, in-place),
     and the backward likewise works per step, accumulating every gradient (input, weights,
     biases) as it goes. Rows are independent sequences: with several torch threads the
-    batch's images are split into one group per thread, each scanned on its own worker
-    thread (``_parallel_groups``), and a group runs in chunks of rows (``SCAN_CHUNK_ROWS``)
+    batch's images are split into one group per thread (wide batches only), each scanned on
+    its own worker thread (``_parallel_groups``), and a group runs in chunks of rows (``SCAN_CHUNK_ROWS``)
     so that a step's buffers stay cache-sized. Each gate tensor of a step is contiguous, and
     ``tanh`` is computed as ``2 sigmoid(2u) - 1`` (torch's CPU tanh runs several times slower).
     """
@@ -86,7 +86,7 @@ class BiGruRecurrence(torch.autograd.Function):
         k = w_hh.shape[-1]
         out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
         out_scan = _scan_view(out, along_height)
-        groups = _row_groups(b, length, _parallel_groups())
+        groups = _row_groups(b, length, _parallel_groups(b))
         # tanh(u) = 2 sigmoid(2u) - 1: the n gate's input projection doubled once here
         double_n = torch.ones_like(b_x[0])
         double_n[2 * k :] = 2.0
@@ -145,25 +145,30 @@ def _row_groups(b: int, length: int, groups: int) -> list[list[slice]]:
 # Row groups on threads. A GRU step's tensors are small ((2, 1024, 96) in a width block at
 # batch 64), too small for torch's intra-op threads to pay: at 2 threads a block ran barely
 # faster than at 1. The rows are independent sequences, so with torch.get_num_threads() = n > 1
-# the batch's images are split into n groups, each scanned by its own Python thread whose ops
-# run single-threaded (torch releases the GIL inside each op). TSRN at batch 64, 2 threads,
-# interleaved: train forward + backward 1.20x, eval forward 1.22x (docs/performance.md). The
-# weight gradients are summed per group, then across groups in group order: deterministic for
-# a given thread count, equal to the one-thread sum up to float rounding.
+# the batch's images are split into up to n groups of at least MIN_GROUP_IMAGES, each scanned
+# by its own Python thread whose ops run single-threaded (torch releases the GIL inside each
+# op). TSRN (16x64 inputs), 2 threads, whole model interleaved: batch 64 train forward +
+# backward 1.11-1.32x, eval forward 1.11-1.39x; batch 128 train 1.32x, eval 0.98x; but batch
+# 16 and 32 ran 0-20% slower (steps of tiny ops: the two threads probably mostly take
+# turns holding the GIL), hence the minimum (docs/performance.md). The weight gradients are
+# summed per group, then across groups in group order: deterministic for a given thread
+# count and batch, equal to the one-thread sum up to float rounding.
+MIN_GROUP_IMAGES = 32
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 _OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
-def _parallel_groups() -> int:
-    """How many row groups to run at once: torch's thread count, or 1 where threads cannot."""
-    threads = torch.get_num_threads()
+def _parallel_groups(images: int) -> int:
+    """How many row groups to scan at once for a batch of ``images``: one per torch thread,
+    each of at least MIN_GROUP_IMAGES images, or 1 where threads cannot or do not pay."""
+    groups = min(torch.get_num_threads(), images // MIN_GROUP_IMAGES)
     # the workers' single-threaded ops rely on OpenMP's per-thread setting; a dispatch mode
     # (FLOP counter, fake tensors) is per thread too and would not see the workers' ops
-    if threads < 2 or not _OPENMP or _dispatch_modes_active():
+    if groups < 2 or not _OPENMP or _dispatch_modes_active():
         return 1
-    return threads
+    return groups
 
 
 def _dispatch_modes_active() -> bool:

@@ -276,7 +276,7 @@ def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monk
 
     # 3 row groups on 3 worker threads (whatever this machine's thread count), 2 row chunks
     # in the first: each group accumulates its own weight gradients, summed at the end
-    monkeypatch.setattr(gru_scan, "_parallel_groups", lambda: 3)
+    monkeypatch.setattr(gru_scan, "_parallel_groups", lambda images: 3)
     monkeypatch.setattr(gru_scan, "SCAN_CHUNK_ROWS", 6)
     assert [len(g) for g in gru_scan._row_groups(5, 5, 3)] == [1, 2, 2]
     threads = torch.get_num_threads()
@@ -299,20 +299,24 @@ def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monk
         assert gru_scan._workers(3).submit(torch.get_num_threads).result() == 1
 
 
-def test_gru_scan_uses_worker_threads_where_they_can(monkeypatch):
+def test_gru_scan_uses_worker_threads_where_they_can_and_pay(monkeypatch):
     from bench.common import flop_counter
     from tsrx_builtin import gru_scan
 
     monkeypatch.setattr(gru_scan, "_OPENMP", True)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert gru_scan._parallel_groups() == 2
+    assert gru_scan._parallel_groups(64) == 2
+    assert gru_scan._parallel_groups(63) == 1  # groups under 32 images ran slower
+    assert gru_scan._parallel_groups(16) == 1
     with flop_counter():  # a dispatch mode sees only its own thread's ops
-        assert gru_scan._parallel_groups() == 1
+        assert gru_scan._parallel_groups(64) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert gru_scan._parallel_groups(100) == 3
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert gru_scan._parallel_groups() == 1
+    assert gru_scan._parallel_groups(256) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(gru_scan, "_OPENMP", False)  # per-thread op threads need OpenMP
-    assert gru_scan._parallel_groups() == 1
+    assert gru_scan._parallel_groups(256) == 1
 
 
 @pytest.mark.parametrize("t", [1, 3])
