@@ -86,7 +86,7 @@ class BiGruRecurrence(torch.autograd.Function):
         k = w_hh.shape[-1]
         out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
         out_scan = _scan_view(out, along_height)
-        groups = _row_groups(b, length, _parallel_groups(b))
+        groups = _row_groups(b, length, _parallel_groups(b) if seq.device.type == "cpu" else 1)
         # tanh(u) = 2 sigmoid(2u) - 1: the n gate's input projection doubled once here
         double_n = torch.ones_like(b_x[0])
         double_n[2 * k :] = 2.0
@@ -161,8 +161,9 @@ _OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 def _parallel_groups(images: int) -> int:
-    """How many row groups to scan at once for a batch of ``images``: one per torch thread,
-    each of at least MIN_GROUP_IMAGES images, or 1 where threads cannot or do not pay."""
+    """How many row groups to scan at once for a CPU batch of ``images``: one per torch
+    thread, each of at least MIN_GROUP_IMAGES images, or 1 where threads cannot or do not pay
+    (on CUDA, always 1: one stream, and a CUDA graph captures only its own thread's work)."""
     groups = min(torch.get_num_threads(), images // MIN_GROUP_IMAGES)
     # the workers' single-threaded ops rely on OpenMP's per-thread setting; a dispatch mode
     # (FLOP counter, fake tensors) is per thread too and would not see the workers' ops

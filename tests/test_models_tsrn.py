@@ -319,6 +319,24 @@ def test_gru_scan_uses_worker_threads_where_they_can_and_pay(monkeypatch):
     assert gru_scan._parallel_groups(256) == 1
 
 
+def test_gru_scan_keeps_non_cpu_tensors_on_the_calling_thread(monkeypatch):
+    from tsrx_builtin import gru_scan
+
+    # CUDA: one stream, and a CUDA graph captures only its own thread's work; "meta" stands
+    # in for any device that is not the CPU
+    def no_workers(size):
+        raise AssertionError("worker threads used for a non-CPU tensor")
+
+    monkeypatch.setattr(gru_scan, "_parallel_groups", lambda images: 2)
+    monkeypatch.setattr(gru_scan, "_workers", no_workers)
+    t, b, length, c, k = 3, 4, 5, 8, 2
+    shapes = ((t, b, length, c), (2, 3 * k, c), (2, 3 * k), (2, 3 * k, k), (2, k))
+    inputs = [torch.empty(shape, device="meta") for shape in shapes]
+    with torch.no_grad():
+        out = gru_scan.BiGruRecurrence.apply(*inputs, True, False)
+    assert out.shape == (b, t, length, 2 * k) and out.device.type == "meta"
+
+
 @pytest.mark.parametrize("t", [1, 3])
 def test_bigru_recurrence_passes_gradcheck(t):
     from tsrx_builtin.gru_scan import BiGruRecurrence
