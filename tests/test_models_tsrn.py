@@ -221,6 +221,23 @@ def test_bicubic_has_no_parameters_and_keeps_channels():
 # float64 so that only a real difference in the computation could fail them.
 
 
+def _assert_scan_equals_nn_gru(block, x: torch.Tensor) -> torch.Tensor:
+    """The block's scan against its plain path (1x1 conv, then ``nn.GRU`` over the scanned
+    axis: what cuDNN runs) in output (with and without autograd) and every gradient; returns
+    the scan's output."""
+    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(block._scan(x), plain, rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(plain)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
+    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    return fast
+
+
 @pytest.mark.parametrize("along_height", [True, False])
 @pytest.mark.parametrize("kind", ["tsrn", "text_prior"])
 def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height, kind):
@@ -234,18 +251,9 @@ def test_gru_block_recurrence_equals_nn_gru_in_output_and_gradients(along_height
     else:  # TPGSR / TATT: NCHW, in != out (the column GRU reads residual + prior map)
         block = text_prior.GruBlock(12, 8, along_height=along_height).double()
         x = torch.randn(2, 12, 3, 5, dtype=torch.float64)
-    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    # the plain path: 1x1 conv, then nn.GRU over the scanned axis (what cuDNN runs)
-    plain = block._nn_gru(plain_x)
-    fast = block._scan(fast_x)
-    assert fast.shape == plain.shape == (2, 8, 3, 5)
+    fast = _assert_scan_equals_nn_gru(block, x)
+    assert fast.shape == (2, 8, 3, 5)
     assert fast.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
-    weights = torch.randn_like(plain)
-    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
-    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
-    for got, want in zip(fast_grads, plain_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("along_height", [True, False])
@@ -258,16 +266,7 @@ def test_gru_block_recurrence_in_row_chunks_equals_nn_gru(along_height, monkeypa
     block = tsrn.GruBlock(8, along_height=along_height).double()
     x = torch.randn(3, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     assert len(gru_scan._row_chunks(3, 5 if along_height else 3)) > 1
-    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
-    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
-    with torch.no_grad():
-        torch.testing.assert_close(block._scan(x), plain, rtol=1e-10, atol=1e-12)
-    weights = torch.randn_like(plain)
-    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
-    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
-    for got, want in zip(fast_grads, plain_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    _assert_scan_equals_nn_gru(block, x)
 
 
 @pytest.mark.parametrize("along_height", [True, False])
@@ -283,16 +282,7 @@ def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monk
     torch.manual_seed(0)
     block = tsrn.GruBlock(8, along_height=along_height).double()
     x = torch.randn(5, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    plain_x, fast_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    plain, fast = block._nn_gru(plain_x), block._scan(fast_x)
-    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
-    with torch.no_grad():
-        torch.testing.assert_close(block._scan(x), plain, rtol=1e-10, atol=1e-12)
-    weights = torch.randn_like(plain)
-    plain_grads = torch.autograd.grad((plain * weights).sum(), [plain_x, *block.parameters()])
-    fast_grads = torch.autograd.grad((fast * weights).sum(), [fast_x, *block.parameters()])
-    for got, want in zip(fast_grads, plain_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    _assert_scan_equals_nn_gru(block, x)
     # the workers ran their ops single-threaded without changing this thread's setting
     assert torch.get_num_threads() == threads
     if gru_scan._OPENMP:
