@@ -187,14 +187,17 @@ def _map_groups(fn, groups: list) -> list:
         with torch.no_grad():
             return fn(group)
 
-    return list(_workers(len(groups)).map(untracked, groups))
+    # sized by the thread count, not the group count: batches of any width share it
+    pool = _workers(max(len(groups), torch.get_num_threads()))
+    return list(pool.map(untracked, groups))
 
 
 def _workers(size: int) -> ThreadPoolExecutor:
-    """A pool of ``size`` threads whose torch ops run single-threaded, made once per size."""
+    """A pool of at least ``size`` threads whose torch ops run single-threaded, replaced only
+    by a larger one (``map`` over fewer groups uses fewer of its threads)."""
     global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size != size:
+        if _pool is None or _pool_size < size:
             if _pool is not None:
                 _pool.shutdown(wait=False)
             threads = torch.get_num_threads()

@@ -287,6 +287,12 @@ def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monk
     assert torch.get_num_threads() == threads
     if gru_scan._OPENMP:
         assert gru_scan._workers(3).submit(torch.get_num_threads).result() == 1
+    # fewer groups (a narrower batch) reuse the pool instead of making one of their size
+    pool = gru_scan._pool
+    monkeypatch.setattr(gru_scan, "_parallel_groups", lambda images: 2)
+    with torch.no_grad():
+        block._scan(x)
+    assert gru_scan._pool is pool
 
 
 def test_gru_scan_uses_worker_threads_where_they_can_and_pay(monkeypatch):
