@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.checkpoint import OfficialCheckpoint
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
 from tsrx_builtin.beam_search import beam_search
-from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly
+from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly, marked_state
 
 # TextZoom src/utils/labelmaps.py get_vocabulary: characters, then the three special tokens.
 ASTER_VOCABULARIES = {
@@ -442,10 +442,9 @@ def aster_state_dict(obj: Any, source: str = "checkpoint") -> OrderedDict[str, t
         if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
         else obj
     )
-    if isinstance(inner, Mapping) and all(isinstance(k, str) for k in inner):
-        state = strip_module_prefix(inner)
-        if all(m in state for m in ASTER_MARKERS):
-            return state
+    state = marked_state(inner, ASTER_MARKERS)
+    if state is not None:
+        return state
     raise TsrxError(
         f"{source}: expected an ASTER checkpoint ({{'state_dict': ...}} with "
         f"{', '.join(ASTER_MARKERS)}), got {describe_checkpoint(obj)}"
@@ -458,14 +457,8 @@ def read_aster(obj: Any) -> OfficialCheckpoint | None:
     if not isinstance(obj, Mapping):
         return None
     inner = obj.get("state_dict", obj)
-    if (
-        not isinstance(inner, Mapping)
-        or not inner
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in inner.items())
-    ):
-        return None
-    state = strip_module_prefix(inner)
-    if not all(m in state for m in ASTER_MARKERS):
+    state = marked_state(inner, ASTER_MARKERS, tensors_only=True)
+    if state is None:
         return None
     fc = state.get("decoder.decoder.fc.weight")
     if fc is None:

@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsrx.checkpoint import OfficialCheckpoint, strip_module_prefix
+from tsrx.checkpoint import OfficialCheckpoint
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
-from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly
+from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly, marked_state
 
 ALPHABET = string.digits + string.ascii_lowercase + "$"  # TextZoom's alphabet_moran
 END = "$"
@@ -373,10 +373,9 @@ MORAN_MARKERS = (
 
 def moran_state_dict(obj: Any, source: str = "checkpoint") -> OrderedDict[str, torch.Tensor]:
     """The MORAN weights of ``obj`` (``module.`` dropped), or a TsrxError naming what it is."""
-    if isinstance(obj, Mapping) and all(isinstance(k, str) for k in obj):
-        state = strip_module_prefix(obj)
-        if all(m in state for m in MORAN_MARKERS):
-            return state
+    state = marked_state(obj, MORAN_MARKERS)
+    if state is not None:
+        return state
     raise TsrxError(
         f"{source}: expected a MORAN checkpoint (a state_dict with "
         f"{', '.join(MORAN_MARKERS)}, 'module.' prefixes allowed), got "
@@ -405,14 +404,8 @@ def _check_classes(state: Mapping[str, torch.Tensor], where: str) -> int:
 @CHECKPOINT_FORMATS.register("moran")
 def read_moran(obj: Any) -> OfficialCheckpoint | None:
     """MORAN_v2's bare state_dict (``moran.pth``, saved from DataParallel)."""
-    if (
-        not isinstance(obj, Mapping)
-        or not obj
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        return None
-    state = strip_module_prefix(obj)
-    if not all(m in state for m in MORAN_MARKERS):
+    state = marked_state(obj, MORAN_MARKERS, tensors_only=True)
+    if state is None:
         return None
     classes = _check_classes(state, "MORAN checkpoint")
     hidden = (

@@ -6,13 +6,29 @@ Shared by the attention recognizers (plugins/aster.py, plugins/moran.py), whose
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from tsrx.checkpoint import strip_module_prefix
 from tsrx.errors import TsrxError
+
+
+def marked_state(
+    obj: Any, markers: tuple[str, ...], tensors_only: bool = False
+) -> OrderedDict[str, torch.Tensor] | None:
+    """``obj`` as a state_dict, ``module.`` prefixes dropped, if it is a mapping with string
+    keys (and only tensors, with ``tensors_only``) holding every key in ``markers``; else None.
+    How a recognizer tells its own official layout from any other file."""
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        return None
+    if tensors_only and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return None
+    state = strip_module_prefix(obj)
+    return state if all(m in state for m in markers) else None
 
 
 def describe_checkpoint(obj: Any) -> str:
