@@ -34,12 +34,14 @@ def start_train(exp, runs, cwd):
 def _kill_local_jobs(run_dir):
     """A failed test must not leave its local job training (1,000,000 steps) for the rest of
     the suite: kill the recorded submitit controllers and their ranks."""
-    try:
-        jobs = json.loads((run_dir / "meta.json").read_text())["jobs"]
-    except (OSError, ValueError, KeyError):
-        return
+    from tsrx.errors import TsrxError
     from tsrx.process import is_same
+    from tsrx.runfiles import read_meta
 
+    try:
+        jobs = read_meta(run_dir).get("jobs") or []
+    except TsrxError:
+        return
     for record in [j["process"] for j in jobs if j.get("process")]:
         if is_same(record):  # still that process (start time and command line), not a reused PID
             subprocess.run(["pkill", "-KILL", "-P", str(record["pid"])], check=False)
