@@ -201,6 +201,50 @@ def standin(tmp_path, monkeypatch):
     return "tsrx_standin:run_training"
 
 
+# A selector that holds rank 0 at a run's first validation until the run is asked to stop,
+# so a test's preemption signal lands mid-run: a tiny run trains 8 steps in ~2 s, and on a
+# loaded machine "signal at step 2" used to arrive after the last step (no requeue at all).
+# It scores -inf (never the best) and holds once per marker file: the requeued attempt runs on.
+HOLD_PLUGIN = textwrap.dedent("""
+    import math, os, time
+    from pathlib import Path
+    from tsrx.engine.signals import stop_requested
+    from tsrx.registry import SELECTORS
+
+    @SELECTORS.register("hold_until_stopped")
+    class HoldUntilStopped:
+        name = "hold"
+        filename = "hold_model.pth"
+
+        def __init__(self, marker: str, timeout_s: float = 300.0):
+            self.marker, self.timeout_s = Path(marker), float(timeout_s)
+
+        def score(self, result):
+            # the contract check scores a dry result (no "protocol") when the run is built
+            real = "protocol" in result
+            if real and os.environ.get("RANK", "0") == "0" and not self.marker.exists():
+                self.marker.write_text(str(os.getpid()))
+                deadline = time.monotonic() + self.timeout_s
+                while stop_requested() is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"no stop request within {self.timeout_s} s")
+                    time.sleep(0.05)
+            return -math.inf
+""")
+
+
+def hold_until_stopped(folder: Path, marker: Path) -> tuple[str, str]:
+    """Writes the hold plugin into ``folder``. Returns the experiment's ``plugins`` line and
+    a variant's line that holds it (``marker`` appears when the hold begins)."""
+    plugin = folder / "hold_plugin.py"
+    plugin.write_text(HOLD_PLUGIN)
+    return (
+        f'plugins = ["{plugin}"]',
+        'train = { selectors = ["best_psnr", '
+        f'{{ type = "hold_until_stopped", marker = "{marker}" }}] }}',
+    )
+
+
 def tiny_real_experiment(
     path: Path,
     data_root: Path,
@@ -209,10 +253,14 @@ def tiny_real_experiment(
     ranks: int,
     steps: int = 8,
     extra: str = "",
+    top: str = "",
 ) -> Path:
-    """A real-trainer experiment that trains in seconds: tiny TSRN, 32 synthetic images."""
+    """A real-trainer experiment that trains in seconds: tiny TSRN, 32 synthetic images.
+
+    ``top`` goes before the tables (e.g. a ``plugins`` line), ``extra`` after them."""
     path.write_text(
         textwrap.dedent(f'''
+        {top}
         name = "{name}"
         seed = 0
         [data]

@@ -15,6 +15,7 @@ import pytest
 import torch
 from slurm_fixture import (  # noqa: F401
     cli,
+    hold_until_stopped,
     slurm_cluster,
     standin,
     status_rows,
@@ -44,7 +45,10 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
     slurm_cluster, workdir
 ):
     # Two identical points (variants a and b): a runs straight through, b gets Slurm's
-    # preemption signal mid-run, saves, is requeued and resumes from last.pth.
+    # preemption signal mid-run (held at its first validation until then), saves, is
+    # requeued and resumes from last.pth.
+    held = workdir / "b-held"
+    plugins, hold = hold_until_stopped(workdir, held)
     path = tiny_real_experiment(
         workdir / "pair.toml",
         workdir / "data" / "synth",
@@ -52,11 +56,13 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         "slurm",
         ranks=4,
         steps=8,
-        extra="""
+        top=plugins,
+        extra=f"""
         [[variants]]
         name = "a"
         [[variants]]
         name = "b"
+        {hold}
     """,
     )
     # per-tensor gradient sums (train.deterministic): a resumed 4-rank run must end bit-identical
@@ -67,7 +73,7 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 job(s) submitted" in res.stdout
     runs = {
-        d.name.split("-")[0]: d
+        re.split(r"[-,]", d.name)[0]: d
         for d in (workdir / "runs" / "pair").iterdir()
         if d.name != "submitit"
     }
@@ -77,12 +83,12 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
 
     def a_running_b_pending():
         rows = status_rows(workdir / "runs" / "pair", workdir)
-        states = {k.split("-")[0]: r["state"] for k, r in rows.items()}
+        states = {re.split(r"[-,]", k)[0]: r["state"] for k, r in rows.items()}
         return states.get("a") == "running" and states.get("b") == "pending"
 
     wait_for(a_running_b_pending, 90, "a running while b waits for the node")
 
-    wait_for(lambda: _read(runs["b"] / "status.json").get("step", 0) >= 2, 180, "b training")
+    wait_for(held.exists, 180, "b held at its first validation")
     subprocess.run(["scancel", "--signal=USR2", jobs["b"]], check=True, timeout=30)
     wait_for(
         lambda: sum(j["event"] == "start" for j in _read(runs["b"] / "meta.json")["jobs"]) >= 2,
@@ -110,7 +116,7 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
     assert "rank 3 of 4" in (runs["a"] / "logs" / "rank3.log").read_text()
     # The step after the resume sees exactly the saved model, optimizer and data order.
     first = int(resumed.group(1)) + 1
-    assert 1 < first <= 8
+    assert first == 6  # held at step 4's validation: stopped after step 5
     assert _train_losses(runs["b"]) == _train_losses(runs["a"])
     # and ends exactly where the uninterrupted run ends (tsrx/engine/grad_sync.py says why
     # this needs train.deterministic with more than two ranks)

@@ -18,6 +18,7 @@ import torch
 from slurm_fixture import (  # noqa: F401
     MULTI_PARTITION,
     SLURM_NODES,
+    hold_until_stopped,
     slurm_cluster,
     status_rows,
     tiny_real_experiment,
@@ -95,6 +96,8 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     monkeypatch.setenv("TSRX_AUDIT_DIR", str(audit_dir))
     # The same global batch (4 ranks x 2 images), once on one node and once on two nodes
     # (ranks 0, 1 on tsrx-n1 and 2, 3 on tsrx-n2).
+    held = workdir / "two-held"
+    plugins, hold = hold_until_stopped(workdir, held)
     path = tiny_real_experiment(
         workdir / "span.toml",
         workdir / "data" / "synth",
@@ -102,6 +105,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         "slurm",
         ranks=4,
         steps=8,
+        top=plugins,
         extra=f'''
         [[variants]]
         name = "one"
@@ -110,6 +114,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         name = "two"
         launcher = {{ nodes = 2, tasks_per_node = 2, gpus_per_node = 2 }}
         slurm = {{ partition = "{MULTI_PARTITION}" }}
+        {hold}
     ''',
     )
     path.write_text(
@@ -134,8 +139,9 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     assert set(runs) == {"one", "two"}
     job_two = _read(runs["two"] / "meta.json")["jobs"][0]["job_id"]
 
-    # "one" fills tsrx-n1, so "two" starts after it; preempt "two" once it trains.
-    wait_for(lambda: _read(runs["two"] / "status.json").get("step", 0) >= 2, 300, "two training")
+    # "one" fills tsrx-n1, so "two" starts after it; preempt "two" mid-run (it holds at its
+    # first validation until then).
+    wait_for(held.exists, 300, "two held at its first validation")
     subprocess.run(["scancel", "--signal=USR2", job_two], check=True, timeout=30)
     wait_for(
         lambda: sum(j["event"] == "start" for j in _read(runs["two"] / "meta.json")["jobs"]) >= 2,
@@ -172,7 +178,8 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     resumed = re.search(
         r"resumed from \S+ at step (\d+)", (runs["two"] / "logs" / "rank0.log").read_text()
     )
-    assert resumed and 1 < int(resumed.group(1)) + 1 <= 8, "two did not resume from last.pth"
+    assert resumed, "two did not resume from last.pth"
+    assert int(resumed.group(1)) == 5  # held at step 4's validation: stopped after step 5
 
     # Same global batch, same results: every logged loss, the final evaluation, the weights.
     assert _train_losses(runs["two"]) == _train_losses(runs["one"])
