@@ -201,23 +201,28 @@ def standin(tmp_path, monkeypatch):
     return "tsrx_standin:run_training"
 
 
-# A selector that holds rank 0 at a run's first validation until the run is asked to stop,
-# so a test's preemption signal lands mid-run: a tiny run trains 8 steps in ~2 s, and on a
-# loaded machine "signal at step 2" used to arrive after the last step (no requeue at all).
-# It scores -inf (never the best) and holds once per marker file: the requeued attempt runs on.
+# A selector that holds rank 0 at a run's first validation until the run is asked to stop
+# (or a release file appears), so that what a test looks for happens mid-run: a tiny run
+# trains 8 steps in ~2 s, and on a loaded machine "signal once step 2 is logged" arrived
+# after the last step (no requeue at all). It scores -inf (never the best) and holds once
+# per marker file (written when the hold begins): a requeued attempt runs on.
 HOLD_PLUGIN = textwrap.dedent("""
     import math, os, time
     from pathlib import Path
     from tsrx.engine.signals import stop_requested
     from tsrx.registry import SELECTORS
 
-    @SELECTORS.register("hold_until_stopped")
-    class HoldUntilStopped:
+    @SELECTORS.register("hold")
+    class Hold:
         name = "hold"
         filename = "hold_model.pth"
 
-        def __init__(self, marker: str, timeout_s: float = 300.0):
+        def __init__(self, marker: str, release: str = "", timeout_s: float = 300.0):
             self.marker, self.timeout_s = Path(marker), float(timeout_s)
+            self.release = Path(release) if release else None
+
+        def released(self):
+            return stop_requested() is not None or (self.release and self.release.exists())
 
         def score(self, result):
             # the contract check scores a dry result (no "protocol") when the run is built
@@ -225,23 +230,26 @@ HOLD_PLUGIN = textwrap.dedent("""
             if real and os.environ.get("RANK", "0") == "0" and not self.marker.exists():
                 self.marker.write_text(str(os.getpid()))
                 deadline = time.monotonic() + self.timeout_s
-                while stop_requested() is None:
+                while not self.released():
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"no stop request within {self.timeout_s} s")
+                        raise RuntimeError(f"held {self.timeout_s} s: no stop, no release")
                     time.sleep(0.05)
             return -math.inf
 """)
 
 
-def hold_until_stopped(folder: Path, marker: Path) -> tuple[str, str]:
-    """Writes the hold plugin into ``folder``. Returns the experiment's ``plugins`` line and
-    a variant's line that holds it (``marker`` appears when the hold begins)."""
+def hold_plugin(folder: Path) -> str:
+    """Writes the hold plugin into ``folder``; returns the experiment's ``plugins`` line."""
     plugin = folder / "hold_plugin.py"
     plugin.write_text(HOLD_PLUGIN)
+    return f'plugins = ["{plugin}"]'
+
+
+def hold(marker: Path, release: Path | None = None) -> str:
+    """A variant's line: hold at the first validation until stopped (or ``release`` exists)."""
+    extra = f', release = "{release}"' if release else ""
     return (
-        f'plugins = ["{plugin}"]',
-        'train = { selectors = ["best_psnr", '
-        f'{{ type = "hold_until_stopped", marker = "{marker}" }}] }}',
+        f'train = {{ selectors = ["best_psnr", {{ type = "hold", marker = "{marker}"{extra} }}] }}'
     )
 
 

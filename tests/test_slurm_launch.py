@@ -15,7 +15,8 @@ import pytest
 import torch
 from slurm_fixture import (  # noqa: F401
     cli,
-    hold_until_stopped,
+    hold,
+    hold_plugin,
     slurm_cluster,
     standin,
     status_rows,
@@ -44,11 +45,10 @@ def _read(path):
 def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_one(
     slurm_cluster, workdir
 ):
-    # Two identical points (variants a and b): a runs straight through, b gets Slurm's
-    # preemption signal mid-run (held at its first validation until then), saves, is
-    # requeued and resumes from last.pth.
-    held = workdir / "b-held"
-    plugins, hold = hold_until_stopped(workdir, held)
+    # Two identical points (variants a and b): a runs straight through (held at its first
+    # validation until the test has seen b queued behind it), b gets Slurm's preemption
+    # signal mid-run (held there until then), saves, is requeued and resumes from last.pth.
+    a_held, a_release, b_held = (workdir / n for n in ("a-held", "a-release", "b-held"))
     path = tiny_real_experiment(
         workdir / "pair.toml",
         workdir / "data" / "synth",
@@ -56,13 +56,14 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         "slurm",
         ranks=4,
         steps=8,
-        top=plugins,
+        top=hold_plugin(workdir),
         extra=f"""
         [[variants]]
         name = "a"
+        {hold(a_held, release=a_release)}
         [[variants]]
         name = "b"
-        {hold}
+        {hold(b_held)}
     """,
     )
     # per-tensor gradient sums (train.deterministic): a resumed 4-rank run must end bit-identical
@@ -86,9 +87,11 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         states = {re.split(r"[-,]", k)[0]: r["state"] for k, r in rows.items()}
         return states.get("a") == "running" and states.get("b") == "pending"
 
+    wait_for(a_held.exists, 180, "a held at its first validation")
     wait_for(a_running_b_pending, 90, "a running while b waits for the node")
+    a_release.touch()
 
-    wait_for(held.exists, 180, "b held at its first validation")
+    wait_for(b_held.exists, 180, "b held at its first validation")
     subprocess.run(["scancel", "--signal=USR2", jobs["b"]], check=True, timeout=30)
     wait_for(
         lambda: sum(j["event"] == "start" for j in _read(runs["b"] / "meta.json")["jobs"]) >= 2,

@@ -18,7 +18,8 @@ import torch
 from slurm_fixture import (  # noqa: F401
     MULTI_PARTITION,
     SLURM_NODES,
-    hold_until_stopped,
+    hold,
+    hold_plugin,
     slurm_cluster,
     status_rows,
     tiny_real_experiment,
@@ -97,7 +98,6 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     # The same global batch (4 ranks x 2 images), once on one node and once on two nodes
     # (ranks 0, 1 on tsrx-n1 and 2, 3 on tsrx-n2).
     held = workdir / "two-held"
-    plugins, hold = hold_until_stopped(workdir, held)
     path = tiny_real_experiment(
         workdir / "span.toml",
         workdir / "data" / "synth",
@@ -105,7 +105,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         "slurm",
         ranks=4,
         steps=8,
-        top=plugins,
+        top=hold_plugin(workdir),
         extra=f'''
         [[variants]]
         name = "one"
@@ -114,7 +114,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         name = "two"
         launcher = {{ nodes = 2, tasks_per_node = 2, gpus_per_node = 2 }}
         slurm = {{ partition = "{MULTI_PARTITION}" }}
-        {hold}
+        {hold(held)}
     ''',
     )
     path.write_text(
