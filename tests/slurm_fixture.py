@@ -217,7 +217,7 @@ HOLD_PLUGIN = textwrap.dedent("""
         name = "hold"
         filename = "hold_model.pth"
 
-        def __init__(self, marker: str, release: str = "", timeout_s: float = 300.0):
+        def __init__(self, marker: str, release: str = "", timeout_s: float = 900.0):
             self.marker, self.timeout_s = Path(marker), float(timeout_s)
             self.release = Path(release) if release else None
 
@@ -246,11 +246,9 @@ def hold_plugin(folder: Path) -> str:
 
 
 def hold(marker: Path, release: Path | None = None) -> str:
-    """A variant's line: hold at the first validation until stopped (or ``release`` exists)."""
+    """``train.selectors`` that hold at the first validation until stopped (or ``release``)."""
     extra = f', release = "{release}"' if release else ""
-    return (
-        f'train = {{ selectors = ["best_psnr", {{ type = "hold", marker = "{marker}"{extra} }}] }}'
-    )
+    return f'["best_psnr", {{ type = "hold", marker = "{marker}"{extra} }}]'
 
 
 def tiny_real_experiment(

@@ -60,10 +60,10 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         extra=f"""
         [[variants]]
         name = "a"
-        {hold(a_held, release=a_release)}
+        train = {{ selectors = {hold(a_held, release=a_release)} }}
         [[variants]]
         name = "b"
-        {hold(b_held)}
+        train = {{ selectors = {hold(b_held)} }}
     """,
     )
     # per-tensor gradient sums (train.deterministic): a resumed 4-rank run must end bit-identical

@@ -114,7 +114,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         name = "two"
         launcher = {{ nodes = 2, tasks_per_node = 2, gpus_per_node = 2 }}
         slurm = {{ partition = "{MULTI_PARTITION}" }}
-        {hold(held)}
+        train = {{ selectors = {hold(held)} }}
     ''',
     )
     path.write_text(

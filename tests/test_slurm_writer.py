@@ -8,7 +8,15 @@ import json
 import subprocess
 
 import pytest
-from slurm_fixture import TSRX, slurm_cluster, tiny_real_experiment, tsrx, wait_for  # noqa: F401
+from slurm_fixture import (  # noqa: F401
+    TSRX,
+    hold,
+    hold_plugin,
+    slurm_cluster,
+    tiny_real_experiment,
+    tsrx,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -21,11 +29,20 @@ def _read(path):
 
 
 def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
+    # the run holds at its first validation (step 60) until the test has seen both refusals
+    held, release = workdir / "held", workdir / "release"
     path = tiny_real_experiment(
-        workdir / "twice.toml", workdir / "data" / "synth", "twice", "slurm", ranks=1, steps=120
+        workdir / "twice.toml",
+        workdir / "data" / "synth",
+        "twice",
+        "slurm",
+        ranks=1,
+        steps=120,
+        top=hold_plugin(workdir),
     )
     path.write_text(
         path.read_text()
+        .replace('selectors = ["best_psnr"]', f"selectors = {hold(held, release=release)}")
         .replace("val_every = 4", "val_every = 60")
         .replace("ckpt_every = 4", "ckpt_every = 60")
         .replace("log_every = 1", "log_every = 5")
@@ -52,9 +69,7 @@ def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
     assert len(submits) == 1
     job_id = submits[0]["job_id"]
 
-    wait_for(
-        lambda: _read(run / "status.json").get("step", 0) >= 1, 240, "the job to start training"
-    )
+    wait_for(held.exists, 240, "the job to train (held at step 60)")
     again = tsrx("submit", str(path), cwd=workdir)
     assert again.returncode == 2, again.stderr
     assert f"is being written by job {job_id} (slurm)" in again.stderr, again.stderr
@@ -101,6 +116,7 @@ def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
     log = next(f for f in folder.glob("*_log.*") if "is being written by job" in f.read_text())
     assert f"job {job_id} (slurm)" in log.read_text()
 
+    release.touch()
     wait_for(
         lambda: _read(run / "status.json").get("state") == "completed",
         400,
