@@ -6,6 +6,7 @@ All JSON is written atomically (a reader such as ``tsrx status`` never sees half
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 
 from tsrx.runfiles import atomic_write_text, write_status  # noqa: F401 (the one home of run-file I/O)
+
+log = logging.getLogger("tsrx.train")  # the step and validation lines: the Trainer's log
 
 
 def atomic_json(path: Path, data: Any) -> None:
@@ -116,3 +119,102 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class RunLog:
+    """What a run writes as it trains, on rank 0 only: ``metrics.jsonl`` lines, ``status.json``,
+    TensorBoard scalars (when installed), the progress bar and the console's step lines.
+
+    The Trainer decides what happened; this decides how it is written down.
+    """
+
+    def __init__(self, run_dir: Path, main: bool, total_steps: int):
+        self.run_dir, self.main, self.total = Path(run_dir), main, total_steps
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.progress: Progress | None = None
+        self._tb = tensorboard_writer(self.run_dir / "tensorboard") if main else None
+
+    def append(self, line: dict) -> None:
+        """One metrics.jsonl line; a full disk is named as such."""
+        if not self.main:
+            return
+        from tsrx.runfiles import disk_full_error, dumps, is_disk_full
+
+        text = dumps(line, indent=None, default=json_default) + "\n"
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.metrics_path, len(text), exc) from None
+            raise
+
+    def status(self, state: str, step: int, error: str | None = None) -> None:
+        if self.main:
+            write_status(self.run_dir, state, step, self.total, error)
+
+    def start_progress(self, step: int) -> None:
+        self.progress = Progress(self.main, self.total, step)
+
+    def stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+    def forget_after(self, step: int) -> None:
+        """On resume: drop the lines of steps after the checkpoint (they are redone)."""
+        if self.main:
+            truncate_metrics(self.metrics_path, step)
+
+    def train(self, line: dict) -> None:
+        """A ``{"kind": "train", ...}`` line: the file, TensorBoard, the console, status."""
+        self.append(line)
+        terms, combiner = line["terms"], line["combiner"]
+        if self._tb is not None:
+            scalars = {
+                "loss": line["loss"],
+                "lr": line["lr"],
+                "samples_per_s": line["samples_per_s"],
+                **{f"loss_{k}": v for k, v in terms.items()},
+                **{k: v for k, v in combiner.items() if k != "type"},
+            }
+            for k, v in scalars.items():
+                self._tb.add_scalar(f"train/{k}", v, line["step"])
+        if not self.progress.live:
+            log.info(
+                "step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s",
+                line["step"],
+                self.total,
+                line["loss"],
+                " ".join(f"{k} {v:.5g}" for k, v in {**terms, **combiner}.items() if k != "type"),
+                line["lr"],
+                line["samples_per_s"],
+                self.progress.eta_text(),
+            )
+        self.status("running", line["step"])
+
+    def validation(self, step: int, result: dict) -> None:
+        """A validation result: the console line, a ``{"kind": "val"}`` line, TensorBoard."""
+        avg = result["average"]
+        shown = {
+            **{f"acc[{j}]": v for j, v in (avg.get("acc_by_judge") or {}).items()},
+            "psnr": avg["psnr"],
+            "ssim": avg["ssim"],
+        }
+        log.info(
+            "validation at step %d: %s",
+            step,
+            ", ".join(f"{k} {'-' if v is None else format(v, '.4f')}" for k, v in shown.items()),
+        )
+        self.append({"kind": "val", "step": step, "result": result})
+        if self._tb is not None:
+            for name, values in [*result["splits"].items(), ("average", avg)]:
+                for metric in ("acc", "psnr", "ssim"):
+                    if values[metric] is not None:
+                        self._tb.add_scalar(f"val_{name}/{metric}", values[metric], step)
+                for judge, value in (values.get("acc_by_judge") or {}).items():
+                    if value is not None:
+                        self._tb.add_scalar(f"val_{name}/acc_{judge}", value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

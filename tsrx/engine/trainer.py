@@ -2,7 +2,8 @@
 
 Read top to bottom: ``__init__`` builds the run (``tsrx.engine.build``), ``train_step``
 does one optimisation step, ``train`` is the loop, ``state_dict`` / ``load_state_dict``
-hold everything a bit-identical resume needs.
+hold everything a bit-identical resume needs. What a run writes as it goes (metrics lines,
+status, TensorBoard, the console) is ``RunLog``'s job (``tsrx/engine/runfiles.py``).
 
 DDP wraps a small module holding the model *and* the loss combiner, so the learned
 task weights s_i get their gradients averaged over ranks exactly like the model's.
@@ -32,17 +33,8 @@ from tsrx.engine.build import build_run, seed_everything
 from tsrx.engine.grad_sync import use_layout_independent_sync
 from tsrx.engine.loss_module import LossModule
 from tsrx.engine.rng import rng_state, set_rng_state
-from tsrx.engine.runfiles import (
-    Progress,
-    atomic_json,
-    json_default,
-    plugin_records,
-    tensorboard_writer,
-    truncate_metrics,
-    write_status,
-)
+from tsrx.engine.runfiles import RunLog, atomic_json, plugin_records
 from tsrx.errors import TsrxError
-from tsrx.runfiles import dumps
 
 
 def _follows(selector, result: dict) -> dict:
@@ -101,9 +93,7 @@ class Trainer:
         self.best: dict[str, dict] = {}
         self._last_val: tuple[int, dict] | None = None  # (step, result) of the last validation
         self.global_batch = tc["batch_size"]
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._progress: Progress | None = None
-        self._tb = tensorboard_writer(self.run_dir / "tensorboard") if env.is_main else None
+        self.run_log = RunLog(self.run_dir, env.is_main, tc["steps"])
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
@@ -177,10 +167,10 @@ class Trainer:
         """Step until ``train.steps``; checkpoint, validate and log when due."""
         tc = self.train_cfg
         total = tc["steps"]
-        self._write_status("running")
+        self.run_log.status("running", self.step)
         self._record_start()
         batches = self._batches()
-        self._progress = Progress(self.env.is_main, total, self.step)
+        self.run_log.start_progress(self.step)
         last_log = (time.perf_counter(), self.step)
         stopped = False
         try:
@@ -189,7 +179,7 @@ class Trainer:
                 stopped = out["stop"]
                 now = time.perf_counter()
                 rate = (self.step - last_log[1]) * self.global_batch / max(now - last_log[0], 1e-9)
-                self._progress.update(self.step, out["loss"], self._lr(), rate)
+                self.run_log.progress.update(self.step, out["loss"], self._lr(), rate)
                 if self.step % tc["log_every"] == 0 or self.step == total:
                     self._log_train(out, rate)
                     last_log = (now, self.step)
@@ -198,12 +188,12 @@ class Trainer:
                 if self.step % tc["ckpt_every"] == 0 or self.step == total or stopped:
                     self.save_last()
         finally:
-            self._progress.close()
+            self.run_log.stop_progress()
         state = "preempted" if stopped and self.step < total else "completed"
         if stopped:
             log.info("stopped after step %d: %s", self.step, signals.stop_requested())
         if state != "completed":
-            self._write_status(state)
+            self.run_log.status(state, self.step)
         # a completed run stays "running" until the final evaluation and summary are written
         # (run_training calls mark_completed), so `tsrx status` does not report it early
         return {
@@ -287,27 +277,8 @@ class Trainer:
                             metrics={"selector": sel.name, "score": score, "result": result},
                         ),
                     )
-        avg = result["average"]
-        shown = {
-            **{f"acc[{j}]": v for j, v in (avg.get("acc_by_judge") or {}).items()},
-            "psnr": avg["psnr"],
-            "ssim": avg["ssim"],
-        }
-        log.info(
-            "validation at step %d: %s",
-            self.step,
-            ", ".join(f"{k} {'-' if v is None else format(v, '.4f')}" for k, v in shown.items()),
-        )
-        self._append_metrics({"kind": "val", "step": self.step, "result": result})
+        self.run_log.validation(self.step, result)
         self._last_val = (self.step, result)
-        if self._tb is not None:
-            for name, values in [*result["splits"].items(), ("average", avg)]:
-                for metric in ("acc", "psnr", "ssim"):
-                    if values[metric] is not None:
-                        self._tb.add_scalar(f"val_{name}/{metric}", values[metric], self.step)
-                for judge, value in (values.get("acc_by_judge") or {}).items():
-                    if value is not None:
-                        self._tb.add_scalar(f"val_{name}/acc_{judge}", value, self.step)
         return result
 
     def final_evaluation(self) -> dict:
@@ -355,7 +326,7 @@ class Trainer:
 
     def mark_completed(self) -> None:
         """status.json says "completed": called once the final evaluation is written."""
-        self._write_status("completed")
+        self.run_log.status("completed", self.step)
 
     # -- state ------------------------------------------------------------------------------
     def _model_state(self) -> dict:
@@ -433,20 +404,18 @@ class Trainer:
                 "`tsrx train/submit --force`"
             ) from None
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
-        if self.env.is_main:
-            truncate_metrics(self.metrics_path, self.step)
+        self.run_log.forget_after(self.step)
 
     def close(self) -> None:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
-        if self._tb is not None:
-            self._tb.close()
+        self.run_log.close()
         self.forward = self.step_module = self.loss_module = None
         self.optimizer = self.scheduler = None
         self.parts = None
 
     # -- files of the run directory -------------------------------------------------------------
     def _record_start(self) -> None:
-        self._append_metrics(
+        self.run_log.append(
             {
                 "kind": "run",
                 "step": self.step,
@@ -474,59 +443,19 @@ class Trainer:
     def _log_train(self, out: dict, rate: float) -> None:
         combiner = {"type": self.combiner_description()["type"]}
         combiner.update({k: v for k, v in out["combiner"].items() if k not in out["terms"]})
-        line = {
-            "kind": "train",
-            "step": self.step,
-            "epoch": self.epoch,
-            "loss": out["loss"],
-            "terms": out["terms"],
-            "lr": self._lr(),
-            "samples_per_s": rate,
-            "combiner": combiner,
-            "skipped_steps": self.skipped,
-        }
-        self._append_metrics(line)
-        if self._tb is not None:
-            scalars = {
+        self.run_log.train(
+            {
+                "kind": "train",
+                "step": self.step,
+                "epoch": self.epoch,
                 "loss": out["loss"],
-                "lr": line["lr"],
+                "terms": out["terms"],
+                "lr": self._lr(),
                 "samples_per_s": rate,
-                **{f"loss_{k}": v for k, v in out["terms"].items()},
-                **{k: v for k, v in combiner.items() if k != "type"},
+                "combiner": combiner,
+                "skipped_steps": self.skipped,
             }
-            for k, v in scalars.items():
-                self._tb.add_scalar(f"train/{k}", v, self.step)
-        if not self._progress.live:
-            log.info(
-                "step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s",
-                self.step,
-                self.train_cfg["steps"],
-                out["loss"],
-                " ".join(
-                    f"{k} {v:.5g}" for k, v in {**out["terms"], **combiner}.items() if k != "type"
-                ),
-                self._lr(),
-                rate,
-                self._progress.eta_text(),
-            )
-        self._write_status("running")
-
-    def _append_metrics(self, line: dict) -> None:
-        if self.env.is_main:
-            text = dumps(line, indent=None, default=json_default) + "\n"
-            try:
-                with open(self.metrics_path, "a", encoding="utf-8") as f:
-                    f.write(text)
-            except OSError as exc:
-                from tsrx.runfiles import disk_full_error, is_disk_full
-
-                if is_disk_full(exc):
-                    raise disk_full_error(self.metrics_path, len(text), exc) from None
-                raise
-
-    def _write_status(self, state: str, error: str | None = None) -> None:
-        if self.env.is_main:
-            write_status(self.run_dir, state, self.step, self.train_cfg["steps"], error)
+        )
 
     def write_summary(self, final: dict | None, state: str) -> dict:
         summary = {
