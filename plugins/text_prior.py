@@ -74,13 +74,9 @@ class GruBlock(TsrnGruBlock):
     elsewhere the official transpose + ``nn.GRU``: the same math."""
 
     def __init__(self, in_channels: int, out_channels: int, along_height: bool = False):
-        nn.Module.__init__(self)
         if out_channels % 2:
             raise TsrxError(f"GruBlock: out_channels must be even, got {out_channels}")
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=1)
-        self.gru = nn.GRU(out_channels, out_channels // 2, bidirectional=True, batch_first=True)
-        self.along_height = along_height
-        self.recurrence = "auto"
+        super().__init__(out_channels, along_height, in_channels=in_channels, batch_first=True)
 
     def _nn_gru(self, x: torch.Tensor) -> torch.Tensor:
         if self.along_height:

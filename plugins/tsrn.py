@@ -73,10 +73,19 @@ class GruBlock(nn.Module):
       ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
     """
 
-    def __init__(self, channels: int, along_height: bool, recurrence: Recurrence = "auto"):
+    def __init__(
+        self,
+        channels: int,
+        along_height: bool,
+        recurrence: Recurrence = "auto",
+        in_channels: int | None = None,
+        batch_first: bool = False,
+    ):
+        """``in_channels`` (default ``channels``) into the 1x1 conv; ``batch_first``: the
+        layout of the ``nn.GRU`` (TPGSR's and TATT's blocks have it; the scan ignores it)."""
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, kernel_size=1)
-        self.gru = nn.GRU(channels, channels // 2, bidirectional=True)
+        self.conv1 = nn.Conv2d(in_channels or channels, channels, kernel_size=1)
+        self.gru = nn.GRU(channels, channels // 2, bidirectional=True, batch_first=batch_first)
         self.along_height = along_height
         self.recurrence = recurrence
 
