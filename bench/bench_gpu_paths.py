@@ -84,21 +84,30 @@ def eval_variants(sizes: dict, device: str) -> tuple[dict, dict]:
     return calls, info
 
 
+def _capture(call, warmup: int = 3):
+    """(CUDA graph, the captured call's output): ``call`` runs ``warmup`` times on a side
+    stream first, as capture requires. The output holds a result only after a replay."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    return graph, out
+
+
 def _graphed_eval(model, lr):
     """(replay callable, max abs difference of the replayed output from eager)"""
     import torch
 
     static_in = lr.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.no_grad():
-        for _ in range(3):  # warm-up on a side stream, as graph capture requires
-            model(static_in)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.no_grad():
-        static_out = model(static_in)
-    graph.replay()  # capture runs nothing: the output holds a result only after a replay
+    graph, static_out = _capture(lambda: _no_grad(model, static_in))
+    graph.replay()
     torch.cuda.synchronize()
     diff = float((static_out - _no_grad(model, lr)).abs().max())
     return (lambda: (graph.replay(), static_out)[1]), diff
@@ -140,15 +149,7 @@ def train_graph_variants(sizes: dict, device: str) -> tuple[dict, dict]:
         eager_net, eager_opt = make(recurrence)
         graph_net, graph_opt = make(recurrence)
         warm = 3
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up steps on a side stream, as capture requires
-            for _ in range(warm):
-                step(graph_net, graph_opt)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_loss = step(graph_net, graph_opt)
+        graph, static_loss = _capture(lambda: step(graph_net, graph_opt), warm)
         for _ in range(warm + 1):  # the eager twin takes the same steps: warm-up + replay
             want = step(eager_net, eager_opt).item()
         graph.replay()
