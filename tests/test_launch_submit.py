@@ -150,8 +150,9 @@ def test_local_launcher_runs_all_ranks_to_completion(workdir, standin):
 def test_local_time_limit_saves_requeues_and_finishes_like_uninterrupted(
     workdir, standin, monkeypatch
 ):
-    # timeout 1 min, signal 54 s before: every attempt gets SIGUSR2 after ~6 s of 0.4 s steps,
-    # so 30 steps need several attempts, each resuming from last.json.
+    # timeout 1 min, signal 50 s before: every attempt gets SIGUSR2 ~10 s after it starts
+    # (its start-up included, which a loaded machine stretches), so 30 steps of 0.4 s need
+    # at least two attempts, each resuming from last.json.
     monkeypatch.setenv("STANDIN_STEP_S", "0.4")
     path = local_file(
         workdir,
@@ -159,7 +160,7 @@ def test_local_time_limit_saves_requeues_and_finishes_like_uninterrupted(
         steps=30,
         extra="""
         timeout_min = 1
-        signal_delay_s = 54
+        signal_delay_s = 50
         max_requeues = 8
     """,
     )
