@@ -3,6 +3,11 @@ directory (relative paths such as ``runs/`` and ``data/`` land there)."""
 
 from __future__ import annotations
 
+import getpass
+import os
+import shutil
+import subprocess
+
 import pytest
 
 
@@ -10,3 +15,25 @@ import pytest
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """After a test on the test Slurm, cancel whatever of its jobs is left: a test that failed
+    midway may leave a job queued or running (one held at a validation waits up to 15 min),
+    and the next test would wait for the node behind it. Only the private test Slurm
+    (slurm/start.sh's, running for this session): never a real cluster's SLURM_CONF."""
+    from slurm_fixture import SLURM_ROOT
+
+    ours = str(SLURM_ROOT / "etc" / "slurm.conf")
+    if (
+        "slurm_cluster" in getattr(item, "fixturenames", ())
+        and os.environ.get("SLURM_CONF") == ours
+        and shutil.which("scancel")
+    ):
+        subprocess.run(
+            ["scancel", "--user", getpass.getuser()],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "SLURM_CONF": ours},
+        )
