@@ -156,6 +156,10 @@ class RunLog:
     def start_progress(self, step: int) -> None:
         self.progress = Progress(self.main, self.total, step)
 
+    def advance(self, step: int, loss: float, lr: float, rate: float) -> None:
+        """The progress bar after a step (every step; the lines come at ``log_every``)."""
+        self.progress.update(step, loss, lr, rate)
+
     def stop_progress(self) -> None:
         if self.progress is not None:
             self.progress.close()

@@ -179,7 +179,7 @@ class Trainer:
                 stopped = out["stop"]
                 now = time.perf_counter()
                 rate = (self.step - last_log[1]) * self.global_batch / max(now - last_log[0], 1e-9)
-                self.run_log.progress.update(self.step, out["loss"], self._lr(), rate)
+                self.run_log.advance(self.step, out["loss"], self._lr(), rate)
                 if self.step % tc["log_every"] == 0 or self.step == total:
                     self._log_train(out, rate)
                     last_log = (now, self.step)
