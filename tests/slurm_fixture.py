@@ -81,6 +81,22 @@ def slurm_cluster():
                 os.environ[k] = v
 
 
+def read_json(path: Path) -> dict:
+    """A run file's JSON, or {} while it is missing or being replaced."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """{step: loss} of the run's metrics.jsonl train lines."""
+    lines = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
+    return {x["step"]: x["loss"] for x in lines if x.get("kind") == "train"}
+
+
 def wait_for(
     predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 1.0
 ) -> Any:

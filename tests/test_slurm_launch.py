@@ -17,29 +17,17 @@ from slurm_fixture import (  # noqa: F401
     cli,
     hold,
     hold_plugin,
+    read_json,
     slurm_cluster,
     standin,
     status_rows,
     tiny_real_experiment,
+    train_losses,
     tsrx,
     wait_for,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-
-def _train_losses(run_dir):
-    lines = [
-        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
-    ]
-    return {x["step"]: x["loss"] for x in lines if x.get("kind") == "train"}
-
-
-def _read(path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_one(
@@ -78,7 +66,7 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         for d in (workdir / "runs" / "pair").iterdir()
         if d.name != "submitit"
     }
-    jobs = {k: _read(d / "meta.json")["jobs"][0]["job_id"] for k, d in runs.items()}
+    jobs = {k: read_json(d / "meta.json")["jobs"][0]["job_id"] for k, d in runs.items()}
     array = jobs["a"].split("_")[0]
     assert jobs == {"a": f"{array}_0", "b": f"{array}_1"}  # one array for the grid
 
@@ -94,7 +82,7 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
     wait_for(b_held.exists, 180, "b held at its first validation")
     subprocess.run(["scancel", "--signal=USR2", jobs["b"]], check=True, timeout=30)
     wait_for(
-        lambda: sum(j["event"] == "start" for j in _read(runs["b"] / "meta.json")["jobs"]) >= 2,
+        lambda: sum(j["event"] == "start" for j in read_json(runs["b"] / "meta.json")["jobs"]) >= 2,
         150,
         "b requeued and started again",
     )
@@ -105,7 +93,7 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
         done = all(r["state"] == "completed" for r in rows.values())
         return (
             done
-            and all((_read(d / "summary.json") or {}).get("final") for d in runs.values())
+            and all((read_json(d / "summary.json") or {}).get("final") for d in runs.values())
             and rows
         )
 
@@ -120,11 +108,11 @@ def test_array_of_four_rank_jobs_and_a_preempted_run_ends_like_an_uninterrupted_
     # The step after the resume sees exactly the saved model, optimizer and data order.
     first = int(resumed.group(1)) + 1
     assert first == 6  # held at step 4's validation: stopped after step 5
-    assert _train_losses(runs["b"]) == _train_losses(runs["a"])
+    assert train_losses(runs["b"]) == train_losses(runs["a"])
     # and ends exactly where the uninterrupted run ends (tsrx/engine/grad_sync.py says why
     # this needs train.deterministic with more than two ranks)
-    final_a = _read(runs["a"] / "summary.json")["final"]["average"]
-    final_b = _read(runs["b"] / "summary.json")["final"]["average"]
+    final_a = read_json(runs["a"] / "summary.json")["final"]["average"]
+    final_b = read_json(runs["b"] / "summary.json")["final"]["average"]
     assert final_b == final_a
     wa = torch.load(runs["a"] / "last.pth", weights_only=True)["model"]
     wb = torch.load(runs["b"] / "last.pth", weights_only=True)["model"]
@@ -172,7 +160,7 @@ def test_cancelled_job_shows_cancelled(slurm_cluster, workdir, standin, monkeypa
     assert res.returncode == 0, res.stderr
     run = workdir / "runs" / "cancelme" / "main"
     wait_for(
-        lambda: _read(run / "status.json").get("step", 0) >= 1, 90, "the job to start training"
+        lambda: read_json(run / "status.json").get("step", 0) >= 1, 90, "the job to start training"
     )
     res = tsrx("cancel", str(path), cwd=workdir)
     assert res.returncode == 0 and "scancel" in res.stdout

@@ -20,9 +20,11 @@ from slurm_fixture import (  # noqa: F401
     SLURM_NODES,
     hold,
     hold_plugin,
+    read_json,
     slurm_cluster,
     status_rows,
     tiny_real_experiment,
+    train_losses,
     tsrx,
     wait_for,
 )
@@ -69,20 +71,6 @@ AUDIT_SITECUSTOMIZE = textwrap.dedent("""
 
         sys.addaudithook(_hook)
 """)
-
-
-def _read(path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _train_losses(run_dir):
-    lines = [
-        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
-    ]
-    return {x["step"]: x["loss"] for x in lines if x.get("kind") == "train"}
 
 
 def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
@@ -137,14 +125,16 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         if d.is_dir() and d.name != "submitit"
     }
     assert set(runs) == {"one", "two"}
-    job_two = _read(runs["two"] / "meta.json")["jobs"][0]["job_id"]
+    job_two = read_json(runs["two"] / "meta.json")["jobs"][0]["job_id"]
 
     # "one" fills tsrx-n1, so "two" starts after it; preempt "two" mid-run (it holds at its
     # first validation until then).
     wait_for(held.exists, 300, "two held at its first validation")
     subprocess.run(["scancel", "--signal=USR2", job_two], check=True, timeout=30)
     wait_for(
-        lambda: sum(j["event"] == "start" for j in _read(runs["two"] / "meta.json")["jobs"]) >= 2,
+        lambda: (
+            sum(j["event"] == "start" for j in read_json(runs["two"] / "meta.json")["jobs"]) >= 2
+        ),
         150,
         "two requeued and started again",
     )
@@ -155,7 +145,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
         done = all(r["state"] == "completed" for r in rows.values())
         return (
             done
-            and all((_read(d / "summary.json") or {}).get("final") for d in runs.values())
+            and all((read_json(d / "summary.json") or {}).get("final") for d in runs.values())
             and rows
         )
 
@@ -165,7 +155,7 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     # tsrx status and meta.json name the nodes of each attempt
     assert rows["one"]["nodes"] == SLURM_NODES[0]
     assert rows["two"]["nodes"] == "tsrx-n[1-2]" and rows["two"]["requeues"] >= 1
-    starts = [j for j in _read(runs["two"] / "meta.json")["jobs"] if j["event"] == "start"]
+    starts = [j for j in read_json(runs["two"] / "meta.json")["jobs"] if j["event"] == "start"]
     assert [j["nodes"] for j in starts] == ["tsrx-n[1-2]"] * len(starts) and len(starts) >= 2
     table = tsrx("status", str(workdir / "runs" / "span"), cwd=workdir)
     assert "nodes" in table.stdout and "tsrx-n[1-2]" in table.stdout
@@ -182,9 +172,9 @@ def test_two_node_job_preempted_and_requeued_ends_like_four_ranks_on_one_node(
     assert int(resumed.group(1)) == 5  # held at step 4's validation: stopped after step 5
 
     # Same global batch, same results: every logged loss, the final evaluation, the weights.
-    assert _train_losses(runs["two"]) == _train_losses(runs["one"])
-    final_one = _read(runs["one"] / "summary.json")["final"]["average"]
-    assert _read(runs["two"] / "summary.json")["final"]["average"] == final_one
+    assert train_losses(runs["two"]) == train_losses(runs["one"])
+    final_one = read_json(runs["one"] / "summary.json")["final"]["average"]
+    assert read_json(runs["two"] / "summary.json")["final"]["average"] == final_one
     w1 = torch.load(runs["one"] / "last.pth", weights_only=True)["model"]
     w2 = torch.load(runs["two"] / "last.pth", weights_only=True)["model"]
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)

@@ -12,6 +12,7 @@ from slurm_fixture import (  # noqa: F401
     TSRX,
     hold,
     hold_plugin,
+    read_json,
     slurm_cluster,
     tiny_real_experiment,
     tsrx,
@@ -19,13 +20,6 @@ from slurm_fixture import (  # noqa: F401
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-
-def _read(path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
@@ -65,7 +59,7 @@ def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
         refused
     )
     run = workdir / "runs" / "twice" / "main"
-    submits = [j for j in _read(run / "meta.json")["jobs"] if j["event"] == "submit"]
+    submits = [j for j in read_json(run / "meta.json")["jobs"] if j["event"] == "submit"]
     assert len(submits) == 1
     job_id = submits[0]["job_id"]
 
@@ -118,7 +112,7 @@ def test_concurrent_submits_train_the_run_once(slurm_cluster, workdir):
 
     release.touch()
     wait_for(
-        lambda: _read(run / "status.json").get("state") == "completed",
+        lambda: read_json(run / "status.json").get("state") == "completed",
         400,
         "the run to complete",
         interval_s=3,
