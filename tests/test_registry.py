@@ -80,14 +80,19 @@ def test_missing_type_is_reported():
     assert issues[0].key == "model.head.type" and "is required" in issues[0].message
 
 
-def test_escape_hatch_imports_module_colon_name():
+def test_a_type_is_a_registered_name_never_an_import_path():
+    """`module:Name` was once an escape hatch; from a stored config it ran code (issue 27)."""
+    import sys
+
     reg = make_registry()
-    obj = reg.build({"type": f"{__name__}:Linear", "out": 2}, "x", in_features=5)
-    assert isinstance(obj, Linear) and obj.out == 2
-    with pytest.raises(TsrxError, match="cannot import module"):
-        reg.get("no_such_module_xyz:Thing")
-    with pytest.raises(TsrxError, match="has no attribute"):
-        reg.get(f"{__name__}:Nope")
+    with pytest.raises(ConfigError, match="not an import path"):
+        reg.build({"type": f"{__name__}:Linear", "out": 2}, "x", in_features=5)
+    sys.modules.pop("json.tool", None)
+    with pytest.raises(TsrxError, match="not an import path"):
+        reg.get("json.tool:main")
+    assert "json.tool" not in sys.modules
+    with pytest.raises(TsrxError, match="expected a component name"):
+        reg.get(["a list"])
 
 
 def test_builtin_heads_are_discovered_without_importing_them():

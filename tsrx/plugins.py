@@ -207,8 +207,24 @@ CHECKPOINT_COMPONENTS = (
     ("sr", "model.sr"),
     ("recognizer", "model.recognizer"),
     ("head", "model.head"),
+    ("recognizer", "model.prior"),
     ("recognizer", "eval.judge"),
 )
+
+
+def _built_places(config: dict) -> list[tuple[str, str]]:
+    """(registry key, dotted path) of the component tables evaluating a checkpoint builds:
+    the model's parts, its text-prior generator, the judges and the test splits."""
+    places = list(CHECKPOINT_COMPONENTS)
+    judges = _table_at(config, "eval.judges")
+    for name, table in (judges if isinstance(judges, dict) else {}).items():
+        if isinstance(table, dict) and not table.get("optional"):
+            places.append(("recognizer", f"eval.judges.{name}"))
+    tests = _table_at(config, "data.test")
+    places += [
+        ("dataset", f"data.test.{name}") for name in (tests if isinstance(tests, dict) else {})
+    ]
+    return places
 
 
 def _table_at(config: dict, dotted: str) -> Any:
@@ -289,27 +305,18 @@ def require_checkpoint_components(
     recorded = [r for r in (recorded or []) if isinstance(r, dict)]
     config_plugins = config.get("plugins") or []
     missing = []
-    tests = _table_at(config, "data.test")
-    places = list(CHECKPOINT_COMPONENTS) + [
-        ("dataset", f"data.test.{name}") for name in (tests if isinstance(tests, dict) else {})
-    ]
-    for kind, dotted in places:
+    for kind, dotted in _built_places(config):
         table = _table_at(config, dotted)
         if not isinstance(table, dict) or not isinstance(table.get("type"), str):
             continue
         name = table["type"]
-        if ":" in name:
-            # a direct module:Name import; allowed only for a module the user already loaded
-            if name.partition(":")[0] in sys.modules:
-                continue
-        elif name in ALL[kind]._loaded():
+        if name in ALL[kind]._loaded():
             continue
-        module = name.partition(":")[0]
-        provider = (
-            f"module {module} (pass --plugin {module})"
-            if ":" in name
-            else _provider_text(kind, name, recorded, config_plugins)
-        )
+        if ":" in name:
+            # never imported (Registry.get refuses import paths); said here with the others
+            provider = "nothing: a type is a registered component name, not an import path"
+        else:
+            provider = _provider_text(kind, name, recorded, config_plugins)
         missing.append(f"{dotted}.type = {name!r} ({ALL[kind].kind}): provided by {provider}")
     if missing:
         raise TsrxError(

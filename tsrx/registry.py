@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import inspect
 import logging
 import types
@@ -112,18 +111,31 @@ class Registry:
         for name in sorted(entries):
             yield entries[name]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._loaded() or ":" in name
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._loaded()
 
     def get(self, name: str) -> Any:
-        """The component named ``name``, or ``package.module:Name`` imported directly."""
-        if ":" in name:
-            return _import_object(name, self.kind)
+        """The component registered as ``name``.
+
+        A type is a registered name and nothing else: never an import path. So no config,
+        including one stored in a checkpoint or a run directory from elsewhere, can make
+        tsrx import a module or call an arbitrary function (docs/guarantees.md).
+        """
+        if not isinstance(name, str):
+            raise TsrxError(f"{self.kind} type: expected a component name (a string), got {name!r}")
         entries = self._loaded()
         if name in entries:
             return entries[name].obj
-        failed = failures_text()
         registered = ", ".join(sorted(entries)) or "(none)"
+        if ":" in name:
+            raise TsrxError(
+                f"{self.kind} {name!r}: a type is a registered component name, not an import "
+                "path (tsrx never imports a module that a config names). Register the "
+                f'component in a plugin (`@REGISTRY.register("my_name")`, docs: README "Writing '
+                'a plugin"), load the plugin with plugins = [...] or as an installed package, '
+                f"and name it; registered: {registered}"
+            )
+        failed = failures_text()
         msg = f"unknown {self.kind} {name!r}{suggest(name, entries)}; registered: {registered}"
         if failed:
             msg += f". Note: {failed}"
@@ -205,22 +217,6 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} registered)"
-
-
-def _import_object(spec: str, kind: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TsrxError(f"{kind} {spec!r}: cannot import module {module_name!r}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise TsrxError(f"{kind} {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TsrxError(f"{kind} {spec!r} is not callable")
-    return obj
 
 
 # The extension points. Each component's constructor is its schema; ``provided`` names the

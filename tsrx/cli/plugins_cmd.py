@@ -145,9 +145,7 @@ def describe_component(reg_key: str, name: str) -> dict:
 
 @app.command("show")
 def show_cmd(
-    name: str = typer.Argument(
-        ..., help="A component name (e.g. 'sidernn'), or 'package.module:Name'."
-    ),
+    name: str = typer.Argument(..., help="A component name (e.g. 'sidernn')."),
     kind: str = typer.Option(
         None,
         "--kind",
@@ -166,9 +164,7 @@ def show_cmd(
             f"--kind {kind!r}: no such registry{suggest(kind, ALL)}; registries: {', '.join(ALL)}"
         )
     keys = [kind] if kind else list(ALL)
-    found = [k for k in keys if ":" in name or name in ALL[k].names()]
-    if ":" in name and not kind:
-        raise TsrxError(f"{name!r}: say which registry it is for with --kind ({', '.join(ALL)})")
+    found = [k for k in keys if name in ALL[k].names()]
     if not found:
         every = sorted({n for k in keys for n in ALL[k].names()})
         where = f"registry {kind!r}" if kind else "any registry"
