@@ -103,3 +103,24 @@ def test_old_records_accept_only_a_tsrx_or_submitit_process(workdir):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def test_an_edited_record_signals_neither_process(workdir):
+    """meta.json edited so that the job id names process A and the verified identity names B
+    (issue 27, point 8): cancel verified B and then signalled A. Now neither is signalled."""
+    a, b = sleeper(), sleeper()
+    try:
+        d = local_run(workdir, "r", a.pid)
+        meta = json.loads((d / "meta.json").read_text())
+        meta["jobs"][-1]["process"] = identity(b.pid)
+        update_meta(d, jobs=meta["jobs"])
+        (out,) = control.cancel([d])
+        assert out[2].startswith("not signalled: meta.json names job")
+        assert f"pid {b.pid}" in out[2]
+        time.sleep(0.3)
+        assert a.poll() is None and b.poll() is None, "cancel signalled an unverified process"
+        assert "cancelled" not in json.loads((d / "meta.json").read_text())
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()

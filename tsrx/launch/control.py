@@ -25,10 +25,18 @@ def _local_job_process(job: dict) -> tuple[int | None, str]:
         return None, "not running"
     record = job.get("process")
     if isinstance(record, dict):
+        if str(record.get("pid")) != jid:
+            # meta.json was edited or mixed up: the identity checked below would vouch for
+            # another process than the one the job id names, so neither is signalled
+            return None, (
+                f"not signalled: meta.json names job {jid} but its process record names pid "
+                f"{record.get('pid')!r}; stop the job by hand (kill -INT PID) once you know "
+                "which process it is"
+            )
         same = is_same(record)
         if same is None:
             return None, f"runs on host {record.get('host')}: cancel it there"
-        return (int(jid), "") if same else (None, "not running")
+        return (int(record["pid"]), "") if same else (None, "not running")
     # recorded before tsrx kept process identities: accept only a submitit/tsrx process
     args = " ".join(cmdline(int(jid)))
     if not args:
