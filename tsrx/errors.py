@@ -51,3 +51,13 @@ class ConfigError(TsrxError):
             else (f"{n} problems in the experiment configuration:")
         )
         super().__init__("\n".join([head] + [f"  - {i}" for i in self.issues]))
+
+
+def dedupe_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """One issue per location: the same mistake in every grid point is reported once (a
+    message tagged `` [run NAME]`` counts as the same message for every run)."""
+    seen: dict[tuple[str, str, str], ConfigIssue] = {}
+    for iss in issues:
+        base = iss.message.split(" [run ")[0]
+        seen.setdefault((iss.file, iss.key, base), iss)
+    return list(seen.values())

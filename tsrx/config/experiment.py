@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.config.load import Provenance, deep_merge, flatten_grid, load_with_extends, set_dotted
+from tsrx.config.needs import cycle_issue, parse_needs, resolve_needs, upstream_overrides
 from tsrx.config.schema import (
     Component,
     RawValue,
@@ -28,7 +29,7 @@ from tsrx.config.schema import (
     unwrap_optional,
 )
 from tsrx.config.sections import TOP_LEVEL_KEYS, all_sections
-from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+from tsrx.errors import ConfigError, ConfigIssue, TsrxError, dedupe_issues, suggest
 from tsrx.plugins import load_named_plugins
 from tsrx.registry import ALL, check_components, component_defaults, fill_components
 
@@ -311,17 +312,13 @@ def load_experiment(
         runs.append(RunSpec(name, rname, point, resolved, run_prov))
     needs = []
     if raw_needs is not None:
-        from tsrx.config.needs import parse_needs
-
         needs, need_issues = parse_needs(raw_needs, prov, file)
         issues.extend(need_issues)
     if issues:
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError(dedupe_issues(issues))
     exp = Experiment(name, path, runs)
     if needs:
-        from tsrx.config.needs import resolve_needs
-
-        resolve_needs(exp, needs, sets, _stack, file)
+        resolve_needs(exp, needs, _load_upstream(exp, needs, sets, _stack, file), file)
     if only:
         unknown = [o for o in only if not any(r.name == o or r.name.startswith(o) for r in runs)]
         if unknown:
@@ -334,12 +331,17 @@ def load_experiment(
     return exp
 
 
-def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
-    """One issue per location: the same mistake in every grid point is reported once."""
-    seen: dict[tuple[str, str, str], ConfigIssue] = {}
-    for iss in issues:
-        base = iss.message.split(" [run ")[0]
-        k = (iss.file, iss.key, base)
-        if k not in seen:
-            seen[k] = iss
-    return list(seen.values())
+def _load_upstream(
+    exp: Experiment, needs: list, sets: dict, stack: tuple[Path, ...], file: str
+) -> dict[Path, Experiment]:
+    """Each upstream file of ``needs`` loaded once, with the overrides that reach it."""
+    here = Path(file).resolve()
+    shared = upstream_overrides(exp, sets)
+    loaded: dict[Path, Experiment] = {}
+    for need in needs:
+        cycle = cycle_issue(need, stack, here, file)
+        if cycle is not None:
+            raise ConfigError([cycle])
+        if need.file not in loaded:
+            loaded[need.file] = load_experiment(need.file, dict(shared), _stack=(*stack, here))
+    return loaded

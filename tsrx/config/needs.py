@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.config.load import get_dotted
-from tsrx.errors import ConfigError, ConfigIssue, suggest
+from tsrx.config.schema import RawValue
+from tsrx.errors import ConfigError, ConfigIssue, dedupe_issues, suggest
 
 REF = "@"
 LAST = "last"
@@ -180,38 +181,33 @@ def _contradictions(key: str, down: dict, up: dict, up_label: str) -> list[str]:
     return problems
 
 
-def resolve_needs(
-    exp: Any, needs: list[Need], sets: dict, stack: tuple[Path, ...], file: str
-) -> None:
-    """Pick each run's upstream runs, check them, put checkpoint paths in place of ``@NAME``.
-
-    Sets ``exp.upstream`` (need name -> upstream Experiment) and each run's ``upstream``.
-    Raises ConfigError listing every problem.
-    """
-    from tsrx.config.experiment import load_experiment
-
-    issues: list[ConfigIssue] = []
-    here = Path(file).resolve()
+def upstream_overrides(exp: Any, sets: dict) -> dict:
+    """The ``--set`` overrides an upstream stage is loaded with: the shared tables', plus this
+    file's launcher type and runs folder (one study, one launcher, one runs folder)."""
     shared = {k: v for k, v in sets.items() if k.startswith(SHARED_TABLES)}
-    if exp.runs:  # one study, one launcher and one runs folder: this file's
-        from tsrx.config.schema import RawValue
-
+    if exp.runs:
         lau = exp.runs[0].config["launcher"]
         for key in ("type", "runs_dir"):
             shared.setdefault(f"launcher.{key}", RawValue(json.dumps(str(lau[key]))))
-    loaded: dict[Path, Any] = {}
-    for need in needs:
-        if need.file in (*stack, here):
-            chain = " -> ".join(str(p) for p in (*stack, here, need.file))
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        file, f"needs.{need.name}", f"stage dependencies form a cycle: {chain}"
-                    )
-                ]
-            )
-        if need.file not in loaded:
-            loaded[need.file] = load_experiment(need.file, dict(shared), _stack=(*stack, here))
+    return shared
+
+
+def cycle_issue(need: Need, stack: tuple[Path, ...], here: Path, file: str) -> ConfigIssue | None:
+    """The issue when loading ``need`` would close a cycle of stage dependencies."""
+    if need.file not in (*stack, here):
+        return None
+    chain = " -> ".join(str(p) for p in (*stack, here, need.file))
+    return ConfigIssue(file, f"needs.{need.name}", f"stage dependencies form a cycle: {chain}")
+
+
+def resolve_needs(exp: Any, needs: list[Need], loaded: dict[Path, Any], file: str) -> None:
+    """Pick each run's upstream runs, check them, put checkpoint paths in place of ``@NAME``.
+
+    ``loaded``: upstream file -> its loaded Experiment (tsrx.config.experiment loads them, so
+    this module never calls back into it). Sets ``exp.upstream`` (need name -> upstream
+    Experiment) and each run's ``upstream``. Raises ConfigError listing every problem.
+    """
+    issues: list[ConfigIssue] = []
     exp.upstream = {n.name: loaded[n.file] for n in needs}
     by_name = {n.name: n for n in needs}
     for spec in exp.runs:
@@ -281,6 +277,4 @@ def resolve_needs(
             parent, _, leaf = key.rpartition(".")
             get_dotted(spec.config, parent)[leaf] = str(up.checkpoint)
     if issues:
-        from tsrx.config.experiment import _dedupe
-
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError(dedupe_issues(issues))
