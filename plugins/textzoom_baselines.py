@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsrx.engine.checkpoint import strip_module_prefix
+from tsrx.checkpoint import strip_module_prefix
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 

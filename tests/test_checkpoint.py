@@ -1,4 +1,4 @@
-"""tsrx.engine.checkpoint: atomic saves, weights_only refusal, formats, prefixes, load reports."""
+"""tsrx.checkpoint: atomic saves, weights_only refusal, formats, prefixes, load reports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tsrx.engine import checkpoint as ckpt
+from tsrx import checkpoint as ckpt
 from tsrx.errors import TsrxError
 
 

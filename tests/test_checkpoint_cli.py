@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tsrx.checkpoint import load_checkpoint
 from tsrx.cli.main import app
 from tsrx.config.experiment import load_experiment
-from tsrx.engine.checkpoint import load_checkpoint
 from tsrx.models.build import build_model
 
 SMALL = """
@@ -170,7 +170,7 @@ def test_inspect_counts_parameters_not_buffers_of_the_official_tsrn(workdir):
 
 def test_load_model_returns_what_the_checkpoint_holds(parts, workdir):
     import tsrx
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_parts
 
     official = build_parts({"sr": {"type": "tsrn"}})["sr"]

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 from test_engine_helpers import tiny_data  # noqa: F401
 
+from tsrx.checkpoint_components import require_checkpoint_components
 from tsrx.errors import TsrxError
-from tsrx.plugins import require_checkpoint_components
 
 EVIL = """
 import pathlib
@@ -37,7 +37,7 @@ class EvilSR(nn.Module):
 SAVE = """
 import sys
 from tsrx.config.experiment import load_experiment
-from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
+from tsrx.checkpoint import make_checkpoint, save_checkpoint
 from tsrx.engine.runfiles import plugin_records
 from tsrx.models.build import build_model
 cfg = load_experiment(sys.argv[1]).runs[0].config

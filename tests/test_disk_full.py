@@ -20,7 +20,7 @@ import torch
 from test_engine_helpers import prepare, tiny_data, tiny_plugin, write_experiment  # noqa: F401
 
 from tsrx import runfiles
-from tsrx.engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from tsrx.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from tsrx.runfiles import DiskFullError
 
 

@@ -27,8 +27,8 @@ def _tsrx(*args, cwd):
 def files(tmp_path_factory, tiny_data, tiny_plugin):
     """A tsrx checkpoint of a tiny SR model and a meijieru-format crnn.pth (random weights:
     this tests the plumbing, not the accuracy)."""
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.config.experiment import load_experiment
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_model
     from tsrx.registry import RECOGNIZERS
 
@@ -161,9 +161,9 @@ def test_missing_checkpoint_is_a_clear_error(files):
 
 def test_protocols_on_the_evaluator_match_hand_computed_values(files):
     """textzoom: per-batch PSNR averaged over batches; per-image: per-image PSNR averaged."""
+    from tsrx.checkpoint import load_checkpoint, load_into
     from tsrx.config.experiment import load_experiment
     from tsrx.data.loader import build_datasets, collate_batch
-    from tsrx.engine.checkpoint import load_checkpoint, load_into
     from tsrx.engine.evaluator import evaluate_model
     from tsrx.engine.metrics import psnr_batch, psnr_per_image
     from tsrx.models.build import build_model
@@ -214,7 +214,7 @@ def test_eval_of_a_run_checkpoint_is_cached_where_report_reads_it(files, tiny_pl
     the report shows that test result instead of the selector's validation result."""
     from test_engine_helpers import prepare
 
-    from tsrx.engine.checkpoint import save_checkpoint
+    from tsrx.checkpoint import save_checkpoint
 
     tmp = files["tmp"]
     run_dir = prepare(

@@ -15,8 +15,8 @@ from tsrx.errors import TsrxError
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, tiny_data, tiny_plugin):
     """A tiny SR model, two seeded meijieru-format CRNN files and a TextZoom SR file."""
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.config.experiment import load_experiment
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_model
     from tsrx.registry import RECOGNIZERS
 

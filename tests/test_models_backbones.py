@@ -22,7 +22,7 @@ import pytest
 import torch
 from seeded_weights import layout, seeded_state
 
-from tsrx.engine.checkpoint import load_into, read_official, state_dict_for
+from tsrx.checkpoint import load_into, read_official, state_dict_for
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tsrx.checkpoint import load_into, make_checkpoint, save_checkpoint, unwrap
 from tsrx.config.experiment import resolve_run
-from tsrx.engine.checkpoint import load_into, make_checkpoint, save_checkpoint, unwrap
 from tsrx.errors import ConfigError, TsrxError
 from tsrx.models.build import build_model
 

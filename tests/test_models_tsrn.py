@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tsrx.engine.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
+from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 

@@ -23,8 +23,8 @@ def strict_json(text: str):
 
 
 def test_eval_of_nan_weights_warns_and_writes_standard_json(tmp_path, tiny_data, tiny_plugin):
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.config.experiment import load_experiment
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_model
 
     config = load_experiment(write_experiment(tmp_path, tiny_data, tiny_plugin)).runs[0].config

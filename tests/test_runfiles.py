@@ -73,7 +73,7 @@ def test_train_with_binary_meta_says_which_file(tmp_path, tiny_data, tiny_plugin
 def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(
     tmp_path, tiny_data, tiny_plugin
 ):
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.engine.run import run_training
 
     exp = write_experiment(tmp_path, tiny_data, tiny_plugin)

@@ -44,8 +44,8 @@ def payload(marker: Path) -> dict:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory, tiny_data):
     """A working checkpoint of a built-in SR model, its config, and a CRNN judge file."""
+    from tsrx.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.config.experiment import load_experiment
-    from tsrx.engine.checkpoint import make_checkpoint, save_checkpoint
     from tsrx.models.build import build_model
 
     tmp = tmp_path_factory.mktemp("stored")
@@ -65,7 +65,7 @@ def good(tmp_path_factory, tiny_data):
 
 def evil_checkpoint(good, folder: Path, dotted: str, marker: Path, name: str = "evil.pth") -> Path:
     """``good``'s checkpoint with the table at ``dotted`` replaced by the payload."""
-    from tsrx.engine.checkpoint import save_checkpoint
+    from tsrx.checkpoint import save_checkpoint
 
     ckpt = copy.deepcopy(good["ckpt"])
     node = ckpt["config"]

@@ -23,9 +23,9 @@ sr = {{ type = "bicubic" }}
 
 
 def make_checkpoint(folder: Path, data_root: Path, recognizer: bool = True) -> Path:
+    from tsrx.checkpoint import make_checkpoint as make
+    from tsrx.checkpoint import save_checkpoint
     from tsrx.config.experiment import load_experiment
-    from tsrx.engine.checkpoint import make_checkpoint as make
-    from tsrx.engine.checkpoint import save_checkpoint
     from tsrx.models.build import build_model
 
     toml = folder / "viz.toml"

@@ -158,9 +158,10 @@ def _config_for(
     raw: dict, fmt: str, config_file: Path | None, plugins: list[str], ckpt: Path
 ) -> dict:
     """The resolved config of the model: the checkpoint's, --config's, or the format's default."""
+    from tsrx.checkpoint_components import require_checkpoint_components
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import TsrxError
-    from tsrx.plugins import load_named_plugins, require_checkpoint_components
+    from tsrx.plugins import load_named_plugins
 
     load_named_plugins(plugins, ".", where="--plugin")
     if config_file is not None:

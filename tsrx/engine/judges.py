@@ -224,7 +224,7 @@ def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path =
         if detect_format(ckpt) == "tsrx" and from_file.get("recognizer"):
             # the components a checkpoint names must come from the user's plugins: nothing is
             # imported on a checkpoint's say-so (docs/guarantees.md)
-            from tsrx.plugins import require_checkpoint_components
+            from tsrx.checkpoint_components import require_checkpoint_components
 
             require_checkpoint_components(
                 {"model": from_file}, source=f"judge weights {path}", recorded=ckpt.get("plugins")

@@ -50,7 +50,7 @@ def checkpoint_config(obj: Any, where: str = "<checkpoint>") -> dict:
     from tsrx.checkpoint import detect_format
 
     if detect_format(obj) == "tsrx" and isinstance(obj.get("config"), dict):
-        from tsrx.plugins import require_checkpoint_components
+        from tsrx.checkpoint_components import require_checkpoint_components
 
         cfg = obj["config"]
         require_checkpoint_components(cfg, source=where, recorded=obj.get("plugins"))
@@ -129,7 +129,7 @@ def exact_parameter_counts(obj: Any) -> dict[str, int] | None:
             (obj.get("config") or {}).get("model") if isinstance(obj.get("config"), dict) else None
         )
         if model_cfg:
-            from tsrx.plugins import require_checkpoint_components
+            from tsrx.checkpoint_components import require_checkpoint_components
 
             try:  # a component of a plugin not installed here: the file's estimate
                 require_checkpoint_components(

@@ -59,7 +59,8 @@ def tensorboard_writer(folder: Path) -> Any:
 def plugin_records() -> list[dict]:
     from dataclasses import asdict
 
-    from tsrx.plugins import components_of_loaded_plugins, loaded_plugins
+    from tsrx.checkpoint_components import components_of_loaded_plugins
+    from tsrx.plugins import loaded_plugins
 
     # which plugin registered which component: `tsrx eval` of the checkpoint can then say
     # what to install or pass with --plugin, without importing anything the file names

@@ -51,7 +51,7 @@ def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = N
             "cannot be rebuilt; use a run's checkpoint, or compose one with `tsrx ckpt compose`"
         )
     config = ckpt["config"]
-    from tsrx.plugins import require_checkpoint_components
+    from tsrx.checkpoint_components import require_checkpoint_components
 
     require_checkpoint_components(config, source=str(checkpoint), recorded=ckpt.get("plugins"))
     model = build_model(config, load_init=False)
