@@ -156,12 +156,23 @@ def test_every_builtin_keeps_its_contract():
         ("head", contracts.check_head, {"in_features": 16, "num_classes": 37}),
         ("sr_loss", contracts.check_sr_loss, {"channels": 4}),
         ("rec_loss", contracts.check_rec_loss, {"num_classes": 37}),
+        ("prior_loss", contracts.check_prior_loss, {"num_classes": 37}),
+        ("consistency_loss", contracts.check_consistency_loss, {"channels": 4}),
         ("combiner", contracts.check_combiner, {"tasks": ["sr", "recognition"]}),
         ("selector", contracts.check_selector, {}),
     ):
         for entry in ALL[key].entries():
             if not entry.plugin.startswith(
-                ("tsrn", "bicubic", "crnn", "heads", "losses", "combiners", "selectors")
+                (
+                    "tsrn",
+                    "bicubic",
+                    "crnn",
+                    "heads",
+                    "losses",
+                    "prior_losses",
+                    "combiners",
+                    "selectors",
+                )
             ):
                 continue  # another test's registration
             table = {"type": entry.name}
@@ -175,7 +186,145 @@ def test_every_builtin_keeps_its_contract():
             component = ALL[key].build(table, key, **provided)
             check(component, ALL[key].label(entry.name), **kwargs)
             checked += 1
-    assert checked >= 14
+    assert checked >= 16
+
+
+BROKEN = """
+import torch
+from torch import nn
+from tsrx.registry import ALL
+
+
+class Broken(nn.Module):
+    def forward(self, *args):
+        return torch.zeros(2)  # a vector where a scalar or an image is due
+
+
+@ALL["sr"].register("test-broken")
+class NoChannels(Broken):
+    pass
+
+
+@ALL["recognizer"].register("test-broken")
+class NoEncode(Broken):
+    alphabet, num_classes = "ab", 3
+
+
+@ALL["head"].register("test-broken")
+class VectorHead(Broken):
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+
+
+for key in ("sr_loss", "rec_loss", "prior_loss", "consistency_loss"):
+    ALL[key].register("test-broken", Broken)
+
+
+@ALL["combiner"].register("test-broken")
+class TotalOnly(Broken):
+    def __init__(self, tasks: list):
+        super().__init__()
+
+
+@ALL["selector"].register("test-broken")
+class NoFile:
+    name = "best_x"
+
+
+@ALL["dataset"].register("test-broken")
+class Pairs:
+    def __init__(self, root: str, hr_size: list, lr_size: list, mask: bool, voc_type: str,
+                 max_len: int, skip_bad: bool):
+        pass
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 16, 64), torch.zeros(3, 32, 128)  # a tuple, not the dict
+
+
+@ALL["optimizer"].register("test-broken")
+class NoGroups:
+    def __init__(self, params: list):
+        pass
+
+    def zero_grad(self): ...
+    def step(self): ...
+    def state_dict(self): ...
+    def load_state_dict(self, state): ...
+
+
+@ALL["scheduler"].register("test-broken")
+class NoStep:
+    def __init__(self, optimizer: object, total_steps: int):
+        pass
+"""
+
+CONTEXT = {
+    "head": {"in_features": 4, "num_classes": 5},
+    "combiner": {"tasks": ["sr"]},
+    "dataset": {
+        "root": ".",
+        "hr_size": [32, 128],
+        "lr_size": [16, 64],
+        "mask": False,
+        "voc_type": "all",
+        "max_len": 100,
+        "skip_bad": False,
+    },
+    "optimizer": {"params": []},
+    "scheduler": {"optimizer": None, "total_steps": 1},
+}
+BREACH = {
+    "sr": "needs an attribute in_channels",
+    "recognizer": "needs the attribute(s) encode, classifier, feature_dim",
+    "head": "must return logits (T, B, num_classes) = (5, 2, 5)",
+    "sr_loss": "must return a finite scalar",
+    "rec_loss": "must return a finite scalar",
+    "prior_loss": "must return a finite scalar",
+    "consistency_loss": "must return a finite scalar",
+    "combiner": "must return (total: 0-dim tensor, logs: dict of floats)",
+    "selector": "non-empty string attribute filename",
+    "dataset": "dataset[0] must be a dict, got a tuple of 2",
+    "optimizer": "param_groups must be a non-empty list of dicts holding 'lr'",
+    "scheduler": "needs the method(s) step, state_dict, load_state_dict",
+}
+
+
+@pytest.fixture
+def broken_plugin(tmp_path):
+    path = tmp_path / "broken_parts.py"
+    path.write_text(BROKEN)
+    load_named_plugins([str(path)])
+    yield path
+    for registry in ALL.values():
+        registry.unregister("test-broken")
+
+
+def test_every_registry_checks_its_contract_when_it_builds(broken_plugin):
+    # every kind of component, prior generators and losses included, is checked by the build
+    # itself: no call site can forget it
+    assert set(BREACH) == set(ALL)
+    for key, registry in ALL.items():
+        assert registry.contract is not None and callable(getattr(contracts, registry.contract))
+        with pytest.raises(ContractError) as err:
+            registry.build({"type": "test-broken"}, f"x.{key}", **CONTEXT.get(key, {}))
+        msg = str(err.value)
+        assert f"{registry.kind} 'test-broken' of plugin " in msg, msg
+        assert str(broken_plugin) in msg and BREACH[key] in msg, msg
+
+
+def test_a_broken_text_prior_generator_is_named_when_the_model_is_built(broken_plugin):
+    cfg = {
+        "model": {
+            "coupling": "text_prior",
+            "sr": {"type": "tsrn_tl_cascade", "blocks": 1, "hidden_units": 8, "stn": False},
+            "prior": {"type": "test-broken"},
+        }
+    }
+    with pytest.raises(ContractError, match=r"recognizer 'test-broken' of plugin .*broken_parts"):
+        build_model(cfg, load_init=False)
 
 
 def test_dry_forward_leaves_rng_and_modes_as_they_were():

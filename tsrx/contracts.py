@@ -1,13 +1,14 @@
 """The contracts of the extension points, in code (docs/architecture.md, "Tensors and batches").
 
 The Protocols say what each kind of component offers; the ``check_*`` functions verify a
-built component against them once, when a model or run is built: the attributes it must
-have, then one tiny dry forward (batch 2, no gradients, eval mode, the RNG state and every
-module's train/eval mode restored afterwards) whose output shape is compared with what the
-rest of tsrx will assume. A violation is a :class:`ContractError` naming the component, the
-file it comes from, what was expected and what came back, instead of a failure deep inside
-CTC or a convolution later. Dry inputs are deterministic (no draw from the seeded RNG), so
-checking a part does not change the weights of the parts built after it.
+built component against them once, when its registry builds it (each ``Registry`` names its
+check, so no call site can forget one): the attributes it must have, then one tiny dry
+forward (batch 2, no gradients, eval mode, the RNG state and every module's train/eval mode
+restored afterwards) whose output shape is compared with what the rest of tsrx will assume.
+A violation is a :class:`ContractError` naming the component, the file it comes from, what
+was expected and what came back, instead of a failure deep inside CTC or a convolution
+later. Dry inputs are deterministic (no draw from the seeded RNG), so checking a part does
+not change the weights of the parts built after it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from tsrx.errors import TsrxError
-from tsrx.registry import source_file
+from tsrx.errors import TsrxError, source_file
 
 DOC = "docs/architecture.md, 'Tensors and batches'"
 DRY_BATCH = 2  # 2, not 1: a (B, T, K) output differs from (T, B, K) only when B != T
@@ -295,25 +295,35 @@ def _scalar(out: Any) -> bool:
     return isinstance(out, torch.Tensor) and out.dim() == 0 and out.is_floating_point()
 
 
+def _probabilities(steps: int, classes: int, shift: float = 0.0) -> torch.Tensor:
+    """Deterministic per-frame class probabilities (T, B, K), every row summing to 1."""
+    ramp = torch.linspace(-1.0 + shift, 1.0 + shift, steps * DRY_BATCH * classes)
+    return torch.softmax(ramp.reshape(steps, DRY_BATCH, classes), dim=2)
+
+
+def _check_scalar_loss(loss: Any, kind: str, name: str | None, call: str, *args: Any) -> None:
+    with dry_run(loss):
+        out = _call(loss, kind, name, call, loss, *args)
+    if not _scalar(out) or not math.isfinite(float(out)):
+        raise _fail(
+            loss,
+            kind,
+            name,
+            f"{call} must return a finite scalar (0-dim float tensor), got {_shape(out)}"
+            + (f" = {float(out)}" if _scalar(out) else ""),
+        )
+
+
 def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)) -> None:
     """``forward(sr, hr)`` returns a finite scalar tensor."""
     kind = "sr loss"
     hr = _images(channels, tuple(size)).to(_device(loss))
     sr = hr.flip(-1)
     call = f"forward(sr {tuple(sr.shape)}, hr {tuple(hr.shape)})"
-    with dry_run(loss):
-        out = _call(loss, kind, name, call, loss, sr, hr)
-    if not _scalar(out) or not math.isfinite(float(out)):
-        raise _fail(
-            loss,
-            kind,
-            name,
-            f"{call} must return a finite scalar (0-dim float "
-            f"tensor), got {_shape(out)}" + (f" = {float(out)}" if _scalar(out) else ""),
-        )
+    _check_scalar_loss(loss, kind, name, call, sr, hr)
 
 
-def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int) -> None:
+def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int = 37) -> None:
     """``forward(logits (T,B,K), targets, target_lengths)`` returns a finite scalar tensor.
 
     A loss with ``own = True`` passes on an attention recognizer's own objective
@@ -330,15 +340,30 @@ def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int) -> N
     lengths = torch.tensor([2, 1], dtype=torch.long)
     targets = (torch.arange(int(lengths.sum())) % (num_classes - 1) + 1).long()
     call = f"forward(logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, target_lengths (2,))"
-    with dry_run(loss):
-        out = _call(loss, kind, name, call, loss, logits, targets, lengths)
-    if not _scalar(out) or not math.isfinite(float(out)):
-        raise _fail(
-            loss,
-            kind,
-            name,
-            f"{call} must return a finite scalar (0-dim float tensor), got {_shape(out)}",
-        )
+    _check_scalar_loss(loss, kind, name, call, logits, targets, lengths)
+
+
+def check_prior_loss(loss: Any, name: str | None = None, *, num_classes: int = 37) -> None:
+    """``forward(prior_lr (T,B,K), prior_hr (T,B,K))``, class probabilities, returns a finite
+    scalar tensor."""
+    dev = _device(loss)
+    prior_lr, prior_hr = (
+        _probabilities(26, num_classes).to(dev),
+        _probabilities(26, num_classes, 0.5).to(dev),
+    )
+    call = f"forward(prior_lr {tuple(prior_lr.shape)}, prior_hr {tuple(prior_hr.shape)})"
+    _check_scalar_loss(loss, "text-prior loss", name, call, prior_lr, prior_hr)
+
+
+def check_consistency_loss(
+    loss: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)
+) -> None:
+    """``forward(sr_transformed, sr, hr)``, three (B,C,H,W) images, returns a finite scalar."""
+    hr = _images(channels, tuple(size)).to(_device(loss))
+    sr, transformed = hr.flip(-1), hr.flip(-2)
+    shape = tuple(hr.shape)
+    call = f"forward(sr_transformed {shape}, sr {shape}, hr {shape})"
+    _check_scalar_loss(loss, "consistency loss", name, call, transformed, sr, hr)
 
 
 def check_combiner(combiner: Any, name: str | None = None, *, tasks: list[str]) -> None:
@@ -414,3 +439,86 @@ def check_selector(
             name,
             f"score(result) must return a float (higher is better), got {_shape(out)}",
         )
+
+
+def check_dataset(
+    dataset: Any,
+    name: str | None = None,
+    *,
+    hr_size=(32, 128),
+    lr_size=(16, 64),
+    mask: bool = False,
+) -> None:
+    """``len(dataset)`` and ``dataset[i]`` -> ``{"lr": (C,h,w), "hr": (C,H,W), "label": str,
+    "index": i}``, images uint8 (0-255) or float in [0, 1] (the loader's collate makes them
+    float), C = 4 with ``mask`` else 3; the first sample is read."""
+    kind = "dataset"
+    for attr in ("__len__", "__getitem__"):
+        if not callable(getattr(dataset, attr, None)):
+            raise _fail(dataset, kind, name, f"it needs {attr} (a map-style dataset)")
+    n = _call(dataset, kind, name, "len(dataset)", len, dataset)
+    if not n:
+        return  # an empty split is reported where it matters (nothing to train or evaluate)
+    sample = _call(dataset, kind, name, "dataset[0]", dataset.__getitem__, 0)
+    if not isinstance(sample, dict):
+        raise _fail(dataset, kind, name, f"dataset[0] must be a dict, got {_shape(sample)}")
+    channels = 4 if mask else 3
+    expected = {"lr": (channels, *lr_size), "hr": (channels, *hr_size)}
+    for key, shape in expected.items():
+        value = sample.get(key)
+        if (
+            not isinstance(value, torch.Tensor)
+            or not (value.is_floating_point() or value.dtype == torch.uint8)
+            or tuple(value.shape) != tuple(shape)
+        ):
+            raise _fail(
+                dataset,
+                kind,
+                name,
+                f"dataset[0][{key!r}] must be a uint8 or float image (C, H, W) = {tuple(shape)}, "
+                f"got {_shape(value)}"
+                + (f" of {value.dtype}" if isinstance(value, torch.Tensor) else ""),
+            )
+    if not isinstance(sample.get("label"), str):
+        raise _fail(
+            dataset,
+            kind,
+            name,
+            f"dataset[0]['label'] must be a str, got {_shape(sample.get('label'))}",
+        )
+
+
+def check_optimizer(optimizer: Any, name: str | None = None) -> None:
+    """What the trainer and the schedulers call: ``param_groups`` (dicts holding ``lr``),
+    ``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``."""
+    kind = "optimizer"
+    missing = [
+        a
+        for a in ("zero_grad", "step", "state_dict", "load_state_dict")
+        if not callable(getattr(optimizer, a, None))
+    ]
+    if missing:
+        raise _fail(optimizer, kind, name, f"it needs the method(s) {', '.join(missing)}")
+    groups = getattr(optimizer, "param_groups", None)
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, dict) and "lr" in g for g in groups)
+    ):
+        raise _fail(
+            optimizer,
+            kind,
+            name,
+            f"param_groups must be a non-empty list of dicts holding 'lr', got {_shape(groups)}",
+        )
+
+
+def check_scheduler(scheduler: Any, name: str | None = None) -> None:
+    """``step()`` once per training step, ``state_dict`` / ``load_state_dict`` for resuming."""
+    missing = [
+        a
+        for a in ("step", "state_dict", "load_state_dict")
+        if not callable(getattr(scheduler, a, None))
+    ]
+    if missing:
+        raise _fail(scheduler, "scheduler", name, f"it needs the method(s) {', '.join(missing)}")

@@ -8,8 +8,10 @@ prints its message as one paragraph and exits with code 2 (no traceback unless
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 class TsrxError(Exception):
@@ -24,6 +26,16 @@ def suggest(word: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def source_file(obj: Any) -> str:
+    """The file that defines ``obj`` (its class for an instance), or '?': where an error
+    about a component sends the reader."""
+    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    try:
+        return inspect.getsourcefile(target) or "?"
+    except TypeError:
+        return "?"
 
 
 @dataclass(frozen=True)

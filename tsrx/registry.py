@@ -34,7 +34,7 @@ from tsrx.config.schema import (
     unannotated_options,
     unwrap_optional,
 )
-from tsrx.errors import ConfigError, ConfigIssue, TsrxError, suggest
+from tsrx.errors import ConfigError, ConfigIssue, TsrxError, source_file, suggest
 from tsrx.plugins import current_plugin, failures_text, load_plugins, registering_for
 
 log = logging.getLogger("tsrx")
@@ -54,11 +54,20 @@ class Entry:
 class Registry:
     """Named components of one kind; see the module docstring."""
 
-    def __init__(self, kind: str, description: str, provided: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        kind: str,
+        description: str,
+        provided: tuple[str, ...] = (),
+        contract: str | None = None,
+    ):
         self.kind = kind
         self.description = description
         # arguments tsrx supplies when it builds a component (not settable in TOML)
         self.provided = frozenset(provided)
+        # the check in tsrx.contracts that every component built here must pass; a name, not
+        # the function, because tsrx.contracts imports torch and validating a config must not
+        self.contract = contract
         self._entries: dict[str, Entry] = {}
 
     # -- registration ---------------------------------------------------------------
@@ -176,11 +185,23 @@ class Registry:
         )
         return [ConfigIssue(file, k, m) for k, m in problems]
 
-    def build(self, table: dict, where: str = "", file: str = "<config>", **context: Any) -> Any:
-        """Instantiate the component of ``table``.
+    def build(
+        self,
+        table: dict,
+        where: str = "",
+        file: str = "<config>",
+        *,
+        contract_args: dict | None = None,
+        **context: Any,
+    ) -> Any:
+        """Instantiate the component of ``table`` and check it against the registry's contract.
 
         ``context`` holds arguments tsrx supplies (``num_classes``, ``in_channels``...);
-        each is passed only when the component's signature accepts it.
+        each is passed only when the component's signature accepts it. The contract check
+        (``tsrx.contracts``, a dry forward for modules) receives the context arguments it
+        names and ``contract_args`` (what the run will feed the component: image sizes,
+        channels, the loss inputs...); a component that breaks it is a ``ContractError``
+        naming its plugin and file, raised here, before anything trains.
         """
         issues = self.check(table, where, file, provided=frozenset(context))
         if issues:
@@ -200,7 +221,23 @@ class Registry:
             if k in fields or var_kw:
                 kwargs[k] = v
         self._warn_unannotated(table["type"], obj, frozenset(context) | self.provided)
-        return obj(**kwargs)
+        component = obj(**kwargs)
+        self.check_contract(component, table["type"], contract_args, **context)
+        return component
+
+    def check_contract(
+        self, component: Any, name: str, contract_args: dict | None = None, **context: Any
+    ) -> None:
+        """Run this registry's contract check on a built ``component`` registered as ``name``."""
+        if self.contract is None:
+            return
+        from tsrx import contracts  # torch: imported when something is built, not validated
+
+        check = getattr(contracts, self.contract)
+        accepted = inspect.signature(check).parameters
+        args = {k: v for k, v in context.items() if k in accepted}
+        args.update(contract_args or {})
+        check(component, self.label(name), **args)
 
     def _warn_unannotated(self, name: str, obj: Any, provided: frozenset[str]) -> None:
         options = unannotated_options(obj, provided)
@@ -220,33 +257,71 @@ class Registry:
 
 
 # The extension points. Each component's constructor is its schema; ``provided`` names the
-# arguments the engine passes itself.
-SR_BACKBONES = Registry("sr backbone", "super-resolvers: LR image (B,C,h,w) -> SR image (B,C,H,W)")
-RECOGNIZERS = Registry("recognizer", "text recognizers exposing sequence features and a classifier")
+# arguments the engine passes itself; ``contract`` the check of tsrx.contracts every component
+# built here passes (docs/architecture.md, "Tensors and batches").
+SR_BACKBONES = Registry(
+    "sr backbone",
+    "super-resolvers: LR image (B,C,h,w) -> SR image (B,C,H,W)",
+    contract="check_sr",
+)
+RECOGNIZERS = Registry(
+    "recognizer",
+    "text recognizers exposing sequence features and a classifier",
+    contract="check_recognizer",
+)
 HEADS = Registry(
     "head",
     "recognition heads: features (T,B,C) -> logits (T,B,classes)",
     provided=("in_features", "num_classes"),
+    contract="check_head",
 )
-SR_LOSSES = Registry("sr loss", "losses between the SR and HR images")
-REC_LOSSES = Registry("recognition loss", "losses between recognizer logits and labels")
-PRIOR_LOSSES = Registry("text-prior loss", "losses between the text priors of the LR and HR images")
+SR_LOSSES = Registry("sr loss", "losses between the SR and HR images", contract="check_sr_loss")
+REC_LOSSES = Registry(
+    "recognition loss",
+    "losses between recognizer logits and labels",
+    contract="check_rec_loss",
+)
+PRIOR_LOSSES = Registry(
+    "text-prior loss",
+    "losses between the text priors of the LR and HR images",
+    contract="check_prior_loss",
+)
 CONSISTENCY_LOSSES = Registry(
-    "consistency loss", "losses between the SR images of a transformed and the plain LR"
+    "consistency loss",
+    "losses between the SR images of a transformed and the plain LR",
+    contract="check_consistency_loss",
 )
-COMBINERS = Registry("loss combiner", "merge per-task losses into one scalar", provided=("tasks",))
-SELECTORS = Registry("selector", "decide which validation result is the best checkpoint")
+COMBINERS = Registry(
+    "loss combiner",
+    "merge per-task losses into one scalar",
+    provided=("tasks",),
+    contract="check_combiner",
+)
+SELECTORS = Registry(
+    "selector",
+    "decide which validation result is the best checkpoint",
+    contract="check_selector",
+)
 DATASETS = Registry(
     "dataset",
     "sources of (LR, HR, label) samples",
     provided=("root", "hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad"),
+    contract="check_dataset",
 )
 OPTIMIZERS = Registry(
-    "optimizer", "torch optimizers built from model parameters", provided=("params",)
+    "optimizer",
+    "torch optimizers built from model parameters",
+    provided=("params",),
+    contract="check_optimizer",
 )
-SCHEDULERS = Registry("scheduler", "learning-rate schedules", provided=("optimizer", "total_steps"))
-# Not a config table: readers of official checkpoint layouts, obj -> OfficialCheckpoint | None
-# (tsrx.checkpoint.read_official).
+SCHEDULERS = Registry(
+    "scheduler",
+    "learning-rate schedules",
+    provided=("optimizer", "total_steps"),
+    contract="check_scheduler",
+)
+# Not a config table and never built: readers of official checkpoint layouts,
+# obj -> OfficialCheckpoint | None (tsrx.checkpoint.read_official).
 CHECKPOINT_FORMATS = Registry(
     "checkpoint format", "readers of official checkpoint layouts (TextZoom, CRNN...)"
 )
@@ -372,15 +447,6 @@ def _same_source(a: Any, b: Any) -> bool:
         and file == source_file(b)
         and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
     )
-
-
-def source_file(obj: Any) -> str:
-    """The file that defines ``obj`` (its class for an instance), or '?'."""
-    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
-    try:
-        return inspect.getsourcefile(target) or "?"
-    except TypeError:
-        return "?"
 
 
 __all__ = [

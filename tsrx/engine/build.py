@@ -136,7 +136,8 @@ def build_losses(
             table = table or {"type": "own"}
         table = table or DEFAULT_LOSSES[task]
         reg, reg_key = registries[task]
-        losses[task] = reg.build(table, f"loss.{task}")
+        shapes = _loss_shapes(task, model, data_cfg or {}) if model is not None else {}
+        losses[task] = reg.build(table, f"loss.{task}", contract_args=shapes)
         if task == "recognition" and bool(getattr(losses[task], "own", False)) == rec_ctc:
             raise TsrxError(
                 f"loss.recognition = {table}: "
@@ -149,23 +150,19 @@ def build_losses(
                 )
             )
         tables[task] = component_defaults(table, reg_key)
-        if model is not None:
-            _check_loss(task, losses[task], reg.label(table["type"]), model, data_cfg or {})
     return losses, tables, warnings
 
 
-def _check_loss(task: str, loss: nn.Module, label: str, model: nn.Module, data_cfg: dict) -> None:
-    from tsrx import contracts
-
-    if task == "sr":
-        contracts.check_sr_loss(
-            loss,
-            label,
-            channels=getattr(model.sr, "in_channels", 3),
-            size=tuple(data_cfg.get("hr_size", (32, 128))),
-        )
-    elif task == "recognition" and getattr(model.recognizer, "ctc", True):
-        contracts.check_rec_loss(loss, label, num_classes=model.recognizer.num_classes)
+def _loss_shapes(task: str, model: nn.Module, data_cfg: dict) -> dict:
+    """What the model will feed a task's loss, for its contract's dry call."""
+    if task in ("sr", "consistency"):
+        return {
+            "channels": getattr(model.sr, "in_channels", 3),
+            "size": tuple(data_cfg.get("hr_size", (32, 128))),
+        }
+    if task == "recognition":
+        return {"num_classes": model.recognizer.num_classes}
+    return {"num_classes": model.prior.num_classes}
 
 
 def check_selector_judges(selectors: list, judges: list) -> None:
@@ -198,11 +195,7 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     tasks = model_tasks(model)
     losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks, model, data_cfg)
     losses = {k: v.to(device) for k, v in losses.items()}
-    from tsrx import contracts
-
-    combiner_table = config["loss"]["combiner"]
-    combiner = COMBINERS.build(combiner_table, "loss.combiner", tasks=tasks)
-    contracts.check_combiner(combiner, COMBINERS.label(combiner_table["type"]), tasks=tasks)
+    combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=tasks)
     combiner = combiner.to(device)
 
     model_params = [p for p in model.parameters() if p.requires_grad]
@@ -220,8 +213,9 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     splits = list(data_cfg.get("val") or data_cfg.get("test") or ("easy", "medium", "hard"))
     for i, s in enumerate(train_cfg["selectors"]):
         table = {"type": s} if isinstance(s, str) else s
-        selectors.append(SELECTORS.build(table, f"train.selectors[{i}]"))
-        contracts.check_selector(selectors[-1], SELECTORS.label(table["type"]), splits=splits)
+        selectors.append(
+            SELECTORS.build(table, f"train.selectors[{i}]", contract_args={"splits": splits})
+        )
     from tsrx.engine.judges import build_judges
 
     judges = [

@@ -38,27 +38,28 @@ def build_parts(
     """The ``sr``, ``recognizer``, ``head`` and ``prior`` modules of ``[model]`` (None where
     absent).
 
-    Each part is checked against its contract (``tsrx.contracts``) as it is built, with the
-    image sizes and channels of ``data`` (the ``[data]`` table; TextZoom's when None).
+    Each part is checked against its contract (``tsrx.contracts``) as its registry builds it,
+    with the image sizes and channels of ``data`` (the ``[data]`` table; TextZoom's when None).
     """
-    from tsrx import contracts
     from tsrx.registry import HEADS, RECOGNIZERS, SR_BACKBONES
 
     data = data or {}
     lr_size, hr_size = tuple(data.get("lr_size", (16, 64))), tuple(data.get("hr_size", (32, 128)))
+    channels = 4 if data.get("mask") else 3
     sr = rec = head = None
     if model_cfg.get("sr"):
-        sr = SR_BACKBONES.build(model_cfg["sr"], "model.sr", file)
-        contracts.check_sr(
-            sr, SR_BACKBONES.label(model_cfg["sr"]["type"]), lr_size=lr_size, hr_size=hr_size
+        sr = SR_BACKBONES.build(
+            model_cfg["sr"],
+            "model.sr",
+            file,
+            contract_args={"lr_size": lr_size, "hr_size": hr_size},
         )
     if model_cfg.get("recognizer"):
-        rec = RECOGNIZERS.build(model_cfg["recognizer"], "model.recognizer", file)
-        contracts.check_recognizer(
-            rec,
-            RECOGNIZERS.label(model_cfg["recognizer"]["type"]),
-            channels=4 if data.get("mask") else 3,
-            size=hr_size,
+        rec = RECOGNIZERS.build(
+            model_cfg["recognizer"],
+            "model.recognizer",
+            file,
+            contract_args={"channels": channels, "size": hr_size},
         )
     if model_cfg.get("head"):
         if rec is None:
@@ -79,17 +80,14 @@ def build_parts(
             in_features=rec.feature_dim,
             num_classes=rec.num_classes,
         )
-        contracts.check_head(
-            head,
-            HEADS.label(model_cfg["head"]["type"]),
-            in_features=rec.feature_dim,
-            num_classes=rec.num_classes,
+    prior = None
+    if model_cfg.get("prior"):  # the generator reads the LR image
+        prior = RECOGNIZERS.build(
+            model_cfg["prior"],
+            "model.prior",
+            file,
+            contract_args={"channels": channels, "size": lr_size},
         )
-    prior = (
-        RECOGNIZERS.build(model_cfg["prior"], "model.prior", file)
-        if model_cfg.get("prior")
-        else None
-    )
     return {"sr": sr, "recognizer": rec, "head": head, "prior": prior}
 
 
