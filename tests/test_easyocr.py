@@ -182,8 +182,8 @@ def test_judge_needs_no_weights_and_a_missing_wheel_is_named(monkeypatch):
 @pytest.mark.slow
 def test_eval_cli_judges_with_easyocr(tmp_path, tiny_data, tiny_plugin):
     """``--judge easyocr`` and ``[eval.judges] easyocr = {type = "easyocr"}``, no weights."""
-    from tsrx.config.experiment import load_experiment
     from tsrx.checkpoint import make_checkpoint, save_checkpoint
+    from tsrx.config.experiment import load_experiment
     from tsrx.models.build import build_model
 
     extra = '\n[eval.judges]\neasyocr = { type = "easyocr" }\n'
