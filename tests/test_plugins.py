@@ -85,6 +85,8 @@ def test_readme_example_files_are_complete():
         "tsrx-gated-head/gated_head.py",
         "tsrx-gated-head/pyproject.toml",
         "experiments/my_gated.toml",
+        "experiments/my_sr.py",
+        "experiments/my_sr.toml",
     }
 
 

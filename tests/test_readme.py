@@ -8,6 +8,8 @@ of experiments/, the way a user would save them next to those files.
 from __future__ import annotations
 
 import ast
+import json
+import math
 import re
 import shutil
 import sys
@@ -29,9 +31,10 @@ def is_file_block(body: str) -> bool:
 
 def test_every_snippet_is_accounted_for():
     toml, python = blocks("toml"), blocks("python")
-    # files of the plugin example (tested by test_plugins.py) and the two examples below
-    assert sum(map(is_file_block, toml)) == 2 and len(toml) == 4, "a new TOML block needs a test"
-    assert all(map(is_file_block, python)) and len(python) == 1
+    # files of the plugin examples (tested by test_plugins.py and below) and the two examples
+    # of 'Experiment files'
+    assert sum(map(is_file_block, toml)) == 3 and len(toml) == 5, "a new TOML block needs a test"
+    assert all(map(is_file_block, python)) and len(python) == 2
     for body in toml:
         tomllib.loads(body)
     for body in python:
@@ -77,3 +80,77 @@ def test_experiment_files_examples_validate(tmp_path, monkeypatch):
     finally:
         sys.modules.pop("my_lab.heads", None)
         sys.modules.pop("my_lab", None)
+
+
+def sr_backbone_example(folder: Path) -> Path:
+    """The README's SR backbone files, written as a user saves them; returns the experiment."""
+    files = {}
+    for body in blocks("python") + blocks("toml"):
+        first, _, rest = body.partition("\n")
+        if first.startswith("# experiments/my_sr."):
+            files[first[2:]] = rest
+    assert set(files) == {"experiments/my_sr.py", "experiments/my_sr.toml"}
+    for name, body in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(body)
+    return folder / "experiments" / "my_sr.toml"
+
+
+def test_sr_backbone_example_trains_with_and_without_the_mask(tmp_path):
+    """The README's backbone, loaded through its experiment's plugins = [...], passes the
+    contract with 4 (mask) and 3 channels, is refused when its channels contradict
+    data.mask, and trains a few steps on synthetic data, saving its weights under sr.*."""
+    import pytest
+    import torch
+
+    from tsrx.data.synth import synthesize
+    from tsrx.engine.run import run_training
+    from tsrx.errors import TsrxError
+    from tsrx.launch.rundir import prepare_run_dir
+    from tsrx.registry import SR_BACKBONES
+
+    experiment = sr_backbone_example(tmp_path)
+    synthesize(tmp_path / "synth", train=24, test=[4, 4, 4], seed=0)
+    common = [
+        f"data.root={tmp_path / 'synth'}",
+        'data.train={type = "textzoom", roots = ["train1"]}',
+        'data.test.easy={type = "textzoom", roots = ["test/easy"]}',
+        "data.num_workers=0",
+        "train.steps=6",
+        "train.batch_size=8",
+        "train.val_every=6",
+        "train.log_every=1",
+        "train.val_batch_size=4",
+        'train.selectors=["best_psnr"]',
+        "eval.batch_size=4",
+    ]
+    try:
+        for mask in (True, False):
+            sets = [*common, f"data.mask={str(mask).lower()}", f"model.sr.mask={str(mask).lower()}"]
+            (run,) = load_experiment(experiment, sets).runs
+            assert run.config["model"]["sr"] == {
+                "type": "residual_shuffle",
+                "mask": mask,
+                "hidden_channels": 16,
+                "layers": 3,
+            }
+            sr = SR_BACKBONES.build(run.config["model"]["sr"], "model.sr")  # + contract check
+            lr = torch.rand(2, 4 if mask else 3, 16, 64)
+            assert tuple(sr(lr).shape) == (2, 4 if mask else 3, 32, 128)
+            run_dir = prepare_run_dir(run, tmp_path / f"runs_{mask}", command=["test"])
+            assert run_training(run_dir, device="cpu")["state"] == "completed"
+            lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            losses = [x["loss"] for x in lines if x["kind"] == "train"]
+            assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+            saved = torch.load(run_dir / "last.pth", weights_only=True)["model"]
+            fresh = {f"sr.{k}": v for k, v in sr.state_dict().items()}
+            assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in fresh.items()}
+
+        (run,) = load_experiment(
+            experiment, [*common, "data.mask=true", "model.sr.mask=false"]
+        ).runs
+        run_dir = prepare_run_dir(run, tmp_path / "runs_mismatch", command=["test"])
+        with pytest.raises(TsrxError, match="model.sr.mask = true or data.mask = false"):
+            run_training(run_dir, device="cpu")
+    finally:
+        SR_BACKBONES.unregister("residual_shuffle")
