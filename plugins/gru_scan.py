@@ -10,6 +10,7 @@ tensors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -179,17 +180,54 @@ def _dispatch_modes_active() -> bool:
 
 
 def _map_groups(fn, groups: list) -> list:
-    """``[fn(g) for g in groups]``, the groups on the worker threads when there are several."""
+    """``[fn(g) for g in groups]``, the groups on the worker threads when there are several,
+    each worker in the calling thread's grad modes (``_caller_modes``)."""
     if len(groups) == 1:
         return [fn(groups[0])]
+    enter_modes = _caller_modes()
 
-    def untracked(group):  # grad mode is per thread: the workers' ops record no graph
-        with torch.no_grad():
+    def as_caller(group):
+        with enter_modes():
             return fn(group)
 
     # sized by the thread count, not the group count: batches of any width share it
     pool = _workers(max(len(groups), torch.get_num_threads()))
-    return list(pool.map(untracked, groups))
+    return list(pool.map(as_caller, groups))
+
+
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def _caller_modes():
+    """A context-manager factory that puts a worker thread in this thread's modes.
+
+    Why: grad mode, inference mode and autocast are thread-local, and a worker starts in
+    the defaults (grad on, no inference mode, no autocast). Under ``torch.inference_mode()``
+    the output the workers write into is an inference tensor, and an in-place write to it
+    outside inference mode raises (issue 27, point 12); autocast would cast the workers' ops
+    differently from the calling thread's. So every group runs as it would have on the
+    calling thread (tests/test_models_tsrn.py: each mode, 1 thread vs workers).
+    """
+    grad = torch.is_grad_enabled()
+    inference = torch.is_inference_mode_enabled()
+    autocast = [
+        (device, torch.get_autocast_dtype(device))
+        for device in _AUTOCAST_DEVICES
+        if torch.is_autocast_enabled(device)
+    ]
+    cache = torch.is_autocast_cache_enabled()
+
+    @contextlib.contextmanager
+    def enter():
+        with contextlib.ExitStack() as stack:
+            # inference mode implies no grad; entering it off would turn grad mode on
+            stack.enter_context(torch.inference_mode() if inference else contextlib.nullcontext())
+            stack.enter_context(torch.set_grad_enabled(grad))
+            for device, dtype in autocast:
+                stack.enter_context(torch.autocast(device, dtype=dtype, cache_enabled=cache))
+            yield
+
+    return enter
 
 
 def _workers(size: int) -> ThreadPoolExecutor:

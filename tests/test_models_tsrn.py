@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -293,6 +295,89 @@ def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monk
     with torch.no_grad():
         block._scan(x)
     assert gru_scan._pool is pool
+
+
+# Issue 27, point 12: grad mode, inference mode and autocast are thread-local; the scan's
+# worker threads must run in the caller's, whatever the thread count
+GRAD_MODES = {
+    "inference_mode": torch.inference_mode,
+    "no_grad": torch.no_grad,
+    "enable_grad": torch.enable_grad,
+    "autocast_bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    "inference_mode_autocast_bf16": lambda: _both(
+        torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16)
+    ),
+}
+
+
+@contextlib.contextmanager
+def _both(a, b):
+    with a, b:
+        yield
+
+
+def _run_in_mode(model, x, mode: str):
+    """The model's output (and, where a graph is recorded, every parameter's gradient)."""
+    model.zero_grad(set_to_none=True)
+    with GRAD_MODES[mode]():
+        out = model(x)
+        if out.requires_grad:
+            out.float().square().sum().backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    return out.float().clone(), grads
+
+
+@pytest.mark.parametrize("mode", sorted(GRAD_MODES))
+def test_every_grad_mode_runs_the_gru_scan_workers_as_one_thread(mode, monkeypatch):
+    from tsrx_builtin import gru_scan
+
+    if not gru_scan._OPENMP:
+        pytest.skip("the row groups run on threads only with OpenMP")
+    torch.manual_seed(0)
+    model = tsrn(blocks=1, hidden_units=4)
+    x = torch.rand(6, 4, 16, 64)
+    threads = torch.get_num_threads()
+    try:
+        # 2 threads either way (bf16 convolutions round differently at another count)
+        torch.set_num_threads(2)
+        monkeypatch.setattr(gru_scan, "MIN_GROUP_IMAGES", 10**9)  # one group, this thread
+        want = _run_in_mode(model, x, mode)
+        monkeypatch.setattr(gru_scan, "MIN_GROUP_IMAGES", 1)  # a row group per worker thread
+        entered = []
+        caller_modes = gru_scan._caller_modes
+        monkeypatch.setattr(gru_scan, "_caller_modes", lambda: entered.append(1) or caller_modes())
+        got = _run_in_mode(model, x, mode)
+    finally:
+        torch.set_num_threads(threads)
+    assert entered, "the row groups did not run on worker threads"
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    assert (
+        len(got[1])
+        == len(want[1])
+        == (len(list(model.parameters())) if mode in ("enable_grad", "autocast_bf16") else 0)
+    )
+    for g, w in zip(*(got[1], want[1])):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_mode_runs_tsrn_at_two_threads_and_batch_64():
+    # the probe: a loaded TSRN, then `with torch.inference_mode(): m(x)` at 2 threads and
+    # batch 64 (two row groups of 32 images) raised "Inplace update to inference tensor
+    # outside InferenceMode" in the workers
+    torch.manual_seed(0)
+    model = tsrn(blocks=1, hidden_units=4).eval()
+    x = torch.rand(64, 4, 16, 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            got = model(x)
+        with torch.no_grad():
+            want = model(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert got.is_inference()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_gru_scan_uses_worker_threads_where_they_can_and_pay(monkeypatch):
