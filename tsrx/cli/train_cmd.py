@@ -37,6 +37,12 @@ def train(
     new: bool = typer.Option(
         False, "--new", help="Start a new run directory beside a differing one."
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the existing run from last.pth; with --set train.steps=N a finished "
+        "run trains on to step N, exactly as a resumed run.",
+    ),
     device: str = typer.Option(
         None, "--device", help="cpu or cuda (default: cuda when available)."
     ),
@@ -49,7 +55,9 @@ def train(
     states = []
     for spec in exp.runs:
         target = runs_dir or Path(spec.config.get("launcher", {}).get("runs_dir", "runs"))
-        run_dir = prepare_run_dir(spec, target, force=force, new=new, command=sys.argv)
+        run_dir = prepare_run_dir(
+            spec, target, force=force, new=new, resume=resume, command=sys.argv
+        )
         typer.echo(f"run {spec.name}: {run_dir}", err=True)
         # this process is the run's job, as a local submitit job is: tsrx status can see it
         # running (pid alive), how long it took, and that it died if it did

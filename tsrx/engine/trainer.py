@@ -44,6 +44,26 @@ def _follows(selector, result: dict) -> dict:
     return {"judge": getattr(selector, "judge", None) or result.get("primary_judge")}
 
 
+def _schedule_depends_on_total(config: dict, old_total: int, new_total: int, upto: int) -> bool:
+    """Whether the learning rates of steps 1..upto differ between the two totals (the
+    schedule built twice on a one-parameter optimizer: it says nothing about which types
+    look at the total, so any schedule, a plugin's too, is judged by what it does)."""
+    from tsrx.registry import SCHEDULERS
+
+    rates = []
+    for total in (old_total, new_total):
+        param = nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([param], lr=float((config.get("optim") or {}).get("lr", 1.0)))
+        sched = SCHEDULERS.build(config["sched"], "sched", optimizer=opt, total_steps=total)
+        seen = []
+        for _ in range(upto):
+            opt.step()
+            sched.step()
+            seen.append(opt.param_groups[0]["lr"])
+        rates.append(seen)
+    return rates[0] != rates[1]
+
+
 log = logging.getLogger("tsrx.train")
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -404,7 +424,34 @@ class Trainer:
                 "`tsrx train/submit --force`"
             ) from None
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+        self._check_continuation(path, state)
         self.run_log.forget_after(self.step)
+
+    def _check_continuation(self, path: Path, state: dict) -> None:
+        """A run continued to another ``train.steps`` (``tsrx train --resume``): refuse fewer
+        steps than are done; warn when the learning-rate schedule depends on the total, since
+        the steps done followed the old one."""
+        total = self.train_cfg["steps"]
+        saved = ((state.get("config") or {}).get("train") or {}).get("steps")
+        if self.step > total:
+            raise TsrxError(
+                f"{path} is at step {self.step}, past train.steps = {total}: a run cannot be "
+                f"shortened; set train.steps >= {self.step}"
+            )
+        if saved is None or saved == total:
+            return
+        log.info("continuing a %d-step run from step %d to step %d", saved, self.step, total)
+        if _schedule_depends_on_total(self.config, saved, total, self.step):
+            log.warning(
+                "[sched] %s depends on train.steps: steps 1-%d followed the %d-step schedule, "
+                "the rest follows the %d-step one, so this run is not the one that trains %d "
+                "steps from the start (a constant schedule continues exactly)",
+                self.config["sched"].get("type"),
+                self.step,
+                saved,
+                total,
+                total,
+            )
 
     def close(self) -> None:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""

@@ -154,27 +154,47 @@ def _free_suffix(run_dir: Path, config_text: str) -> Path:
 
 
 def prepare_run_dir(
-    run, runs_dir: Path, *, force: bool = False, new: bool = False, command: list[str] | None = None
+    run,
+    runs_dir: Path,
+    *,
+    force: bool = False,
+    new: bool = False,
+    resume: bool = False,
+    command: list[str] | None = None,
 ) -> Path:
     """Create or reuse ``runs_dir/<experiment>/<run.name>/`` for ``run`` (a RunSpec).
 
     Same config: returns the existing directory (resume). Different config: TsrxError
     naming both and the differing keys, unless ``force`` or ``new`` (see module doc).
+    ``resume``: the directory must exist, and ``train.steps`` (only) may differ: a run
+    continued to more steps (``tsrx train --resume --set train.steps=N``; the trainer
+    resumes from ``last.pth`` exactly as after a stop).
     """
     from tsrx.config.toml_write import dumps
 
     if force and new:
         raise TsrxError("--force and --new exclude each other: replace the run, or start a new one")
+    if resume and (force or new):
+        raise TsrxError("--resume continues the existing run; --force and --new start another one")
     text = dumps(run.config)
     run_dir = Path(runs_dir) / run.experiment / run.name
     cfg_path = run_dir / CONFIG
     superseded = None
     supersede = False
     rewrite = not cfg_path.exists()
+    continued = None
+    if resume and not cfg_path.exists():
+        raise TsrxError(
+            f"--resume: {run_dir} holds no run to continue (no {CONFIG}); drop --resume to "
+            "start it, or pass --runs-dir where the run is"
+        )
     if cfg_path.exists():
         old = _load_toml(cfg_path.read_text(encoding="utf-8"))
         diffs = config_differences(old, _load_toml(text), ignore=PLACEMENT_TABLES)
         rewrite = bool(config_differences(old, _load_toml(text)))
+        if resume:
+            continued = _continuation(run_dir, diffs)
+            diffs = []
         if diffs and new:
             run_dir = _free_suffix(run_dir, text)
             cfg_path = run_dir / CONFIG
@@ -213,8 +233,28 @@ def prepare_run_dir(
         changes["jobs"] = []
     if superseded is not None:
         changes["superseded"] = meta.get("superseded", []) + [str(superseded.relative_to(run_dir))]
+    if continued is not None:
+        changes["continued"] = meta.get("continued", []) + [{**continued, "time": utc_now()}]
     update_meta(run_dir, **changes)
     return run_dir
+
+
+# The keys a continued run (--resume) may change: more steps extend the same trajectory.
+CONTINUABLE = ("train.steps",)
+
+
+def _continuation(run_dir: Path, diffs: list[tuple[str, Any, Any]]) -> dict | None:
+    """What --resume changes (``{"train.steps": [old, new]}``), or an error naming the keys
+    it may not change; None when nothing differs."""
+    other = [(k, a, b) for k, a, b in diffs if k not in CONTINUABLE]
+    if other:
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in other[:12])
+        raise TsrxError(
+            f"--resume: run directory {run_dir} differs in {shown}; a continued run may change "
+            f"only {', '.join(CONTINUABLE)} (more steps on the same trajectory). Use --force to "
+            "replace the run or --new to start a new one beside it"
+        )
+    return {k: [a, b] for k, a, b in diffs} or None
 
 
 def refuse_if_in_use(run_dir: Path) -> None:
