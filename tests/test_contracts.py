@@ -259,6 +259,14 @@ class NoGroups:
 class NoStep:
     def __init__(self, optimizer: object, total_steps: int):
         pass
+
+
+@ALL["report_format"].register("test-broken")
+class NoWarnings:
+    warnings_in_text = "yes"
+
+    def render(self, report):
+        return ""
 """
 
 CONTEXT = {
@@ -289,6 +297,7 @@ BREACH = {
     "dataset": "dataset[0] must be a dict, got a tuple of 2",
     "optimizer": "param_groups must be a non-empty list of dicts holding 'lr'",
     "scheduler": "needs the method(s) step, state_dict, load_state_dict",
+    "report_format": "it needs a bool attribute warnings_in_text",
 }
 
 

@@ -14,6 +14,7 @@ from test_report_fixtures import (
     AVG_BEST_ACC,
     HEADS,
     UNC_BEST_ACC,
+    config,
     notebook_grid,
     result,
     write_run,
@@ -153,6 +154,13 @@ def test_csv_and_json(tmp_path):
     assert len(data["warnings"]) == 3
 
 
+def _held_out_val(head: str, combiner: str = "avg") -> dict:
+    """A run config that validates on its own splits, not on the test splits."""
+    cfg = config(head, combiner)
+    cfg["data"]["val"] = {"easy": {"type": "textzoom", "root": "val/easy"}}
+    return cfg
+
+
 def test_failed_running_and_validation_only_runs_are_shown(tmp_path):
     runs = tmp_path / "runs"
     r = result(AVG_BEST_ACC["dense"], stored_average=False)
@@ -166,7 +174,15 @@ def test_failed_running_and_validation_only_runs_are_shown(tmp_path):
         error="Traceback...\nRuntimeError: CUDA out of memory",
     )
     v = result(AVG_BEST_ACC["sidernn"], stored_average=False)
-    write_run(runs, "sidernn", "avg", state="running", step=500, val={"best_acc": v})
+    write_run(
+        runs,
+        "sidernn",
+        "avg",
+        state="running",
+        step=500,
+        val={"best_acc": v},
+        cfg=_held_out_val("sidernn"),
+    )
     rep = build_report(collect(runs / "joint"), rows="head", selectors=["best_acc"])
     block = rep.blocks[0]
     assert block.source == "mixed"
@@ -184,11 +200,35 @@ def test_failed_running_and_validation_only_runs_are_shown(tmp_path):
 
 def test_validation_only_block_says_so(tmp_path):
     r = result(AVG_BEST_ACC["dense"], stored_average=False)
-    write_run(tmp_path / "runs", "dense", "avg", val={"best_acc": r, "best_psnr": r})
+    write_run(
+        tmp_path / "runs",
+        "dense",
+        "avg",
+        val={"best_acc": r, "best_psnr": r},
+        cfg=_held_out_val("dense"),
+    )
     rep = build_report(collect(tmp_path / "runs" / "joint"))
     assert [b.selector for b in rep.blocks] == ["best_acc_model.pth", "best_psnr_model.pth"]
     assert all(b.source == "val" for b in rep.blocks)
     assert "VALIDATION results of the selector (summary.json), not test results" in to_markdown(rep)
+
+
+def test_validation_on_the_test_splits_is_not_called_validation(tmp_path):
+    """Issue 26: with no [data.val] (or the same tables as [data.test]) the trainer validates
+    on the test splits; the table says so, and that the checkpoint was chosen on them."""
+    r = result(AVG_BEST_ACC["dense"], stored_average=False)
+    for head, cfg in (("dense", config("dense", "avg")), ("mlp", _held_out_val("mlp"))):
+        if head == "mlp":
+            cfg["data"]["val"] = cfg["data"]["test"]  # the same tables, spelled out
+        write_run(tmp_path / "runs", head, "avg", val={"best_acc": r}, cfg=cfg)
+    rep = build_report(collect(tmp_path / "runs" / "joint"), rows="head", selectors=["best_acc"])
+    (block,) = rep.blocks
+    assert block.source == "val" and block.val_on_test
+    md = to_markdown(rep)
+    assert "VALIDATION" not in md
+    assert "test-split results recorded at validation" in md
+    assert "the selector chose these checkpoints on them" in md
+    assert "validation result on the test splits (no test result cached)" in block.rows[0].notes
 
 
 def test_stale_cache_is_not_used(tmp_path):

@@ -6,8 +6,9 @@ import pytest
 from test_report_fixtures import N, result, write_run
 
 from tsrx.report.collect import collect
+from tsrx.report.formats import render_text
 from tsrx.report.paper import to_latex, to_paper_markdown
-from tsrx.report.render import render_text, to_markdown
+from tsrx.report.render import to_markdown
 from tsrx.report.tables import build_report
 
 SPLITS = ("easy", "medium", "hard")

@@ -522,3 +522,35 @@ def check_scheduler(scheduler: Any, name: str | None = None) -> None:
     ]
     if missing:
         raise _fail(scheduler, "scheduler", name, f"it needs the method(s) {', '.join(missing)}")
+
+
+def check_report_format(fmt: Any, name: str | None = None, *, sample: Any = None) -> None:
+    """``render(report) -> str``; ``warnings_in_text`` says whether that text carries the
+    report's warnings (``tsrx report`` prints them on stderr otherwise), and when it says so,
+    the rendered ``sample`` report must hold each of its warnings: a paper table pasted from a
+    file never loses what the report warned about."""
+    kind = "report format"
+    if not callable(getattr(fmt, "render", None)):
+        raise _fail(fmt, kind, name, "it needs a method render(report) -> str")
+    carries = getattr(fmt, "warnings_in_text", None)
+    if not isinstance(carries, bool):
+        raise _fail(
+            fmt,
+            kind,
+            name,
+            "it needs a bool attribute warnings_in_text (does render() write the report's "
+            f"warnings?), got {carries!r}",
+        )
+    if sample is None:
+        return
+    text = _call(fmt, kind, name, "render(report)", fmt.render, sample)
+    if not isinstance(text, str):
+        raise _fail(fmt, kind, name, f"render(report) must return a str, got {_shape(text)}")
+    lost = [w for w in getattr(sample, "warnings", []) if carries and w not in text]
+    if lost:
+        raise _fail(
+            fmt,
+            kind,
+            name,
+            f"warnings_in_text is True but render(report) dropped the warning {lost[0]!r}",
+        )

@@ -326,6 +326,14 @@ CHECKPOINT_FORMATS = Registry(
     "checkpoint format", "readers of official checkpoint layouts (TextZoom, CRNN...)"
 )
 
+# Not a config table: renderers of `tsrx report` (rich, md, csv, json, paper-md, latex...),
+# a class with ``render(report) -> str`` (tsrx.report.formats holds the contract).
+REPORT_FORMATS = Registry(
+    "report format",
+    "renderers of `tsrx report`: a report's tables -> text (rich, md, csv, json, paper-md, latex)",
+    contract="check_report_format",
+)
+
 ALL: dict[str, Registry] = {
     "sr": SR_BACKBONES,
     "recognizer": RECOGNIZERS,
@@ -339,6 +347,7 @@ ALL: dict[str, Registry] = {
     "dataset": DATASETS,
     "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
+    "report_format": REPORT_FORMATS,
 }
 
 
@@ -471,6 +480,7 @@ __all__ = [
             "OPTIMIZERS",
             "SCHEDULERS",
             "CHECKPOINT_FORMATS",
+            "REPORT_FORMATS",
         )
     ],
 ]

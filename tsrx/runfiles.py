@@ -261,10 +261,6 @@ def read_status(run_dir: Path) -> dict:
     return status
 
 
-def read_summary(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / SUMMARY, what="run's summary", missing=None)
-
-
 @contextmanager
 def meta_lock(run_dir: Path) -> Iterator[None]:
     """Serialise meta.json updates (submitter and job attempts may overlap)."""

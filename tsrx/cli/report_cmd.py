@@ -9,7 +9,7 @@ import typer
 FORMAT_HELP = (
     "rich (terminal), md (paste-ready Markdown), csv, json, or the papers' layout "
     "(rows = methods incl. bicubic and HR, columns = judges x E/M/H/Avg): paper-md "
-    "or latex."
+    "or latex; or a report format a plugin registers (tsrx plugins list report_format)."
 )
 
 
@@ -47,13 +47,11 @@ def report(
 ) -> None:
     """Tables E/M/H/A of ACC, PSNR and SSIM per checkpoint selector, from recorded results."""
     from tsrx.cli.console import console, err_console
-    from tsrx.errors import TsrxError
     from tsrx.report.collect import collect
-    from tsrx.report.render import FORMATS, render_text, to_rich
+    from tsrx.report.formats import get_format
     from tsrx.report.tables import build_report, selectors_of
 
-    if format_ not in FORMATS:
-        raise TsrxError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
+    fmt = get_format(format_)
     coll = collect(target, runs_dir)
     if eval_missing:
         from tsrx.report.evaluate import evaluate_missing, missing
@@ -83,14 +81,16 @@ def report(
             + ")"
         )
     if output is not None:
-        output.write_text(render_text(rep, format_), encoding="utf-8")
+        output.write_text(fmt.render(rep), encoding="utf-8")
         err_console.print(f"wrote {output}")
-    elif format_ == "rich":
-        for renderable in to_rich(rep, console.width):
-            console.print(renderable)
+        on_stderr = True
+    elif callable(getattr(fmt, "show", None)):
+        fmt.show(rep, console)
+        on_stderr = True
     else:
-        typer.echo(render_text(rep, format_), nl=False)
-    if output is not None or format_ in ("rich", "csv"):  # md and json carry them in the body
+        typer.echo(fmt.render(rep), nl=False)
+        on_stderr = not fmt.warnings_in_text
+    if on_stderr:
         for w in rep.warnings:
             err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
 

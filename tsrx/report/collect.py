@@ -59,6 +59,9 @@ class Result:
     source: str  # "test" or "val"
     where: str  # the file (and key) it was read from
     verified: bool = True
+    # a validation result whose splits are the test splits ([data.val] absent or equal to
+    # [data.test]): test-split values, but the selector chose its checkpoint on them
+    on_test_splits: bool = False
 
 
 @dataclass
@@ -155,9 +158,21 @@ class Run:
         if isinstance(best, dict) and isinstance(best.get("result"), dict):
             step = best.get("step")
             return Result(
-                best["result"], "val", f"{self.path / 'summary.json'} best.{sel.name} (step {step})"
+                best["result"],
+                "val",
+                f"{self.path / 'summary.json'} best.{sel.name} (step {step})",
+                on_test_splits=validates_on_test(self.config),
             ), how
         return None, how
+
+
+def validates_on_test(config: dict | None) -> bool:
+    """Whether a run validated on its test splits (the trainer's rule: no ``[data.val]``, or
+    the same tables as ``[data.test]``); False when the config is unknown."""
+    if not isinstance(config, dict):
+        return False
+    data = config.get("data") or {}
+    return isinstance(data, dict) and (not data.get("val") or data.get("val") == data.get("test"))
 
 
 def _selector_of(entry: Any) -> Selected | None:

@@ -14,7 +14,6 @@ import math
 
 from tsrx.report.tables import Block, Report, metric_value, recomputed_average, split_columns
 
-PAPER_FORMATS = ("paper-md", "latex")
 BASELINE_LABELS = {"bicubic": "Bicubic", "hr": "HR"}
 
 
@@ -94,6 +93,8 @@ def to_paper_markdown(report: Report) -> str:
         out.append("|---|" + "---:|" * len(top))
         out += ["| " + " | ".join([label, *cells]) + " |" for label, cells in rows]
         out.append("")
+    for w in report.warnings:
+        out += [f"> **warning:** {w}", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -112,15 +113,40 @@ def _tex(text: str) -> str:
     return text.replace("\x00", r"\textbackslash{}")
 
 
+def best_cells(rows: list[tuple[str, list[str]]], methods: int) -> set[tuple[int, int]]:
+    """(row, column) of the best printed value of each column among the first ``methods``
+    rows (the baselines, HR above all, never compete); higher is better for ACC, PSNR and
+    SSIM. Ties all count, unless every method ties: then no value stands out."""
+    best: set[tuple[int, int]] = set()
+    width = max((len(cells) for _, cells in rows[:methods]), default=0)
+    for c in range(width):
+        vals = [(r, float(rows[r][1][c])) for r in range(methods) if rows[r][1][c] != "-"]
+        if len(vals) < 2 or len({v for _, v in vals}) == 1:
+            continue
+        top = max(v for _, v in vals)
+        best |= {(r, c) for r, v in vals if v == top}
+    return best
+
+
 def to_latex(report: Report) -> str:
+    """One ``table`` per block: caption (selector, protocol, judges, kind of values), the
+    booktabs tabular, the best method value of each column in bold; warnings as comments."""
     out: list[str] = ["% tsrx report --format latex (needs \\usepackage{booktabs})"]
-    for block in report.blocks:
+    out += ["% warning: " + w.replace("\n", "\n% ") for w in report.warnings]
+    for b, block in enumerate(report.blocks):
         splits, judges, rows = paper_rows(block)
         top, sub = _header(block, splits, judges)
         per = len(splits) + 1
+        methods = sum(1 for row in block.rows if row.result is not None)
+        bold = best_cells(rows, methods)
+        label = "tab:tsrx-" + "".join(ch if ch.isalnum() else "-" for ch in block.title).strip("-")
         out += [
             "",
-            f"% {_tex(block.title)}: {_tex(block.source_line())}",
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{_tex(block.title)}: {_tex(block.source_line())}. ACC in \\%; the best "
+            "method value of each column in bold.}",
+            f"\\label{{{label}{'-' + str(b + 1) if len(report.blocks) > 1 else ''}}}",
             "\\begin{tabular}{l" + "c" * len(top) + "}",
             "\\toprule",
         ]
@@ -134,7 +160,10 @@ def to_latex(report: Report) -> str:
         out.append(rules)
         out.append(" & ".join(["", *sub]) + " \\\\")
         out.append("\\midrule")
-        for label, cells in rows:
-            out.append(" & ".join([_tex(label), *cells]) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}"]
+        for r, (name, cells) in enumerate(rows):
+            if r == methods and r > 0:
+                out.append("\\midrule")  # the baselines apart from the methods
+            shown = [f"\\textbf{{{v}}}" if (r, c) in bold else v for c, v in enumerate(cells)]
+            out.append(" & ".join([_tex(name), *shown]) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(out) + "\n"

@@ -1,4 +1,5 @@
-"""Report renderers: rich (terminal), Markdown (paste-ready, like the notebook), CSV and JSON.
+"""Report renderers: rich (terminal), Markdown (paste-ready, like the notebook), CSV and JSON
+(registered as report formats by ``tsrx_builtin.report_formats``).
 
 Every block carries its protocol, recognizer and the kind of values (test or validation),
 so a pasted table never loses the conditions it was measured under.
@@ -13,8 +14,6 @@ import math
 
 from tsrx.report.run_facts import fmt_fact
 from tsrx.report.tables import Block, Report, Row
-
-FORMATS = ("rich", "md", "csv", "json", "paper-md", "latex")
 
 
 def fmt(v: float | None) -> str:
@@ -224,25 +223,3 @@ def to_rich(report: Report, width: int = 200) -> list:
             out.append(Text(f"  note: {n}", style="yellow" if "stored average" in n else "dim"))
         out.append(Text(""))
     return out
-
-
-def render_text(report: Report, fmt_name: str) -> str:
-    if fmt_name in ("paper-md", "latex"):
-        from tsrx.report.paper import to_latex, to_paper_markdown
-
-        return to_paper_markdown(report) if fmt_name == "paper-md" else to_latex(report)
-    if fmt_name == "md":
-        return to_markdown(report)
-    if fmt_name == "csv":
-        return to_csv(report)
-    if fmt_name == "json":
-        return to_json(report)
-    from rich.console import Console
-
-    buf = io.StringIO()
-    console = Console(file=buf, width=200, force_terminal=False, color_system=None)
-    for r in to_rich(report, console.width):
-        console.print(r)
-    for w in report.warnings:
-        console.print(f"warning: {w}")
-    return buf.getvalue()

@@ -50,6 +50,7 @@ class Block:
     judges: list[str] = field(default_factory=list)  # judge names, primary first
     lead: list[str] = field(default_factory=list)  # fact columns before the metrics (params)
     trail: list[str] = field(default_factory=list)  # fact columns after them (samples/s)
+    val_on_test: bool = False  # every validation value of the block is on the test splits
 
     @property
     def title(self) -> str:
@@ -57,7 +58,8 @@ class Block:
         return f"{self.selector}" + (f" · {g}" if g else "")
 
     def best(self) -> dict[str, set[int]]:
-        """Column -> indexes of the rows holding its best value (highest; ties all count).
+        """Column -> indexes of the rows holding its best value (highest; ties all count,
+        unless every ranked row ties: a column of 0.0000 has no best).
 
         Validation values never compete with test values: with any test result in the
         block, only test rows are ranked.
@@ -69,7 +71,7 @@ class Block:
         for col in self.columns:
             vals = [(i, self.rows[i].cells.get(col)) for i in ranked]
             vals = [(i, round(v, 4)) for i, v in vals if v is not None and not math.isnan(v)]
-            if len(vals) > 1:
+            if len(vals) > 1 and len({v for _, v in vals}) > 1:
                 top = max(v for _, v in vals)
                 out[col] = {i for i, v in vals if v == top}
         return out
@@ -77,7 +79,12 @@ class Block:
     def source_line(self) -> str:
         what = {
             "test": "test results (eval/ cache)",
-            "val": "VALIDATION results of the selector (summary.json), not test results",
+            "val": (
+                "test-split results recorded at validation (summary.json): the validation "
+                "splits ARE the test splits, so the selector chose these checkpoints on them"
+                if self.val_on_test
+                else "VALIDATION results of the selector (summary.json), not test results"
+            ),
             "mixed": "mixed: test results where cached, else validation (see notes)",
             "none": "no results recorded yet",
         }[self.source]
@@ -298,7 +305,12 @@ def build_report(
                 else:
                     cells, extra, bad = _cells(res.values, splits, judges)
                     if res.source == "val":
-                        extra.insert(0, "validation result (no test result cached)")
+                        extra.insert(
+                            0,
+                            "validation result on the test splits (no test result cached)"
+                            if res.on_test_splits
+                            else "validation result (no test result cached)",
+                        )
                     if not res.verified:
                         extra.insert(0, "test result not verified (checkpoint file absent)")
                 block_rows.append(Row(label, r, res, cells, extra, bad, facts=facts[id(r)]))
@@ -320,6 +332,8 @@ def build_report(
                     judges,
                     lead=[c for c in LEAD if c in shown],
                     trail=[c for c in TRAIL if c in shown],
+                    val_on_test=any(p.source == "val" for p in present)
+                    and all(p.on_test_splits for p in present if p.source == "val"),
                 )
             )
     return Report(
