@@ -30,6 +30,26 @@ META = "meta.json"
 STATUS = "status.json"
 SUMMARY = "summary.json"
 STATES = ("running", "completed", "failed", "preempted")
+# per-image records of evaluations (tsrx.records): one file per validation and final evaluation
+# of a training run, and one beside each cached or --json result (``x.json`` -> ``x.records.npz``)
+RECORDS_DIR = "records"
+RECORDS_SUFFIX = ".records.npz"
+
+
+def validation_records(run_dir: Path, step: int) -> Path:
+    """The per-image records of the validation at ``step`` (what selectors' results came from)."""
+    return Path(run_dir) / RECORDS_DIR / f"val-step{int(step):08d}.npz"
+
+
+def final_records(run_dir: Path, step: int) -> Path:
+    """The per-image records of a run's final evaluation (summary.json's ``final``)."""
+    return Path(run_dir) / RECORDS_DIR / f"final-step{int(step):08d}.npz"
+
+
+def records_beside(json_path: Path) -> Path:
+    """Where the records of a result JSON live: ``x.json`` -> ``x.records.npz``."""
+    json_path = Path(json_path)
+    return json_path.with_name(json_path.stem + RECORDS_SUFFIX)
 
 
 class DamagedRunFile(TsrxError):

@@ -77,7 +77,7 @@ def eval_command(
 
     from tsrx.checkpoint import detect_format, load_checkpoint
     from tsrx.cli.console import console, err_console
-    from tsrx.engine.evaluator import evaluate_model, print_result
+    from tsrx.engine.evaluator import evaluate_model, print_result, take_records
     from tsrx.engine.judges import build_judges, parse_cli_judges
     from tsrx.errors import TsrxError
 
@@ -127,7 +127,9 @@ def eval_command(
         judges=judges,
         baselines=baselines or eval_cfg.get("baselines", False),
         with_predictions=True,
+        records=True,
     )
+    records = take_records(result)
     result = {
         "checkpoint": str(ckpt),
         "format": fmt,
@@ -143,13 +145,16 @@ def eval_command(
         }
         if baselines:
             overrides["baselines"] = True
-        cached = _store_in_run_dir(Path(ckpt), result, overrides)
+        cached = _store_in_run_dir(Path(ckpt), result, overrides, records)
         if cached is not None:
             err_console.print(f"cached for tsrx report: {cached}", highlight=False)
     if json_out:
-        from tsrx.runfiles import atomic_write_text, dumps
+        from tsrx.records import write_records
+        from tsrx.runfiles import atomic_write_text, dumps, records_beside
 
         json_out.parent.mkdir(parents=True, exist_ok=True)
+        if records is not None:  # first: a result file present means its records are too
+            write_records(records_beside(json_out), records)
         atomic_write_text(json_out, dumps(result, indent=1) + "\n")  # standard JSON: NaN is null
         err_console.print(f"wrote {json_out}", highlight=False)
 
@@ -223,7 +228,7 @@ def _datasets(cfg: dict, data: Path | None) -> dict:
     }
 
 
-def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict) -> Path | None:
+def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict, records=None) -> Path | None:
     """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
     (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""
     from tsrx.config.load import tomllib
@@ -237,5 +242,5 @@ def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict) -> Path | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     return cache.store(
-        ckpt.parent, ckpt, cache.eval_settings(run_config, overrides or None), result
+        ckpt.parent, ckpt, cache.eval_settings(run_config, overrides or None), result, records
     )

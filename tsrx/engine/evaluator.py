@@ -24,9 +24,16 @@ from torch import nn
 
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine.judges import Judge, own_judge
-from tsrx.engine.metrics import FIELDS, MetricAccumulator, weighted_average
+from tsrx.engine.metrics import (
+    FIELDS,
+    MetricAccumulator,
+    psnr_per_image,
+    ssim_per_image,
+    weighted_average,
+)
 from tsrx.errors import TsrxError
 from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
+from tsrx.records import RecordCollector, Records
 
 log = logging.getLogger("tsrx.eval")
 
@@ -75,6 +82,7 @@ def evaluate_model(
     with_predictions: bool = True,
     env: dist_utils.DistEnv | None = None,
     judges: list[Judge] | None = None,
+    records: bool = False,
 ) -> dict:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
@@ -83,7 +91,9 @@ def evaluate_model(
     judge is the primary one (``acc``); every judge's accuracy is in ``acc_by_judge``.
     Without ``judges``, the model's own recognizer (if any) judges.
     ``baselines`` adds the bicubic and HR rows, read by every judge; ``env`` shards batches
-    over DDP ranks (all ranks must call).
+    over DDP ranks (all ranks must call). ``records``: the per-image records
+    (tsrx.records) under ``result["records"]``, a :class:`Records` that the caller takes out
+    with :func:`take_records` before the result is written as JSON.
     """
     from torch.utils.data import DataLoader
 
@@ -104,6 +114,7 @@ def evaluate_model(
     images = {row: MetricAccumulator(protocol, splits) for row in ("model", "bicubic")}
     reads = {(row, j.name): MetricAccumulator(protocol, splits) for row in rows for j in judges}
     predictions: dict[str, list[dict]] = {name: [] for name in datasets}
+    collector = RecordCollector(splits, names) if records else None
     was_training = model.training
     model.eval()
     try:
@@ -133,12 +144,19 @@ def evaluate_model(
                     if preds is not None:
                         texts[j.name] = preds
                         reads[("model", j.name)].update(split, None, None, preds, labels)
+                row_texts: dict[str, dict[str, list[str]]] = {"model": texts}
                 if baselines:
                     up = _bicubic(batch["lr"][:, :3], tuple(batch["hr"].shape[-2:]))
                     images["bicubic"].update(split, up, batch["hr"])
+                    row_texts["bicubic"], row_texts["hr"] = {}, {}
                     for j in judges:
-                        reads[("bicubic", j.name)].update(split, None, None, j.read(up), labels)
-                        reads[("hr", j.name)].update(split, None, None, j.read(batch["hr"]), labels)
+                        up_read, hr_read = j.read(up), j.read(batch["hr"])
+                        row_texts["bicubic"][j.name], row_texts["hr"][j.name] = up_read, hr_read
+                        reads[("bicubic", j.name)].update(split, None, None, up_read, labels)
+                        reads[("hr", j.name)].update(split, None, None, hr_read, labels)
+                if collector is not None:
+                    pictures = {"model": sr, **({"bicubic": up} if baselines else {})}
+                    _collect(collector, dataset, split, batch, pictures, row_texts)
                 if with_predictions and texts:
                     _record(predictions[split], dataset, batch, texts, names)
         _all_reduce([*images.values(), *reads.values()], device)
@@ -159,6 +177,16 @@ def evaluate_model(
     if baselines:
         result["baselines"] = {"bicubic": row("bicubic", images["bicubic"]), "hr": row("hr", None)}
     _no_result_for_nonfinite(result)
+    if collector is not None:
+        result["records"] = collector.build(
+            dist_utils.all_gather_objects(collector.chunks),
+            meta={
+                "protocol": protocol,
+                "batch_size": batch_size,
+                "primary_judge": result["primary_judge"],
+                "judge_descriptions": described,
+            },
+        )
     if with_predictions and judges:
         gathered = dist_utils.all_gather_objects(predictions)
         result["predictions"] = {
@@ -212,6 +240,39 @@ def _record(
         if len(texts) > 1:
             entry["preds"] = {n: t[k] for n, t in texts.items()}
         out.append(entry)
+
+
+def _collect(
+    collector: RecordCollector,
+    dataset: Any,
+    split: str,
+    batch: dict,
+    pictures: dict[str, torch.Tensor | None],
+    row_texts: dict[str, dict[str, list[str]]],
+) -> None:
+    """One batch's per-image values: PSNR/SSIM of each row's images against HR (per image,
+    whatever the protocol), each judge's reading and whether it is correct."""
+    labels = list(batch["label"])
+    wanted = [normalize_for_accuracy(t) for t in labels]
+    rows: dict[str, dict[str, Any]] = {}
+    for row, texts in row_texts.items():
+        image = pictures.get(row)
+        rows[row] = {
+            "psnr": psnr_per_image(image, batch["hr"]).cpu().numpy() if image is not None else None,
+            "ssim": ssim_per_image(image, batch["hr"]).cpu().numpy() if image is not None else None,
+            "preds": texts,
+            "correct": {
+                j: [normalize_for_accuracy(p) == w for p, w in zip(preds, wanted)]
+                for j, preds in texts.items()
+            },
+        }
+    index = [_lmdb_index(dataset, i) for i in batch["index"].tolist()]
+    collector.add(split, index, labels, rows)
+
+
+def take_records(result: dict) -> Records | None:
+    """Remove and return the per-image records of an ``evaluate_model(records=True)`` result."""
+    return result.pop("records", None)
 
 
 def _all_reduce(accs: list[MetricAccumulator], device: torch.device) -> None:
@@ -271,7 +332,7 @@ def _row_result(
 
 
 def without_predictions(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "predictions"}
+    return {k: v for k, v in result.items() if k not in ("predictions", "records")}
 
 
 # -- presentation -------------------------------------------------------------------------
@@ -376,5 +437,6 @@ __all__ = [
     "print_result",
     "result_caption",
     "without_predictions",
+    "take_records",
     "FIELDS",
 ]

@@ -35,6 +35,8 @@ from tsrx.engine.loss_module import LossModule
 from tsrx.engine.rng import rng_state, set_rng_state
 from tsrx.engine.runfiles import RunLog, atomic_json, plugin_records
 from tsrx.errors import TsrxError
+from tsrx.records import Records, write_records
+from tsrx.runfiles import final_records, validation_records
 
 
 def _follows(selector, result: dict) -> dict:
@@ -112,6 +114,7 @@ class Trainer:
         self.skipped = 0
         self.best: dict[str, dict] = {}
         self._last_val: tuple[int, dict] | None = None  # (step, result) of the last validation
+        self._last_val_records: Records | None = None
         self.global_batch = tc["batch_size"]
         self.run_log = RunLog(self.run_dir, env.is_main, tc["steps"])
 
@@ -252,7 +255,7 @@ class Trainer:
     # -- validation and selectors -------------------------------------------------------------
     def validate(self) -> dict:
         """Every rank evaluates its shard; the reduced result feeds the selectors."""
-        from tsrx.engine.evaluator import evaluate_model
+        from tsrx.engine.evaluator import evaluate_model, take_records
 
         if not self.parts.val_sets:
             if self.step == self.train_cfg["val_every"]:
@@ -271,7 +274,11 @@ class Trainer:
                 judges=self.parts.judges,
                 with_predictions=False,
                 env=self.env,
+                records=True,
             )
+        records = take_records(result)
+        if self.env.is_main and records is not None:
+            write_records(validation_records(self.run_dir, self.step), records)
         for sel in self.selectors:
             score = sel.score(result)
             best = self.best.get(sel.name)
@@ -299,6 +306,7 @@ class Trainer:
                     )
         self.run_log.validation(self.step, result)
         self._last_val = (self.step, result)
+        self._last_val_records = records
         return result
 
     def final_evaluation(self) -> dict:
@@ -307,7 +315,7 @@ class Trainer:
         When that is exactly what the last validation computed (same splits, same step, same
         batch size, no baselines), its result is reused instead of evaluating again.
         """
-        from tsrx.engine.evaluator import evaluate_model
+        from tsrx.engine.evaluator import evaluate_model, take_records
 
         sets = self.parts.test_sets or self.parts.val_sets
         if not sets:
@@ -318,8 +326,9 @@ class Trainer:
                 "settings)",
                 self.step,
             )
+            self._write_final_records(self._last_val_records)
             return self._last_val[1]
-        return evaluate_model(
+        result = evaluate_model(
             self.model,
             sets,
             protocol=self.eval_cfg.get("protocol", "textzoom"),
@@ -329,7 +338,14 @@ class Trainer:
             baselines=self.eval_cfg.get("baselines", False),
             with_predictions=False,
             env=self.env,
+            records=True,
         )
+        self._write_final_records(take_records(result))
+        return result
+
+    def _write_final_records(self, records: Records | None) -> None:
+        if self.env.is_main and records is not None:
+            write_records(final_records(self.run_dir, self.step), records)
 
     def _validation_is_final(self) -> bool:
         data = self.config.get("data") or {}

@@ -103,11 +103,22 @@ def lookup(
     return None, None, "no cached test result"
 
 
-def store(run_dir: Path, checkpoint: Path, settings: dict, result: dict) -> Path:
-    """Write a result under its key, atomically (temp file in the folder, fsync, rename)."""
+def store(
+    run_dir: Path, checkpoint: Path, settings: dict, result: dict, records: Any = None
+) -> Path:
+    """Write a result under its key, atomically (temp file in the folder, fsync, rename).
+
+    ``records`` (tsrx.records.Records) go beside it as ``<stem>-<key>.records.npz``, written
+    first: a result file present means its records are complete too.
+    """
     sha = file_sha256(checkpoint)
     path = Path(run_dir) / "eval" / f"{Path(checkpoint).stem}-{cache_key(sha, settings)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if records is not None:
+        from tsrx.records import write_records
+        from tsrx.runfiles import records_beside
+
+        write_records(records_beside(path), records)
     body: dict[str, Any] = dict(result)
     body["cache"] = {"checkpoint": str(checkpoint), "sha256": sha, "settings": settings}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -83,6 +83,7 @@ def evaluate_checkpoint(
         device=dev,
         judges=judges,
         baselines=bool(eval_cfg.get("baselines", False)),
+        records=True,
     )
 
 
@@ -101,6 +102,7 @@ def evaluate_missing(
     for i, p in enumerate(pending, start=1):
         progress(f"[{i}/{len(pending)}] evaluating {p.checkpoint}")
         result = evaluate(p.run, p.checkpoint, device=device, batch_size=batch_size)
+        records = result.pop("records", None)  # tsrx.engine.evaluator.take_records
         settings = cache.eval_settings(p.run.config or {}, overrides)
-        written.append(cache.store(p.run.path, p.checkpoint, settings, result))
+        written.append(cache.store(p.run.path, p.checkpoint, settings, result, records))
     return written
