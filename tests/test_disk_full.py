@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -135,12 +136,62 @@ def test_temp_files_of_dead_writers_are_removed(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    names = [f".status.json.{dead}.tmp", ".last.pth.a8x2k1.tmp", f".meta.json.{os.getppid()}.tmp"]
+    host = runfiles._host()
+    names = [
+        f".status.json.tsrx-{host}-{dead}.tmp",
+        f".last.pth.tsrx-{host}-{dead}.tmp",
+        f".meta.json.tsrx-{host}-{os.getppid()}.tmp",
+    ]
     for n in names:
         (tmp_path / n).write_text("x")
     removed = {p.name for p in runfiles.clean_stale_temps(tmp_path)}
     # the live process's temp (our parent: a submitter writing meta.json) stays
     assert removed == set(names[:2]) and (tmp_path / names[2]).exists()
+
+
+def test_the_cleaner_deletes_only_files_tsrx_names(tmp_path):
+    """Issue 27, point 3: a user's dotted .tmp files in a run directory survive a resume's
+    clean-up; only tsrx's own temp names (host and pid of the writer) are candidates."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    users = [".my_notes.tmp", f".notes.{dead}.tmp", ".status.json.tmp", f".x.tsrx-{dead}.tmp"]
+    for n in users:
+        (tmp_path / n).write_text("mine")
+    ours = runfiles.temp_name(tmp_path / "status.json")
+    assert ours.name == f".status.json.tsrx-{runfiles._host()}-{os.getpid()}.tmp"
+    dead_ours = tmp_path / f".summary.json.tsrx-{runfiles._host()}-{dead}.tmp"
+    for p in (ours, dead_ours):
+        p.write_text("half")
+    assert set(runfiles.clean_stale_temps(tmp_path)) == {ours, dead_ours}
+    assert all((tmp_path / n).read_text() == "mine" for n in users)
+
+
+def test_a_temp_file_of_another_host_waits_an_hour(tmp_path):
+    young = tmp_path / ".meta.json.tsrx-elsewhere-12345.tmp"
+    old = tmp_path / ".status.json.tsrx-elsewhere-12345.tmp"
+    for p in (young, old):
+        p.write_text("x")
+    an_hour_ago = time.time() - runfiles.FOREIGN_TEMP_AGE_S - 1
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert runfiles.clean_stale_temps(tmp_path) == [old] and young.exists()
+
+
+def test_resume_keeps_the_users_tmp_files(tmp_path, tiny_data):
+    """The probe's case end to end: a resumed run directory keeps .my_notes.tmp."""
+    from tsrx.engine.distributed import DistEnv
+    from tsrx.engine.run import _take_run_dir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".my_notes.tmp").write_text("notes")
+    stale = run_dir / f".last.pth.tsrx-{runfiles._host()}-999999999.tmp"
+    stale.write_bytes(b"half")
+    lock = _take_run_dir(run_dir, DistEnv(), "cpu")
+    try:
+        assert not stale.exists() and (run_dir / ".my_notes.tmp").read_text() == "notes"
+    finally:
+        lock.release()
 
 
 def test_half_built_data_cache_is_removed_by_the_next_builder(tmp_path, tiny_data):

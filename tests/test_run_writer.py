@@ -16,7 +16,7 @@ import time
 import pytest
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
 
-from tsrx import writer
+from tsrx import runfiles, writer
 from tsrx.writer import RunDirBusy, WriterLock, holder_if_busy
 
 
@@ -116,17 +116,23 @@ def test_second_writer_refused_and_kill_9_frees_the_directory(tmp_path, tiny_dat
         # kill -9: the lock goes with the process; temp files of the dead writer stay behind...
         first.send_signal(signal.SIGKILL)
         first.wait()
-        for name in (".last.pth.k2j3h4.tmp", f".status.json.{first.pid}.tmp"):
+        host = runfiles._host()
+        for name in (
+            f".last.pth.tsrx-{host}-{first.pid}.tmp",
+            f".status.json.tsrx-{host}-{first.pid}.tmp",
+        ):
             (run_dir / name).write_bytes(b"half a file")
+        (run_dir / ".my_notes.tmp").write_text("the user's")  # issue 27, point 3: not tsrx's
         assert holder_if_busy(run_dir) is None
         # ... until the next writer of the directory starts
         third = start_train(exp, runs, tmp_path)
         try:
             deadline = time.monotonic() + 120
-            while list(run_dir.glob(".*.tmp")) and time.monotonic() < deadline:
+            while list(run_dir.glob(".*.tsrx-*.tmp")) and time.monotonic() < deadline:
                 assert third.poll() is None, third.stderr.read()
                 time.sleep(0.2)
-            assert not list(run_dir.glob(".*.tmp"))
+            assert not list(run_dir.glob(".*.tsrx-*.tmp"))
+            assert (run_dir / ".my_notes.tmp").read_text() == "the user's"
             assert holder_if_busy(run_dir)["process"]["pid"] == third.pid
         finally:
             third.send_signal(signal.SIGINT)  # Ctrl-C: stop at a step boundary and save

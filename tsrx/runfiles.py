@@ -17,7 +17,10 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,9 +103,22 @@ def disk_full_error(path: Path, needed: int | None, exc: BaseException) -> DiskF
     )
 
 
+# ``.<name>.tsrx-<host>-<pid>.tmp``: the cleaner deletes only what matches this exactly, so a
+# user's ``.my_notes.tmp`` in a run directory is never touched, and the host and pid name the
+# writer, so a temp file of a writer still alive (a submitter updating meta.json) is kept.
+TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tsrx-(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.tmp$")
+# A temp file written on another host: its writer cannot be asked; after this long it is dead.
+FOREIGN_TEMP_AGE_S = 3600
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
 def temp_name(path: Path) -> Path:
-    """``.<name>.<pid>.tmp`` beside ``path``: :func:`clean_stale_temps` knows its writer."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """``.<name>.tsrx-<host>-<pid>.tmp`` beside ``path``: :func:`clean_stale_temps` knows its
+    writer, and no file tsrx did not write matches the pattern."""
+    return path.with_name(f".{path.name}.tsrx-{_host()}-{os.getpid()}.tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -181,14 +197,26 @@ def write_status(
 
 
 def clean_stale_temps(folder: Path) -> list[Path]:
-    """Remove temp files that writers which died left in ``folder`` (``.last.pth.*.tmp``,
-    ``.status.json.<pid>.tmp``...). A temp file whose writer is alive on this host is kept
-    (a submitter may be writing meta.json). Call it holding the run's writer lock."""
+    """Remove the temp files (:func:`temp_name`) that writers which died left in ``folder``.
+
+    Only names of that exact pattern are candidates: any other file (``.my_notes.tmp``) is
+    the user's. A temp file whose writer is alive on this host is kept (a submitter may be
+    writing meta.json); one from another host is kept until it is an hour old. Call it
+    holding the run's writer lock."""
     removed = []
-    for p in Path(folder).glob(".*.tmp"):
-        parts = p.name.split(".")
-        pid = parts[-2] if len(parts) >= 3 else ""
-        if pid.isdigit() and _pid_alive(int(pid)) and pid != str(os.getpid()):
+    host, now = _host(), time.time()
+    for p in Path(folder).glob(".*.tsrx-*.tmp"):
+        m = TEMP_RE.match(p.name)
+        if m is None:
+            continue
+        pid = int(m["pid"])
+        if m["host"] != host:
+            try:
+                if now - p.stat().st_mtime < FOREIGN_TEMP_AGE_S:
+                    continue
+            except OSError:
+                continue
+        elif pid != os.getpid() and _pid_alive(pid):
             continue
         try:
             p.unlink()
