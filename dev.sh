@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up and the two everyday commands, on a fresh machine or an existing checkout:
 #   ./dev.sh quickstart   venv + install, then the main job on synthetic TextZoom-format data (CPU)
-#   ./dev.sh test         venv + install, ruff (lint + format check), then the whole test suite
+#   ./dev.sh test         venv + install, ruff (lint + format check), mypy (strict on tsrx/),
+#                         then the whole test suite
 #                         (Slurm tests start a real Slurm)
 # The venv lives in .venv (override with TSRX_VENV). CPU installs pin the torch CPU wheel
 # (2.13.0) so that no multi-GB CUDA build is downloaded; GPU users install their own torch
@@ -21,7 +22,7 @@ setup() {
     if ! python -c "import torch" 2>/dev/null; then
         python -m pip install -q "torch==${TORCH_CPU_VERSION}"
     fi
-    if ! python -c "import tsrx, tsrx_builtin, pytest" 2>/dev/null \
+    if ! python -c "import tsrx, tsrx_builtin, pytest, mypy" 2>/dev/null \
         || [ pyproject.toml -nt "$VENV/.tsrx-installed" ]; then
         python -m pip install -q -e ".[test,judge]"
         touch "$VENV/.tsrx-installed"
@@ -40,6 +41,8 @@ case "$cmd" in
         # lint and format first: cheap, and a failure names the file and line
         ruff check .
         ruff format --check .
+        # types next: strict on tsrx/ ([tool.mypy] in pyproject.toml)
+        mypy
         exec python -m pytest "$@"
         ;;
     *)
