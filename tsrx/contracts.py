@@ -321,6 +321,10 @@ def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3, size
     sr = hr.flip(-1)
     call = f"forward(sr {tuple(sr.shape)}, hr {tuple(hr.shape)})"
     _check_scalar_loss(loss, kind, name, call, sr, hr)
+    if getattr(loss, "needs_labels", False):  # a recognition-guided loss also reads labels
+        labels = ["ab1", "c"][:DRY_BATCH]
+        call = call[:-1] + f", labels={labels})"
+        _check_scalar_loss(loss, kind, name, call, sr, hr, labels)
 
 
 def check_rec_loss(loss: Any, name: str | None = None, *, num_classes: int = 37) -> None:

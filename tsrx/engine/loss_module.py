@@ -32,8 +32,11 @@ class LossModule(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         hr = out.get("target_hr", batch.get("hr"))  # the model may augment the pair (TATT)
         if "sr" in self.losses:  # a cascade (text-prior stages) sums the loss of every stage
+            sr_loss = self.losses["sr"]
+            # a recognition-guided SR loss (needs_labels) also reads the batch's labels
+            extra = {"labels": batch["label"]} if getattr(sr_loss, "needs_labels", False) else {}
             terms["sr"] = sum(
-                self.losses["sr"](sr, hr) for sr in out.get("sr_stages") or [out["sr"]]
+                sr_loss(sr, hr, **extra) for sr in out.get("sr_stages") or [out["sr"]]
             )
         if "recognition" in self.losses and getattr(self.losses["recognition"], "own", False):
             terms["recognition"] = self.losses["recognition"](out["rec_loss"])
