@@ -267,6 +267,11 @@ class NoWarnings:
 
     def render(self, report):
         return ""
+
+
+@ALL["callback"].register("test-broken")
+class MisspeltHook:
+    def on_validate(self, trainer, result): ...
 """
 
 CONTEXT = {
@@ -298,6 +303,7 @@ BREACH = {
     "optimizer": "param_groups must be a non-empty list of dicts holding 'lr'",
     "scheduler": "needs the method(s) step, state_dict, load_state_dict",
     "report_format": "it needs a bool attribute warnings_in_text",
+    "callback": "on_validate: not a hook, so tsrx would never call it",
 }
 
 

@@ -24,7 +24,7 @@ LAYERS = {
           data.synth data.synth_words data.textzoom data.transforms
           models models.build models.config models.joint models.recognition models.rotation
           models.text checkpoint""",
-    4: """engine engine.build engine.config engine.data_stats engine.distributed
+    4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
           engine.evaluator engine.grad_sync engine.judges engine.loading engine.loss_module
           engine.metrics engine.rng engine.run engine.runfiles engine.signals engine.threads
           engine.trainer""",

@@ -558,3 +558,65 @@ def check_report_format(fmt: Any, name: str | None = None, *, sample: Any = None
             name,
             f"warnings_in_text is True but render(report) dropped the warning {lost[0]!r}",
         )
+
+
+# Training callbacks (tsrx/engine/callbacks.py): each hook and its arguments.
+CALLBACK_HOOKS = {
+    "setup": ("trainer",),
+    "after_step": ("trainer", "out"),
+    "evaluation_weights": ("trainer",),
+    "on_validation": ("trainer", "result"),
+    "on_checkpoint": ("trainer", "path"),
+    "on_train_end": ("trainer", "result"),
+}
+
+
+def check_callback(callback: Any, name: str | None = None) -> None:
+    """At least one hook of ``CALLBACK_HOOKS``, each callable with its arguments; no other
+    ``on_`` / ``after_`` / ``before_`` method (a misspelt hook would never be called);
+    ``state_dict`` together with ``load_state_dict``."""
+    import inspect
+
+    kind = "callback"
+    known = ", ".join(CALLBACK_HOOKS)
+    unknown = sorted(
+        a
+        for a in dir(callback)
+        if a.startswith(("on_", "after_", "before_"))
+        and a not in CALLBACK_HOOKS
+        and callable(getattr(callback, a, None))
+    )
+    if unknown:
+        raise _fail(
+            callback,
+            kind,
+            name,
+            f"{', '.join(unknown)}: not a hook, so tsrx would never call it; the hooks are {known}",
+        )
+    hooks = [h for h in CALLBACK_HOOKS if getattr(callback, h, None) is not None]
+    if not hooks:
+        raise _fail(callback, kind, name, f"it defines none of the hooks {known}")
+    for hook in hooks:
+        fn = getattr(callback, hook)
+        expected = f"{hook}({', '.join(CALLBACK_HOOKS[hook])})"
+        if not callable(fn):
+            raise _fail(callback, kind, name, f"{hook} must be a method {expected}")
+        try:
+            signature = inspect.signature(fn)
+        except ValueError:  # a builtin without a signature: nothing to check
+            continue
+        try:
+            signature.bind(*CALLBACK_HOOKS[hook])
+        except TypeError:
+            raise _fail(
+                callback, kind, name, f"{hook}{signature} cannot be called as {expected}"
+            ) from None
+    has_state = callable(getattr(callback, "state_dict", None))
+    if has_state != callable(getattr(callback, "load_state_dict", None)):
+        raise _fail(
+            callback,
+            kind,
+            name,
+            "state_dict and load_state_dict go together (last.pth saves one, a resume calls "
+            "the other)",
+        )

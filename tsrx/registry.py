@@ -320,6 +320,11 @@ SCHEDULERS = Registry(
     provided=("optimizer", "total_steps"),
     contract="check_scheduler",
 )
+CALLBACKS = Registry(
+    "callback",
+    "training hooks called at fixed points of the loop (tsrx/engine/callbacks.py)",
+    contract="check_callback",
+)
 # Not a config table and never built: readers of official checkpoint layouts,
 # obj -> OfficialCheckpoint | None (tsrx.checkpoint.read_official).
 CHECKPOINT_FORMATS = Registry(
@@ -348,6 +353,7 @@ ALL: dict[str, Registry] = {
     "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
     "report_format": REPORT_FORMATS,
+    "callback": CALLBACKS,
 }
 
 
@@ -479,6 +485,7 @@ __all__ = [
             "DATASETS",
             "OPTIMIZERS",
             "SCHEDULERS",
+            "CALLBACKS",
             "CHECKPOINT_FORMATS",
             "REPORT_FORMATS",
         )

@@ -34,6 +34,7 @@ class TrainSection:
 
     ``deterministic``: deterministic kernels, and gradients all-reduced one tensor at a time
     so that a run resumed on more than two ranks stays bit-identical (tsrx/engine/grad_sync.py).
+    ``callbacks``: training hooks, ``[[train.callbacks]]`` tables (``type = "ema"``...).
     """
 
     steps: Annotated[int, Positive] = 1000
@@ -51,6 +52,8 @@ class TrainSection:
     channels_last: bool = False
     compile: bool = False
     val_batch_size: Annotated[int, Positive] = 50
+    # training hooks (tsrx/engine/callbacks.py): [[train.callbacks]] tables, called in order
+    callbacks: Annotated[list, Component("callback", many=True)] = field(default_factory=list)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from torch import nn
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
 from tsrx.engine.build import build_run, seed_everything
+from tsrx.engine.callbacks import build_callbacks
 from tsrx.engine.grad_sync import use_layout_independent_sync
 from tsrx.engine.loss_module import LossModule
 from tsrx.engine.rng import rng_state, set_rng_state
@@ -117,6 +118,9 @@ class Trainer:
         self._last_val_records: Records | None = None
         self.global_batch = tc["batch_size"]
         self.run_log = RunLog(self.run_dir, env.is_main, tc["steps"])
+        # built last: the hooks see the whole run; setup before a resume overwrites their state
+        self.callbacks = build_callbacks(tc["callbacks"])
+        self.callbacks.setup(self)
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
@@ -199,6 +203,7 @@ class Trainer:
         try:
             while self.step < total and not stopped:
                 out = self.train_step(next(batches))
+                self.callbacks.after_step(self, out)
                 stopped = out["stop"]
                 now = time.perf_counter()
                 rate = (self.step - last_log[1]) * self.global_batch / max(now - last_log[0], 1e-9)
@@ -219,13 +224,15 @@ class Trainer:
             self.run_log.status(state, self.step)
         # a completed run stays "running" until the final evaluation and summary are written
         # (run_training calls mark_completed), so `tsrx status` does not report it early
-        return {
+        result = {
             "state": state,
             "step": self.step,
             "total_steps": total,
             "skipped_steps": self.skipped,
             "run_dir": str(self.run_dir),
         }
+        self.callbacks.on_train_end(self, result)
+        return result
 
     def _batches(self):
         """Batches forever, epoch after epoch; the sampler remembers the position."""
@@ -255,8 +262,6 @@ class Trainer:
     # -- validation and selectors -------------------------------------------------------------
     def validate(self) -> dict:
         """Every rank evaluates its shard; the reduced result feeds the selectors."""
-        from tsrx.engine.evaluator import evaluate_model, take_records
-
         if not self.parts.val_sets:
             if self.step == self.train_cfg["val_every"]:
                 log.warning(
@@ -264,6 +269,15 @@ class Trainer:
                     "so no selector writes a best checkpoint"
                 )
             return {}
+        # the callbacks' evaluation weights (an EMA) are what is evaluated, selected and saved
+        with self.callbacks.evaluation_weights(self):
+            result = self._evaluate_and_select()
+            self.callbacks.on_validation(self, result)
+        return result
+
+    def _evaluate_and_select(self) -> dict:
+        from tsrx.engine.evaluator import evaluate_model, take_records
+
         with torch.random.fork_rng(devices=[]):
             result = evaluate_model(
                 self.model,
@@ -296,7 +310,7 @@ class Trainer:
                     save_checkpoint(
                         self.run_dir / sel.filename,
                         make_checkpoint(
-                            self._model_state(),
+                            self.model_state(),
                             step=self.step,
                             epoch=self.epoch,
                             config=self.config,
@@ -328,18 +342,19 @@ class Trainer:
             )
             self._write_final_records(self._last_val_records)
             return self._last_val[1]
-        result = evaluate_model(
-            self.model,
-            sets,
-            protocol=self.eval_cfg.get("protocol", "textzoom"),
-            batch_size=self.eval_cfg.get("batch_size", 50),
-            device=self.device,
-            judges=self.parts.judges,
-            baselines=self.eval_cfg.get("baselines", False),
-            with_predictions=False,
-            env=self.env,
-            records=True,
-        )
+        with self.callbacks.evaluation_weights(self):
+            result = evaluate_model(
+                self.model,
+                sets,
+                protocol=self.eval_cfg.get("protocol", "textzoom"),
+                batch_size=self.eval_cfg.get("batch_size", 50),
+                device=self.device,
+                judges=self.parts.judges,
+                baselines=self.eval_cfg.get("baselines", False),
+                with_predictions=False,
+                env=self.env,
+                records=True,
+            )
         self._write_final_records(take_records(result))
         return result
 
@@ -365,7 +380,8 @@ class Trainer:
         self.run_log.status("completed", self.step)
 
     # -- state ------------------------------------------------------------------------------
-    def _model_state(self) -> dict:
+    def model_state(self) -> dict:
+        """The model's and the combiner's weights, keyed as every tsrx checkpoint saves them."""
         state = dict(self.model.state_dict())
         state.update({f"combiner.{k}": v for k, v in self.combiner.state_dict().items()})
         return state
@@ -376,7 +392,7 @@ class Trainer:
 
         rng = dist_utils.all_gather_objects(rng_state())
         return make_checkpoint(
-            self._model_state(),
+            self.model_state(),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
@@ -387,6 +403,7 @@ class Trainer:
             config=self.config,
             plugins=plugin_records(),
             metrics={"best": self.best, "skipped_steps": self.skipped},
+            callbacks=self.callbacks.state_dict(),
         )
 
     def load_state_dict(self, state: dict) -> None:
@@ -405,6 +422,7 @@ class Trainer:
         metrics = state.get("metrics") or {}
         self.best = dict(metrics.get("best") or {})
         self.skipped = int(metrics.get("skipped_steps", 0))
+        self.callbacks.load_state_dict(state.get("callbacks") or {}, "last.pth")
         rng = state.get("rng") or {}
         if rng.get("world_size") == self.env.world_size:
             set_rng_state(rng["ranks"][self.env.rank])
@@ -422,6 +440,7 @@ class Trainer:
             from tsrx.checkpoint import save_checkpoint
 
             save_checkpoint(self.run_dir / "last.pth", state)
+        self.callbacks.on_checkpoint(self, self.run_dir / "last.pth")
 
     def resume(self, path: Path) -> None:
         from tsrx.checkpoint import detect_format, load_checkpoint
@@ -491,6 +510,7 @@ class Trainer:
                 "judge": self.parts.judges[0].description if self.parts.judges else None,
                 "judges": {j.name: j.description for j in self.parts.judges},
                 "resumed": self.step > 0,
+                "callbacks": self.callbacks.describe(),
                 # parameters (not buffers) per part, frozen ones included: the report's column
                 "parameters": {
                     name: sum(p.numel() for p in part.parameters())
