@@ -31,6 +31,7 @@ LAYERS = {
     5: """launch launch.config launch.control launch.job launch.rundir launch.status
           launch.study launch.submit
           report report.cache report.collect report.diff report.evaluate report.stats report.formats
+          report.paired
           report.paper report.render report.run_facts report.tables
           viz viz.curves viz.inference viz.samples viz.sheets""",
     6: """cli cli.ckpt_cmd cli.config_cmd cli.console cli.data_cmd cli.eval_cmd cli.main

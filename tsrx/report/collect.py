@@ -62,6 +62,8 @@ class Result:
     # a validation result whose splits are the test splits ([data.val] absent or equal to
     # [data.test]): test-split values, but the selector chose its checkpoint on them
     on_test_splits: bool = False
+    # its per-image records (tsrx.records), None when the evaluation predates them
+    records: Path | None = None
 
 
 @dataclass
@@ -153,7 +155,16 @@ class Run:
         settings = cache.eval_settings(self.config or {}, eval_overrides)
         values, where, how = cache.lookup(self.path, sel.stem, ckpt, settings)
         if values is not None:
-            return Result(values, "test", str(where), how == "verified"), ""
+            from tsrx.runfiles import records_beside
+
+            rec = records_beside(Path(where))
+            return Result(
+                values,
+                "test",
+                str(where),
+                how == "verified",
+                records=rec if rec.is_file() else None,
+            ), ""
         best = ((self.summary or {}).get("best") or {}).get(sel.name)
         if isinstance(best, dict) and isinstance(best.get("result"), dict):
             step = best.get("step")
@@ -162,8 +173,18 @@ class Run:
                 "val",
                 f"{self.path / 'summary.json'} best.{sel.name} (step {step})",
                 on_test_splits=validates_on_test(self.config),
+                records=_validation_records(self.path, step),
             ), how
         return None, how
+
+
+def _validation_records(run_dir: Path, step: Any) -> Path | None:
+    from tsrx.runfiles import validation_records
+
+    if not isinstance(step, int):
+        return None
+    path = validation_records(run_dir, step)
+    return path if path.is_file() else None
 
 
 def validates_on_test(config: dict | None) -> bool:

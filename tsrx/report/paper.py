@@ -11,7 +11,9 @@ papers; PSNR and SSIM averages once, at the end. Markdown (``paper-md``) or LaTe
 from __future__ import annotations
 
 import math
+import re
 
+from tsrx.report.paired import LEGEND, MARK
 from tsrx.report.tables import Block, Report, metric_value, recomputed_average, split_columns
 
 BASELINE_LABELS = {"bicubic": "Bicubic", "hr": "HR"}
@@ -25,15 +27,66 @@ def _num(v: float | None, digits: int) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
-def _row(result: dict, splits: list[str], judges: list[str | None]) -> list[str]:
-    cells = []
+def _values(result: dict, splits: list[str], judges: list[str | None]) -> list[float | None]:
+    out = []
     for judge in judges:
         for s in splits:
             values = (result.get("splits") or {}).get(s) or {}
-            cells.append(_acc(metric_value(values, "acc", judge)))
-        cells.append(_acc(recomputed_average(result, "acc", judge)))
-    cells.append(_num(recomputed_average(result, "psnr"), 2))
-    cells.append(_num(recomputed_average(result, "ssim"), 4))
+            out.append(metric_value(values, "acc", judge))
+        out.append(recomputed_average(result, "acc", judge))
+    return out + [recomputed_average(result, "psnr"), recomputed_average(result, "ssim")]
+
+
+def _columns(block: Block, splits: list[str], judges: list[str | None]) -> list[str]:
+    """The report block's column behind each paper column (for the paired tests' marks)."""
+    letters = split_columns(splits)
+    out = []
+    for judge in judges:
+        suffix = f"ACC:{judge}" if judge else "ACC"
+        out += [f"{letters[s]}-{suffix}" for s in splits] + [f"A-{suffix}"]
+    return out + ["A-PSNR", "A-SSIM"]
+
+
+def _text(values: list[float | None], spread: list[float | None] | None = None) -> list[str]:
+    """ACC in percent with one decimal, PSNR two, SSIM four; ``±sd`` over seeds when given."""
+    out = []
+    for k, v in enumerate(values):
+        kind = "psnr" if k == len(values) - 2 else "ssim" if k == len(values) - 1 else "acc"
+        show = {
+            "acc": _acc,
+            "psnr": lambda x: _num(x, 2),
+            "ssim": lambda x: _num(x, 4),
+        }[kind]
+        text = show(v)
+        sd = spread[k] if spread else None
+        if sd is not None and v is not None and not math.isnan(sd):
+            text += "±" + (f"{100 * sd:.1f}" if kind == "acc" else show(sd))
+        out.append(text)
+    return out
+
+
+def _row(result: dict, splits: list[str], judges: list[str | None]) -> list[str]:
+    return _text(_values(result, splits, judges))
+
+
+def _method_cells(block: Block, i: int, splits: list[str], judges: list[str | None]) -> list[str]:
+    """A method's cells: the seeds' mean ± sd when the row holds several, the paired tests'
+    mark on a best value that is not significantly better than the runner-up."""
+    row = block.rows[i]
+    per_seed = [_values(r.values, splits, judges) for r in (row.results or [row.result])]
+    mean, spread = [], []
+    for column in zip(*per_seed):
+        vals = [v for v in column if v is not None and not math.isnan(v)]
+        mean.append(sum(vals) / len(vals) if vals else None)
+        spread.append(
+            math.sqrt(sum((v - mean[-1]) ** 2 for v in vals) / (len(vals) - 1))
+            if len(vals) > 1
+            else None
+        )
+    cells = _text(mean, spread if len(per_seed) > 1 else None)
+    for k, col in enumerate(_columns(block, splits, judges)):
+        if i in block.not_significant.get(col, ()):
+            cells[k] += MARK
     return cells
 
 
@@ -46,8 +99,11 @@ def paper_rows(block: Block) -> tuple[list[str], list[str | None], list[tuple[st
     splits = splits or ["easy", "medium", "hard"]
     judges: list[str | None] = list(block.judges) if len(block.judges) > 1 else [None]
     rows = [
-        (row.label, _row(row.result.values, splits, judges))
-        for row in block.rows
+        (
+            row.label + (f" (n={row.seeds})" if row.seeds > 1 else ""),
+            _method_cells(block, i, splits, judges),
+        )
+        for i, row in enumerate(block.rows)
         if row.result is not None
     ]
     baselines = next(
@@ -93,6 +149,11 @@ def to_paper_markdown(report: Report) -> str:
         out.append("|---|" + "---:|" * len(top))
         out += ["| " + " | ".join([label, *cells]) + " |" for label, cells in rows]
         out.append("")
+        from tsrx.report.render import tests_lines
+
+        tests = tests_lines(block)
+        if tests:
+            out += [f"- {t}" for t in tests] + [""]
     for w in report.warnings:
         out += [f"> **warning:** {w}", ""]
     return "\n".join(out).rstrip("\n") + "\n"
@@ -113,6 +174,16 @@ def _tex(text: str) -> str:
     return text.replace("\x00", r"\textbackslash{}")
 
 
+def _number(cell: str) -> float:
+    """The value a printed cell shows (``56.0±0.4†`` -> 56.0)."""
+    found = re.match(r"-?[0-9.]+|-?inf|nan", cell)
+    return float(found.group(0)) if found else math.nan
+
+
+def _tex_cell(cell: str) -> str:
+    return cell.replace("±", "$\\pm$").replace(MARK, "$^\\dagger$")
+
+
 def best_cells(rows: list[tuple[str, list[str]]], methods: int) -> set[tuple[int, int]]:
     """(row, column) of the best printed value of each column among the first ``methods``
     rows (the baselines, HR above all, never compete); higher is better for ACC, PSNR and
@@ -120,7 +191,7 @@ def best_cells(rows: list[tuple[str, list[str]]], methods: int) -> set[tuple[int
     best: set[tuple[int, int]] = set()
     width = max((len(cells) for _, cells in rows[:methods]), default=0)
     for c in range(width):
-        vals = [(r, float(rows[r][1][c])) for r in range(methods) if rows[r][1][c] != "-"]
+        vals = [(r, _number(rows[r][1][c])) for r in range(methods) if rows[r][1][c] != "-"]
         if len(vals) < 2 or len({v for _, v in vals}) == 1:
             continue
         top = max(v for _, v in vals)
@@ -145,7 +216,13 @@ def to_latex(report: Report) -> str:
             "\\begin{table}[t]",
             "\\centering",
             f"\\caption{{{_tex(block.title)}: {_tex(block.source_line())}. ACC in \\%; the best "
-            "method value of each column in bold.}",
+            "method value of each column in bold"
+            + (
+                "; $^\\dagger$ " + _tex(LEGEND.split(" ", 1)[1])
+                if any(block.not_significant.values())
+                else ""
+            )
+            + ".}",
             f"\\label{{{label}{'-' + str(b + 1) if len(report.blocks) > 1 else ''}}}",
             "\\begin{tabular}{l" + "c" * len(top) + "}",
             "\\toprule",
@@ -163,7 +240,13 @@ def to_latex(report: Report) -> str:
         for r, (name, cells) in enumerate(rows):
             if r == methods and r > 0:
                 out.append("\\midrule")  # the baselines apart from the methods
-            shown = [f"\\textbf{{{v}}}" if (r, c) in bold else v for c, v in enumerate(cells)]
+            shown = [
+                f"\\textbf{{{_tex_cell(v)}}}" if (r, c) in bold else _tex_cell(v)
+                for c, v in enumerate(cells)
+            ]
             out.append(" & ".join([_tex(name), *shown]) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        from tsrx.report.render import tests_lines
+
+        out += [f"% paired: {t}" for t in tests_lines(block)]
     return "\n".join(out) + "\n"

@@ -12,6 +12,7 @@ import io
 import json
 import math
 
+from tsrx.report.paired import LEGEND, MARK, describe
 from tsrx.report.run_facts import fmt_fact
 from tsrx.report.tables import Block, Report, Row
 
@@ -21,14 +22,43 @@ def fmt(v: float | None) -> str:
 
 
 def _label(row: Row) -> str:
-    state = row.run.state
-    if state == "completed":
-        return row.label
-    return f"{row.label} [{row.run.state_note()}]"
+    state = row.state_label()
+    return row.label if state is None else f"{row.label} [{state}]"
 
 
 def _notes(block: Block) -> list[str]:
-    return [f"{row.label}: {n}" for row in block.rows for n in row.notes]
+    return [f"{row.label}: {n}" for row in block.rows for n in row.notes] + block.test_notes
+
+
+def cell_text(block: Block, i: int, col: str) -> str:
+    """A cell as printed: the value (the seeds' mean ± their sd), ``*`` when the stored
+    average disagrees, the paired tests' mark when it is not a significant best."""
+    row = block.rows[i]
+    text = fmt(row.cells.get(col))
+    if row.seeds > 1 and row.spread.get(col) is not None:
+        text += f" ± {fmt(row.spread[col])}"
+    if col in row.mismatched:
+        text += "*"
+    if i in block.not_significant.get(col, ()):
+        text += MARK
+    return text
+
+
+def seed_column(block: Block) -> list[str]:
+    return ["seeds"] if block.seed_axis else []
+
+
+def tests_lines(block: Block) -> list[str]:
+    """The paired comparisons of the A columns (every split's are in the JSON), the legend."""
+    lines = [
+        describe(p)
+        for col, found in block.comparisons.items()
+        if col.startswith("A-")
+        for p in found
+    ]
+    if any(block.not_significant.values()):
+        lines.append(LEGEND)
+    return lines
 
 
 # -- Markdown --------------------------------------------------------------------------
@@ -39,26 +69,29 @@ def to_markdown(report: Report) -> str:
         out.append(f"### {block.title}")
         out.append(block.source_line())
         out.append("")
-        out.append(
-            "| " + " | ".join([block.row_axis, *block.lead, *block.columns, *block.trail]) + " |"
-        )
-        out.append("|" + "---|" * (len(block.lead) + len(block.columns) + len(block.trail) + 1))
+        seeds = seed_column(block)
+        head = [block.row_axis, *seeds, *block.lead, *block.columns, *block.trail]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
         for i, row in enumerate(block.rows):
             cells = []
             for col in block.columns:
-                text = fmt(row.cells.get(col))
-                if col in row.mismatched:
-                    text += "*"
+                text = cell_text(block, i, col)
                 if i in best.get(col, ()):
                     text = f"**{text}**"
                 cells.append(text)
             lead = [fmt_fact(c, row.facts.get(c)) for c in block.lead]
             trail = [fmt_fact(c, row.facts.get(c)) for c in block.trail]
-            out.append("| " + " | ".join([_label(row), *lead, *cells, *trail]) + " |")
+            n = [str(row.seeds)] if seeds else []
+            out.append("| " + " | ".join([_label(row), *n, *lead, *cells, *trail]) + " |")
         notes = _notes(block)
         if notes:
             out.append("")
             out.extend(f"- {n}" for n in notes)
+        tests = tests_lines(block)
+        if tests:
+            out += ["", "Paired tests:"]
+            out.extend(f"- {t}" for t in tests)
         out.append("")
     for w in report.warnings:
         out.append(f"> **warning:** {w}")
@@ -77,6 +110,8 @@ def to_csv(report: Report) -> str:
     facts: list[str] = []
     for b in report.blocks:
         facts += [c for c in (*b.lead, *b.trail) if c not in facts]
+    seeded = any(b.seed_axis for b in report.blocks)
+    spread = [f"{c} sd" for c in columns] if seeded else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -89,13 +124,16 @@ def to_csv(report: Report) -> str:
             "source",
             "protocol",
             "recognizer",
+            *(["seeds"] if seeded else []),
             *columns,
+            *spread,
             *facts,
+            "best_not_significant",
             "notes",
         ]
     )
     for b in report.blocks:
-        for row in b.rows:
+        for i, row in enumerate(b.rows):
             w.writerow(
                 [
                     b.selector,
@@ -106,8 +144,15 @@ def to_csv(report: Report) -> str:
                     row.result.source if row.result else "",
                     b.protocol,
                     b.recognizer,
+                    *([row.seeds] if seeded else []),
                     *["" if row.cells.get(c) is None else repr(row.cells[c]) for c in columns],
+                    *(
+                        ["" if row.spread.get(c) is None else repr(row.spread[c]) for c in columns]
+                        if seeded
+                        else []
+                    ),
                     *["" if row.facts.get(c) is None else repr(row.facts[c]) for c in facts],
+                    " ".join(c for c in b.columns if i in b.not_significant.get(c, ())),
                     "; ".join(row.notes),
                 ]
             )
@@ -130,7 +175,13 @@ def to_json(report: Report) -> str:
                     "source": row.result.source if row.result else None,
                     "from": row.result.where if row.result else None,
                     "values": {c: row.cells.get(c) for c in b.columns},
+                    "sd": {c: row.spread.get(c) for c in b.columns} if row.seeds > 1 else None,
+                    "seeds": row.seeds,
+                    "runs": [r.name for r in row.runs] if row.runs else [row.run.name],
                     "best": [c for c in b.columns if i in best.get(c, ())],
+                    "best_not_significant": [
+                        c for c in b.columns if i in b.not_significant.get(c, ())
+                    ],
                     "average_mismatch": sorted(row.mismatched),
                     "notes": row.notes,
                     "facts": {c: row.facts.get(c) for c in (*b.lead, *b.trail)},
@@ -147,6 +198,11 @@ def to_json(report: Report) -> str:
                 "row_axis": b.row_axis,
                 "columns": b.columns,
                 "rows": rows,
+                "paired_tests": {
+                    col: [{"a": p.label_a, "b": p.label_b, **p.result.as_dict()} for p in found]
+                    for col, found in b.comparisons.items()
+                },
+                "test_notes": b.test_notes,
             }
         )
     return (
@@ -175,18 +231,20 @@ def _rich_table(
     best = block.best()
     t = Table(title=title, title_justify="left", header_style="bold")
     t.add_column(block.row_axis, no_wrap=True)
-    for col in (*lead, *columns, *trail):
+    seeds = seed_column(block)
+    for col in (*seeds, *lead, *columns, *trail):
         t.add_column(col, justify="right", no_wrap=True)
     for i, row in enumerate(block.rows):
         cells = []
         for col in columns:
-            text = fmt(row.cells.get(col)) + ("*" if col in row.mismatched else "")
+            text = cell_text(block, i, col)
             style = "bold green" if i in best.get(col, ()) else ""
             if col in row.mismatched:
                 style = "bold yellow"
             cells.append(Text(text, style=style))
         t.add_row(
             Text(_label(row), style=styles.get(row.run.state, "")),
+            *([str(row.seeds)] if seeds else []),
             *[fmt_fact(c, row.facts.get(c)) for c in lead],
             *cells,
             *[fmt_fact(c, row.facts.get(c)) for c in trail],
@@ -203,7 +261,8 @@ def to_rich(report: Report, width: int = 200) -> list:
     for block in report.blocks:
         label_w = max([len(block.row_axis)] + [len(_label(r)) for r in block.rows])
         facts_w = 13 * (len(block.lead) + len(block.trail))
-        wide = label_w + 4 + 11 * len(block.columns) + facts_w <= width
+        cell_w = 20 if block.seed_axis else 11  # "0.5596 ± 0.0040"
+        wide = label_w + 4 + cell_w * len(block.columns) + facts_w <= width
         out.append(Text(block.title, style="bold"))
         out.append(Text(block.source_line(), style="dim"))
         if wide:
@@ -221,5 +280,7 @@ def to_rich(report: Report, width: int = 200) -> list:
                 )
         for n in _notes(block):
             out.append(Text(f"  note: {n}", style="yellow" if "stored average" in n else "dim"))
+        for line in tests_lines(block):
+            out.append(Text(f"  paired: {line}"))
         out.append(Text(""))
     return out

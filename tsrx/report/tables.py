@@ -24,6 +24,7 @@ METRICS = ("acc", "psnr", "ssim")
 # than this from the recomputed one would print differently, so it is a real disagreement.
 AVERAGE_TOLERANCE = 5e-5
 RUN_AXIS = "run"
+SEED_AXIS = "seed"  # runs that differ only in it are one row: mean ± sd over the seeds
 
 
 @dataclass
@@ -35,6 +36,30 @@ class Row:
     notes: list[str] = field(default_factory=list)
     mismatched: set[str] = field(default_factory=set)  # columns whose stored average disagrees
     facts: dict[str, float | None] = field(default_factory=dict)  # params, samples/s (run_facts)
+    # several seeds in one row: every run and result, the standard deviation of each column
+    runs: list[Run] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    spread: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> int:
+        """How many results (one per seed) the row's values are the mean of."""
+        return len(self.results) if self.results else int(self.result is not None)
+
+    def state_label(self) -> str | None:
+        """None when every run of the row completed, else what is not (``2 of 3 seeds ...``)."""
+        runs = self.runs or [self.run]
+        done = [r for r in runs if r.state == "completed"]
+        if len(done) == len(runs):
+            return None
+        if len(runs) == 1:
+            return runs[0].state_note()
+        others = "; ".join(
+            f"{r.point.get(SEED_AXIS, r.name)}: {r.state_note()}"
+            for r in runs
+            if r.state != "completed"
+        )
+        return f"{len(done)} of {len(runs)} seeds completed; {others}"
 
 
 @dataclass
@@ -51,6 +76,12 @@ class Block:
     lead: list[str] = field(default_factory=list)  # fact columns before the metrics (params)
     trail: list[str] = field(default_factory=list)  # fact columns after them (samples/s)
     val_on_test: bool = False  # every validation value of the block is on the test splits
+    seed_axis: bool = False  # rows aggregate the runs of several seeds
+    # paired tests (tsrx.report.paired): ACC column -> comparisons of its best row with the
+    # others; the best rows not significantly better than the runner-up; notes on what is missing
+    comparisons: dict[str, list] = field(default_factory=dict)
+    not_significant: dict[str, set[int]] = field(default_factory=dict)
+    test_notes: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -115,6 +146,18 @@ def metric_keys(judges: list[str]) -> list[tuple[str, str | None, str]]:
     else plain ``ACC``; then PSNR and SSIM, once."""
     accs = [("acc", j, f"ACC:{j}") for j in judges] if len(judges) > 1 else [("acc", None, "ACC")]
     return accs + [("psnr", None, "PSNR"), ("ssim", None, "SSIM")]
+
+
+def column_specs(
+    splits: list[str], judges: list[str] | None = None
+) -> dict[str, tuple[str, str | None, str | None]]:
+    """Column -> (metric, split or None for A, judge or None for the primary)."""
+    letters = split_columns(splits)
+    return {
+        f"{letters[s]}-{suffix}" if s else f"A-{suffix}": (m, s, j)
+        for m, j, suffix in metric_keys(judges or [])
+        for s in [*splits, None]
+    }
 
 
 def columns_for(splits: list[str], judges: list[str] | None = None) -> list[str]:
@@ -251,10 +294,19 @@ def follows(axis: str, row_axis: str, runs: list[Run]) -> bool:
 
 
 def build_report(
-    coll: Collection, rows: str | None = None, selectors: list[str] | None = None
+    coll: Collection,
+    rows: str | None = None,
+    selectors: list[str] | None = None,
+    paired: bool = True,
 ) -> Report:
+    """The report's blocks; ``paired``: paired tests from per-image records (tsrx.report.paired)."""
     row_axis = resolve_axis(rows, coll.axes)
-    others = [a for a in coll.axes if a != row_axis and not follows(a, row_axis, coll.runs)]
+    seed_axis = SEED_AXIS if SEED_AXIS in coll.axes and row_axis != SEED_AXIS else None
+    others = [
+        a
+        for a in coll.axes
+        if a not in (row_axis, seed_axis) and not follows(a, row_axis, coll.runs)
+    ]
     labels = {a: axis_label(a, coll.axes) for a in coll.axes}
     sels = selectors_of(coll.runs, selectors)
     problems = [p for r in coll.runs for p in r.problems]
@@ -292,7 +344,13 @@ def build_report(
                 res, why = results[id(r)]
                 label = r.name if row_axis == RUN_AXIS else value_label(r.point.get(row_axis))
                 if (
-                    sum(1 for m in members if m.point.get(row_axis) == r.point.get(row_axis)) > 1
+                    sum(
+                        1
+                        for m in members
+                        if m.point.get(row_axis) == r.point.get(row_axis)
+                        and m.point.get(SEED_AXIS) == r.point.get(SEED_AXIS)
+                    )
+                    > 1
                     and row_axis != RUN_AXIS
                 ):
                     label = f"{label} ({r.path.name})"
@@ -314,6 +372,8 @@ def build_report(
                     if not res.verified:
                         extra.insert(0, "test result not verified (checkpoint file absent)")
                 block_rows.append(Row(label, r, res, cells, extra, bad, facts=facts[id(r)]))
+            if seed_axis:
+                block_rows = _merge_seeds(block_rows)
             present = [row.result for row in block_rows if row.result is not None]
             sources = {p.source for p in present}
             source = "none" if not sources else (sources.pop() if len(sources) == 1 else "mixed")
@@ -334,8 +394,13 @@ def build_report(
                     trail=[c for c in TRAIL if c in shown],
                     val_on_test=any(p.source == "val" for p in present)
                     and all(p.on_test_splits for p in present if p.source == "val"),
+                    seed_axis=seed_axis is not None,
                 )
             )
+            if paired:
+                from tsrx.report.paired import compare_block
+
+                compare_block(blocks[-1], column_specs(splits, judges))
     return Report(
         coll.source,
         labels.get(row_axis, RUN_AXIS),
@@ -343,6 +408,53 @@ def build_report(
         identical_metric_warnings(coll.runs, sels),
         problems,
     )
+
+
+def _merge_seeds(rows: list[Row]) -> list[Row]:
+    """Rows of one label (runs that differ only in the seed) become one: each column's mean
+    over the seeds that have it, its sample standard deviation, every run and result kept."""
+    merged: dict[str, list[Row]] = {}
+    for row in rows:
+        merged.setdefault(row.label, []).append(row)
+    out = []
+    for label, same in merged.items():
+        with_result = [r for r in same if r.result is not None]
+        cells: dict[str, float | None] = {}
+        spread: dict[str, float | None] = {}
+        for col in {c for r in with_result for c in r.cells}:
+            values = [r.cells[col] for r in with_result if r.cells.get(col) is not None]
+            values = [v for v in values if not math.isnan(v)]
+            if values:
+                from tsrx.report.stats import mean_std
+
+                cells[col], spread[col] = mean_std(values)
+            else:
+                cells[col], spread[col] = None, None
+        notes = [
+            f"seed {r.run.point.get(SEED_AXIS, '?')}: {n}" if len(same) > 1 else n
+            for r in same
+            for n in r.notes
+        ]
+        facts: dict[str, float | None] = {}
+        for key in {k for r in same for k in r.facts}:
+            vals = [r.facts[key] for r in same if r.facts.get(key) is not None]
+            facts[key] = sum(vals) / len(vals) if vals else None
+        first = with_result[0] if with_result else same[0]
+        out.append(
+            Row(
+                label,
+                first.run,
+                first.result,
+                cells,
+                list(dict.fromkeys(notes)),
+                set().union(*(r.mismatched for r in same)),
+                facts,
+                runs=[r.run for r in same],
+                results=[r.result for r in with_result],
+                spread=spread,
+            )
+        )
+    return out
 
 
 def _judges_text(result: dict) -> str:

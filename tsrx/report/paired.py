@@ -1,0 +1,161 @@
+"""Paired tests inside a report block, from the rows' per-image records (tsrx.records).
+
+For every ACC column (each split and A, each judge) the best row is compared with every other
+ranked row on the same images (tsrx.report.stats.compare: exact McNemar for one run per side,
+the seeds-then-images bootstrap when a row holds several seeds), the family of a column's
+comparisons is Holm-corrected, and a best value whose adjusted p against the runner-up is
+0.05 or more (or that ties it) is marked: it is the highest number, not a demonstrated win.
+Rows without records (run directories from before tsrx kept them) stay in the table, out of
+the tests, with a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tsrx.errors import TsrxError
+from tsrx.records import Records, read_records
+from tsrx.report.stats import Comparison, compare, holm
+
+MARK = "†"
+LEGEND = (
+    f"{MARK} best value, but not significantly better than the runner-up (paired test on the "
+    "same images, Holm-corrected over the column's comparisons with the best, p >= 0.05)"
+)
+NO_RECORDS = (
+    "no per-image records (evaluated before tsrx recorded them): left out of the paired tests"
+)
+
+_cache: dict[tuple[str, int, int], Records] = {}
+
+
+def load(path: Path) -> Records:
+    """Records of a file, read once per report (keyed by path, size and mtime)."""
+    st = Path(path).stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _cache:
+        _cache[key] = read_records(path)
+    return _cache[key]
+
+
+@dataclass
+class Paired:
+    """One comparison of a block: best row ``a`` against row ``b`` in ``column``."""
+
+    column: str
+    a: int
+    b: int
+    label_a: str
+    label_b: str
+    result: Comparison
+
+
+def correctness(
+    records: list[Records], split: str | None, judge: str | None, row: str = "model"
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """Per-run correctness on ``split`` (None: every image) and the split codes (strata)."""
+    out = []
+    for rec in records:
+        if split is not None and split not in rec.splits:
+            return None
+        correct = rec.correct(row, judge)
+        if correct is None:
+            return None
+        mask = rec.in_split(split) if split is not None else np.ones(len(rec), bool)
+        out.append(correct[mask])
+    first = records[0]
+    strata = first.split[first.in_split(split)] if split is not None else first.split
+    return out, strata
+
+
+def compare_block(block, specs: dict[str, tuple[str, str | None, str | None]]) -> None:
+    """Fill ``block.comparisons``, ``block.not_significant`` and ``block.test_notes``."""
+    ranked = [i for i, r in enumerate(block.rows) if r.result is not None]
+    if any(block.rows[i].result.source == "test" for i in ranked):
+        ranked = [i for i in ranked if block.rows[i].result.source == "test"]
+    records: dict[int, list[Records] | None] = {}
+    for i in ranked:
+        row = block.rows[i]
+        paths = [res.records for res in (row.results or [row.result])]
+        if any(p is None for p in paths):
+            records[i] = None
+            if NO_RECORDS not in row.notes:
+                row.notes.append(NO_RECORDS)
+            continue
+        try:
+            records[i] = [load(p) for p in paths]
+        except TsrxError as exc:
+            records[i] = None
+            row.notes.append(f"per-image records unreadable: {exc}")
+    usable = [i for i in ranked if records.get(i)]
+    if len(usable) < 2:
+        return
+    reference = records[usable[0]][0]
+    for i in usable[1:]:
+        if not all(rec.same_images(reference) for rec in records[i]):
+            block.test_notes.append(
+                f"{block.rows[i].label} and {block.rows[usable[0]].label} were evaluated on "
+                "different images: no paired test between them"
+            )
+            records[i] = None
+    usable = [i for i in usable if records.get(i)]
+    for col, (metric, split, judge) in specs.items():
+        if metric != "acc" or col not in block.columns:
+            continue
+        values = [(i, block.rows[i].cells.get(col)) for i in ranked]
+        values = [(i, round(v, 4)) for i, v in values if v is not None and not np.isnan(v)]
+        if len(values) < 2 or len({v for _, v in values}) == 1:
+            continue
+        values.sort(key=lambda iv: -iv[1])
+        top = values[0][1]
+        tied = [i for i, v in values if v == top]
+        if len(tied) > 1:
+            block.not_significant[col] = set(tied)
+        best = tied[0]
+        if best not in usable:
+            continue
+        got = correctness(records[best], split, judge)
+        if got is None:
+            continue
+        best_correct, strata = got
+        found: list[Paired] = []
+        for i, _ in values:
+            if i == best or i not in usable:
+                continue
+            other = correctness(records[i], split, judge)
+            if other is None:
+                continue
+            result = compare(best_correct, other[0], strata)
+            found.append(Paired(col, best, i, block.rows[best].label, block.rows[i].label, result))
+        for p, adjusted in zip(found, holm([p.result.p for p in found])):
+            p.result.p_holm = adjusted
+        block.comparisons[col] = found
+        runner_up = next((i for i, v in values if v < top), None)
+        against = next((p for p in found if p.b == runner_up), None)
+        if len(tied) == 1 and against is not None and not against.result.significant:
+            block.not_significant[col] = {best}
+
+
+def describe(p: Paired) -> str:
+    """One line: the difference, its interval, the test, the discordant counts, Holm's p."""
+    c = p.result
+    seeds = f" ({c.seeds_a} vs {c.seeds_b} seeds)" if max(c.seeds_a, c.seeds_b) > 1 else ""
+    counts = (
+        f", discordant {c.b:g} / {c.c:g}"
+        if c.seeds_a == c.seeds_b == 1
+        else f", discordant per seed pair {c.b:.1f} / {c.c:.1f}"
+    )
+    return (
+        f"{p.column}: {p.label_a} - {p.label_b} = {c.diff:+.4f} "
+        f"[{int(c.level * 100)}% CI {c.low:+.4f}, {c.high:+.4f}], {c.test} p = {_p(c.p)}"
+        f"{counts}, Holm p = {_p(c.p_holm)}{seeds}, n = {c.n_images}"
+    )
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
