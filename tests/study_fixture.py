@@ -81,7 +81,9 @@ def write_study(
 ) -> Path:
     """sr.toml (stage 1), rec.toml (stage 2, a grid over two heads), joint.toml (stage 3,
     two heads x two combiners, each loading stage 1 and its head's stage-2 run)."""
+    # a table to train on: a stage without one is refused before any run directory exists
     lau = (
+        '[data]\ntrain = { type = "textzoom", roots = ["train1"] }\n'
         f'[launcher]\ntype = "{launcher}"\n'
         + (f'entry = "{entry}"\n' if entry else "")
         + launcher_extra

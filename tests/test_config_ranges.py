@@ -16,7 +16,7 @@ from tsrx.errors import ConfigError
 from tsrx.registry import HEADS
 
 BAD_VALUES = [
-    ("[train]\nsteps = 0\n", "train.steps", "expected an integer > 0, got 0"),
+    ("[train]\nsteps = 0\n", "train.steps", "expected an integer in (0, 1000000000], got 0"),
     ("[train]\nsteps = -5\n", "train.steps", "got -5"),
     ("[train]\nval_every = 0\n", "train.val_every", "> 0"),
     ("[train]\nckpt_every = 0\n", "train.ckpt_every", "> 0"),
@@ -61,7 +61,7 @@ def test_config_validate_cli_names_file_table_key(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2, out.stdout + out.stderr
-    assert "e.toml:train.steps: expected an integer > 0, got 0" in out.stderr
+    assert "e.toml:train.steps: expected an integer in (0, 1000000000], got 0" in out.stderr
     assert "e.toml:train.ckpt_every: expected an integer > 0, got 0" in out.stderr
 
 
@@ -69,7 +69,8 @@ def test_command_line_overrides_are_checked_too(tmp_path):
     path = tmp_path / "e.toml"
     path.write_text("[train]\nsteps = 10\n")
     with pytest.raises(
-        ConfigError, match=r"<command line>:train.steps: expected an integer > 0, got -5"
+        ConfigError,
+        match=r"<command line>:train.steps: expected an integer in \(0, 1000000000\], got -5",
     ):
         load_experiment(path, ["train.steps=-5"])
 

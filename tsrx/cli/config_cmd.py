@@ -33,14 +33,17 @@ def validate(
     files: list[Path] = typer.Argument(..., help="Experiment TOML file(s)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Validate every grid point without building models; all errors at once."""
+    """Validate every grid point without building models; all errors at once.
+
+    Refuses what ``tsrx train`` refuses (a file meant only for ``eval --config`` fails here
+    when it has no [data.train]: ``config show`` resolves it)."""
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import ConfigError, TsrxError
 
     failed: list[str] = []
     for file in files:
         try:
-            exp = load_experiment(file, set_)
+            exp = load_experiment(file, set_, for_training=True)
         except TsrxError as exc:
             failed.append(str(exc) if isinstance(exc, ConfigError) else f"{exc}")
             continue

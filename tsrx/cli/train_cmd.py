@@ -51,7 +51,7 @@ def train(
     from tsrx.config.experiment import load_experiment
     from tsrx.launch.rundir import prepare_run_dir, record_job, utc_now
 
-    exp = load_experiment(file, set_, only=run or None)
+    exp = load_experiment(file, set_, only=run or None, for_training=True)
     states = []
     for spec in exp.runs:
         target = runs_dir or Path(spec.config.get("launcher", {}).get("runs_dir", "runs"))

@@ -257,14 +257,46 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
     return out, issues
 
 
+def training_issues(config: dict, prov: Provenance, file: str) -> list[ConfigIssue]:
+    """What makes a valid config untrainable: checked with the rest by ``tsrx config
+    validate``, ``train`` and ``submit``, so a run directory is never created for it.
+
+    Apart from :func:`resolve_run` because a config to evaluate or compose a checkpoint
+    with needs no training data.
+    """
+    issues = []
+    model = config.get("model") or {}
+    if not model.get("sr") and not model.get("recognizer"):
+        issues.append(
+            ConfigIssue(
+                _file_of("model", prov, file),
+                "model",
+                "nothing to build or train; set [model.sr] and/or [model.recognizer]",
+            )
+        )
+    if not (config.get("data") or {}).get("train"):
+        issues.append(
+            ConfigIssue(
+                _file_of("data", prov, file),
+                "data.train",
+                "no train table: nothing to train on (set [data.train], e.g. "
+                'train = { type = "textzoom", roots = ["train1", "train2"] })',
+            )
+        )
+    return issues
+
+
 def load_experiment(
     path: str | Path,
     overrides: list[str] | dict | None = None,
     only: list[str] | None = None,
     _stack: tuple[Path, ...] = (),
+    *,
+    for_training: bool = False,
 ) -> Experiment:
     """Read, expand and validate an experiment; raises ConfigError listing every problem.
 
+    ``for_training``: also refuse what training would refuse (:func:`training_issues`).
     Upstream stages named in ``needs`` are loaded too (tsrx.config.needs); ``_stack`` holds
     the files that need this one, to report a cycle.
     """
@@ -301,6 +333,8 @@ def load_experiment(
         rname = run_name(point, vname)
         cfg["name"] = name
         resolved, run_issues = resolve_run(cfg, run_prov, file)
+        if for_training and not run_issues:
+            run_issues = training_issues(resolved, run_prov, file)
         for iss in run_issues:
             tagged = (
                 iss
@@ -318,7 +352,8 @@ def load_experiment(
         raise ConfigError(dedupe_issues(issues))
     exp = Experiment(name, path, runs)
     if needs:
-        resolve_needs(exp, needs, _load_upstream(exp, needs, sets, _stack, file), file)
+        upstream = _load_upstream(exp, needs, sets, _stack, file, for_training)
+        resolve_needs(exp, needs, upstream, file)
     if only:
         unknown = [o for o in only if not any(r.name == o or r.name.startswith(o) for r in runs)]
         if unknown:
@@ -332,7 +367,12 @@ def load_experiment(
 
 
 def _load_upstream(
-    exp: Experiment, needs: list, sets: dict, stack: tuple[Path, ...], file: str
+    exp: Experiment,
+    needs: list,
+    sets: dict,
+    stack: tuple[Path, ...],
+    file: str,
+    for_training: bool = False,
 ) -> dict[Path, Experiment]:
     """Each upstream file of ``needs`` loaded once, with the overrides that reach it."""
     here = Path(file).resolve()
@@ -343,5 +383,7 @@ def _load_upstream(
         if cycle is not None:
             raise ConfigError([cycle])
         if need.file not in loaded:
-            loaded[need.file] = load_experiment(need.file, dict(shared), _stack=(*stack, here))
+            loaded[need.file] = load_experiment(
+                need.file, dict(shared), _stack=(*stack, here), for_training=for_training
+            )
     return loaded

@@ -48,9 +48,16 @@ def read_toml(path: Path) -> dict:
 
 
 def _record(prov: Provenance, table: Any, prefix: str, file: str) -> None:
+    """Which file set each key; a key a file deletes is that file's too (an error about the
+    missing table names the file that removed it), and what was inside it nobody's."""
     if isinstance(table, dict):
         for k, v in table.items():
+            if k == REPLACE:
+                continue
             key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, str) and v == DELETE:
+                for inner in [p for p in prov if p.startswith(key + ".")]:
+                    del prov[inner]
             prov[key] = file
             _record(prov, v, key, file)
 
@@ -149,7 +156,7 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
         merged["plugins"] = _abs_plugins(base_plugins, []) + _abs_plugins(
             data["plugins"], [], path.parent
         )
-    _record(prov, strip_markers(data), "", str(path))
+    _record(prov, data, "", str(path))
     return strip_markers(merged), prov
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -74,12 +75,16 @@ class Range:
             return "> 0" if self.low_open else ">= 0"
         if self.low is not None and self.high is not None:
             return (
-                f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
                 f"{')' if self.high_open else ']'}"
             )
         if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"{'<' if self.high_open else '<='} {self.high:g}"
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        return f"{'<' if self.high_open else '<='} {_num(self.high)}"
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 Positive = Range(low=0, low_open=True)
@@ -246,7 +251,13 @@ def coerce(value: Any, tp: Any) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if not math.isfinite(number):  # inf or nan: no setting of tsrx means either
+                raise Mismatch(f"expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, RawValue):
             return _raw_string(value)

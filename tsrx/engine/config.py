@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from tsrx.config.schema import NON_EMPTY, Component, NonNegative, Positive
+from tsrx.config.schema import NON_EMPTY, Component, NonNegative, Positive, Range
 from tsrx.config.sections import register_section, section
+
+# A billion steps is beyond any schedule tsrx serves (TSRN's is ~135k); a larger count is a
+# typo that would never end (docs/guarantees.md, "Values are checked").
+MAX_STEPS = 10**9
+MaxSteps = Range(low=0, low_open=True, high=MAX_STEPS)
 
 
 @dataclass
@@ -37,7 +42,7 @@ class TrainSection:
     ``callbacks``: training hooks, ``[[train.callbacks]]`` tables (``type = "ema"``...).
     """
 
-    steps: Annotated[int, Positive] = 1000
+    steps: Annotated[int, MaxSteps] = 1000
     batch_size: Annotated[int, Positive] = 64
     val_every: Annotated[int, Positive] = 500
     ckpt_every: Annotated[int, Positive] = 500

@@ -221,7 +221,7 @@ def load(
     sets = list(sets or [])
     if launcher:
         sets.append(f"launcher.type={launcher}")
-    exp = load_experiment(file, sets, only=only)
+    exp = load_experiment(file, sets, only=only, for_training=True)
     if not exp.runs:
         raise TsrxError(f"{file}: the experiment has no runs")
     return exp
