@@ -1,4 +1,7 @@
-"""Reading and writing a run directory's small files, in one place and without torch.
+"""A run directory's files: their names, and reading and writing them, in one place, no torch.
+
+Every file name of a run directory is a constant here (``CONFIG``, ``METRICS``, ``LAST``...);
+other modules name them through these, never as literals.
 
 Every writer (launcher, trainer, ``tsrx eval``, report cache) goes through
 :func:`atomic_write_text` / :func:`atomic_write_bytes`: a temp file in the same folder,
@@ -23,16 +26,36 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tsrx.errors import TsrxError
 
-CONFIG = "config.toml"
-META = "meta.json"
-STATUS = "status.json"
-SUMMARY = "summary.json"
+# -- the run directory's names (docs/architecture.md, "Run directory") -------------------
+CONFIG = "config.toml"  # the resolved config, written before the first step
+META = "meta.json"  # experiment, run, grid point, jobs (submissions and starts)
+STATUS = "status.json"  # the trainer's state, step and error
+SUMMARY = "summary.json"  # best checkpoint per selector, final evaluation
+METRICS = "metrics.jsonl"  # one JSON object per line: run, train, val
+LAST = "last.pth"  # the resumable checkpoint
+EVAL_DIR = "eval"  # cached test results, <checkpoint stem>-<key>.json
+LOGS_DIR = "logs"  # rank<N>.log links to the job's logs
+TENSORBOARD_DIR = "tensorboard"
+SUPERSEDED_DIR = "superseded"  # outputs moved aside by --force
+WRITER_LOCK = ".writer.lock"  # the one writer's flock and record (tsrx.writer)
+META_LOCK = ".meta.lock"  # serialises meta.json updates
+SUBMITIT_DIR = "submitit"  # beside an experiment's runs: the launcher's job folders
+# Any of these marks a folder as a run directory.
+RUN_FILES = (CONFIG, META, STATUS, SUMMARY, METRICS)
 STATES = ("running", "completed", "failed", "preempted")
+
+
+def rank_log(run_dir: Path, rank: int) -> Path:
+    """``logs/rank<N>.log``: the link to rank N's log of the current job."""
+    return Path(run_dir) / LOGS_DIR / f"rank{rank}.log"
+
+
 # per-image records of evaluations (tsrx.records): one file per validation and final evaluation
 # of a training run, and one beside each cached or --json result (``x.json`` -> ``x.records.npz``)
 RECORDS_DIR = "records"
@@ -309,10 +332,153 @@ def read_status(run_dir: Path) -> dict:
     return status
 
 
+def read_summary(run_dir: Path) -> dict | None:
+    """``summary.json`` (None when absent), its shape checked: ``best`` an object of selector
+    records (objects, ``result`` an object), ``final`` an object or null."""
+    path = Path(run_dir) / SUMMARY
+    summary = read_json(path, what="run's summary", missing=None)
+    if summary is None:
+        return None
+    _expect(path, summary, "best", (dict,), "an object: selector name -> its best checkpoint")
+    _expect(path, summary, "final", (dict,), "the final evaluation (an object) or null")
+    for name, best in (summary.get("best") or {}).items():
+        if not isinstance(best, dict):
+            raise DamagedRunFile(
+                f"{path}: best.{name} should be an object (step, result, file), got "
+                f"{best!r}. {_advice(path)}"
+            )
+        _expect(path, best, "result", (dict,), "an evaluation result (an object)")
+        _expect(path, best, "step", (int,), "an integer")
+    return summary
+
+
+@dataclass(frozen=True)
+class MetricsLine:
+    """One line of metrics.jsonl: its number, its text, and its record or what is wrong."""
+
+    number: int
+    text: str
+    record: dict | None
+    problem: str | None
+
+
+def _decode_lines(path: Path, raw: bytes, what: str) -> list[str]:
+    """The text lines of ``raw``; a last line cut inside a character (a writer that died
+    mid-line) is dropped, anything else that is not UTF-8 is a DamagedRunFile."""
+    try:
+        return raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        if b"\n" not in raw[exc.start :]:  # the last line only: torn, not damaged
+            return raw[: raw.rfind(b"\n") + 1].decode("utf-8", errors="strict").split("\n")
+        raise DamagedRunFile(
+            f"{path}: the {what} is not text (binary data at byte {exc.start} of "
+            f"{len(raw)}); expected one JSON object per line. {_advice(path)}"
+        ) from None
+
+
+def metrics_lines(run_dir: Path, tail_bytes: int | None = None) -> Iterator[MetricsLine]:
+    """Every line of ``metrics.jsonl`` (or of its last ``tail_bytes``), parsed: the one parser
+    of the file (report, status, curves and the trainer's resume all read it through here).
+
+    A torn last line (a run writing right now, or killed mid-line) comes with neither record
+    nor problem; a line that is not JSON, or JSON but not an object (``42``), comes with a
+    problem ``file:line: what; expected``. A file that is not text is a
+    :class:`DamagedRunFile`. Absent: nothing.
+    """
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "rb") as f:
+            if tail_bytes is None:
+                raw, cut = f.read(), False
+            else:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - tail_bytes))
+                raw, cut = f.read(), size > tail_bytes
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DamagedRunFile(
+            f"{path}: cannot read the run's metrics ({exc.strerror or exc})"
+        ) from None
+    if cut:  # the first line is probably partial
+        raw = raw[raw.find(b"\n") + 1 :] if b"\n" in raw else b""
+    lines = _decode_lines(path, raw, "run's metrics")
+    where = f" (of its last {tail_bytes} bytes)" if cut else ""
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            problem = None
+            if i != last:
+                problem = (
+                    f"{path}:{i + 1}{where}: not JSON ({exc}); expected one JSON object per line"
+                )
+            yield MetricsLine(i + 1, line, None, problem)
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("step", 0), int):
+            got = (
+                f"a JSON {type(rec).__name__} ({line.strip()[:40]})"
+                if not isinstance(rec, dict)
+                else f"step {rec.get('step')!r}"
+            )
+            yield MetricsLine(
+                i + 1,
+                line,
+                None,
+                f"{path}:{i + 1}{where}: {got}; expected an object per line (a run, train or "
+                "val record with an integer step)",
+            )
+            continue
+        yield MetricsLine(i + 1, line, rec, None)
+
+
+def read_metrics(run_dir: Path, tail_bytes: int | None = None) -> tuple[list[dict], list[str]]:
+    """``metrics.jsonl`` as (records, problems): :func:`metrics_lines` without the bad lines,
+    each of which is named in ``problems`` (and skipped)."""
+    records, problems = [], []
+    for line in metrics_lines(run_dir, tail_bytes):
+        if line.record is not None:
+            records.append(line.record)
+        elif line.problem is not None:
+            problems.append(line.problem + ", skipped")
+    return records, problems
+
+
+def read_config(run_dir: Path) -> dict | None:
+    """``config.toml`` as a raw table (None when absent); DamagedRunFile when it is not text
+    or not TOML, naming the file, the line and what was expected."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    path = Path(run_dir) / CONFIG
+    what = "expected the run's resolved config (TOML, written by tsrx)"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DamagedRunFile(
+            f"{path}: cannot read the run's config ({exc.strerror or exc})"
+        ) from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DamagedRunFile(
+            f"{path}: not text (binary data at byte {exc.start} of {len(raw)}); {what}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DamagedRunFile(f"{path}: not valid TOML ({exc}); {what}") from None
+
+
 @contextmanager
 def meta_lock(run_dir: Path) -> Iterator[None]:
     """Serialise meta.json updates (submitter and job attempts may overlap)."""
-    with open(run_dir / ".meta.lock", "a") as lock:
+    with open(Path(run_dir) / META_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -326,5 +492,5 @@ def update_meta(run_dir: Path, **changes: Any) -> dict:
     with meta_lock(run_dir):
         meta = read_meta(run_dir)
         meta.update(changes)
-        atomic_write_text(run_dir / "meta.json", dumps(meta) + "\n")
+        atomic_write_text(run_dir / META, dumps(meta) + "\n")
     return meta

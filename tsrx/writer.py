@@ -30,8 +30,9 @@ from pathlib import Path
 
 from tsrx import process
 from tsrx.errors import TsrxError
+from tsrx.runfiles import WRITER_LOCK
 
-LOCK = ".writer.lock"
+LOCK = WRITER_LOCK
 SUBMIT_LOCK = ".submit.lock"
 LEASE_RENEW_S = 30.0
 LEASE_EXPIRY_S = 300.0

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsrx import runfiles
 from tsrx.config.load import get_dotted
 from tsrx.config.schema import RawValue
 from tsrx.errors import ConfigError, ConfigIssue, dedupe_issues, suggest
@@ -131,7 +132,7 @@ def _selector_files(config: dict) -> dict[str, str]:
     """Selector name -> checkpoint file name of a resolved config (plus ``last``)."""
     from tsrx.registry import SELECTORS
 
-    out = {LAST: "last.pth"}
+    out = {LAST: runfiles.LAST}
     for i, s in enumerate((config.get("train") or {}).get("selectors") or []):
         try:
             sel = SELECTORS.build({"type": s} if isinstance(s, str) else s, f"train.selectors[{i}]")

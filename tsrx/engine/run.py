@@ -16,6 +16,7 @@ from typing import Any
 
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
+from tsrx.runfiles import CONFIG, LAST, rank_log, read_config
 
 log = logging.getLogger("tsrx")
 
@@ -25,11 +26,12 @@ def load_run_config(run_dir: Path) -> dict:
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import TsrxError
 
-    path = Path(run_dir) / "config.toml"
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise TsrxError(
             f"{run_dir}: no config.toml (create run directories with `tsrx train` or `tsrx submit`)"
         )
+    read_config(run_dir)  # not text, not TOML: a DamagedRunFile naming the file and line
     return load_experiment(path).runs[0].config
 
 
@@ -70,7 +72,7 @@ def run_training(
             env.master_port,
         )
         trainer = Trainer(config, run_dir, env, dev)
-        last = run_dir / "last.pth"
+        last = run_dir / LAST
         if last.exists():
             trainer.resume(last)
         result = trainer.train()
@@ -183,7 +185,7 @@ def _setup_logging(run_dir: Path, env: dist_utils.DistEnv) -> list[logging.Handl
     fmt = logging.Formatter(
         f"%(asctime)s rank{env.rank}@{dist_utils.node_name()} %(levelname)s %(name)s: %(message)s"
     )
-    link = run_dir / "logs" / f"rank{env.rank}.log"
+    link = rank_log(run_dir, env.rank)
     handlers: list[logging.Handler] = []
     if link.is_symlink():
         handlers.append(logging.StreamHandler(sys.stdout))

@@ -5,7 +5,6 @@ All JSON is written atomically (a reader such as ``tsrx status`` never sees half
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -14,7 +13,12 @@ from typing import Any
 
 import torch
 
-from tsrx.runfiles import atomic_write_text, write_status  # noqa: F401 (the one home of run-file I/O)
+from tsrx.runfiles import (  # noqa: F401 (the one home of run-file I/O)
+    METRICS,
+    TENSORBOARD_DIR,
+    atomic_write_text,
+    write_status,
+)
 
 log = logging.getLogger("tsrx.train")  # the step and validation lines: the Trainer's log
 
@@ -34,16 +38,25 @@ def json_default(obj: Any) -> Any:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the resumed step: the resumed run writes them again."""
+    """Drop lines logged after the resumed step: the resumed run writes them again.
+
+    A torn line (a crash mid-write) goes quietly; a damaged one (``42``, not JSON) goes with a
+    warning naming its file and line; a file that is not text stops the resume with a
+    :class:`~tsrx.runfiles.DamagedRunFile` saying what to do.
+    """
+    from tsrx.runfiles import metrics_lines
+
+    path = Path(path)
     if not path.exists():
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
+    for line in metrics_lines(path.parent):
+        if line.record is None:
+            if line.problem is not None:
+                log.warning("%s, dropped on resume", line.problem)
+            continue
+        if line.record.get("step", 0) <= step:
+            keep.append(line.text)
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
@@ -131,9 +144,9 @@ class RunLog:
 
     def __init__(self, run_dir: Path, main: bool, total_steps: int):
         self.run_dir, self.main, self.total = Path(run_dir), main, total_steps
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = self.run_dir / METRICS
         self.progress: Progress | None = None
-        self._tb = tensorboard_writer(self.run_dir / "tensorboard") if main else None
+        self._tb = tensorboard_writer(self.run_dir / TENSORBOARD_DIR) if main else None
 
     def append(self, line: dict) -> None:
         """One metrics.jsonl line; a full disk is named as such."""

@@ -37,7 +37,7 @@ from tsrx.engine.rng import rng_state, set_rng_state
 from tsrx.engine.runfiles import RunLog, atomic_json, plugin_records
 from tsrx.errors import TsrxError
 from tsrx.records import Records, write_records
-from tsrx.runfiles import final_records, validation_records
+from tsrx.runfiles import LAST, SUMMARY, final_records, validation_records
 
 
 def _follows(selector, result: dict) -> dict:
@@ -439,8 +439,8 @@ class Trainer:
         if self.env.is_main:
             from tsrx.checkpoint import save_checkpoint
 
-            save_checkpoint(self.run_dir / "last.pth", state)
-        self.callbacks.on_checkpoint(self, self.run_dir / "last.pth")
+            save_checkpoint(self.run_dir / LAST, state)
+        self.callbacks.on_checkpoint(self, self.run_dir / LAST)
 
     def resume(self, path: Path) -> None:
         from tsrx.checkpoint import detect_format, load_checkpoint
@@ -563,5 +563,5 @@ class Trainer:
             "plugins": plugin_records(),
         }
         if self.env.is_main:
-            atomic_json(self.run_dir / "summary.json", summary)
+            atomic_json(self.run_dir / SUMMARY, summary)
         return summary

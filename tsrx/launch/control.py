@@ -10,7 +10,7 @@ from pathlib import Path
 from tsrx.errors import TsrxError
 from tsrx.launch.rundir import read_meta, update_meta, utc_now
 from tsrx.process import cmdline, is_same
-from tsrx.runfiles import read_status
+from tsrx.runfiles import rank_log, read_status
 
 
 def last_job(run_dir: Path) -> dict | None:
@@ -95,7 +95,7 @@ def cancel(run_dirs: list[Path]) -> list[tuple[Path, str, str]]:
 
 def log_path(run_dir: Path, rank: int = 0) -> Path:
     """``logs/rank<R>.log`` (a link the job makes to submitit's log), else submitit's file."""
-    link = Path(run_dir) / "logs" / f"rank{rank}.log"
+    link = rank_log(run_dir, rank)
     if link.exists():
         return link
     job = last_job(run_dir)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tsrx.runfiles import CONFIG, rank_log
+
 TRAIN_TARGET = "tsrx.engine.run:run_training"
 STOP_TARGET = "tsrx.engine.signals:request_stop"
 
@@ -85,7 +87,7 @@ def export_distributed_env(job_env: Any) -> dict[str, str]:
 def _link_rank_log(run_dir: Path, job_env: Any) -> None:
     """``logs/rank<R>.log`` -> this attempt's submitit log (stderr goes there too)."""
     target = job_env.paths.stdout
-    link = run_dir / "logs" / f"rank{job_env.global_rank}.log"
+    link = rank_log(run_dir, job_env.global_rank)
     link.parent.mkdir(exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}")
     try:
@@ -106,7 +108,7 @@ class TrainJob:
         stop_target: str = STOP_TARGET,
     ) -> None:
         self.run_dir = str(Path(run_dir).resolve())
-        self.config_path = str(Path(self.run_dir) / "config.toml")
+        self.config_path = str(Path(self.run_dir) / CONFIG)
         self.launcher = launcher
         self.target = target
         self.stop_target = stop_target

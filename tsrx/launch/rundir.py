@@ -23,6 +23,15 @@ from typing import Any
 
 from tsrx.errors import TsrxError
 from tsrx.runfiles import (  # noqa: F401
+    CONFIG,
+    EVAL_DIR,
+    LAST,
+    LOGS_DIR,
+    META,
+    METRICS,
+    STATUS,
+    SUMMARY,
+    SUPERSEDED_DIR,
     atomic_write_text,
     dumps,
     meta_lock,
@@ -31,18 +40,16 @@ from tsrx.runfiles import (  # noqa: F401
     utc_now,
 )
 
-CONFIG = "config.toml"
-META = "meta.json"
 # What the trainer writes; `force` moves these aside instead of resuming from them.
 OUTPUTS = (
-    "last.pth",
+    LAST,
     "best_acc_model.pth",
     "best_psnr_model.pth",
-    "metrics.jsonl",
-    "status.json",
-    "summary.json",
-    "eval",
-    "logs",
+    METRICS,
+    STATUS,
+    SUMMARY,
+    EVAL_DIR,
+    LOGS_DIR,
 )
 MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
@@ -133,7 +140,7 @@ def _supersede(run_dir: Path) -> Path | None:
     if not present:
         return None
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    dest = run_dir / "superseded" / stamp
+    dest = run_dir / SUPERSEDED_DIR / stamp
     dest.mkdir(parents=True)
     for p in present:
         os.replace(p, dest / p.name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.errors import TsrxError
+from tsrx.runfiles import CONFIG
 
 TERMINAL = ("completed", "failed", "cancelled", "timeout", "damaged")
 _SLURM_STATES = {
@@ -93,10 +94,10 @@ def find_run_dirs(target: str | Path | None = None) -> list[Path]:
             return []
     if not path.exists():
         raise TsrxError(f"{path}: no such run directory, runs folder or experiment file")
-    if (path / "config.toml").is_file():
+    if (path / CONFIG).is_file():
         return [path]
-    found = sorted(p.parent for p in path.glob("*/config.toml"))
-    found += sorted(p.parent for p in path.glob("*/*/config.toml"))
+    found = sorted(p.parent for p in path.glob(f"*/{CONFIG}"))
+    found += sorted(p.parent for p in path.glob(f"*/*/{CONFIG}"))
     if not found and not path.is_dir():
         raise TsrxError(f"{path}: not a run directory (no config.toml) nor a folder of runs")
     return found
@@ -119,33 +120,17 @@ def _read_run_files(run_dir: Path) -> tuple[dict, dict, str | None]:
     return meta, status, "; ".join(problems) or None
 
 
-def tail_jsonl(path: Path, max_bytes: int = 256 * 1024) -> list[dict]:
-    """The last complete JSON lines of a (possibly large, possibly growing) file."""
+def latest_metrics(run_dir: Path, problems: list[str] | None = None) -> tuple[dict, int | None]:
+    """(average of the last validation, last step seen) from the end of metrics.jsonl; what
+    is damaged there goes to ``problems``."""
+    from tsrx.runfiles import DamagedRunFile, read_metrics
+
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            chunk = f.read()
-    except OSError:
-        return []
-    lines = chunk.split(b"\n")
-    if size > max_bytes:
-        lines = lines[1:]  # first line is probably cut
-    out = []
-    for line in lines:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-    return out
-
-
-def latest_metrics(run_dir: Path) -> tuple[dict, int | None]:
-    """(average of the last validation, last step seen) from metrics.jsonl."""
-    lines = tail_jsonl(run_dir / "metrics.jsonl")
+        lines, bad = read_metrics(run_dir, tail_bytes=256 * 1024)
+    except DamagedRunFile as exc:
+        lines, bad = [], [str(exc)]
+    if problems is not None:
+        problems += bad
     val = next((x for x in reversed(lines) if x.get("kind") == "val"), None)
     step = next((x.get("step") for x in reversed(lines) if "step" in x), None)
     metrics = {}
@@ -256,7 +241,8 @@ def run_status(
     """The row for one run directory; ``slurm`` is :func:`slurm_states` for its job ids."""
     run_dir = Path(run_dir)
     meta, status, damaged = _read_run_files(run_dir)
-    metrics, metric_step = latest_metrics(run_dir)
+    notes: list[str] = []
+    metrics, metric_step = latest_metrics(run_dir, notes)
     jobs = [j for j in meta.get("jobs", []) if isinstance(j, dict)]
     submits = [j for j in jobs if j.get("event") == "submit"]
     last = submits[-1] if submits else (jobs[-1] if jobs else None)
@@ -274,13 +260,13 @@ def run_status(
         job_id=job_id,
         launcher=launcher,
         requeues=requeues,
-        error=damaged or status.get("error"),
+        error=damaged or status.get("error") or ("; ".join(notes) or None),
     )
     if damaged:
         row.state = "damaged"
         return row
     if row.total_steps is None:
-        cfg = _read_toml(run_dir / "config.toml")
+        cfg = _read_config(run_dir)
         row.total_steps = (cfg.get("train") or {}).get("steps")
     sched = (slurm or {}).get(job_id) if job_id and launcher == "slurm" else None
     row.scheduler_state = sched
@@ -328,12 +314,13 @@ def _now() -> float:
     return _dt.datetime.now(_dt.timezone.utc).timestamp()
 
 
-def _read_toml(path: Path) -> dict:
-    from tsrx.config.load import tomllib  # tomli before Python 3.11
+def _read_config(run_dir: Path) -> dict:
+    """The run's config.toml for its total steps; a damaged one gives {} (its run still shows)."""
+    from tsrx.runfiles import DamagedRunFile, read_config
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_config(run_dir) or {}
+    except DamagedRunFile:
         return {}
 
 

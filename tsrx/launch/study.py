@@ -21,6 +21,7 @@ from typing import Any
 
 from tsrx.errors import TsrxError
 from tsrx.launch.submit import Plan, PlannedRun, Submitted
+from tsrx.runfiles import CONFIG
 
 QUEUED = ("pending", "running")
 BROKEN = ("failed", "cancelled", "timeout")
@@ -115,7 +116,7 @@ def plan_study(
             f"{file}: the stages ask for different launchers ({', '.join(sorted(kinds))}); "
             "pick one with --launcher"
         )
-    existing = [r for r in runs if (r.run_dir / "config.toml").is_file()]
+    existing = [r for r in runs if (r.run_dir / CONFIG).is_file()]
     for r, row in zip(existing, collect([r.run_dir for r in existing])):
         r.state, r.job_id = row.state, row.job_id
     for r in runs:
@@ -268,7 +269,7 @@ def study_rows(run_dirs: list[Path]) -> list[StudyRow]:
             continue
         found[d] = _needs_of(Path(d))
         queue.extend(u for u in found[d] if u not in found)
-    dirs = [d for d in found if (Path(d) / "config.toml").is_file()]
+    dirs = [d for d in found if (Path(d) / CONFIG).is_file()]
     statuses = dict(zip(dirs, collect([Path(d) for d in dirs])))
     levels: dict[str, int] = {}
 

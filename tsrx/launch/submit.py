@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.errors import TsrxError
+from tsrx.runfiles import CONFIG, SUBMITIT_DIR
 
 LAUNCHERS = ("slurm", "local")
 
@@ -52,7 +53,7 @@ class Plan:
     @property
     def submitit_folder(self) -> Path:
         # An array shares one submitit folder, so it lives beside the run directories.
-        return (self.runs_dir / self.experiment / "submitit").absolute()
+        return (self.runs_dir / self.experiment / SUBMITIT_DIR).absolute()
 
 
 @dataclass
@@ -177,7 +178,7 @@ def _action(spec: Any, run_dir: Path, force: bool, new: bool) -> str:
     from tsrx.config.toml_write import dumps
     from tsrx.launch.rundir import PLACEMENT_TABLES, _load_toml, config_differences
 
-    cfg = run_dir / "config.toml"
+    cfg = run_dir / CONFIG
     if not cfg.exists():
         return "new"
     diffs = config_differences(

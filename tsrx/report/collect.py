@@ -16,24 +16,26 @@ from tsrx.config.load import get_dotted
 from tsrx.errors import TsrxError
 from tsrx.report import cache
 from tsrx.report.diff import flatten
+from tsrx.runfiles import (
+    CONFIG,
+    EVAL_DIR,
+    LOGS_DIR,
+    RUN_FILES,
+    SUBMITIT_DIR,
+    SUMMARY,
+    DamagedRunFile,
+    read_config,
+    read_meta,
+    read_metrics,
+    read_status,
+    read_summary,
+)
 
-RUN_FILES = ("config.toml", "meta.json", "status.json", "summary.json", "metrics.jsonl")
 
-
-def _load_toml(path: Path) -> dict:
-    from tsrx.config.load import tomllib  # tomli before Python 3.11
-
+def _noted(read: Any, run_dir: Path, problems: list[str]) -> Any:
+    """``read(run_dir)`` (a reader of tsrx.runfiles); a damaged file is noted, read as None."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise TsrxError(f"{path}: cannot read the run's config: {exc}") from None
-
-
-def _load_json(path: Path, problems: list[str]) -> dict | None:
-    from tsrx.runfiles import DamagedRunFile, read_json
-
-    try:
-        return read_json(path, what=f"run's {path.stem}")
+        return read(run_dir)
     except DamagedRunFile as exc:
         problems.append(str(exc))
         return None
@@ -106,24 +108,13 @@ class Run:
         return self.state
 
     def metrics(self) -> list[dict]:
-        """metrics.jsonl lines; a torn last line (a run writing right now) is skipped."""
-        path = self.path / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        out = []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                if i != len(lines):
-                    self.problems.append(f"{path}:{i}: not a JSON line, skipped")
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        """metrics.jsonl records (tsrx.runfiles.read_metrics); damaged lines are noted."""
+        try:
+            records, problems = read_metrics(self.path)
+        except DamagedRunFile as exc:
+            records, problems = [], [str(exc)]
+        self.problems += [p for p in problems if p not in self.problems]
+        return records
 
     def selectors(self) -> list[Selected]:
         """Selectors named by the config, summary.json and cached eval files, in that order."""
@@ -138,7 +129,7 @@ class Run:
             )
             sel = Selected(name, Path(filename).name if filename else f"{name}_model.pth")
             seen.setdefault(name, sel)
-        eval_dir = self.path / "eval"
+        eval_dir = self.path / EVAL_DIR
         if eval_dir.is_dir():
             for f in sorted(eval_dir.glob("*-*.json")):
                 stem = f.stem.rsplit("-", 1)[0]
@@ -171,7 +162,7 @@ class Run:
             return Result(
                 best["result"],
                 "val",
-                f"{self.path / 'summary.json'} best.{sel.name} (step {step})",
+                f"{self.path / SUMMARY} best.{sel.name} (step {step})",
                 on_test_splits=validates_on_test(self.config),
                 records=_validation_records(self.path, step),
             ), how
@@ -227,12 +218,9 @@ def read_run(
     """Everything a run directory recorded (absent files stay None; unreadable ones are noted)."""
     path = Path(path)
     problems: list[str] = []
-    meta = _load_json(path / "meta.json", problems) or {}
-    if (path / "config.toml").is_file():
-        try:
-            config = _load_toml(path / "config.toml")
-        except TsrxError as exc:
-            problems.append(str(exc))
+    meta = _noted(read_meta, path, problems) or {}
+    if (path / CONFIG).is_file():
+        config = _noted(read_config, path, problems)
     rec_point = meta.get("point")
     return Run(
         path=path,
@@ -241,8 +229,8 @@ def read_run(
         point=dict(rec_point) if isinstance(rec_point, dict) else dict(point or {}),
         config=config,
         meta=meta,
-        status=_load_json(path / "status.json", problems),
-        summary=_load_json(path / "summary.json", problems),
+        status=_noted(read_status, path, problems),
+        summary=_noted(read_summary, path, problems),
         problems=problems,
     )
 
@@ -253,7 +241,9 @@ def is_run_dir(path: Path) -> bool:
 
 def _run_dirs_under(folder: Path) -> list[Path]:
     kids = sorted(
-        p for p in folder.iterdir() if p.is_dir() and p.name not in ("eval", "logs", "submitit")
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name not in (EVAL_DIR, LOGS_DIR, SUBMITIT_DIR)
     )
     runs = [p for p in kids if is_run_dir(p)]
     if runs:
@@ -276,9 +266,9 @@ def collect(
 ) -> Collection:
     """Runs of an experiment TOML (every grid point, launched or not) or of a folder."""
     target = Path(target)
-    if target.is_file() and target.suffix == ".toml" and target.name != "config.toml":
+    if target.is_file() and target.suffix == ".toml" and target.name != CONFIG:
         return _from_experiment(target, runs_dir, overrides)
-    if target.is_file() and target.name == "config.toml":
+    if target.is_file() and target.name == CONFIG:
         target = target.parent
     if not target.exists():
         raise TsrxError(f"{target}: no such experiment file or runs folder")
@@ -323,7 +313,7 @@ def _from_experiment(
             name=spec.name,
             experiment=spec.experiment,
             point=spec.point,
-            config=spec.config if not (folder / "config.toml").is_file() else None,
+            config=spec.config if not (folder / CONFIG).is_file() else None,
         )
         if not run.point:
             run.point = dict(spec.point)

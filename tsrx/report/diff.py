@@ -12,6 +12,7 @@ from typing import Any
 
 from tsrx.config.load import read_toml
 from tsrx.errors import TsrxError
+from tsrx.runfiles import CONFIG
 
 MISSING = "(absent)"
 
@@ -52,7 +53,7 @@ def config_of(path: str | Path) -> tuple[dict, str]:
     """(resolved config, description of where it came from) for a run, config.toml or checkpoint."""
     path = Path(path)
     if path.is_dir():
-        cfg = path / "config.toml"
+        cfg = path / CONFIG
         if not cfg.is_file():
             raise TsrxError(f"{path}: not a run directory (no config.toml)")
         path = cfg

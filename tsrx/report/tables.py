@@ -309,9 +309,9 @@ def build_report(
     ]
     labels = {a: axis_label(a, coll.axes) for a in coll.axes}
     sels = selectors_of(coll.runs, selectors)
-    problems = [p for r in coll.runs for p in r.problems]
     blocks: list[Block] = []
     facts = {id(r): run_facts(r.metrics()) for r in coll.runs}
+    problems = [p for r in coll.runs for p in r.problems]  # metrics() notes damaged lines
     shown = [c for c in (*LEAD, *TRAIL) if any(f.get(c) is not None for f in facts.values())]
     for sel in sels:
         results = {id(r): r.result(sel) for r in coll.runs}
