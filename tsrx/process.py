@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 
 def _boot_id() -> str | None:
@@ -46,7 +47,7 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
 
 
-def identity(pid: int | None = None) -> dict:
+def identity(pid: int | None = None) -> dict[str, Any]:
     """What to record so that :func:`is_same` can tell this process from a later PID reuse."""
     pid = os.getpid() if pid is None else int(pid)
     return {
@@ -58,7 +59,7 @@ def identity(pid: int | None = None) -> dict:
     }
 
 
-def is_same(record: dict | None) -> bool | None:
+def is_same(record: dict[str, Any] | None) -> bool | None:
     """True: the recorded process is alive here; False: it is gone (or the PID now names another
     process); None: cannot tell from this host (another machine)."""
     if not isinstance(record, dict) or not str(record.get("pid", "")).isdigit():

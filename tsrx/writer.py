@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tsrx import process
 from tsrx.errors import TsrxError
@@ -42,7 +43,7 @@ class RunDirBusy(TsrxError):
     """Another job writes this run directory."""
 
 
-def job_label() -> dict:
+def job_label() -> dict[str, str]:
     """This process's job as the scheduler names it (Slurm array task, submitit local job, pid)."""
     env = os.environ
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
@@ -57,7 +58,7 @@ def job_label() -> dict:
     return {"job_id": str(os.getpid()), "launcher": "local (tsrx train)"}
 
 
-def describe(holder: dict | None) -> str:
+def describe(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "another process (it left no record)"
     ident = holder.get("process") or {}
@@ -68,7 +69,7 @@ def describe(holder: dict | None) -> str:
     )
 
 
-def _read_holder(path: Path) -> dict | None:
+def _read_holder(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -80,7 +81,7 @@ def _flock_unsupported(exc: OSError) -> bool:
     return exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
-def holder_if_busy(run_dir: Path) -> dict | None:
+def holder_if_busy(run_dir: Path) -> dict[str, Any] | None:
     """The record of the writer holding ``run_dir`` now, or None when it is free.
 
     Probes with a shared lock, so probes of several ranks of one job never look busy to each
@@ -108,7 +109,7 @@ def holder_if_busy(run_dir: Path) -> dict | None:
         os.close(fd)
 
 
-def _lease_holder(path: Path) -> dict | None:
+def _lease_holder(path: Path) -> dict[str, Any] | None:
     """Lease mode: the holder when its lease is still good."""
     holder = _read_holder(path)
     if not holder or holder.get("released"):
@@ -175,9 +176,12 @@ class WriterLock:
             self._write_record()
 
     def _write_record(self) -> None:
+        fd = self.fd
+        if fd is None:  # released while the lease thread renewed (a join that timed out)
+            return
         data = json.dumps({**self.record, "renewed": time.time(), "lease": self.lease}).encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
 
     def release(self) -> None:
         if self.fd is None:
@@ -203,7 +207,7 @@ class WriterLock:
     def __enter__(self) -> WriterLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    import tomllib as tomllib  # re-exported: tsrx reads TOML through this name
 else:  # pragma: no cover
     import tomli as tomllib
+
 
 from tsrx.errors import ConfigError, ConfigIssue, TsrxError
 
 Provenance = dict[str, str]  # dotted key -> file that set it
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict[str, Any]:
     """Parse one TOML file; a syntax error names the file, line and column."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -66,7 +67,7 @@ REPLACE = "_replace_"  # in a table: `"_replace_" = true` drops the inherited ta
 DELETE = "_delete_"  # as a value: removes the inherited key
 
 
-def deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` onto ``base``: tables merge key by key, anything else replaces.
 
     See the module docstring for ``_replace_``, ``_delete_`` and a changed ``type``; the
@@ -83,7 +84,7 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _starts_afresh(base: dict, over: dict) -> bool:
+def _starts_afresh(base: dict[str, Any], over: dict[str, Any]) -> bool:
     if over.get(REPLACE) is True:
         return True
     # a component table whose type changes: the old component's options do not apply
@@ -117,7 +118,9 @@ def check_markers(table: Any, file: str, prefix: str = "") -> list[ConfigIssue]:
     return issues
 
 
-def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, Provenance]:
+def load_with_extends(
+    path: Path, _stack: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], Provenance]:
     """The file's table with every ``extends`` resolved (relative to the file), merged in order."""
     path = path.resolve()
     if path in _stack:
@@ -138,7 +141,7 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
         raise ConfigError(
             [ConfigIssue(str(path), "extends", f"expected a list of file paths, got {extends!r}")]
         )
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     prov: Provenance = {}
     for ext in extends:
         target = path.parent / ext
@@ -160,7 +163,7 @@ def load_with_extends(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, 
     return strip_markers(merged), prov
 
 
-def flatten_grid(tbl: dict, prefix: str = "") -> list[tuple[str, Any]]:
+def flatten_grid(tbl: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """Grid keys may be written dotted (``"model.head.type" = [...]``) or as sub-tables."""
     out = []
     for k, v in tbl.items():
@@ -172,7 +175,7 @@ def flatten_grid(tbl: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _abs_plugins(specs: list, out: list, base: Path | None = None) -> list:
+def _abs_plugins(specs: list[object], out: list[object], base: Path | None = None) -> list[object]:
     for s in specs:
         if isinstance(s, str) and base is not None and (s.endswith(".py") or "/" in s):
             s = str((base / s).resolve())
@@ -181,7 +184,7 @@ def _abs_plugins(specs: list, out: list, base: Path | None = None) -> list:
     return out
 
 
-def set_dotted(table: dict, dotted: str, value: Any) -> None:
+def set_dotted(table: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     cur = table
     for p in parts[:-1]:
@@ -193,7 +196,7 @@ def set_dotted(table: dict, dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def get_dotted(table: dict, dotted: str, default: Any = None) -> Any:
+def get_dotted(table: dict[str, Any], dotted: str, default: Any = None) -> Any:
     cur: Any = table
     for p in dotted.split("."):
         if not isinstance(cur, dict) or p not in cur:

@@ -70,11 +70,12 @@ def open_readonly(path: str | Path) -> lmdb.Environment:
 # in a process (LMDB's locks are per process and file), and two datasets may share an
 # LMDB (val defaulting to test). Keyed by the data file's identity, not only its path, so a
 # data set re-created at the same path is opened afresh.
-_envs: dict[tuple, lmdb.Environment] = {}
+_EnvKey = tuple[str, int | None, int | None]  # real path, device and inode of data.mdb
+_envs: dict[_EnvKey, lmdb.Environment] = {}
 _envs_pid = os.getpid()
 
 
-def _env_key(path: str) -> tuple:
+def _env_key(path: str) -> _EnvKey:
     real = os.path.realpath(path)
     try:
         st = os.stat(os.path.join(real, "data.mdb"))
@@ -92,9 +93,10 @@ def shared_env(path: str | Path) -> lmdb.Environment:
     """
     global _envs_pid
     if _envs_pid != os.getpid():
-        for env in _envs.values():
+        for stale in _envs.values():
             try:
-                env.close()
+                stale.close()
+
             except lmdb.Error:
                 pass
         _envs.clear()
