@@ -34,7 +34,7 @@ LAYERS = {
           report.paired
           report.paper report.render report.run_facts report.tables
           viz viz.curves viz.inference viz.samples viz.sheets""",
-    6: """cli cli.ckpt_cmd cli.config_cmd cli.console cli.data_cmd cli.eval_cmd cli.main
+    6: """cli cli.ckpt_cmd cli.config_cmd cli.console cli.data_cmd cli.eval_cmd cli.main cli.options
           cli.plugins_cmd cli.report_cmd cli.sr_cmd cli.submit_cmd cli.train_cmd cli.viz_cmd
           __main__""",
 }

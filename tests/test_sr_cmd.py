@@ -90,5 +90,5 @@ def test_sr_errors_name_the_problem(tmp_path, sr_only_ckpt):
         super_resolve(sr_only_ckpt, [crops / "missing.png"], tmp_path / "o")
     bare = tmp_path / "bare.pth"
     torch.save({"w": torch.zeros(1)}, bare)
-    with pytest.raises(TsrxError, match="not a tsrx checkpoint with an embedded config"):
+    with pytest.raises(TsrxError, match="does not say which model it holds"):
         super_resolve(bare, [crops], tmp_path / "o")

@@ -20,3 +20,20 @@ def load_model(path, device="cpu", plugins=()):
     from tsrx.engine.loading import load_model as _load  # torch is imported only when asked
 
     return _load(path, device, plugins=plugins)
+
+
+def prepare_lr(images, size_hw=(16, 64), mask=True):
+    """Your own text crops as a TextZoom-trained model reads them (bicubic resize to the LR
+    size, TextZoom's text mask as a 4th channel when ``mask``): a float tensor (B, C, H, W)
+    in [0, 1]. For a backbone from ``load_model``::
+
+        sr = tsrx.load_model("tsrn.pth")
+        x = tsrx.prepare_lr(["crop1.png", "crop2.jpg"], mask=sr.in_channels == 4)
+        with torch.no_grad():
+            y = sr(x)  # (B, 3, 32, 128)
+
+    See tsrx.data.transforms.prepare_lr.
+    """
+    from tsrx.data.transforms import prepare_lr as _prepare
+
+    return _prepare(images, size_hw, mask)

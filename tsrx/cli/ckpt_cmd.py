@@ -12,11 +12,11 @@ from typing import Any
 
 import typer
 
+from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP
+
 app = typer.Typer(
     help="Inspect checkpoints; compose part checkpoints into one.", no_args_is_help=True
 )
-
-TEXTZOOM_TEST_SPLITS = ("easy", "medium", "hard")
 
 
 # -- inspect ------------------------------------------------------------------------------
@@ -154,27 +154,18 @@ def _resolve_config(
     return config
 
 
-def _test_sets(config: dict) -> dict[str, Any]:
-    """``data.test`` of the config; without it, TextZoom's test/{easy,medium,hard} under data.root."""
-    from tsrx.data.loader import build_dataset
+def _test_sets(config: dict, data: Path | None) -> dict[str, Any]:
+    """``data.test`` of the config; without it, TextZoom's test/{easy,medium,hard} under
+    data.root (tsrx.engine.evaluator.evaluation_sets, as ``tsrx eval`` finds them)."""
+    from tsrx.engine.evaluator import evaluation_sets
     from tsrx.errors import TsrxError
 
-    data = dict(config.get("data") or {})
-    tables = dict(data.get("test") or {})
-    root = Path(data.get("root", ""))
-    if not tables:
-        tables = {
-            s: {"type": "textzoom", "roots": [f"test/{s}"]}
-            for s in TEXTZOOM_TEST_SPLITS
-            if (root / "test" / s / "data.mdb").is_file()
-        }
-    if not tables:
-        raise TsrxError(
-            f"no test set: the config has no [data.test] tables and {root} has no "
-            "test/easy, test/medium, test/hard LMDBs; pass --data ROOT (the TextZoom "
-            "folder) or --no-eval"
-        )
-    return {name: build_dataset(t, data, f"data.test.{name}") for name, t in tables.items()}
+    data_cfg = config.get("data") or {}
+    root = data if data is not None else (None if data_cfg.get("test") else data_cfg.get("root"))
+    try:
+        return evaluation_sets(config, root, where="data.root")
+    except TsrxError as exc:
+        raise TsrxError(f"{exc}; or pass --no-eval") from None
 
 
 @app.command("compose")
@@ -202,18 +193,15 @@ def compose_cmd(
         None, "--data", help="Data root for the evaluation (sets data.root)."
     ),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation on the test set."),
-    judge: Path = typer.Option(
-        None,
+    judge: list[str] = typer.Option(
+        [],
         "--judge",
-        help="Recognizer weights (e.g. crnn.pth) that read "
-        "the SR images for ACC when the model has no recognizer.",
+        help="Who reads the SR images for ACC when the model has no recognizer: " + JUDGE_HELP,
     ),
     batch_size: int = typer.Option(
         None, "--batch-size", help="Evaluation batch size (default: [eval] batch_size)."
     ),
-    device: str = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:1... (default: cuda when available)."
-    ),
+    device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
     allow_shape_mismatch: bool = typer.Option(
         False,
         "--allow-shape-mismatch",
@@ -221,8 +209,10 @@ def compose_cmd(
     ),
 ) -> None:
     """Load part checkpoints into the whole model in one shot, evaluate once, save one file."""
+    from tsrx.engine.judges import parse_cli_judges
     from tsrx.errors import TsrxError
 
+    judges_cli = parse_cli_judges(judge)  # a wrong spelling fails before anything is built
     parts = {k: str(v) for k, v in (("sr", sr), ("recognizer", recognizer), ("head", head)) if v}
     if not parts:
         raise TsrxError("ckpt compose: give at least one of --sr, --recognizer, --head")
@@ -236,8 +226,6 @@ def compose_cmd(
     if allow_shape_mismatch:
         model_cfg["allow_shape_mismatch"] = True
 
-    import torch
-
     from tsrx.checkpoint import make_checkpoint, save_checkpoint, unwrap
     from tsrx.cli.console import console
     from tsrx.models.build import build_model
@@ -246,24 +234,21 @@ def compose_cmd(
     model = build_model(config, console=console)
     result = None
     if not no_eval:
-        from tsrx.engine.evaluator import evaluate_model, result_table, without_predictions
-
-        eval_cfg = config.get("eval") or {}
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        datasets = _test_sets(config)
+        from tsrx.engine.evaluator import evaluate_config, result_table, without_predictions
         from tsrx.engine.judges import build_judges
+        from tsrx.engine.loading import resolve_device
 
-        judges = [
-            j.to(dev)
-            for j in build_judges(eval_cfg, model, recognizer_path=str(judge) if judge else None)
-        ]
-        result = evaluate_model(
+        dev = resolve_device(device)
+        datasets = _test_sets(config, data)
+        judges = [j.to(dev) for j in build_judges(config.get("eval") or {}, model, cli=judges_cli)]
+        result = evaluate_config(
             model.to(dev),
             datasets,
-            protocol=eval_cfg.get("protocol", "textzoom"),
-            batch_size=batch_size or eval_cfg.get("batch_size", 50),
-            device=dev,
+            config,
             judges=judges,
+            device=dev,
+            batch_size=batch_size,
+            baselines=False,
             with_predictions=False,
         )
         console.print(result_table(result, title=f"composed model on {config['data']['root']}"))

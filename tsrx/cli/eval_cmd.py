@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-SPLITS = ("easy", "medium", "hard")
+from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
 
 
 def register(app: typer.Typer) -> None:
@@ -36,20 +36,8 @@ def eval_command(
         help="Data root holding test/{easy,medium,hard} "
         "(default: the config's [data.test] tables).",
     ),
-    recognizer: Path = typer.Option(
-        None,
-        "--recognizer",
-        help="One judge's weights (older form of "
-        "--judge): meijieru's crnn.pth or a tsrx checkpoint.",
-    ),
-    judge: list[str] = typer.Option(
-        [],
-        "--judge",
-        help="A named judge, repeatable: NAME=WEIGHTS "
-        "(crnn=crnn.pth, aster=aster.pth.tar; the type is NAME unless "
-        "the file says otherwise) or NAME for one that ships its "
-        "weights (ppocr). Replaces the config's [eval.judges].",
-    ),
+    recognizer: str = typer.Option(None, "--recognizer", hidden=True),
+    judge: list[str] = typer.Option([], "--judge", help=JUDGE_HELP),
     protocol: str = typer.Option(
         None,
         "--protocol",
@@ -61,9 +49,7 @@ def eval_command(
     ),
     json_out: Path = typer.Option(None, "--json", help="Write the result (with predictions) here."),
     baselines: bool = typer.Option(False, "--baselines", help="Add the bicubic and HR rows."),
-    device: str = typer.Option(
-        None, "--device", help="cpu or cuda (default: cuda when available)."
-    ),
+    device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
@@ -73,82 +59,59 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate a checkpoint and print one table (rows easy/medium/hard/A)."""
-    import torch
-
-    from tsrx.checkpoint import detect_format, load_checkpoint
+    from tsrx.checkpoint import load_checkpoint
     from tsrx.cli.console import console, err_console
-    from tsrx.engine.evaluator import evaluate_model, print_result, take_records
-    from tsrx.engine.judges import build_judges, parse_cli_judges
+    from tsrx.engine.config import eval_section
+    from tsrx.engine.evaluator import evaluate_config, evaluation_sets, print_result, take_records
+    from tsrx.engine.judges import parse_cli_judges
+    from tsrx.engine.loading import open_checkpoint
+    from tsrx.engine.metrics import PROTOCOLS
     from tsrx.errors import TsrxError
 
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise TsrxError(f"--protocol {protocol!r}: expected {' or '.join(PROTOCOLS)}")
+    if recognizer is not None:
+        raise TsrxError(RECOGNIZER_MOVED.format(option="--recognizer", value=recognizer))
+    from tsrx.plugins import load_named_plugins
+
+    load_named_plugins(plugin, ".", where="--plugin")
     raw = load_checkpoint(ckpt)
-    fmt = detect_format(raw)
-    cfg = _config_for(raw, fmt, config, plugin, ckpt)
-    eval_cfg = cfg.get("eval") or {}
-    protocol = protocol or eval_cfg.get("protocol", "textzoom")
-    if protocol not in ("textzoom", "per-image"):
-        raise TsrxError(f"--protocol {protocol!r}: expected textzoom or per-image")
-    batch_size = batch_size or eval_cfg.get("batch_size", 50)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    from tsrx.engine.loading import build_loaded
-
-    model, report = build_loaded(cfg, raw, str(ckpt))  # the code of tsrx.load_model
-    if report.unexpected:
+    loaded = open_checkpoint(
+        ckpt, config=_user_config(config), stored=False, device=device, obj=raw
+    )  # the code of tsrx.load_model
+    if loaded.report.unexpected:
         err_console.print(
-            f"note: {len(report.unexpected)} checkpoint key(s) unused "
-            f"(first: {report.unexpected[0]})",
+            f"note: {len(loaded.report.unexpected)} checkpoint key(s) unused "
+            f"(first: {loaded.report.unexpected[0]})",
             highlight=False,
             markup=False,
         )
-    model.to(dev)
-    if judge and recognizer:
-        raise TsrxError(
-            "--recognizer and --judge: give the judges with --judge only "
-            f"(e.g. --judge crnn={recognizer})"
-        )
-    judges = [
-        j.to(dev)
-        for j in build_judges(
-            eval_cfg,
-            model,
-            cli=parse_cli_judges(judge),
-            recognizer_path=str(recognizer) if recognizer else None,
-            warn=lambda m: err_console.print(f"note: {m}", highlight=False, markup=False),
-        )
-    ]
-    datasets = _datasets(cfg, data)
-    result = evaluate_model(
-        model,
-        datasets,
+    loaded.with_judges(
+        cli=parse_cli_judges(judge),
+        warn=lambda m: err_console.print(f"note: {m}", highlight=False, markup=False),
+    )
+    cfg = loaded.config
+    result = evaluate_config(
+        loaded.model,
+        evaluation_sets(cfg, data),
+        cfg,
+        judges=loaded.judges,
+        device=loaded.device,
         protocol=protocol,
         batch_size=batch_size,
-        device=dev,
-        judges=judges,
-        baselines=baselines or eval_cfg.get("baselines", False),
+        baselines=baselines or None,
         with_predictions=True,
         records=True,
     )
     records = take_records(result)
     result = {
         "checkpoint": str(ckpt),
-        "format": fmt,
+        "format": loaded.format,
         "data": str(data) if data else (cfg.get("data") or {}).get("root"),
         **result,
     }
     print_result(console, result, title=str(ckpt))
-    if config is None and data is None and recognizer is None and not judge:
-        overrides = {
-            k: v
-            for k, v in (("protocol", protocol), ("batch_size", batch_size))
-            if v != eval_cfg.get(k)
-        }
-        if baselines:
-            overrides["baselines"] = True
-        cached = _store_in_run_dir(Path(ckpt), result, overrides, records)
-        if cached is not None:
-            err_console.print(f"cached for tsrx report: {cached}", highlight=False)
-    if json_out:
+    if json_out:  # what was asked for first: an optional write below never costs it
         from tsrx.records import write_records
         from tsrx.runfiles import atomic_write_text, dumps, records_beside
 
@@ -157,75 +120,43 @@ def eval_command(
             write_records(records_beside(json_out), records)
         atomic_write_text(json_out, dumps(result, indent=1) + "\n")  # standard JSON: NaN is null
         err_console.print(f"wrote {json_out}", highlight=False)
+    if config is None and data is None and not judge:
+        configured = eval_section(cfg)
+        overrides = {
+            k: v
+            for k, v in (("protocol", result["protocol"]), ("batch_size", result["batch_size"]))
+            if v != getattr(configured, k)
+        }
+        if baselines:
+            overrides["baselines"] = True
+        try:
+            cached = _store_in_run_dir(Path(ckpt), result, overrides, records)
+        except OSError as exc:  # a read-only run directory: the cache is optional
+            err_console.print(
+                f"warning: result not cached for tsrx report ({exc.strerror or exc}: "
+                f"{exc.filename or ckpt.parent}); the evaluation itself is complete",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            if cached is not None:
+                err_console.print(f"cached for tsrx report: {cached}", highlight=False)
 
 
-def _config_for(
-    raw: dict, fmt: str, config_file: Path | None, plugins: list[str], ckpt: Path
-) -> dict:
-    """The resolved config of the model: the checkpoint's, --config's, or the format's default."""
-    from tsrx.checkpoint_components import require_checkpoint_components
+def _user_config(config_file: Path | None) -> dict | None:
+    """The model of a user's ``--config`` (its one run), or None: the checkpoint's own."""
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import TsrxError
-    from tsrx.plugins import load_named_plugins
 
-    load_named_plugins(plugins, ".", where="--plugin")
-    if config_file is not None:
-        exp = load_experiment(config_file)
-        if len(exp.runs) > 1:
-            raise TsrxError(
-                f"--config {config_file}: it has {len(exp.runs)} runs; the model of "
-                "the first is used only when there is one. Pass a single-run file"
-            )
-        return exp.runs[0].config
-    if fmt == "tsrx" and raw.get("config"):
-        cfg = raw["config"]
-        require_checkpoint_components(cfg, source=str(ckpt), recorded=raw.get("plugins"))
-        return cfg
-    from tsrx.checkpoint import read_official
-
-    if read_official(raw) is None:
+    if config_file is None:
+        return None
+    exp = load_experiment(config_file)
+    if len(exp.runs) > 1:
         raise TsrxError(
-            f"checkpoint format {fmt!r} does not say which model it holds: pass "
-            "--config FILE with a [model] table"
+            f"--config {config_file}: it has {len(exp.runs)} runs; the model of "
+            "the first is used only when there is one. Pass a single-run file"
         )
-    from tsrx.engine.loading import official_config
-
-    return official_config(raw, "<tsrx eval>")
-
-
-def _datasets(cfg: dict, data: Path | None) -> dict:
-    from tsrx.errors import TsrxError
-
-    data_cfg = dict(cfg.get("data") or {})
-    if data is None:
-        from tsrx.data.loader import build_dataset
-
-        tables = data_cfg.get("test") or {}
-        if not tables:
-            raise TsrxError(
-                "no test data: pass --data ROOT (holding test/easy, test/medium, "
-                "test/hard) or a config with [data.test] tables"
-            )
-        return {name: build_dataset(t, data_cfg, f"data.test.{name}") for name, t in tables.items()}
-    from tsrx.data.textzoom import TextZoomDataset
-
-    found = {s: f"test/{s}" for s in SPLITS if (data / "test" / s).is_dir()}
-    if not found:
-        raise TsrxError(f"--data {data}: no test/easy, test/medium or test/hard folder in it")
-    return {
-        s: TextZoomDataset(
-            root=str(data),
-            roots=[r],
-            hr_size=data_cfg.get("hr_size", [32, 128]),
-            lr_size=data_cfg.get("lr_size", [16, 64]),
-            mask=data_cfg.get("mask", True),
-            voc_type=data_cfg.get("voc_type", "all"),
-            max_len=data_cfg.get("max_len", 100),
-            skip_bad=data_cfg.get("skip_bad", False),
-            cache=data_cfg.get("cache", True),
-        )
-        for s, r in found.items()
-    }
+    return exp.runs[0].config
 
 
 def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict, records=None) -> Path | None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP
+
 FORMAT_HELP = (
     "rich (terminal), md (paste-ready Markdown), csv, json, or the papers' layout "
     "(rows = methods incl. bicubic and HR, columns = judges x E/M/H/Avg): paper-md "
@@ -32,7 +34,9 @@ def report(
         "--eval-missing",
         help="Evaluate checkpoints that have no cached test result (cached for next time).",
     ),
-    device: str = typer.Option("cpu", "--device", help="Device for --eval-missing (cpu, cuda)."),
+    device: str = typer.Option(
+        DEVICE_DEFAULT, "--device", help="Device for --eval-missing: " + DEVICE_HELP
+    ),
     batch_size: int = typer.Option(
         None,
         "--batch-size",

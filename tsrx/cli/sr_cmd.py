@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
@@ -37,28 +39,27 @@ def super_resolve(
     out_dir: Path,
     *,
     recognize: bool = False,
-    device: str = "cpu",
+    device: str | None = None,
     batch_size: int = 64,
-    recognizer: str | None = None,
+    judges: list[str] | tuple[str, ...] = (),
 ) -> list[dict]:
     """Write ``<out_dir>/<name>.png`` for each image; returns one dict per image (paths, readings)."""
-    import numpy as np
     import torch
     from PIL import Image
 
-    from tsrx.data.transforms import decode_image, preprocess, to_float
+    from tsrx.data.config import data_section
     from tsrx.errors import TsrxError
     from tsrx.viz.inference import bicubic_up, load, sr_of, to_uint8
 
-    loaded = load(ckpt, device, recognizer)
-    data = loaded.config.get("data") or {}
-    lr_size = [int(x) for x in data.get("lr_size", (16, 64))]
+    loaded = load(ckpt, device, judges)
+    data = data_section(loaded.config)
+    lr_size = [int(x) for x in data.lr_size]
     sr_part = getattr(loaded.model, "sr", None)
-    mask = int(getattr(sr_part, "in_channels", 4 if data.get("mask", True) else 3)) == 4
+    mask = int(getattr(sr_part, "in_channels", 4 if data.mask else 3)) == 4
     if recognize and not loaded.has_reader:
         raise TsrxError(
             f"--recognize: {ckpt} has no recognizer and its config names no judge weights; "
-            "pass --recognizer crnn.pth"
+            "pass --judge crnn=crnn.pth"
         )
     files = _inputs(images)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,14 +67,7 @@ def super_resolve(
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        arrays = []
-        for f in chunk:
-            try:
-                img = decode_image(f.read_bytes())
-            except ValueError as exc:
-                raise TsrxError(f"{f}: {exc}") from None
-            arrays.append(preprocess(img, lr_size, mask))
-        lr = to_float(torch.from_numpy(np.stack(arrays))).to(loaded.device)
+        lr = torch.cat([_prepared(f, lr_size, mask) for f in chunk]).to(loaded.device)
         sr = sr_of(loaded.model, lr)
         before = after = None
         if recognize:
@@ -98,19 +92,34 @@ def super_resolve(
     return rows
 
 
+def _prepared(file: Path, lr_size: list[int], mask: bool):
+    """One crop as the model reads it; a file that is no image is named in the error."""
+    from tsrx.data.transforms import decode_image, prepare_lr
+    from tsrx.errors import TsrxError
+
+    try:
+        img = decode_image(file.read_bytes())
+    except ValueError as exc:
+        raise TsrxError(f"{file}: {exc}") from None
+    return prepare_lr([img], lr_size, mask)
+
+
 def sr(
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images (any size)."),
-    ckpt: Path = typer.Option(..., "--ckpt", help="tsrx checkpoint with an SR part."),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="Checkpoint with an SR part (tsrx, or an official TextZoom file)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the SR PNGs."),
     recognize: bool = typer.Option(
         False,
         "--recognize",
         help="Print the reading of the bicubic-upscaled input and of the SR image.",
     ),
-    recognizer: str = typer.Option(
-        None, "--recognizer", help="Judge weights when the model has no recognizer."
+    judge: list[str] = typer.Option(
+        [], "--judge", help="The reader when the model has no recognizer: " + JUDGE_HELP
     ),
-    device: str = typer.Option("cpu", "--device"),
+    recognizer: str = typer.Option(None, "--recognizer", hidden=True),
+    device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
@@ -121,12 +130,13 @@ def sr(
 ) -> None:
     """Super-resolve text crops: each is resized to the model's LR size (bicubic), then SR'd."""
     from tsrx.cli.console import console, err_console
+    from tsrx.errors import TsrxError
     from tsrx.plugins import load_named_plugins
 
+    if recognizer is not None:
+        raise TsrxError(RECOGNIZER_MOVED.format(option="--recognizer", value=recognizer))
     load_named_plugins(plugin, ".", where="--plugin")
-    rows = super_resolve(
-        ckpt, inputs, output, recognize=recognize, device=device, recognizer=recognizer
-    )
+    rows = super_resolve(ckpt, inputs, output, recognize=recognize, device=device, judges=judge)
     if recognize:
         from rich.markup import escape
         from rich.table import Table

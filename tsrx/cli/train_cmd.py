@@ -16,6 +16,8 @@ from pathlib import Path
 
 import typer
 
+from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP
+
 SET_HELP = "Override a key, typed by the schema: --set train.steps=100 (repeatable)."
 
 
@@ -43,9 +45,7 @@ def train(
         help="Continue the existing run from last.pth; with --set train.steps=N a finished "
         "run trains on to step N, exactly as a resumed run.",
     ),
-    device: str = typer.Option(
-        None, "--device", help="cpu or cuda (default: cuda when available)."
-    ),
+    device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
 ) -> None:
     """Train every run of FILE (or those named by --run), one after the other."""
     from tsrx.config.experiment import load_experiment

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
+from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
+
 app = typer.Typer(help="Pictures: SR contact sheets and training curves.", no_args_is_help=True)
 
 
 @app.command("samples")
 def samples(
     ckpt: Path = typer.Option(
-        ..., "--ckpt", help="tsrx checkpoint (its embedded config rebuilds the model)."
+        ..., "--ckpt", help="Checkpoint (a tsrx one's embedded config rebuilds the model)."
     ),
     data: Path = typer.Option(
         None,
@@ -21,14 +23,15 @@ def samples(
     ),
     n: int = typer.Option(24, "-n", help="Samples per split, spread evenly over it."),
     split: list[str] = typer.Option([], "--split", help="Only these test splits (repeatable)."),
-    recognizer: str = typer.Option(
-        None,
-        "--recognizer",
-        help="Judge weights when the model "
-        "has no recognizer (default: the config's [eval] judge_weights).",
+    judge: list[str] = typer.Option(
+        [],
+        "--judge",
+        help="The reader when the model has no recognizer (default: the config's [eval] "
+        "judges): " + JUDGE_HELP,
     ),
+    recognizer: str = typer.Option(None, "--recognizer", hidden=True),
     scale: int = typer.Option(2, "--scale", help="Magnification of each image on the sheet."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG to write."),
 ) -> None:
     """Per split: LR (bicubic-upscaled) | SR | HR with label and readings; SR fixed/broke marked."""
@@ -36,6 +39,8 @@ def samples(
     from tsrx.errors import TsrxError
     from tsrx.viz.samples import samples_sheet
 
+    if recognizer is not None:
+        raise TsrxError(RECOGNIZER_MOVED.format(option="--recognizer", value=recognizer))
     if n < 1 or scale < 1:
         raise TsrxError(f"-n and --scale must be >= 1, got -n {n} --scale {scale}")
     path, sections = samples_sheet(
@@ -46,7 +51,7 @@ def samples(
         splits=split or None,
         device=device,
         scale=scale,
-        recognizer=recognizer,
+        judges=judge,
     )
     for name, items in sections.items():
         fixed = sum(s.verdict == "fixed" for s in items)

@@ -5,6 +5,7 @@ Sizes follow the TextZoom protocol: HR 32x128, LR 16x64 (height x width).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -53,3 +54,11 @@ class DataSection:
 
 
 section("data")(DataSection)
+
+
+def data_section(config: dict) -> DataSection:
+    """The typed ``[data]`` of a config: its sizes and options with each default written once,
+    above (an older checkpoint's config may lack a key added since)."""
+    table = config.get("data") or {}
+    known = {f.name for f in dataclasses.fields(DataSection)}
+    return DataSection(**{k: v for k, v in table.items() if k in known})

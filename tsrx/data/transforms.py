@@ -54,6 +54,53 @@ def preprocess(img: Image.Image, size_hw: tuple[int, int] | list[int], mask: boo
     return np.ascontiguousarray(np.stack(planes, axis=0))
 
 
+def prepare_lr(images, size_hw=(16, 64), mask: bool = True):
+    """Your own text crops as a TextZoom-trained model reads them: each resized to ``size_hw``
+    (the model's LR size, (H, W)) exactly as TextZoom prepares its LR images (Pillow bicubic,
+    aspect ratio not kept), with TextZoom's binary text mask as a 4th channel when ``mask``
+    (``mask = sr.in_channels == 4`` for a backbone from ``tsrx.load_model``).
+
+    ``images``: Pillow images, (H, W, 3) uint8 arrays, encoded bytes or file paths, any size.
+    Returns a float32 tensor (B, 3 or 4, H, W) in [0, 1], ready for ``sr(x)``.
+    """
+    import os
+
+    import torch
+
+    arrays = []
+    for i, item in enumerate(images):
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                with open(item, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise TsrxError(f"prepare_lr: image {i}: {item}: {exc.strerror or exc}") from None
+            item = data
+        if isinstance(item, (bytes, bytearray)):
+            try:
+                item = decode_image(bytes(item))
+            except ValueError as exc:
+                raise TsrxError(f"prepare_lr: image {i}: {exc}") from None
+        elif isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
+                raise TsrxError(
+                    f"prepare_lr: image {i}: expected an (H, W, 3) uint8 array, got "
+                    f"{item.dtype} {item.shape}"
+                )
+            item = Image.fromarray(item)
+        elif isinstance(item, Image.Image):
+            item = item.convert("RGB")
+        else:
+            raise TsrxError(
+                f"prepare_lr: image {i}: expected a Pillow image, an (H, W, 3) uint8 array, "
+                f"bytes or a path, got {type(item).__name__}"
+            )
+        arrays.append(preprocess(item, size_hw, mask))
+    if not arrays:
+        raise TsrxError("prepare_lr: no images")
+    return to_float(torch.from_numpy(np.stack(arrays)))
+
+
 def to_float(x):
     """uint8 tensor -> float32 in [0, 1] (ToTensor's division); float tensors pass through."""
     import torch

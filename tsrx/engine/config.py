@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -78,6 +79,17 @@ class EvalSection:
     judge_weights: Annotated[str, NON_EMPTY] | None = None
     judges: dict[str, dict] = field(default_factory=dict)
     baselines: bool = False
+
+
+def eval_section(config: dict, **overrides: object) -> EvalSection:
+    """The typed ``[eval]`` of a resolved config, with the command line's ``overrides`` (None:
+    the config's value): every evaluation reads its protocol, batch size and baselines here,
+    so their defaults are written once, above."""
+    table = config.get("eval") or {}
+    known = {f.name for f in dataclasses.fields(EvalSection)}
+    values = {k: v for k, v in table.items() if k in known}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return EvalSection(**values)
 
 
 section("loss")(LossSection)

@@ -288,7 +288,10 @@ def setup(env: DistEnv, device: str | None = None) -> Any:
     import torch
     import torch.distributed as dist
 
-    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # the rule of every command's --device (tsrx.engine.loading.resolve_device): auto = CUDA
+    # when available, else the CPU
+    want = device if device not in (None, "", "auto") else ""
+    want = want or ("cuda" if torch.cuda.is_available() else "cpu")
     if want.startswith("cuda"):
         if not torch.cuda.is_available():
             raise TsrxError(f"device {want!r} requested but CUDA is not available; use cpu")

@@ -15,8 +15,10 @@ equal the single-process numbers because the batches are the same.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from tsrx.engine import distributed as dist_utils
 from tsrx.engine.judges import Judge, own_judge
 from tsrx.engine.metrics import (
     FIELDS,
+    PROTOCOLS,
     MetricAccumulator,
     psnr_per_image,
     ssim_per_image,
@@ -36,6 +39,13 @@ from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
 from tsrx.records import RecordCollector, Records
 
 log = logging.getLogger("tsrx.eval")
+
+TEXTZOOM_TEST_SPLITS = ("easy", "medium", "hard")
+
+# A trained recognizer reads most HR images of any scene-text test set (CRNN on TextZoom's HR:
+# about 0.7); one reading fewer than this share of HR images is broken, not weak.
+SANE_HR_ACC = 0.05
+HR_PROBE_MIN = 20  # images: fewer say nothing about a judge
 
 NO_JUDGE_HINT = (
     "ACC needs a recognizer with trained weights: pass --judge ppocr (installed with "
@@ -159,6 +169,8 @@ def evaluate_model(
                     _collect(collector, dataset, split, batch, pictures, row_texts)
                 if with_predictions and texts:
                     _record(predictions[split], dataset, batch, texts, names)
+                if not baselines:
+                    _probe_hr(judges, batch)
         _all_reduce([*images.values(), *reads.values()], device)
     finally:
         model.train(was_training)
@@ -176,6 +188,10 @@ def evaluate_model(
         result["notes"] = [NO_JUDGE_HINT]
     if baselines:
         result["baselines"] = {"bicubic": row("bicubic", images["bicubic"]), "hr": row("hr", None)}
+        for j in judges:
+            hr = result["baselines"]["hr"]["average"]["acc_by_judge"].get(j.name)
+            j.hr_probe = (hr, sum(sizes.values()))
+    _warn_blind_judges(result, judges)
     _no_result_for_nonfinite(result)
     if collector is not None:
         result["records"] = collector.build(
@@ -194,6 +210,123 @@ def evaluate_model(
             for split in datasets
         }
     return result
+
+
+def evaluate_config(
+    model: nn.Module,
+    datasets: dict[str, Any],
+    config: dict,
+    *,
+    judges: list[Judge] | None = None,
+    device: torch.device | str | None = None,
+    protocol: str | None = None,
+    batch_size: int | None = None,
+    baselines: bool | None = None,
+    with_predictions: bool = True,
+    env: dist_utils.DistEnv | None = None,
+    records: bool = False,
+) -> dict:
+    """:func:`evaluate_model` under the config's ``[eval]`` settings (each None: the config's
+    value, then ``EvalSection``'s default): what every command and the trainer evaluate with."""
+    from tsrx.engine.config import eval_section
+
+    settings = eval_section(config, protocol=protocol, batch_size=batch_size, baselines=baselines)
+    if settings.protocol not in PROTOCOLS:
+        raise TsrxError(
+            f"eval protocol {settings.protocol!r}: expected one of {', '.join(PROTOCOLS)}"
+        )
+    return evaluate_model(
+        model,
+        datasets,
+        protocol=settings.protocol,
+        batch_size=settings.batch_size,
+        device=device,
+        judges=judges,
+        baselines=settings.baselines,
+        with_predictions=with_predictions,
+        env=env,
+        records=records,
+    )
+
+
+def evaluation_sets(
+    config: dict, data_root: str | Path | None = None, where: str = "--data"
+) -> dict:
+    """The splits an evaluation reads: the config's ``[data.test]`` tables (under
+    ``data_root`` when given); with none, or when they are not under ``data_root``,
+    TextZoom's ``test/{easy,medium,hard}`` found there."""
+    from tsrx.data.loader import build_dataset
+
+    data = dict(config.get("data") or {})
+    if data_root is not None:
+        data["root"] = str(data_root)
+    from tsrx.data.config import data_section
+
+    data = {**dataclasses.asdict(data_section({"data": data})), **data}
+    tables = dict(data.get("test") or {})
+    root = Path(data["root"])
+    if data_root is not None and tables:
+        roots = [r for t in tables.values() for r in (t.get("roots") or []) if isinstance(r, str)]
+        if not all((root / r).is_dir() for r in roots):
+            tables = {}  # the config's splits are not there: take TextZoom's layout
+    if data_root is not None and not tables:
+        tables = {
+            s: {"type": "textzoom", "roots": [f"test/{s}"]}
+            for s in TEXTZOOM_TEST_SPLITS
+            if (root / "test" / s).is_dir()
+        }
+        if not tables:
+            raise TsrxError(
+                f"{where} {data_root}: no test/easy, test/medium or test/hard folder in it "
+                "(pass the TextZoom folder that holds test/)"
+            )
+    if not tables:
+        raise TsrxError(
+            "no test data: pass --data ROOT (holding test/easy, test/medium, test/hard) or a "
+            "config with [data.test] tables"
+        )
+    return {name: build_dataset(t, data, f"data.test.{name}") for name, t in tables.items()}
+
+
+def _probe_hr(judges: list[Judge], batch: dict) -> None:
+    """Once per judge: its accuracy on the first ``HR_PROBE_MIN`` HR images it meets, the
+    sanity check of :func:`_warn_blind_judges` (the model's own recognizer may still be
+    learning: not probed)."""
+    for j in judges:
+        if j.own or j.hr_probe is not None:
+            continue
+        preds = j.read(batch["hr"])
+        right = sum(
+            normalize_for_accuracy(p) == normalize_for_accuracy(t)
+            for p, t in zip(preds, batch["label"])
+        )
+        seen_right, seen = j.hr_seen
+        j.hr_seen = (seen_right + right, seen + len(preds))
+        if j.hr_seen[1] >= HR_PROBE_MIN:
+            j.hr_probe = (j.hr_seen[0] / j.hr_seen[1], j.hr_seen[1])
+
+
+def _warn_blind_judges(result: dict, judges: list[Judge]) -> None:
+    """A judge that cannot read HR images (wrong weights, vocabulary or input convention)
+    gives a table of near-zeros that looks like a result: say so with every table."""
+    for j in judges:
+        if j.hr_probe is None:
+            continue
+        acc, n = j.hr_probe
+        if acc is None or n < HR_PROBE_MIN or acc >= SANE_HR_ACC:
+            continue
+        warning = (
+            f"WARNING: judge {j.name} ({j.description}) reads only {acc:.2f} of {n} HR images "
+            f"correctly (a trained recognizer reads most; below {SANE_HR_ACC} it is broken), so "
+            "its ACC means nothing. Likely causes: wrong weights (not a trained file for this "
+            "recognizer), a vocabulary / alphabet that does not match the weights' classes, or "
+            "an input convention the weights were not trained with (channels, grey vs RGB, "
+            "size, value range)"
+        )
+        result["notes"] = list(result.get("notes") or []) + [warning]
+        if not j.warned:
+            j.warned = True
+            log.warning(warning)
 
 
 def _no_result_for_nonfinite(result: dict) -> None:
@@ -431,6 +564,8 @@ def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
 
 __all__ = [
     "evaluate_model",
+    "evaluate_config",
+    "evaluation_sets",
     "judges_of",
     "judge_acc",
     "result_table",

@@ -40,6 +40,10 @@ class Judge:
     recognizer: nn.Module
     head: nn.Module | None = None
     own: bool = False
+    # (HR accuracy, images) once measured: the evaluator's sanity check (tsrx.engine.evaluator)
+    hr_probe: tuple[float | None, int] | None = None
+    hr_seen: tuple[int, int] = (0, 0)  # (read right, read) until the probe has enough images
+    warned: bool = False
 
     @torch.no_grad()
     def read(self, images: torch.Tensor) -> list[str]:
@@ -79,6 +83,12 @@ def parse_cli_judges(values: list[str]) -> dict[str, dict]:
     for value in values:
         name, sep, weights = value.partition("=")
         name, weights = name.strip(), weights.strip()
+        if not sep and _looks_like_a_file(name):
+            raise TsrxError(
+                f"--judge {value}: --judge takes NAME=WEIGHTS (or NAME for a judge that ships "
+                f"its weights) in every command; for this file: --judge "
+                f"{Path(name).stem.split('.')[0] or 'crnn'}={value}"
+            )
         if not name or (sep and not weights):
             raise TsrxError(
                 f"--judge {value!r}: expected NAME=WEIGHTS (e.g. crnn=crnn.pth) or "
@@ -91,6 +101,11 @@ def parse_cli_judges(values: list[str]) -> dict[str, dict]:
             )
         out[name] = {"weights": weights} if weights else {}
     return out
+
+
+def _looks_like_a_file(value: str) -> bool:
+    """A --judge value of the older path-only spelling (``--judge crnn.pth``)."""
+    return "/" in value or "\\" in value or "." in value or Path(value).exists()
 
 
 def judge_tables(

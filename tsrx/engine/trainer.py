@@ -31,6 +31,7 @@ from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
 from tsrx.engine.build import build_run, seed_everything
 from tsrx.engine.callbacks import build_callbacks
+from tsrx.engine.config import eval_section
 from tsrx.engine.grad_sync import use_layout_independent_sync
 from tsrx.engine.loss_module import LossModule
 from tsrx.engine.rng import rng_state, set_rng_state
@@ -78,7 +79,7 @@ class Trainer:
     def __init__(self, config: dict, run_dir: Path, env: dist_utils.DistEnv, device: torch.device):
         self.config, self.run_dir, self.env, self.device = config, Path(run_dir), env, device
         tc = self.train_cfg = config["train"]
-        self.eval_cfg = config.get("eval") or {}
+        self.eval_settings = eval_section(config)
         self.seed = int(config.get("seed", 0))
         if tc["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -276,14 +277,15 @@ class Trainer:
         return result
 
     def _evaluate_and_select(self) -> dict:
-        from tsrx.engine.evaluator import evaluate_model, take_records
+        from tsrx.engine.evaluator import evaluate_config, take_records
 
         with torch.random.fork_rng(devices=[]):
-            result = evaluate_model(
+            result = evaluate_config(  # the path of tsrx eval, with training's batch size
                 self.model,
                 self.parts.val_sets,
-                protocol=self.eval_cfg.get("protocol", "textzoom"),
+                self.config,
                 batch_size=self.train_cfg["val_batch_size"],
+                baselines=False,
                 device=self.device,
                 judges=self.parts.judges,
                 with_predictions=False,
@@ -329,7 +331,7 @@ class Trainer:
         When that is exactly what the last validation computed (same splits, same step, same
         batch size, no baselines), its result is reused instead of evaluating again.
         """
-        from tsrx.engine.evaluator import evaluate_model, take_records
+        from tsrx.engine.evaluator import evaluate_config, take_records
 
         sets = self.parts.test_sets or self.parts.val_sets
         if not sets:
@@ -343,14 +345,12 @@ class Trainer:
             self._write_final_records(self._last_val_records)
             return self._last_val[1]
         with self.callbacks.evaluation_weights(self):
-            result = evaluate_model(
+            result = evaluate_config(
                 self.model,
                 sets,
-                protocol=self.eval_cfg.get("protocol", "textzoom"),
-                batch_size=self.eval_cfg.get("batch_size", 50),
+                self.config,
                 device=self.device,
                 judges=self.parts.judges,
-                baselines=self.eval_cfg.get("baselines", False),
                 with_predictions=False,
                 env=self.env,
                 records=True,
@@ -371,8 +371,8 @@ class Trainer:
             and self._last_val[0] == self.step
             and same_splits
             and bool(self.parts.val_sets)
-            and self.eval_cfg.get("batch_size", 50) == self.train_cfg["val_batch_size"]
-            and not self.eval_cfg.get("baselines", False)
+            and self.eval_settings.batch_size == self.train_cfg["val_batch_size"]
+            and not self.eval_settings.baselines
         )
 
     def mark_completed(self) -> None:

@@ -167,7 +167,10 @@ def build_model(
     The load report is printed to ``console`` (a rich Console; stdout when None) and kept
     as ``model.load_report`` (None when nothing was loaded).
     """
+    from tsrx.models.config import model_section
+
     model_cfg = config.get("model") or {}
+    sec = model_section(config)
     data = config.get("data") or {}
     parts = build_parts(model_cfg, file, data)
     _channels_check(parts["sr"], data, "" if file == "<config>" else f"{file}: ")
@@ -175,20 +178,20 @@ def build_model(
         parts["sr"],
         parts["recognizer"],
         parts["head"],
-        coupling=model_cfg.get("coupling", "image"),
-        feature_layer=model_cfg.get("feature_layer", "rnn"),
-        freeze=model_cfg.get("freeze", []),
-        rec_input=model_cfg.get("rec_input", "auto"),
+        coupling=sec.coupling,
+        feature_layer=sec.feature_layer,
+        freeze=sec.freeze,
+        rec_input=sec.rec_input,
         prior=parts["prior"],
-        prior_stages=model_cfg.get("prior_stages", 1),
-        prior_dropout=model_cfg.get("prior_dropout"),
-        prior_detach=model_cfg.get("prior_detach"),
-        rotate_train=model_cfg.get("rotate_train", 0.0),
+        prior_stages=sec.prior_stages,
+        prior_dropout=sec.prior_dropout,
+        prior_detach=sec.prior_detach,
+        rotate_train=sec.rotate_train,
     )
     model.load_report = None
-    init = model_cfg.get("init") or {}
-    if load_init and model.prior is not None and model_cfg.get("prior_weights"):
-        load_prior_weights(model, model_cfg["prior_weights"])
+    init = sec.init
+    if load_init and model.prior is not None and sec.prior_weights:
+        load_prior_weights(model, sec.prior_weights)
     if load_init and init:
         from tsrx.checkpoint import load_into
 
@@ -197,7 +200,7 @@ def build_model(
         report = load_into(
             model,
             state,
-            allow_shape_mismatch=model_cfg.get("allow_shape_mismatch", False),
+            allow_shape_mismatch=sec.allow_shape_mismatch,
             source=sources,
         )
         if console is None:
@@ -210,7 +213,7 @@ def build_model(
         model.load_report = report
         if (
             model.prior_teacher is not None
-            and not model_cfg.get("prior_weights")
+            and not sec.prior_weights
             and not any(k.startswith("prior_teacher.") for k in state)
         ):
             model.sync_teacher()  # the teacher starts from the generator's initial weights

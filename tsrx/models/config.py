@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -118,3 +119,11 @@ class ModelSection:
 
 
 section("model")(ModelSection)
+
+
+def model_section(config: dict) -> ModelSection:
+    """The typed ``[model]`` of a resolved config: what the builders read, so each default is
+    written once, above (an older checkpoint's config may lack a key added since)."""
+    table = config.get("model") or {}
+    known = {f.name for f in dataclasses.fields(ModelSection)}
+    return ModelSection(**{k: v for k, v in table.items() if k in known})

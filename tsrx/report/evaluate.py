@@ -46,43 +46,28 @@ def missing(
 
 
 def evaluate_checkpoint(
-    run: Run, checkpoint: Path, *, device: str = "cpu", batch_size: int | None = None
+    run: Run, checkpoint: Path, *, device: str | None = None, batch_size: int | None = None
 ) -> dict:
-    """Build the run's model, load the checkpoint in one shot, evaluate on the run's test splits."""
-    import torch
-
-    from tsrx.checkpoint import load_checkpoint, load_into, state_dict_for
-    from tsrx.data.loader import build_datasets, ensure_synth
-    from tsrx.engine.evaluator import evaluate_model
-    from tsrx.engine.judges import build_judges
-    from tsrx.models.build import build_model
+    """The run's checkpoint opened as ``tsrx eval`` opens it (the run's config.toml, checked like
+    a checkpoint's, describes the model), evaluated on the run's test splits."""
+    from tsrx.data.loader import ensure_synth
+    from tsrx.engine.evaluator import evaluate_config, evaluation_sets
+    from tsrx.engine.loading import open_checkpoint
 
     config = run.config or {}
-    eval_cfg = config.get("eval") or {}
-    model = build_model(config, load_init=False)
-    load_into(
-        model,
-        state_dict_for(load_checkpoint(checkpoint)),
-        allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False),
-        source=str(checkpoint),
-    )
-    dev = torch.device(device)
-    model.to(dev).eval()
-    judges = [j.to(dev) for j in build_judges(eval_cfg, model)]
+    loaded = open_checkpoint(checkpoint, config=config, stored=True, device=device).with_judges()
     ensure_synth(config["data"])
-    _, _, test = build_datasets(config["data"])
-    if not test:
+    if not (config["data"].get("test") or {}):
         raise TsrxError(
             f"{run.path / 'config.toml'}: [data.test] names no test split to evaluate on"
         )
-    return evaluate_model(
-        model,
-        test,
-        protocol=eval_cfg.get("protocol", "textzoom"),
-        batch_size=batch_size or eval_cfg.get("batch_size", 50),
-        device=dev,
-        judges=judges,
-        baselines=bool(eval_cfg.get("baselines", False)),
+    return evaluate_config(
+        loaded.model,
+        evaluation_sets(config),
+        config,
+        judges=loaded.judges,
+        device=loaded.device,
+        batch_size=batch_size,
         records=True,
     )
 
@@ -90,7 +75,7 @@ def evaluate_checkpoint(
 def evaluate_missing(
     pending: list[Pending],
     *,
-    device: str = "cpu",
+    device: str | None = None,
     batch_size: int | None = None,
     evaluate: Callable[..., dict] | None = None,
     progress: Callable[[str], None] = lambda msg: None,

@@ -1,72 +1,31 @@
-"""A tsrx checkpoint turned back into its model and reader, for pictures and ``tsrx sr``.
+"""A checkpoint turned back into its model and reader, for pictures and ``tsrx sr``.
 
-The checkpoint's embedded config rebuilds the model; its weights are loaded in one shot.
-The reader is the model's own recognizer (with its head) or the ``[eval]`` judge; with
-neither there are no readings, never guesses from an untrained recognizer.
+Opened by tsrx.engine.loading.open_checkpoint, the path of ``tsrx eval`` and
+``tsrx.load_model`` (tsrx checkpoints and the official files a reader knows). The reader is the
+model's own recognizer (with its head) or a judge (``--judge`` or the config's ``[eval]``);
+with neither there are no readings, never guesses from an untrained recognizer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from tsrx.errors import TsrxError
 
 
-@dataclass
-class Loaded:
-    model: nn.Module
-    config: dict
-    judges: list[Any]  # tsrx.engine.judges.Judge; the first one reads
-    device: torch.device
+def load(
+    checkpoint: str | Path, device: str | None = None, judges: list[str] | tuple[str, ...] = ()
+) -> Any:
+    """Model, config and reader of a checkpoint (``judges``: ``--judge NAME=WEIGHTS`` values);
+    a tsrx.engine.loading.Loaded."""
+    from tsrx.engine.judges import parse_cli_judges
+    from tsrx.engine.loading import open_checkpoint
 
-    @property
-    def has_reader(self) -> bool:
-        return bool(self.judges)
-
-    @property
-    def judge_name(self) -> str | None:
-        return self.judges[0].description if self.judges else None
-
-    def read(self, images: torch.Tensor) -> list[str] | None:
-        """Readings of RGB images in [0, 1] (any size: the recognizer resizes them itself)."""
-        return self.judges[0].read(images[:, :3]) if self.judges else None
-
-
-def load(checkpoint: str | Path, device: str = "cpu", recognizer: str | None = None) -> Loaded:
-    """Model, config and reader of a tsrx checkpoint (``recognizer``: judge weights to use)."""
-    from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
-    from tsrx.engine.judges import build_judges
-    from tsrx.models.build import build_model
-
-    ckpt = load_checkpoint(checkpoint)
-    if detect_format(ckpt) != "tsrx" or not isinstance(ckpt.get("config"), dict):
-        raise TsrxError(
-            f"{checkpoint}: not a tsrx checkpoint with an embedded config, so its model "
-            "cannot be rebuilt; use a run's checkpoint, or compose one with `tsrx ckpt compose`"
-        )
-    config = ckpt["config"]
-    from tsrx.checkpoint_components import require_checkpoint_components
-
-    require_checkpoint_components(config, source=str(checkpoint), recorded=ckpt.get("plugins"))
-    model = build_model(config, load_init=False)
-    load_into(
-        model,
-        state_dict_for(ckpt),
-        source=str(checkpoint),
-        allow_shape_mismatch=(config.get("model") or {}).get("allow_shape_mismatch", False),
-    )
-    dev = torch.device(device)
-    model.to(dev).eval()
-    judges = [
-        j.to(dev) for j in build_judges(config.get("eval") or {}, model, recognizer_path=recognizer)
-    ]
-    return Loaded(model, config, judges, dev)
+    return open_checkpoint(checkpoint, device=device).with_judges(cli=parse_cli_judges(judges))
 
 
 def bicubic_up(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

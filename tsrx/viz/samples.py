@@ -50,14 +50,14 @@ def samples_sheet(
     output: Path,
     n: int = 24,
     splits: list[str] | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     scale: int = 2,
-    recognizer: str | None = None,
+    judges: list[str] | tuple[str, ...] = (),
 ) -> tuple[Path, dict[str, list[Sample]]]:
     """Write the contact sheet of ``n`` samples per test split; returns (path, samples per split)."""
     from tsrx.data.loader import build_dataset
 
-    loaded = load(checkpoint, device, recognizer)
+    loaded = load(checkpoint, device, judges)
     data = dict(loaded.config.get("data") or {})
     if data_root is not None:
         data["root"] = str(data_root)
@@ -74,6 +74,8 @@ def samples_sheet(
     for name in chosen:
         ds = build_dataset(tests[name], data, f"data.test.{name}")
         sections.append((name, split_samples(loaded, ds, n)))
-    hr_size = tuple(int(x) for x in data.get("hr_size", (32, 128)))
+    from tsrx.data.config import data_section
+
+    hr_size = tuple(int(x) for x in data_section({"data": data}).hr_size)
     sheet = contact_sheet(sections, hr_size, scale)
     return save_png(sheet, output), dict(sections)

@@ -1,0 +1,20 @@
+"""Options that several commands share, defined once so that each has one meaning everywhere.
+
+``--device``: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``
+(tsrx.engine.loading.resolve_device). ``--judge``: ``NAME=WEIGHTS`` or ``NAME`` for a judge
+that ships its weights (tsrx.engine.judges.parse_cli_judges), repeatable.
+"""
+
+from __future__ import annotations
+
+DEVICE_DEFAULT = "auto"
+DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N."
+JUDGE_HELP = (
+    "A named judge, repeatable: NAME=WEIGHTS (crnn=crnn.pth, aster=aster.pth.tar; the type "
+    "is NAME unless the file says otherwise) or NAME for one that ships its weights (ppocr). "
+    "Replaces the config's [eval.judges]."
+)
+RECOGNIZER_MOVED = (
+    "{option} {value}: judge weights are given with --judge NAME=WEIGHTS in every command "
+    "now (e.g. --judge crnn={value})"
+)
