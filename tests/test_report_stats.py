@@ -22,18 +22,24 @@ SPLITS = ("easy", "medium", "hard")
 N = 300  # images per split
 
 
-def records_and_result(correct: dict[str, np.ndarray], psnr: float = 20.0):
+def _row(c, psnr):
+    return {
+        "psnr": np.full(len(c), psnr, np.float32),
+        "ssim": np.full(len(c), 0.5, np.float32),
+        "preds": {"crnn": ["word" if x else "wrong" for x in c]},
+        "correct": {"crnn": list(map(bool, c))},
+    }
+
+
+def records_and_result(correct: dict[str, np.ndarray], psnr: float = 20.0, bicubic=None):
     """Records of one evaluation (one judge, ``crnn``) and the result they imply."""
     col = RecordCollector(list(SPLITS), ["crnn"])
     for s in SPLITS:
         c = correct[s]
-        row = {
-            "psnr": np.full(len(c), psnr, np.float32),
-            "ssim": np.full(len(c), 0.5, np.float32),
-            "preds": {"crnn": ["word" if x else "wrong" for x in c]},
-            "correct": {"crnn": list(map(bool, c))},
-        }
-        col.add(s, list(range(1, len(c) + 1)), ["word"] * len(c), {"model": row})
+        rows = {"model": _row(c, psnr)}
+        if bicubic is not None:
+            rows["bicubic"] = _row(bicubic[s], psnr - 1)
+        col.add(s, list(range(1, len(c) + 1)), ["word"] * len(c), rows)
     rec = col.build(meta={"protocol": "per-image", "primary_judge": "crnn"})
     splits = {
         s: {
@@ -65,7 +71,7 @@ def records_and_result(correct: dict[str, np.ndarray], psnr: float = 20.0):
     return rec, result
 
 
-def seed_run(runs, head, seed, correct, *, records=True, psnr=20.0):
+def seed_run(runs, head, seed, correct, *, records=True, psnr=20.0, bicubic=None):
     """A run of the grid head x seed with a cached test result (and its records)."""
     d = runs / "joint" / f"head={head},seed={seed}-0000abcd"
     d.mkdir(parents=True)
@@ -75,7 +81,7 @@ def seed_run(runs, head, seed, correct, *, records=True, psnr=20.0):
     meta = {"experiment": "joint", "run": d.name, "point": point}
     (d / "meta.json").write_text(json.dumps(meta))
     (d / "status.json").write_text(json.dumps({"state": "completed", "step": 10}))
-    rec, result = records_and_result(correct, psnr)
+    rec, result = records_and_result(correct, psnr, bicubic)
     ckpt = d / "best_acc_model.pth"
     ckpt.write_bytes(f"weights {head} {seed}".encode())
     cache.store(d, ckpt, cache.eval_settings(cfg), result, rec if records else None)
@@ -181,3 +187,38 @@ def _old_result():
     from test_report_fixtures import result
 
     return result([0.5] * 4 + [20.0] * 4 + [0.5] * 4)
+
+
+def test_tsrx_diff_compares_two_runs_and_a_run_with_bicubic(tmp_path):
+    from test_report_diff import _app
+    from typer.testing import CliRunner
+
+    from tsrx.report.stats import mcnemar_exact
+
+    rng = np.random.default_rng(4)
+    base = _draw(rng, 0.4)
+    better = {s: base[s] | (rng.random(N) < 0.2) for s in SPLITS}
+    bicubic = {s: base[s] & (rng.random(N) < 0.5) for s in SPLITS}
+    a = seed_run(tmp_path, "mlp", 0, better, bicubic=bicubic)
+    b = seed_run(tmp_path, "dense", 0, base)
+    res = CliRunner().invoke(_app(), ["diff", str(a), str(b), "--json"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.stdout)
+    assert body["differences"] == [
+        {"key": "model.head.type", "a": "mlp", "b": "dense"},
+    ]
+    rows = {r["split"]: r for r in body["paired"]}
+    assert list(rows) == [*SPLITS, "all"]
+    gained = sum(int(np.sum(better[s] & ~base[s])) for s in SPLITS)
+    assert rows["all"]["discordant"] == {"a_only": gained, "b_only": 0}
+    assert rows["all"]["p"] == mcnemar_exact(gained, 0) and rows["all"]["ci"][0] > 0
+    again = CliRunner().invoke(_app(), ["diff", str(a), str(b), "--json"])
+    assert json.loads(again.stdout)["paired"] == body["paired"]  # seeded: reproducible
+    res = CliRunner().invoke(_app(), ["diff", str(a), "bicubic"])
+    assert res.exit_code == 0, res.output
+    assert "paired comparison on the same images" in res.stdout and "McNemar" in res.stdout
+    res = CliRunner().invoke(_app(), ["diff", str(b), "bicubic"])
+    assert "no bicubic row recorded" in str(res.exception) + res.output
+    old = seed_run(tmp_path, "sidernn", 0, base, records=False)
+    res = CliRunner().invoke(_app(), ["diff", str(a), str(old)])
+    assert res.exit_code == 0 and "no per-image records" in res.stdout

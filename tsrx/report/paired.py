@@ -159,3 +159,105 @@ def _p(p: float | None) -> str:
     if p is None:
         return "-"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+# -- tsrx diff: two sides -----------------------------------------------------------------------
+BASELINE_SIDES = ("bicubic", "hr")
+
+
+@dataclass
+class Side:
+    """One side of ``tsrx diff``: the records of an evaluation and the row kind compared."""
+
+    what: str
+    records: Records | None
+    row: str = "model"
+    why: str = ""
+
+
+def resolve_side(spec: str, selector: str | None = None) -> Side:
+    """``bicubic`` / ``hr`` (the other side's baseline rows), a records file, a result JSON,
+    a run directory (its ``selector``'s result: cached test, else validation) or a checkpoint
+    inside one."""
+    from tsrx.report.collect import Selected, is_run_dir, read_run
+    from tsrx.runfiles import records_beside
+
+    if spec in BASELINE_SIDES:
+        return Side(spec, None, row=spec)
+    path = Path(spec)
+    if not path.exists():
+        raise TsrxError(
+            f"{spec}: no such run directory, checkpoint, result JSON or records file "
+            f"(or a baseline: {', '.join(BASELINE_SIDES)})"
+        )
+    if path.suffix == ".npz":
+        return Side(str(path), load(path))
+    if path.suffix == ".json":
+        rec = records_beside(path)
+        if rec.is_file():
+            return Side(str(path), load(rec))
+        return Side(str(path), None, why=f"no per-image records beside it ({rec.name})")
+    if path.name == "config.toml":
+        path = path.parent
+    run_dir = path if path.is_dir() else path.parent
+    if not is_run_dir(run_dir):
+        return Side(str(path), None, why="not inside a run directory: no recorded evaluation")
+    run = read_run(run_dir)
+    sels = run.selectors()
+    if path.is_file():  # a checkpoint: its selector
+        sel = next((s for s in sels if s.filename == path.name), Selected(path.stem, path.name))
+    else:
+        wanted = [s for s in sels if selector in (None, s.name, s.filename, s.stem)]
+        if not wanted:
+            names = ", ".join(s.name for s in sels) or "(none)"
+            raise TsrxError(f"{run_dir}: no selector {selector!r}; recorded: {names}")
+        sel = wanted[0]
+    res, why = run.result(sel)
+    where = f"{run_dir} [{sel.filename}]"
+    if res is None:
+        return Side(where, None, why=why or "no result recorded")
+    what = f"{where}: {'test' if res.source == 'test' else 'validation'} result {res.where}"
+    if res.records is None:
+        return Side(what, None, why=NO_RECORDS)
+    return Side(what, load(res.records))
+
+
+def paired_table(a: Side, b: Side, *, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+    """Per judge (both sides have) and split, then all images: accuracies, A - B with its
+    interval, the exact McNemar p and the discordant counts. Baseline sides take the other
+    side's records."""
+    if a.records is None and b.records is None:
+        raise TsrxError("tsrx diff: neither side has per-image records to compare")
+    if a.row != "model" and a.records is None:
+        a = Side(a.what, b.records, a.row)
+    if b.row != "model" and b.records is None:
+        b = Side(b.what, a.records, b.row)
+    for side in (a, b):
+        if side.records is None:
+            raise TsrxError(f"tsrx diff: {side.what}: {side.why}")
+        if side.row not in side.records.rows:
+            raise TsrxError(
+                f"tsrx diff: {side.what}: no {side.row} row recorded (evaluate with --baselines, "
+                "or [eval] baselines = true)"
+            )
+    if not a.records.same_images(b.records):
+        raise TsrxError(
+            f"tsrx diff: {a.what} and {b.what} were evaluated on different images "
+            "(splits or LMDB indexes differ): a paired comparison needs the same images"
+        )
+    judges = [j for j in a.records.judges if j in b.records.judges]
+    if not judges:
+        raise TsrxError(
+            f"tsrx diff: no judge in common ({', '.join(a.records.judges)} vs "
+            f"{', '.join(b.records.judges)})"
+        )
+    out = []
+    for judge in judges:
+        for split in [*a.records.splits, None]:
+            ca = correctness([a.records], split, judge, a.row)
+            cb = correctness([b.records], split, judge, b.row)
+            if ca is None or cb is None:
+                continue
+            c = compare(ca[0], cb[0], ca[1], n_boot=n_boot, seed=seed)
+            out.append({"judge": judge, "split": split or "all", **c.as_dict()})
+    return out
