@@ -16,6 +16,12 @@ official layout (B, 37, 1, 26) = ``softmax(logits (T, B, K)).permute(1, 0, 2).un
   a transformer decoder whose queries are the LR image features cross-attends to the
   encoded prior; returns ``(sr, attention weights)`` as the official code does.
 
+The prior's class count follows the generator (``prior_classes``, which tsrx sets from the
+``[model.prior]`` recognizer's ``num_classes``): 37 for CRNN (the official path, the default),
+97 for ``easyocr`` (english_g2, case kept: the prior tells an upper-case glyph from a
+lower-case one, and the text-prior loss compares LR and HR priors, no labels) or 71 with
+``case = "merge"``. Only ``infoGen``'s first layer depends on it; any frame count T works.
+
 Module trees, state_dict keys and shapes are the official ones, so published checkpoints
 (``state_dict_G``) load with no key left over. Shared TSRN parts (mish, upsampling, TPS)
 come from plugins/tsrn.py. What differs from the official code is in docs/models.md.
@@ -41,7 +47,7 @@ from tsrx_builtin.tsrn import (
     tsrn_tail,
 )
 
-PRIOR_CLASSES = 37  # CRNN's blank + 0-9a-z
+PRIOR_CLASSES = 37  # CRNN's blank + 0-9a-z: the official prior, the default
 PRIOR_STEPS = 26  # CRNN's frames for a 32x100 input
 LR_SIZE = (16, 64)
 
@@ -64,6 +70,17 @@ def check_prior(prior: torch.Tensor | None, x: torch.Tensor, classes: int, name:
             f"{name}: text prior of shape {tuple(prior.shape)}, expected "
             f"(B={x.shape[0]}, {classes}, 1, T) (class probabilities per frame)"
         )
+
+
+def _check_classes(prior_classes: int | None, name: str) -> int:
+    """The prior's class count: tsrx passes the generator's; None (no generator) is CRNN's 37."""
+    if prior_classes is None:
+        return PRIOR_CLASSES
+    if prior_classes < 2:
+        raise TsrxError(
+            f"{name}: prior_classes must be >= 2 (blank + a character), got {prior_classes}"
+        )
+    return prior_classes
 
 
 class GruBlock(TsrnGruBlock):
@@ -134,8 +151,10 @@ class _TextPriorTSRN(nn.Module):
         stn: bool,
         text_channels: int,
         info_gen: nn.Module,
+        prior_classes: int = PRIOR_CLASSES,
     ):
         super().__init__()
+        self.prior_classes = prior_classes
         if blocks < 1:
             raise TsrxError(f"blocks must be >= 1, got {blocks}")
         self.in_channels = 4 if mask else 3
@@ -210,13 +229,14 @@ class TPGSR(_TextPriorTSRN):
         mask: bool = True,
         stn: bool = True,
         text_channels: int = 32,
+        prior_classes: int | None = None,
     ):
-        super().__init__(
-            blocks, hidden_units, mask, stn, text_channels, InfoGen(PRIOR_CLASSES, text_channels)
-        )
+        prior_classes = _check_classes(prior_classes, "tsrn_tl_cascade")
+        info_gen = InfoGen(prior_classes, text_channels)
+        super().__init__(blocks, hidden_units, mask, stn, text_channels, info_gen, prior_classes)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        check_prior(prior, x, PRIOR_CLASSES, "tsrn_tl_cascade")
+        check_prior(prior, x, self.prior_classes, "tsrn_tl_cascade")
         x = self._align(x)
         head = self.block1(x)
         prior_map = F.interpolate(
@@ -423,14 +443,16 @@ class TATT(_TextPriorTSRN):
         mask: bool = True,
         stn: bool = True,
         text_channels: int = 64,
+        prior_classes: int | None = None,
     ):
+        prior_classes = _check_classes(prior_classes, "tatt")
         if text_channels != 2 * hidden_units:
             raise TsrxError(
                 f"tatt: text_channels ({text_channels}) must equal 2 * hidden_units "
                 f"({2 * hidden_units}): the decoder's queries are the body's features"
             )
-        info_gen = TPInterpreter(PRIOR_CLASSES, text_channels, LR_SIZE, feature_in=2 * hidden_units)
-        super().__init__(blocks, hidden_units, mask, stn, text_channels, info_gen)
+        info_gen = TPInterpreter(prior_classes, text_channels, LR_SIZE, feature_in=2 * hidden_units)
+        super().__init__(blocks, hidden_units, mask, stn, text_channels, info_gen, prior_classes)
         unused = [self.infoGen.fc_feature_in]
         for layer in self.infoGen.transformer.decoder.layers:
             unused += [layer.self_attn, layer.norm1]
@@ -440,7 +462,7 @@ class TATT(_TextPriorTSRN):
     def forward(
         self, x: torch.Tensor, prior: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        check_prior(prior, x, PRIOR_CLASSES, "tatt")
+        check_prior(prior, x, self.prior_classes, "tatt")
         if tuple(x.shape[2:]) != LR_SIZE:
             raise TsrxError(
                 f"tatt: LR images of {tuple(x.shape[2:])}, expected {LR_SIZE} "

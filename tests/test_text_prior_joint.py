@@ -343,3 +343,75 @@ def test_shipped_experiment_has_both_variants_and_names_a_missing_generator(work
     )
     assert proc.returncode != 0
     assert "model.prior_weights" in proc.stderr and "weights/crnn.pth" in proc.stderr
+
+
+# --- easyocr as the text-prior generator (issue 22 point 4) --------------------------------
+
+
+def test_the_prior_class_count_follows_the_generator():
+    import tomllib
+
+    from tsrx.models.build import build_model
+
+    pytest.importorskip("easyocr_en_models", reason="the judge extra is not installed")
+    sr = '{ type = "tsrn_tl_cascade", blocks = 1, hidden_units = 16, stn = false }'
+    for prior, classes in (
+        ('{ type = "easyocr" }', 97),
+        ('{ type = "easyocr", case = "merge" }', 71),
+        (SMALL_CRNN, 37),
+    ):
+        model_cfg = tomllib.loads(f'coupling = "text_prior"\nsr = {sr}\nprior = {prior}')
+        model = build_model({"model": model_cfg, "data": {"mask": True}}, load_init=False)
+        assert model.sr.prior_classes == classes
+        assert model.sr.infoGen.tconv1.in_channels == classes
+    # a user cannot set it against the generator: tsrx supplies it
+    bad = '{ type = "tsrn_tl_cascade", prior_classes = 40 }'
+    model_cfg = tomllib.loads(f'coupling = "text_prior"\nsr = {bad}\nprior = {SMALL_CRNN}')
+    with pytest.raises(ConfigError, match="prior_classes"):
+        build_model({"model": model_cfg, "data": {"mask": True}}, load_init=False)
+
+
+@pytest.mark.parametrize("backbone", ["tpgsr", "tatt"])
+def test_easyocr_generates_the_prior_for_tpgsr_and_tatt(tmp_path, tiny_data, crnn_pth, backbone):
+    """The pretrained generator needs no prior_weights: TPGSR trains it (97 classes, its frozen
+    teacher on HR); TATT reads a frozen, case-merged one (71 classes)."""
+    from tsrx.engine.run import run_training
+
+    pytest.importorskip("easyocr_en_models", reason="the judge extra is not installed")
+    if backbone == "tpgsr":
+        model = f"""coupling = "text_prior"
+sr = {SMALL_TPGSR}
+prior = {{ type = "easyocr" }}"""
+        terms, classes = {"sr", "prior"}, 97
+    else:
+        model = """coupling = "text_prior"
+freeze = ["prior"]
+sr = { type = "tatt", blocks = 1, hidden_units = 16, text_channels = 32, stn = false }
+prior = { type = "easyocr", case = "merge" }"""
+        terms, classes = {"sr"}, 71
+    exp = _experiment(tmp_path, tiny_data, crnn_pth, model, name=backbone)
+    run_dir = prepare(exp, tmp_path / "runs", ["train.steps=2", "train.val_every=2"])
+    assert run_training(run_dir, device="cpu")["state"] == "completed"
+    train = metrics(run_dir, "train")
+    assert set(train[0]["terms"]) == terms and all(
+        torch.isfinite(torch.tensor(t["loss"])) for t in train
+    )
+    state = weights(run_dir / "last.pth")
+    from tsrx_builtin.easyocr import default_weights_path, load_weights
+
+    g2 = load_weights(default_weights_path(), "")
+    first = "FeatureExtraction.ConvNet.0.weight"
+    assert (
+        state[
+            "sr.infoGen.tconv1.weight" if backbone == "tpgsr" else "sr.infoGen.fc_in.weight"
+        ].shape[0 if backbone == "tpgsr" else 1]
+        == classes
+    )
+    if backbone == "tpgsr":  # the generator trained, its teacher kept english_g2
+        assert not torch.equal(state[f"prior.{first}"], g2[first])
+        assert torch.equal(state[f"prior_teacher.{first}"], g2[first])
+    else:  # frozen: english_g2 unchanged, no teacher
+        assert torch.equal(state[f"prior.{first}"], g2[first])
+        assert not any(k.startswith("prior_teacher.") for k in state)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final"]["average"]["psnr"] is not None

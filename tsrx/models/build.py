@@ -46,13 +46,24 @@ def build_parts(
     data = data or {}
     lr_size, hr_size = tuple(data.get("lr_size", (16, 64))), tuple(data.get("hr_size", (32, 128)))
     channels = 4 if data.get("mask") else 3
-    sr = rec = head = None
+    sr = rec = head = prior = None
+    if model_cfg.get("prior"):  # the generator reads the LR image
+        prior = RECOGNIZERS.build(
+            model_cfg["prior"],
+            "model.prior",
+            file,
+            contract_args={"channels": channels, "size": lr_size},
+        )
     if model_cfg.get("sr"):
+        # a text-prior backbone reads priors of as many classes as the generator gives
+        # (CRNN 37, easyocr 97 or 71 merged): passed to a backbone that takes prior_classes
+        context = {"prior_classes": prior.num_classes} if prior is not None else {}
         sr = SR_BACKBONES.build(
             model_cfg["sr"],
             "model.sr",
             file,
             contract_args={"lr_size": lr_size, "hr_size": hr_size},
+            **context,
         )
     if model_cfg.get("recognizer"):
         rec = RECOGNIZERS.build(
@@ -79,14 +90,6 @@ def build_parts(
             file,
             in_features=rec.feature_dim,
             num_classes=rec.num_classes,
-        )
-    prior = None
-    if model_cfg.get("prior"):  # the generator reads the LR image
-        prior = RECOGNIZERS.build(
-            model_cfg["prior"],
-            "model.prior",
-            file,
-            contract_args={"channels": channels, "size": lr_size},
         )
     return {"sr": sr, "recognizer": rec, "head": head, "prior": prior}
 

@@ -166,7 +166,7 @@ class JointModel(nn.Module):
         if want is not None and prior.num_classes != want:
             raise TsrxError(
                 f"model.prior: the generator has {prior.num_classes} classes, the "
-                f"SR backbone reads priors of {want} (CRNN's blank + 0-9a-z)"
+                f"SR backbone reads priors of {want} (set by the generator it was built with)"
             )
 
     def sync_teacher(self) -> None:
