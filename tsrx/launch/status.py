@@ -294,6 +294,11 @@ def run_status(
             row.state = "completed"
         elif launcher == "local":
             row.state = "failed" if starts else "cancelled"
+            if starts and not row.error:  # the trainer never wrote its end: it was killed
+                row.error = (
+                    f"its process (pid {job_id}) ended without recording how (killed: "
+                    f"SIGKILL, out of memory?) at step {row.step}; `tsrx submit` resumes it"
+                )
         else:  # Slurm forgot the job and left no result: the last thing the files say
             row.state = f"unknown (last: {trainer_state or 'submitted'})"
     if starts:

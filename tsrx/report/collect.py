@@ -79,33 +79,39 @@ class Run:
     status: dict | None = None
     summary: dict | None = None
     problems: list[str] = field(default_factory=list)
+    # where the run stands, from tsrx.launch.status: the one reader of a run's state, so
+    # `tsrx report` and `tsrx status` never disagree (a killed run is failed in both)
+    lifecycle: Any = None
 
     @property
     def exists(self) -> bool:
         return self.path.is_dir()
 
+    def _lifecycle(self) -> Any:
+        if self.lifecycle is None:
+            from tsrx.launch.status import run_status
+
+            self.lifecycle = run_status(self.path)
+        return self.lifecycle
+
     @property
     def state(self) -> str:
-        """completed, running, failed, pending (directory but no status yet) or missing (never launched)."""
-        if not self.exists:
-            return "missing"
-        if self.status is None:
-            return "pending"
-        return str(self.status.get("state", "unknown"))
+        """``tsrx status``'s state (completed, running, failed, pending, not submitted...), or
+        missing (never launched)."""
+        return self._lifecycle().state if self.exists else "missing"
 
     def state_note(self) -> str:
-        s = self.status or {}
-        if self.state == "running":
-            step, total = s.get("step"), s.get("total_steps")
-            return f"running, step {step}/{total}" if step is not None else "running"
-        if self.state == "failed":
-            err = str(s.get("error") or "").strip().splitlines()
-            return "failed" + (f": {err[-1][:80]}" if err else "")
-        if self.state == "missing":
+        if not self.exists:
             return "not launched"
-        if self.state == "pending":
-            return "pending (no status.json)"
-        return self.state
+        row = self._lifecycle()
+        if row.state == "running":
+            return (
+                f"running, step {row.step}/{row.total_steps}" if row.step is not None else "running"
+            )
+        if row.state in ("failed", "damaged"):
+            err = str(row.error or "").strip().splitlines()
+            return row.state + (f": {err[-1][:80]}" if err else "")
+        return row.label
 
     def metrics(self) -> list[dict]:
         """metrics.jsonl records (tsrx.runfiles.read_metrics); damaged lines are noted."""
@@ -280,6 +286,7 @@ def collect(
             f"{target}: no run directories found (a run directory holds {', '.join(RUN_FILES)})"
         )
     runs = [read_run(p) for p in paths]
+    _states(runs)
     axes: list[str] = []
     for r in runs:
         for k in r.point:
@@ -328,7 +335,17 @@ def _from_experiment(
             order.setdefault(k, [])
             if value_label(v) not in order[k]:
                 order[k].append(value_label(v))
+    _states(runs)
     return Collection(str(path), runs, axes, order)
+
+
+def _states(runs: list[Run]) -> None:
+    """Every run's state with one scheduler query for all (tsrx.launch.status.collect)."""
+    from tsrx.launch.status import collect as status_of
+
+    present = [r for r in runs if r.exists]
+    for r, row in zip(present, status_of([r.path for r in present])):
+        r.lifecycle = row
 
 
 def _differing_keys(configs: list[dict]) -> list[str]:
