@@ -205,3 +205,32 @@ def test_beam_search_stopping_early_reads_the_same_as_the_full_reference_run(mod
     assert model.decode_ids(*early) == model.decode_ids(*full)
     # and it did stop early: the steps it did not run are EOS padding
     assert bool((early[0][:, -1] == model.eos).all()) and not torch.equal(early[0], full[0])
+
+
+@pytest.mark.slow
+def test_beam_search_rows_leave_the_batch_as_they_end_reading_as_alone(model):
+    # issue 25: an image that has ended leaves the batch; the others keep decoding. Each
+    # image then reads as it does alone (the same symbols; the log-probs up to the float
+    # rounding of another batch width) and exactly as the full reference run, up to and
+    # with its EOS
+    model = copy.deepcopy(model)
+    widths = []
+    step = model.decoder.decoder.forward
+    model.decoder.decoder.forward = lambda *a: widths.append(a[0].shape[0]) or step(*a)
+    with torch.no_grad():
+        model.decoder.decoder.fc.bias[model.eos] += 1.0
+        features = model.encode(REF["images"].float() / 255.0)
+        widths.clear()
+        batch = model.decoder.beam_search(features, 5, model.eos)
+        shrinking = list(widths)
+        alone = [model.decoder.beam_search(f[None], 5, model.eos) for f in features]
+        full = model.decoder.beam_search(features, 5, model.eos, stop_early=False)
+    assert shrinking[0] == 5 * len(features) and len(set(shrinking)) > 2
+    assert shrinking == sorted(shrinking, reverse=True)
+    for i, (ids, logp) in enumerate(alone):
+        assert torch.equal(batch[0][i], ids[0])
+        torch.testing.assert_close(batch[1][i], logp[0], rtol=0, atol=1e-4)
+        end = (full[0][i].tolist() + [model.eos]).index(model.eos)
+        assert torch.equal(batch[0][i, : end + 1], full[0][i, : end + 1])
+        assert torch.equal(batch[1][i, : end + 1], full[1][i, : end + 1])
+    assert model.decode_ids(*batch) == model.decode_ids(*full)
