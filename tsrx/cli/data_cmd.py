@@ -27,6 +27,12 @@ def synth_cmd(
     test: tuple[int, int, int] = typer.Option(
         (300, 300, 300), "--test", help="Test samples: easy medium hard."
     ),
+    val: tuple[int, int, int] = typer.Option(
+        (0, 0, 0),
+        "--val",
+        help="Validation samples (val/easy...): easy medium hard; none by default. "
+        "Other random streams than test: select checkpoints on it, report test.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Same seed (and fonts): same data."),
     fonts: str = typer.Option(
         "all",
@@ -40,12 +46,16 @@ def synth_cmd(
     from tsrx.data.synth import synthesize
 
     start = time.perf_counter()
-    manifest = synthesize(out, train=train, test=list(test), seed=seed, fonts=fonts, train2=train2)
+    manifest = synthesize(
+        out, train=train, test=list(test), seed=seed, fonts=fonts, train2=train2, val=list(val)
+    )
     took = time.perf_counter() - start
     console.print(
         f"wrote {out}: train1 {train}, train2 {manifest.train2}, test/easy {test[0]}, "
         f"test/medium {test[1]}, "
-        f"test/hard {test[2]} (seed {seed}, {len(manifest.fonts)} font(s), "
+        f"test/hard {test[2]}"
+        + (f", val {'/'.join(map(str, val))}" if any(val) else "")
+        + f" (seed {seed}, {len(manifest.fonts)} font(s), "
         f"{took:.1f} s)",
         highlight=False,
     )

@@ -24,6 +24,9 @@ class SynthSpec:
         None  # default: TextZoom's train2/train1 ratio of `train`
     )
     test: list[Annotated[int, NonNegative]] = field(default_factory=lambda: [300, 300, 300])
+    # a validation split for checkpoint selection, NOT the test split: val/{easy,medium,hard},
+    # drawn from other random streams than test (no image in common); [0, 0, 0] = none
+    val: list[Annotated[int, NonNegative]] = field(default_factory=lambda: [0, 0, 0])
     seed: int = 0
     # "builtin": Pillow's embedded font only (identical data on every machine); "all": also
     # the system's TrueType fonts (more variety, but the data then depends on the machine)

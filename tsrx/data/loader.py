@@ -208,8 +208,10 @@ def ensure_synth(data_cfg: dict) -> bool:
     """
     spec = data_cfg.get("synth")
     root = Path(data_cfg["root"])
-    if not spec or has_data(root):
+    if not spec:
         return False
+    if has_data(root):
+        return _ensure_val(root, spec)
     spec = _checked_synth(spec)
     from tsrx.data.synth import synthesize
 
@@ -227,8 +229,22 @@ def ensure_synth(data_cfg: dict) -> bool:
             seed=spec.seed,
             fonts=spec.fonts,
             train2=spec.train2,
+            val=spec.val,
         )
     return True
+
+
+def _ensure_val(root: Path, spec: dict) -> bool:
+    """A synthetic set made before ``data.synth.val`` existed gets its validation splits."""
+    checked = _checked_synth(spec)
+    if not any(checked.val) or (root / "val").exists() or not (root / "synth.json").is_file():
+        return False
+    from tsrx.data.synth import add_val
+
+    with open(root.parent / f".{root.name}.synth.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        log.info("synthesising validation splits into %s/val", root)
+        return add_val(root, checked.val, checked.seed, checked.fonts)
 
 
 def _checked_synth(spec: dict):

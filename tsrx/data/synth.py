@@ -1,4 +1,5 @@
-"""Synthetic data in TextZoom's exact LMDB format: ``OUT/train1``, ``OUT/train2`` and ``OUT/test/{easy,medium,hard}``.
+"""Synthetic data in TextZoom's exact LMDB format: ``OUT/train1``, ``OUT/train2``, ``OUT/test/{easy,medium,hard}``
+and, when asked, ``OUT/val/{easy,medium,hard}`` (a validation split for checkpoint selection).
 
 Every code path that reads TextZoom reads this, so a fresh machine (no data set, no system
 fonts, no network) can train and evaluate end to end. HR crops are rendered words of
@@ -9,7 +10,8 @@ contrast and is slightly misaligned with its HR, as TextZoom's two-focal-length 
 Both images are stored as PNG at their native sizes, as in TextZoom.
 
 Each sample draws from its own generator seeded by (seed, split, index), so a sample does
-not depend on how many came before it or on the process that made it.
+not depend on how many came before it or on the process that made it. The validation
+splits have split codes of their own, so they share no random stream (no image) with test.
 """
 
 from __future__ import annotations
@@ -31,7 +33,16 @@ from tsrx.data.synth_words import WORDS
 from tsrx.errors import TsrxError
 
 TEST_SPLITS = ("easy", "medium", "hard")
-SPLIT_CODES = {"train1": 0, "easy": 1, "medium": 2, "hard": 3, "train2": 4}
+SPLIT_CODES = {
+    "train1": 0,
+    "easy": 1,
+    "medium": 2,
+    "hard": 3,
+    "train2": 4,
+    "val_easy": 5,
+    "val_medium": 6,
+    "val_hard": 7,
+}
 # TextZoom's training sets: train1 14,573 and train2 2,794 pairs (TextZoom paper, Table 1).
 # Synthetic data keeps that ratio, so experiments name both roots on either data set.
 TRAIN2_PER_TRAIN1 = 2794 / 14573
@@ -227,7 +238,7 @@ def make_sample(seed: int, split: str, index: int, fonts: list[str]) -> tuple[st
     if split in ("train1", "train2"):
         level = LEVELS[TEST_SPLITS[int(rng.integers(3))]]
     else:
-        level = LEVELS[split]
+        level = LEVELS[split.removeprefix("val_")]
     text = make_word(rng)
     hr = render_hr(text, rng, fonts, level)
     lr = degrade(hr, rng, level)
@@ -244,10 +255,38 @@ class SynthManifest:
     fonts: list[str]
     train2: int = 0
     format: str = "textzoom-lmdb"
+    val: list[int] | None = None
 
 
 def _write_split(path: Path, seed: int, split: str, n: int, fonts: list[str]) -> None:
     write_lmdb(path, (make_sample(seed, split, i, fonts) for i in range(1, n + 1)))
+
+
+def _write_val(out: Path, seed: int, val: list[int], fonts: list[str]) -> None:
+    for split, n in zip(TEST_SPLITS, val):
+        _write_split(out / "val" / split, seed, f"val_{split}", n, fonts)
+
+
+def add_val(out: str | Path, val: list[int], seed: int, fonts: str = "builtin") -> bool:
+    """Add ``out/val/{easy,medium,hard}`` to an existing synthetic set that has none (a set
+    made before validation splits existed); True if written. Built aside, renamed in place."""
+    out = Path(out)
+    if not any(val) or (out / "val").exists():
+        return False
+    tmp = Path(tempfile.mkdtemp(prefix=".val.tmp-", dir=out))
+    try:
+        _write_val(tmp, seed, list(val), find_fonts(fonts))
+        os.replace(tmp / "val", out / "val")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    manifest_path = out / "synth.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        manifest["val"] = list(val)
+        part = out / ".synth.json.tmp"
+        part.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(part, manifest_path)
+    return True
 
 
 def synthesize(
@@ -257,8 +296,10 @@ def synthesize(
     seed: int = 0,
     fonts: str = "all",
     train2: int | None = None,
+    val: list[int] | tuple[int, ...] = (0, 0, 0),
 ) -> SynthManifest:
-    """Write ``out/train1``, ``out/train2`` and ``out/test/{easy,medium,hard}``.
+    """Write ``out/train1``, ``out/train2``, ``out/test/{easy,medium,hard}`` and, when ``val``
+    has a non-zero count, ``out/val/{easy,medium,hard}``.
 
     ``out`` must be absent or empty. ``train2`` defaults to TextZoom's train2/train1 ratio
     (no ``train2`` folder when it comes to 0).
@@ -268,10 +309,11 @@ def synthesize(
     """
     out = Path(out)
     train2 = default_train2(train) if train2 is None else train2
-    if len(test) != 3 or min(test) < 0 or train < 0 or train2 < 0:
+    if len(test) != 3 or min(test) < 0 or train < 0 or train2 < 0 or len(val) != 3 or min(val) < 0:
         raise TsrxError(
-            f"synth: --train and --train2 must be >= 0 and --test three counts >= 0 "
-            f"(easy medium hard), got train={train} train2={train2} test={list(test)}"
+            f"synth: --train and --train2 must be >= 0, --test and --val three counts >= 0 "
+            f"(easy medium hard), got train={train} train2={train2} test={list(test)} "
+            f"val={list(val)}"
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TsrxError(
@@ -287,8 +329,15 @@ def synthesize(
             _write_split(tmp / "train2", seed, "train2", train2, font_list)
         for split, n in zip(TEST_SPLITS, test):
             _write_split(tmp / "test" / split, seed, split, n, font_list)
+        if any(val):
+            _write_val(tmp, seed, list(val), font_list)
         manifest = SynthManifest(
-            train=train, test=list(test), seed=seed, fonts=font_list, train2=train2
+            train=train,
+            test=list(test),
+            seed=seed,
+            fonts=font_list,
+            train2=train2,
+            val=list(val) if any(val) else None,
         )
         (tmp / "synth.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         os.chmod(tmp, 0o755)
