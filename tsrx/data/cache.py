@@ -21,7 +21,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,9 @@ def default_cache_dir(root: str | Path) -> Path:
     return base / "tsrx" / "data"
 
 
-def cache_key(lmdb_path: str | Path, hr_size, lr_size, mask: bool) -> str:
+def cache_key(
+    lmdb_path: str | Path, hr_size: Sequence[int], lr_size: Sequence[int], mask: bool
+) -> str:
     p = Path(lmdb_path).resolve()
     st = (p / "data.mdb").stat()
     ident = {
@@ -97,14 +101,18 @@ class DecodedCache:
         hr, lr = self._arrays()
         return np.array(hr[index - 1]), np.array(lr[index - 1])
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_maps"], state["_pid"] = None, -1
         return state
 
 
 def load_or_build(
-    lmdb_path: str | Path, hr_size, lr_size, mask: bool, cache_dir: str | Path
+    lmdb_path: str | Path,
+    hr_size: Sequence[int],
+    lr_size: Sequence[int],
+    mask: bool,
+    cache_dir: str | Path,
 ) -> DecodedCache:
     """The cache entry of ``lmdb_path``, building it first if absent (one builder at a time)."""
     cache_dir = Path(cache_dir)
@@ -130,7 +138,9 @@ def load_or_build(
     return DecodedCache(final)
 
 
-def _build(lmdb_path: Path, hr_size, lr_size, mask: bool, final: Path) -> None:
+def _build(
+    lmdb_path: Path, hr_size: Sequence[int], lr_size: Sequence[int], mask: bool, final: Path
+) -> None:
     n = read_num_samples(LazyLmdb(lmdb_path))
     c = 4 if mask else 3
     log.info("decoding %s (%d samples) into %s", lmdb_path, n, final)
@@ -221,7 +231,11 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _decode_range(task: tuple) -> tuple[list[str | None], dict[str, str]]:
+# one worker's share of a build: LMDB path, temp folder, [start, stop), hr_size, lr_size, mask
+_Chunk = tuple[str, str, int, int, list[int], list[int], bool]
+
+
+def _decode_range(task: _Chunk) -> tuple[list[str | None], dict[str, str]]:
     """Decode 1-based entries [start, stop) into the memory-mapped arrays of the build."""
     lmdb_path, tmp, start, stop, hr_size, lr_size, mask = task
     db = LazyLmdb(lmdb_path)

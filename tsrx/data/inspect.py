@@ -86,8 +86,8 @@ def summarize(name: str, path: Path) -> SplitSummary:
     """Counts, label length histogram, character counts and native image size ranges."""
     db = LazyLmdb(path)
     n = read_num_samples(db)
-    lengths: collections.Counter = collections.Counter()
-    chars: collections.Counter = collections.Counter()
+    lengths: collections.Counter[int] = collections.Counter()
+    chars: collections.Counter[str] = collections.Counter()
     sizes: dict[str, list[tuple[int, int]]] = {"hr": [], "lr": []}
     unreadable = 0
     for i in range(1, n + 1):
@@ -172,10 +172,10 @@ def contact_sheet(splits: list[tuple[str, Path]], per_split: int, out: str | Pat
                 draw.text((x, y), f"#{k + 1}: {exc}"[:60], fill="red", font=font)
                 continue
             lr_img = Image.fromarray(lr[:3].transpose(1, 2, 0)).resize(
-                (128 * scale, 32 * scale), Image.NEAREST
+                (128 * scale, 32 * scale), Image.Resampling.NEAREST
             )
             hr_img = Image.fromarray(hr[:3].transpose(1, 2, 0)).resize(
-                (128 * scale, 32 * scale), Image.NEAREST
+                (128 * scale, 32 * scale), Image.Resampling.NEAREST
             )
             block.paste(lr_img, (x, y))
             block.paste(hr_img, (x + 128 * scale + pad, y))

@@ -8,6 +8,7 @@ loaders' ``return self[index + 1]`` hides corrupt data and shifts every later sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,19 +54,21 @@ class BadSampleError(TsrxError):
 def read_raw(db: LazyLmdb, index: int) -> tuple[str, bytes, bytes]:
     """The UTF-8 label and the encoded HR/LR bytes of 1-based ``index``."""
     keys = (label_key(index), hr_key(index), lr_key(index))
-    values = db.get_many(keys)
-    for k, v in zip(keys, values):
+    found: list[bytes] = []
+    for k, v in zip(keys, db.get_many(keys)):
         if v is None:
             raise SampleProblem(f"missing key {k.decode()!r}")
+        found.append(v)
+    raw_label, hr, lr = found
     try:
-        label = values[0].decode("utf-8")
+        label = raw_label.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SampleProblem(f"label is not UTF-8 ({values[0][:40]!r}: {exc.reason})") from None
-    return label, values[1], values[2]
+        raise SampleProblem(f"label is not UTF-8 ({raw_label[:40]!r}: {exc.reason})") from None
+    return label, hr, lr
 
 
 def decode_pair(
-    hr: bytes, lr: bytes, index: int, hr_size, lr_size, mask: bool
+    hr: bytes, lr: bytes, index: int, hr_size: Sequence[int], lr_size: Sequence[int], mask: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode and preprocess both images; uint8 (C, H, W) each."""
     out = []

@@ -12,11 +12,20 @@ DataLoader workers move 4x fewer bytes; ``to_float`` is ToTensor's ``x / 255``.
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tsrx.errors import TsrxError
+
+if TYPE_CHECKING:
+    import torch
+
+# what prepare_lr accepts: a Pillow image, an (H, W, 3) uint8 array, encoded bytes or a path
+LrImage = Image.Image | np.ndarray | bytes | bytearray | str | os.PathLike[str]
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -41,12 +50,12 @@ def text_mask(resized: Image.Image) -> np.ndarray:
     return np.where(gray > thres, 0, 255).astype(np.uint8)
 
 
-def preprocess(img: Image.Image, size_hw: tuple[int, int] | list[int], mask: bool) -> np.ndarray:
+def preprocess(img: Image.Image, size_hw: Sequence[int], mask: bool) -> np.ndarray:
     """Resize (bicubic, aspect not kept) to ``size_hw`` = (H, W); uint8 (C, H, W), C = 3 or 4."""
     h, w = int(size_hw[0]), int(size_hw[1])
     if h <= 0 or w <= 0:
         raise TsrxError(f"image size must be positive (H, W), got {list(size_hw)}")
-    resized = img.resize((w, h), Image.BICUBIC)
+    resized = img.resize((w, h), Image.Resampling.BICUBIC)
     rgb = np.asarray(resized, dtype=np.uint8)
     planes = [rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]]
     if mask:
@@ -54,7 +63,9 @@ def preprocess(img: Image.Image, size_hw: tuple[int, int] | list[int], mask: boo
     return np.ascontiguousarray(np.stack(planes, axis=0))
 
 
-def prepare_lr(images, size_hw=(16, 64), mask: bool = True):
+def prepare_lr(
+    images: Iterable[LrImage], size_hw: Sequence[int] = (16, 64), mask: bool = True
+) -> torch.Tensor:
     """Your own text crops as a TextZoom-trained model reads them: each resized to ``size_hw``
     (the model's LR size, (H, W)) exactly as TextZoom prepares its LR images (Pillow bicubic,
     aspect ratio not kept), with TextZoom's binary text mask as a 4th channel when ``mask``
@@ -63,8 +74,6 @@ def prepare_lr(images, size_hw=(16, 64), mask: bool = True):
     ``images``: Pillow images, (H, W, 3) uint8 arrays, encoded bytes or file paths, any size.
     Returns a float32 tensor (B, 3 or 4, H, W) in [0, 1], ready for ``sr(x)``.
     """
-    import os
-
     import torch
 
     arrays = []
@@ -101,7 +110,7 @@ def prepare_lr(images, size_hw=(16, 64), mask: bool = True):
     return to_float(torch.from_numpy(np.stack(arrays)))
 
 
-def to_float(x):
+def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 tensor -> float32 in [0, 1] (ToTensor's division); float tensors pass through."""
     import torch
 
