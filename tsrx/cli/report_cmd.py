@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -124,13 +125,18 @@ def diff(
     from tsrx.report.diff import config_of, differences, short
     from tsrx.report.paired import BASELINE_SIDES, paired_table, resolve_side
 
-    configs = []
+    configs: list[tuple[dict[str, Any], str] | None] = []
     for side in (a, b):
         if side in BASELINE_SIDES or Path(side).suffix in (".json", ".npz"):
             configs.append(None)
             continue
         configs.append(config_of(Path(side)))
-    diffs = differences(configs[0][0], configs[1][0]) if all(configs) else None
+    first, second = configs
+    diffs: list[tuple[str, Any, Any]] | None = None
+    wa = wb = ""  # where each side's config came from
+    if first and second:
+        diffs = differences(first[0], second[0])
+        wa, wb = first[1], second[1]
     sides = [resolve_side(side, selector) for side in (a, b)]
     try:
         paired = paired_table(*sides, seed=seed)
@@ -143,8 +149,8 @@ def diff(
         body = {"a": sides[0].what, "b": sides[1].what, "paired": paired}
         if diffs is not None:
             body.update(
-                a=configs[0][1],
-                b=configs[1][1],
+                a=wa,
+                b=wb,
                 differences=[{"key": k, "a": va, "b": vb} for k, va, vb in diffs],
             )
         if why:
@@ -154,7 +160,6 @@ def diff(
     from rich.table import Table
 
     if diffs is not None:
-        wa, wb = configs[0][1], configs[1][1]
         if not diffs:
             typer.echo(f"no differences in the resolved config:\n  A = {wa}\n  B = {wb}")
         else:
