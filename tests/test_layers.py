@@ -23,7 +23,7 @@ LAYERS = {
     3: """data data.cache data.config data.inspect data.lmdb_io data.loader data.samples
           data.synth data.synth_words data.textzoom data.transforms
           models models.build models.config models.joint models.recognition models.rotation
-          models.text checkpoint""",
+          models.text checkpoint published""",
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
           engine.evaluator engine.grad_sync engine.judges engine.loading engine.loss_module
           engine.metrics engine.rng engine.run engine.runfiles engine.signals engine.threads

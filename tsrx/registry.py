@@ -333,6 +333,10 @@ CHECKPOINT_FORMATS = Registry(
 
 # Not a config table: renderers of `tsrx report` (rich, md, csv, json, paper-md, latex...),
 # a class with ``render(report) -> str`` (tsrx.report.formats holds the contract).
+# Not a config table and never built: the field's published weight files (tsrx.published).
+PUBLISHED_FILES = Registry(
+    "published file", "published weight files: source, and checksum or key layout"
+)
 REPORT_FORMATS = Registry(
     "report format",
     "renderers of `tsrx report`: a report's tables -> text (rich, md, csv, json, paper-md, latex)",
@@ -487,6 +491,7 @@ __all__ = [
             "SCHEDULERS",
             "CALLBACKS",
             "CHECKPOINT_FORMATS",
+            "PUBLISHED_FILES",
             "REPORT_FORMATS",
         )
     ],

@@ -64,6 +64,11 @@ def inspect_cmd(
         f"[bold]{path}[/]: format [bold]{fmt}[/]"
         + (f" (version {obj.get('format_version')})" if fmt == "tsrx" else "")
     )
+    from tsrx.published import describe
+
+    published = describe(path, obj)  # which published file, by checksum or key layout
+    if published:
+        console.print(published, highlight=False, markup=False)
     counts = parameter_counts(state)
     from tsrx.engine.loading import exact_parameter_counts
 
