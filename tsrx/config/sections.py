@@ -10,8 +10,9 @@ stay free of torch imports, so that validating a config stays cheap.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tsrx.config.schema import Component
 from tsrx.errors import TsrxError
@@ -29,15 +30,19 @@ SECTION_MODULES = (
 class Section:
     name: str
     schema: Any  # a dataclass, or a Component for single-component tables
-    default: dict | None = None  # default table for Component sections
+    default: dict[str, Any] | None = None  # default table for Component sections
     doc: str = ""
 
+
+T = TypeVar("T")
 
 _sections: dict[str, Section] = {}
 _imported = False
 
 
-def register_section(name: str, schema: Any, default: dict | None = None, doc: str = "") -> Any:
+def register_section(
+    name: str, schema: Any, default: dict[str, Any] | None = None, doc: str = ""
+) -> Any:
     if name in _sections and _sections[name].schema is not schema:
         raise TsrxError(
             f"config section [{name}] is declared twice: by "
@@ -48,10 +53,10 @@ def register_section(name: str, schema: Any, default: dict | None = None, doc: s
     return schema
 
 
-def section(name: str):
+def section(name: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: ``@section("train")`` on the dataclass that owns ``[train]``."""
 
-    def deco(cls):
+    def deco(cls: type[T]) -> type[T]:
         register_section(name, cls)
         return cls
 

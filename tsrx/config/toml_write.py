@@ -42,10 +42,10 @@ def _value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} {v!r} as TOML")
 
 
-def dumps(table: dict) -> str:
+def dumps(table: dict[str, Any]) -> str:
     lines: list[str] = []
 
-    def emit(tbl: dict, prefix: str) -> None:
+    def emit(tbl: dict[str, Any], prefix: str) -> None:
         scalars = {
             k: v
             for k, v in tbl.items()

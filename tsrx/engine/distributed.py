@@ -335,13 +335,13 @@ def all_reduce_sum(tensor: Any) -> Any:
     return tensor
 
 
-def all_gather_objects(obj: Any) -> list:
+def all_gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order (``[obj]`` with one process)."""
     if not active():
         return [obj]
     import torch.distributed as dist
 
-    out: list = [None] * dist.get_world_size()
+    out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
 

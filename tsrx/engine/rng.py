@@ -7,14 +7,18 @@ with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def rng_state() -> dict:
+def rng_state() -> dict[str, Any]:
     """Every random stream as tensors, lists and numbers (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    if isinstance(legacy, dict):  # the legacy tuple exists for MT19937 only
+        raise TypeError(f"numpy's global generator is {legacy.get('bit_generator')}, not MT19937")
+    name, keys, pos, has_gauss, cached = legacy
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -30,7 +34,7 @@ def rng_state() -> dict:
     }
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

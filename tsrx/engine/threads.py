@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 ENV = "TSRX_THREADS"
-_configured: dict | None = None
+_configured: dict[str, int | str] | None = None
 
 
 def usable_cores() -> int:
@@ -66,7 +66,7 @@ def decide_threads(local_world_size: int | None = None) -> tuple[int, str]:
     )
 
 
-def configure_threads(local_world_size: int | None = None) -> dict:
+def configure_threads(local_world_size: int | None = None) -> dict[str, int | str]:
     """Set torch's intra-op threads once per process; returns ``{"threads", "source", "cores"}``."""
     global _configured
     if _configured is not None:

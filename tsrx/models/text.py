@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported where tensors are made: data tools stay light
     import torch
 
+    from tsrx.models.recognition import Recognition
+
 VOCABULARIES = {
     "digit": string.digits,
     "lower": string.digits + string.ascii_lowercase,
@@ -65,7 +67,7 @@ def ctc_greedy_decode(logits: torch.Tensor, alphabet: str) -> list[str]:
     return out
 
 
-def ctc_greedy_recognize(logits: torch.Tensor, alphabet: str):
+def ctc_greedy_recognize(logits: torch.Tensor, alphabet: str) -> Recognition:
     """Best path decoding with each kept character's softmax probability as its score.
 
     Returns a :class:`tsrx.models.recognition.Recognition`; the texts equal

@@ -100,7 +100,9 @@ def contact_sheet(
                 )
             for c, col in enumerate(COLUMNS):
                 x = MARGIN + LABEL_W + c * (tw + GAP)
-                img = Image.fromarray(_rgb(s.images[col])).resize((tw, th), Image.NEAREST)
+                img = Image.fromarray(_rgb(s.images[col])).resize(
+                    (tw, th), Image.Resampling.NEAREST
+                )
                 sheet.paste(img, (x, y))
                 if col == "sr" and s.verdict:
                     draw.rectangle(
