@@ -41,19 +41,19 @@ class Callback:
     def setup(self, trainer: Any) -> None:
         pass
 
-    def after_step(self, trainer: Any, out: dict) -> None:
+    def after_step(self, trainer: Any, out: dict[str, Any]) -> None:
         pass
 
-    def evaluation_weights(self, trainer: Any) -> contextlib.AbstractContextManager | None:
+    def evaluation_weights(self, trainer: Any) -> contextlib.AbstractContextManager[None] | None:
         return None
 
-    def on_validation(self, trainer: Any, result: dict) -> None:
+    def on_validation(self, trainer: Any, result: dict[str, Any]) -> None:
         pass
 
     def on_checkpoint(self, trainer: Any, path: Path) -> None:
         pass
 
-    def on_train_end(self, trainer: Any, result: dict) -> None:
+    def on_train_end(self, trainer: Any, result: dict[str, Any]) -> None:
         pass
 
 
@@ -72,7 +72,7 @@ class Callbacks:
     def setup(self, trainer: Any) -> None:
         self._call("setup", trainer)
 
-    def after_step(self, trainer: Any, out: dict) -> None:
+    def after_step(self, trainer: Any, out: dict[str, Any]) -> None:
         self._call("after_step", trainer, out)
 
     @contextlib.contextmanager
@@ -85,23 +85,23 @@ class Callbacks:
                     stack.enter_context(ctx)
             yield
 
-    def on_validation(self, trainer: Any, result: dict) -> None:
+    def on_validation(self, trainer: Any, result: dict[str, Any]) -> None:
         self._call("on_validation", trainer, result)
 
     def on_checkpoint(self, trainer: Any, path: Path) -> None:
         self._call("on_checkpoint", trainer, path)
 
-    def on_train_end(self, trainer: Any, result: dict) -> None:
+    def on_train_end(self, trainer: Any, result: dict[str, Any]) -> None:
         self._call("on_train_end", trainer, result)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {
             key: cb.state_dict()
             for key, cb in self.items
             if callable(getattr(cb, "state_dict", None))
         }
 
-    def load_state_dict(self, state: dict, source: Path | str) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: Path | str) -> None:
         for key, cb in self.items:
             if not callable(getattr(cb, "load_state_dict", None)):
                 continue
@@ -117,7 +117,7 @@ class Callbacks:
         return [key for key, _ in self.items]
 
 
-def build_callbacks(tables: list) -> Callbacks:
+def build_callbacks(tables: list[Any]) -> Callbacks:
     """The callbacks of ``train.callbacks`` (tables or bare type names), contract-checked."""
     from tsrx.registry import CALLBACKS
 
