@@ -259,3 +259,34 @@ def test_docs_callback_plugin_example_runs_and_resumes(tmp_path, tiny_data, tiny
         assert (run_dir / "ema_model.pth").is_file()
     finally:
         CALLBACKS.unregister("loss_spikes")
+
+
+@pytest.mark.slow
+def test_callbacks_under_two_ranks_resume_bit_identical(
+    tmp_path, tiny_data, tiny_plugin, monkeypatch
+):
+    """2 gloo ranks: every rank averages and swaps (validation is sharded), rank 0 alone writes
+    ema_model.pth and the pictures; a run stopped at step 3 and resumed ends as the straight
+    one."""
+    from tsrx.cli.train_cmd import train_run_dir
+
+    extra = EMA.format(decay=0.7) + PICTURES
+    runs = {}
+    for name in ("straight", "resumed"):
+        exp = write_experiment(tmp_path / name, tiny_data, tiny_plugin, "tiny", extra)
+        runs[name] = prepare(exp, tmp_path / name / "runs", SETS)
+    assert train_run_dir(runs["straight"], 2, "cpu") == "completed"
+    monkeypatch.setenv("TINY_STOP_AT", "3")
+    assert train_run_dir(runs["resumed"], 2, "cpu") == "preempted"
+    monkeypatch.delenv("TINY_STOP_AT")
+    assert train_run_dir(runs["resumed"], 2, "cpu") == "completed"
+    straight, resumed = runs["straight"], runs["resumed"]
+    for name in ("last.pth", "ema_model.pth", "best_psnr_model.pth"):
+        a, b = weights(straight / name), weights(resumed / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert metrics(straight, "val") == metrics(resumed, "val")
+    names = sorted(p.name for p in (resumed / "pictures").iterdir())
+    assert names == ["val_step0000002.png", "val_step0000004.png", "val_step0000006.png"]
+    for name in names:
+        a = Image.open(straight / "pictures" / name).tobytes()
+        assert a == Image.open(resumed / "pictures" / name).tobytes(), name
