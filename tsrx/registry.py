@@ -80,7 +80,7 @@ class Registry:
 
         def add(o: Any) -> Any:
             where = callable_name(o)
-            plugin = current_plugin() or getattr(o, "__module__", "?")
+            plugin = current_plugin() or str(getattr(o, "__module__", "?"))
             if name in self._entries:
                 old = self._entries[name]
                 if old.obj is o:
@@ -158,7 +158,7 @@ class Registry:
     # -- build from a table -----------------------------------------------------------
     def check(
         self,
-        table: dict,
+        table: dict[str, Any],
         where: str,
         file: str = "<config>",
         provided: frozenset[str] = frozenset(),
@@ -187,11 +187,11 @@ class Registry:
 
     def build(
         self,
-        table: dict,
+        table: dict[str, Any],
         where: str = "",
         file: str = "<config>",
         *,
-        contract_args: dict | None = None,
+        contract_args: dict[str, Any] | None = None,
         **context: Any,
     ) -> Any:
         """Instantiate the component of ``table`` and check it against the registry's contract.
@@ -226,7 +226,7 @@ class Registry:
         return component
 
     def check_contract(
-        self, component: Any, name: str, contract_args: dict | None = None, **context: Any
+        self, component: Any, name: str, contract_args: dict[str, Any] | None = None, **context: Any
     ) -> None:
         """Run this registry's contract check on a built ``component`` registered as ``name``."""
         if self.contract is None:
@@ -386,7 +386,9 @@ def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
         inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         return [p for k, v in value.items() for p in check_components(v, inner, f"{path}.{k}")]
     tp = unwrap_optional(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # a section, a nested table
+    if (
+        isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict)
+    ):  # a section, a nested table
         fields = dataclass_fields(tp)
         return [
             p
@@ -397,7 +399,7 @@ def check_components(value: Any, tp: Any, path: str) -> list[tuple[str, str]]:
     return []
 
 
-def component_defaults(table: dict, registry_name: str) -> dict:
+def component_defaults(table: dict[str, Any], registry_name: str) -> dict[str, Any]:
     """``table`` with its component's constructor defaults filled in (the resolved config
     records every option), and ``--set`` strings typed by the constructor's signature."""
     try:
@@ -445,7 +447,7 @@ def fill_components(value: Any, tp: Any) -> Any:
     if typing.get_origin(tp) is dict and isinstance(value, dict):
         inner = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         return {k: fill_components(v, inner) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
         fields = dataclass_fields(tp)
         return {
             k: fill_components(v, fields[k].annotation) if k in fields else v
@@ -454,7 +456,7 @@ def fill_components(value: Any, tp: Any) -> Any:
     return value
 
 
-def callable_name(obj: Callable) -> str:
+def callable_name(obj: Callable[..., Any]) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
 
 

@@ -6,19 +6,19 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tsrx.errors import TsrxError
-from tsrx.launch.rundir import read_meta, update_meta, utc_now
 from tsrx.process import cmdline, is_same
-from tsrx.runfiles import rank_log, read_status
+from tsrx.runfiles import rank_log, read_meta, read_status, update_meta, utc_now
 
 
-def last_job(run_dir: Path) -> dict | None:
+def last_job(run_dir: Path) -> dict[str, Any] | None:
     jobs = [j for j in read_meta(run_dir).get("jobs", []) if j.get("event") == "submit"]
     return jobs[-1] if jobs else None
 
 
-def _local_job_process(job: dict) -> tuple[int | None, str]:
+def _local_job_process(job: dict[str, Any]) -> tuple[int | None, str]:
     """The PID to signal when it is provably the job's process, else (None, why not)."""
     jid = str(job["job_id"])
     if not jid.isdigit():

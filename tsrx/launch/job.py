@@ -39,7 +39,7 @@ SUBMITIT_RUNNER = "submitit.core._submit"  # the module a job's sbatch script ru
 
 def preemption_signal(job_env: Any) -> int:
     """The signal submitit asks Slurm to send before the time limit (USR2 by default)."""
-    return job_env._usr_sig()
+    return int(job_env._usr_sig())
 
 
 def sbatch_string(command: str, folder: Path, **params: Any) -> str:
@@ -49,9 +49,10 @@ def sbatch_string(command: str, folder: Path, **params: Any) -> str:
     return _make_sbatch_string(command=command, folder=folder, **params)
 
 
-def _resolve(target: str) -> Callable:
+def _resolve(target: str) -> Callable[..., Any]:
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return fn
 
 
 def export_distributed_env(job_env: Any) -> dict[str, str]:
@@ -116,10 +117,11 @@ class TrainJob:
     def __repr__(self) -> str:
         return f"TrainJob({self.run_dir!r})"
 
-    def __call__(self) -> dict:
+    def __call__(self) -> dict[str, Any]:
         import submitit
 
-        from tsrx.launch.rundir import record_job, utc_now
+        from tsrx.launch.rundir import record_job
+        from tsrx.runfiles import utc_now
 
         job_env = submitit.JobEnvironment()
         run_dir = Path(self.run_dir)
@@ -150,13 +152,13 @@ class TrainJob:
             request_stop(f"signal {signal.Signals(signum).name}: preempted or out of time")
 
         signal.signal(preemption_signal(job_env), on_preempt)
-        result = train(run_dir)
+        result: object = train(run_dir)
         state = result.get("state") if isinstance(result, dict) else None
         if state == "preempted":
             self._requeue(
                 job_env, submitit_handler, caught[0] if caught else preemption_signal(job_env)
             )
-        if state != "completed":
+        if state != "completed" or not isinstance(result, dict):
             raise RuntimeError(f"training of {self.run_dir} ended in state {state!r}: {result!r}")
         return result
 

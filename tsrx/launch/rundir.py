@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tsrx.errors import TsrxError
 from tsrx.runfiles import (  # noqa: F401
@@ -40,6 +40,9 @@ from tsrx.runfiles import (  # noqa: F401
     utc_now,
 )
 
+if TYPE_CHECKING:
+    from tsrx.config.experiment import RunSpec
+
 # What the trainer writes; `force` moves these aside instead of resuming from them.
 OUTPUTS = (
     LAST,
@@ -55,14 +58,14 @@ MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
 
 
-def _load_toml(text: str) -> dict:
+def _load_toml(text: str) -> dict[str, Any]:
     from tsrx.config.load import tomllib  # tomli before Python 3.11
 
     return tomllib.loads(text)
 
 
 def config_differences(
-    old: dict, new: dict, prefix: str = "", ignore: tuple[str, ...] = ()
+    old: dict[str, Any], new: dict[str, Any], prefix: str = "", ignore: tuple[str, ...] = ()
 ) -> list[tuple[str, Any, Any]]:
     """Dotted keys whose values differ, with (old, new); a missing side is ``None``."""
     out: list[tuple[str, Any, Any]] = []
@@ -84,7 +87,7 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def git_state(cwd: Path | None = None) -> dict:
+def git_state(cwd: Path | None = None) -> dict[str, Any]:
     """Commit and uncommitted diff of the repository the user works in (None outside git)."""
     cwd = Path(cwd or Path.cwd())
     commit = _git(["rev-parse", "HEAD"], cwd)
@@ -100,7 +103,7 @@ def git_state(cwd: Path | None = None) -> dict:
     }
 
 
-def versions(run_plugins: list[str] | None = None) -> dict:
+def versions(run_plugins: list[str] | None = None) -> dict[str, Any]:
     """tsrx, Python and every installed tsrx plugin distribution, read without importing them."""
     import importlib.metadata as md
     import platform
@@ -161,7 +164,7 @@ def _free_suffix(run_dir: Path, config_text: str) -> Path:
 
 
 def prepare_run_dir(
-    run,
+    run: RunSpec,
     runs_dir: Path,
     *,
     force: bool = False,
@@ -250,7 +253,7 @@ def prepare_run_dir(
 CONTINUABLE = ("train.steps",)
 
 
-def _continuation(run_dir: Path, diffs: list[tuple[str, Any, Any]]) -> dict | None:
+def _continuation(run_dir: Path, diffs: list[tuple[str, Any, Any]]) -> dict[str, Any] | None:
     """What --resume changes (``{"train.steps": [old, new]}``), or an error naming the keys
     it may not change; None when nothing differs."""
     other = [(k, a, b) for k, a, b in diffs if k not in CONTINUABLE]
