@@ -290,3 +290,17 @@ def test_callbacks_under_two_ranks_resume_bit_identical(
     for name in names:
         a = Image.open(straight / "pictures" / name).tobytes()
         assert a == Image.open(resumed / "pictures" / name).tobytes(), name
+
+
+def test_force_moves_the_callbacks_files_aside(tmp_path, tiny_data, tiny_plugin):
+    """--force starts the run afresh: an old ema_model.pth or old pictures must not sit beside
+    the new run's files as if it had written them."""
+    run_dir, _ = _run(tmp_path, tiny_data, tiny_plugin, EMA.format(decay=0.9) + PICTURES)
+    exp = tmp_path / "tiny" / "tiny.toml"
+    (run,) = load_experiment(exp, [*SETS, "train.steps=4"]).runs
+    from tsrx.launch.rundir import prepare_run_dir
+
+    assert prepare_run_dir(run, tmp_path / "tiny" / "runs", force=True, command=["t"]) == run_dir
+    assert not (run_dir / "ema_model.pth").exists() and not (run_dir / "pictures").exists()
+    (old,) = (run_dir / "superseded").iterdir()
+    assert (old / "ema_model.pth").is_file() and len(list((old / "pictures").iterdir())) == 3

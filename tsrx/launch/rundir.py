@@ -53,6 +53,8 @@ OUTPUTS = (
     SUMMARY,
     EVAL_DIR,
     LOGS_DIR,
+    "ema_model.pth",  # the built-in callbacks ema and val_pictures (plugins/callbacks.py)
+    "pictures",
 )
 MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
