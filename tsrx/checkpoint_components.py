@@ -24,7 +24,7 @@ CHECKPOINT_COMPONENTS = (
 )
 
 
-def _built_places(config: dict) -> list[tuple[str, str]]:
+def _built_places(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(registry key, dotted path) of the component tables evaluating a checkpoint builds:
     the model's parts, its text-prior generator, the judges and the test splits."""
     places = list(CHECKPOINT_COMPONENTS)
@@ -39,7 +39,7 @@ def _built_places(config: dict) -> list[tuple[str, str]]:
     return places
 
 
-def _table_at(config: dict, dotted: str) -> Any:
+def _table_at(config: dict[str, Any], dotted: str) -> Any:
     node: Any = config
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -59,7 +59,9 @@ def components_of_loaded_plugins() -> dict[str, list[str]]:
     return out
 
 
-def _provider_text(kind: str, name: str, recorded: list, config_plugins: list) -> str:
+def _provider_text(
+    kind: str, name: str, recorded: list[object], config_plugins: list[object]
+) -> str:
     """Which plugin the checkpoint says held the component, as its record has it."""
     wanted = f"{kind}:{name}"
     for rec in recorded:
@@ -79,7 +81,7 @@ def _provider_text(kind: str, name: str, recorded: list, config_plugins: list) -
     )
 
 
-def _describe_record(rec: dict) -> str:
+def _describe_record(rec: dict[str, Any]) -> str:
     name = str(rec.get("name", "?"))
     if rec.get("package"):
         return (
@@ -91,10 +93,10 @@ def _describe_record(rec: dict) -> str:
 
 
 def require_checkpoint_components(
-    config: dict,
+    config: dict[str, Any],
     *,
     source: str,
-    recorded: list | None = None,
+    recorded: list[object] | None = None,
     user_plugins: list[str] | tuple[str, ...] = (),
 ) -> None:
     """Check that every component a checkpoint's config names is available, importing nothing

@@ -65,7 +65,7 @@ class Upstream:
     checkpoint: Path
     spec: Any  # the upstream RunSpec
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """What meta.json keeps of it (``tsrx status FILE`` reads this, no torch)."""
         return {
             "file": str(self.file),
@@ -77,7 +77,9 @@ class Upstream:
         }
 
 
-def parse_needs(value: Any, prov: dict, file: str) -> tuple[list[Need], list[ConfigIssue]]:
+def parse_needs(
+    value: Any, prov: dict[str, str], file: str
+) -> tuple[list[Need], list[ConfigIssue]]:
     """``needs`` table -> Needs; syntax and missing files are issues."""
     issues: list[ConfigIssue] = []
     if not isinstance(value, dict):
@@ -116,7 +118,7 @@ def parse_needs(value: Any, prov: dict, file: str) -> tuple[list[Need], list[Con
     return needs, issues
 
 
-def _refs(config: dict) -> list[tuple[str, str]]:
+def _refs(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(dotted key, need name) of every ``@NAME`` value a resolved config holds."""
     out = []
     for part, value in (get_dotted(config, "model.init") or {}).items():
@@ -128,7 +130,7 @@ def _refs(config: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _selector_files(config: dict) -> dict[str, str]:
+def _selector_files(config: dict[str, Any]) -> dict[str, str]:
     """Selector name -> checkpoint file name of a resolved config (plus ``last``)."""
     from tsrx.registry import SELECTORS
 
@@ -142,7 +144,7 @@ def _selector_files(config: dict) -> dict[str, str]:
     return out
 
 
-def _fits(down: dict, up_spec: Any) -> bool:
+def _fits(down: dict[str, Any], up_spec: Any) -> bool:
     missing = object()
     for key in up_spec.point:
         if key == "__variant__":
@@ -153,7 +155,7 @@ def _fits(down: dict, up_spec: Any) -> bool:
     return True
 
 
-def _contradictions(key: str, down: dict, up: dict, up_label: str) -> list[str]:
+def _contradictions(key: str, down: dict[str, Any], up: dict[str, Any], up_label: str) -> list[str]:
     """Why the weights of ``up`` would not fit the part that ``key`` loads in ``down``."""
     part = key.rsplit(".", 1)[-1]
     if key == "eval.judge_weights":
@@ -182,7 +184,7 @@ def _contradictions(key: str, down: dict, up: dict, up_label: str) -> list[str]:
     return problems
 
 
-def upstream_overrides(exp: Any, sets: dict) -> dict:
+def upstream_overrides(exp: Any, sets: dict[str, Any]) -> dict[str, Any]:
     """The ``--set`` overrides an upstream stage is loaded with: the shared tables', plus this
     file's launcher type and runs folder (one study, one launcher, one runs folder)."""
     shared = {k: v for k, v in sets.items() if k.startswith(SHARED_TABLES)}

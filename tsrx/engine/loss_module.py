@@ -8,6 +8,8 @@ attention recognizer's own loss) is decided here, not in the training step.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,7 +29,9 @@ class LossModule(nn.Module):
         # a lower-case alphabet (CRNN's 0-9a-z) reads upper-case labels as lower-case
         self.lower_labels = self.alphabet == self.alphabet.lower()
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    def forward(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
         out = self.model(batch)
         terms: dict[str, torch.Tensor] = {}
         hr = out.get("target_hr", batch.get("hr"))  # the model may augment the pair (TATT)

@@ -21,7 +21,7 @@ from tsrx.runfiles import CONFIG, LAST, rank_log, read_config
 log = logging.getLogger("tsrx")
 
 
-def load_run_config(run_dir: Path) -> dict:
+def load_run_config(run_dir: Path) -> dict[str, Any]:
     """The resolved config of ``run_dir/config.toml``, validated again (plugins loaded)."""
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import TsrxError
@@ -40,14 +40,14 @@ def run_training(
     env: dist_utils.DistEnv | None = None,
     device: str | None = None,
     console: Any = None,
-) -> dict:
+) -> dict[str, Any]:
     """Train ``run_dir`` to the end (or to a stop request); returns the final state.
 
     ``{"state": "completed" | "preempted", "step", "total_steps", "final", "run_dir"}``.
     ``console`` (rank 0) receives the final table; stdout when None.
     """
-    from tsrx.engine.runfiles import write_status
     from tsrx.engine.trainer import Trainer
+    from tsrx.runfiles import write_status
 
     run_dir = Path(run_dir)
     env = env or dist_utils.detect()

@@ -60,7 +60,7 @@ class RunStatus:
     state: str
     step: int | None = None
     total_steps: int | None = None
-    metrics: dict = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float | None = None
     job_id: str | None = None
     launcher: str | None = None
@@ -80,7 +80,9 @@ def _experiment_runs_dir(toml: Path) -> Path:
     from tsrx.config.load import load_with_extends
 
     raw, _ = load_with_extends(toml)
-    name = raw.get("name") if isinstance(raw.get("name"), str) else toml.stem
+    name = raw.get("name")
+    if not isinstance(name, str):
+        name = toml.stem
     runs_dir = (raw.get("launcher") or {}).get("runs_dir", "runs")
     return Path(runs_dir) / name
 
@@ -104,7 +106,7 @@ def find_run_dirs(target: str | Path | None = None) -> list[Path]:
 
 
 # -- reading files --------------------------------------------------------------------
-def _read_run_files(run_dir: Path) -> tuple[dict, dict, str | None]:
+def _read_run_files(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(meta, status, problem): a damaged file gives empty content and its message."""
     from tsrx.runfiles import DamagedRunFile, read_meta, read_status
 
@@ -120,7 +122,9 @@ def _read_run_files(run_dir: Path) -> tuple[dict, dict, str | None]:
     return meta, status, "; ".join(problems) or None
 
 
-def latest_metrics(run_dir: Path, problems: list[str] | None = None) -> tuple[dict, int | None]:
+def latest_metrics(
+    run_dir: Path, problems: list[str] | None = None
+) -> tuple[dict[str, Any], int | None]:
     """(average of the last validation, last step seen) from the end of metrics.jsonl; what
     is damaged there goes to ``problems``."""
     from tsrx.runfiles import DamagedRunFile, read_metrics
@@ -211,7 +215,7 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _alive(pid: str, record: dict | None = None) -> bool:
+def _alive(pid: str, record: dict[str, Any] | None = None) -> bool:
     """Whether the local job's process lives: the recorded identity (PID + start time) when
     there is one, so that a reused PID does not count."""
     if record and isinstance(record.get("process"), dict):
@@ -319,7 +323,7 @@ def _now() -> float:
     return _dt.datetime.now(_dt.timezone.utc).timestamp()
 
 
-def _read_config(run_dir: Path) -> dict:
+def _read_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.toml for its total steps; a damaged one gives {} (its run still shows)."""
     from tsrx.runfiles import DamagedRunFile, read_config
 

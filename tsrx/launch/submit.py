@@ -31,7 +31,7 @@ class PlannedRun:
     spec: Any  # tsrx.config.experiment.RunSpec
     run_dir: Path
     action: str  # "new", "resume", "refused: ...", "force", "new dir"
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Submitted:
     job: Any = None
 
 
-def slurm_parameters(config: dict, job_name: str) -> dict:
+def slurm_parameters(config: dict[str, Any], job_name: str) -> dict[str, Any]:
     """submitit SlurmExecutor parameters from a run's ``[launcher]`` and ``[slurm]`` tables."""
     lau, slu = config.get("launcher", {}), config.get("slurm", {})
     gpus = int(lau.get("gpus_per_node", 0) or 0)
@@ -118,7 +118,9 @@ def local_cores() -> int:
         return os.cpu_count() or 1
 
 
-def local_parameters(config: dict, gpus: int | None = None, cores: int | None = None) -> dict:
+def local_parameters(
+    config: dict[str, Any], gpus: int | None = None, cores: int | None = None
+) -> dict[str, Any]:
     """submitit LocalExecutor parameters: ranks that fit this machine (one node).
 
     Ranks: ``launcher.tasks_per_node`` when set, else one per GPU here, else 1 (the
@@ -228,7 +230,9 @@ def load(
     return exp
 
 
-def plan_runs(exp: Any, specs: list, file: Path, force: bool = False, new: bool = False) -> Plan:
+def plan_runs(
+    exp: Any, specs: list[Any], file: Path, force: bool = False, new: bool = False
+) -> Plan:
     """The plan for some runs (``specs``) of a loaded experiment."""
     kinds = {r.config["launcher"]["type"] for r in specs}
     if len(kinds) > 1:
@@ -283,11 +287,12 @@ def _check_sbatch() -> None:
         )
 
 
-def _executor(p: Plan, params: dict) -> Any:
+def _executor(p: Plan, params: dict[str, Any]) -> Any:
     import submitit
 
     folder = p.submitit_folder / "%j"
     max_requeues = int(p.runs[0].spec.config["launcher"].get("max_requeues", 5))
+    ex: submitit.Executor
     if p.launcher == "slurm":
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
     else:
@@ -350,7 +355,8 @@ def submit(
     from submitit.core.utils import FailedJobError
 
     from tsrx.launch.job import TrainJob
-    from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
+    from tsrx.launch.rundir import prepare_run_dir, record_job
+    from tsrx.runfiles import update_meta
     from tsrx.writer import submitting
 
     if p.launcher == "slurm":

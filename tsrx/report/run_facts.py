@@ -14,7 +14,7 @@ LEAD = ("params",)
 TRAIL = ("samples/s",)
 
 
-def run_facts(metrics: list[dict]) -> dict[str, float | None]:
+def run_facts(metrics: list[dict[str, Any]]) -> dict[str, float | None]:
     params = None
     rates: list[float] = []
     for line in metrics:
