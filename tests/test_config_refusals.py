@@ -86,3 +86,116 @@ def test_validate_refuses_what_train_refuses_and_train_creates_no_run_dir(
 def test_a_config_for_eval_needs_no_train_table(tmp_path):
     path = write(tmp_path / "e.toml", '[model]\nsr = { type = "tsrn" }\n')
     assert load_experiment(path).runs[0].config["data"]["train"] is None
+
+
+# -- point 2: run names that would leave --runs-dir ------------------------------------------
+@pytest.mark.parametrize("name", ["../../../X", "../X", "ABSOLUTE", "a/b", "..", "a\\b"])
+def test_variant_names_that_leave_runs_dir_are_refused(tmp_path, name):
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "outside")
+    write(tmp_path / "base.toml", BASE)
+    quoted = name.replace("\\", "\\\\")
+    write(
+        tmp_path / "e.toml",
+        f'extends = "base.toml"\n[[variants]]\nname = "ok"\n[[variants]]\nname = "{quoted}"\n',
+    )
+    (tmp_path / "work" / "runs").mkdir(parents=True)
+    res = tsrx("train", "../e.toml", "--runs-dir", "runs", cwd=tmp_path / "work")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"e.toml:variants[1].name: variant name {name!r}" in res.stderr, res.stderr
+    assert "directory under --runs-dir" in res.stderr
+    # nothing created anywhere: not the good variant either (every problem before any run)
+    assert list((tmp_path / "work" / "runs").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.toml", "e.toml", "work"]
+
+
+def test_an_experiment_name_that_leaves_runs_dir_is_refused(tmp_path):
+    write(tmp_path / "base.toml", BASE)
+    path = write(tmp_path / "e.toml", 'extends = "base.toml"\nname = "../escaped"\n')
+    with pytest.raises(ConfigError, match=r"e.toml:name: experiment name '../escaped'"):
+        load_experiment(path)
+
+
+# -- point 9: grid size counted before expanding -----------------------------------------------
+def test_a_huge_grid_is_refused_with_its_count_without_expanding(tmp_path, monkeypatch):
+    import itertools
+
+    from tsrx.config import experiment
+
+    axes = "".join(
+        f'"{k}" = [{", ".join(str(i + 1) for i in range(10))}]\n'
+        for k in ("train.steps", "train.batch_size", "seed", "train.val_every", "train.log_every")
+    )
+    path = write(tmp_path / "e.toml", BASE + '[optim]\ntype = "adam"\n[grid]\n' + axes)
+    path.write_text(
+        path.read_text() + '"optim.lr" = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]\n'
+    )
+
+    def no_product(*args, **kwargs):
+        raise AssertionError("the grid was expanded")
+
+    monkeypatch.setattr(itertools, "product", no_product)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    text = str(info.value)
+    assert "e.toml:grid: 1,000,000 runs (1 variant(s) x 10 x 10 x 10 x 10 x 10 x 10)" in text
+    assert f"more than the limit of {experiment.MAX_RUNS:,} runs" in text
+
+
+def test_variants_multiply_the_count_and_the_limit_itself_is_allowed(tmp_path):
+    from tsrx.config.experiment import MAX_RUNS
+
+    assert MAX_RUNS == 1000  # documented in docs/guarantees.md
+    variants = "".join(f'[[variants]]\nname = "v{i}"\n' for i in range(2))
+    values = ", ".join(str(i + 1) for i in range(10))
+    grid = f'[grid]\n"train.steps" = [{values}]\n"seed" = [{values}]\n'
+    ok = write(tmp_path / "ok.toml", BASE + grid + variants)
+    assert len(load_experiment(ok).runs) == 200
+    big = write(
+        tmp_path / "big.toml", BASE + grid + '"train.log_every" = [' + values + "]\n" + variants
+    )
+    with pytest.raises(ConfigError, match=r"2,000 runs \(2 variant\(s\) x 10 x 10 x 10\)"):
+        load_experiment(big)
+
+
+# -- point 11: "_replace_" at a file's top level ---------------------------------------------
+def test_replace_at_a_files_top_level_is_an_error_naming_the_file(tmp_path):
+    write(tmp_path / "base.toml", BASE)
+    path = write(tmp_path / "e.toml", '"_replace_" = true\nextends = "base.toml"\n')
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert "e.toml:_replace_: has no meaning at a file's top level" in str(info.value)
+
+
+# -- issue 26: [[variants]] in a file that extends another ------------------------------------
+def test_variants_of_a_file_replace_its_bases_and_grid_axes_merge(tmp_path):
+    write(
+        tmp_path / "base.toml",
+        BASE + '[grid]\n"seed" = [0, 1]\n[[variants]]\nname = "a"\n[[variants]]\nname = "b"\n',
+    )
+    child = write(
+        tmp_path / "child.toml",
+        'extends = "base.toml"\n[grid]\n"train.steps" = [3, 4]\n[[variants]]\nname = "c"\n',
+    )
+    runs = load_experiment(child).runs
+    assert {r.name.split(",")[0] for r in runs} == {"c"} and len(runs) == 4
+    inherit = write(tmp_path / "inherit.toml", 'extends = "base.toml"\n[train]\nsteps = 5\n')
+    assert {r.name.split(",")[0] for r in load_experiment(inherit).runs} == {"a", "b"}
+    none = write(tmp_path / "none.toml", 'extends = "base.toml"\nvariants = "_delete_"\n')
+    assert [r.point for r in load_experiment(none).runs] == [{"seed": 0}, {"seed": 1}]
+
+
+def test_shipped_tpgsr_variant_trains_no_loss_without_effect():
+    from tsrx.config.experiment import load_experiment
+    from tsrx.engine.build import build_losses, model_tasks
+    from tsrx.models.build import build_model
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "text_prior.toml"
+    for run in load_experiment(path).runs:
+        cfg = run.config
+        cfg["model"]["prior_weights"] = None  # the published file is not needed for the tasks
+        model = build_model(cfg, load_init=False)
+        tasks = model_tasks(model)
+        _, _, warnings = build_losses(cfg["loss"], tasks, model, cfg["data"])
+        assert not warnings, (run.name, warnings)
+        assert ("consistency" in tasks) == run.name.startswith("tatt")

@@ -34,6 +34,10 @@ from tsrx.plugins import load_named_plugins
 from tsrx.registry import ALL, check_components, component_defaults, fill_components
 
 CLI = "<command line>"
+# Runs one experiment file may expand to (variants x grid points), counted before expanding.
+# Each run is validated and, when trained, is a job: past this a grid is almost surely a typo
+# (an axis of 100 values instead of 10), and expanding it costs minutes to hours.
+MAX_RUNS = 1000
 
 
 @dataclass
@@ -104,6 +108,37 @@ def run_name(point: dict[str, Any], variant: str | None) -> str:
     return ",".join(parts) + "-" + digest
 
 
+def dir_name_problem(name: str) -> str | None:
+    """None if ``name`` can be one directory under ``--runs-dir``, else why not.
+
+    Experiment and variant names become directories (``runs/<experiment>/<run>``); a name
+    with a path separator, ``..`` or an absolute path would put a run outside ``--runs-dir``.
+    Refused rather than cleaned: a cleaned name would no longer be the one the user wrote
+    and looks up in ``--only`` and reports.
+    """
+    if not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator ('/' or '\\')"
+    if name in (".", ".."):
+        return f"is {name!r}"
+    if any(ord(c) < 32 for c in name):
+        return "contains a control character"
+    return None
+
+
+def _name_issue(file: str, key: str, name: str, what: str) -> ConfigIssue | None:
+    why = dir_name_problem(name)
+    if why is None:
+        return None
+    return ConfigIssue(
+        file,
+        key,
+        f"{what} {name!r} {why}: it names a directory under --runs-dir "
+        "(runs/<experiment>/<run>); use a plain name such as 'tpgsr_small'",
+    )
+
+
 def schema_knows(dotted: str) -> str | None:
     """None if ``dotted`` can name a config key, else why not (for grid and --set keys)."""
     sections = all_sections()
@@ -162,6 +197,22 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             )
             continue
         axes.append((key, values))
+    count = max(len(variants), 1) if isinstance(variants, list) else 1
+    for _, values in axes:
+        count *= len(values)
+    if count > MAX_RUNS:
+        # counted, never expanded: validating 10^6 points took hours
+        sizes = " x ".join(str(len(v)) for _, v in axes)
+        issues.append(
+            ConfigIssue(
+                file,
+                "grid",
+                f"{count:,} runs ({max(len(variants), 1) if isinstance(variants, list) else 1}"
+                f" variant(s) x {sizes or '1'}): more than the limit of {MAX_RUNS:,} runs per "
+                "experiment; split it into files, or shorten the axes",
+            )
+        )
+        return [], issues
     vlist: list[tuple[str | None, dict]] = []
     if not isinstance(variants, list):
         issues.append(ConfigIssue(file, "variants", "expected [[variants]] tables"))
@@ -172,6 +223,10 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             issues.append(
                 ConfigIssue(file, f"variants[{i}]", 'each [[variants]] needs name = "..."')
             )
+            continue
+        bad_name = _name_issue(file, f"variants[{i}].name", v["name"], "variant name")
+        if bad_name is not None:
+            issues.append(bad_name)
             continue
         if v["name"] in seen:
             issues.append(
@@ -314,6 +369,9 @@ def load_experiment(
         load_named_plugins(plugins, path.parent, where=f"{file}:plugins")
     sets = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
     points, issues = _expand_points(raw, file)
+    bad_name = _name_issue(_file_of("name", prov, file), "name", name, "experiment name")
+    if bad_name is not None:
+        issues.append(bad_name)
     for key in sets:
         why = schema_knows(key)
         if why:

@@ -8,7 +8,8 @@ Three ways to replace or remove what a base file set (docs/config.md, "extends")
 
 - a component table whose ``type`` changes starts afresh (``sr = { type = "srcnn" }`` over
   a TSRN keeps none of TSRN's options);
-- ``"_replace_" = true`` inside a table replaces the inherited table instead of merging;
+- ``"_replace_" = true`` inside a table replaces the inherited table instead of merging (at
+  a file's top level it is an error: the file would replace everything it extends);
 - ``key = "_delete_"`` removes an inherited key, table or grid axis.
 """
 
@@ -108,7 +109,17 @@ def check_markers(table: Any, file: str, prefix: str = "") -> list[ConfigIssue]:
     if isinstance(table, dict):
         for k, v in table.items():
             key = f"{prefix}.{k}" if prefix else k
-            if k == REPLACE and v is not True:
+            if k == REPLACE and not prefix:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        key,
+                        "has no meaning at a file's top level: it replaces one inherited "
+                        "table (write it inside that table); to inherit nothing, drop "
+                        "'extends'",
+                    )
+                )
+            elif k == REPLACE and v is not True:
                 issues.append(
                     ConfigIssue(
                         file, key, f"expected true (replace the inherited table), got {v!r}"
