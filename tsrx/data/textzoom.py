@@ -9,7 +9,9 @@ into the float batch of the contract.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +37,13 @@ class LmdbSplit:
     """One TextZoom LMDB: raw reads, optionally through the decoded cache."""
 
     def __init__(
-        self, path: Path, split: str, hr_size, lr_size, mask: bool, cache_dir: Path | None
+        self,
+        path: Path,
+        split: str,
+        hr_size: Sequence[int],
+        lr_size: Sequence[int],
+        mask: bool,
+        cache_dir: Path | None,
     ):
         self.path, self.split = path, split
         self.hr_size, self.lr_size, self.mask = list(hr_size), list(lr_size), mask
@@ -73,24 +81,29 @@ class LmdbSplit:
         """Raw label of a usable entry, or SampleProblem: from the cache's record when cached
         (no pixels touched), else by reading and decoding the entry."""
         if self.cache is not None:
-            if index in self.cache.problems:
-                raise SampleProblem(self.cache.problems[index])
-            return self.cache.labels[index - 1]
+            return self._cached_label(self.cache, index)
         return self.read(index)[0]
+
+    @staticmethod
+    def _cached_label(cache: DecodedCache, index: int) -> str:
+        # the cache records a problem for every entry it has no label of
+        label = cache.labels[index - 1]
+        if index in cache.problems or label is None:
+            raise SampleProblem(cache.problems.get(index, "no label in the decoded cache"))
+        return label
 
     def read(self, index: int) -> tuple[str, np.ndarray, np.ndarray]:
         """(raw label, hr, lr) of 1-based ``index``, or SampleProblem."""
         if self.cache is not None:
-            if index in self.cache.problems:
-                raise SampleProblem(self.cache.problems[index])
+            label = self._cached_label(self.cache, index)
             hr, lr = self.cache.images(index)
-            return self.cache.labels[index - 1], hr, lr
+            return label, hr, lr
         label, hr_bytes, lr_bytes = read_raw(self.db, index)
         hr, lr = decode_pair(hr_bytes, lr_bytes, index, self.hr_size, self.lr_size, self.mask)
         return label, hr, lr
 
 
-class TextZoomDataset(Dataset):
+class TextZoomDataset(Dataset[dict[str, Any]]):
     """TextZoom LMDBs ``roots`` (relative to ``root``), concatenated in order.
 
     ``cache``: decode every entry once into memory-mapped uint8 files under ``cache_dir``
@@ -177,7 +190,7 @@ class TextZoomDataset(Dataset):
         """(split name, 1-based LMDB index) of 0-based ``position``."""
         return self.splits[self._split_of[position]].split, int(self._index_of[position])
 
-    def __getitem__(self, position: int) -> dict:
+    def __getitem__(self, position: int) -> dict[str, Any]:
         if position < 0 or position >= len(self):
             raise IndexError(f"index {position} out of range for {len(self)} samples")
         split = self.splits[self._split_of[position]]
@@ -195,10 +208,10 @@ class TextZoomDataset(Dataset):
         }
 
 
-def open_lmdb_dataset(path: str | Path, **options) -> TextZoomDataset:
+def open_lmdb_dataset(path: str | Path, **options: Any) -> TextZoomDataset:
     """A dataset over one LMDB folder with TextZoom's defaults (for the CLI and benchmarks)."""
     p = Path(path).resolve()
-    kw = dict(
+    kw: dict[str, Any] = dict(
         hr_size=[32, 128],
         lr_size=[16, 64],
         mask=True,

@@ -66,13 +66,13 @@ def has_needs(file: str | Path) -> bool:
     return bool(raw.get("needs"))
 
 
-def _stages(exp: Any) -> list[tuple[Any, list]]:
+def _stages(exp: Any) -> list[tuple[Any, list[Any]]]:
     """(experiment, the runs of it the study needs), upstream before downstream."""
     order: list[Path] = []
     exps: dict[Path, Any] = {}
     wanted: dict[Path, dict[str, Any]] = {}
 
-    def visit(e: Any, specs: list) -> None:
+    def visit(e: Any, specs: list[Any]) -> None:
         key = Path(e.file).resolve()
         exps.setdefault(key, e)
         bucket = wanted.setdefault(key, {})
@@ -151,7 +151,7 @@ def dependency_ids(r: StudyRun) -> list[str]:
     return [u.job_id for u in r.upstream if u.todo in ("queued", "submit") and u.job_id]
 
 
-def with_dependency(params: dict, ids: list[str]) -> dict:
+def with_dependency(params: dict[str, Any], ids: list[str]) -> dict[str, Any]:
     """Slurm parameters plus ``--dependency=afterok:...`` and ``--kill-on-invalid-dep=yes``."""
     if not ids:
         return params
@@ -191,9 +191,10 @@ def submit_study(
     on_event: Callable[[StudyRun, str], None] | None = None,
 ) -> list[StudyRun]:
     """Submit what is left of the study (see the module docstring); returns every run."""
-    from tsrx.launch.rundir import prepare_run_dir, update_meta
+    from tsrx.launch.rundir import prepare_run_dir
     from tsrx.launch.status import collect
     from tsrx.launch.submit import _check_sbatch, submit
+    from tsrx.runfiles import update_meta
 
     if study.launcher == "slurm":
         _check_sbatch()
@@ -249,7 +250,7 @@ class StudyRow:
 
 
 def _needs_of(run_dir: Path) -> list[str]:
-    from tsrx.launch.rundir import read_meta
+    from tsrx.runfiles import read_meta
 
     needs = read_meta(run_dir).get("needs") or {}
     return [
@@ -273,7 +274,7 @@ def study_rows(run_dirs: list[Path]) -> list[StudyRow]:
     statuses = dict(zip(dirs, collect([Path(d) for d in dirs])))
     levels: dict[str, int] = {}
 
-    def level(d: str, seen: tuple = ()) -> int:
+    def level(d: str, seen: tuple[str, ...] = ()) -> int:
         if d not in levels:
             ups = [u for u in found.get(d, []) if u not in seen]
             levels[d] = 1 + max((level(u, (*seen, d)) for u in ups), default=-1)
@@ -289,7 +290,10 @@ def study_rows(run_dirs: list[Path]) -> list[StudyRow]:
 def _explain(row: StudyRow, rows: dict[str, StudyRow]) -> None:
     st = row.status
     ups = [(u, rows.get(u)) for u in row.needs]
-    name = lambda u: f"{Path(u).parent.name}/{Path(u).name}"  # noqa: E731
+
+    def name(u: str) -> str:
+        return f"{Path(u).parent.name}/{Path(u).name}"
+
     bad = [u for u, r in ups if r is None or r.state in (*BROKEN, "blocked")]
     waiting = [u for u, r in ups if r is not None and r.state != "done"]
     started = st.elapsed_s is not None or st.step not in (None, 0)
@@ -355,7 +359,7 @@ def study_table(rows: list[StudyRow]) -> Any:
     return t
 
 
-def study_json(rows: list[StudyRow]) -> list[dict]:
+def study_json(rows: list[StudyRow]) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
     return [
