@@ -38,10 +38,26 @@ def _encode(texts: list[str], what: str) -> np.ndarray:
     return np.frombuffer("\x00".join(texts).encode("utf-8"), dtype=np.uint8)
 
 
-def _decode(blob: np.ndarray, n: int) -> list[str]:
+def _decode(blob: Any, n: int) -> list[str]:
+    """Strings of a NUL-joined buffer; ``blob`` may be a callable that reads it (lazily)."""
+    if callable(blob):
+        blob = blob()
     if n == 0:
         return []
-    return blob.tobytes().decode("utf-8").split("\x00")
+    text: str = blob.tobytes().decode("utf-8")
+    return text.split("\x00")
+
+
+def _lazy(path: Path, name: str) -> Any:
+    """Read one array of the file when first needed: the strings are most of a file's bytes,
+    and the statistics never need them."""
+
+    def read() -> np.ndarray:
+        with np.load(path, allow_pickle=False) as z:
+            array: np.ndarray = z[name]
+        return array
+
+    return read
 
 
 @dataclass
@@ -51,13 +67,13 @@ class RowRecords:
     psnr: np.ndarray | None = None
     ssim: np.ndarray | None = None
     correct: dict[str, np.ndarray] = field(default_factory=dict)
-    _preds: dict[str, np.ndarray | list[str]] = field(default_factory=dict)
+    _preds: dict[str, Any] = field(default_factory=dict)  # list, buffer or its reader
 
     def preds(self, judge: str) -> list[str]:
-        raw = self._preds[judge]
-        if isinstance(raw, np.ndarray):
-            raw = self._preds[judge] = _decode(raw, len(self.correct[judge]))
-        return raw
+        if not isinstance(self._preds[judge], list):
+            self._preds[judge] = _decode(self._preds[judge], len(self.correct[judge]))
+        texts: list[str] = self._preds[judge]
+        return texts
 
 
 @dataclass
@@ -67,7 +83,7 @@ class Records:
     splits: list[str]
     split: np.ndarray  # int16 code into ``splits``
     index: np.ndarray  # int64, the LMDB index (1-based) as in ``predictions``
-    _labels: np.ndarray | list[str]
+    _labels: Any  # list[str], a NUL-joined buffer, or a reader of it
     rows: dict[str, RowRecords]
     judges: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -77,13 +93,15 @@ class Records:
 
     @property
     def labels(self) -> list[str]:
-        if isinstance(self._labels, np.ndarray):
+        if not isinstance(self._labels, list):
             self._labels = _decode(self._labels, len(self))
-        return self._labels
+        labels: list[str] = self._labels
+        return labels
 
     def in_split(self, split: str) -> np.ndarray:
         """Boolean mask of the images of ``split``."""
-        return self.split == self.splits.index(split)
+        mask: np.ndarray = self.split == self.splits.index(split)
+        return mask
 
     def correct(self, row: str = "model", judge: str | None = None) -> np.ndarray | None:
         """Per-image correctness of ``row`` under ``judge`` (None: the primary judge)."""
@@ -107,7 +125,7 @@ class RecordCollector:
     def __init__(self, splits: list[str], judges: list[str]):
         self.splits = list(splits)
         self.judges = list(judges)
-        self.chunks: list[dict] = []
+        self.chunks: list[dict[str, Any]] = []
 
     def add(
         self,
@@ -120,7 +138,9 @@ class RecordCollector:
         "correct": {judge: [bool]}}``."""
         self.chunks.append({"split": split, "index": list(index), "labels": list(labels), **rows})
 
-    def build(self, parts: list[list[dict]] | None = None, meta: dict | None = None) -> Records:
+    def build(
+        self, parts: list[list[dict[str, Any]]] | None = None, meta: dict[str, Any] | None = None
+    ) -> Records:
         """Records of every chunk (``parts``: each rank's chunks), ordered by split then index."""
         chunks = [c for part in (parts if parts is not None else [self.chunks]) for c in part]
         if not chunks:
@@ -130,11 +150,9 @@ class RecordCollector:
             )
         code = {s: i for i, s in enumerate(self.splits)}
         split = np.concatenate(
-            [np.full(len(c["index"]), code[c["split"]], np.int16) for c in chunks] or [[]]
+            [np.full(len(c["index"]), code[c["split"]], np.int16) for c in chunks]
         ).astype(np.int16)
-        index = np.concatenate([np.asarray(c["index"], np.int64) for c in chunks] or [[]]).astype(
-            np.int64
-        )
+        index = np.concatenate([np.asarray(c["index"], np.int64) for c in chunks]).astype(np.int64)
         order = np.lexsort((index, split))
         labels = [t for c in chunks for t in c["labels"]]
         rows: dict[str, RowRecords] = {}
@@ -175,7 +193,7 @@ def to_bytes(rec: Records) -> bytes:
         "index": rec.index.astype(np.int64),
         "label": _encode(rec.labels, "label"),
     }
-    columns: dict[str, dict] = {}
+    columns: dict[str, dict[str, Any]] = {}
     for row, r in rec.rows.items():
         col: dict[str, Any] = {"judges": []}
         for metric in ("psnr", "ssim"):
@@ -199,7 +217,7 @@ def to_bytes(rec: Records) -> bytes:
     }
     arrays["meta"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     return buf.getvalue()
 
 
@@ -218,7 +236,10 @@ def read_records(path: Path) -> Records:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            # numbers now; string buffers (labels, readings) when first read
+            data = {
+                k: (z[k] if k != "label" and ".pred." not in k else _lazy(path, k)) for k in z.files
+            }
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise TsrxError(f"{path}: not a per-image records file (.npz): {exc}") from None
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,24 +72,23 @@ def correctness(
     return out, strata
 
 
-def compare_block(block, specs: dict[str, tuple[str, str | None, str | None]]) -> None:
-    """Fill ``block.comparisons``, ``block.not_significant`` and ``block.test_notes``."""
+def compare_block(block: Any, specs: dict[str, tuple[str, str | None, str | None]]) -> None:
+    """Fill ``block.comparisons``, ``block.not_significant`` and ``block.test_notes`` of a
+    ``tsrx.report.tables.Block`` (typed Any: tables imports this module)."""
     ranked = [i for i, r in enumerate(block.rows) if r.result is not None]
     if any(block.rows[i].result.source == "test" for i in ranked):
         ranked = [i for i in ranked if block.rows[i].result.source == "test"]
-    records: dict[int, list[Records] | None] = {}
+    records: dict[int, list[Records]] = {}  # rows with records for every seed
     for i in ranked:
         row = block.rows[i]
         paths = [res.records for res in (row.results or [row.result])]
         if any(p is None for p in paths):
-            records[i] = None
             if NO_RECORDS not in row.notes:
                 row.notes.append(NO_RECORDS)
             continue
         try:
             records[i] = [load(p) for p in paths]
         except TsrxError as exc:
-            records[i] = None
             row.notes.append(f"per-image records unreadable: {exc}")
     usable = [i for i in ranked if records.get(i)]
     if len(usable) < 2:
@@ -100,8 +100,8 @@ def compare_block(block, specs: dict[str, tuple[str, str | None, str | None]]) -
                 f"{block.rows[i].label} and {block.rows[usable[0]].label} were evaluated on "
                 "different images: no paired test between them"
             )
-            records[i] = None
-    usable = [i for i in usable if records.get(i)]
+            del records[i]
+    usable = [i for i in usable if i in records]
     for col, (metric, split, judge) in specs.items():
         if metric != "acc" or col not in block.columns:
             continue
@@ -222,7 +222,7 @@ def resolve_side(spec: str, selector: str | None = None) -> Side:
     return Side(what, load(res.records))
 
 
-def paired_table(a: Side, b: Side, *, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+def paired_table(a: Side, b: Side, *, n_boot: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
     """Per judge (both sides have) and split, then all images: accuracies, A - B with its
     interval, the exact McNemar p and the discordant counts. Baseline sides take the other
     side's records."""
@@ -240,22 +240,23 @@ def paired_table(a: Side, b: Side, *, n_boot: int = 10_000, seed: int = 0) -> li
                 f"tsrx diff: {side.what}: no {side.row} row recorded (evaluate with --baselines, "
                 "or [eval] baselines = true)"
             )
-    if not a.records.same_images(b.records):
+    ra, rb = a.records, b.records
+    assert ra is not None and rb is not None  # checked just above
+    if not ra.same_images(rb):
         raise TsrxError(
             f"tsrx diff: {a.what} and {b.what} were evaluated on different images "
             "(splits or LMDB indexes differ): a paired comparison needs the same images"
         )
-    judges = [j for j in a.records.judges if j in b.records.judges]
+    judges = [j for j in ra.judges if j in rb.judges]
     if not judges:
         raise TsrxError(
-            f"tsrx diff: no judge in common ({', '.join(a.records.judges)} vs "
-            f"{', '.join(b.records.judges)})"
+            f"tsrx diff: no judge in common ({', '.join(ra.judges)} vs {', '.join(rb.judges)})"
         )
     out = []
     for judge in judges:
-        for split in [*a.records.splits, None]:
-            ca = correctness([a.records], split, judge, a.row)
-            cb = correctness([b.records], split, judge, b.row)
+        for split in [*ra.splits, None]:
+            ca = correctness([ra], split, judge, a.row)
+            cb = correctness([rb], split, judge, b.row)
             if ca is None or cb is None:
                 continue
             c = compare(ca[0], cb[0], ca[1], n_boot=n_boot, seed=seed)

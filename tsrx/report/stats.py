@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +53,9 @@ def binom_cdf_half(k: int, n: int) -> float:
             term = term * (n - i) // (i + 1)
             total += term
         return total / (1 << n)  # int / int is correctly rounded in Python
-    i = np.arange(k + 1, dtype=np.float64)
     log_terms = (
         math.lgamma(n + 1)
-        - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i])
+        - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in range(k + 1)])
         - n * math.log(2.0)
     )
     top = log_terms.max()
@@ -125,7 +125,7 @@ class Comparison:
         p = self.p_holm if self.p_holm is not None else self.p
         return p < ALPHA
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "acc_a": self.acc_a,
             "acc_b": self.acc_b,
