@@ -7,6 +7,7 @@
     python -m bench --only judges        # eval speed with crnn + aster + moran + ppocr judges
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --amp bf16 --out bench/results_gpu.json
+    python -m bench --only records       # per-image records: size, write, load 500k images, a paired test
     python -m bench --only zoo           # every backbone of experiments/zoo.toml: train/eval samples/s
 
 Exit status 1 when a benchmark raised (its row says why); targets missed are shown in the
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from bench.common import atomic_write_json, machine, row
 
-NAMES = ("train", "eval", "judges", "data", "cli", "ddp", "zoo", "threads")
+NAMES = ("train", "eval", "judges", "data", "cli", "ddp", "zoo", "threads", "records")
 LOADER_TARGET = 5.0
 
 
@@ -89,6 +90,10 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
         from bench import bench_cli
 
         return bench_cli.run(args.smoke)
+    if name == "records":
+        from bench import bench_records
+
+        return bench_records.run(args.smoke)
     if name == "zoo":
         from bench import bench_zoo
 

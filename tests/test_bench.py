@@ -146,6 +146,7 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
         "ddp",
         "zoo",
         "threads",
+        "records",
     }
     from bench.bench_zoo import TEXT_PRIOR, backbones
 
@@ -178,6 +179,8 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     assert len(ddp) == 2 and all(r["value"] > 0 for r in ddp)
     assert ddp[0]["detail"]["efficiency"] == pytest.approx(1.0)
     assert any(r["name"].startswith("2 processes: efficiency") for r in rows)
+    records = [r for r in rows if r["item"] == "records"]
+    assert len(records) == 5 and all(r["value"] > 0 for r in records)
 
 
 @pytest.mark.slow
