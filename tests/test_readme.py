@@ -34,7 +34,8 @@ def test_every_snippet_is_accounted_for():
     # files of the plugin examples (tested by test_plugins.py and below) and the two examples
     # of 'Experiment files'
     assert sum(map(is_file_block, toml)) == 3 and len(toml) == 5, "a new TOML block needs a test"
-    assert all(map(is_file_block, python)) and len(python) == 2
+    # the plugin files, and the load_model snippet (run by the test below)
+    assert sum(map(is_file_block, python)) == 2 and len(python) == 3
     for body in toml:
         tomllib.loads(body)
     for body in python:
@@ -154,3 +155,25 @@ def test_sr_backbone_example_trains_with_and_without_the_mask(tmp_path):
             run_training(run_dir, device="cpu")
     finally:
         SR_BACKBONES.unregister("residual_shuffle")
+
+
+def test_load_model_snippet_runs_on_your_own_crops(tmp_path, monkeypatch):
+    """The README's `tsrx.load_model` + `tsrx.prepare_lr` snippet, on a checkpoint at the path it
+    names (an official TextZoom TSRN file there) and two crops of other sizes."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tsrx.models.build import build_parts
+
+    (snippet,) = [b for b in blocks("python") if not is_file_block(b)]
+    path = re.search(r'load_model\("([^"]+)"\)', snippet).group(1)
+    (tmp_path / path).parent.mkdir(parents=True)
+    tsrn = build_parts({"sr": {"type": "tsrn"}})["sr"]
+    torch.save({"state_dict_G": tsrn.state_dict(), "info": {"arch": "tsrn"}}, tmp_path / path)
+    Image.fromarray(np.full((40, 90, 3), 90, np.uint8)).save(tmp_path / "crop1.png")
+    Image.fromarray(np.full((25, 50, 3), 180, np.uint8)).save(tmp_path / "crop2.jpg")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert scope["x"].shape == (2, 4, 16, 64) and scope["y"].shape == (2, 3, 32, 128)

@@ -30,7 +30,7 @@ def prepare_lr(images, size_hw=(16, 64), mask=True):
         sr = tsrx.load_model("tsrn.pth")
         x = tsrx.prepare_lr(["crop1.png", "crop2.jpg"], mask=sr.in_channels == 4)
         with torch.no_grad():
-            y = sr(x)  # (B, 3, 32, 128)
+            y = sr(x)[:, :3]  # (B, 3, 32, 128): the RGB image (channel 4: the mask)
 
     See tsrx.data.transforms.prepare_lr.
     """

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tsrx.data.config import data_section
 from tsrx.engine.distributed import DistEnv
 from tsrx.errors import TsrxError
 
@@ -158,7 +159,7 @@ def _loss_shapes(task: str, model: nn.Module, data_cfg: dict) -> dict:
     if task in ("sr", "consistency"):
         return {
             "channels": getattr(model.sr, "in_channels", 3),
-            "size": tuple(data_cfg.get("hr_size", (32, 128))),
+            "size": tuple(data_section({"data": data_cfg}).hr_size),
         }
     if task == "recognition":
         return {"num_classes": model.recognizer.num_classes}

@@ -8,8 +8,10 @@ LR 16x64 upscaled x2 with torch's bicubic, ``align_corners=False`` (the ``bicubi
 
 from __future__ import annotations
 
+from tsrx.engine.config import EvalSection
 
-def bicubic_baseline(dataset, batch_size: int = 50) -> dict:
+
+def bicubic_baseline(dataset, batch_size: int = EvalSection.batch_size) -> dict:
     """{"n", "psnr", "ssim"} of bicubic LR vs HR over the whole data set."""
     import torch
     import torch.nn.functional as F

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tsrx.engine import distributed as dist_utils
+from tsrx.engine.config import EvalSection
 from tsrx.engine.judges import Judge, own_judge
 from tsrx.engine.metrics import (
     FIELDS,
@@ -41,6 +42,7 @@ from tsrx.records import RecordCollector, Records
 log = logging.getLogger("tsrx.eval")
 
 TEXTZOOM_TEST_SPLITS = ("easy", "medium", "hard")
+EVAL_DEFAULTS = EvalSection()  # [eval]'s defaults, written once in tsrx.engine.config
 
 # A trained recognizer reads most HR images of any scene-text test set (CRNN on TextZoom's HR:
 # about 0.7); one reading fewer than this share of HR images is broken, not weak.
@@ -85,10 +87,10 @@ def _my_batches(n: int, batch_size: int, env: dist_utils.DistEnv) -> list[list[i
 def evaluate_model(
     model: nn.Module,
     datasets: dict[str, Any],
-    protocol: str = "textzoom",
-    batch_size: int = 50,
+    protocol: str = EVAL_DEFAULTS.protocol,
+    batch_size: int = EVAL_DEFAULTS.batch_size,
     device: torch.device | str | None = None,
-    baselines: bool = False,
+    baselines: bool = EVAL_DEFAULTS.baselines,
     with_predictions: bool = True,
     env: dist_utils.DistEnv | None = None,
     judges: list[Judge] | None = None,

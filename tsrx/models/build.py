@@ -41,10 +41,12 @@ def build_parts(
     Each part is checked against its contract (``tsrx.contracts``) as its registry builds it,
     with the image sizes and channels of ``data`` (the ``[data]`` table; TextZoom's when None).
     """
+    from tsrx.data.config import data_section
     from tsrx.registry import HEADS, RECOGNIZERS, SR_BACKBONES
 
     data = data or {}
-    lr_size, hr_size = tuple(data.get("lr_size", (16, 64))), tuple(data.get("hr_size", (32, 128)))
+    sizes = data_section({"data": data})
+    lr_size, hr_size = tuple(sizes.lr_size), tuple(sizes.hr_size)
     channels = 4 if data.get("mask") else 3
     sr = rec = head = prior = None
     if model_cfg.get("prior"):  # the generator reads the LR image

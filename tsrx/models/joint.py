@@ -41,6 +41,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tsrx.errors import TsrxError
+from tsrx.models.config import ModelSection
+
+_DEFAULTS = ModelSection()  # [model]'s defaults, written once in tsrx.models.config
 
 
 def _matches(name: str, prefix: str) -> bool:
@@ -61,15 +64,15 @@ class JointModel(nn.Module):
         sr: nn.Module | None = None,
         recognizer: nn.Module | None = None,
         head: nn.Module | None = None,
-        coupling: str = "image",
-        feature_layer: str = "rnn",
+        coupling: str = _DEFAULTS.coupling,
+        feature_layer: str = _DEFAULTS.feature_layer,
         freeze: Iterable[str] = (),
-        rec_input: str = "auto",
+        rec_input: str = _DEFAULTS.rec_input,
         prior: nn.Module | None = None,
-        prior_stages: int = 1,
-        prior_dropout: float | None = None,
-        prior_detach: bool | None = None,
-        rotate_train: float = 0.0,
+        prior_stages: int = _DEFAULTS.prior_stages,
+        prior_dropout: float | None = _DEFAULTS.prior_dropout,
+        prior_detach: bool | None = _DEFAULTS.prior_detach,
+        rotate_train: float = _DEFAULTS.rotate_train,
     ):
         super().__init__()
         if sr is None and recognizer is None:
