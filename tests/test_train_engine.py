@@ -211,6 +211,21 @@ def test_judge_weights_give_sr_validation_an_accuracy(tmp_path, tiny_data, tiny_
     assert val["recognizer"] == f"crnn ({crnn})"
     assert 0.0 <= val["average"]["acc"] <= 1.0
     assert (run_dir / "best_acc_model.pth").exists()  # a score exists, so the first one is best
+    # per-image records of every validation and of the final evaluation, read by the report
+    from tsrx.records import read_records
+    from tsrx.report.collect import read_run
+
+    steps = [line["step"] for line in metrics(run_dir, "val")]
+    assert sorted(p.name for p in (run_dir / "records").glob("val-*.npz")) == [
+        f"val-step{s:08d}.npz" for s in sorted(steps)
+    ]
+    rec = read_records(run_dir / "records" / f"val-step{steps[-1]:08d}.npz")
+    assert rec.correct().mean() == pytest.approx(val["average"]["acc"])
+    assert (run_dir / "records" / f"final-step{steps[-1]:08d}.npz").is_file()
+    run = read_run(run_dir)
+    (sel,) = [s for s in run.selectors() if s.name == "best_acc"]
+    result, _ = run.result(sel)
+    assert result is not None and result.records is not None and result.records.is_file()
 
 
 def test_completed_only_after_the_final_evaluation_which_reuses_the_last_validation(
