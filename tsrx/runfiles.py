@@ -86,6 +86,29 @@ class DiskFullError(TsrxError):
     """A write found no space left on the device."""
 
 
+class ReadOnlyRunDir(TsrxError):
+    """A command that must write a run directory found it read-only."""
+
+
+def is_read_only(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def read_only_error(path: Path, exc: BaseException, doing: str) -> ReadOnlyRunDir:
+    """'<run dir> is read-only': what needed to write there, and what to do instead."""
+    folder = Path(path).parent
+    why = (
+        "a read-only filesystem"
+        if getattr(exc, "errno", None) == errno.EROFS
+        else "no write permission"
+    )
+    return ReadOnlyRunDir(
+        f"run directory {folder} cannot be written ({why}: {Path(path).name}): {doing} writes "
+        f"its status, metrics and checkpoints there. Nothing was changed. Copy it somewhere "
+        f"writable (cp -r {folder} NEW) and run the command on the copy, or make it writable"
+    )
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -478,7 +501,16 @@ def read_config(run_dir: Path) -> dict | None:
 @contextmanager
 def meta_lock(run_dir: Path) -> Iterator[None]:
     """Serialise meta.json updates (submitter and job attempts may overlap)."""
-    with open(Path(run_dir) / META_LOCK, "a") as lock:
+    path = Path(run_dir) / META_LOCK
+    try:
+        lock = open(path, "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        if is_read_only(exc):
+            raise read_only_error(
+                path, exc, "updating its meta.json (a submit or a resume)"
+            ) from None
+        raise
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

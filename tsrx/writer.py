@@ -143,7 +143,14 @@ class WriterLock:
         self.record = {**job_label(), "process": process.identity(), "since": _now_text()}
 
     def acquire(self) -> WriterLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            from tsrx.runfiles import is_read_only, read_only_error
+
+            if is_read_only(exc):
+                raise read_only_error(self.path, exc, "training (a resume too)") from None
+            raise
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
