@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import typer
@@ -80,18 +82,46 @@ def _wait_local(console):
         job = sub.job
         try:
             with Live(
-                table(collect([sub.run.run_dir])), console=console, refresh_per_second=1
+                table(collect([sub.run.run_dir]), width=console.width),
+                console=console,
+                refresh_per_second=1,
             ) as live:
                 while not job.done():
                     time.sleep(2.0)
-                    live.update(table(collect([sub.run.run_dir])))
-                live.update(table(collect([sub.run.run_dir])))
+                    live.update(table(collect([sub.run.run_dir]), width=console.width))
+                live.update(table(collect([sub.run.run_dir]), width=console.width))
             console.print()
         except KeyboardInterrupt:
             job.cancel()
             raise
 
     return wait
+
+
+@contextmanager
+def _stops_its_jobs(console, file: Path) -> Iterator[None]:
+    """A local submitter runs its jobs itself: Ctrl-C or SIGTERM stops the running one
+    (``_wait_local`` cancels it) and says so, instead of leaving it behind as an orphan.
+    A job this call only waits for (started by an earlier submit) goes on, and it says how
+    to stop it. SIGKILL cannot be caught: a resubmit then adopts the orphan (docs/study.md)."""
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted: the job this submit was running is stopped (it saves last.pth at "
+            f"its next step); runs not started yet were not submitted. `tsrx submit {file}` "
+            "goes on from there (`tsrx status` shows each run).",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def submit(
@@ -153,14 +183,15 @@ def submit(
             f"submitted {sub.job_id}  {sub.run.spec.name}  -> {sub.run.run_dir}", highlight=False
         )
 
-    done = do_submit(
-        plan,
-        force=force,
-        new=new,
-        command=["tsrx", *sys.argv[1:]],
-        wait_local=_wait_local(console),
-        on_submitted=announce,
-    )
+    with _stops_its_jobs(console, file) if plan.launcher == "local" else nullcontext():
+        done = do_submit(
+            plan,
+            force=force,
+            new=new,
+            command=["tsrx", *sys.argv[1:]],
+            wait_local=_wait_local(console),
+            on_submitted=announce,
+        )
     if plan.launcher == "slurm":
         console.print(
             f"{len(done)} job(s) submitted; `tsrx status {file}` shows progress.", highlight=False
@@ -170,7 +201,7 @@ def submit(
     else:
         rows = st.collect([s.run.run_dir for s in done])
         if len(rows) > 1:
-            console.print(st.table(rows, title="all runs"))
+            console.print(st.table(rows, title="all runs", width=console.width))
         bad = [r for r in rows if r.state != "completed"]
         if bad:
             raise typer.Exit(1)
@@ -230,6 +261,9 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
     def announce(r, what) -> None:
         words = {
             "done": "done already, not redone",
+            "adopted": f"running as job {r.job_id}, started by an earlier `tsrx submit` that "
+            "is gone; waiting for it to end before the runs that need it (Ctrl-C stops "
+            f"waiting and leaves it running; `tsrx cancel {r.run_dir}` stops it)",
             "queued": f"already queued ({r.job_id})",
             "blocked": "not started: "
             + ", ".join(f"{u.label} {u.state}" for u in r.upstream if u.state != "completed"),
@@ -242,13 +276,14 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
         }
         console.print(f"{r.label}: {words.get(what, what)}", highlight=False)
 
-    runs = submit_study(
-        study,
-        force=force,
-        command=["tsrx", *sys.argv[1:]],
-        wait_local=_wait_local(console),
-        on_event=announce,
-    )
+    with _stops_its_jobs(console, file) if study.launcher == "local" else nullcontext():
+        runs = submit_study(
+            study,
+            force=force,
+            command=["tsrx", *sys.argv[1:]],
+            wait_local=_wait_local(console),
+            on_event=announce,
+        )
     top = [r.run_dir for r in study.of(study.stages[-1])]
     if study.launcher == "slurm":
         n = sum(r.todo == "submit" for r in runs)
@@ -330,7 +365,7 @@ def status(
     elif not rows:
         console.print(f"no runs under {target or 'runs'}", highlight=False)
     else:
-        console.print(st.table(rows))
+        console.print(st.table(rows, width=console.width))
         for r in rows:
             if r.state == "damaged":
                 console.print(f"{r.run}: {r.error}", highlight=False, markup=False)

@@ -278,8 +278,18 @@ def run_status(
     cancelled = (
         meta.get("cancelled") and last and str(meta["cancelled"]) >= str(last.get("time", ""))
     )
-    if job_id is None:
+    queued = _queued_by(meta)
+    if queued is not None and trainer_state != "completed":
+        # a local submitter that runs the runs one after another has this one still to do
+        row.state = "queued"
+        row.error = row.error or f"waits its turn in `tsrx submit` (pid {queued})"
+    elif job_id is None:
         row.state = trainer_state or "not submitted"
+        if meta.get("queued") and row.state == "not submitted":
+            row.error = row.error or (
+                f"its submitter (pid {meta['queued'].get('pid')}) ended before starting it; "
+                "`tsrx submit` of its experiment runs it"
+            )
     elif trainer_state == "completed":
         row.state = "completed"
     elif sched is not None:
@@ -319,6 +329,19 @@ def run_status(
     return row
 
 
+def _queued_by(meta: dict[str, Any]) -> int | None:
+    """The PID of the live local submitter that queued this run and has not submitted it yet."""
+    q = meta.get("queued")
+    jobs = [j for j in meta.get("jobs") or [] if isinstance(j, dict)]
+    if not isinstance(q, dict) or not isinstance(q.get("jobs"), int):
+        return None
+    if any(j.get("event") == "submit" for j in jobs[q["jobs"] :]):
+        return None
+    from tsrx.process import is_same
+
+    return q.get("pid") if is_same(q.get("process")) else None
+
+
 def _now() -> float:
     return _dt.datetime.now(_dt.timezone.utc).timestamp()
 
@@ -353,27 +376,42 @@ def fmt_elapsed(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def table(rows: list[RunStatus], title: str | None = None) -> Any:
-    from rich.table import Table
+# Below this width the columns a terminal can spare go (nodes, ssim) and the table loses its
+# vertical rules, so that each run stays on one line of an 80-column terminal.
+NARROW = 120
 
-    t = Table(title=title, show_lines=False)
-    for col in ("run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job", "nodes"):
-        t.add_column(
-            col,
-            justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left",
-            overflow="fold",
-        )
+
+def table(rows: list[RunStatus], title: str | None = None, width: int | None = None) -> Any:
+    """One line per run; ``width`` (the console's) below ``NARROW`` gives the compact form,
+    where a long run name ends in an ellipsis instead of wrapping every row."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    narrow = width is not None and width < NARROW
+    cols = ["run", "state", "step", "acc", "psnr", "ssim", "elapsed", "job", "nodes"]
+    if narrow:
+        cols = [c for c in cols if c not in ("ssim", "nodes")]
+    t = Table(
+        title=title,
+        show_lines=False,
+        box=None if narrow else box.HEAVY_HEAD,
+        pad_edge=not narrow,
+        collapse_padding=narrow,
+    )
     # runs of several experiments: say which experiment each belongs to
     several = len({Path(r.run_dir).parent for r in rows}) > 1
     colours = {
         "completed": "green",
         "running": "cyan",
         "pending": "yellow",
+        "queued": "yellow",
         "failed": "red",
         "cancelled": "magenta",
         "timeout": "red",
         "damaged": "red",
     }
+    lines: list[list[str]] = []
     for r in rows:
         m = r.metrics
         step = (
@@ -383,17 +421,36 @@ def table(rows: list[RunStatus], title: str | None = None) -> Any:
         )
         colour = colours.get(r.state, "white")
         name = f"{Path(r.run_dir).parent.name}/{r.run}" if several else r.run
-        t.add_row(
-            name,
-            f"[{colour}]{r.label}[/]",
-            step,
-            f"{m['acc']:.4f}" if "acc" in m else "-",
-            f"{m['psnr']:.2f}" if "psnr" in m else "-",
-            f"{m['ssim']:.4f}" if "ssim" in m else "-",
-            fmt_elapsed(r.elapsed_s),
-            r.job_id or "-",
-            r.nodes or "-",
+        cells = {
+            "run": name,
+            "state": f"[{colour}]{r.label}[/]",
+            "step": step,
+            "acc": f"{m['acc']:.4f}" if "acc" in m else "-",
+            "psnr": f"{m['psnr']:.2f}" if "psnr" in m else "-",
+            "ssim": f"{m['ssim']:.4f}" if "ssim" in m else "-",
+            "elapsed": fmt_elapsed(r.elapsed_s),
+            "job": r.job_id or "-",
+            "nodes": r.nodes or "-",
+        }
+        if narrow:
+            cells["state"] = f"[{colour}]{r.state}{f' ({r.requeues}x)' if r.requeues else ''}[/]"
+        lines.append([cells[c] for c in cols])
+    widest = [
+        max([len(col)] + [len(Text.from_markup(x[i])) for x in lines]) for i, col in enumerate(cols)
+    ]
+    # narrow: every column keeps its widest cell and only the run name gives way (an ellipsis);
+    # one space between columns (no rules), none at the edges
+    room = (width or 0) - sum(widest[1:]) - len(cols) - 1
+    for i, col in enumerate(cols):
+        t.add_column(
+            col,
+            justify="right" if col in ("step", "acc", "psnr", "ssim", "elapsed") else "left",
+            no_wrap=narrow,
+            overflow="ellipsis" if narrow else "fold",
+            width=(max(12, min(widest[0], room)) if i == 0 else widest[i]) if narrow else None,
         )
+    for line in lines:
+        t.add_row(*line)
     return t
 
 
@@ -411,12 +468,12 @@ def follow(
 
     start = time.monotonic()
     rows = collect(run_dirs)
-    with Live(table(rows), console=console, refresh_per_second=1) as live:
+    with Live(table(rows, width=console.width), console=console, refresh_per_second=1) as live:
         while not all(r.state in TERMINAL for r in rows):
             if max_wait_s is not None and time.monotonic() - start > max_wait_s:
                 break
             time.sleep(interval_s)
             rows = collect(run_dirs)
-            live.update(table(rows))
+            live.update(table(rows, width=console.width))
     console.print()
     return rows

@@ -14,6 +14,7 @@ Each run's ``meta.json`` records its upstream run directories (``needs``), so
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from tsrx.errors import TsrxError
 from tsrx.launch.submit import Plan, PlannedRun, Submitted
 from tsrx.runfiles import CONFIG
 
-QUEUED = ("pending", "running")
+QUEUED = ("pending", "queued", "running")
 BROKEN = ("failed", "cancelled", "timeout")
 
 
@@ -189,11 +190,12 @@ def submit_study(
     command: list[str] | None = None,
     wait_local: Callable[[Submitted], None] | None = None,
     on_event: Callable[[StudyRun, str], None] | None = None,
+    poll_s: float = 2.0,
 ) -> list[StudyRun]:
     """Submit what is left of the study (see the module docstring); returns every run."""
     from tsrx.launch.rundir import prepare_run_dir
     from tsrx.launch.status import collect
-    from tsrx.launch.submit import _check_sbatch, submit
+    from tsrx.launch.submit import _check_sbatch, mark_queued, submit
     from tsrx.runfiles import update_meta
 
     if study.launcher == "slurm":
@@ -205,7 +207,23 @@ def submit_study(
             update_meta(
                 r.run_dir, needs={n: u.record() for n, u in r.planned.spec.upstream.items()}
             )
+            if study.launcher == "local":
+                mark_queued(r.run_dir)
     event = on_event or (lambda r, what: None)
+
+    def adopt(u: StudyRun) -> None:
+        """Wait for a job this call did not start (an earlier ``tsrx submit`` killed before its
+        job ended): its dependants start when it completes, as if this call had run it."""
+        event(u, "adopted")
+        while True:
+            row = collect([u.run_dir])[0]
+            if row.state not in QUEUED:
+                break
+            time.sleep(poll_s)
+        u.state = row.state
+        u.todo = "done" if row.state == "completed" else "submit"
+        event(u, row.state)
+
     for stage in study.stages:
         todo = [r for r in study.of(stage) if r.todo == "submit"]
         for r in study.of(stage):
@@ -222,6 +240,9 @@ def submit_study(
                 event(r, "submitted")
             continue
         for r in todo:
+            for u in r.upstream:
+                if u.todo == "queued" and u.state in QUEUED:
+                    adopt(u)
             broken = [u for u in r.upstream if u.state != "completed"]
             if broken:
                 r.todo = "blocked"
@@ -301,15 +322,26 @@ def _explain(row: StudyRow, rows: dict[str, StudyRow]) -> None:
         row.state = "done"
     elif st.state == "running":
         row.state = "running"
-    elif bad and not started and st.state in ("pending", "cancelled", "not submitted", "failed"):
+    elif (
+        bad
+        and not started
+        and st.state
+        in (
+            "pending",
+            "queued",
+            "cancelled",
+            "not submitted",
+            "failed",
+        )
+    ):
         row.state = "blocked"
         row.why = "never started: upstream " + ", ".join(
             f"{name(u)} {rows[u].state if u in rows else 'missing'}" for u in bad
         )
-    elif st.state in ("pending", "not submitted") and waiting:
+    elif st.state in ("pending", "queued", "not submitted") and waiting:
         row.state = "waiting"
         row.why = "waits on " + ", ".join(name(u) for u in waiting)
-    elif st.state == "pending":
+    elif st.state in ("pending", "queued"):
         row.state = "queued"
     else:
         row.state = st.state

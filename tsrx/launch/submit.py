@@ -287,6 +287,19 @@ def _check_sbatch() -> None:
         )
 
 
+def mark_queued(run_dir: Path) -> None:
+    """meta.json's ``queued``: this (local) submitter will start the run in its turn, so
+    ``tsrx status`` says queued while this process lives, not "not submitted"."""
+    from tsrx.process import identity
+    from tsrx.runfiles import read_meta, update_meta, utc_now
+
+    jobs = len(read_meta(run_dir).get("jobs") or [])  # the mark ends with the next submission
+    update_meta(
+        run_dir,
+        queued={"pid": os.getpid(), "process": identity(), "time": utc_now(), "jobs": jobs},
+    )
+
+
 def _executor(p: Plan, params: dict[str, Any]) -> Any:
     import submitit
 
@@ -375,6 +388,8 @@ def submit(
         for r in p.runs:
             r.run_dir = prepare_run_dir(r.spec, p.runs_dir, force=force, new=new, command=command)
             update_meta(r.run_dir, submitit_folder=str(p.submitit_folder))
+            if p.launcher == "local":
+                mark_queued(r.run_dir)
         done: list[Submitted] = []
 
         def record(r: PlannedRun, job: Any) -> Submitted:
