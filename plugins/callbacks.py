@@ -123,16 +123,22 @@ class ValidationPictures(Callback):
     def __init__(self, samples: PositiveInt = 8, split: str | None = None, scale: PositiveInt = 2):
         self.samples, self.split, self.scale = samples, split, scale
 
+    def setup(self, trainer: Any) -> None:
+        """Refuse what would fail at the first validation, before the first step."""
+        if getattr(trainer.model, "sr", None) is None:
+            raise TsrxError("train.callbacks: val_pictures needs a model with an SR part")
+        sets = trainer.parts.val_sets
+        if self.split is not None and self.split not in sets:
+            raise TsrxError(
+                f"train.callbacks: val_pictures split = {self.split!r} is not a validation "
+                f"split (the run validates on {', '.join(sets) or 'nothing'})"
+            )
+
     def on_validation(self, trainer: Any, result: dict) -> None:
         if not trainer.env.is_main:
             return
         sets = trainer.parts.val_sets
         split = self.split or next(iter(sets))
-        if split not in sets:
-            raise TsrxError(
-                f"train.callbacks: val_pictures split = {split!r} is not a validation split "
-                f"(the run validates on {', '.join(sets)})"
-            )
         path = trainer.run_dir / "pictures" / f"val_step{trainer.step:07d}.png"
         write_picture(
             trainer.model, sets[split], split, trainer.step, self.samples, self.scale, path
@@ -167,8 +173,6 @@ def write_picture(
             sr = model({"lr": batch["lr"].to(device)})["sr"]
     finally:
         model.train(was_training)
-    if sr is None:
-        raise TsrxError("train.callbacks: val_pictures needs a model with an SR part")
     hr_size = tuple(batch["hr"].shape[-2:])
     columns = {
         "lr": to_uint8(bicubic_up(batch["lr"], hr_size)),

@@ -224,6 +224,11 @@ def test_val_pictures_writes_one_sheet_per_validation(tmp_path, tiny_data, tiny_
     bad = PICTURES + 'split = "hardest"\n'
     with pytest.raises(TsrxError, match="split = 'hardest' is not a validation split"):
         _run(tmp_path, tiny_data, tiny_plugin, bad, name="badsplit")
+    # refused when the run is built, before the first step
+    status = json.loads(
+        (tmp_path / "badsplit" / "runs" / "tiny" / "main" / "status.json").read_text()
+    )
+    assert status["state"] == "failed" and status["step"] == 0
 
 
 # -- the docs' user plugin ------------------------------------------------------------------
