@@ -162,15 +162,15 @@ def _user_config(config_file: Path | None) -> dict | None:
 def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict, records=None) -> Path | None:
     """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
     (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""
-    from tsrx.config.load import tomllib
+    from tsrx.errors import TsrxError
     from tsrx.report import cache
+    from tsrx.runfiles import read_config
 
-    config_file = ckpt.parent / "config.toml"
-    if not config_file.is_file():
-        return None
     try:
-        run_config = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        run_config = read_config(ckpt.parent)
+    except TsrxError:  # a damaged config.toml beside it: not a run directory to cache into
+        return None
+    if run_config is None:
         return None
     return cache.store(
         ckpt.parent, ckpt, cache.eval_settings(run_config, overrides or None), result, records
