@@ -10,8 +10,9 @@ import time
 
 from tsrx.config.experiment import RunSpec
 from tsrx.launch import control
-from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
+from tsrx.launch.rundir import prepare_run_dir, record_job
 from tsrx.process import identity, is_same
+from tsrx.runfiles import update_meta
 
 
 def local_run(root, name, pid, **extra):

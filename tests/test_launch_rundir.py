@@ -8,7 +8,8 @@ import pytest
 
 from tsrx.config.experiment import RunSpec
 from tsrx.errors import TsrxError
-from tsrx.launch.rundir import prepare_run_dir, read_meta, record_job
+from tsrx.launch.rundir import prepare_run_dir, record_job
+from tsrx.runfiles import read_meta
 
 
 def spec(steps=10, lr=1e-3, name="head=mlp-abcd1234"):

@@ -12,7 +12,8 @@ from slurm_fixture import cli
 from tsrx.config.experiment import RunSpec
 from tsrx.errors import TsrxError
 from tsrx.launch import status as st
-from tsrx.launch.rundir import prepare_run_dir, record_job, update_meta
+from tsrx.launch.rundir import prepare_run_dir, record_job
+from tsrx.runfiles import update_meta
 
 
 def make_run(root, name, *, state=None, step=None, job=None, launcher="slurm", starts=0, val=None):

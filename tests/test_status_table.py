@@ -47,3 +47,17 @@ def test_a_wide_terminal_keeps_every_column():
     lines = _render(200)
     assert any("node[101-102]" in line and "0.6569" in line for line in lines)
     assert any("head=sidernn+mlp,combiner=uncertainty-1a2b3c4d" in line for line in lines)
+
+
+def test_the_study_table_is_one_line_per_run_at_80_columns():
+    from tsrx.launch.study import StudyRow, study_table
+
+    rows = [
+        StudyRow("joint", s, [], level=2, state="blocked", why="never started: upstream " * 4)
+        for s in _rows()
+    ]
+    buf = io.StringIO()
+    Console(file=buf, width=80, color_system=None).print(study_table(rows, width=80))
+    lines = [line for line in buf.getvalue().splitlines() if "blocked" in line]
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines)
+    assert all("3: joint" in line and "12345678_3" in line for line in lines)

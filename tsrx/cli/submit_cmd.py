@@ -293,7 +293,7 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
         if follow:
             st.follow([r.run_dir for r in runs], console)
         return
-    console.print(study_table(study_rows(top)))
+    console.print(study_table(study_rows(top), width=console.width))
     if any(r.state != "completed" for r in study.of(study.stages[-1])):
         raise typer.Exit(1)
     from tsrx.cli.report_cmd import report
@@ -354,7 +354,7 @@ def status(
             elif not rows:
                 console.print(f"no runs of {target} submitted yet", highlight=False)
             else:
-                console.print(study_table(rows))
+                console.print(study_table(rows, width=console.width))
             return
     if follow:
         st.follow(dirs, console)

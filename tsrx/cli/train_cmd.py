@@ -49,7 +49,8 @@ def train(
 ) -> None:
     """Train every run of FILE (or those named by --run), one after the other."""
     from tsrx.config.experiment import load_experiment
-    from tsrx.launch.rundir import prepare_run_dir, record_job, utc_now
+    from tsrx.launch.rundir import prepare_run_dir, record_job
+    from tsrx.runfiles import utc_now
 
     exp = load_experiment(file, set_, only=run or None, for_training=True)
     states = []

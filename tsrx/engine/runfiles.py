@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tsrx.runfiles import (  # noqa: F401 (the one home of run-file I/O)
+from tsrx.runfiles import (
     METRICS,
     TENSORBOARD_DIR,
     atomic_write_text,

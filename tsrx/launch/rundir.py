@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tsrx.errors import TsrxError
-from tsrx.runfiles import (  # noqa: F401
+from tsrx.runfiles import (
     CONFIG,
     EVAL_DIR,
     LAST,
@@ -36,7 +36,7 @@ from tsrx.runfiles import (  # noqa: F401
     dumps,
     meta_lock,
     read_meta,
-    update_meta,  # (re-exported)
+    update_meta,
     utc_now,
 )
 

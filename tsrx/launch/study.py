@@ -348,18 +348,21 @@ def _explain(row: StudyRow, rows: dict[str, StudyRow]) -> None:
         row.why = st.error or ""
 
 
-def study_table(rows: list[StudyRow]) -> Any:
+def study_table(rows: list[StudyRow], width: int | None = None) -> Any:
+    """The study's table; at a narrow ``width`` (tsrx.launch.status.NARROW) the metrics and
+    rules go and long cells end in an ellipsis: one line per run (``--json`` has it all)."""
     from rich.table import Table
+    from rich.text import Text
 
-    from tsrx.launch.status import fmt_elapsed
+    from tsrx.launch.status import NARROW, fmt_elapsed
 
-    t = Table(title="study")
-    for col in ("stage", "run", "state", "waits on / why", "step", "acc", "psnr", "elapsed", "job"):
-        t.add_column(
-            col,
-            overflow="fold",
-            justify="right" if col in ("step", "acc", "psnr", "elapsed") else "left",
-        )
+    narrow = width is not None and width < NARROW
+    cols = ["stage", "run", "state", "waits on / why", "step", "acc", "psnr", "elapsed", "job"]
+    if narrow:
+        cols = [c for c in cols if c not in ("acc", "psnr", "elapsed")]
+    from rich import box
+
+    t = Table(title="study", box=None if narrow else box.HEAVY_HEAD, pad_edge=not narrow)
     colours = {
         "done": "green",
         "running": "cyan",
@@ -370,6 +373,7 @@ def study_table(rows: list[StudyRow]) -> Any:
         "cancelled": "magenta",
         "timeout": "red",
     }
+    lines: list[list[str]] = []
     for r in rows:
         s, m = r.status, r.status.metrics
         step = (
@@ -377,17 +381,37 @@ def study_table(rows: list[StudyRow]) -> Any:
             if s.step is None
             else f"{s.step}/{s.total_steps if s.total_steps is not None else '?'}"
         )
-        t.add_row(
-            f"{r.level + 1}: {r.stage}",
-            s.run,
-            f"[{colours.get(r.state, 'white')}]{r.state}[/]",
-            r.why or "-",
-            step,
-            f"{m['acc']:.4f}" if "acc" in m else "-",
-            f"{m['psnr']:.2f}" if "psnr" in m else "-",
-            fmt_elapsed(s.elapsed_s),
-            s.job_id or "-",
+        cells = {
+            "stage": f"{r.level + 1}: {r.stage}",
+            "run": s.run,
+            "state": f"[{colours.get(r.state, 'white')}]{r.state}[/]",
+            "waits on / why": r.why or "-",
+            "step": step,
+            "acc": f"{m['acc']:.4f}" if "acc" in m else "-",
+            "psnr": f"{m['psnr']:.2f}" if "psnr" in m else "-",
+            "elapsed": fmt_elapsed(s.elapsed_s),
+            "job": s.job_id or "-",
+        }
+        lines.append([cells[c] for c in cols])
+    widest = [
+        max([len(c)] + [len(Text.from_markup(x[i])) for x in lines]) for i, c in enumerate(cols)
+    ]
+    if narrow:  # fixed columns keep their widest cell; the run name and the reason share the rest
+        why = cols.index("waits on / why")
+        avail = (width or 0) - sum(w for i, w in enumerate(widest) if i not in (1, why))
+        avail -= 2 * len(cols)
+        widest[1] = min(widest[1], 24, max(10, avail - 12))
+        widest[why] = max(8, avail - widest[1])
+    for i, col in enumerate(cols):
+        t.add_column(
+            col,
+            overflow="ellipsis" if narrow else "fold",
+            no_wrap=narrow,
+            width=widest[i] if narrow else None,
+            justify="right" if col in ("step", "acc", "psnr", "elapsed") else "left",
         )
+    for line in lines:
+        t.add_row(*line)
     return t
 
 
