@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_engine_helpers import metrics, prepare, tiny_data, tiny_plugin, weights, write_experiment  # noqa: F401
@@ -74,6 +75,13 @@ def test_two_processes_match_one_process(runs):
     assert v1["psnr"] == pytest.approx(v2["psnr"], rel=1e-4)
     assert metrics(two, "run")[0]["world_size"] == 2
     assert metrics(two, "run")[0]["batch_size_per_rank"] == 4
+    # per-image records: both ranks' images gathered, in the single process's order
+    from tsrx.records import read_records
+
+    step = metrics(one, "val")[-1]["step"]
+    r1, r2 = (read_records(d / "records" / f"val-step{step:08d}.npz") for d in (one, two))
+    assert len(r1) == 18 and r1.same_images(r2) and r1.labels == r2.labels
+    np.testing.assert_allclose(r2.rows["model"].psnr, r1.rows["model"].psnr, rtol=1e-4)
 
 
 def test_ddp_and_single_process_checkpoints_have_identical_keys(runs):
