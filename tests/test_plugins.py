@@ -207,6 +207,13 @@ def test_local_file_and_module_plugins(tmp_path, monkeypatch):
 
     with pytest.raises(TsrxError, match="missing_file.py' not found"):
         load_experiment(exp)
+    # a path that is a file but no Python module (found by mypy: it was an AttributeError
+    # on None)
+    (exp.parent / "notes").mkdir()
+    (exp.parent / "notes" / "heads.txt").write_text("not python\n")
+    exp.write_text('plugins = ["notes/heads.txt"]\n')
+    with pytest.raises(TsrxError, match=r"notes/heads.txt is not a Python module: expected a .py"):
+        load_experiment(exp)
 
 
 def _broken_site(tmp_path: Path) -> Path:

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def plugin_label(info: PluginInfo) -> str:
     return f"{info.name} ({info.package} {info.version})" if info.package else info.name
 
 
-def _import_plugin(info: PluginInfo, loader) -> None:
+def _import_plugin(info: PluginInfo, loader: Callable[[], None]) -> None:
     with registering_for(plugin_label(info)):
         loader()
     _loaded[info.name] = info
@@ -164,6 +165,7 @@ def load_named_plugins(
     """
     load_plugins()
     for spec in specs:
+        loader: Callable[[], None]
         if spec.endswith(".py") or "/" in spec or os.sep in spec:
             path = (Path(base_dir) / spec).resolve()
             key = str(path)
@@ -176,6 +178,11 @@ def load_named_plugins(
 
             def load_file(path: Path = path, mod_name: str = mod_name) -> None:
                 spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+                if spec_obj is None or spec_obj.loader is None:  # not a .py file
+                    raise TsrxError(
+                        f"{where}: plugin file {path} is not a Python module: "
+                        "expected a .py file or a dotted module name"
+                    )
                 module = importlib.util.module_from_spec(spec_obj)
                 sys.modules[mod_name] = module
                 try:
@@ -191,8 +198,10 @@ def load_named_plugins(
                 continue
             info = PluginInfo(spec, spec, "", "", False)
 
-            def loader(spec: str = spec) -> None:
+            def load_module(spec: str = spec) -> None:
                 importlib.import_module(spec)
+
+            loader = load_module
 
         try:
             _import_plugin(info, loader)

@@ -69,7 +69,7 @@ def tensorboard_writer(folder: Path) -> Any:
     return SummaryWriter(str(folder))
 
 
-def plugin_records() -> list[dict]:
+def plugin_records() -> list[dict[str, Any]]:
     from dataclasses import asdict
 
     from tsrx.checkpoint_components import components_of_loaded_plugins
@@ -148,7 +148,7 @@ class RunLog:
         self.progress: Progress | None = None
         self._tb = tensorboard_writer(self.run_dir / TENSORBOARD_DIR) if main else None
 
-    def append(self, line: dict) -> None:
+    def append(self, line: dict[str, Any]) -> None:
         """One metrics.jsonl line; a full disk is named as such."""
         if not self.main:
             return
@@ -172,7 +172,12 @@ class RunLog:
 
     def advance(self, step: int, loss: float, lr: float, rate: float) -> None:
         """The progress bar after a step (every step; the lines come at ``log_every``)."""
-        self.progress.update(step, loss, lr, rate)
+        self._bar().update(step, loss, lr, rate)
+
+    def _bar(self) -> Progress:
+        if self.progress is None:
+            raise RuntimeError("RunLog.start_progress comes before the first step")
+        return self.progress
 
     def stop_progress(self) -> None:
         if self.progress is not None:
@@ -183,7 +188,7 @@ class RunLog:
         if self.main:
             truncate_metrics(self.metrics_path, step)
 
-    def train(self, line: dict) -> None:
+    def train(self, line: dict[str, Any]) -> None:
         """A ``{"kind": "train", ...}`` line: the file, TensorBoard, the console, status."""
         self.append(line)
         terms, combiner = line["terms"], line["combiner"]
@@ -197,7 +202,8 @@ class RunLog:
             }
             for k, v in scalars.items():
                 self._tb.add_scalar(f"train/{k}", v, line["step"])
-        if not self.progress.live:
+        bar = self._bar()
+        if not bar.live:
             log.info(
                 "step %d/%d loss %.5g %s lr %.3g %.1f samples/s%s",
                 line["step"],
@@ -206,11 +212,11 @@ class RunLog:
                 " ".join(f"{k} {v:.5g}" for k, v in {**terms, **combiner}.items() if k != "type"),
                 line["lr"],
                 line["samples_per_s"],
-                self.progress.eta_text(),
+                bar.eta_text(),
             )
         self.status("running", line["step"])
 
-    def validation(self, step: int, result: dict) -> None:
+    def validation(self, step: int, result: dict[str, Any]) -> None:
         """A validation result: the console line, a ``{"kind": "val"}`` line, TensorBoard."""
         avg = result["average"]
         shown = {
