@@ -114,3 +114,13 @@ def test_resume_of_binary_metrics_or_config_stops_with_what_to_do(tmp_path):
         truncate_metrics(damaged(tmp_path, "binary_metrics") / "metrics.jsonl", 1)
     with pytest.raises(DamagedRunFile, match=EXPECTED["binary_config"]):
         load_run_config(damaged(tmp_path, "binary_config"))
+
+
+def test_curves_of_a_binary_metrics_file_say_why_there_is_nothing_to_plot(tmp_path):
+    from tsrx.errors import TsrxError
+    from tsrx.report.collect import read_run
+    from tsrx.viz.curves import plot_curves
+
+    run = read_run(damaged(tmp_path, "binary_metrics"))
+    with pytest.raises(TsrxError, match=EXPECTED["binary_metrics"]):
+        plot_curves([run], tmp_path / "curves.png")

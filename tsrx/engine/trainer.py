@@ -422,7 +422,7 @@ class Trainer:
         metrics = state.get("metrics") or {}
         self.best = dict(metrics.get("best") or {})
         self.skipped = int(metrics.get("skipped_steps", 0))
-        self.callbacks.load_state_dict(state.get("callbacks") or {}, "last.pth")
+        self.callbacks.load_state_dict(state.get("callbacks") or {}, LAST)
         rng = state.get("rng") or {}
         if rng.get("world_size") == self.env.world_size:
             set_rng_state(rng["ranks"][self.env.rank])

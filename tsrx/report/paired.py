@@ -20,6 +20,7 @@ import numpy as np
 from tsrx.errors import TsrxError
 from tsrx.records import Records, read_records
 from tsrx.report.stats import Comparison, compare, holm
+from tsrx.runfiles import CONFIG
 
 MARK = "†"
 LEGEND = (
@@ -197,7 +198,7 @@ def resolve_side(spec: str, selector: str | None = None) -> Side:
         if rec.is_file():
             return Side(str(path), load(rec))
         return Side(str(path), None, why=f"no per-image records beside it ({rec.name})")
-    if path.name == "config.toml":
+    if path.name == CONFIG:
         path = path.parent
     run_dir = path if path.is_dir() else path.parent
     if not is_run_dir(run_dir):

@@ -76,9 +76,11 @@ def plot_curves(runs: list[Run], output: Path) -> Path:
     """One PNG: loss terms, sigma per task, a run legend, validation ACC/PSNR/SSIM per split."""
     all_series = [series_of(r) for r in runs]
     if not any(s.loss or s.val for s in all_series):
+        damaged = [p for r in runs for p in r.problems]  # a file not text, a line not an object
         raise TsrxError(
             "no training or validation lines in metrics.jsonl of: "
             + ", ".join(str(r.path) for r in runs)
+            + ("".join(f"\n  {p}" for p in damaged) if damaged else "")
         )
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=FIGSIZE, dpi=DPI)
