@@ -23,7 +23,7 @@ from ``src/interfaces/super_resolution.py`` (``test`` / ``eval``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +77,7 @@ def ssim_map(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     moments = F.conv2d(
         stacked, window.repeat(5, 1, 1, 1), padding=WINDOW_SIZE // 2, groups=5 * channels
     )
-    mu_x, mu_y, e_xx, e_yy, e_xy = moments.split(channels, dim=1)
+    mu_x, mu_y, e_xx, e_yy, e_xy = torch.split(moments, channels, dim=1)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     var_x, var_y, cov = e_xx - mu_xx, e_yy - mu_yy, e_xy - mu_xy
     return ((2 * mu_xy + C1) * (2 * cov + C2)) / ((mu_xx + mu_yy + C1) * (var_x + var_y + C2))
@@ -118,13 +118,13 @@ def count_correct(preds: Sequence[str], labels: Sequence[str]) -> int:
     )
 
 
-def weighted_average(splits: dict[str, dict]) -> dict:
+def weighted_average(splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``{"n", "acc", "psnr", "ssim"}`` averaged over splits, weighted by each split's ``n``.
 
     A metric that a split lacks (None) is averaged over the splits that have it;
     None when no split has it.
     """
-    out: dict = {"n": sum(int(s["n"]) for s in splits.values())}
+    out: dict[str, Any] = {"n": sum(int(s["n"]) for s in splits.values())}
     for metric in METRICS:
         pairs = [
             (s["n"], s[metric]) for s in splits.values() if s.get(metric) is not None and s["n"] > 0
@@ -173,9 +173,12 @@ class MetricAccumulator:
         """Add one batch. ``sr``/``hr`` None: accuracy only; ``preds`` None: images only."""
         device = sr.device if sr is not None else None
         self._add_split(split, device)
-        if sr is None and preds is None:
+        if preds is not None:
+            n = len(preds)
+        elif sr is not None:
+            n = sr.shape[0]
+        else:
             raise TsrxError(f"metrics: split {split!r}: a batch needs images or predictions")
-        n = len(preds) if preds is not None else sr.shape[0]
         judged = correct = 0
         if preds is not None:
             if labels is None:
@@ -248,12 +251,12 @@ class MetricAccumulator:
             self._sums[split] = self._sums[split] + other._sums[split].to(self._sums[split].device)
 
     # -- result -----------------------------------------------------------------------
-    def compute(self) -> dict:
+    def compute(self) -> dict[str, Any]:
         """``{"protocol", "splits": {split: {"n", "acc", "psnr", "ssim"}}, "average"}``.
 
         A metric with nothing to average (no recognizer, no images) is None.
         """
-        splits: dict[str, dict] = {}
+        splits: dict[str, dict[str, Any]] = {}
         for split in self.splits:
             n, judged, correct, psnr_sum, ssim_sum, terms = self._sums[split].tolist()
             splits[split] = {
