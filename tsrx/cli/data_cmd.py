@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tsrx.data.inspect import SplitSummary
 
 app = typer.Typer(
     help="Synthesise, inspect and check TextZoom-format LMDB data.", no_args_is_help=True
@@ -82,7 +86,7 @@ def inspect_cmd(
 
     splits = find_lmdbs(path)
     summaries = [summarize(name, folder) for name, folder in splits]
-    baselines = {}
+    baselines: dict[str, dict[str, float]] = {}
     if bicubic:
         from tsrx.data.textzoom import open_lmdb_dataset
         from tsrx.engine.data_stats import bicubic_baseline
@@ -109,7 +113,9 @@ def inspect_cmd(
     _print_summaries(summaries, baselines, written)
 
 
-def _print_summaries(summaries, baselines: dict, sheet: Path | None) -> None:
+def _print_summaries(
+    summaries: list[SplitSummary], baselines: dict[str, dict[str, float]], sheet: Path | None
+) -> None:
     from rich.table import Table
 
     from tsrx.cli.console import console

@@ -8,10 +8,17 @@ LR 16x64 upscaled x2 with torch's bicubic, ``align_corners=False`` (the ``bicubi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tsrx.engine.config import EvalSection
 
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
-def bicubic_baseline(dataset, batch_size: int = EvalSection.batch_size) -> dict:
+
+def bicubic_baseline(
+    dataset: Dataset[dict[str, Any]], batch_size: int = EvalSection.batch_size
+) -> dict[str, float]:
     """{"n", "psnr", "ssim"} of bicubic LR vs HR over the whole data set."""
     import torch
     import torch.nn.functional as F
