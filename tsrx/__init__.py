@@ -4,10 +4,27 @@ The core knows no concrete model: backbones, recognizers, heads, losses and
 selectors arrive as plugins (see ``tsrx.plugins``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only: `import tsrx` imports neither torch nor tsrx.data
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    from tsrx.data.transforms import LrImage
+
 __version__ = "0.1.0"
 
 
-def load_model(path, device="cpu", plugins=()):
+def load_model(
+    path: str | Path,
+    device: str | torch.device | None = "cpu",
+    plugins: Sequence[str] = (),
+) -> nn.Module:
     """The model a checkpoint holds (tsrx or official format), weights loaded, in eval mode:
     an SR backbone, a recognizer, or the joint model. For notebooks::
 
@@ -22,7 +39,9 @@ def load_model(path, device="cpu", plugins=()):
     return _load(path, device, plugins=plugins)
 
 
-def prepare_lr(images, size_hw=(16, 64), mask=True):
+def prepare_lr(
+    images: Iterable[LrImage], size_hw: Sequence[int] = (16, 64), mask: bool = True
+) -> torch.Tensor:
     """Your own text crops as a TextZoom-trained model reads them (bicubic resize to the LR
     size, TextZoom's text mask as a 4th channel when ``mask``): a float tensor (B, C, H, W)
     in [0, 1]. For a backbone from ``load_model``::
