@@ -292,3 +292,16 @@ def test_prepare_lr_is_what_the_data_pipeline_gives(tmp_path, tiny_data):
         tsrx.prepare_lr([42])
     with pytest.raises(TsrxError, match="image 1: .*missing.png"):
         tsrx.prepare_lr([path, tmp_path / "missing.png"])
+
+
+def test_viz_samples_of_an_official_textzoom_file(tmp_path, tiny_data):
+    """`tsrx viz samples --ckpt tsrn.pth --data ROOT`: an official file's config names no test
+    splits, so TextZoom's test/{easy,medium,hard} under --data are drawn."""
+    from tsrx.models.build import build_parts
+    from tsrx.viz.samples import samples_sheet
+
+    official = build_parts({"sr": {"type": "tsrn"}})["sr"]
+    torch.save({"state_dict_G": official.state_dict(), "info": {"arch": "tsrn"}}, tmp_path / "t")
+    path, sections = samples_sheet(tmp_path / "t", tiny_data, tmp_path / "s.png", n=1)
+    assert list(sections) == ["easy", "medium", "hard"] and path.is_file()
+    assert sections["easy"][0].reads["sr"] is None  # no reader: pictures without readings

@@ -251,6 +251,15 @@ def evaluate_config(
     )
 
 
+def textzoom_test_tables(root: str | Path) -> dict[str, dict]:
+    """The dataset tables of TextZoom's ``test/{easy,medium,hard}`` found under ``root``."""
+    return {
+        s: {"type": "textzoom", "roots": [f"test/{s}"]}
+        for s in TEXTZOOM_TEST_SPLITS
+        if (Path(root) / "test" / s).is_dir()
+    }
+
+
 def evaluation_sets(
     config: dict, data_root: str | Path | None = None, where: str = "--data"
 ) -> dict:
@@ -272,11 +281,7 @@ def evaluation_sets(
         if not all((root / r).is_dir() for r in roots):
             tables = {}  # the config's splits are not there: take TextZoom's layout
     if data_root is not None and not tables:
-        tables = {
-            s: {"type": "textzoom", "roots": [f"test/{s}"]}
-            for s in TEXTZOOM_TEST_SPLITS
-            if (root / "test" / s).is_dir()
-        }
+        tables = textzoom_test_tables(root)
         if not tables:
             raise TsrxError(
                 f"{where} {data_root}: no test/easy, test/medium or test/hard folder in it "

@@ -62,6 +62,10 @@ def samples_sheet(
     if data_root is not None:
         data["root"] = str(data_root)
     tests = data.get("test") or {}
+    if not tests and data_root is not None:  # an official file's config names no splits
+        from tsrx.engine.evaluator import textzoom_test_tables
+
+        tests = textzoom_test_tables(data_root)
     if not tests:
         raise TsrxError(f"{checkpoint}: its config has no [data.test] splits to draw samples from")
     chosen = splits or list(tests)
