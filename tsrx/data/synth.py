@@ -121,10 +121,10 @@ def find_fonts(which: str = "all") -> list[str]:
     return fonts
 
 
-_font_cache: dict[tuple[str, int], ImageFont.FreeTypeFont] = {}
+_font_cache: dict[tuple[str, int], ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
 
 
-def load_font(source: str, size: int) -> ImageFont.FreeTypeFont:
+def load_font(source: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     key = (source, size)
     if key not in _font_cache:
         if source == BUILTIN:
@@ -173,7 +173,7 @@ def render_hr(
     # the line's height, not the word's: "ace" and "Sky" get crops of the same height
     _, top_ref, _, bottom_ref = font.getbbox("Hgy")
     top, bottom = min(top, top_ref), max(bottom, bottom_ref)
-    tw, th = right - left, bottom - top
+    tw, th = int(right - left), int(bottom - top)  # whole pixels (Pillow's boxes are ints)
     pad_x = int(rng.integers(2, max(3, size // 2)))
     pad_y = int(rng.integers(1, max(2, size // 4)))
     w, h = tw + 2 * pad_x, th + 2 * pad_y
@@ -187,7 +187,7 @@ def render_hr(
     ImageDraw.Draw(ink).text((pad_x - left, pad_y - top), text, font=font, fill=255)
     angle = float(rng.uniform(-3.0, 3.0))
     if abs(angle) > 0.3:
-        ink = ink.rotate(angle, resample=Image.BICUBIC, expand=False)
+        ink = ink.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
     alpha = np.asarray(ink, dtype=np.float64)[:, :, None] / 255.0
     rgb = canvas * (1 - alpha) + fg[None, None, :] * alpha
     img = Image.fromarray(rgb.round().astype(np.uint8), "RGB")
@@ -207,14 +207,14 @@ def degrade(hr: Image.Image, rng: np.random.Generator, level: Degradation) -> Im
         coeffs = (1 / scale, 0, cx - cx / scale + dx, 0, 1 / scale, cy - cy / scale + dy)
         img = img.transform(
             img.size,
-            Image.AFFINE,
+            Image.Transform.AFFINE,
             coeffs,
-            resample=Image.BILINEAR,
+            resample=Image.Resampling.BILINEAR,
             fillcolor=tuple(int(v) for v in np.asarray(img)[0, 0]),
         )
     img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*level.blur))))
     w, h = img.size
-    img = img.resize((max(1, w // 2), max(1, h // 2)), Image.BOX)
+    img = img.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BOX)
     arr = np.asarray(img, dtype=np.float64)
     contrast = float(rng.uniform(*level.contrast))
     arr = arr.mean() + (arr - arr.mean()) * contrast
