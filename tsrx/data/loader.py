@@ -12,18 +12,25 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tsrx.data.transforms import to_float
 from tsrx.errors import TsrxError
 
+if TYPE_CHECKING:
+    from tsrx.data.config import SynthSpec
+
 log = logging.getLogger("tsrx.data")
 
 
-def collate_batch(items: list[dict]) -> dict:
+# what every dataset yields and collate_batch turns into a batch: lr, hr, label, index
+SampleDataset = Dataset[dict[str, Any]]
+
+
+def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Items -> the batch of the contract: float ``lr``/``hr`` in [0, 1] (mask channel 0/1),
     ``label`` list[str], ``index`` LongTensor of dataset positions."""
     return {
@@ -98,10 +105,10 @@ class ResumableSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.per_rank - self.position
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
             epoch, position = int(state["epoch"]), int(state["position"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -124,14 +131,14 @@ def single_thread_worker(worker_id: int) -> None:
 
 
 def build_loader(
-    dataset,
+    dataset: SampleDataset,
     batch_size_per_rank: int,
-    sampler: Sampler | None = None,
+    sampler: Sampler[int] | None = None,
     num_workers: int = 0,
     drop_last: bool | None = None,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
-) -> DataLoader:
+) -> DataLoader[dict[str, Any]]:
     """A DataLoader with the training collate; persistent workers when ``num_workers > 0``.
 
     Without a sampler the order is sequential (evaluation), and the last short batch is kept.
@@ -162,7 +169,7 @@ def build_loader(
 PROVIDED = ("hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad")
 
 
-def build_dataset(table: dict, data_cfg: dict, where: str):
+def build_dataset(table: dict[str, Any], data_cfg: dict[str, Any], where: str) -> SampleDataset:
     """One dataset from its table; the engine-provided arguments come from ``[data]``."""
     from tsrx.config.schema import signature_fields
     from tsrx.registry import DATASETS
@@ -173,10 +180,13 @@ def build_dataset(table: dict, data_cfg: dict, where: str):
         if "cache" in signature_fields(DATASETS.get(table["type"]))[0]:
             table["cache"] = False
     context = {k: data_cfg[k] for k in PROVIDED}
-    return DATASETS.build(table, where, root=str(data_cfg["root"]), **context)
+    dataset: SampleDataset = DATASETS.build(table, where, root=str(data_cfg["root"]), **context)
+    return dataset
 
 
-def build_datasets(data_cfg: dict) -> tuple[Any, dict, dict]:
+def build_datasets(
+    data_cfg: dict[str, Any],
+) -> tuple[SampleDataset | None, dict[str, SampleDataset], dict[str, SampleDataset]]:
     """(train or None, val splits, test splits) from a resolved ``[data]`` section.
 
     ``val`` defaults to ``test`` when empty; split names are kept as written.
@@ -201,7 +211,7 @@ def has_data(root: str | Path) -> bool:
     return root.is_dir() and any(root.glob("**/data.mdb"))
 
 
-def ensure_synth(data_cfg: dict) -> bool:
+def ensure_synth(data_cfg: dict[str, Any]) -> bool:
     """Synthesise ``data.root`` when ``data.synth`` is set and it holds no data; True if built.
 
     Safe when several ranks call it at once: one builds under a file lock, the rest wait.
@@ -234,7 +244,7 @@ def ensure_synth(data_cfg: dict) -> bool:
     return True
 
 
-def _ensure_val(root: Path, spec: dict) -> bool:
+def _ensure_val(root: Path, spec: dict[str, Any]) -> bool:
     """A synthetic set made before ``data.synth.val`` existed gets its validation splits."""
     checked = _checked_synth(spec)
     if not any(checked.val) or (root / "val").exists() or not (root / "synth.json").is_file():
@@ -247,7 +257,7 @@ def _ensure_val(root: Path, spec: dict) -> bool:
         return add_val(root, checked.val, checked.seed, checked.fonts)
 
 
-def _checked_synth(spec: dict):
+def _checked_synth(spec: dict[str, Any]) -> SynthSpec:
     """``data.synth`` as a SynthSpec, with file:key errors for unknown or mistyped keys.
 
     The table is checked here as well because an optional sub-table of a section is not
@@ -260,4 +270,5 @@ def _checked_synth(spec: dict):
     checked, problems = check_table(dict(spec), dataclass_fields(SynthSpec), "data.synth")
     if problems:
         raise ConfigError([ConfigIssue("<config>", k, m) for k, m in problems])
-    return build_dataclass(SynthSpec, checked, "data.synth")
+    synth: SynthSpec = build_dataclass(SynthSpec, checked, "data.synth")
+    return synth
