@@ -89,8 +89,8 @@ def report(
         output.write_text(fmt.render(rep), encoding="utf-8")
         err_console.print(f"wrote {output}")
         on_stderr = True
-    elif callable(getattr(fmt, "show", None)):
-        fmt.show(rep, console)
+    elif callable(show := getattr(fmt, "show", None)):
+        show(rep, console)
         on_stderr = True
     else:
         typer.echo(fmt.render(rep), nl=False)

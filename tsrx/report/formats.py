@@ -10,7 +10,7 @@ more plugin, nothing here changes (docs/architecture.md, "Where to put a new ...
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from tsrx.registry import REPORT_FORMATS
 from tsrx.report.tables import Report
@@ -23,11 +23,20 @@ def _sample() -> Report:
     return Report("sample", "run", [], [SAMPLE_WARNING], [])
 
 
-def get_format(name: str) -> Any:
+class ReportFormat(Protocol):
+    """What tsrx uses of a format (``show(report, console)`` is optional, looked up by name)."""
+
+    warnings_in_text: bool
+
+    def render(self, report: Report) -> str: ...
+
+
+def get_format(name: str) -> ReportFormat:
     """The format registered as ``name``, built and checked; an unknown name lists the others."""
-    return REPORT_FORMATS.build(
+    fmt: ReportFormat = REPORT_FORMATS.build(
         {"type": name}, "--format", "<command line>", contract_args={"sample": _sample()}
     )
+    return fmt
 
 
 def format_names() -> list[str]:
