@@ -20,6 +20,8 @@ def grid_file(tmp_path, extra=""):
         name = "grid"
         [model]
         sr = { type = "tsrn", blocks = 1, hidden_units = 8 }
+        [data]
+        train = { type = "textzoom", roots = ["train1"] }
         [launcher]
         type = "slurm"
         timeout_min = 30
@@ -196,6 +198,8 @@ def test_cluster_profiles_extend_an_experiment(workdir, profile):
     path = workdir / "exp.toml"
     path.write_text(
         f'extends = ["{SLURM_DIR / "profiles" / (profile + ".toml")}"]\n'
+        '[model]\nsr = { type = "tsrn", blocks = 1, hidden_units = 8 }\n'
+        '[data]\ntrain = { type = "textzoom", roots = ["train1"] }\n'
         "[launcher]\ntimeout_min = 7\n"
     )
     plan = submit_mod.plan(path)

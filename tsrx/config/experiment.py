@@ -19,6 +19,7 @@ from typing import Any
 from tsrx.config.load import Provenance, deep_merge, flatten_grid, load_with_extends, set_dotted
 from tsrx.config.needs import cycle_issue, parse_needs, resolve_needs, upstream_overrides
 from tsrx.config.schema import (
+    TRAINER_ENTRY,
     Component,
     RawValue,
     build_dataclass,
@@ -319,6 +320,9 @@ def training_issues(config: dict, prov: Provenance, file: str) -> list[ConfigIss
     Apart from :func:`resolve_run` because a config to evaluate or compose a checkpoint
     with needs no training data.
     """
+    entry = (config.get("launcher") or {}).get("entry", TRAINER_ENTRY)
+    if entry != TRAINER_ENTRY:
+        return []  # a run of another entry point ([launcher] entry) decides what it needs
     issues = []
     model = config.get("model") or {}
     if not model.get("sr") and not model.get("recognizer"):

@@ -20,6 +20,9 @@ from typing import Annotated, Any, Literal, Union
 from tsrx.config.load import tomllib
 from tsrx.errors import suggest
 
+# The trainer every run executes unless [launcher] entry names another function.
+TRAINER_ENTRY = "tsrx.engine.run:run_training"
+
 
 class RawValue(str):
     """A value typed on the command line (``--set k=v``): converted by the schema, not guessed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from tsrx.config.schema import NonNegative, Positive
+from tsrx.config.schema import TRAINER_ENTRY, NonNegative, Positive
 from tsrx.config.sections import section
 
 
@@ -33,7 +33,7 @@ class LauncherSection:
     signal_delay_s: Annotated[int, NonNegative] = 90
     array_parallelism: Annotated[int, Positive] = 64
     max_requeues: Annotated[int, NonNegative] = 5
-    entry: str = "tsrx.engine.run:run_training"
+    entry: str = TRAINER_ENTRY
 
 
 @dataclass

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tsrx.config.schema import TRAINER_ENTRY
 from tsrx.runfiles import CONFIG, rank_log
 
-TRAIN_TARGET = "tsrx.engine.run:run_training"
+TRAIN_TARGET = TRAINER_ENTRY
 STOP_TARGET = "tsrx.engine.signals:request_stop"
 
 # -- submitit internals: the only ones tsrx relies on, kept here. Tested with submitit 1.5.x;
