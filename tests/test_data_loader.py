@@ -164,7 +164,9 @@ def test_ensure_synth_builds_once(tmp_path):
     assert ensure_synth(cfg) is True
     assert ensure_synth(cfg) is False
     assert os.path.isfile(tmp_path / "d" / "test" / "hard" / "data.mdb")
-    assert ensure_synth(data_cfg(tmp_path / "none")) is False
+    # without data.synth a root that does not exist is an error, never created (issue 26)
+    with pytest.raises(TsrxError, match=r"data.root = '.*none': no such folder"):
+        ensure_synth(data_cfg(tmp_path / "none"))
     assert not (tmp_path / "none").exists()
 
 

@@ -66,6 +66,7 @@ def _record(prov: Provenance, table: Any, prefix: str, file: str) -> None:
 
 REPLACE = "_replace_"  # in a table: `"_replace_" = true` drops the inherited table
 DELETE = "_delete_"  # as a value: removes the inherited key
+DEFAULT_DATA_ROOT = "data/synth"  # tsrx.data.config.DataSection.root (no import: torch-free)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -166,12 +167,26 @@ def load_with_extends(
     # plugins accumulate across extends (a base's plugins stay loaded); other keys replace
     base_plugins = [p for p in merged.get("plugins", [])]
     merged = deep_merge(merged, data)
+    _pin_synth_root(merged, data)
     if "plugins" in data and isinstance(data["plugins"], list):
         merged["plugins"] = _abs_plugins(base_plugins, []) + _abs_plugins(
             data["plugins"], [], path.parent
         )
     _record(prov, data, "", str(path))
     return strip_markers(merged), prov
+
+
+def _pin_synth_root(merged: dict, data: dict) -> None:
+    """``data.synth`` written in this file synthesises at the ``data.root`` this file sees, and
+    nowhere else: a root changed later (``--set``, grid, a file extending this one) must
+    exist (tsrx.data.roots)."""
+    table = data.get("data")
+    synth = table.get("synth") if isinstance(table, dict) else None
+    if not isinstance(synth, dict) or "root" in synth:
+        return
+    out = merged.get("data")
+    if isinstance(out, dict) and isinstance(out.get("synth"), dict):
+        out["synth"]["root"] = out.get("root", DEFAULT_DATA_ROOT)
 
 
 def flatten_grid(tbl: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -17,8 +17,15 @@ Dataset = Annotated[dict, Component("dataset")]
 
 @dataclass
 class SynthSpec:
-    """Synthetic TextZoom-format data written under ``data.root`` when it is missing."""
+    """Synthetic TextZoom-format data written under ``data.root`` when it is missing.
 
+    ``root``: where synthesis was asked for; filled from the ``data.root`` of the file that
+    writes ``synth`` (tsrx.config.load). A ``data.root`` changed elsewhere (``--set``, a
+    grid, a file that extends this one) is never synthesised: if it does not exist, that is
+    an error (tsrx.data.roots).
+    """
+
+    root: str | None = None
     train: Annotated[int, Positive] = 2000
     train2: Annotated[int, NonNegative] | None = (
         None  # default: TextZoom's train2/train1 ratio of `train`
@@ -54,6 +61,15 @@ class DataSection:
     skip_bad: bool = False
     cache: bool = True
     num_workers: Annotated[int, NonNegative] = 2
+
+    def __post_init__(self) -> None:
+        # synthesis at data.root itself is what a synth table without root means: recorded
+        # only when they differ, so run directories made before synth.root keep their config
+        if self.synth is not None and self.synth.root is not None:
+            from tsrx.data.roots import same_place
+
+            if same_place(self.synth.root, self.root):
+                self.synth.root = None
 
 
 section("data")(DataSection)

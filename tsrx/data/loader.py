@@ -212,13 +212,17 @@ def has_data(root: str | Path) -> bool:
 
 
 def ensure_synth(data_cfg: dict[str, Any]) -> bool:
-    """Synthesise ``data.root`` when ``data.synth`` is set and it holds no data; True if built.
+    """Synthesise ``data.root`` when ``data.synth`` asks for it there and it holds no data; True
+    if built. A root that does not exist and was not asked for is an error (tsrx.data.roots).
 
     Safe when several ranks call it at once: one builds under a file lock, the rest wait.
     """
+    from tsrx.data.roots import check_root, may_synthesise
+
     spec = data_cfg.get("synth")
     root = Path(data_cfg["root"])
-    if not spec:
+    check_root(data_cfg)
+    if not spec or not may_synthesise(data_cfg):
         return False
     if has_data(root):
         return _ensure_val(root, spec)

@@ -283,9 +283,12 @@ def evaluation_sets(
     if data_root is not None and not tables:
         tables = textzoom_test_tables(root)
         if not tables:
+            from tsrx.data.roots import misplaced_root
+
             raise TsrxError(
-                f"{where} {data_root}: no test/easy, test/medium or test/hard folder in it "
-                "(pass the TextZoom folder that holds test/)"
+                f"{where} {data_root}: no test/easy, test/medium or test/hard folder in it ("
+                + (misplaced_root(root) or "pass the TextZoom folder that holds test/")
+                + ")"
             )
     if not tables:
         raise TsrxError(

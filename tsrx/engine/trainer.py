@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tsrx.data.roots import is_synthetic
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
 from tsrx.engine.build import build_run, seed_everything
@@ -561,6 +562,8 @@ class Trainer:
             "skipped_steps": self.skipped,
             "world_size": self.env.world_size,
             "plugins": plugin_records(),
+            # made by data.synth / tsrx data synth: every table marks it (not TextZoom)
+            "synthetic_data": is_synthetic((self.config.get("data") or {}).get("root", "")),
         }
         if self.env.is_main:
             atomic_json(self.run_dir / SUMMARY, summary)

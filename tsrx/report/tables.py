@@ -371,6 +371,8 @@ def build_report(
                         )
                     if not res.verified:
                         extra.insert(0, "test result not verified (checkpoint file absent)")
+                if (r.summary or {}).get("synthetic_data"):
+                    extra.insert(0, "SYNTHETIC data (data.synth), not TextZoom")
                 block_rows.append(Row(label, r, res, cells, extra, bad, facts=facts[id(r)]))
             if seed_axis:
                 block_rows = _merge_seeds(block_rows)
