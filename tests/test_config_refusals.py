@@ -199,3 +199,27 @@ def test_shipped_tpgsr_variant_trains_no_loss_without_effect():
         _, _, warnings = build_losses(cfg["loss"], tasks, model, cfg["data"])
         assert not warnings, (run.name, warnings)
         assert ("consistency" in tasks) == run.name.startswith("tatt")
+
+
+# -- issue 26: a range used as an annotation fails at registration ---------------------------
+@pytest.mark.parametrize("marker", ["Positive", "NonNegative"])
+def test_a_range_used_as_a_type_is_refused_when_the_component_registers(marker):
+    from tsrx import config as tsrx_config
+    from tsrx.errors import TsrxError
+    from tsrx.registry import HEADS
+
+    # as a plugin module writes it: `from tsrx.config import Positive` at its top
+    namespace = {marker: getattr(tsrx_config, marker)}
+    exec(
+        f"def head(in_features: int, num_classes: int, scale: {marker} = 2.0):\n"
+        "    raise AssertionError('never built')\n",
+        namespace,
+    )
+    head = namespace["head"]
+
+    with pytest.raises(TsrxError) as info:
+        HEADS.register("range_as_type", head)
+    text = str(info.value)
+    assert "option 'scale' is annotated with a Range" in text
+    assert f"Write Annotated[float, {marker}]" in text
+    assert "range_as_type" not in HEADS.names()

@@ -98,6 +98,7 @@ class Registry:
                     f"{self.kind} {name!r} is registered twice: by {callable_name(old.obj)} "
                     f"(plugin {old.plugin}) and by {where} (plugin {plugin}). Rename one of them."
                 )
+            _check_option_annotations(self.kind, name, o)
             self._entries[name] = Entry(name, o, getattr(o, "__module__", "?"), plugin)
             return o
 
@@ -454,6 +455,46 @@ def fill_components(value: Any, tp: Any) -> Any:
             for k, v in value.items()
         }
     return value
+
+
+def _check_option_annotations(kind: str, name: str, obj: Any) -> None:
+    """An option annotated with a range or check itself (``x: Positive``) instead of a type
+    carrying it (``x: Annotated[float, Positive]``) could never be checked (every value would
+    read "expected a table"): refused when the component registers, naming the option."""
+    from tsrx.config.schema import Check, Component, Range
+
+    if not callable(obj):
+        return
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        params = inspect.signature(target).parameters
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # unresolvable annotations: reported when the options are checked
+        return
+    for option in params:
+        ann = hints.get(option)
+        if isinstance(ann, (Range, Check, Component)):
+            what = type(ann).__name__
+            hint = (
+                f"Annotated[float, {_range_name(ann)}] (or int)"
+                if isinstance(ann, Range)
+                else f"Annotated[<type>, {what}(...)]"
+            )
+            raise TsrxError(
+                f"{kind} {name!r} ({callable_name(obj)}): option {option!r} is annotated with "
+                f"a {what} ({ann!r}), which is not a type: tsrx cannot check its values. "
+                f"Write {hint}, or use tsrx.config's PositiveInt, PositiveFloat, "
+                "NonNegativeInt, NonNegativeFloat, Fraction"
+            )
+
+
+def _range_name(rng: Any) -> str:
+    from tsrx.config import schema
+
+    for label in ("Positive", "NonNegative", "Probability", "OpenUnit"):
+        if getattr(schema, label) == rng:
+            return label
+    return repr(rng)
 
 
 def callable_name(obj: Callable[..., Any]) -> str:
