@@ -343,6 +343,10 @@ def test_shipped_experiment_has_both_variants_and_names_a_missing_generator(work
     )
     assert proc.returncode != 0
     assert "model.prior_weights" in proc.stderr and "weights/crnn.pth" in proc.stderr
+    # and what to do: where the file comes from, and the option to change (issue 26)
+    text = " ".join(proc.stderr.split())
+    assert "meijieru's pretrained crnn.pth" in text and "'Published weights'" in text, text
+    assert "--set model.prior_weights=" in text
 
 
 # --- easyocr as the text-prior generator (issue 22 point 4) --------------------------------

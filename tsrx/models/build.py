@@ -107,6 +107,13 @@ def load_prior_weights(
     path = Path(path)
     if not path.is_absolute():
         path = Path(base_dir) / path
+    if not path.exists():
+        raise TsrxError(
+            f"model.prior_weights = {str(path)!r}: no such file ({path.absolute()}). It is the "
+            "text-prior generator's checkpoint: meijieru's pretrained crnn.pth (source: "
+            "docs/models.md, 'Published weights'; put it at that path), or your own stage-2 "
+            "recognizer (--set model.prior_weights=runs/rec_finetune/main/best_acc_model.pth)"
+        )
     try:
         state = state_dict_for(load_checkpoint(path), "recognizer")
     except TsrxError as exc:
