@@ -120,7 +120,11 @@ def test_module_types_and_plugin_lists_are_not_imported():
         require_checkpoint_components(cfg, source="x.pth", recorded=[])
     assert "json.tool" not in sys.modules
     cfg = {"plugins": ["some_lab.heads"], "model": {"head": {"type": "lab_head"}}}
-    with pytest.raises(TsrxError, match=r"module some_lab.heads \(pass --plugin some_lab.heads\)"):
+    # a Python caller (tsrx.load_model) is told about plugins=, not the CLI's --plugin
+    with pytest.raises(
+        TsrxError,
+        match=r"module some_lab.heads \(pass plugins=\['some_lab.heads'\] to tsrx.load_model",
+    ) as info:
         require_checkpoint_components(
             cfg,
             source="x.pth",
@@ -135,6 +139,7 @@ def test_module_types_and_plugin_lists_are_not_imported():
                 }
             ],
         )
+    assert "--plugin" not in str(info.value)
     cfg = {"model": {"sr": {"type": "tsrn"}}, "data": {"test": {"easy": {"type": "json.tool:X"}}}}
     with pytest.raises(TsrxError, match=r"data.test.easy.type = 'json.tool:X' \(dataset\)"):
         require_checkpoint_components(cfg, source="x.pth")

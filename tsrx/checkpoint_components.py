@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from tsrx.errors import TsrxError
-from tsrx.plugins import load_named_plugins, load_plugins, loaded_plugins, plugin_label
+from tsrx.plugins import (
+    how_to_pass,
+    load_named_plugins,
+    load_plugins,
+    loaded_plugins,
+    plugin_label,
+)
 from tsrx.registry import ALL
 
 # Where a checkpoint's config names components (registry key, dotted path). Evaluating or
@@ -89,7 +95,7 @@ def _describe_record(rec: dict[str, Any]) -> str:
             f"pip install {rec['package']})"
         ).replace("  ", " ")
     kind = "file" if name.endswith(".py") or "/" in name else "module"
-    return f"{kind} {name} (pass --plugin {name})"
+    return f"{kind} {name} ({how_to_pass(name)})"
 
 
 def require_checkpoint_components(
@@ -127,7 +133,7 @@ def require_checkpoint_components(
         missing.append(f"{dotted}.type = {name!r} ({ALL[kind].kind}): provided by {provider}")
     if missing:
         raise TsrxError(
-            f"{source}: the checkpoint's model needs component(s) that no installed plugin or "
-            f"--plugin provides: {'; '.join(missing)}. tsrx never imports code a checkpoint "
-            "names; if you trust that code, pass it with --plugin PATH_OR_MODULE (repeatable)"
+            f"{source}: the checkpoint's model needs component(s) that no installed or "
+            f"passed plugin provides: {'; '.join(missing)}. tsrx never imports code a "
+            f"checkpoint names; if you trust that code, {how_to_pass()} (repeatable)"
         )

@@ -60,6 +60,26 @@ _failures: list[PluginFailure] = []
 _autoloaded = False
 
 
+# How the person reading an error passes a plugin: the CLI's --plugin flag, or (the default,
+# for tsrx.load_model and other Python callers) the plugins= argument. Set by tsrx.cli.main.
+_via_cli = False
+
+
+def called_from_cli() -> None:
+    global _via_cli
+    _via_cli = True
+
+
+def how_to_pass(spec: str = "PATH_OR_MODULE") -> str:
+    """The words that tell this caller how to hand tsrx a plugin."""
+    if _via_cli:
+        return f"pass --plugin {spec}"
+    return (
+        f"pass plugins=[{spec!r}] to tsrx.load_model (a module name or .py path), or "
+        "import the module before loading"
+    )
+
+
 def loaded_plugins() -> list[PluginInfo]:
     return list(_loaded.values())
 

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         "--debug" in (argv if argv is not None else sys.argv[1:])
         or os.environ.get("TSRX_DEBUG") == "1"
     )
+    from tsrx.plugins import called_from_cli
+
+    called_from_cli()  # errors say --plugin, not load_model's plugins=
     try:
         rc = app(args=argv, standalone_mode=False, prog_name="tsrx")
         if isinstance(rc, int) and rc:  # typer.Exit(code) returns its code without standalone mode
