@@ -191,6 +191,10 @@ def test_local_ranks_default_to_the_gpus_here_and_threads_share_the_cores():
     cfg["launcher"]["tasks_per_node"] = 3  # explicit wins
     assert submit_mod.local_parameters(cfg, gpus=0, cores=2)["tasks_per_node"] == 3
     assert submit_mod.local_parameters(cfg, gpus=0, cores=2)["threads"] == 1
+    # [launcher] threads chooses instead of cores // ranks (issue 26)
+    cfg["launcher"]["threads"] = 5
+    assert submit_mod.local_parameters(cfg, gpus=0, cores=2)["threads"] == 5
+    del cfg["launcher"]["threads"]
 
 
 def test_a_local_run_has_no_time_limit_unless_set():
