@@ -65,11 +65,16 @@ class DataSection:
     def __post_init__(self) -> None:
         # synthesis at data.root itself is what a synth table without root means: recorded
         # only when they differ, so run directories made before synth.root keep their config
-        if self.synth is not None and self.synth.root is not None:
+        synth = self.synth  # a SynthSpec, or its table where a caller builds [data] directly
+        root = synth.get("root") if isinstance(synth, dict) else getattr(synth, "root", None)
+        if root is not None:
             from tsrx.data.roots import same_place
 
-            if same_place(self.synth.root, self.root):
-                self.synth.root = None
+            if same_place(root, self.root):
+                if isinstance(synth, dict):
+                    self.synth = {k: v for k, v in synth.items() if k != "root"}  # type: ignore[assignment]
+                else:
+                    synth.root = None  # type: ignore[union-attr]
 
 
 section("data")(DataSection)
