@@ -176,7 +176,7 @@ def load_with_extends(
     return strip_markers(merged), prov
 
 
-def _pin_synth_root(merged: dict, data: dict) -> None:
+def _pin_synth_root(merged: dict[str, Any], data: dict[str, Any]) -> None:
     """``data.synth`` written in this file synthesises at the ``data.root`` this file sees, and
     nowhere else: a root changed later (``--set``, grid, a file extending this one) must
     exist (tsrx.data.roots)."""

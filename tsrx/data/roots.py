@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from tsrx.errors import TsrxError
 
@@ -25,7 +26,7 @@ def same_place(a: str | Path, b: str | Path) -> bool:
     return os.path.abspath(os.path.expanduser(a)) == os.path.abspath(os.path.expanduser(b))
 
 
-def may_synthesise(data_cfg: dict) -> bool:
+def may_synthesise(data_cfg: dict[str, Any]) -> bool:
     """True when ``data.synth`` asks for synthetic data at this very ``data.root``.
 
     A ``synth`` table without ``root`` (a config resolved before tsrx recorded it) is taken
@@ -37,7 +38,7 @@ def may_synthesise(data_cfg: dict) -> bool:
     return same_place(spec.get("root") or data_cfg["root"], data_cfg["root"])
 
 
-def check_root(data_cfg: dict) -> None:
+def check_root(data_cfg: dict[str, Any]) -> None:
     """Refuse a ``data.root`` that does not exist unless synthesis at it was asked for."""
     root = Path(str(data_cfg["root"]))
     if root.exists() or may_synthesise(data_cfg):
