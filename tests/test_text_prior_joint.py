@@ -87,7 +87,10 @@ def test_tatt_rotation_and_tsc_loss_match_the_official_code():
     arc = (torch.rand(3, generator=g) * 2 - 1) * 5 / 180 * math.pi
     offsets = torch.rand(3, generator=g)
     rotated = rotate(images, arc, offsets)
-    torch.testing.assert_close(rotated, ref["rotated"], atol=1e-6, rtol=1e-5)
+    # grid_sample's sampling points are float32 pixel coordinates up to 128 (ulp ~8e-6): the
+    # CPU kernel's SIMD path (AVX2 / AVX-512, chosen per machine) moves a few samples by that
+    # much (4.6e-6 measured on 4 of 49,152 values), far below anything the loss resolves
+    torch.testing.assert_close(rotated, ref["rotated"], atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(
         TextStructureConsistencyLoss()(rotated, sr, hr), ref["loss"], atol=1e-6, rtol=1e-5
     )
