@@ -248,3 +248,53 @@ def test_recognizer_option_still_means_a_crnn_for_a_bare_state_dict(parts):
     torch.save({f"recognizer.{k}": v for k, v in state.items()}, bare)  # not meijieru's layout
     (judge,) = build_judges({}, recognizer_path=str(bare))
     assert judge.name == "crnn" and str(bare) in judge.description
+
+
+def test_a_judge_reads_each_distinct_image_once_per_state_of_its_weights(parts):
+    """Issue 25: the final evaluation re-read what the last validation read; now a judge
+    remembers its readings by the image's bytes and its weights' version counters."""
+    from tsrx.engine.judges import Judge
+    from tsrx.registry import RECOGNIZERS
+
+    torch.manual_seed(0)
+    rec = RECOGNIZERS.build({"type": "crnn"}, "test").eval()
+    rows = []
+    original = rec.forward
+    rec.forward = lambda x: rows.append(len(x)) or original(x)
+    judge = Judge("crnn", "seeded crnn", rec)
+    images = torch.rand(6, 4, 32, 128)
+    first = judge.read(images)
+    assert judge.read(images) == first and rows == [6]  # the second time: no reading
+    fresh = torch.rand(3, 4, 32, 128)
+    mixed = judge.read(torch.cat([images[:2], fresh]))
+    assert rows == [6, 3] and mixed[:2] == first[:2]  # only the new images, as one batch
+    unmemoized = Judge("crnn", "seeded crnn", rec)._read(torch.cat([images[:2], fresh]))
+    assert mixed == unmemoized
+    rows.clear()
+    with torch.no_grad():  # new weights (an optimizer step): read again
+        next(rec.parameters()).add_(0.1)
+    judge.read(images)
+    assert rows == [6]
+    rec.train()  # another mode: read again
+    judge.read(images)
+    assert rows == [6, 6]
+
+
+def test_evaluating_twice_reads_no_image_twice(parts):
+    from tsrx.data.loader import build_datasets
+    from tsrx.engine.evaluator import evaluate_model
+    from tsrx.engine.judges import build_judges
+
+    tmp, model = parts["tmp"], parts["model"]
+    judges = build_judges({"judges": {"a": {"type": "crnn", "weights": str(tmp / "crnn.pth")}}})
+    _, _, test = build_datasets(parts["config"]["data"])
+    rows = []
+    rec = judges[0].recognizer
+    original = rec.forward
+    rec.forward = lambda x: rows.append(len(x)) or original(x)
+    first = evaluate_model(model, test, batch_size=4, judges=judges, baselines=True)
+    read_once = sum(rows)
+    # the trainer's last validation, then its final evaluation of the same weights
+    again = evaluate_model(model, test, batch_size=4, judges=judges, baselines=True)
+    assert sum(rows) == read_once and again == first
+    assert read_once <= 3 * sum(len(ds) for ds in test.values())
