@@ -44,6 +44,7 @@ def build_judges(device: str) -> tuple[list, list[str]]:
         ("ppocr", {"type": "ppocr"}),
         ("aster", {"type": "aster"}),
         ("moran", {"type": "moran"}),
+        ("easyocr", {"type": "easyocr"}),
     ):
         if name not in RECOGNIZERS:
             notes.append(f"{name}: no plugin registers it here")
@@ -189,7 +190,71 @@ def run(smoke: bool = False, device: str = "cpu") -> list[dict]:
         rows.append(row("judges", f"left out: {note}", None, ""))
     avg = result["average"]["acc_by_judge"]
     rows[0]["detail"]["acc_by_judge"] = avg
-    return rows
+    return rows + beam_search_rows(smoke)
+
+
+def beam_search_rows(smoke: bool = False) -> list[dict]:
+    """ASTER's beam search: images leaving the batch as they end vs. the batch-wide stop.
+
+    Seeded random weights rarely end a word (the beam search then runs all 100 steps either
+    way), so this uses the seeded recipe of tests/fixtures/aster (large symbol embeddings,
+    EOS logit raised by 1: words end after 2 to 99 steps, at different steps), on the
+    encoder features of that fixture's images repeated to a batch of 50. Interleaved rounds,
+    thread CPU time (the machine may be shared); the decoded texts must be equal.
+    """
+    import json
+    import sys
+
+    import torch
+
+    from tsrx_builtin.aster import Aster
+
+    fixtures = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    if not (fixtures / "aster" / "layout.json").is_file():
+        return [row("judges", "aster beam search: tests/fixtures/aster is missing", None, "")]
+    sys.path.insert(0, str(fixtures))
+    from recognizer_seeds import seeded_state
+
+    meta = json.loads((fixtures / "aster" / "layout.json").read_text())
+    ref = torch.load(fixtures / "aster" / "reference.pt", weights_only=True)
+    torch.manual_seed(0)
+    model = Aster(voc_type="all")
+    state = seeded_state(
+        meta["layouts"]["all"],
+        meta["seed"],
+        keep=meta["keep"],
+        scales=meta["scales"],
+        offsets=meta.get("offsets"),
+    )
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    batch = 10 if smoke else BATCH
+    rounds = 1 if smoke else 3
+    with torch.no_grad():
+        model.decoder.decoder.fc.bias[model.eos] += 1.0
+        feats = model.encode(ref["images"].float() / 255.0)
+        feats = feats.repeat((batch + len(feats) - 1) // len(feats), 1, 1)[:batch]
+        times: dict[bool, list[float]] = {True: [], False: []}
+        texts = {}
+        for r in range(rounds):
+            for leave in (True, False) if r % 2 == 0 else (False, True):
+                start = time.thread_time()
+                ids, logp = model.decoder.beam_search(feats, 5, model.eos, rows_leave=leave)
+                times[leave].append(time.thread_time() - start)
+                texts[leave] = model.decode_ids(ids, logp).texts
+    new, old = min(times[True]), min(times[False])
+    return [
+        row(
+            "judges",
+            "aster beam search, rows leave the batch as they end / batch-wide stop",
+            old / new,
+            "x",
+            same_texts=texts[True] == texts[False],
+            images=batch,
+            thread_cpu_s={"rows_leave": times[True], "batch_wide": times[False]},
+            images_per_s={"rows_leave": batch / new, "batch_wide": batch / old},
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -298,10 +298,15 @@ class AttentionRecognitionHead(nn.Module):
         return torch.cat(outputs, 1)
 
     def beam_search(
-        self, x: torch.Tensor, beam_width: int, eos: int, stop_early: bool = True
+        self,
+        x: torch.Tensor,
+        beam_width: int,
+        eos: int,
+        stop_early: bool = True,
+        rows_leave: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference beam search over this head's decoder (``beam_search.py``)."""
-        return beam_search(self, x, beam_width, eos, stop_early)
+        return beam_search(self, x, beam_width, eos, stop_early, rows_leave)
 
 
 # -- the recognizer ----------------------------------------------------------------------

@@ -16,7 +16,12 @@ import torch.nn.functional as F
 
 
 def beam_search(
-    head, x: torch.Tensor, beam_width: int, eos: int, stop_early: bool = True
+    head,
+    x: torch.Tensor,
+    beam_width: int,
+    eos: int,
+    stop_early: bool = True,
+    rows_leave: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference beam search (aster.pytorch, after IBM pytorch-seq2seq's TopKDecoder).
 
@@ -34,7 +39,9 @@ def beam_search(
     decode only the images still running (the batch no longer waits for its slowest word),
     and each group of images that stopped at the same step is backtracked from that step.
     Symbols past an image's stop are EOS, log-probs 0; only the symbols after the best
-    beam's EOS, never read, differ from the reference.
+    beam's EOS, never read, differ from the reference. ``rows_leave = False``: the batch
+    stops only when every image has stopped (the earlier way; bench/bench_judges.py
+    compares the two).
     """
     b, length, d = x.size()
     k, c, steps = beam_width, head.num_classes, head.max_len_labels
@@ -71,6 +78,11 @@ def beam_search(
             continue
         eos_events[active] += y_prev.view(n, k).eq(eos).sum(1)
         done = eos_events[active] >= k
+        if not rows_leave:
+            if bool(done.all()):
+                stops.append((step, active))
+                break
+            continue
         if not bool(done.any()):
             continue
         stops.append((step, active[done]))

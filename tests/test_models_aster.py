@@ -225,6 +225,10 @@ def test_beam_search_rows_leave_the_batch_as_they_end_reading_as_alone(model):
         shrinking = list(widths)
         alone = [model.decoder.beam_search(f[None], 5, model.eos) for f in features]
         full = model.decoder.beam_search(features, 5, model.eos, stop_early=False)
+        widths.clear()
+        together = model.decoder.beam_search(features, 5, model.eos, rows_leave=False)
+    assert set(widths) == {5 * len(features)}  # the earlier way: the batch stops at once
+    assert model.decode_ids(*together) == model.decode_ids(*batch)
     assert shrinking[0] == 5 * len(features) and len(set(shrinking)) > 2
     assert shrinking == sorted(shrinking, reverse=True)
     for i, (ids, logp) in enumerate(alone):
