@@ -291,3 +291,38 @@ def test_validation_with_named_judges_records_which_one_best_acc_follows(
             tiny_plugin,
             [*JOINT, 'train.selectors=[{type = "best_acc", judge = "ppocr"}]'],
         )
+
+
+def test_final_evaluation_with_baselines_does_not_reread_the_last_validations_images(
+    tmp_path, tiny_data, tiny_plugin, monkeypatch
+):
+    # issue 25: the quickstart's final table re-read the SR images its last validation read
+    from tsrx.engine.judges import Judge
+    from tsrx.registry import RECOGNIZERS
+
+    crnn = tmp_path / "crnn.pth"
+    torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)
+    read = []
+    original = Judge._read
+    monkeypatch.setattr(Judge, "_read", lambda self, x: read.append(len(x)) or original(self, x))
+    from tsrx.engine.trainer import Trainer
+
+    real_final, before_final = Trainer.final_evaluation, []
+
+    def final_evaluation(self):
+        before_final.append(sum(read))
+        return real_final(self)
+
+    monkeypatch.setattr(Trainer, "final_evaluation", final_evaluation)
+    run_dir, _ = _run(
+        tmp_path,
+        tiny_data,
+        tiny_plugin,
+        [f'eval.judges.crnn={{type = "crnn", weights = "{crnn}"}}', "eval.baselines=true"],
+    )
+    final = json.loads((run_dir / "summary.json").read_text())["final"]
+    images = sum(s["n"] for s in final["splits"].values())
+    # the final evaluation reads the bicubic images and at most the HR ones (the judge check
+    # of the validations may have read some): the SR images were read at step 4
+    assert images <= sum(read) - before_final[0] <= 2 * images
+    assert final["baselines"]["bicubic"]["average"]["acc"] is not None
