@@ -106,13 +106,15 @@ class PPOCR(nn.Module):
 
     Options: ``model_path`` (another PP-OCR recognition ONNX file with a ``character``
     metadata entry; default the one in ``rapidocr-onnxruntime``), ``threads``
-    (onnxruntime intra-op threads, 0 = its default), ``batch_size`` (images per ONNX call).
+    (onnxruntime intra-op threads, 0 = its default), ``batch_size`` (images per ONNX call;
+    8 used 1.28x less CPU time than 64 at 1 thread and 1.33x at 2, reading the same 600
+    synthetic crops: docs/performance.md, issue 25).
     """
 
     ctc = False  # its CTC logits stay inside: no head, no CTC loss, no training
     pretrained = True  # brings its own weights: a judge without ``weights``
 
-    def __init__(self, model_path: str | None = None, threads: int = 0, batch_size: int = 64):
+    def __init__(self, model_path: str | None = None, threads: int = 0, batch_size: int = 8):
         super().__init__()
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
