@@ -57,13 +57,17 @@ def test_state_dict_layout_is_the_reference_one(voc, classes):
 
 
 def test_tps_buffers_equal_the_reference(model):
-    assert torch.equal(model.tps.inverse_kernel, REF["tps_inverse_kernel"])
+    # a float32 matrix inverse (entries up to 87) is LAPACK's and the CPU's: this machine's differs
+    # from the recording machine's by 8e-4 at most (1e-5 of the largest entry)
+    torch.testing.assert_close(
+        model.tps.inverse_kernel, REF["tps_inverse_kernel"], rtol=1e-4, atol=2e-3
+    )
     assert torch.equal(model.tps.target_control_points, REF["tps_target_control_points"])
     assert torch.allclose(
         model.tps.target_coordinate_repr.double().sum(),
         REF["tps_target_coordinate_repr_sum"],
         rtol=0,
-        atol=1e-6,
+        atol=1e-3,  # 4,096 float32 r^2 log r values (libm's, per machine) summed: -707.368
     )
 
 
@@ -79,7 +83,9 @@ def test_intermediate_tensors_match_the_reference(model):
         features = model.encoder(rectified)
         logits = model.decoder(features, REF["targets"].long(), max(REF["lengths"]))
     torch.testing.assert_close(ctrl, REF["ctrl_points"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rectified, REF["rectified"], rtol=1e-5, atol=1e-5)
+    # grid_sample's float32 sampling coordinates and its SIMD path (per CPU) move a few pixels by
+    # up to 1.1e-4 on this machine (5e-5 with the recorded kernel); features and logits still agree
+    torch.testing.assert_close(rectified, REF["rectified"], rtol=1e-5, atol=3e-4)
     torch.testing.assert_close(features, REF["features"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(logits, REF["teacher_logits"], rtol=1e-4, atol=1e-4)
 
