@@ -23,7 +23,6 @@ classes joined by logsumexp into its lower-case class, a 70-character lower-case
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from functools import lru_cache
@@ -36,6 +35,7 @@ from torch import nn
 
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
+from tsrx.published import file_md5
 from tsrx.registry import RECOGNIZERS
 from tsrx_builtin import easyocr_pipeline as pipe
 
@@ -76,14 +76,6 @@ def package_version() -> str:
         return version(PACKAGE)
     except PackageNotFoundError:
         return "?"
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=4)

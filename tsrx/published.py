@@ -33,6 +33,7 @@ class PublishedFile:
 
 
 def file_md5(path: Path) -> str:
+    """The file's MD5 in hex, read in 1 MiB blocks (the form reference repositories publish)."""
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
