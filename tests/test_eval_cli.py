@@ -78,6 +78,8 @@ def test_eval_prints_one_table_and_writes_json_with_predictions(files):
         assert word in proc.stdout, word
     result = json.loads(out.read_text())
     assert result["protocol"] == "textzoom" and result["batch_size"] == 4
+    # the set was made by tsrx.data.synth: the table and the JSON say so (issue 26)
+    assert "data: SYNTHETIC" in proc.stdout and result["synthetic_data"] is True
     assert "crnn.pth" in result["recognizer"]
     assert [result["splits"][s]["n"] for s in ("easy", "medium", "hard")] == [6, 6, 6]
     assert result["average"]["n"] == 18

@@ -61,6 +61,7 @@ def eval_command(
     """Evaluate a checkpoint and print one table (rows easy/medium/hard/A)."""
     from tsrx.checkpoint import load_checkpoint
     from tsrx.cli.console import console, err_console
+    from tsrx.data.roots import is_synthetic
     from tsrx.engine.config import eval_section
     from tsrx.engine.evaluator import evaluate_config, evaluation_sets, print_result, take_records
     from tsrx.engine.judges import parse_cli_judges
@@ -110,7 +111,16 @@ def eval_command(
         "data": str(data) if data else (cfg.get("data") or {}).get("root"),
         **result,
     }
+    if result["data"] and is_synthetic(result["data"]):
+        result["synthetic_data"] = True  # as a run's summary.json records it
     print_result(console, result, title=str(ckpt))
+    if result.get("synthetic_data"):
+        console.print(
+            f"data: SYNTHETIC ({result['data']} was made by tsrx data synth / data.synth), "
+            "not TextZoom",
+            highlight=False,
+            markup=False,
+        )
     if json_out:  # what was asked for first: an optional write below never costs it
         from tsrx.records import write_records
         from tsrx.runfiles import atomic_write_text, dumps, records_beside
