@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -178,3 +179,13 @@ def test_sr_takes_plugin_too(tmp_path, evil_checkpoint):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "out" / "crop.png").is_file()
+
+
+def test_cli_wording_does_not_outlive_the_command():
+    """A Python caller after an in-process CLI run is told about plugins=, not --plugin."""
+    from tsrx.cli.main import main
+    from tsrx.plugins import how_to_pass
+
+    with contextlib.suppress(SystemExit):
+        main(["plugins", "list"])
+    assert "plugins=" in how_to_pass("m")

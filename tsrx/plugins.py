@@ -9,6 +9,7 @@ autoloading; the built-ins (entry points of the ``tsrx`` distribution) stay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata as md
@@ -16,7 +17,7 @@ import importlib.util
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,16 @@ _autoloaded = False
 _via_cli = False
 
 
-def called_from_cli() -> None:
+@contextlib.contextmanager
+def called_from_cli() -> Iterator[None]:
+    """While the CLI runs a command, errors name --plugin; a Python caller in the same
+    process afterwards (a notebook that ran the CLI, a test suite) is told about plugins=."""
     global _via_cli
-    _via_cli = True
+    before, _via_cli = _via_cli, True
+    try:
+        yield
+    finally:
+        _via_cli = before
 
 
 def how_to_pass(spec: str = "PATH_OR_MODULE") -> str:

@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     from tsrx.plugins import called_from_cli
 
-    called_from_cli()  # errors say --plugin, not load_model's plugins=
     try:
-        rc = app(args=argv, standalone_mode=False, prog_name="tsrx")
+        with called_from_cli():  # errors say --plugin, not load_model's plugins=
+            rc = app(args=argv, standalone_mode=False, prog_name="tsrx")
         if isinstance(rc, int) and rc:  # typer.Exit(code) returns its code without standalone mode
             sys.exit(rc)
     except TsrxError as exc:
