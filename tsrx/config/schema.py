@@ -87,7 +87,7 @@ class Range:
         return f"{'<' if self.high_open else '<='} {_num(self.high)}"
 
 
-def _num(x: float) -> str:
+def _num(x: float | None) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
@@ -124,7 +124,20 @@ class Mismatch(Exception):
     """A value does not fit its annotation; the message says what was expected."""
 
 
+# ``dict[str, Any]`` and ``list[Any]`` say no more than ``dict`` and ``list`` (a TOML table's
+# keys are strings): spelled either way, a field is checked, coerced and named alike.
+_BARE = {dict[str, Any]: dict, dict[Any, Any]: dict, list[Any]: list}
+
+
+def _bare(tp: Any) -> Any:
+    try:
+        return _BARE.get(tp, tp)
+    except TypeError:  # an unhashable annotation (Annotated with a list in its metadata)
+        return tp
+
+
 def type_name(tp: Any) -> str:
+    tp = _bare(tp)
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         comp = component_of(tp)
@@ -189,6 +202,7 @@ def parse_raw(raw: str) -> Any:
 def coerce(value: Any, tp: Any) -> Any:
     """Return ``value`` converted to ``tp`` where TOML cannot say it (int->float, str->Path),
     or raise :class:`Mismatch`."""
+    tp = _bare(tp)
     if tp is Any or tp is inspect.Parameter.empty or tp is object:
         return parse_raw(value) if isinstance(value, RawValue) else value
     origin = typing.get_origin(tp)
@@ -231,22 +245,22 @@ def coerce(value: Any, tp: Any) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        inner = args[0] if args else Any
-        out = [coerce(v, inner) for v in value]
-        return tuple(out) if origin is tuple else out
+        item_types = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = item_types[0] if item_types else Any
+        items = [coerce(v, inner) for v in value]
+        return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise Mismatch(f"expected {type_name(tp)}, got {value!r}")
         args = typing.get_args(tp)
         inner = args[1] if args else Any
-        out = {}
+        table = {}
         for k, v in value.items():
             try:
-                out[k] = coerce(v, inner)
+                table[k] = coerce(v, inner)
             except Mismatch as exc:
                 raise Mismatch(f"key {k!r}: {exc}") from None
-        return out
+        return table
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -313,17 +327,18 @@ def dataclass_fields(cls: type) -> dict[str, Field]:
     hints = _type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = (
-            None
-            if required
-            else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-        )
+        required, default = False, None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            required = True
         out[f.name] = Field(f.name, hints.get(f.name, Any), required, default)
     return out
 
 
-def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
+def signature_fields(obj: Callable[..., Any]) -> tuple[dict[str, Field], bool]:
     """Fields of a callable's keyword parameters, and whether it takes ``**kwargs``."""
     target = obj.__init__ if inspect.isclass(obj) else obj
     try:
@@ -345,7 +360,9 @@ def signature_fields(obj: Callable) -> tuple[dict[str, Field], bool]:
     return fields, var_kw
 
 
-def unannotated_options(obj: Callable, provided: frozenset[str] = frozenset()) -> list[str]:
+def unannotated_options(
+    obj: Callable[..., Any], provided: frozenset[str] = frozenset()
+) -> list[str]:
     """Constructor options without a type annotation: TOML values for them go unchecked."""
     target = obj.__init__ if inspect.isclass(obj) else obj
     try:
@@ -362,14 +379,14 @@ def unannotated_options(obj: Callable, provided: frozenset[str] = frozenset()) -
 
 
 def check_table(
-    table: dict,
+    table: dict[str, Any],
     fields: dict[str, Field],
     where: str,
     *,
     extra_ok: bool = False,
     provided: frozenset[str] = frozenset(),
     skip: frozenset[str] = frozenset(),
-) -> tuple[dict, list[tuple[str, str]]]:
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Check ``table`` against ``fields``.
 
     Returns the coerced table and a list of ``(dotted key, message)`` problems;
@@ -379,7 +396,7 @@ def check_table(
     ``tsrx.registry.check_components``.
     """
     problems: list[tuple[str, str]] = []
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in table.items():
         if key in skip:
             out[key] = value
@@ -408,7 +425,11 @@ def check_table(
             problems.append((path, str(exc)))
             continue
         sub_schema = unwrap_optional(f.annotation)
-        if dataclasses.is_dataclass(sub_schema) and isinstance(value, dict):
+        if (
+            isinstance(sub_schema, type)
+            and dataclasses.is_dataclass(sub_schema)
+            and isinstance(value, dict)
+        ):
             sub, sub_problems = check_table(value, dataclass_fields(sub_schema), path)
             out[key] = sub
             problems.extend(sub_problems)
@@ -420,13 +441,13 @@ def check_table(
     return out, problems
 
 
-def build_dataclass(cls: type, table: dict, where: str) -> Any:
+def build_dataclass(cls: type, table: dict[str, Any], where: str) -> Any:
     """Instantiate a section dataclass from an already-checked table."""
     fields = dataclass_fields(cls)
     kwargs = {}
     for k, v in table.items():
         ann = unwrap_optional(fields[k].annotation)
-        if dataclasses.is_dataclass(ann) and isinstance(v, dict):
+        if isinstance(ann, type) and dataclasses.is_dataclass(ann) and isinstance(v, dict):
             v = build_dataclass(ann, v, f"{where}.{k}")
         kwargs[k] = v
     return cls(**kwargs)

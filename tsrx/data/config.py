@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from tsrx.config.schema import Component, NonNegative, Positive
 from tsrx.config.sections import section
 
-Dataset = Annotated[dict, Component("dataset")]
+Dataset = Annotated[dict[str, Any], Component("dataset")]
 
 
 @dataclass
@@ -65,22 +65,24 @@ class DataSection:
     def __post_init__(self) -> None:
         # synthesis at data.root itself is what a synth table without root means: recorded
         # only when they differ, so run directories made before synth.root keep their config
-        synth = self.synth  # a SynthSpec, or its table where a caller builds [data] directly
+        # a SynthSpec, or its table where a caller builds [data] directly
+        synth: SynthSpec | dict[str, Any] | None = self.synth
         root = synth.get("root") if isinstance(synth, dict) else getattr(synth, "root", None)
         if root is not None:
             from tsrx.data.roots import same_place
 
             if same_place(root, self.root):
                 if isinstance(synth, dict):
+                    # a caller's table stays a table: the field's type is what a file gives
                     self.synth = {k: v for k, v in synth.items() if k != "root"}  # type: ignore[assignment]
-                else:
-                    synth.root = None  # type: ignore[union-attr]
+                elif synth is not None:
+                    synth.root = None
 
 
 section("data")(DataSection)
 
 
-def data_section(config: dict) -> DataSection:
+def data_section(config: dict[str, Any]) -> DataSection:
     """The typed ``[data]`` of a config: its sizes and options with each default written once,
     above (an older checkpoint's config may lack a key added since)."""
     table = config.get("data") or {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from tsrx.config.schema import NON_EMPTY, Component, NonNegative, Positive, Range
 from tsrx.config.sections import register_section, section
@@ -25,11 +25,11 @@ class LossSection:
     ``model.rotate_train`` the task ``consistency`` (default ``{type = "tsc"}``).
     """
 
-    sr: Annotated[dict, Component("sr_loss")] | None = None
-    recognition: Annotated[dict, Component("rec_loss")] | None = None
-    prior: Annotated[dict, Component("prior_loss")] | None = None
-    consistency: Annotated[dict, Component("consistency_loss")] | None = None
-    combiner: Annotated[dict, Component("combiner")] = field(
+    sr: Annotated[dict[str, Any], Component("sr_loss")] | None = None
+    recognition: Annotated[dict[str, Any], Component("rec_loss")] | None = None
+    prior: Annotated[dict[str, Any], Component("prior_loss")] | None = None
+    consistency: Annotated[dict[str, Any], Component("consistency_loss")] | None = None
+    combiner: Annotated[dict[str, Any], Component("combiner")] = field(
         default_factory=lambda: {"type": "avg"}
     )
 
@@ -48,7 +48,7 @@ class TrainSection:
     val_every: Annotated[int, Positive] = 500
     ckpt_every: Annotated[int, Positive] = 500
     log_every: Annotated[int, Positive] = 10
-    selectors: Annotated[list, Component("selector", many=True)] = field(
+    selectors: Annotated[list[Any], Component("selector", many=True)] = field(
         default_factory=lambda: ["best_acc", "best_psnr"]
     )
     amp: Literal["none", "bf16", "fp16"] = "none"
@@ -59,7 +59,7 @@ class TrainSection:
     compile: bool = False
     val_batch_size: Annotated[int, Positive] = 50
     # training hooks (tsrx/engine/callbacks.py): [[train.callbacks]] tables, called in order
-    callbacks: Annotated[list, Component("callback", many=True)] = field(default_factory=list)
+    callbacks: Annotated[list[Any], Component("callback", many=True)] = field(default_factory=list)
 
 
 @dataclass
@@ -75,13 +75,13 @@ class EvalSection:
 
     protocol: Literal["textzoom", "per-image"] = "textzoom"
     batch_size: Annotated[int, Positive] = 50
-    judge: Annotated[dict, Component("recognizer")] | None = None
+    judge: Annotated[dict[str, Any], Component("recognizer")] | None = None
     judge_weights: Annotated[str, NON_EMPTY] | None = None
-    judges: dict[str, dict] = field(default_factory=dict)
+    judges: dict[str, dict[str, Any]] = field(default_factory=dict)
     baselines: bool = False
 
 
-def eval_section(config: dict, **overrides: object) -> EvalSection:
+def eval_section(config: dict[str, Any], **overrides: object) -> EvalSection:
     """The typed ``[eval]`` of a resolved config, with the command line's ``overrides`` (None:
     the config's value): every evaluation reads its protocol, batch size and baselines here,
     so their defaults are written once, above."""
