@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -82,7 +82,9 @@ class RecognitionLoss(Protocol):
 class Combiner(Protocol):
     """``nn.Module``; ``forward({task: scalar}) -> (total scalar, {name: float})``."""
 
-    def __call__(self, losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]: ...
+    def __call__(
+        self, losses: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @runtime_checkable
@@ -92,7 +94,7 @@ class Selector(Protocol):
     name: str
     filename: str
 
-    def score(self, result: dict) -> float: ...
+    def score(self, result: dict[str, Any]) -> float: ...
 
 
 # -- describing a component in an error ---------------------------------------------------
@@ -146,7 +148,7 @@ def _call(component: Any, kind: str, name: str | None, call: str, fn: Any, *args
         ) from exc
 
 
-def _images(channels: int, size: tuple[int, int]) -> torch.Tensor:
+def _images(channels: int, size: Sequence[int]) -> torch.Tensor:
     """Deterministic images in [0, 1] (a ramp, so interpolation and statistics are not trivial)."""
     n = DRY_BATCH * channels * size[0] * size[1]
     return torch.linspace(0.0, 1.0, n).reshape(DRY_BATCH, channels, *size)
@@ -160,7 +162,13 @@ def _device(module: Any) -> torch.device:
 
 
 # -- the checks ---------------------------------------------------------------------------
-def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32, 128)) -> None:
+def check_sr(
+    sr: Any,
+    name: str | None = None,
+    *,
+    lr_size: Sequence[int] = (16, 64),
+    hr_size: Sequence[int] = (32, 128),
+) -> None:
     """``in_channels`` in (3, 4); ``forward`` maps (B,C,lr_size) to (B,C,hr_size)."""
     kind = "sr backbone"
     ch = getattr(sr, "in_channels", None)
@@ -173,7 +181,8 @@ def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32,
             f"mask) so tsrx can match it with data.mask; got {ch!r}",
         )
     lr = _images(ch, tuple(lr_size)).to(_device(sr))
-    args, call = (lr,), f"forward(lr {tuple(lr.shape)})"
+    args: tuple[torch.Tensor, ...] = (lr,)
+    call = f"forward(lr {tuple(lr.shape)})"
     if getattr(sr, "needs_text_prior", False):
         # text-prior backbones (TPGSR, TATT) read class probabilities (B, K, 1, T) as well;
         # T = 26 frames, the CRNN generator's output length on a 32x100 image
@@ -198,7 +207,7 @@ def check_sr(sr: Any, name: str | None = None, *, lr_size=(16, 64), hr_size=(32,
 
 
 def check_recognizer(
-    rec: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)
+    rec: Any, name: str | None = None, *, channels: int = 3, size: Sequence[int] = (32, 128)
 ) -> None:
     """``alphabet`` and ``num_classes``; for CTC recognizers also ``encode``, ``classifier``,
     ``feature_dim`` and the (T,B,K) shapes of a dry forward."""
@@ -314,7 +323,9 @@ def _check_scalar_loss(loss: Any, kind: str, name: str | None, call: str, *args:
         )
 
 
-def check_sr_loss(loss: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)) -> None:
+def check_sr_loss(
+    loss: Any, name: str | None = None, *, channels: int = 3, size: Sequence[int] = (32, 128)
+) -> None:
     """``forward(sr, hr)`` returns a finite scalar tensor."""
     kind = "sr loss"
     hr = _images(channels, tuple(size)).to(_device(loss))
@@ -360,7 +371,7 @@ def check_prior_loss(loss: Any, name: str | None = None, *, num_classes: int = 3
 
 
 def check_consistency_loss(
-    loss: Any, name: str | None = None, *, channels: int = 3, size=(32, 128)
+    loss: Any, name: str | None = None, *, channels: int = 3, size: Sequence[int] = (32, 128)
 ) -> None:
     """``forward(sr_transformed, sr, hr)``, three (B,C,H,W) images, returns a finite scalar."""
     hr = _images(channels, tuple(size)).to(_device(loss))
@@ -413,14 +424,14 @@ def check_combiner(combiner: Any, name: str | None = None, *, tasks: list[str]) 
         )
 
 
-def dry_result(splits: list[str]) -> dict:
+def dry_result(splits: list[str]) -> dict[str, Any]:
     """An evaluation result of the documented shape, for a selector's dry ``score``."""
     values = {"n": 1, "acc": 0.5, "psnr": 20.0, "ssim": 0.5}
     return {"splits": {s: dict(values) for s in splits}, "average": dict(values)}
 
 
 def check_selector(
-    selector: Any, name: str | None = None, *, splits: list[str] = ("easy", "medium", "hard")
+    selector: Any, name: str | None = None, *, splits: Sequence[str] = ("easy", "medium", "hard")
 ) -> None:
     """``name`` and ``filename`` strings; ``score(result)`` returns a number."""
     kind = "selector"
@@ -449,8 +460,8 @@ def check_dataset(
     dataset: Any,
     name: str | None = None,
     *,
-    hr_size=(32, 128),
-    lr_size=(16, 64),
+    hr_size: Sequence[int] = (32, 128),
+    lr_size: Sequence[int] = (16, 64),
     mask: bool = False,
 ) -> None:
     """``len(dataset)`` and ``dataset[i]`` -> ``{"lr": (C,h,w), "hr": (C,H,W), "label": str,

@@ -23,12 +23,13 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from tsrx.errors import TsrxError
 
@@ -124,11 +125,12 @@ def _free_bytes(folder: Path) -> int | None:
 def _human(n: int | None) -> str:
     if n is None:
         return "?"
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n}"
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size}"
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -283,7 +285,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 # -- reading ------------------------------------------------------------------------------
-def read_json(path: Path, *, what: str, missing: Any = None) -> Any:
+@overload
+def read_json(path: Path, *, what: str, missing: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def read_json(path: Path, *, what: str, missing: None = None) -> dict[str, Any] | None: ...
+def read_json(
+    path: Path, *, what: str, missing: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The JSON object in ``path`` (``missing`` when there is no file); DamagedRunFile otherwise."""
     path = Path(path)
     try:
@@ -321,14 +329,16 @@ def _advice(path: Path) -> str:
     return f"Move it aside (mv {path} {path}.bad): tsrx writes it again"
 
 
-def _expect(path: Path, data: dict, key: str, types: tuple[type, ...], expected: str) -> None:
+def _expect(
+    path: Path, data: dict[str, Any], key: str, types: tuple[type, ...], expected: str
+) -> None:
     if key in data and data[key] is not None and not isinstance(data[key], types):
         raise DamagedRunFile(
             f"{path}: {key!r} should be {expected}, got {data[key]!r}. {_advice(path)}"
         )
 
 
-def read_meta(run_dir: Path) -> dict:
+def read_meta(run_dir: Path) -> dict[str, Any]:
     """``meta.json`` ({} when absent), its shape checked: ``jobs`` a list of objects."""
     path = Path(run_dir) / META
     meta = read_json(path, what="run's metadata", missing={})
@@ -345,7 +355,7 @@ def read_meta(run_dir: Path) -> dict:
     return meta
 
 
-def read_status(run_dir: Path) -> dict:
+def read_status(run_dir: Path) -> dict[str, Any]:
     """``status.json`` ({} when absent), its shape checked."""
     path = Path(run_dir) / STATUS
     status = read_json(path, what="run's status", missing={})
@@ -355,7 +365,7 @@ def read_status(run_dir: Path) -> dict:
     return status
 
 
-def read_summary(run_dir: Path) -> dict | None:
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """``summary.json`` (None when absent), its shape checked: ``best`` an object of selector
     records (objects, ``result`` an object), ``final`` an object or null."""
     path = Path(run_dir) / SUMMARY
@@ -381,7 +391,7 @@ class MetricsLine:
 
     number: int
     text: str
-    record: dict | None
+    record: dict[str, Any] | None
     problem: str | None
 
 
@@ -458,7 +468,9 @@ def metrics_lines(run_dir: Path, tail_bytes: int | None = None) -> Iterator[Metr
         yield MetricsLine(i + 1, line, rec, None)
 
 
-def read_metrics(run_dir: Path, tail_bytes: int | None = None) -> tuple[list[dict], list[str]]:
+def read_metrics(
+    run_dir: Path, tail_bytes: int | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """``metrics.jsonl`` as (records, problems): :func:`metrics_lines` without the bad lines,
     each of which is named in ``problems`` (and skipped)."""
     records, problems = [], []
@@ -470,12 +482,12 @@ def read_metrics(run_dir: Path, tail_bytes: int | None = None) -> tuple[list[dic
     return records, problems
 
 
-def read_config(run_dir: Path) -> dict | None:
+def read_config(run_dir: Path) -> dict[str, Any] | None:
     """``config.toml`` as a raw table (None when absent); DamagedRunFile when it is not text
     or not TOML, naming the file, the line and what was expected."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:  # pragma: no cover
         import tomli as tomllib
 
     path = Path(run_dir) / CONFIG
@@ -518,7 +530,7 @@ def meta_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def update_meta(run_dir: Path, **changes: Any) -> dict:
+def update_meta(run_dir: Path, **changes: Any) -> dict[str, Any]:
     """Merge ``changes`` into meta.json atomically; returns the new content."""
     run_dir = Path(run_dir)
     with meta_lock(run_dir):
