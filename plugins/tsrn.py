@@ -331,6 +331,14 @@ class TSRN(nn.Module):
     on CUDA; ``scan`` or ``nn.GRU`` everywhere; same math and weights, a speed choice,
     docs/performance.md) and ``upsample_stages``:
 
+    ``residual``: ``none`` (the official output, ``tanh`` of the tail) or ``bicubic``: the
+    output is the bicubic x2 upscale of the input plus ``tanh`` of the tail (global residual
+    learning, as VDSR), the tail's last conv starting at zero so that an untrained model
+    returns bicubic exactly and training only has to learn the correction; same keys and
+    shapes, so official weights load into either (they were trained for ``none``).
+
+    ``upsample_stages``:
+
     - 1: the official x2 PixelShuffle stage (identical keys);
     - 2: two x2 PixelShuffle stages (x4), then a learned stride-2 3x3 convolution back to
       x2, so the output stays 32x128; ``block{n+3}`` gains layers and its final conv moves
@@ -346,9 +354,11 @@ class TSRN(nn.Module):
         upsample_stages: Literal[1, 2] = 1,
         init: Literal["default", "kaiming"] = "default",
         recurrence: Recurrence = "auto",
+        residual: Literal["none", "bicubic"] = "none",
     ):
         super().__init__()
         self.in_channels = 4 if mask else 3
+        self.residual = residual
         self.blocks = blocks
         self.stn = stn
         channels = 2 * hidden_units
@@ -368,6 +378,9 @@ class TSRN(nn.Module):
             self.stn_head = STNHead(self.in_channels)
         if init == "kaiming":
             self._kaiming_init()
+        if residual == "bicubic":  # start at bicubic: the correction is zero until trained
+            nn.init.zeros_(tail[-1].weight)
+            nn.init.zeros_(tail[-1].bias)
 
     def _kaiming_init(self) -> None:
         for name, m in self.named_modules():
@@ -387,6 +400,13 @@ class TSRN(nn.Module):
                         nn.init.zeros_(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._forward(x)
+        if self.residual == "bicubic":  # the un-aligned input: the STN aligns only in training
+            size = (2 * x.shape[-2], 2 * x.shape[-1])
+            out = out + F.interpolate(x, size, mode="bicubic", align_corners=False)
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         # NHWC (channels_last) from here to the output: the convolutions and the pixel
         # shuffle are faster on it (CPU and cuDNN) and the GRU blocks keep it
         x = x.contiguous(memory_format=torch.channels_last)

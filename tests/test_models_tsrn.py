@@ -206,6 +206,24 @@ def test_tsrn_kaiming_init_changes_body_but_keeps_stn_identity_start():
     assert model.block2.gru1.gru.bias_ih_l0.abs().sum() == 0
 
 
+@pytest.mark.parametrize("init", ["default", "kaiming"])
+def test_bicubic_residual_tsrn_starts_at_bicubic_then_learns_a_correction(init):
+    torch.manual_seed(0)
+    model = tsrn(blocks=1, hidden_units=8, stn=False, residual="bicubic", init=init)
+    assert set(model.state_dict()) == set(tsrn(blocks=1, hidden_units=8, stn=False).state_dict())
+    lr = torch.rand(2, 4, 16, 64)
+    bicubic = F.interpolate(lr, (32, 128), mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(lr), bicubic, atol=0, rtol=0)
+    model.train()
+    loss = (model(lr) - torch.rand(2, 4, 32, 128)).square().mean()
+    loss.backward()
+    assert model.block4[-1].weight.grad.abs().sum() > 0  # the zero-started conv learns
+    with torch.no_grad():
+        model.block4[-1].weight.add_(0.01)
+        assert (model.eval()(lr) - bicubic).abs().max() > 0
+
+
 def test_bicubic_has_no_parameters_and_keeps_channels():
     model = SR_BACKBONES.build({"type": "bicubic"}, "model.sr")
     lr = torch.rand(2, 4, 16, 64)
