@@ -34,7 +34,9 @@ def file_sha256(path: Path) -> str:
     return _sha_memo[memo]
 
 
-def eval_settings(config: dict, overrides: dict | None = None) -> dict:
+def eval_settings(
+    config: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What an evaluation of a run's checkpoint depends on, besides the weights."""
     data = config.get("data") or {}
     settings = {"eval": dict(config.get("eval") or {}), "data": {k: data.get(k) for k in DATA_KEYS}}
@@ -42,14 +44,14 @@ def eval_settings(config: dict, overrides: dict | None = None) -> dict:
     return settings
 
 
-def cache_key(checkpoint_sha256: str, settings: dict) -> str:
+def cache_key(checkpoint_sha256: str, settings: dict[str, Any]) -> str:
     blob = json.dumps(
         {"checkpoint": checkpoint_sha256, "settings": settings}, sort_keys=True, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -57,7 +59,7 @@ def _read(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def strip_cache_info(data: dict) -> dict:
+def strip_cache_info(data: dict[str, Any]) -> dict[str, Any]:
     """The evaluation result itself (a cache file may wrap it or carry a ``cache`` entry)."""
     if "result" in data and "splits" not in data and isinstance(data["result"], dict):
         data = data["result"]
@@ -65,8 +67,8 @@ def strip_cache_info(data: dict) -> dict:
 
 
 def lookup(
-    run_dir: Path, stem: str, checkpoint: Path | None, settings: dict
-) -> tuple[dict | None, Path | None, str]:
+    run_dir: Path, stem: str, checkpoint: Path | None, settings: dict[str, Any]
+) -> tuple[dict[str, Any] | None, Path | None, str]:
     """(result, file, how) for a checkpoint stem; ``how`` is 'verified', 'unverified' or why none.
 
     With the checkpoint present only the file whose key matches counts (others are
@@ -104,7 +106,11 @@ def lookup(
 
 
 def store(
-    run_dir: Path, checkpoint: Path, settings: dict, result: dict, records: Any = None
+    run_dir: Path,
+    checkpoint: Path,
+    settings: dict[str, Any],
+    result: dict[str, Any],
+    records: Any = None,
 ) -> Path:
     """Write a result under its key, atomically (temp file in the folder, fsync, rename).
 

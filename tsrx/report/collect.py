@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tsrx.config.load import get_dotted
 from tsrx.errors import TsrxError
 from tsrx.report import cache
 from tsrx.report.diff import flatten
+
+if TYPE_CHECKING:
+    from tsrx.launch.status import RunStatus
 from tsrx.runfiles import (
     CONFIG,
     EVAL_DIR,
@@ -57,7 +60,7 @@ class Selected:
 class Result:
     """An evaluation result and where it came from: a test result, or the selector's validation one."""
 
-    values: dict
+    values: dict[str, Any]
     source: str  # "test" or "val"
     where: str  # the file (and key) it was read from
     verified: bool = True
@@ -74,20 +77,20 @@ class Run:
     name: str
     experiment: str
     point: dict[str, Any]
-    config: dict | None
-    meta: dict = field(default_factory=dict)
-    status: dict | None = None
-    summary: dict | None = None
+    config: dict[str, Any] | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     # where the run stands, from tsrx.launch.status: the one reader of a run's state, so
     # `tsrx report` and `tsrx status` never disagree (a killed run is failed in both)
-    lifecycle: Any = None
+    lifecycle: RunStatus | None = None
 
     @property
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def _lifecycle(self) -> Any:
+    def _lifecycle(self) -> RunStatus:
         if self.lifecycle is None:
             from tsrx.launch.status import run_status
 
@@ -113,7 +116,7 @@ class Run:
             return row.state + (f": {err[-1][:80]}" if err else "")
         return row.label
 
-    def metrics(self) -> list[dict]:
+    def metrics(self) -> list[dict[str, Any]]:
         """metrics.jsonl records (tsrx.runfiles.read_metrics); damaged lines are noted."""
         try:
             records, problems = read_metrics(self.path)
@@ -145,13 +148,13 @@ class Run:
         return list(seen.values())
 
     def result(
-        self, sel: Selected, eval_overrides: dict | None = None
+        self, sel: Selected, eval_overrides: dict[str, Any] | None = None
     ) -> tuple[Result | None, str]:
         """The run's result for a selector: a cached test result, else the selector's validation result."""
         ckpt = self.path / sel.filename
         settings = cache.eval_settings(self.config or {}, eval_overrides)
         values, where, how = cache.lookup(self.path, sel.stem, ckpt, settings)
-        if values is not None:
+        if values is not None and where is not None:  # lookup gives both or neither
             from tsrx.runfiles import records_beside
 
             rec = records_beside(Path(where))
@@ -184,7 +187,7 @@ def _validation_records(run_dir: Path, step: Any) -> Path | None:
     return path if path.is_file() else None
 
 
-def validates_on_test(config: dict | None) -> bool:
+def validates_on_test(config: dict[str, Any] | None) -> bool:
     """Whether a run validated on its test splits (the trainer's rule: no ``[data.val]``, or
     the same tables as ``[data.test]``); False when the config is unknown."""
     if not isinstance(config, dict):
@@ -218,8 +221,8 @@ def read_run(
     *,
     name: str | None = None,
     experiment: str | None = None,
-    point: dict | None = None,
-    config: dict | None = None,
+    point: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Run:
     """Everything a run directory recorded (absent files stay None; unreadable ones are noted)."""
     path = Path(path)
@@ -348,7 +351,7 @@ def _states(runs: list[Run]) -> None:
         r.lifecycle = row
 
 
-def _differing_keys(configs: list[dict]) -> list[str]:
+def _differing_keys(configs: list[dict[str, Any]]) -> list[str]:
     """Dotted keys whose values differ between configs (the implicit grid of a runs folder)."""
     if len(configs) < 2:
         return []

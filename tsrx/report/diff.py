@@ -17,7 +17,7 @@ from tsrx.runfiles import CONFIG
 MISSING = "(absent)"
 
 
-def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested tables -> dotted keys; lists and scalars are leaves."""
     out: dict[str, Any] = {}
     for k, v in table.items():
@@ -29,7 +29,9 @@ def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def differences(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+def differences(
+    a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
     """(dotted key, value in a, value in b) for every key that differs; absent is ``MISSING``."""
     fa, fb = flatten(a), flatten(b)
     out = []
@@ -49,7 +51,7 @@ def _canon(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def config_of(path: str | Path) -> tuple[dict, str]:
+def config_of(path: str | Path) -> tuple[dict[str, Any], str]:
     """(resolved config, description of where it came from) for a run, config.toml or checkpoint."""
     path = Path(path)
     if path.is_dir():
@@ -64,19 +66,20 @@ def config_of(path: str | Path) -> tuple[dict, str]:
     return _checkpoint_config(path), f"{path} (embedded config)"
 
 
-def _checkpoint_config(path: Path) -> dict:
+def _checkpoint_config(path: Path) -> dict[str, Any]:
     import torch
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
         raise TsrxError(f"{path}: cannot read as a checkpoint: {exc}") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not isinstance(config, dict):
         raise TsrxError(
             f"{path}: not a tsrx checkpoint with an embedded config "
             "(expected a dict with 'config'; foreign checkpoints carry none)"
         )
-    return ckpt["config"]
+    return config
 
 
 def short(v: Any, width: int = 60) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tsrx.errors import TsrxError
 from tsrx.report import cache
@@ -27,7 +28,7 @@ class Pending:
 
 
 def missing(
-    coll: Collection, selectors: list[Selected], overrides: dict | None = None
+    coll: Collection, selectors: list[Selected], overrides: dict[str, Any] | None = None
 ) -> list[Pending]:
     """Checkpoints on disk whose test result is not cached for the current settings."""
     out = []
@@ -47,7 +48,7 @@ def missing(
 
 def evaluate_checkpoint(
     run: Run, checkpoint: Path, *, device: str | None = None, batch_size: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     """The run's checkpoint opened as ``tsrx eval`` opens it (the run's config.toml, checked like
     a checkpoint's, describes the model), evaluated on the run's test splits."""
     from tsrx.data.loader import ensure_synth
@@ -77,7 +78,7 @@ def evaluate_missing(
     *,
     device: str | None = None,
     batch_size: int | None = None,
-    evaluate: Callable[..., dict] | None = None,
+    evaluate: Callable[..., dict[str, Any]] | None = None,
     progress: Callable[[str], None] = lambda msg: None,
 ) -> list[Path]:
     """Evaluate and cache each pending checkpoint; returns the cache files written."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 from tsrx.report.paired import LEGEND, MARK
 from tsrx.report.tables import Block, Report, metric_value, recomputed_average, split_columns
@@ -27,7 +29,9 @@ def _num(v: float | None, digits: int) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
-def _values(result: dict, splits: list[str], judges: list[str | None]) -> list[float | None]:
+def _values(
+    result: dict[str, Any], splits: list[str], judges: list[str | None]
+) -> list[float | None]:
     out = []
     for judge in judges:
         for s in splits:
@@ -52,11 +56,12 @@ def _text(values: list[float | None], spread: list[float | None] | None = None) 
     out = []
     for k, v in enumerate(values):
         kind = "psnr" if k == len(values) - 2 else "ssim" if k == len(values) - 1 else "acc"
-        show = {
+        shows: dict[str, Callable[[float | None], str]] = {
             "acc": _acc,
             "psnr": lambda x: _num(x, 2),
             "ssim": lambda x: _num(x, 4),
-        }[kind]
+        }
+        show = shows[kind]
         text = show(v)
         sd = spread[k] if spread else None
         if sd is not None and v is not None and not math.isnan(sd):
@@ -65,7 +70,7 @@ def _text(values: list[float | None], spread: list[float | None] | None = None) 
     return out
 
 
-def _row(result: dict, splits: list[str], judges: list[str | None]) -> list[str]:
+def _row(result: dict[str, Any], splits: list[str], judges: list[str | None]) -> list[str]:
     return _text(_values(result, splits, judges))
 
 
@@ -73,14 +78,17 @@ def _method_cells(block: Block, i: int, splits: list[str], judges: list[str | No
     """A method's cells: the seeds' mean ± sd when the row holds several, the paired tests'
     mark on a best value that is not significantly better than the runner-up."""
     row = block.rows[i]
-    per_seed = [_values(r.values, splits, judges) for r in (row.results or [row.result])]
-    mean, spread = [], []
+    results = row.results or ([row.result] if row.result is not None else [])
+    per_seed = [_values(r.values, splits, judges) for r in results]
+    mean: list[float | None] = []
+    spread: list[float | None] = []
     for column in zip(*per_seed):
         vals = [v for v in column if v is not None and not math.isnan(v)]
-        mean.append(sum(vals) / len(vals) if vals else None)
+        m = sum(vals) / len(vals) if vals else None
+        mean.append(m)
         spread.append(
-            math.sqrt(sum((v - mean[-1]) ** 2 for v in vals) / (len(vals) - 1))
-            if len(vals) > 1
+            math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+            if m is not None and len(vals) > 1
             else None
         )
     cells = _text(mean, spread if len(per_seed) > 1 else None)
@@ -106,7 +114,7 @@ def paper_rows(block: Block) -> tuple[list[str], list[str | None], list[tuple[st
         for i, row in enumerate(block.rows)
         if row.result is not None
     ]
-    baselines = next(
+    baselines: dict[str, Any] | None = next(
         (
             row.result.values["baselines"]
             for row in block.rows

@@ -11,10 +11,15 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from tsrx.report.paired import LEGEND, MARK, describe
 from tsrx.report.run_facts import fmt_fact
 from tsrx.report.tables import Block, Report, Row
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def fmt(v: float | None) -> str:
@@ -222,8 +227,12 @@ def to_json(report: Report) -> str:
 
 # -- rich --------------------------------------------------------------------------------
 def _rich_table(
-    block: Block, columns: list[str], title: str | None, lead: list[str] = (), trail: list[str] = ()
-):
+    block: Block,
+    columns: list[str],
+    title: str | None,
+    lead: Sequence[str] = (),
+    trail: Sequence[str] = (),
+) -> Table:
     from rich.table import Table
     from rich.text import Text
 
@@ -252,12 +261,12 @@ def _rich_table(
     return t
 
 
-def to_rich(report: Report, width: int = 200) -> list:
+def to_rich(report: Report, width: int = 200) -> list[Any]:
     """Renderables for a rich console: per block one table, or, when ``width`` is too narrow
     for 12 metric columns, three (ACC, PSNR, SSIM); then notes and warnings."""
     from rich.text import Text
 
-    out: list = []
+    out: list[Any] = []
     for block in report.blocks:
         label_w = max([len(block.row_axis)] + [len(_label(r)) for r in block.rows])
         facts_w = 13 * (len(block.lead) + len(block.trail))

@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tsrx.errors import TsrxError, suggest
 from tsrx.report.collect import Collection, Result, Run, Selected, axis_label, value_label
 from tsrx.report.diff import differences
 from tsrx.report.run_facts import LEAD, TRAIL, run_facts
+
+if TYPE_CHECKING:
+    from tsrx.report.paired import Paired
 
 METRICS = ("acc", "psnr", "ssim")
 # Half a unit in the fourth decimal, the precision tables show: a stored average further
@@ -79,7 +82,7 @@ class Block:
     seed_axis: bool = False  # rows aggregate the runs of several seeds
     # paired tests (tsrx.report.paired): ACC column -> comparisons of its best row with the
     # others; the best rows not significantly better than the runner-up; notes on what is missing
-    comparisons: dict[str, list] = field(default_factory=dict)
+    comparisons: dict[str, list[Paired]] = field(default_factory=dict)
     not_significant: dict[str, set[int]] = field(default_factory=dict)
     test_notes: list[str] = field(default_factory=list)
 
@@ -96,12 +99,13 @@ class Block:
         block, only test rows are ranked.
         """
         out: dict[str, set[int]] = {}
-        ranked = [i for i, r in enumerate(self.rows) if r.result is not None]
-        if any(self.rows[i].result.source == "test" for i in ranked):
-            ranked = [i for i in ranked if self.rows[i].result.source == "test"]
+        sources = {i: r.result.source for i, r in enumerate(self.rows) if r.result is not None}
+        ranked = list(sources)
+        if "test" in sources.values():
+            ranked = [i for i in ranked if sources[i] == "test"]
         for col in self.columns:
-            vals = [(i, self.rows[i].cells.get(col)) for i in ranked]
-            vals = [(i, round(v, 4)) for i, v in vals if v is not None and not math.isnan(v)]
+            cells = [(i, self.rows[i].cells.get(col)) for i in ranked]
+            vals = [(i, round(v, 4)) for i, v in cells if v is not None and not math.isnan(v)]
             if len(vals) > 1 and len({v for _, v in vals}) > 1:
                 top = max(v for _, v in vals)
                 out[col] = {i for i, v in vals if v == top}
@@ -144,7 +148,9 @@ def split_columns(splits: list[str]) -> dict[str, str]:
 def metric_keys(judges: list[str]) -> list[tuple[str, str | None, str]]:
     """(metric, judge, column suffix): ACC once per judge when there are several (``ACC:crnn``),
     else plain ``ACC``; then PSNR and SSIM, once."""
-    accs = [("acc", j, f"ACC:{j}") for j in judges] if len(judges) > 1 else [("acc", None, "ACC")]
+    accs: list[tuple[str, str | None, str]] = (
+        [("acc", j, f"ACC:{j}") for j in judges] if len(judges) > 1 else [("acc", None, "ACC")]
+    )
     return accs + [("psnr", None, "PSNR"), ("ssim", None, "SSIM")]
 
 
@@ -169,7 +175,7 @@ def columns_for(splits: list[str], judges: list[str] | None = None) -> list[str]
     ]
 
 
-def metric_value(values: dict, metric: str, judge: str | None = None) -> float | None:
+def metric_value(values: dict[str, Any], metric: str, judge: str | None = None) -> float | None:
     """A split's (or the average's) value; ``judge`` reads ``acc_by_judge`` (absent: None)."""
     if judge is not None:
         v = (values.get("acc_by_judge") or {}).get(judge)
@@ -178,7 +184,9 @@ def metric_value(values: dict, metric: str, judge: str | None = None) -> float |
     return None if v is None else float(v)
 
 
-def recomputed_average(result: dict, metric: str, judge: str | None = None) -> float | None:
+def recomputed_average(
+    result: dict[str, Any], metric: str, judge: str | None = None
+) -> float | None:
     """Sample-weighted mean over the splits; None when any split lacks the metric or its n."""
     splits = result.get("splits") or {}
     total, weight = 0.0, 0
@@ -191,7 +199,7 @@ def recomputed_average(result: dict, metric: str, judge: str | None = None) -> f
     return total / weight if weight else None
 
 
-def result_judges(result: dict) -> list[str]:
+def result_judges(result: dict[str, Any]) -> list[str]:
     """Judge names of a result, primary first; [] for results from before named judges."""
     names = list(result.get("judges") or {})
     for values in [*(result.get("splits") or {}).values(), result.get("average") or {}]:
@@ -200,7 +208,7 @@ def result_judges(result: dict) -> list[str]:
 
 
 def _cells(
-    result: dict, splits: list[str], judges: list[str] | None = None
+    result: dict[str, Any], splits: list[str], judges: list[str] | None = None
 ) -> tuple[dict[str, float | None], list[str], set[str]]:
     letters = split_columns(splits)
     cells: dict[str, float | None] = {}
@@ -241,7 +249,7 @@ def resolve_axis(requested: str | None, axes: list[str]) -> str:
     )
 
 
-def _splits_of(results: list[dict]) -> list[str]:
+def _splits_of(results: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
     for r in results:
         for s in r.get("splits") or {}:
@@ -267,7 +275,7 @@ def selectors_of(runs: list[Run], wanted: list[str] | None) -> list[Selected]:
             all_sel.setdefault(s.filename, s)
     if not wanted:
         return list(all_sel.values())
-    out = []
+    out: list[Selected] = []
     for w in wanted:
         hits = [s for s in all_sel.values() if w in (s.name, s.filename, s.stem)]
         if not hits:
@@ -320,7 +328,7 @@ def build_report(
         for res, _ in results.values():
             if res is not None:
                 judges += [j for j in result_judges(res.values) if j not in judges]
-        groups: dict[tuple, list[Run]] = {}
+        groups: dict[tuple[Any, ...], list[Run]] = {}
         for r in coll.runs:
             key = tuple(value_label(r.point.get(a)) for a in others)
             groups.setdefault(key, []).append(r)
@@ -354,6 +362,9 @@ def build_report(
                     and row_axis != RUN_AXIS
                 ):
                     label = f"{label} ({r.path.name})"
+                cells: dict[str, float | None]
+                extra: list[str]
+                bad: set[str]
                 if res is None:
                     cells, extra, bad = (
                         {},
@@ -424,8 +435,9 @@ def _merge_seeds(rows: list[Row]) -> list[Row]:
         cells: dict[str, float | None] = {}
         spread: dict[str, float | None] = {}
         for col in {c for r in with_result for c in r.cells}:
-            values = [r.cells[col] for r in with_result if r.cells.get(col) is not None]
-            values = [v for v in values if not math.isnan(v)]
+            values = [
+                v for r in with_result if (v := r.cells.get(col)) is not None and not math.isnan(v)
+            ]
             if values:
                 from tsrx.report.stats import mean_std
 
@@ -439,7 +451,7 @@ def _merge_seeds(rows: list[Row]) -> list[Row]:
         ]
         facts: dict[str, float | None] = {}
         for key in {k for r in same for k in r.facts}:
-            vals = [r.facts[key] for r in same if r.facts.get(key) is not None]
+            vals = [v for r in same if (v := r.facts.get(key)) is not None]
             facts[key] = sum(vals) / len(vals) if vals else None
         first = with_result[0] if with_result else same[0]
         out.append(
@@ -452,21 +464,21 @@ def _merge_seeds(rows: list[Row]) -> list[Row]:
                 set().union(*(r.mismatched for r in same)),
                 facts,
                 runs=[r.run for r in same],
-                results=[r.result for r in with_result],
+                results=[res for r in with_result if (res := r.result) is not None],
                 spread=spread,
             )
         )
     return out
 
 
-def _judges_text(result: dict) -> str:
+def _judges_text(result: dict[str, Any]) -> str:
     judges = result.get("judges") or {}
     if judges:
         return "; ".join(f"{n} = {d}" for n, d in judges.items())
     return str(result.get("recognizer") or "none")
 
 
-def _protocol(result: dict) -> str:
+def _protocol(result: dict[str, Any]) -> str:
     p = str(result.get("protocol") or "unknown")
     bs = result.get("batch_size")
     return f"{p} (batch {bs})" if bs is not None and p == "textzoom" else p
@@ -479,7 +491,7 @@ def _common(values: list[str]) -> str:
     return uniq[0] if len(uniq) == 1 else "MIXED: " + " | ".join(uniq)
 
 
-def _fingerprint(result: dict) -> tuple | None:
+def _fingerprint(result: dict[str, Any]) -> tuple[Any, ...] | None:
     vals = []
     for s, values in sorted((result.get("splits") or {}).items()):
         for m in METRICS:
@@ -494,18 +506,18 @@ def identical_metric_warnings(runs: list[Run], sels: list[Selected]) -> list[str
     """Runs whose configs differ but whose results agree to four decimals: a switch that did nothing?"""
     out = []
     for sel in sels:
-        seen: dict[tuple, list[Run]] = {}
+        seen: dict[tuple[Any, ...], list[tuple[Run, dict[str, Any]]]] = {}
         for r in runs:
             res, _ = r.result(sel)
             if res is None or r.config is None:
                 continue
             fp = _fingerprint(res.values)
             if fp is not None:
-                seen.setdefault((res.source, fp), []).append(r)
+                seen.setdefault((res.source, fp), []).append((r, r.config))
         for (source, _), same in seen.items():
-            for i, a in enumerate(same):
-                for b in same[i + 1 :]:
-                    diffs = differences(a.config, b.config, ignore=("name",))
+            for i, (a, a_config) in enumerate(same):
+                for b, b_config in same[i + 1 :]:
+                    diffs = differences(a_config, b_config, ignore=("name",))
                     if not diffs:
                         continue
                     shown = "; ".join(f"{k}: {_v(x)} vs {_v(y)}" for k, x, y in diffs[:6])
