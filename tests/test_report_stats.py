@@ -71,13 +71,17 @@ def records_and_result(correct: dict[str, np.ndarray], psnr: float = 20.0, bicub
     return rec, result
 
 
-def seed_run(runs, head, seed, correct, *, records=True, psnr=20.0, bicubic=None):
-    """A run of the grid head x seed with a cached test result (and its records)."""
-    d = runs / "joint" / f"head={head},seed={seed}-0000abcd"
+def seed_run(runs, head, seed, correct, *, records=True, psnr=20.0, bicubic=None, combiner=None):
+    """A run of the grid head x seed (x combiner, when given) with a cached test result (and
+    its records)."""
+    both = f"head={head},combiner={combiner}" if combiner else f"head={head}"
+    d = runs / "joint" / f"{both},seed={seed}-0000abcd"
     d.mkdir(parents=True)
-    cfg = dict(config(head, "avg"), seed=seed)
+    cfg = dict(config(head, combiner or "avg"), seed=seed)
     (d / "config.toml").write_text(dumps(cfg))
     point = {"model.head.type": head, "seed": seed}
+    if combiner:
+        point = {"model.head.type": head, "loss.combiner.type": combiner, "seed": seed}
     meta = {"experiment": "joint", "run": d.name, "point": point}
     (d / "meta.json").write_text(json.dumps(meta))
     (d / "status.json").write_text(json.dumps({"state": "completed", "step": 10}))
@@ -222,3 +226,47 @@ def test_tsrx_diff_compares_two_runs_and_a_run_with_bicubic(tmp_path):
     old = seed_run(tmp_path, "sidernn", 0, base, records=False)
     res = CliRunner().invoke(_app(), ["diff", str(a), str(old)])
     assert res.exit_code == 0 and "no per-image records" in res.stdout
+
+
+def test_the_row_axis_is_compared_pooled_over_the_other_axes_and_seeds(tmp_path):
+    """The study's question: uncertainty against avg over all four heads and three seeds (one
+    test), besides the per-head blocks; and the heads against each other over the combiners."""
+    rng = np.random.default_rng(6)
+    heads = {"dense": 0.40, "mlp": 0.45, "sidernn": 0.50, "sidernn+mlp": 0.55}
+    latent = {s: rng.random(N) for s in SPLITS}
+    for head, p in heads.items():
+        for combiner, gain in (("avg", 0.0), ("uncertainty", 0.03)):
+            for seed in (0, 1, 2):
+                correct = {s: latent[s] < p + gain + 0.01 * (seed - 1) for s in SPLITS}
+                seed_run(tmp_path, head, seed, correct, combiner=combiner)
+    rep = build_report(collect(tmp_path / "joint"), rows="combiner", selectors=["best_acc"])
+    assert [b.group for b in rep.blocks] == [{"head": h} for h in heads]
+    assert all(b.rows[0].seeds == 3 and len(b.comparisons["A-ACC"]) == 1 for b in rep.blocks)
+    (pooled,) = rep.pooled
+    assert (pooled.label_a, pooled.label_b, pooled.groups) == ("uncertainty", "avg", 4)
+    assert pooled.over == "head: dense, mlp, sidernn, sidernn+mlp"
+    c = pooled.result
+    assert (c.seeds_a, c.seeds_b) == (12, 12) and c.test == "hierarchical bootstrap"
+    means = {
+        comb: np.mean([b.rows[k].cells["A-ACC"] for b in rep.blocks])
+        for k, comb in enumerate(("avg", "uncertainty"))
+    }
+    assert c.diff == pytest.approx(means["uncertainty"] - means["avg"])
+    assert c.low > 0 and c.p < 0.05 and c.p_holm == c.p  # one comparison: Holm changes nothing
+    md = render_text(rep, "md")
+    assert "### combiner, pooled over the other axes" in md
+    assert "pooled over head: dense, mlp, sidernn, sidernn+mlp (4 groups; 12 vs 12 runs)" in md
+    assert "uncertainty - avg = +0.03" in md
+    data = json.loads(render_text(rep, "json"))
+    assert data["pooled_tests"][0]["groups"] == 4 and data["pooled_tests"][0]["seeds"] == [12, 12]
+    for fmt in ("rich", "paper-md", "latex"):
+        assert "pooled over head" in render_text(rep, fmt), fmt
+    # the heads against each other, pooled over the combiners: best against 3, Holm-corrected
+    heads_rep = build_report(collect(tmp_path / "joint"), rows="head", selectors=["best_acc"])
+    found = heads_rep.pooled
+    assert [p.label_b for p in found] == ["sidernn", "mlp", "dense"]
+    assert all(p.label_a == "sidernn+mlp" and p.groups == 2 for p in found)
+    raw = sorted(p.result.p for p in found)
+    assert sorted(p.result.p_holm for p in found)[0] == pytest.approx(min(1, 3 * raw[0]))
+    # one block only (no other axis): nothing to pool
+    assert build_report(collect(tmp_path / "joint"), rows="run").pooled == []

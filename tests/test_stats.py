@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tsrx.errors import TsrxError
-from tsrx.report.stats import binom_cdf_half, compare, holm, mcnemar_exact
+from tsrx.report.stats import binom_cdf_half, compare, compare_groups, holm, mcnemar_exact
 
 
 @pytest.mark.parametrize(
@@ -99,3 +99,49 @@ def test_seeds_and_images_together_widen_the_interval_by_the_seed_spread():
 def test_sides_on_different_images_are_refused():
     with pytest.raises(TsrxError, match="different numbers of images"):
         compare([np.ones(3, bool)], [np.ones(4, bool)])
+
+
+def test_pooled_over_groups_is_the_mean_of_the_groups_differences_and_one_group_is_compare():
+    rng = np.random.default_rng(5)
+    n = 600
+    base = rng.random(n)
+    strata = np.repeat([0, 1, 2], 200)
+    # two groups (heads), three seeds each: A gains 4 points in one group and 0 in the other
+    a = [[base < 0.50 + d for d in (-0.02, 0.0, 0.02)], [base < 0.60 + d for d in (-0.02, 0, 0.02)]]
+    b = [[base < 0.46 + d for d in (-0.02, 0.0, 0.02)], [base < 0.60 + d for d in (-0.02, 0, 0.02)]]
+    pooled = compare_groups(a, b, strata, n_boot=3000, seed=1)
+    per_group = [
+        np.mean([x.mean() for x in a[g]]) - np.mean([x.mean() for x in b[g]]) for g in (0, 1)
+    ]
+    assert pooled.diff == pytest.approx(np.mean(per_group))
+    assert pooled.low < pooled.diff < pooled.high and (pooled.seeds_a, pooled.seeds_b) == (6, 6)
+    assert pooled.test == "hierarchical bootstrap" and pooled.n_images == n
+    assert compare_groups(a, b, strata, n_boot=3000, seed=1).low == pooled.low  # reproducible
+    # one group: the same draws, so the same interval as compare's seeds-then-images bootstrap
+    one = compare_groups(a[:1], b[:1], strata, n_boot=3000, seed=1)
+    same = compare(a[0], b[0], strata, n_boot=3000, seed=1)
+    assert (one.diff, one.p) == (pytest.approx(same.diff), pytest.approx(same.p))
+    assert (one.low, one.high) == (pytest.approx(same.low), pytest.approx(same.high))
+
+
+@pytest.mark.slow
+def test_pooled_interval_covers_a_known_difference_at_the_stated_rate():
+    """Four groups, one run per side each, true pooled difference 0.03: 95% coverage (400
+    simulated test sets, binomial sd 1.1 points)."""
+    rng = np.random.default_rng(2026)
+    covered = 0
+    reps = 400
+    for k in range(reps):
+        pairs = [_paired(rng, 400, 0.5 + 0.05 * g, 0.47 + 0.05 * g) for g in range(4)]
+        cmp = compare_groups([[x] for x, _ in pairs], [[y] for _, y in pairs], n_boot=500, seed=k)
+        covered += cmp.low <= 0.03 <= cmp.high
+    assert 0.92 <= covered / reps <= 0.98
+
+
+def test_pooled_groups_must_match():
+    with pytest.raises(TsrxError, match="same number of groups"):
+        compare_groups([[np.ones(3, bool)]], [])
+    with pytest.raises(TsrxError, match="at least one run"):
+        compare_groups([[np.ones(3, bool)], []], [[np.ones(3, bool)], [np.ones(3, bool)]])
+    with pytest.raises(TsrxError, match="same images"):
+        compare_groups([[np.ones(3, bool)]], [[np.ones(4, bool)]])

@@ -7,6 +7,11 @@ comparisons is Holm-corrected, and a best value whose adjusted p against the run
 0.05 or more (or that ties it) is marked: it is the highest number, not a demonstrated win.
 Rows without records (run directories from before tsrx kept them) stay in the table, out of
 the tests, with a note.
+
+A grid's question is often about the row axis as a whole ("does the uncertainty combiner beat
+avg?"), not inside one block: ``pool_blocks`` compares the row values once more, pooled over
+the blocks of a selector (every value of the other axes, e.g. the four heads), with the seeds
+inside (tsrx.report.stats.compare_groups), Holm-corrected over the row values compared.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from tsrx.errors import TsrxError
 from tsrx.records import Records, read_records
-from tsrx.report.stats import Comparison, compare, holm
+from tsrx.report.stats import Comparison, compare, compare_groups, holm
 from tsrx.runfiles import CONFIG
 
 MARK = "†"
@@ -160,6 +165,114 @@ def _p(p: float | None) -> str:
     if p is None:
         return "-"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+@dataclass
+class Pooled:
+    """Row value ``label_a`` (the best pooled) against ``label_b`` over the blocks of a selector."""
+
+    selector: str
+    column: str
+    over: str  # what the pooling spans: "head: dense, mlp, sidernn, sidernn+mlp"
+    groups: int
+    label_a: str
+    label_b: str
+    result: Comparison
+
+
+def _row_records(block: Any, label: str) -> list[Records] | None:
+    """Every seed's records of the row ``label`` of ``block``; None when any is missing."""
+    row = next((r for r in block.rows if r.label == label), None)
+    if row is None or row.result is None:
+        return None
+    results = row.results or [row.result]
+    if any(res.records is None for res in results):
+        return None
+    try:
+        return [load(res.records) for res in results]
+    except TsrxError:
+        return None
+
+
+def pool_blocks(
+    blocks: list[Any], specs: dict[str, tuple[str, str | None, str | None]]
+) -> tuple[list[Pooled], list[str]]:
+    """Pooled comparisons of the row values over ``blocks`` (one selector's, two or more), for
+    each A column of accuracy; and notes on what could not be pooled and why."""
+    if len(blocks) < 2:
+        return [], []
+    labels = [r.label for r in blocks[0].rows]
+    labels = [lab for lab in labels if all(lab in [r.label for r in b.rows] for b in blocks)]
+    if len(labels) < 2:
+        return [], []
+    selector = blocks[0].selector
+    records: dict[str, list[list[Records]]] = {}
+    notes = []
+    for lab in labels:
+        got = [_row_records(b, lab) for b in blocks]
+        if any(g is None for g in got):
+            notes.append(f"{selector}: {lab} lacks per-image records in some block: not pooled")
+            continue
+        records[lab] = [g for g in got if g is not None]
+    sources = {r.result.source for b in blocks for r in b.rows if r.label in records and r.result}
+    if len(sources) > 1:
+        notes.append(f"{selector}: test and validation results mixed: no pooled test")
+        return [], notes
+    if len(records) < 2:
+        return [], notes
+    reference = next(iter(records.values()))[0][0]
+    if not all(rec.same_images(reference) for g in records.values() for s in g for rec in s):
+        notes.append(f"{selector}: the blocks were evaluated on different images: no pooled test")
+        return [], notes
+    keys = list(blocks[0].group)
+    over = "; ".join(f"{k}: {', '.join(dict.fromkeys(b.group[k] for b in blocks))}" for k in keys)
+    out: list[Pooled] = []
+    for col, (metric, split, judge) in specs.items():
+        if metric != "acc" or split is not None or col not in blocks[0].columns:
+            continue
+        correct: dict[str, list[list[np.ndarray]]] = {}
+        strata = None
+        for lab, groups in records.items():
+            per_group = [correctness(g, None, judge) for g in groups]
+            if any(x is None for x in per_group):
+                break
+            correct[lab] = [x[0] for x in per_group if x is not None]
+            strata = next(x[1] for x in per_group if x is not None)
+        else:
+            pooled = {
+                lab: float(np.mean([np.mean([c.mean() for c in g]) for g in groups]))
+                for lab, groups in correct.items()
+            }
+            order = sorted(correct, key=lambda lab: -pooled[lab])
+            best = order[0]
+            found = [
+                Pooled(
+                    selector,
+                    col,
+                    over,
+                    len(blocks),
+                    best,
+                    lab,
+                    compare_groups(correct[best], correct[lab], strata),
+                )
+                for lab in order[1:]
+            ]
+            for p, adjusted in zip(found, holm([p.result.p for p in found])):
+                p.result.p_holm = adjusted
+            out += found
+    return out, notes
+
+
+def describe_pooled(p: Pooled) -> str:
+    """One line: the pooled difference, its interval, the bootstrap p, Holm's p, what it spans."""
+    c = p.result
+    return (
+        f"{p.selector} {p.column}, pooled over {p.over} ({p.groups} groups; "
+        f"{c.seeds_a} vs {c.seeds_b} runs): {p.label_a} - {p.label_b} = {c.diff:+.4f} "
+        f"[{int(c.level * 100)}% CI {c.low:+.4f}, {c.high:+.4f}], {c.test} p = {_p(c.p)}, "
+        f"Holm p = {_p(c.p_holm)}, discordant per run pair {c.b:.1f} / {c.c:.1f}, "
+        f"n = {c.n_images}"
+    )
 
 
 # -- tsrx diff: two sides -----------------------------------------------------------------------

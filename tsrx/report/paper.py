@@ -162,6 +162,12 @@ def to_paper_markdown(report: Report) -> str:
         tests = tests_lines(block)
         if tests:
             out += [f"- {t}" for t in tests] + [""]
+    from tsrx.report.render import pooled_lines
+
+    pooled = pooled_lines(report)
+    if pooled:
+        out += [f"Pooled over the other axes: {report.row_axis}", ""]
+        out += [f"- {t}" for t in pooled] + [""]
     for w in report.warnings:
         out += [f"> **warning:** {w}", ""]
     return "\n".join(out).rstrip("\n") + "\n"
@@ -257,4 +263,7 @@ def to_latex(report: Report) -> str:
         from tsrx.report.render import tests_lines
 
         out += [f"% paired: {t}" for t in tests_lines(block)]
+    from tsrx.report.render import pooled_lines
+
+    out += [f"% pooled: {t}" for t in pooled_lines(report)]
     return "\n".join(out) + "\n"

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tsrx.report.paired import LEGEND, MARK, describe
+from tsrx.report.paired import LEGEND, MARK, describe, describe_pooled
 from tsrx.report.run_facts import fmt_fact
 from tsrx.report.tables import Block, Report, Row
 
@@ -66,6 +66,11 @@ def tests_lines(block: Block) -> list[str]:
     return lines
 
 
+def pooled_lines(report: Report) -> list[str]:
+    """The row values compared pooled over the other axes (and seeds), then what was not."""
+    return [describe_pooled(p) for p in report.pooled] + report.pooled_notes
+
+
 # -- Markdown --------------------------------------------------------------------------
 def to_markdown(report: Report) -> str:
     out: list[str] = []
@@ -98,6 +103,10 @@ def to_markdown(report: Report) -> str:
             out += ["", "Paired tests:"]
             out.extend(f"- {t}" for t in tests)
         out.append("")
+    pooled = pooled_lines(report)
+    if pooled:
+        out += [f"### {report.row_axis}, pooled over the other axes", ""]
+        out += [f"- {t}" for t in pooled] + [""]
     for w in report.warnings:
         out.append(f"> **warning:** {w}")
         out.append("")
@@ -216,6 +225,19 @@ def to_json(report: Report) -> str:
                 "source": report.source,
                 "row_axis": report.row_axis,
                 "blocks": blocks,
+                "pooled_tests": [
+                    {
+                        "selector": p.selector,
+                        "column": p.column,
+                        "over": p.over,
+                        "groups": p.groups,
+                        "a": p.label_a,
+                        "b": p.label_b,
+                        **p.result.as_dict(),
+                    }
+                    for p in report.pooled
+                ],
+                "pooled_notes": report.pooled_notes,
                 "warnings": report.warnings,
                 "problems": report.problems,
             },
@@ -292,4 +314,8 @@ def to_rich(report: Report, width: int = 200) -> list[Any]:
         for line in tests_lines(block):
             out.append(Text(f"  paired: {line}"))
         out.append(Text(""))
+    pooled = pooled_lines(report)
+    if pooled:
+        out.append(Text(f"{report.row_axis}, pooled over the other axes", style="bold"))
+        out += [Text(f"  pooled: {line}") for line in pooled] + [Text("")]
     return out

@@ -20,6 +20,12 @@ right in B only), so:
   bootstrap's two-sided tail ``min(1, 2 * min(P*(d <= 0), P*(d >= 0)))`` (with the +1 correction).
   With 3 seeds per side the seed stage resamples from 3 values, which understates the seed
   variance by about (S-1)/S: the interval is a lower bound on the uncertainty.
+- **Pooled over groups** (``compare_groups``: A against B in each of G groups, e.g. the
+  combiner avg against uncertainty under each of 4 heads, seeds inside each): the difference
+  is the mean over the groups of the seed-mean differences, each group weighting equally.
+  Each replicate resamples the images once (shared by every run of every group), then, in
+  each group and on each side, that group's seeds; the groups themselves are fixed, so the
+  interval is about these G groups (the four heads that were run), not a population of them.
 - **Holm** (step-down) adjusts a family of p-values for multiple testing.
 
 numpy only; nothing here imports torch or scipy.
@@ -98,6 +104,18 @@ def _patterns(columns: np.ndarray, strata: np.ndarray) -> list[tuple[np.ndarray,
     return out
 
 
+def _image_bootstrap(
+    columns: np.ndarray, strata: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(n_boot, runs) accuracies of every run on the same resampled images (within strata)."""
+    correct = np.zeros((n_boot, columns.shape[1]), np.int64)
+    for pats, counts in _patterns(columns, strata):
+        draws = rng.multinomial(int(counts.sum()), counts / counts.sum(), size=n_boot)
+        correct += draws @ pats
+    acc: np.ndarray = correct / columns.shape[0]
+    return acc
+
+
 @dataclass
 class Comparison:
     """A minus B in accuracy on the same images, with its uncertainty."""
@@ -172,11 +190,7 @@ def compare(
     acc = columns.mean(axis=0)
     acc_a, acc_b = float(acc[:sa].mean()), float(acc[sa:].mean())
     rng = np.random.default_rng(seed)
-    correct = np.zeros((n_boot, sa + sb), np.int64)
-    for pats, counts in _patterns(columns, strata):
-        draws = rng.multinomial(int(counts.sum()), counts / counts.sum(), size=n_boot)
-        correct += draws @ pats
-    boot_acc = correct / n
+    boot_acc = _image_bootstrap(columns, strata, n_boot, rng)
     if sa == 1 and sb == 1:
         diffs = boot_acc[:, 0] - boot_acc[:, 1]
     else:
@@ -221,3 +235,82 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (ddof 1; None for a single value)."""
     arr = np.asarray(values, np.float64)
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
+
+
+def compare_groups(
+    a: list[list[np.ndarray]],
+    b: list[list[np.ndarray]],
+    strata: np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> Comparison:
+    """A minus B pooled over groups (module docstring): ``a[g]`` and ``b[g]`` hold group g's
+    runs (seeds) on each side, one boolean per image per run, all on the same images."""
+    if not a or len(a) != len(b):
+        raise TsrxError(
+            f"compare_groups: both sides need the same number of groups (>= 1), got {len(a)} "
+            f"and {len(b)}"
+        )
+    if any(not runs for runs in (*a, *b)):
+        raise TsrxError("compare_groups: every group needs at least one run on each side")
+    flat = [np.asarray(x, bool) for g in range(len(a)) for x in (*a[g], *b[g])]
+    n = len(flat[0])
+    if n == 0 or any(len(x) != n for x in flat):
+        raise TsrxError(
+            "compare_groups: every run must hold the same images "
+            f"(image counts {sorted({len(x) for x in flat})})"
+        )
+    strata = np.zeros(n, np.int64) if strata is None else np.asarray(strata)
+    columns = np.stack(flat, axis=1)
+    acc = columns.mean(axis=0)
+    index_a, index_b, start = [], [], 0
+    for ga, gb in zip(a, b):
+        index_a.append(np.arange(start, start + len(ga)))
+        index_b.append(np.arange(start + len(ga), start + len(ga) + len(gb)))
+        start += len(ga) + len(gb)
+    acc_a = float(np.mean([acc[i].mean() for i in index_a]))
+    acc_b = float(np.mean([acc[i].mean() for i in index_b]))
+    rng = np.random.default_rng(seed)
+    boot_acc = _image_bootstrap(columns, strata, n_boot, rng)
+    rows = np.arange(n_boot)[:, None]
+    diffs = np.zeros(n_boot)
+    for ia, ib in zip(index_a, index_b):
+        pick_a = ia[rng.integers(0, len(ia), size=(n_boot, len(ia)))]
+        pick_b = ib[rng.integers(0, len(ib), size=(n_boot, len(ib)))]
+        diffs += boot_acc[rows, pick_a].mean(axis=1) - boot_acc[rows, pick_b].mean(axis=1)
+    diffs /= len(a)
+    tail = (1 - level) / 2
+    low, high = (float(v) for v in np.quantile(diffs, [tail, 1 - tail]))
+    below = (np.sum(diffs <= 0) + 1) / (n_boot + 1)
+    above = (np.sum(diffs >= 0) + 1) / (n_boot + 1)
+    pair_b = [
+        float(np.sum(columns[:, i] & ~columns[:, j]))
+        for ia, ib in zip(index_a, index_b)
+        for i in ia
+        for j in ib
+    ]
+    pair_c = [
+        float(np.sum(~columns[:, i] & columns[:, j]))
+        for ia, ib in zip(index_a, index_b)
+        for i in ia
+        for j in ib
+    ]
+    return Comparison(
+        acc_a,
+        acc_b,
+        acc_a - acc_b,
+        low,
+        high,
+        float(min(1.0, 2 * min(below, above))),
+        "hierarchical bootstrap",
+        n,
+        sum(len(g) for g in a),
+        sum(len(g) for g in b),
+        float(np.mean(pair_b)),
+        float(np.mean(pair_c)),
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+    )

@@ -20,7 +20,7 @@ from tsrx.report.diff import differences
 from tsrx.report.run_facts import LEAD, TRAIL, run_facts
 
 if TYPE_CHECKING:
-    from tsrx.report.paired import Paired
+    from tsrx.report.paired import Paired, Pooled
 
 METRICS = ("acc", "psnr", "ssim")
 # Half a unit in the fourth decimal, the precision tables show: a stored average further
@@ -134,6 +134,9 @@ class Report:
     blocks: list[Block]
     warnings: list[str]
     problems: list[str]
+    # the row values compared once more, pooled over each selector's blocks (paired.pool_blocks)
+    pooled: list[Pooled] = field(default_factory=list)
+    pooled_notes: list[str] = field(default_factory=list)
 
 
 def split_columns(splits: list[str]) -> dict[str, str]:
@@ -321,7 +324,10 @@ def build_report(
     facts = {id(r): run_facts(r.metrics()) for r in coll.runs}
     problems = [p for r in coll.runs for p in r.problems]  # metrics() notes damaged lines
     shown = [c for c in (*LEAD, *TRAIL) if any(f.get(c) is not None for f in facts.values())]
+    pooled: list[Pooled] = []
+    pooled_notes: list[str] = []
     for sel in sels:
+        first_block = len(blocks)
         results = {id(r): r.result(sel) for r in coll.runs}
         splits = _splits_of([res.values for res, _ in results.values() if res is not None])
         judges: list[str] = []
@@ -414,12 +420,20 @@ def build_report(
                 from tsrx.report.paired import compare_block
 
                 compare_block(blocks[-1], column_specs(splits, judges))
+        if paired and row_axis != RUN_AXIS:
+            from tsrx.report.paired import pool_blocks
+
+            found, notes = pool_blocks(blocks[first_block:], column_specs(splits, judges))
+            pooled += found
+            pooled_notes += notes
     return Report(
         coll.source,
         labels.get(row_axis, RUN_AXIS),
         blocks,
         identical_metric_warnings(coll.runs, sels),
         problems,
+        pooled,
+        pooled_notes,
     )
 
 
