@@ -29,7 +29,7 @@ PARTS = ("sr", "recognizer", "head", "combiner")
 
 
 # -- saving and loading files -------------------------------------------------------------
-def save_checkpoint(path: str | Path, payload: dict) -> Path:
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` with torch.save atomically: temp file in the same folder, fsync,
     rename. A crash at any point leaves an existing file at ``path`` intact."""
     from tsrx.runfiles import atomic_write_bytes
@@ -77,10 +77,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
         raise TsrxError(f"checkpoint {path}: not a readable torch file ({exc})") from exc
 
 
-def make_checkpoint(model_state: Mapping[str, torch.Tensor], **fields: Any) -> dict:
+def make_checkpoint(model_state: Mapping[str, torch.Tensor], **fields: Any) -> dict[str, Any]:
     """A tsrx checkpoint dict: the model state plus the optional fields of the format
     (optimizer, scheduler, scaler, step, epoch, sampler, rng, config, plugins, metrics)."""
-    payload: dict = {
+    payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": OrderedDict(strip_module_prefix(model_state)),
@@ -131,9 +131,9 @@ class OfficialCheckpoint:
     """
 
     format: str
-    model: dict
+    model: dict[str, Any]
     state: OrderedDict[str, torch.Tensor]
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def parts(self) -> set[str]:
@@ -228,7 +228,8 @@ class PartReport:
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model
+    # key, its shape in the checkpoint, its shape in the model
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
 
 @dataclass
@@ -242,7 +243,7 @@ class LoadReport:
     def part(self, name: str) -> PartReport:
         return self.parts.setdefault(name, PartReport())
 
-    def _all(self, attr: str) -> list:
+    def _all(self, attr: str) -> list[Any]:
         return [k for p in self.parts.values() for k in getattr(p, attr)]
 
     @property
@@ -258,7 +259,7 @@ class LoadReport:
         return self._all("unexpected")
 
     @property
-    def mismatched(self) -> list[tuple[str, tuple, tuple]]:
+    def mismatched(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
         return self._all("mismatched")
 
     def table(self):

@@ -20,7 +20,7 @@ app = typer.Typer(
 
 
 # -- inspect ------------------------------------------------------------------------------
-def _config_summary(config: dict) -> list[tuple[str, str]]:
+def _config_summary(config: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     if config.get("name"):
         rows.append(("experiment", str(config["name"])))
@@ -129,7 +129,7 @@ def _plugin_label(p: Any) -> str:
 # -- compose ------------------------------------------------------------------------------
 def _resolve_config(
     config_file: Path | None, run: str | None, sets: list[str], parts: dict[str, str]
-) -> dict:
+) -> dict[str, Any]:
     from tsrx.config.experiment import load_experiment, parse_overrides, resolve_run
     from tsrx.errors import ConfigError, TsrxError
 
@@ -142,7 +142,7 @@ def _resolve_config(
             )
         return exp.runs[0].config
     # Without a file: the default TSRN and CRNN, with whichever parts were given.
-    raw: dict = {"name": "compose", "model": {}}
+    raw: dict[str, Any] = {"name": "compose", "model": {}}
     if "sr" in parts:
         raw["model"]["sr"] = {"type": "tsrn"}
     if "recognizer" in parts:
@@ -159,7 +159,7 @@ def _resolve_config(
     return config
 
 
-def _test_sets(config: dict, data: Path | None) -> dict[str, Any]:
+def _test_sets(config: dict[str, Any], data: Path | None) -> dict[str, Any]:
     """``data.test`` of the config; without it, TextZoom's test/{easy,medium,hard} under
     data.root (tsrx.engine.evaluator.evaluation_sets, as ``tsrx eval`` finds them)."""
     from tsrx.engine.evaluator import evaluation_sets

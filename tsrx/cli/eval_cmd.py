@@ -10,6 +10,7 @@ the table and stored in the JSON, which also holds every image's prediction.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -153,7 +154,7 @@ def eval_command(
                 err_console.print(f"cached for tsrx report: {cached}", highlight=False)
 
 
-def _user_config(config_file: Path | None) -> dict | None:
+def _user_config(config_file: Path | None) -> dict[str, Any] | None:
     """The model of a user's ``--config`` (its one run), or None: the checkpoint's own."""
     from tsrx.config.experiment import load_experiment
     from tsrx.errors import TsrxError
@@ -169,7 +170,9 @@ def _user_config(config_file: Path | None) -> dict | None:
     return exp.runs[0].config
 
 
-def _store_in_run_dir(ckpt: Path, result: dict, overrides: dict, records=None) -> Path | None:
+def _store_in_run_dir(
+    ckpt: Path, result: dict[str, Any], overrides: dict[str, Any], records=None
+) -> Path | None:
     """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
     (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""
     from tsrx.errors import TsrxError

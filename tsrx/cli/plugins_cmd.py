@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -106,7 +107,7 @@ def list_cmd(
         )
 
 
-def describe_component(reg_key: str, name: str) -> dict:
+def describe_component(reg_key: str, name: str) -> dict[str, Any]:
     """What ``tsrx plugins show`` prints: origin, docstring and options of one component."""
     import inspect
 

@@ -8,8 +8,12 @@ one), so the model sees what it was trained on.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    import torch
 
 from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
 
@@ -42,7 +46,7 @@ def super_resolve(
     device: str | None = None,
     batch_size: int = 64,
     judges: list[str] | tuple[str, ...] = (),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Write ``<out_dir>/<name>.png`` for each image; returns one dict per image (paths, readings)."""
     import torch
     from PIL import Image
@@ -64,7 +68,7 @@ def super_resolve(
     files = _inputs(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     names: dict[str, int] = {}
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         lr = torch.cat([_prepared(f, lr_size, mask) for f in chunk]).to(loaded.device)
@@ -72,7 +76,7 @@ def super_resolve(
         before = after = None
         if recognize:
             with torch.no_grad():
-                before = loaded.read(bicubic_up(lr, tuple(sr.shape[-2:])))
+                before = loaded.read(bicubic_up(lr, (sr.shape[-2], sr.shape[-1])))
                 after = loaded.read(sr)
         for j, (f, pic) in enumerate(zip(chunk, to_uint8(sr))):
             stem = f.stem
@@ -92,7 +96,7 @@ def super_resolve(
     return rows
 
 
-def _prepared(file: Path, lr_size: list[int], mask: bool):
+def _prepared(file: Path, lr_size: list[int], mask: bool) -> torch.Tensor:
     """One crop as the model reads it; a file that is no image is named in the error."""
     from tsrx.data.transforms import decode_image, prepare_lr
     from tsrx.errors import TsrxError

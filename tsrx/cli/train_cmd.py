@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -116,7 +117,7 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
     return _status(run_dir)["state"]
 
 
-def _status(run_dir: Path) -> dict:
+def _status(run_dir: Path) -> dict[str, Any]:
     from tsrx.runfiles import read_status
 
     return read_status(run_dir)

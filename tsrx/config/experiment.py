@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tsrx.config.load import Provenance, deep_merge, flatten_grid, load_with_extends, set_dotted
-from tsrx.config.needs import cycle_issue, parse_needs, resolve_needs, upstream_overrides
+from tsrx.config.needs import (
+    Need,
+    Upstream,
+    cycle_issue,
+    parse_needs,
+    resolve_needs,
+    upstream_overrides,
+)
 from tsrx.config.schema import (
     TRAINER_ENTRY,
     Component,
@@ -48,9 +55,10 @@ class RunSpec:
     experiment: str
     name: str
     point: dict[str, Any]
-    config: dict
+    config: dict[str, Any]
     provenance: Provenance = field(default_factory=dict)
-    upstream: dict = field(default_factory=dict)  # need name -> tsrx.config.needs.Upstream
+    # need name -> tsrx.config.needs.Upstream
+    upstream: dict[str, Upstream] = field(default_factory=dict)
 
     @property
     def plugins(self) -> list[str]:
@@ -62,7 +70,7 @@ class Experiment:
     name: str
     file: Path
     runs: list[RunSpec]
-    upstream: dict = field(default_factory=dict)  # need name -> upstream Experiment
+    upstream: dict[str, Experiment] = field(default_factory=dict)  # need name -> its Experiment
 
 
 def parse_overrides(items: list[str]) -> dict[str, RawValue]:
@@ -152,7 +160,7 @@ def schema_knows(dotted: str) -> str | None:
     for i, p in enumerate(parts[1:], start=1):
         if isinstance(schema, Component) or component_of(schema) is not None:
             return None  # a component's arguments are checked against its signature
-        if not dataclasses.is_dataclass(schema):
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
             return None  # inside a free-form table (dict)
         fields = dataclass_fields(schema)
         if p not in fields:
@@ -172,7 +180,9 @@ def _file_of(key: str, prov: Provenance, default: str) -> str:
     return default
 
 
-def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]], list[ConfigIssue]]:
+def _expand_points(
+    raw: dict[str, Any], file: str
+) -> tuple[list[tuple[str | None, dict[str, Any]]], list[ConfigIssue]]:
     issues: list[ConfigIssue] = []
     grid = raw.pop("grid", {}) or {}
     variants = raw.pop("variants", []) or []
@@ -181,7 +191,7 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             ConfigIssue(file, "grid", f"expected a table of dotted key -> list, got {grid!r}")
         )
         grid = {}
-    axes: list[tuple[str, list]] = []
+    axes: list[tuple[str, list[Any]]] = []
     for key, values in flatten_grid(grid):
         why = schema_knows(key)
         if why:
@@ -214,7 +224,7 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
             )
         )
         return [], issues
-    vlist: list[tuple[str | None, dict]] = []
+    vlist: list[tuple[str | None, dict[str, Any]]] = []
     if not isinstance(variants, list):
         issues.append(ConfigIssue(file, "variants", "expected [[variants]] tables"))
         variants = []
@@ -252,11 +262,13 @@ def _expand_points(raw: dict, file: str) -> tuple[list[tuple[str | None, dict]],
     return points, issues
 
 
-def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[ConfigIssue]]:
+def resolve_run(
+    raw: dict[str, Any], prov: Provenance, file: str
+) -> tuple[dict[str, Any], list[ConfigIssue]]:
     """Validate every table of one run and fill in defaults; returns (config, issues)."""
     sections = all_sections()
     issues: list[ConfigIssue] = []
-    out: dict = {}
+    out: dict[str, Any] = {}
     for key, value in raw.items():
         if key in TOP_LEVEL_KEYS:
             expected = TOP_LEVEL_KEYS[key]
@@ -313,7 +325,7 @@ def resolve_run(raw: dict, prov: Provenance, file: str) -> tuple[dict, list[Conf
     return out, issues
 
 
-def training_issues(config: dict, prov: Provenance, file: str) -> list[ConfigIssue]:
+def training_issues(config: dict[str, Any], prov: Provenance, file: str) -> list[ConfigIssue]:
     """What makes a valid config untrainable: checked with the rest by ``tsrx config
     validate``, ``train`` and ``submit``, so a run directory is never created for it.
 
@@ -347,7 +359,7 @@ def training_issues(config: dict, prov: Provenance, file: str) -> list[ConfigIss
 
 def load_experiment(
     path: str | Path,
-    overrides: list[str] | dict | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
     only: list[str] | None = None,
     _stack: tuple[Path, ...] = (),
     *,
@@ -363,7 +375,8 @@ def load_experiment(
     raw, prov = load_with_extends(path)
     file = str(path.resolve())
     raw_needs = raw.pop("needs", None)
-    name = raw.get("name") if isinstance(raw.get("name"), str) else path.stem
+    raw_name = raw.get("name")
+    name = raw_name if isinstance(raw_name, str) else path.stem
     plugins = raw.get("plugins", [])
     if plugins:
         if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
@@ -406,7 +419,7 @@ def load_experiment(
             if tagged not in issues:
                 issues.append(tagged)
         runs.append(RunSpec(name, rname, point, resolved, run_prov))
-    needs = []
+    needs: list[Need] = []
     if raw_needs is not None:
         needs, need_issues = parse_needs(raw_needs, prov, file)
         issues.extend(need_issues)
@@ -430,8 +443,8 @@ def load_experiment(
 
 def _load_upstream(
     exp: Experiment,
-    needs: list,
-    sets: dict,
+    needs: list[Need],
+    sets: dict[str, Any],
     stack: tuple[Path, ...],
     file: str,
     for_training: bool = False,

@@ -47,7 +47,7 @@ class Judge:
     hr_seen: tuple[int, int] = (0, 0)  # (read right, read) until the probe has enough images
     warned: bool = False
     # what this judge has read: (weights' state, image bytes' digest) -> text (read())
-    readings: dict = field(default_factory=dict, repr=False, compare=False)
+    readings: dict[tuple[Any, ...], str] = field(default_factory=dict, repr=False, compare=False)
 
     @torch.no_grad()
     def read(self, images: torch.Tensor) -> list[str]:
@@ -74,7 +74,7 @@ class Judge:
                 self.readings[keys[i]] = text
         return [self.readings[key] for key in keys]
 
-    def _reading_keys(self, images: torch.Tensor) -> list[tuple]:
+    def _reading_keys(self, images: torch.Tensor) -> list[tuple[Any, ...]]:
         modules = [m for m in (self.recognizer, self.head) if m is not None]
         state = (
             tuple(m.training for m in modules),
@@ -114,9 +114,9 @@ def own_judge(model: nn.Module) -> Judge | None:
     return Judge(OWN, "the model's own recognizer", rec, getattr(model, "head", None), own=True)
 
 
-def parse_cli_judges(values: list[str]) -> dict[str, dict]:
+def parse_cli_judges(values: list[str]) -> dict[str, dict[str, Any]]:
     """``--judge NAME=WEIGHTS`` / ``--judge NAME`` -> judge tables (type resolved at build)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for value in values:
         name, sep, weights = value.partition("=")
         name, weights = name.strip(), weights.strip()
@@ -146,8 +146,10 @@ def _looks_like_a_file(value: str) -> bool:
 
 
 def judge_tables(
-    eval_cfg: dict, cli: dict[str, dict] | None = None, recognizer_path: str | None = None
-) -> tuple[dict[str, dict], str]:
+    eval_cfg: dict[str, Any],
+    cli: dict[str, dict[str, Any]] | None = None,
+    recognizer_path: str | None = None,
+) -> tuple[dict[str, dict[str, Any]], str]:
     """The judge tables to build and where they came from (for error messages)."""
     if cli:
         return cli, "--judge"
@@ -181,15 +183,15 @@ def judge_tables(
     return {}, "eval.judges"
 
 
-def _options(table: dict | None) -> dict:
+def _options(table: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (table or {}).items() if k != "type"}
 
 
 def build_judges(
-    eval_cfg: dict,
+    eval_cfg: dict[str, Any],
     model: nn.Module | None = None,
     *,
-    cli: dict[str, dict] | None = None,
+    cli: dict[str, dict[str, Any]] | None = None,
     recognizer_path: str | None = None,
     base_dir: str | Path = ".",
     warn: Any = None,
@@ -229,7 +231,7 @@ class JudgeUnavailable(Exception):
     """An optional judge whose package is not installed."""
 
 
-def _checkpoint_type(obj: Any) -> tuple[str | None, dict, str]:
+def _checkpoint_type(obj: Any) -> tuple[str | None, dict[str, Any], str]:
     """(recognizer type, recognizer + head tables, what the file is) as the checkpoint says."""
     from tsrx.checkpoint import detect_format, read_official
 
@@ -251,7 +253,9 @@ def _checkpoint_type(obj: Any) -> tuple[str | None, dict, str]:
     return ((rec or {}).get("type"), {"recognizer": rec}, f"a {fmt} checkpoint (holding {parts})")
 
 
-def build_judge_table(name: str, table: dict, where: str, base_dir: str | Path = ".") -> Judge:
+def build_judge_table(
+    name: str, table: dict[str, Any], where: str, base_dir: str | Path = "."
+) -> Judge:
     """One judge from ``{type, weights, optional, ...options}`` (``name`` "" = named by type)."""
     from tsrx.checkpoint import detect_format, load_checkpoint, load_into, state_dict_for
     from tsrx.models.build import build_parts

@@ -43,7 +43,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def official_config(obj: Any, where: str = "<checkpoint>") -> dict:
+def official_config(obj: Any, where: str = "<checkpoint>") -> dict[str, Any]:
     """The resolved config of an official checkpoint's model (its reader's ``model`` table)."""
     from tsrx.checkpoint import detect_format, read_official
     from tsrx.config.experiment import resolve_run
@@ -55,7 +55,7 @@ def official_config(obj: Any, where: str = "<checkpoint>") -> dict:
             f"{where}: checkpoint format {detect_format(obj)!r} does not say which "
             "model it holds: pass a config with a [model] table"
         )
-    raw: dict = {"name": "eval", "model": official.model}
+    raw: dict[str, Any] = {"name": "eval", "model": official.model}
     channels = _sr_channels(official.model.get("sr"))
     if channels in (3, 4):  # the data's mask channel follows the backbone the file holds
         raw["data"] = {"mask": channels == 4}
@@ -65,7 +65,7 @@ def official_config(obj: Any, where: str = "<checkpoint>") -> dict:
     return cfg
 
 
-def _sr_channels(sr_table: dict | None) -> int | None:
+def _sr_channels(sr_table: dict[str, Any] | None) -> int | None:
     if not sr_table:
         return None
     from tsrx.registry import SR_BACKBONES
@@ -73,7 +73,7 @@ def _sr_channels(sr_table: dict | None) -> int | None:
     return getattr(SR_BACKBONES.build(dict(sr_table), "model.sr"), "in_channels", None)
 
 
-def checkpoint_config(obj: Any, where: str = "<checkpoint>") -> dict:
+def checkpoint_config(obj: Any, where: str = "<checkpoint>") -> dict[str, Any]:
     """The config a checkpoint describes itself with (tsrx: embedded and checked; official:
     its reader's)."""
     from tsrx.checkpoint import detect_format
@@ -85,7 +85,9 @@ def checkpoint_config(obj: Any, where: str = "<checkpoint>") -> dict:
     return official_config(obj, where)
 
 
-def check_stored_config(config: dict, where: str, recorded: list | None = None) -> None:
+def check_stored_config(
+    config: dict[str, Any], where: str, recorded: list[Any] | None = None
+) -> None:
     """A config read from a file tsrx did not just write (a checkpoint's, a run directory's):
     every component it names must be registered by a plugin the user installed or passed."""
     from tsrx.checkpoint_components import require_checkpoint_components
@@ -93,7 +95,7 @@ def check_stored_config(config: dict, where: str, recorded: list | None = None) 
     require_checkpoint_components(config, source=where, recorded=recorded)
 
 
-def build_loaded(config: dict, obj: Any, source: str) -> tuple[nn.Module, Any]:
+def build_loaded(config: dict[str, Any], obj: Any, source: str) -> tuple[nn.Module, Any]:
     """The joint model of ``config`` with the checkpoint's weights (combiner weights left out);
     returns (model, load report). Missing weights are an error."""
     from tsrx.checkpoint import detect_format, load_into, state_dict_for
@@ -133,7 +135,7 @@ class Loaded:
     config that describes it, and the judges that read for it (see :meth:`with_judges`)."""
 
     model: nn.Module
-    config: dict
+    config: dict[str, Any]
     format: str
     source: str
     report: Any  # tsrx.checkpoint.LoadReport
@@ -143,7 +145,7 @@ class Loaded:
     def with_judges(
         self,
         *,
-        cli: dict[str, dict] | None = None,
+        cli: dict[str, dict[str, Any]] | None = None,
         warn: Any = None,
     ) -> Loaded:
         """The model's own recognizer, then the config's ``[eval.judges]`` (or ``cli``'s)."""
@@ -186,7 +188,7 @@ class Loaded:
 def open_checkpoint(
     path: str | Path,
     *,
-    config: dict | None = None,
+    config: dict[str, Any] | None = None,
     stored: bool = True,
     plugins: Any = (),
     device: str | torch.device | None = None,

@@ -18,7 +18,7 @@ from tsrx.models.joint import JointModel
 INIT_KEYS = ("whole", "sr", "recognizer", "head")
 
 
-def _channels_check(sr: Any, data: dict, where: str) -> None:
+def _channels_check(sr: Any, data: dict[str, Any], where: str) -> None:
     if sr is None or "mask" not in data:
         return
     expected = 4 if data["mask"] else 3
@@ -33,7 +33,7 @@ def _channels_check(sr: Any, data: dict, where: str) -> None:
 
 
 def build_parts(
-    model_cfg: dict, file: str = "<config>", data: dict | None = None
+    model_cfg: dict[str, Any], file: str = "<config>", data: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The ``sr``, ``recognizer``, ``head`` and ``prior`` modules of ``[model]`` (None where
     absent).
@@ -135,7 +135,9 @@ def load_prior_weights(
     return [k for k in model.state_dict() if k.startswith(("prior.", "prior_teacher."))]
 
 
-def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[dict, list[str]]:
+def init_state_dict(
+    init: dict[str, str], base_dir: str | Path = "."
+) -> tuple[dict[str, Any], list[str]]:
     """Merge the checkpoints of ``model.init`` into one state_dict in the joint key space.
 
     Returns the state_dict and notes (e.g. loss-combiner weights left to the trainer).
@@ -148,7 +150,7 @@ def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[d
             f"model.init: unknown part(s) {', '.join(map(repr, unknown))}; "
             f"expected {', '.join(INIT_KEYS)}"
         )
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     notes: list[str] = []
     for part in INIT_KEYS:
         if part not in init:
@@ -172,7 +174,7 @@ def init_state_dict(init: dict[str, str], base_dir: str | Path = ".") -> tuple[d
 
 
 def build_model(
-    config: dict, load_init: bool = True, console: Any = None, file: str = "<config>"
+    config: dict[str, Any], load_init: bool = True, console: Any = None, file: str = "<config>"
 ) -> JointModel:
     """The joint model of a resolved config; ``model.init`` is loaded when ``load_init``.
 

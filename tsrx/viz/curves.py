@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from tsrx.errors import TsrxError
 from tsrx.report.collect import Run
@@ -28,7 +30,7 @@ class Series:
     combiner: str = ""
 
 
-def _add(table: dict, key: str, step: int, value) -> None:
+def _add(table: dict[str, Any], key: str, step: int, value: Any) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         steps, values = table.setdefault(key, ([], []))
         steps.append(step)
@@ -58,7 +60,7 @@ def series_of(run: Run) -> Series:
     return s
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
     except ImportError:

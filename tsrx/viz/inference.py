@@ -25,7 +25,9 @@ def load(
     from tsrx.engine.judges import parse_cli_judges
     from tsrx.engine.loading import open_checkpoint
 
-    return open_checkpoint(checkpoint, device=device).with_judges(cli=parse_cli_judges(judges))
+    return open_checkpoint(checkpoint, device=device).with_judges(
+        cli=parse_cli_judges(list(judges))
+    )
 
 
 def bicubic_up(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -52,4 +54,5 @@ def sr_of(model: Any, lr: torch.Tensor) -> torch.Tensor:
             "this checkpoint's model has no SR part ([model.sr]); nothing to super-resolve"
         )
     with torch.no_grad():
-        return sr(lr)
+        out: torch.Tensor = sr(lr)
+    return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -10,6 +12,10 @@ import torch
 from tsrx.errors import TsrxError
 from tsrx.viz.inference import bicubic_up, is_correct, load, sr_of, to_uint8
 from tsrx.viz.sheets import Sample, contact_sheet, save_png
+
+if TYPE_CHECKING:
+    from tsrx.data.loader import SampleDataset
+    from tsrx.engine.loading import Loaded
 
 
 def pick(n_items: int, n: int) -> list[int]:
@@ -21,16 +27,17 @@ def pick(n_items: int, n: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_items - 1, n)})
 
 
-def split_samples(loaded, dataset, n: int) -> list[Sample]:
+def split_samples(loaded: Loaded, dataset: SampleDataset, n: int) -> list[Sample]:
     from tsrx.data.loader import collate_batch
 
-    positions = pick(len(dataset), n)
+    # the registry's dataset contract (tsrx.contracts.check_dataset) requires __len__
+    positions = pick(len(cast(Sized, dataset)), n)
     if not positions:
         return []
     batch = collate_batch([dataset[i] for i in positions])
     lr, hr = batch["lr"].to(loaded.device), batch["hr"].to(loaded.device)
     sr = sr_of(loaded.model, lr)
-    up = bicubic_up(lr, tuple(hr.shape[-2:]))
+    up = bicubic_up(lr, (hr.shape[-2], hr.shape[-1]))
     with torch.no_grad():
         reads = {"lr": loaded.read(up), "sr": loaded.read(sr), "hr": loaded.read(hr)}
     pics = {"lr": to_uint8(up), "sr": to_uint8(sr), "hr": to_uint8(hr)}
@@ -80,6 +87,7 @@ def samples_sheet(
         sections.append((name, split_samples(loaded, ds, n)))
     from tsrx.data.config import data_section
 
-    hr_size = tuple(int(x) for x in data_section({"data": data}).hr_size)
+    hr = data_section({"data": data}).hr_size
+    hr_size = (int(hr[0]), int(hr[1]))
     sheet = contact_sheet(sections, hr_size, scale)
     return save_png(sheet, output), dict(sections)
