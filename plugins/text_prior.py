@@ -142,6 +142,9 @@ class _TextPriorTSRN(nn.Module):
 
     needs_text_prior = True
     prior_classes = PRIOR_CLASSES
+    # the official training's terms (tsrx_builtin.prior_losses), the defaults of [loss]
+    # prior (a trainable generator) and consistency (model.rotate_train, TATT's TSC)
+    default_losses = {"prior": {"type": "tpgsr"}, "consistency": {"type": "tsc"}}
 
     def __init__(
         self,

@@ -85,15 +85,18 @@ def test_heads_and_ctc_losses_are_refused_for_attention_recognizers():
         JointModel(recognizer=rec, head=head)
     with pytest.raises(TsrxError, match="attention recognizer"):
         JointModel(recognizer=rec, coupling="feature")
+    from tsrx_builtin.crnn import CRNN
+
+    attention, ctc = JointModel(recognizer=rec), JointModel(recognizer=CRNN())
     with pytest.raises(TsrxError, match="trains with its own loss"):
-        build_losses({"recognition": {"type": "ctc"}}, ["recognition"], rec_ctc=False)
+        build_losses({"recognition": {"type": "ctc"}}, ["recognition"], attention)
     with pytest.raises(TsrxError, match="no loss of its own"):
-        build_losses({"recognition": {"type": "own"}}, ["recognition"], rec_ctc=True)
+        build_losses({"recognition": {"type": "own"}}, ["recognition"], ctc)
     from tsrx.models.build import build_model
 
     with pytest.raises(TsrxError, match="model.head: moran is an attention recognizer"):
         build_model({"model": {"recognizer": {"type": "moran"}, "head": {"type": "mlp"}}})
-    losses, tables, _ = build_losses({}, ["recognition"], rec_ctc=False)
+    losses, tables, _ = build_losses({}, ["recognition"], attention)
     assert tables["recognition"]["type"] == "own"
 
 

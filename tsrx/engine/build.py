@@ -19,16 +19,10 @@ from torch import nn
 
 from tsrx.data.config import data_section
 from tsrx.engine.distributed import DistEnv
+from tsrx.engine.loss_module import term_names
 from tsrx.errors import TsrxError
 
 log = logging.getLogger("tsrx.engine")
-
-DEFAULT_LOSSES = {
-    "sr": {"type": "textzoom"},
-    "recognition": {"type": "ctc"},
-    "prior": {"type": "tpgsr"},
-    "consistency": {"type": "tsc"},
-}
 
 
 @dataclass
@@ -36,7 +30,7 @@ class RunParts:
     """What a run is made of; see :func:`build_run`."""
 
     model: nn.Module
-    tasks: list[str]
+    tasks: list[str]  # the model's training terms (model.loss_terms)
     losses: dict[str, nn.Module]
     loss_tables: dict[str, dict]  # the resolved loss choice, recorded in the run dir
     combiner: nn.Module
@@ -70,19 +64,8 @@ def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_s
 
 
 def model_tasks(model: nn.Module) -> list[str]:
-    """The tasks a model trains: ``sr`` with an SR part, ``recognition`` with a recognizer,
-    ``prior`` with a trainable text-prior generator, ``consistency`` with rotated training
-    pairs (TATT's TSC)."""
-    tasks = []
-    if getattr(model, "sr", None) is not None:
-        tasks.append("sr")
-    if getattr(model, "recognizer", None) is not None:
-        tasks.append("recognition")
-    prior = getattr(model, "prior", None)
-    if prior is not None and any(p.requires_grad for p in prior.parameters()):
-        tasks.append("prior")
-    if getattr(model, "rotate_train", 0) > 0:
-        tasks.append("consistency")
+    """The training terms a model produces (``model.loss_terms()``), in logging order."""
+    tasks = list(model.loss_terms())
     if not tasks:
         raise TsrxError("[model] has neither an SR part nor a recognizer: nothing to train")
     return tasks
@@ -91,54 +74,39 @@ def model_tasks(model: nn.Module) -> list[str]:
 def build_losses(
     loss_cfg: dict,
     tasks: list[str],
-    model: nn.Module | None = None,
+    model: nn.Module,
     data_cfg: dict | None = None,
-    rec_ctc: bool | None = None,
 ) -> tuple[dict, dict, list[str]]:
-    """Loss modules per task, the resolved tables (defaults filled in) and warnings.
+    """Loss modules per term, the resolved tables (defaults filled in) and warnings.
 
-    With ``model``, each loss is checked against its contract on tensors of the shapes the
-    model produces (``tsrx.contracts``). ``rec_ctc`` (default: from the model's recognizer):
-    whether the recognizer gives CTC logits; an attention recognizer (ASTER, MORAN) trains
-    with its own loss, ``recognition = {type = "own"}`` (its default).
+    Which terms exist, which registry each term's table names, its default and the shapes
+    its contract's dry call uses all come from ``model.loss_terms`` (tsrx/models/joint.py);
+    an attention recognizer (``ctc = False``) trains with its own loss,
+    ``recognition = {type = "own"}`` (its default), a CTC recognizer with a CTC loss.
     """
-    from tsrx.registry import (
-        CONSISTENCY_LOSSES,
-        PRIOR_LOSSES,
-        REC_LOSSES,
-        SR_LOSSES,
-        component_defaults,
-    )
+    from tsrx.registry import ALL, component_defaults
 
-    if rec_ctc is None:
-        rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
-    registries = {
-        "sr": (SR_LOSSES, "sr_loss"),
-        "recognition": (REC_LOSSES, "rec_loss"),
-        "prior": (PRIOR_LOSSES, "prior_loss"),
-        "consistency": (CONSISTENCY_LOSSES, "consistency_loss"),
-    }
-    owners = {
-        "sr": "SR part",
-        "recognition": "recognizer",
-        "prior": "trainable text-prior generator",
-        "consistency": "rotated training pairs (model.rotate_train)",
-    }
+    hr_size = tuple(data_section({"data": data_cfg or {}}).hr_size)
+    specs = model.loss_terms(hr_size)
     losses, tables, warnings = {}, {}, []
-    for task in registries:
-        table = loss_cfg.get(task)
-        if task not in tasks:
-            if table:
-                warnings.append(
-                    f"[loss] {task} = {table} has no effect: the model has no {owners[task]}"
-                )
-            continue
-        if task == "recognition" and not rec_ctc:
-            table = table or {"type": "own"}
-        table = table or DEFAULT_LOSSES[task]
-        reg, reg_key = registries[task]
-        shapes = _loss_shapes(task, model, data_cfg or {}) if model is not None else {}
-        losses[task] = reg.build(table, f"loss.{task}", contract_args=shapes)
+    for task, table in loss_cfg.items():
+        if task != "combiner" and table and task not in tasks:
+            warnings.append(
+                f"[loss] {task} = {table} has no effect: the model trains no {task!r} term "
+                f"(its terms: {', '.join(tasks)})"
+            )
+    for task in tasks:
+        spec = specs[task]
+        table = loss_cfg.get(task) or spec.default
+        if table is None:
+            raise TsrxError(
+                f"[loss] {task}: the model trains a {task!r} term and its SR backbone names "
+                f"no default loss for it; set [loss] {task} = {{type = ...}} "
+                f"(registered: {', '.join(ALL[spec.registry].names()) or '(none)'})"
+            )
+        reg = ALL[spec.registry]
+        losses[task] = reg.build(table, f"loss.{task}", contract_args=spec.shapes)
+        rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
         if task == "recognition" and bool(getattr(losses[task], "own", False)) == rec_ctc:
             raise TsrxError(
                 f"loss.recognition = {table}: "
@@ -150,20 +118,8 @@ def build_losses(
                     'CTC loss such as {type = "ctc"}'
                 )
             )
-        tables[task] = component_defaults(table, reg_key)
+        tables[task] = component_defaults(table, spec.registry)
     return losses, tables, warnings
-
-
-def _loss_shapes(task: str, model: nn.Module, data_cfg: dict) -> dict:
-    """What the model will feed a task's loss, for its contract's dry call."""
-    if task in ("sr", "consistency"):
-        return {
-            "channels": getattr(model.sr, "in_channels", 3),
-            "size": tuple(data_section({"data": data_cfg}).hr_size),
-        }
-    if task == "recognition":
-        return {"num_classes": model.recognizer.num_classes}
-    return {"num_classes": model.prior.num_classes}
 
 
 def check_selector_judges(selectors: list, judges: list) -> None:
@@ -196,7 +152,9 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     tasks = model_tasks(model)
     losses, loss_tables, warnings = build_losses(config.get("loss") or {}, tasks, model, data_cfg)
     losses = {k: v.to(device) for k, v in losses.items()}
-    combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=tasks)
+    # the combiner weighs every logged term: a loss's named sub-terms each count as one
+    combined = [name for task in tasks for name in term_names(task, losses[task])]
+    combiner = COMBINERS.build(config["loss"]["combiner"], "loss.combiner", tasks=combined)
     combiner = combiner.to(device)
 
     model_params = [p for p in model.parameters() if p.requires_grad]

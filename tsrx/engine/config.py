@@ -17,12 +17,13 @@ MaxSteps = Range(low=0, low_open=True, high=MAX_STEPS)
 
 @dataclass
 class LossSection:
-    """``[loss]``: per-task losses and the combiner that merges them into one scalar.
+    """``[loss]``: the loss of each training term and the combiner that merges them.
 
-    Missing task losses default to the TextZoom ones: ``sr = {type = "textzoom"}``
-    (100 x (MSE + 1e-4 x gradient-profile loss)) and ``recognition = {type = "ctc"}``;
-    a trainable text-prior generator adds the task ``prior`` (default ``{type = "tpgsr"}``),
-    ``model.rotate_train`` the task ``consistency`` (default ``{type = "tsc"}``).
+    The model says which terms it trains and each one's default (``model.loss_terms``,
+    tsrx/models/joint.py): ``sr = {type = "textzoom"}`` (100 x (MSE + 1e-4 x
+    gradient-profile loss)), ``recognition = {type = "ctc"}`` (``"own"`` for an attention
+    recognizer); a trainable text-prior generator adds ``prior``, ``model.rotate_train``
+    adds ``consistency``, both defaulting to the SR backbone's ``default_losses``.
     """
 
     sr: Annotated[dict[str, Any], Component("sr_loss")] | None = None

@@ -1,58 +1,56 @@
-"""How one batch becomes the training loss: the model's outputs, each task's loss, the combiner.
+"""How one batch becomes the training loss: the model's terms, each term's loss, the combiner.
 
 ``LossModule`` holds model, losses and combiner in one module, so the combiner's learned
 weights (``uncertainty``) sit inside what DDP wraps and are averaged like the model's
-gradients. Which outputs each task reads (a cascade's stages, TATT's rotated pair, an
-attention recognizer's own loss) is decided here, not in the training step.
+gradients. It names no model output: the model says what each term's loss reads
+(``model.loss_inputs``); here every call of a term's loss is summed (a cascade's stages),
+a loss that returns named sub-terms gives one term each, and the combiner gets them all.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from tsrx.models.text import encode_labels
+LossInputs = Callable[[dict[str, Any], dict[str, Any]], dict[str, list[tuple[Any, ...]]]]
+
+
+def term_names(term: str, loss: nn.Module) -> list[str]:
+    """The names under which ``loss`` (the loss of ``term``) is logged and combined: the term
+    itself, or ``<term>_<name>`` for each named sub-term of a loss that declares ``terms``."""
+    names = getattr(loss, "terms", None)
+    return [term] if names is None else [f"{term}_{n}" for n in names]
 
 
 class LossModule(nn.Module):
-    """model -> task losses -> combiner: the unit DDP wraps."""
+    """model -> term losses -> combiner: the unit DDP wraps."""
 
     def __init__(self, model: nn.Module, losses: dict[str, nn.Module], combiner: nn.Module):
         super().__init__()
         self.model = model
         self.losses = nn.ModuleDict(losses)
         self.combiner = combiner
-        rec = getattr(model, "recognizer", None)
-        self.alphabet = rec.alphabet if rec is not None else ""
-        # a lower-case alphabet (CRNN's 0-9a-z) reads upper-case labels as lower-case
-        self.lower_labels = self.alphabet == self.alphabet.lower()
 
     def forward(
         self, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
         out = self.model(batch)
         terms: dict[str, torch.Tensor] = {}
-        hr = out.get("target_hr", batch.get("hr"))  # the model may augment the pair (TATT)
-        if "sr" in self.losses:  # a cascade (text-prior stages) sums the loss of every stage
-            sr_loss = self.losses["sr"]
-            # a recognition-guided SR loss (needs_labels) also reads the batch's labels
-            extra = {"labels": batch["label"]} if getattr(sr_loss, "needs_labels", False) else {}
-            terms["sr"] = sum(
-                sr_loss(sr, hr, **extra) for sr in out.get("sr_stages") or [out["sr"]]
-            )
-        if "recognition" in self.losses and getattr(self.losses["recognition"], "own", False):
-            terms["recognition"] = self.losses["recognition"](out["rec_loss"])
-        elif "recognition" in self.losses:
-            targets, lengths = encode_labels(batch["label"], self.alphabet, lower=self.lower_labels)
-            terms["recognition"] = self.losses["recognition"](out["logits"], targets, lengths)
-        if "prior" in self.losses:  # each stage's LR prior against the teacher's HR prior
-            terms["prior"] = sum(self.losses["prior"](p, out["prior_hr"]) for p in out["prior"])
-        if "consistency" in self.losses:  # SR of a transformed LR, transformed back, vs SR
-            terms["consistency"] = sum(
-                self.losses["consistency"](t, sr, hr)
-                for t, sr in zip(out["sr_transformed"], out.get("sr_stages") or [out["sr"]])
-            )
+        # the model's own wiring of its outputs to its terms (JointModel.loss_inputs)
+        loss_inputs = cast(LossInputs, self.model.loss_inputs)
+        for term, calls in loss_inputs(out, batch).items():
+            loss = self.losses[term]
+            # a loss that reads the batch's labels (a recognition-guided SR loss) says so
+            extra = {"labels": batch["label"]} if getattr(loss, "needs_labels", False) else {}
+            values = [loss(*args, **extra) for args in calls]
+            keys: list[str] | None = getattr(loss, "terms", None)
+            if keys is None:
+                terms[term] = sum(values)
+            else:
+                for key, name in zip(keys, term_names(term, loss)):
+                    terms[name] = sum(v[key] for v in values)
         total, logs = self.combiner(terms)
         return total, terms, logs

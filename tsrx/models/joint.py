@@ -23,6 +23,9 @@ every composition and for DDP and non-DDP runs (save ``unwrap(model).state_dict(
   training pair is first rotated by a random angle (``target_hr`` is the rotated HR), and
   ``sr_transformed`` holds, per stage, the SR image of the LR rotated back, rotated again,
   for TATT's TSC loss.
+The model says which training terms it produces and what each term's loss reads
+(``loss_terms``, ``loss_inputs``): the engine builds one loss per term and sums and logs
+whatever it gets, so it names no coupling's outputs (docs/engine.md, "Loss terms").
 Attention recognizers (``ctc = False``: ASTER, MORAN) take no head and no feature coupling;
 in training, ``forward`` gives their own loss (``recognizer.loss(images, labels)``) as
 ``rec_loss`` instead of logits.
@@ -35,6 +38,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +47,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from tsrx.errors import TsrxError
 from tsrx.models.config import ModelSection
+from tsrx.models.text import encode_labels
 
 _DEFAULTS = ModelSection()  # [model]'s defaults, written once in tsrx.models.config
 
@@ -53,6 +59,18 @@ def _matches(name: str, prefix: str) -> bool:
 def _module_names(module: nn.Module, max_depth: int = 2) -> list[str]:
     """Submodule names up to ``max_depth`` levels (``cnn``, ``cnn.conv0``), for error messages."""
     return [name for name, _ in module.named_modules() if name and name.count(".") < max_depth]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One training term a model produces: ``registry`` is the key of ``tsrx.registry.ALL``
+    whose component its ``[loss] <term>`` table names; ``default`` the table used when
+    ``[loss]`` names none (None: the run must name one); ``shapes`` what the model feeds the
+    loss, for its contract's dry call (``REG.build(..., contract_args=shapes)``)."""
+
+    registry: str
+    default: dict[str, Any] | None
+    shapes: dict[str, Any] = field(default_factory=dict)
 
 
 class JointModel(nn.Module):
@@ -228,6 +246,58 @@ class JointModel(nn.Module):
         if getattr(self, "prior_teacher", None) is not None:
             self.prior_teacher.eval()
         return self
+
+    def _prior_trains(self) -> bool:
+        return self.prior is not None and any(p.requires_grad for p in self.prior.parameters())
+
+    def loss_terms(self, hr_size: tuple[int, int] = (32, 128)) -> dict[str, LossTerm]:
+        """The training terms of this composition, in the order they are logged: ``sr`` with
+        an SR part, ``recognition`` with a recognizer, ``prior`` with a trainable text-prior
+        generator, ``consistency`` with rotated training pairs. The SR backbone's
+        ``default_losses`` (its official training) give the defaults of the last two."""
+        own = dict(getattr(self.sr, "default_losses", None) or {})
+        image = {"channels": getattr(self.sr, "in_channels", 3), "size": tuple(hr_size)}
+        terms = {}
+        if self.sr is not None:
+            terms["sr"] = LossTerm("sr_loss", {"type": "textzoom"}, image)
+        if self.recognizer is not None:
+            ctc = getattr(self.recognizer, "ctc", True)
+            terms["recognition"] = LossTerm(
+                "rec_loss",
+                {"type": "ctc" if ctc else "own"},
+                {"num_classes": self.recognizer.num_classes},
+            )
+        if self._prior_trains():
+            terms["prior"] = LossTerm(
+                "prior_loss", own.get("prior"), {"num_classes": self.prior.num_classes}
+            )
+        if self.rotate_train > 0:
+            terms["consistency"] = LossTerm("consistency_loss", own.get("consistency"), image)
+        return terms
+
+    def loss_inputs(self, out: dict, batch: dict) -> dict[str, list[tuple]]:
+        """Per term of ``loss_terms``, the positional arguments of each call of its loss on
+        this training step's ``out`` (a cascade calls the SR, prior and consistency losses
+        once per stage; the engine sums the calls)."""
+        inputs: dict[str, list[tuple]] = {}
+        hr = out.get("target_hr", batch.get("hr"))  # the rotated pair, when rotate_train
+        stages = out.get("sr_stages") or [out["sr"]]
+        if self.sr is not None:
+            inputs["sr"] = [(sr, hr) for sr in stages]
+        if self.recognizer is not None and not getattr(self.recognizer, "ctc", True):
+            inputs["recognition"] = [(out["rec_loss"],)]
+        elif self.recognizer is not None:
+            alphabet = self.recognizer.alphabet
+            # a lower-case alphabet (CRNN's 0-9a-z) reads upper-case labels as lower-case
+            targets, lengths = encode_labels(
+                batch["label"], alphabet, lower=alphabet == alphabet.lower()
+            )
+            inputs["recognition"] = [(out["logits"], targets, lengths)]
+        if self._prior_trains():  # each stage's LR prior against the teacher's HR prior
+            inputs["prior"] = [(p, out["prior_hr"]) for p in out["prior"]]
+        if self.rotate_train > 0:  # SR of the rotated-back LR, rotated again, vs SR
+            inputs["consistency"] = [(t, sr, hr) for t, sr in zip(out["sr_transformed"], stages)]
+        return inputs
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor | None]:
         extra: dict = {}
