@@ -310,9 +310,43 @@ def _probabilities(steps: int, classes: int, shift: float = 0.0) -> torch.Tensor
     return torch.softmax(ramp.reshape(steps, DRY_BATCH, classes), dim=2)
 
 
+def _loss_terms(loss: Any, kind: str, name: str | None) -> list[str] | None:
+    """A loss's declared named sub-terms (``terms``), checked: None when it declares none."""
+    terms = getattr(loss, "terms", None)
+    if terms is None:
+        return None
+    ok = isinstance(terms, (tuple, list)) and terms and len(set(terms)) == len(terms)
+    if not ok or not all(isinstance(t, str) and t and "." not in t for t in terms):
+        raise _fail(
+            loss,
+            kind,
+            name,
+            "terms must be a non-empty tuple of distinct names without '.' (the sub-terms "
+            f"its forward returns as a dict), got {terms!r}",
+        )
+    return list(terms)
+
+
 def _check_scalar_loss(loss: Any, kind: str, name: str | None, call: str, *args: Any) -> None:
+    """One dry call returns a finite scalar, or, for a loss declaring ``terms``, a dict with
+    exactly those names, each a finite scalar (docs/engine.md, "Loss terms")."""
+    terms = _loss_terms(loss, kind, name)
     with dry_run(loss):
         out = _call(loss, kind, name, call, loss, *args)
+    if terms is not None:
+        if not isinstance(out, dict) or set(out) != set(terms):
+            got = f"a dict of {list(out)}" if isinstance(out, dict) else _shape(out)
+            raise _fail(loss, kind, name, f"{call} must return a dict of {terms}, got {got}")
+        for term, value in out.items():
+            if not _scalar(value) or not math.isfinite(float(value)):
+                raise _fail(
+                    loss,
+                    kind,
+                    name,
+                    f"{call}[{term!r}] must be a finite scalar (0-dim float tensor), "
+                    f"got {_shape(value)}" + (f" = {float(value)}" if _scalar(value) else ""),
+                )
+        return
     if not _scalar(out) or not math.isfinite(float(out)):
         raise _fail(
             loss,
