@@ -16,12 +16,16 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from tsrx.errors import TsrxError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 FORMAT = "tsrx"
 FORMAT_VERSION = 1
@@ -152,7 +156,7 @@ def read_official(obj: Any) -> OfficialCheckpoint | None:
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         return None
     for entry in CHECKPOINT_FORMATS.entries():
-        found = entry.obj(obj)
+        found: OfficialCheckpoint | None = entry.obj(obj)  # a reader's contract
         if found is not None:
             return found
     return None
@@ -187,10 +191,10 @@ def state_dict_for(obj: Any, part: str | None = None) -> OrderedDict[str, torch.
     """
     whole = part in (None, "whole")
     fmt = detect_format(obj)
+    official = None if fmt in ("tsrx", "state_dict") else read_official(obj)
     if fmt == "tsrx":
         state = strip_module_prefix(obj["model"])
-    elif fmt != "state_dict":
-        official = read_official(obj)
+    elif official is not None:
         state = official.state
         if not whole and part not in official.parts:
             held = ", ".join(sorted(official.parts)) or "nothing"
@@ -204,7 +208,7 @@ def state_dict_for(obj: Any, part: str | None = None) -> OrderedDict[str, torch.
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for k, v in state.items():
             # a bare state_dict saved from the joint model already carries its part prefix
-            out[k if k.startswith(part + ".") else f"{part}.{k}"] = v
+            out[k if k.startswith(f"{part}.") else f"{part}.{k}"] = v
         return out
     if whole:
         return state
@@ -262,7 +266,7 @@ class LoadReport:
     def mismatched(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
         return self._all("mismatched")
 
-    def table(self):
+    def table(self) -> Table:
         """A rich Table: one row per part, counts of loaded / missing / unexpected / mismatched."""
         from rich.table import Table
 
@@ -296,7 +300,7 @@ class LoadReport:
                     lines.append(f"{name}: {kind}: {', '.join(keys[:limit])}{more}")
         return lines
 
-    def print(self, console=None) -> None:
+    def print(self, console: Console | None = None) -> None:
         if console is None:
             from rich.console import Console
 

@@ -55,6 +55,18 @@ class Recognizer(Protocol):
     num_classes: int
 
 
+class CTCRecognizer(Recognizer, Protocol):
+    """The typed view of a CTC recognizer that :func:`check_recognizer` accepted: what a head,
+    the joint model and greedy decoding call on it."""
+
+    classifier: nn.Module
+    feature_dim: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
 @runtime_checkable
 class Head(Protocol):
     """``__init__(in_features, num_classes, **options)``; ``forward((T,B,C)) -> (T,B,K)``."""

@@ -169,7 +169,7 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tsrx-{_host()}-{os.getpid()}.tmp")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Temp file in the same folder, fsync, rename: readers never see half a file."""
     path = Path(path)
     tmp = temp_name(path)

@@ -104,16 +104,17 @@ def inspect_cmd(
     elif fmt != "state_dict":
         from tsrx.checkpoint import read_official
 
-        official = read_official(obj)
-        for part, table in official.model.items():
-            info.append((f"model.{part}", ", ".join(f"{k}={v}" for k, v in table.items())))
-        info += [(k, str(v)) for k, v in official.info.items()]
+        official = read_official(obj)  # not None: detect_format named its reader
+        if official is not None:
+            for part, table in official.model.items():
+                info.append((f"model.{part}", ", ".join(f"{k}={v}" for k, v in table.items())))
+            info += [(k, str(v)) for k, v in official.info.items()]
     for key, value in info:
         console.print(f"{key}: {value}", highlight=False, markup=False)
     if keys:
-        for key, value in state.items():
+        for name, tensor in state.items():
             console.print(
-                f"{key} {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}",
+                f"{name} {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}",
                 highlight=False,
                 markup=False,
             )

@@ -10,11 +10,14 @@ the table and stored in the JSON, which also holds every image's prediction.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
+
+if TYPE_CHECKING:
+    from tsrx.records import Records
 
 
 def register(app: typer.Typer) -> None:
@@ -171,7 +174,7 @@ def _user_config(config_file: Path | None) -> dict[str, Any] | None:
 
 
 def _store_in_run_dir(
-    ckpt: Path, result: dict[str, Any], overrides: dict[str, Any], records=None
+    ckpt: Path, result: dict[str, Any], overrides: dict[str, Any], records: Records | None = None
 ) -> Path | None:
     """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
     (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""

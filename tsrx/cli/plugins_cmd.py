@@ -53,7 +53,7 @@ def list_cmd(
 
     _load(config)
     by_name = {p.name: p for p in loaded_plugins()}
-    rows = []
+    rows: list[dict[str, Any]] = []  # JSON rows of --json
     for reg_name, reg in ALL.items():
         for e in reg.entries():
             if not _matches(pattern, reg_name, reg.kind, e.name):
@@ -112,7 +112,8 @@ def describe_component(reg_key: str, name: str) -> dict[str, Any]:
     import inspect
 
     from tsrx.config.schema import signature_fields, type_name, unannotated_options
-    from tsrx.registry import ALL, source_file
+    from tsrx.errors import source_file
+    from tsrx.registry import ALL
 
     reg = ALL[reg_key]
     obj = reg.get(name)

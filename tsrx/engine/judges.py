@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -86,15 +86,17 @@ class Judge:
         return [(state, hashlib.blake2b(row, digest_size=16).digest()) for row in raw]
 
     def _read(self, images: torch.Tensor) -> list[str]:
+        from tsrx.contracts import CTCRecognizer
         from tsrx.models.text import ctc_greedy_decode
 
+        # checked when built (tsrx.contracts.check_recognizer): a head only replaces a CTC
+        # recognizer's classifier, and a recognizer without recognize() is a CTC one
+        ctc = cast(CTCRecognizer, self.recognizer)
         if self.head is not None:
-            return ctc_greedy_decode(
-                self.head(self.recognizer.encode(images)), self.recognizer.alphabet
-            )
+            return ctc_greedy_decode(self.head(ctc.encode(images)), ctc.alphabet)
         recognize = getattr(self.recognizer, "recognize", None)
         if recognize is None:  # a CTC recognizer written before recognize() was the contract
-            return ctc_greedy_decode(self.recognizer(images), self.recognizer.alphabet)
+            return ctc_greedy_decode(ctc(images), ctc.alphabet)
         return list(recognize(images).texts)
 
     def to(self, device: Any) -> Judge:
@@ -247,9 +249,10 @@ def _checkpoint_type(obj: Any) -> tuple[str | None, dict[str, Any], str]:
         )
     if fmt == "state_dict":
         return None, {}, "a bare state_dict"
-    official = read_official(obj)
-    rec = official.model.get("recognizer")
-    parts = ", ".join(sorted(official.model)) or "nothing"
+    official = read_official(obj)  # not None: detect_format named its reader
+    model = official.model if official is not None else {}
+    rec = model.get("recognizer")
+    parts = ", ".join(sorted(model)) or "nothing"
     return ((rec or {}).get("type"), {"recognizer": rec}, f"a {fmt} checkpoint (holding {parts})")
 
 
@@ -267,7 +270,8 @@ def build_judge_table(
     optional = bool(table.pop("optional", False))
     wanted = table.pop("type", None)
     default_type = table.pop("default_type", None)
-    ckpt, from_file, what = None, {}, ""
+    ckpt, what = None, ""
+    from_file: dict[str, Any] = {}
     if weights:
         path = Path(weights)
         if not path.is_absolute() and not path.exists():
@@ -338,8 +342,8 @@ def build_judge_table(
     description = wanted
     if ckpt is not None:
         holder = JointModel(recognizer=rec, head=head, rec_input="hr")
-        state = state_dict_for(ckpt, None if detect_format(ckpt) == "tsrx" else "recognizer")
-        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in ("recognizer", "head")}
+        whole = state_dict_for(ckpt, None if detect_format(ckpt) == "tsrx" else "recognizer")
+        state = {k: v for k, v in whole.items() if k.split(".", 1)[0] in ("recognizer", "head")}
         report = load_into(holder, state, source=str(weights))
         if report.missing or not report.loaded:
             first = report.missing[0] if report.missing else "every key"

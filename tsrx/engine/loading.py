@@ -78,8 +78,8 @@ def checkpoint_config(obj: Any, where: str = "<checkpoint>") -> dict[str, Any]:
     its reader's)."""
     from tsrx.checkpoint import detect_format
 
-    if detect_format(obj) == "tsrx" and isinstance(obj.get("config"), dict):
-        cfg = obj["config"]
+    cfg = obj.get("config") if detect_format(obj) == "tsrx" else None
+    if isinstance(cfg, dict):
         check_stored_config(cfg, where, recorded=obj.get("plugins"))
         return cfg
     return official_config(obj, where)
@@ -229,7 +229,9 @@ def official_text_prior_backbone(obj: Any, source: str) -> nn.Module | None:
     if detect_format(obj) in ("tsrx", "state_dict"):
         return None
     official = read_official(obj)
-    sr_table = (official.model if official else {}).get("sr")
+    if official is None:
+        return None
+    sr_table = official.model.get("sr")
     if not sr_table or set(official.model) != {"sr"}:
         return None
     from tsrx.registry import SR_BACKBONES
@@ -289,7 +291,8 @@ def exact_parameter_counts(obj: Any) -> dict[str, int] | None:
     elif fmt == "state_dict":
         return None
     else:
-        model_cfg = read_official(obj).model
+        official = read_official(obj)  # not None: detect_format named its reader
+        model_cfg = official.model if official is not None else {}
     if not model_cfg:
         return None
     try:
