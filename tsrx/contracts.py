@@ -196,7 +196,7 @@ def check_sr(
     args: tuple[torch.Tensor, ...] = (lr,)
     call = f"forward(lr {tuple(lr.shape)})"
     if getattr(sr, "needs_text_prior", False):
-        # text-prior backbones (TPGSR, TATT) read class probabilities (B, K, 1, T) as well;
+        # text-prior backbones read class probabilities (B, K, 1, T) as well;
         # T = 26 frames, the CRNN generator's output length on a 32x100 image
         classes = int(getattr(sr, "prior_classes", 37))
         prior = torch.softmax(
@@ -207,7 +207,7 @@ def check_sr(
     with dry_run(sr):
         out = _call(sr, kind, name, call, sr, *args)
     if isinstance(out, tuple) and getattr(sr, "needs_text_prior", False):
-        out = out[0]  # TATT also returns its attention weights; tsrx uses the image
+        out = out[0]  # a text-prior backbone may add more (attention); tsrx uses the image
     expected = (DRY_BATCH, ch, *hr_size)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         raise _fail(

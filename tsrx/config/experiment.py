@@ -144,7 +144,7 @@ def _name_issue(file: str, key: str, name: str, what: str) -> ConfigIssue | None
         file,
         key,
         f"{what} {name!r} {why}: it names a directory under --runs-dir "
-        "(runs/<experiment>/<run>); use a plain name such as 'tpgsr_small'",
+        "(runs/<experiment>/<run>); use a plain name such as 'sr_small'",
     )
 
 

@@ -12,7 +12,7 @@ lands everywhere at once:
   (tsrx.checkpoint_components, docs/guarantees.md);
 - the weights are loaded in one shot; loss-combiner tensors are not model weights; a missing
   weight is an error, never a silently random layer, except the text-prior generator of an
-  official TPGSR/TATT file, which comes from ``model.prior_weights``.
+  official text-prior file, which comes from ``model.prior_weights``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def build_loaded(config: dict[str, Any], obj: Any, source: str) -> tuple[nn.Modu
         and model_sec.prior_weights
         and all(k.startswith(("prior.", "prior_teacher.")) for k in missing)
     ):
-        # an official TPGSR/TATT file holds the SR network only: the text-prior generator
+        # an official text-prior file holds the SR network only: the text-prior generator
         # comes from the config's model.prior_weights
         from tsrx.models.build import load_prior_weights
 
@@ -220,9 +220,9 @@ def open_checkpoint(
 
 
 def official_text_prior_backbone(obj: Any, source: str) -> nn.Module | None:
-    """The SR network of an official TPGSR / TATT file (``forward(x, prior)``), weights loaded;
-    None for any other file. Such a file holds no text-prior generator, so it is no joint
-    model: ``load_model`` hands back the backbone and the caller brings the prior."""
+    """The SR network of an official text-prior backbone's file (``forward(x, prior)``),
+    weights loaded; None for any other file. Such a file holds no text-prior generator, so it
+    is no joint model: ``load_model`` hands back the backbone and the caller brings the prior."""
     from tsrx.checkpoint import detect_format, load_into, read_official, state_dict_for
     from tsrx.models.build import build_parts
 
@@ -252,8 +252,8 @@ def load_model(
     path: str | Path, device: str | torch.device | None = "cpu", plugins: Any = ()
 ) -> nn.Module:
     """The model a checkpoint holds, weights loaded, in eval mode: its SR backbone when it
-    holds only one (an official TPGSR / TATT file: the backbone, ``forward(x, prior)``), its
-    recognizer when it holds only that, else the joint model."""
+    holds only one (an official text-prior backbone's file: the backbone,
+    ``forward(x, prior)``), its recognizer when it holds only that, else the joint model."""
     from tsrx.checkpoint import load_checkpoint
     from tsrx.plugins import load_named_plugins
 

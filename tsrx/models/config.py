@@ -24,14 +24,14 @@ class ModelSection:
     report). ``feature_layer`` (feature coupling): the first recognizer layer that trains;
     ``freeze``: module-name prefixes (``"sr"``, ``"recognizer.cnn"``). See docs/models.md.
 
-    ``coupling = "text_prior"`` (TPGSR, TATT): ``[model.prior]``, a CTC recognizer (the text
-    prior generator), reads the LR image and its class probabilities guide a text-prior SR
+    ``coupling = "text_prior"`` (plugins/text_prior.py): ``[model.prior]``, a CTC recognizer
+    (the text prior generator), reads the LR image and its class probabilities guide a text-prior SR
     backbone. ``prior_weights``: the generator's checkpoint (meijieru crnn.pth or tsrx),
-    loaded at build time; ``prior_stages``: the cascade (TPGSR's ``stu_iter``);
+    loaded at build time; ``prior_stages``: the cascade (stages sharing the networks);
     ``prior_dropout`` (share of a training batch given a zero prior) and ``prior_detach``
     (the SR loss does not train the generator): None takes the backbone's official setting.
-    ``rotate_train`` (degrees, TATT's ``--rotate_train``): rotate each training pair by a
-    random angle up to that and train the ``consistency`` term (TATT's TSC loss).
+    ``rotate_train`` (degrees): rotate each training pair by a random angle up to that and
+    train the ``consistency`` term (tsrx/models/rotation.py cites its source).
     """
 
     sr: Annotated[dict, Component("sr")] | None = None
@@ -70,8 +70,8 @@ class ModelSection:
                     f"model.sr.type = {sr_type!r} is guided by a text prior: "
                     'set model.coupling = "text_prior" and a [model.prior] generator '
                     '(e.g. type = "crnn" with model.prior_weights = "crnn.pth"); '
-                    "for an official TPGSR/TATT file: tsrx eval --config FILE with that "
-                    "[model]",
+                    "for an official file of that backbone: tsrx eval --config FILE with "
+                    "that [model]",
                 )
             )
         if self.coupling == "text_prior":
@@ -90,7 +90,7 @@ class ModelSection:
                         "model.sr.type",
                         f"{sr_type!r} takes no text prior; coupling = "
                         '"text_prior" needs a text-prior backbone '
-                        "(tsrn_tl_cascade, tatt)",
+                        f"({text_prior_backbones()})",
                     )
                 )
         elif self.prior:
@@ -107,7 +107,7 @@ class ModelSection:
             issues.append(
                 (
                     "model.rotate_train",
-                    "rotated training pairs (TATT's TSC) are a "
+                    "rotated training pairs (the consistency term) are a "
                     'text-prior coupling option; set coupling = "text_prior"',
                 )
             )
@@ -119,6 +119,14 @@ class ModelSection:
 
 
 section("model")(ModelSection)
+
+
+def text_prior_backbones() -> str:
+    """The registered SR backbones guided by a text prior, for messages that suggest one."""
+    from tsrx.registry import SR_BACKBONES
+
+    names = [e.name for e in SR_BACKBONES.entries() if getattr(e.obj, "needs_text_prior", False)]
+    return ", ".join(names) or "none registered"
 
 
 def model_section(config: dict) -> ModelSection:

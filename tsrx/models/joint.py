@@ -12,17 +12,17 @@ every composition and for DDP and non-DDP runs (save ``unwrap(model).state_dict(
   recognizer's parameters from ``feature_layer`` on (in the recognizer's parameter order)
   train; the earlier ones are frozen. They still pass gradients to the SR backbone, which
   trains unless ``freeze`` lists ``"sr"``.
-- ``text_prior`` coupling (TPGSR, TATT): ``prior``, a CTC recognizer (the text-prior
-  generator), reads the LR image; its per-frame class probabilities, in the official layout
-  (B, K, 1, T), are the SR backbone's second input. ``prior_stages`` > 1 is TPGSR's cascade
-  (``stu_iter``): the generator reads the previous stage's SR image, the SR backbone always
-  the LR image (generator and backbone shared over stages). In training, the output also
-  holds every stage's SR image and prior and ``prior_hr``, the probabilities of
-  ``prior_teacher`` (a frozen copy of the generator's initial weights; the generator itself
-  when frozen) on the HR image, for the text-prior loss. ``rotate_train`` > 0 (TATT): each
-  training pair is first rotated by a random angle (``target_hr`` is the rotated HR), and
-  ``sr_transformed`` holds, per stage, the SR image of the LR rotated back, rotated again,
-  for TATT's TSC loss.
+- ``text_prior`` coupling (the backbones of plugins/text_prior.py): ``prior``, a CTC
+  recognizer (the text-prior generator), reads the LR image; its per-frame class
+  probabilities, in the official layout (B, K, 1, T), are the SR backbone's second input.
+  ``prior_stages`` > 1 is a cascade (``stu_iter``): the generator reads the previous
+  stage's SR image, the SR backbone always the LR image (both shared over stages). In
+  training, the output also holds every stage's SR image and prior and ``prior_hr``, the
+  probabilities of ``prior_teacher`` (a frozen copy of the generator's initial weights; the
+  generator itself when frozen) on the HR image, for the text-prior loss. ``rotate_train``
+  > 0: each training pair is first rotated by a random angle (``target_hr`` is the rotated
+  HR), and ``sr_transformed`` holds, per stage, the SR image of the LR rotated back, rotated
+  again, for the ``consistency`` term.
 The model says which training terms it produces and what each term's loss reads
 (``loss_terms``, ``loss_inputs``): the engine builds one loss per term and sums and logs
 whatever it gets, so it names no coupling's outputs (docs/engine.md, "Loss terms").
@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tsrx.errors import TsrxError
-from tsrx.models.config import ModelSection
+from tsrx.models.config import ModelSection, text_prior_backbones
 from tsrx.models.text import encode_labels
 
 _DEFAULTS = ModelSection()  # [model]'s defaults, written once in tsrx.models.config
@@ -121,7 +121,7 @@ class JointModel(nn.Module):
         self.coupling = coupling
         self.prior = prior
         self.prior_stages = int(prior_stages)
-        # None: the backbone's official training setting (TPGSR: 1/4 dropped, not detached)
+        # None: the backbone's official training setting (its prior_dropout, prior_detach)
         self.prior_dropout = float(
             getattr(sr, "prior_dropout", 0.0) if prior_dropout is None else prior_dropout
         )
@@ -151,7 +151,8 @@ class JointModel(nn.Module):
         ]
         if prior is not None and any(p.requires_grad for p in prior.parameters()):
             # the HR prior comes from the generator's initial weights, frozen (official
-            # TPGSR/TATT: a second copy of crnn.pth in eval mode); see sync_teacher
+            # text-prior training: a second copy of the generator's file in eval mode); see
+            # sync_teacher
             self.prior_teacher = copy.deepcopy(prior).requires_grad_(False)
         else:
             self.prior_teacher = None
@@ -172,7 +173,7 @@ class JointModel(nn.Module):
         if not needs:
             raise TsrxError(
                 'model.coupling = "text_prior" needs a text-prior SR backbone '
-                "(tsrn_tl_cascade, tatt)"
+                f"({text_prior_backbones()})"
             )
         if prior is None:
             raise TsrxError(
@@ -332,7 +333,7 @@ class JointModel(nn.Module):
         """The SR image of the last stage; in training also what the text-prior loss reads."""
         lr, extra = batch["lr"], {}
         rotating = self.training and self.rotate_train > 0 and "hr" in batch
-        if rotating:  # TATT: rotate the pair; the counter-rotated LR gives the TSC term
+        if rotating:  # rotate the pair; the counter-rotated LR gives the consistency term
             from tsrx.models.rotation import random_rotation, rotate
 
             angles, offsets = random_rotation(lr.shape[0], self.rotate_train, lr.device)
@@ -348,14 +349,14 @@ class JointModel(nn.Module):
             if self.prior_detach:
                 prior = prior.detach()
             if self.training and self.prior_dropout > 0:
-                # official TPGSR: the first quarter of each batch is given a zero prior
+                # as the official training: the first part of each batch gets a zero prior
                 keep = torch.ones(lr.shape[0], 1, 1, 1, dtype=prior.dtype, device=prior.device)
                 keep[: int(lr.shape[0] * self.prior_dropout)] = 0
                 prior = prior * keep
             out = self.sr(lr, prior)
-            image = out[0] if isinstance(out, tuple) else out  # TATT adds attention weights
+            image = out[0] if isinstance(out, tuple) else out  # a backbone may add more (attention)
             stages.append(image)
-            if rotating:  # the official TSC runs the SR on the rotated-back LR, same prior
+            if rotating:  # the SR of the rotated-back LR, with the same prior
                 back = self.sr(lr_back, prior.detach())
                 back = back[0] if isinstance(back, tuple) else back
                 extra["sr_transformed"].append(rotate(back, angles, offsets))
