@@ -95,3 +95,70 @@ def test_a_loss_returning_other_terms_than_it_declares_is_refused_at_build(user_
         match=r"says_two_gives_one.*dict of \['pixel', 'edge'\], got a dict of \['pixel'\]",
     ):
         SR_LOSSES.build({"type": "says_two_gives_one"}, "loss.sr")
+
+
+def test_a_two_term_loss_gets_one_learned_weight_per_term(
+    tmp_path, tiny_data, tiny_plugin, user_plugin
+):
+    from tsrx.engine.run import run_training
+
+    exp = write_experiment(tmp_path, tiny_data, tiny_plugin, "terms_uncertainty")
+    text = exp.read_text().replace(
+        f'plugins = ["{tiny_plugin}"]', f'plugins = ["{tiny_plugin}", "{user_plugin}"]'
+    )
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("test."))
+    exp.write_text(
+        text + '\n[loss]\nsr = { type = "pixel_and_edge" }\ncombiner = { type = "uncertainty" }\n'
+    )
+    overrides = [
+        "train.steps=1",
+        "train.val_every=100",
+        "train.ckpt_every=100",
+        "train.selectors=[]",
+    ]
+    run_dir = prepare(exp, tmp_path / "runs", overrides)
+    assert run_training(run_dir, device="cpu")["state"] == "completed"
+    (step,) = metrics(run_dir, "train")
+    assert {"s_sr_pixel", "s_sr_edge", "sigma_sr_pixel", "sigma_sr_edge"} <= set(step["combiner"])
+
+
+def test_the_model_says_which_terms_it_trains_and_what_each_loss_reads():
+    """A two-stage text-prior cascade: sr and prior terms, each called once per stage; the
+    prior term's default comes from the backbone (default_losses), not from tsrx/."""
+    from tsrx.engine.build import build_losses, model_tasks
+    from tsrx.engine.loss_module import LossModule
+    from tsrx.errors import TsrxError
+    from tsrx.models.build import build_model
+    from tsrx.registry import COMBINERS
+
+    cfg = {
+        "model": {
+            "coupling": "text_prior",
+            "sr": {"type": "tsrn_tl_cascade", "blocks": 1, "stn": False},
+            "prior": {"type": "crnn"},
+            "prior_stages": 2,
+        }
+    }
+    torch.manual_seed(0)
+    model = build_model(cfg, load_init=False)
+    tasks = model_tasks(model)
+    assert tasks == ["sr", "prior"]
+    losses, tables, warnings = build_losses({"consistency": {"type": "tsc"}}, tasks, model)
+    assert tables["prior"]["type"] == "tpgsr" and tables["sr"]["type"] == "textzoom"
+    assert warnings == [
+        "[loss] consistency = {'type': 'tsc'} has no effect: the model trains no 'consistency' "
+        "term (its terms: sr, prior)"
+    ]
+    batch = {"lr": torch.rand(2, 4, 16, 64), "hr": torch.rand(2, 4, 32, 128), "label": ["ab", "c"]}
+    model.train()
+    out = model(batch)
+    inputs = model.loss_inputs(out, batch)
+    assert list(inputs) == ["sr", "prior"] and [len(c) for c in inputs.values()] == [2, 2]
+    assert inputs["sr"][1][0] is out["sr"] and inputs["prior"][0][1] is out["prior_hr"]
+    combiner = COMBINERS.build({"type": "sum"}, "loss.combiner", tasks=tasks)
+    total, terms, _ = LossModule(model, losses, combiner)(batch)
+    assert list(terms) == ["sr", "prior"] and torch.isfinite(total)
+
+    model.sr.default_losses = {}  # a text-prior backbone that names no default for its terms
+    with pytest.raises(TsrxError, match=r"\[loss\] prior: .*names no default.*tpgsr"):
+        build_losses({}, tasks, model)
