@@ -94,7 +94,7 @@ extends = ["base.toml"]
 traning = 1
 [train]
 bach_size = 4
-amp = "bf17"
+precision = "bf17"
 [grid]
 "train.nope" = [1]
 "train.log_every" = []
@@ -105,24 +105,39 @@ amp = "bf17"
     text = str(exc.value)
     assert "base.toml:train.steps: expected an integer, got 'many'" in text
     assert "exp.toml:train.bach_size: unknown key (did you mean 'batch_size'" in text
-    assert "allowed keys: amp, batch_size," in text
+    assert "allowed keys: batch_size, callbacks," in text
     assert "exp.toml:traning: unknown table or key (did you mean 'train'?)" in text
-    assert "'bf16'" in text and "train.amp" in text
+    assert "'bf16'" in text and "train.precision" in text
     assert "grid.train.nope: names nothing" in text
     assert "grid.train.log_every: is an empty list" in text
     assert len(exc.value.issues) == 6
 
 
+def test_renamed_key_is_refused_with_its_new_name_never_reinterpreted(tmp_path):
+    # train.amp = "none" | "bf16" | "fp16" became train.precision = "fp32" | "bf16" | "fp16"
+    exp = write(tmp_path / "e.toml", '[train]\namp = "bf16"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(exp)
+    assert 'e.toml:train.amp: renamed train.precision (values "fp32", "bf16"' in str(exc.value)
+    plain = write(tmp_path / "plain.toml", "[train]\nsteps = 5\n")
+    with pytest.raises(ConfigError, match="train.amp: renamed train.precision"):
+        load_experiment(plain, ["train.amp=bf16"])
+    (run,) = load_experiment(plain, ["eval.precision=bf16"]).runs
+    assert run.config["train"]["precision"] == "fp32"  # the default: exact
+    assert run.config["eval"]["precision"] == "bf16"
+
+
 def test_set_overrides_are_typed_by_schema(tmp_path):
     exp = write(tmp_path / "e.toml", "[train]\nsteps = 5\n")
     (run,) = load_experiment(
-        exp, ["train.steps=7", "train.grad_clip=1", "train.amp=bf16", "data.root=/data/TextZoom"]
+        exp,
+        ["train.steps=7", "train.grad_clip=1", "train.precision=bf16", "data.root=/data/TextZoom"],
     ).runs
     assert run.config["train"]["steps"] == 7
     assert run.config["train"]["grad_clip"] == 1.0 and isinstance(
         run.config["train"]["grad_clip"], float
     )
-    assert run.config["train"]["amp"] == "bf16"
+    assert run.config["train"]["precision"] == "bf16"
     assert run.config["data"]["root"] == "/data/TextZoom"
     with pytest.raises(ConfigError) as exc:
         load_experiment(exp, ["train.steps=abc", "trian.steps=1"])

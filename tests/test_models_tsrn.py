@@ -563,7 +563,7 @@ def test_recurrence_option_picks_the_gru_path_and_keeps_the_math(monkeypatch):
 
 
 def test_tsrn_runs_under_cpu_bf16_autocast_close_to_float32():
-    # train.amp = "bf16" on a CPU: the GRU scan runs in float32 inside the autocast region
+    # train.precision = "bf16" on a CPU: the GRU scan runs in float32 inside the autocast region
     torch.manual_seed(0)
     model = SR_BACKBONES.build({"type": "tsrn", "blocks": 1}, "model.sr")
     x = torch.rand(2, 4, 16, 64)

@@ -187,7 +187,9 @@ def test_global_batch_must_divide_over_processes():
 
 def test_fp16_on_cpu_is_refused(tmp_path, tiny_data, tiny_plugin):
     with pytest.raises(TsrxError, match="fp16.*CUDA"):
-        _run(tmp_path, tiny_data, tiny_plugin, ['train.amp="fp16"'])
+        _run(tmp_path, tiny_data, tiny_plugin, ['train.precision="fp16"'])
+    with pytest.raises(TsrxError, match="eval.precision 'fp16' needs a CUDA"):
+        _run(tmp_path, tiny_data, tiny_plugin, ['eval.precision="fp16"'])
 
 
 def test_tensorboard_events_when_installed(tmp_path, tiny_data, tiny_plugin):

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
+from tsrx.cli.options import (
+    DEVICE_DEFAULT,
+    DEVICE_HELP,
+    JUDGE_HELP,
+    PRECISION_HELP,
+    RECOGNIZER_MOVED,
+)
 
 if TYPE_CHECKING:
     from tsrx.records import Records
@@ -54,6 +60,7 @@ def eval_command(
     json_out: Path = typer.Option(None, "--json", help="Write the result (with predictions) here."),
     baselines: bool = typer.Option(False, "--baselines", help="Add the bicubic and HR rows."),
     device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option(None, "--precision", help=PRECISION_HELP),
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
@@ -71,6 +78,7 @@ def eval_command(
     from tsrx.engine.judges import parse_cli_judges
     from tsrx.engine.loading import open_checkpoint
     from tsrx.engine.metrics import PROTOCOLS
+    from tsrx.engine.precision import check_precision
     from tsrx.errors import TsrxError
 
     if protocol is not None and protocol not in PROTOCOLS:
@@ -96,6 +104,8 @@ def eval_command(
         warn=lambda m: err_console.print(f"note: {m}", highlight=False, markup=False),
     )
     cfg = loaded.config
+    if precision is not None:
+        check_precision(precision, loaded.device, "--precision")
     result = evaluate_config(
         loaded.model,
         evaluation_sets(cfg, data),
@@ -107,6 +117,7 @@ def eval_command(
         baselines=baselines or None,
         with_predictions=True,
         records=True,
+        precision=precision,
     )
     records = take_records(result)
     result = {
@@ -138,7 +149,11 @@ def eval_command(
         configured = eval_section(cfg)
         overrides = {
             k: v
-            for k, v in (("protocol", result["protocol"]), ("batch_size", result["batch_size"]))
+            for k, v in (
+                ("protocol", result["protocol"]),
+                ("batch_size", result["batch_size"]),
+                ("precision", result["precision"]),
+            )
             if v != getattr(configured, k)
         }
         if baselines:

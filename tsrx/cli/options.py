@@ -1,14 +1,21 @@
 """Options that several commands share, defined once so that each has one meaning everywhere.
 
 ``--device``: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``
-(tsrx.engine.loading.resolve_device). ``--judge``: ``NAME=WEIGHTS`` or ``NAME`` for a judge
-that ships its weights (tsrx.engine.judges.parse_cli_judges), repeatable.
+(tsrx.engine.loading.resolve_device). ``--precision``: ``fp32``, ``bf16`` or ``fp16``, the SR
+forward's arithmetic, as ``eval.precision`` (tsrx.engine.precision). ``--judge``:
+``NAME=WEIGHTS`` or ``NAME`` for a judge that ships its weights
+(tsrx.engine.judges.parse_cli_judges), repeatable.
 """
 
 from __future__ import annotations
 
 DEVICE_DEFAULT = "auto"
 DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N."
+PRECISION_HELP = (
+    "The SR forward's arithmetic: fp32 (exact, the default: the config's eval.precision), "
+    "bf16 (bfloat16 autocast: CPU or CUDA, several times faster on CPUs with AVX512_BF16/AMX) "
+    "or fp16 (CUDA only). Judges read in float32."
+)
 JUDGE_HELP = (
     "A named judge, repeatable: NAME=WEIGHTS (crnn=crnn.pth, aster=aster.pth.tar; the type "
     "is NAME unless the file says otherwise) or NAME for one that ships its weights (ppocr). "

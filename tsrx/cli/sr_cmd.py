@@ -15,7 +15,13 @@ import typer
 if TYPE_CHECKING:
     import torch
 
-from tsrx.cli.options import DEVICE_DEFAULT, DEVICE_HELP, JUDGE_HELP, RECOGNIZER_MOVED
+from tsrx.cli.options import (
+    DEVICE_DEFAULT,
+    DEVICE_HELP,
+    JUDGE_HELP,
+    PRECISION_HELP,
+    RECOGNIZER_MOVED,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -46,16 +52,23 @@ def super_resolve(
     device: str | None = None,
     batch_size: int = 64,
     judges: list[str] | tuple[str, ...] = (),
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``<out_dir>/<name>.png`` for each image; returns one dict per image (paths, readings)."""
     import torch
     from PIL import Image
 
     from tsrx.data.config import data_section
+    from tsrx.engine.precision import check_precision
     from tsrx.errors import TsrxError
     from tsrx.viz.inference import bicubic_up, load, sr_of, to_uint8
 
     loaded = load(ckpt, device, judges)
+    if precision is None:  # the config's, as tsrx eval reads it
+        from tsrx.engine.config import eval_section
+
+        precision = eval_section(loaded.config).precision
+    check_precision(precision, loaded.device, "--precision")
     data = data_section(loaded.config)
     lr_size = [int(x) for x in data.lr_size]
     sr_part = getattr(loaded.model, "sr", None)
@@ -72,7 +85,7 @@ def super_resolve(
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         lr = torch.cat([_prepared(f, lr_size, mask) for f in chunk]).to(loaded.device)
-        sr = sr_of(loaded.model, lr)
+        sr = sr_of(loaded.model, lr, precision)
         before = after = None
         if recognize:
             with torch.no_grad():
@@ -124,6 +137,7 @@ def sr(
     ),
     recognizer: str = typer.Option(None, "--recognizer", hidden=True),
     device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option(None, "--precision", help=PRECISION_HELP),
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
@@ -140,7 +154,15 @@ def sr(
     if recognizer is not None:
         raise TsrxError(RECOGNIZER_MOVED.format(option="--recognizer", value=recognizer))
     load_named_plugins(plugin, ".", where="--plugin")
-    rows = super_resolve(ckpt, inputs, output, recognize=recognize, device=device, judges=judge)
+    rows = super_resolve(
+        ckpt,
+        inputs,
+        output,
+        recognize=recognize,
+        device=device,
+        judges=judge,
+        precision=precision,
+    )
     if recognize:
         from rich.markup import escape
         from rich.table import Table

@@ -24,6 +24,12 @@ from tsrx.errors import suggest
 TRAINER_ENTRY = "tsrx.engine.run:run_training"
 
 
+# Keys that were renamed, by dotted path, with the hint a file that still has them gets: the
+# old spelling is refused with it (never silently read under the new meaning). A table's owner
+# fills it next to its dataclass: ``RENAMED["train.amp"] = "renamed train.precision ..."``.
+RENAMED: dict[str, str] = {}
+
+
 class RawValue(str):
     """A value typed on the command line (``--set k=v``): converted by the schema, not guessed."""
 
@@ -403,6 +409,9 @@ def check_table(
             continue
         path = f"{where}.{key}" if where else key
         if key not in fields:
+            if path in RENAMED:
+                problems.append((path, RENAMED[path]))
+                continue
             if extra_ok:
                 out[key] = parse_raw(value) if isinstance(value, RawValue) else value
                 continue

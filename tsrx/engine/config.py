@@ -6,13 +6,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from tsrx.config.schema import NON_EMPTY, Component, NonNegative, Positive, Range
+from tsrx.config.schema import NON_EMPTY, RENAMED, Component, NonNegative, Positive, Range
 from tsrx.config.sections import register_section, section
 
 # A billion steps is beyond any schedule tsrx serves (TSRN's is ~135k); a larger count is a
 # typo that would never end (docs/guarantees.md, "Values are checked").
 MAX_STEPS = 10**9
 MaxSteps = Range(low=0, low_open=True, high=MAX_STEPS)
+
+# The arithmetic a forward pass runs in, one meaning in [train], [eval] and the commands'
+# --precision (tsrx/engine/precision.py): "fp32" exact (the default); "bf16" autocast (CPU or
+# CUDA); "fp16" autocast on CUDA only (training adds a gradient scaler).
+Precision = Literal["fp32", "bf16", "fp16"]
+RENAMED["train.amp"] = (
+    'renamed train.precision (values "fp32", "bf16", "fp16"; amp = "none" is precision = '
+    '"fp32"); evaluation has its own eval.precision'
+)
 
 
 @dataclass
@@ -42,6 +51,7 @@ class TrainSection:
     ``deterministic``: deterministic kernels, and gradients all-reduced one tensor at a time
     so that a run resumed on more than two ranks stays bit-identical (tsrx/engine/grad_sync.py).
     ``callbacks``: training hooks, ``[[train.callbacks]]`` tables (``type = "ema"``...).
+    ``precision``: the training step's forward pass; validation follows ``eval.precision``.
     """
 
     steps: Annotated[int, MaxSteps] = 1000
@@ -52,7 +62,7 @@ class TrainSection:
     selectors: Annotated[list[Any], Component("selector", many=True)] = field(
         default_factory=lambda: ["best_acc", "best_psnr"]
     )
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    precision: Precision = "fp32"  # the training step's forward (tsrx/engine/precision.py)
     grad_clip: Annotated[float, NonNegative] | None = 0.25  # 0 or none: no clipping
     deterministic: bool = False
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -72,6 +82,9 @@ class EvalSection:
     each a recognizer table with ``weights`` (``crnn = {type = "crnn", weights = "crnn.pth"}``,
     ``ppocr = {type = "ppocr", optional = true}``); see tsrx/engine/judges.py. The older
     ``judge`` + ``judge_weights`` (one judge) still work, but not next to ``judges``.
+    ``precision``: the SR forward of every evaluation (validation, final, ``tsrx eval``;
+    ``--precision`` overrides it); its output is compared and read in float32, and the
+    judges always read in float32.
     """
 
     protocol: Literal["textzoom", "per-image"] = "textzoom"
@@ -80,6 +93,7 @@ class EvalSection:
     judge_weights: Annotated[str, NON_EMPTY] | None = None
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)
     baselines: bool = False
+    precision: Precision = "fp32"
 
 
 def eval_section(config: dict[str, Any], **overrides: object) -> EvalSection:

@@ -35,6 +35,7 @@ from tsrx.engine.metrics import (
     ssim_per_image,
     weighted_average,
 )
+from tsrx.engine.precision import as_float32, autocast, check_precision
 from tsrx.errors import TsrxError
 from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
 from tsrx.records import RecordCollector, Records
@@ -95,6 +96,7 @@ def evaluate_model(
     env: dist_utils.DistEnv | None = None,
     judges: list[Judge] | None = None,
     records: bool = False,
+    precision: str = EVAL_DEFAULTS.precision,
 ) -> dict:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
@@ -105,7 +107,9 @@ def evaluate_model(
     ``baselines`` adds the bicubic and HR rows, read by every judge; ``env`` shards batches
     over DDP ranks (all ranks must call). ``records``: the per-image records
     (tsrx.records) under ``result["records"]``, a :class:`Records` that the caller takes out
-    with :func:`take_records` before the result is written as JSON.
+    with :func:`take_records` before the result is written as JSON. ``precision``: the model's
+    forward (tsrx.engine.precision; ``eval.precision``); its output goes on in float32, and
+    the judges read in float32 whatever it is.
     """
     from torch.utils.data import DataLoader
 
@@ -121,6 +125,7 @@ def evaluate_model(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
+    check_precision(precision, device, "eval.precision")
     rows = ["model"] + (["bicubic", "hr"] if baselines else [])
     splits = list(datasets)
     images = {row: MetricAccumulator(protocol, splits) for row in ("model", "bicubic")}
@@ -139,7 +144,9 @@ def evaluate_model(
             )
             for batch in loader:
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                out = model(batch)  # once per batch, whatever the number of judges
+                with autocast(precision, device, "eval.precision"):
+                    out = model(batch)  # once per batch, whatever the number of judges
+                out = as_float32(out)
                 sr = out.get("sr")
                 labels = batch["label"]
                 if sr is not None:
@@ -186,6 +193,7 @@ def evaluate_model(
         )
 
     result = row("model", images["model"])
+    result["precision"] = precision
     if not judges:
         result["notes"] = [NO_JUDGE_HINT]
     if baselines:
@@ -227,12 +235,15 @@ def evaluate_config(
     with_predictions: bool = True,
     env: dist_utils.DistEnv | None = None,
     records: bool = False,
+    precision: str | None = None,
 ) -> dict:
     """:func:`evaluate_model` under the config's ``[eval]`` settings (each None: the config's
     value, then ``EvalSection``'s default): what every command and the trainer evaluate with."""
     from tsrx.engine.config import eval_section
 
-    settings = eval_section(config, protocol=protocol, batch_size=batch_size, baselines=baselines)
+    settings = eval_section(
+        config, protocol=protocol, batch_size=batch_size, baselines=baselines, precision=precision
+    )
     if settings.protocol not in PROTOCOLS:
         raise TsrxError(
             f"eval protocol {settings.protocol!r}: expected one of {', '.join(PROTOCOLS)}"
@@ -248,6 +259,7 @@ def evaluate_config(
         with_predictions=with_predictions,
         env=env,
         records=records,
+        precision=settings.precision,
     )
 
 
@@ -513,6 +525,10 @@ def result_caption(result: dict) -> list[str]:
         else f"recognizer: {result.get('recognizer') or '-'}"
     )
     lines = [f"protocol {result['protocol']}, batch size {result['batch_size']}, {who}"]
+    if result.get("precision", "fp32") != "fp32":  # older results: float32
+        lines.append(
+            f"precision {result['precision']}: the SR forward under autocast (judges read float32)"
+        )
     return lines + list(result.get("notes") or [])
 
 

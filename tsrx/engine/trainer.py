@@ -35,6 +35,7 @@ from tsrx.engine.callbacks import build_callbacks
 from tsrx.engine.config import eval_section
 from tsrx.engine.grad_sync import use_layout_independent_sync
 from tsrx.engine.loss_module import LossModule
+from tsrx.engine.precision import autocast, check_precision
 from tsrx.engine.rng import rng_state, set_rng_state
 from tsrx.engine.runfiles import RunLog, atomic_json, plugin_records
 from tsrx.errors import TsrxError
@@ -71,8 +72,6 @@ def _schedule_depends_on_total(config: dict, old_total: int, new_total: int, upt
 
 log = logging.getLogger("tsrx.train")
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class Trainer:
     """One run on this rank; ``train()`` returns ``{"state": "completed" | "preempted", ...}``."""
@@ -105,10 +104,10 @@ class Trainer:
                 use_layout_independent_sync(self.step_module)
         self.forward = torch.compile(self.step_module) if tc["compile"] else self.step_module
 
-        self.amp_dtype = AMP_DTYPES[tc["amp"]]
-        if tc["amp"] == "fp16" and device.type != "cuda":
-            raise TsrxError("train.amp = 'fp16' needs a CUDA device; on CPU use 'bf16' or 'none'")
-        self.scaler = torch.amp.GradScaler(device.type, enabled=tc["amp"] == "fp16")
+        self.precision = tc["precision"]
+        check_precision(self.precision, device, "train.precision")
+        check_precision(self.eval_settings.precision, device, "eval.precision")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.clip_params = [p for p in self.model.parameters() if p.requires_grad]
 
         seed_everything(self.seed + env.rank)  # per-rank randomness (dropout) from here on
@@ -129,11 +128,7 @@ class Trainer:
         """Forward, agree across ranks, backward, clip, update. Returns the step's log values."""
         batch = self._to_device(batch)
         self.step_module.train()
-        with torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-        ):
+        with autocast(self.precision, self.device, "train.precision"):
             total, terms, logs = self.forward(batch)
         values = torch.stack(
             [total.detach().float(), *[t.detach().float() for t in terms.values()]]

@@ -47,12 +47,15 @@ def is_correct(pred: str, label: str) -> bool:
     return normalize_for_accuracy(pred) == normalize_for_accuracy(label)
 
 
-def sr_of(model: Any, lr: torch.Tensor) -> torch.Tensor:
+def sr_of(model: Any, lr: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """The SR part on ``lr`` under ``precision`` (tsrx.engine.precision), in float32."""
+    from tsrx.engine.precision import as_float32, autocast
+
     sr = getattr(model, "sr", None)
     if sr is None:
         raise TsrxError(
             "this checkpoint's model has no SR part ([model.sr]); nothing to super-resolve"
         )
-    with torch.no_grad():
-        out: torch.Tensor = sr(lr)
+    with torch.no_grad(), autocast(precision, lr.device, "--precision"):
+        out: torch.Tensor = as_float32(sr(lr))
     return out
