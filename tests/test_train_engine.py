@@ -185,11 +185,24 @@ def test_global_batch_must_divide_over_processes():
         per_rank_batch(10, 3)
 
 
+def test_bf16_training_and_validation_run_on_cpu(tmp_path, tiny_data, tiny_plugin):
+    # the same losses to bf16 rounding: the run's first loss against an fp32 run's
+    overrides = ['train.precision="bf16"', 'eval.precision="bf16"']
+    run_dir, result = _run(tmp_path / "bf16", tiny_data, tiny_plugin, overrides)
+    exact_dir, _ = _run(tmp_path / "fp32", tiny_data, tiny_plugin)
+    assert result["state"] == "completed" and result["step"] == 4
+    bf16, fp32 = metrics(run_dir, "train")[0]["loss"], metrics(exact_dir, "train")[0]["loss"]
+    assert math.isfinite(bf16) and abs(bf16 - fp32) <= 0.02 * abs(fp32)
+    val = metrics(run_dir, "val")
+    assert val and all(m["result"]["precision"] == "bf16" for m in val)
+    assert all(m["result"]["average"]["psnr"] is not None for m in val)
+
+
 def test_fp16_on_cpu_is_refused(tmp_path, tiny_data, tiny_plugin):
     with pytest.raises(TsrxError, match="fp16.*CUDA"):
         _run(tmp_path, tiny_data, tiny_plugin, ['train.precision="fp16"'])
     with pytest.raises(TsrxError, match="eval.precision 'fp16' needs a CUDA"):
-        _run(tmp_path, tiny_data, tiny_plugin, ['eval.precision="fp16"'])
+        _run(tmp_path / "eval", tiny_data, tiny_plugin, ['eval.precision="fp16"'])
 
 
 def test_tensorboard_events_when_installed(tmp_path, tiny_data, tiny_plugin):
