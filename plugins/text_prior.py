@@ -37,6 +37,7 @@ from torch import nn
 
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
+from tsrx_builtin import rotation
 from tsrx_builtin.tsrn import GruBlock as TsrnGruBlock  # its CPU scan serves TPGSR, TATT
 from tsrx_builtin.tsrn import (
     LRSTNHead,
@@ -145,6 +146,9 @@ class _TextPriorTSRN(nn.Module):
     # the official training's terms (tsrx_builtin.prior_losses), the defaults of [loss]
     # prior (a trainable generator) and consistency (model.rotate_train, TATT's TSC)
     default_losses = {"prior": {"type": "tpgsr"}, "consistency": {"type": "tsc"}}
+    # model.rotate_train rotates each training pair as the official TATT training does
+    random_rotation = staticmethod(rotation.random_rotation)
+    rotate = staticmethod(rotation.rotate)
 
     def __init__(
         self,

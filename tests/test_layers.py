@@ -22,7 +22,7 @@ LAYERS = {
     2: """plugins registry contracts checkpoint_components config.experiment config.needs""",
     3: """data data.cache data.config data.inspect data.lmdb_io data.loader data.roots data.samples
           data.synth data.synth_words data.textzoom data.transforms
-          models models.build models.config models.joint models.recognition models.rotation
+          models models.build models.config models.joint models.recognition
           models.text checkpoint published""",
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
           engine.evaluator engine.grad_sync engine.judges engine.loading engine.loss_module

@@ -78,8 +78,8 @@ def test_tpgsr_prior_loss_matches_the_official_semantic_loss():
 def test_tatt_rotation_and_tsc_loss_match_the_official_code():
     import math
 
-    from tsrx.models.rotation import rotate
     from tsrx_builtin.prior_losses import TextStructureConsistencyLoss
+    from tsrx_builtin.rotation import rotate
 
     ref = torch.load(FIXTURES / "reference.pt", weights_only=True)["tsc"]
     g = torch.Generator().manual_seed(ref["seed"])
@@ -113,6 +113,25 @@ def test_text_prior_backbone_without_generator_is_a_config_error(tmp_path):
     path.write_text('name = "bad"\n[model]\nsr = { type = "tsrn" }\nrotate_train = 5.0\n')
     with pytest.raises(ConfigError, match="rotate_train.*text-prior coupling option"):
         load_experiment(path)
+
+
+def test_rotate_train_needs_a_backbone_that_rotates_its_pairs():
+    """The rotation of the training pairs is the backbone's (plugins/rotation.py), not tsrx's."""
+    from tsrx.errors import TsrxError
+    from tsrx.models.joint import JointModel
+    from tsrx_builtin.crnn import CRNN
+    from tsrx_builtin.text_prior import TPGSR
+
+    class NoRotation(TPGSR):
+        random_rotation = None
+
+    with pytest.raises(TsrxError, match="rotate_train: NoRotation does not rotate its training"):
+        JointModel(
+            NoRotation(blocks=1, hidden_units=8, stn=False),
+            prior=CRNN(),
+            coupling="text_prior",
+            rotate_train=5.0,
+        )
 
 
 def test_joint_forward_gives_stages_priors_and_a_frozen_teacher():

@@ -31,7 +31,7 @@ class ModelSection:
     ``prior_dropout`` (share of a training batch given a zero prior) and ``prior_detach``
     (the SR loss does not train the generator): None takes the backbone's official setting.
     ``rotate_train`` (degrees): rotate each training pair by a random angle up to that and
-    train the ``consistency`` term (tsrx/models/rotation.py cites its source).
+    train the ``consistency`` term; the SR backbone brings the rotation (``rotates``).
     """
 
     sr: Annotated[dict, Component("sr")] | None = None
@@ -55,12 +55,14 @@ class ModelSection:
         issues = []
         sr_type = (self.sr or {}).get("type")
         needs_prior = False
+        backbone: object = None
         if isinstance(sr_type, str):
             from tsrx.errors import TsrxError
             from tsrx.registry import SR_BACKBONES
 
             try:
-                needs_prior = bool(getattr(SR_BACKBONES.get(sr_type), "needs_text_prior", False))
+                backbone = SR_BACKBONES.get(sr_type)
+                needs_prior = bool(getattr(backbone, "needs_text_prior", False))
             except TsrxError:
                 pass  # the unknown type is reported by the component check
         if needs_prior and (self.coupling != "text_prior" or not self.prior):
@@ -111,6 +113,14 @@ class ModelSection:
                     'text-prior coupling option; set coupling = "text_prior"',
                 )
             )
+        elif self.rotate_train and backbone is not None and not rotates(backbone):
+            issues.append(
+                (
+                    "model.rotate_train",
+                    f"model.sr.type = {sr_type!r} does not rotate its training pairs (it "
+                    "defines no random_rotation and rotate); set rotate_train = 0",
+                )
+            )
         if self.prior_stages < 1:
             issues.append(("model.prior_stages", f"must be >= 1, got {self.prior_stages}"))
         if self.prior_dropout is not None and not 0 <= self.prior_dropout < 1:
@@ -119,6 +129,13 @@ class ModelSection:
 
 
 section("model")(ModelSection)
+
+
+def rotates(sr: object) -> bool:
+    """Whether an SR backbone (class or module) rotates its training pairs for
+    ``rotate_train``: ``random_rotation(n, max_degrees, device) -> (angles, offsets)`` and
+    ``rotate(images, angles, offsets)``, its training's own augmentation."""
+    return callable(getattr(sr, "random_rotation", None)) and callable(getattr(sr, "rotate", None))
 
 
 def text_prior_backbones() -> str:

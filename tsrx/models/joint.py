@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tsrx.errors import TsrxError
-from tsrx.models.config import ModelSection, text_prior_backbones
+from tsrx.models.config import ModelSection, rotates, text_prior_backbones
 from tsrx.models.text import encode_labels
 
 _DEFAULTS = ModelSection()  # [model]'s defaults, written once in tsrx.models.config
@@ -131,6 +131,11 @@ class JointModel(nn.Module):
         self.rotate_train = float(rotate_train)
         if self.rotate_train and coupling != "text_prior":
             raise TsrxError('model.rotate_train needs coupling = "text_prior"')
+        if self.rotate_train and not rotates(sr):
+            raise TsrxError(
+                f"model.rotate_train: {type(sr).__name__} does not rotate its training pairs "
+                "(it defines no random_rotation and rotate); set rotate_train = 0"
+            )
         self.feature_layer = feature_layer
         self.rec_input = self._resolve_rec_input(rec_input)
         self.frozen = self._freeze(list(freeze))
@@ -334,9 +339,9 @@ class JointModel(nn.Module):
         lr, extra = batch["lr"], {}
         rotating = self.training and self.rotate_train > 0 and "hr" in batch
         if rotating:  # rotate the pair; the counter-rotated LR gives the consistency term
-            from tsrx.models.rotation import random_rotation, rotate
-
-            angles, offsets = random_rotation(lr.shape[0], self.rotate_train, lr.device)
+            # the backbone's own rotation of its training pairs (checked in __init__)
+            rotate = self.sr.rotate
+            angles, offsets = self.sr.random_rotation(lr.shape[0], self.rotate_train, lr.device)
             lr = rotate(lr, angles, offsets)
             extra["target_hr"] = rotate(batch["hr"], angles, offsets)
             lr_back = rotate(lr, -angles, offsets)

@@ -1,4 +1,6 @@
-"""Small random rotations of image batches, TATT's training augmentation.
+"""Small random rotations of image batches, TATT's training augmentation: the text-prior
+backbones (tsrx_builtin.text_prior) offer it as their ``random_rotation`` and ``rotate``,
+which the joint model uses for ``model.rotate_train`` (docs/models.md).
 
 TATT (Ma et al., CVPR 2022; github.com/mjq11302010044/TATT ``interfaces/super_resolution.py``
 ``torch_rotate_img``) rotates each training pair by its own angle through an affine grid
