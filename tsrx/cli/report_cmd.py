@@ -18,7 +18,7 @@ FORMAT_HELP = (
 
 def report(
     target: Path = typer.Argument(..., help="Experiment TOML, or a runs folder / run directory."),
-    rows: str = typer.Option(
+    rows: str | None = typer.Option(
         None,
         "--rows",
         help="Grid axis for the rows: its key "
@@ -38,17 +38,19 @@ def report(
     device: str = typer.Option(
         DEVICE_DEFAULT, "--device", help="Device for --eval-missing: " + DEVICE_HELP
     ),
-    batch_size: int = typer.Option(
+    batch_size: int | None = typer.Option(
         None,
         "--batch-size",
         help="Eval batch size for --eval-missing (default: the run's [eval] batch_size).",
     ),
-    runs_dir: Path = typer.Option(
+    runs_dir: Path | None = typer.Option(
         None,
         "--runs-dir",
         help="Where an experiment's runs live (default: its [launcher] runs_dir).",
     ),
-    output: Path = typer.Option(None, "-o", "--output", help="Write the report to this file."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the report to this file."
+    ),
 ) -> None:
     """Tables E/M/H/A of ACC, PSNR and SSIM per checkpoint selector, from recorded results."""
     from tsrx.cli.console import console, err_console

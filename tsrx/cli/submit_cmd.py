@@ -8,13 +8,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+
+    from tsrx.launch.study import Study, StudyRun
+    from tsrx.launch.submit import Plan, PlannedRun, Submitted
 
 SET_HELP = "Override a key, typed by the schema: --set train.steps=100 (repeatable)."
 
 
-def _differences(runs) -> tuple[list[str], list[list[str]]]:
+def _differences(runs: list[PlannedRun]) -> tuple[list[str], list[list[str]]]:
     """Keys whose resolved values differ between runs, and each run's values for them."""
     from tsrx.launch.rundir import config_differences
 
@@ -38,7 +48,7 @@ def _differences(runs) -> tuple[list[str], list[list[str]]]:
     return keys, rows
 
 
-def _print_plan(plan, console) -> None:
+def _print_plan(plan: Plan, console: Console) -> None:
     from rich.table import Table
 
     from tsrx.launch.submit import sbatch_script
@@ -73,8 +83,8 @@ def _print_plan(plan, console) -> None:
             console.print(f"local executor parameters: {r.params}", markup=False, highlight=False)
 
 
-def _wait_local(console):
-    def wait(sub) -> None:
+def _wait_local(console: Console) -> Callable[[Submitted], None]:
+    def wait(sub: Submitted) -> None:
         from rich.live import Live
 
         from tsrx.launch.status import collect, table
@@ -99,14 +109,14 @@ def _wait_local(console):
 
 
 @contextmanager
-def _stops_its_jobs(console, file: Path) -> Iterator[None]:
+def _stops_its_jobs(console: Console, file: Path) -> Iterator[None]:
     """A local submitter runs its jobs itself: Ctrl-C or SIGTERM stops the running one
     (``_wait_local`` cancels it) and says so, instead of leaving it behind as an orphan.
     A job this call only waits for (started by an earlier submit) goes on, and it says how
     to stop it. SIGKILL cannot be caught: a resubmit then adopts the orphan (docs/study.md)."""
     import signal
 
-    def terminate(signum, frame):
+    def terminate(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, terminate)
@@ -126,7 +136,7 @@ def _stops_its_jobs(console, file: Path) -> Iterator[None]:
 
 def submit(
     file: Path = typer.Argument(..., help="Experiment TOML file."),
-    launcher: str = typer.Option(
+    launcher: str | None = typer.Option(
         None, "--launcher", help="slurm or local (default: the file's launcher.type)."
     ),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
@@ -178,7 +188,7 @@ def submit(
         _print_plan(plan, console)
         return
 
-    def announce(sub) -> None:
+    def announce(sub: Submitted) -> None:
         console.print(
             f"submitted {sub.job_id}  {sub.run.spec.name}  -> {sub.run.run_dir}", highlight=False
         )
@@ -207,7 +217,7 @@ def submit(
             raise typer.Exit(1)
 
 
-def _print_study_plan(study, console) -> None:
+def _print_study_plan(study: Study, console: Console) -> None:
     from rich.table import Table
 
     from tsrx.launch.study import with_dependency
@@ -237,7 +247,7 @@ def _print_study_plan(study, console) -> None:
         if study.launcher == "slurm":
             for r in todo:  # ids are known at submission: name the runs instead
                 ids = [
-                    u.job_id if u.todo == "queued" else f"<job of {u.label}>"
+                    u.job_id if u.todo == "queued" and u.job_id else f"<job of {u.label}>"
                     for u in r.upstream
                     if u.todo != "done"
                 ]
@@ -248,7 +258,15 @@ def _print_study_plan(study, console) -> None:
         _print_plan(sub, console)
 
 
-def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
+def _submit_study(
+    file: Path,
+    launcher: str | None,
+    set_: list[str],
+    only: list[str],
+    dry_run: bool,
+    follow: bool,
+    force: bool,
+) -> None:
     from tsrx.cli.console import console
     from tsrx.launch import status as st
     from tsrx.launch.study import plan_study, study_rows, study_table, submit_study
@@ -258,7 +276,7 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
         _print_study_plan(study, console)
         return
 
-    def announce(r, what) -> None:
+    def announce(r: StudyRun, what: str) -> None:
         words = {
             "done": "done already, not redone",
             "adopted": f"running as job {r.job_id}, started by an earlier `tsrx submit` that "
@@ -312,7 +330,7 @@ def _submit_study(file, launcher, set_, only, dry_run, follow, force) -> None:
     _identical_check_line(Path(file), console)
 
 
-def _identical_check_line(file: Path, console) -> None:
+def _identical_check_line(file: Path, console: Console) -> None:
     """The report warns about identical metrics; say so too when the check found none."""
     from tsrx.report.collect import collect
     from tsrx.report.tables import build_report
@@ -348,13 +366,13 @@ def status(
         from tsrx.launch.study import has_needs, study_json, study_rows, study_table
 
         if has_needs(target) and not follow:
-            rows = study_rows(dirs)
+            study = study_rows(dirs)
             if json_:
-                typer.echo(json.dumps(study_json(rows), indent=2))
-            elif not rows:
+                typer.echo(json.dumps(study_json(study), indent=2))
+            elif not study:
                 console.print(f"no runs of {target} submitted yet", highlight=False)
             else:
-                console.print(study_table(rows, width=console.width))
+                console.print(study_table(study, width=console.width))
             return
     if follow:
         st.follow(dirs, console)

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import typer
@@ -89,8 +90,13 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
         from tsrx.engine.run import run_training
 
         with _stop_on_ctrl_c():
-            return run_training(run_dir, device=device)["state"]
-    import torch.multiprocessing as mp
+            state: str = run_training(run_dir, device=device)["state"]
+        return state
+    from torch.multiprocessing.spawn import (
+        ProcessExitedException,
+        ProcessRaisedException,
+        spawn,
+    )
 
     from tsrx.engine.distributed import detect
 
@@ -104,17 +110,18 @@ def train_run_dir(run_dir: Path, nproc: int, device: str | None) -> str:
     port = _free_port()
     try:
         with _stop_on_ctrl_c():  # the ranks get the same Ctrl-C and stop together
-            mp.spawn(
+            spawn(  # type: ignore[no-untyped-call]  # torch's spawn() has no annotations
                 _spawned_rank, args=(str(run_dir), nproc, port, device), nprocs=nproc, join=True
             )
-    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+    except (ProcessRaisedException, ProcessExitedException) as exc:
         from tsrx.errors import TsrxError
 
         error = _status(run_dir).get("error")
         if error is None:
             raise
         raise TsrxError(f"{run_dir}: a rank failed: {error}") from exc
-    return _status(run_dir)["state"]
+    final: str = _status(run_dir)["state"]
+    return final
 
 
 def _status(run_dir: Path) -> dict[str, Any]:
@@ -145,7 +152,8 @@ def _free_port() -> int:
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class _stop_on_ctrl_c:
@@ -154,7 +162,7 @@ class _stop_on_ctrl_c:
     def __enter__(self) -> None:
         from tsrx.engine.signals import request_stop, stop_requested
 
-        def handler(signum, frame):
+        def handler(signum: int, frame: FrameType | None) -> None:
             if stop_requested() is not None:
                 raise KeyboardInterrupt
             request_stop("interrupted (Ctrl-C)")
@@ -164,6 +172,6 @@ class _stop_on_ctrl_c:
         except ValueError:  # not the main thread: leave signals alone
             self.previous = None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)

@@ -115,12 +115,12 @@ def load_prior_weights(
             "recognizer (--set model.prior_weights=runs/rec_finetune/main/best_acc_model.pth)"
         )
     try:
-        state = state_dict_for(load_checkpoint(path), "recognizer")
+        recognizer = state_dict_for(load_checkpoint(path), "recognizer")
     except TsrxError as exc:
         raise TsrxError(f"model.prior_weights: {exc}") from exc
     state = {
         "prior." + k[len("recognizer.") :]: v
-        for k, v in state.items()
+        for k, v in recognizer.items()
         if k.startswith("recognizer.")
     }
     report = load_into(model, state, source=str(path))
@@ -168,8 +168,7 @@ def init_state_dict(
                 f"model.init.{part}: {len(combiner)} loss-combiner tensor(s) in {path} "
                 "are not model weights and were left out"
             )
-            state = {k: v for k, v in state.items() if not k.startswith("combiner.")}
-        merged.update(state)
+        merged.update((k, v) for k, v in state.items() if not k.startswith("combiner."))
     return merged, notes
 
 
