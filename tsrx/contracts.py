@@ -67,6 +67,28 @@ class CTCRecognizer(Recognizer, Protocol):
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+class TextPriorBackbone(Protocol):
+    """An SR backbone guided by a text prior (``needs_text_prior``): ``forward(lr, prior
+    (B,K,1,T))`` returns the SR image, or a tuple whose first item is (TATT adds attention)."""
+
+    def __call__(
+        self, lr: torch.Tensor, prior: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
+
+
+class RotatingBackbone(TextPriorBackbone, Protocol):
+    """A text-prior backbone that rotates its training pairs (``model.rotate_train``,
+    tsrx.models.config.rotates): its training's own augmentation."""
+
+    def random_rotation(
+        self, n: int, max_degrees: float, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def rotate(
+        self, images: torch.Tensor, angles: torch.Tensor, offsets: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
 @runtime_checkable
 class Head(Protocol):
     """``__init__(in_features, num_classes, **options)``; ``forward((T,B,C)) -> (T,B,K)``."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from tsrx.engine.distributed import DistEnv
 from tsrx.engine.loss_module import term_names
 from tsrx.errors import TsrxError
 
+if TYPE_CHECKING:
+    from tsrx.models.joint import JointModel
+
 log = logging.getLogger("tsrx.engine")
 
 
@@ -29,10 +33,10 @@ log = logging.getLogger("tsrx.engine")
 class RunParts:
     """What a run is made of; see :func:`build_run`."""
 
-    model: nn.Module
+    model: JointModel
     tasks: list[str]  # the model's training terms (model.loss_terms)
     losses: dict[str, nn.Module]
-    loss_tables: dict[str, dict]  # the resolved loss choice, recorded in the run dir
+    loss_tables: dict[str, dict[str, Any]]  # the resolved loss choice, recorded in the run dir
     combiner: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -63,7 +67,7 @@ def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_s
     return global_batch // world_size
 
 
-def model_tasks(model: nn.Module) -> list[str]:
+def model_tasks(model: JointModel) -> list[str]:
     """The training terms a model produces (``model.loss_terms()``), in logging order."""
     tasks = list(model.loss_terms())
     if not tasks:
@@ -72,11 +76,11 @@ def model_tasks(model: nn.Module) -> list[str]:
 
 
 def build_losses(
-    loss_cfg: dict,
+    loss_cfg: dict[str, Any],
     tasks: list[str],
-    model: nn.Module,
-    data_cfg: dict | None = None,
-) -> tuple[dict, dict, list[str]]:
+    model: JointModel,
+    data_cfg: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Loss modules per term, the resolved tables (defaults filled in) and warnings.
 
     Which terms exist, which registry each term's table names, its default and the shapes
@@ -122,7 +126,7 @@ def build_losses(
     return losses, tables, warnings
 
 
-def check_selector_judges(selectors: list, judges: list) -> None:
+def check_selector_judges(selectors: list[Any], judges: list[Any]) -> None:
     """A selector that follows one judge's accuracy must name a judge of this run."""
     names = [j.name for j in judges]
     for sel in selectors:
@@ -134,7 +138,7 @@ def check_selector_judges(selectors: list, judges: list) -> None:
             )
 
 
-def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
+def build_run(config: dict[str, Any], env: DistEnv, device: torch.device) -> RunParts:
     """Every part of a training run, in the order described in the module docstring."""
     from tsrx.data.loader import ResumableSampler, build_datasets, build_loader, ensure_synth
     from tsrx.models.build import build_model
@@ -160,7 +164,7 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     model_params = [p for p in model.parameters() if p.requires_grad]
     if not model_params:
         raise TsrxError("[model] has no trainable parameters (everything is frozen)")
-    groups = [{"params": model_params}]
+    groups: list[dict[str, Any]] = [{"params": model_params}]
     combiner_params = [p for p in combiner.parameters() if p.requires_grad]
     if combiner_params:
         groups.append({"params": combiner_params, "weight_decay": 0.0})
@@ -195,14 +199,16 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     train_set, val_sets, test_sets = build_datasets(data_cfg)
     if train_set is None:
         raise TsrxError("[data] has no train table: nothing to train on (set [data.train])")
-    if len(train_set) < env.world_size:
+    # the registry's dataset contract (tsrx.contracts.check_dataset) requires __len__
+    train_size = len(cast(Sized, train_set))
+    if train_size < env.world_size:
         roots = ", ".join(str(s.path) for s in getattr(train_set, "splits", [])) or "data.train"
         raise TsrxError(
-            f"data.train ({roots}) has {len(train_set)} usable sample(s): too few to "
+            f"data.train ({roots}) has {train_size} usable sample(s): too few to "
             f"shard over {env.world_size} process(es)"
         )
     sampler = ResumableSampler(
-        len(train_set),
+        train_size,
         rank=env.rank,
         world_size=env.world_size,
         seed=seed,
@@ -211,7 +217,7 @@ def build_run(config: dict, env: DistEnv, device: torch.device) -> RunParts:
     )
     if len(sampler) < batch:
         raise TsrxError(
-            f"data.train has {len(train_set)} samples: too few for one batch of "
+            f"data.train has {train_size} samples: too few for one batch of "
             f"{train_cfg['batch_size']} over {env.world_size} process(es)"
         )
     loader = build_loader(

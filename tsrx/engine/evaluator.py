@@ -57,7 +57,11 @@ NO_JUDGE_HINT = (
 
 
 def _own_predictions(
-    model: nn.Module, judge: Judge, out: dict, batch: dict, sr: torch.Tensor | None
+    model: nn.Module,
+    judge: Judge,
+    out: dict[str, Any],
+    batch: dict[str, Any],
+    sr: torch.Tensor | None,
 ) -> list[str] | None:
     """The model's own recognizer on what it reads (its ``rec_input``): the logits the forward
     pass already computed when it is a CTC recognizer, else ``recognize``."""
@@ -97,7 +101,7 @@ def evaluate_model(
     judges: list[Judge] | None = None,
     records: bool = False,
     precision: str = EVAL_DEFAULTS.precision,
-) -> dict:
+) -> dict[str, Any]:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
     ``judges`` (tsrx.engine.judges.build_judges: the model's own recognizer first, then the
@@ -130,7 +134,7 @@ def evaluate_model(
     splits = list(datasets)
     images = {row: MetricAccumulator(protocol, splits) for row in ("model", "bicubic")}
     reads = {(row, j.name): MetricAccumulator(protocol, splits) for row in rows for j in judges}
-    predictions: dict[str, list[dict]] = {name: [] for name in datasets}
+    predictions: dict[str, list[dict[str, Any]]] = {name: [] for name in datasets}
     collector = RecordCollector(splits, names) if records else None
     was_training = model.training
     model.eval()
@@ -187,7 +191,7 @@ def evaluate_model(
     described = {j.name: j.description for j in judges}
     sizes = {name: len(ds) for name, ds in datasets.items()}
 
-    def row(name: str, image_acc: MetricAccumulator | None) -> dict:
+    def row(name: str, image_acc: MetricAccumulator | None) -> dict[str, Any]:
         return _row_result(
             image_acc, {j: reads[(name, j)] for j in names}, sizes, protocol, batch_size, described
         )
@@ -225,7 +229,7 @@ def evaluate_model(
 def evaluate_config(
     model: nn.Module,
     datasets: dict[str, Any],
-    config: dict,
+    config: dict[str, Any],
     *,
     judges: list[Judge] | None = None,
     device: torch.device | str | None = None,
@@ -236,7 +240,7 @@ def evaluate_config(
     env: dist_utils.DistEnv | None = None,
     records: bool = False,
     precision: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """:func:`evaluate_model` under the config's ``[eval]`` settings (each None: the config's
     value, then ``EvalSection``'s default): what every command and the trainer evaluate with."""
     from tsrx.engine.config import eval_section
@@ -263,7 +267,7 @@ def evaluate_config(
     )
 
 
-def textzoom_test_tables(root: str | Path) -> dict[str, dict]:
+def textzoom_test_tables(root: str | Path) -> dict[str, dict[str, Any]]:
     """The dataset tables of TextZoom's ``test/{easy,medium,hard}`` found under ``root``."""
     return {
         s: {"type": "textzoom", "roots": [f"test/{s}"]}
@@ -273,8 +277,8 @@ def textzoom_test_tables(root: str | Path) -> dict[str, dict]:
 
 
 def evaluation_sets(
-    config: dict, data_root: str | Path | None = None, where: str = "--data"
-) -> dict:
+    config: dict[str, Any], data_root: str | Path | None = None, where: str = "--data"
+) -> dict[str, Any]:
     """The splits an evaluation reads: the config's ``[data.test]`` tables (under
     ``data_root`` when given); with none, or when they are not under ``data_root``,
     TextZoom's ``test/{easy,medium,hard}`` found there."""
@@ -310,7 +314,7 @@ def evaluation_sets(
     return {name: build_dataset(t, data, f"data.test.{name}") for name, t in tables.items()}
 
 
-def _probe_hr(judges: list[Judge], batch: dict) -> None:
+def _probe_hr(judges: list[Judge], batch: dict[str, Any]) -> None:
     """Once per judge: its accuracy on the first ``HR_PROBE_MIN`` HR images it meets, the
     sanity check of :func:`_warn_blind_judges` (the model's own recognizer may still be
     learning: not probed)."""
@@ -328,7 +332,7 @@ def _probe_hr(judges: list[Judge], batch: dict) -> None:
             j.hr_probe = (j.hr_seen[0] / j.hr_seen[1], j.hr_seen[1])
 
 
-def _warn_blind_judges(result: dict, judges: list[Judge]) -> None:
+def _warn_blind_judges(result: dict[str, Any], judges: list[Judge]) -> None:
     """A judge that cannot read HR images (wrong weights, vocabulary or input convention)
     gives a table of near-zeros that looks like a result: say so with every table."""
     for j in judges:
@@ -351,7 +355,7 @@ def _warn_blind_judges(result: dict, judges: list[Judge]) -> None:
             log.warning(warning)
 
 
-def _no_result_for_nonfinite(result: dict) -> None:
+def _no_result_for_nonfinite(result: dict[str, Any]) -> None:
     """A NaN / inf metric (NaN weights, an exploded model) is no result: its value becomes None
     (strict JSON, selectors never pick it, reports show '-'), listed in ``nonfinite`` and
     announced by a warning that is printed with every table of the result."""
@@ -381,7 +385,11 @@ def _no_result_for_nonfinite(result: dict) -> None:
 
 
 def _record(
-    out: list[dict], dataset: Any, batch: dict, texts: dict[str, list[str]], names: list[str]
+    out: list[dict[str, Any]],
+    dataset: Any,
+    batch: dict[str, Any],
+    texts: dict[str, list[str]],
+    names: list[str],
 ) -> None:
     primary = next(n for n in names if n in texts)
     for k, (i, label) in enumerate(zip(batch["index"].tolist(), batch["label"])):
@@ -401,7 +409,7 @@ def _collect(
     collector: RecordCollector,
     dataset: Any,
     split: str,
-    batch: dict,
+    batch: dict[str, Any],
     pictures: dict[str, torch.Tensor | None],
     row_texts: dict[str, dict[str, list[str]]],
 ) -> None:
@@ -425,7 +433,7 @@ def _collect(
     collector.add(split, index, labels, rows)
 
 
-def take_records(result: dict) -> Records | None:
+def take_records(result: dict[str, Any]) -> Records | None:
     """Remove and return the per-image records of an ``evaluate_model(records=True)`` result."""
     return result.pop("records", None)
 
@@ -454,12 +462,12 @@ def _row_result(
     protocol: str,
     batch_size: int,
     described: dict[str, str],
-) -> dict:
+) -> dict[str, Any]:
     """One row (model, bicubic or HR): PSNR/SSIM once, ACC per judge, ``acc`` = the first's."""
     computed = image_acc.compute()["splits"] if image_acc is not None else {}
     by_judge = {name: acc.compute()["splits"] for name, acc in judge_accs.items()}
     primary = next(iter(described), None)
-    splits: dict[str, dict] = {}
+    splits: dict[str, dict[str, Any]] = {}
     for split, n in sizes.items():
         own = computed.get(split) or {}
         accs = {name: (by_judge[name].get(split) or {}).get("acc") for name in described}
@@ -486,7 +494,7 @@ def _row_result(
     }
 
 
-def without_predictions(result: dict) -> dict:
+def without_predictions(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in ("predictions", "records")}
 
 
@@ -497,7 +505,7 @@ def _fmt(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def judges_of(result: dict) -> list[str]:
+def judges_of(result: dict[str, Any]) -> list[str]:
     """The judge names of a result, primary first (older results: one unnamed judge)."""
     names = list(result.get("judges") or {})
     if not names:
@@ -506,7 +514,7 @@ def judges_of(result: dict) -> list[str]:
     return names
 
 
-def judge_acc(values: dict, judge: str | None) -> float | None:
+def judge_acc(values: dict[str, Any], judge: str | None) -> float | None:
     """A split's (or the average's) accuracy under ``judge`` (None: the primary ``acc``)."""
     if judge is None:
         return values.get("acc")
@@ -516,7 +524,7 @@ def judge_acc(values: dict, judge: str | None) -> float | None:
     return by.get(judge)
 
 
-def result_caption(result: dict) -> list[str]:
+def result_caption(result: dict[str, Any]) -> list[str]:
     """The lines printed under every table: the protocol, batch size and judges."""
     judges = result.get("judges") or {}
     who = (
@@ -532,7 +540,7 @@ def result_caption(result: dict) -> list[str]:
     return lines + list(result.get("notes") or [])
 
 
-def result_table(result: dict, title: str = "evaluation") -> Any:
+def result_table(result: dict[str, Any], title: str = "evaluation") -> Any:
     """One rich table: rows easy/medium/hard/A per row (model, bicubic, HR), columns ACC per
     judge, then PSNR and SSIM."""
     from rich.markup import escape
@@ -577,7 +585,7 @@ def result_table(result: dict, title: str = "evaluation") -> Any:
     return table
 
 
-def print_result(console: Any, result: dict, title: str = "evaluation") -> None:
+def print_result(console: Any, result: dict[str, Any], title: str = "evaluation") -> None:
     """The table, then its caption lines unwrapped (paths stay copyable)."""
     console.print(result_table(result, title))
     for line in result_caption(result):

@@ -23,6 +23,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,14 +44,16 @@ from tsrx.records import Records, write_records
 from tsrx.runfiles import LAST, SUMMARY, final_records, validation_records
 
 
-def _follows(selector, result: dict) -> dict:
+def _follows(selector, result: dict[str, Any]) -> dict[str, Any]:
     """Which judge's accuracy an accuracy selector followed (recorded with its best entry)."""
     if getattr(selector, "metric", None) != "acc":
         return {}
     return {"judge": getattr(selector, "judge", None) or result.get("primary_judge")}
 
 
-def _schedule_depends_on_total(config: dict, old_total: int, new_total: int, upto: int) -> bool:
+def _schedule_depends_on_total(
+    config: dict[str, Any], old_total: int, new_total: int, upto: int
+) -> bool:
     """Whether the learning rates of steps 1..upto differ between the two totals (the
     schedule built twice on a one-parameter optimizer: it says nothing about which types
     look at the total, so any schedule, a plugin's too, is judged by what it does)."""
@@ -76,7 +79,9 @@ log = logging.getLogger("tsrx.train")
 class Trainer:
     """One run on this rank; ``train()`` returns ``{"state": "completed" | "preempted", ...}``."""
 
-    def __init__(self, config: dict, run_dir: Path, env: dist_utils.DistEnv, device: torch.device):
+    def __init__(
+        self, config: dict[str, Any], run_dir: Path, env: dist_utils.DistEnv, device: torch.device
+    ):
         self.config, self.run_dir, self.env, self.device = config, Path(run_dir), env, device
         tc = self.train_cfg = config["train"]
         self.eval_settings = eval_section(config)
@@ -114,8 +119,10 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.skipped = 0
-        self.best: dict[str, dict] = {}
-        self._last_val: tuple[int, dict] | None = None  # (step, result) of the last validation
+        self.best: dict[str, dict[str, Any]] = {}
+        self._last_val: tuple[int, dict[str, Any]] | None = (
+            None  # (step, result) of the last validation
+        )
         self._last_val_records: Records | None = None
         self.global_batch = tc["batch_size"]
         self.run_log = RunLog(self.run_dir, env.is_main, tc["steps"])
@@ -124,7 +131,7 @@ class Trainer:
         self.callbacks.setup(self)
 
     # -- one step -------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict:
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Forward, agree across ranks, backward, clip, update. Returns the step's log values."""
         batch = self._to_device(batch)
         self.step_module.train()
@@ -187,7 +194,7 @@ class Trainer:
         return out
 
     # -- the loop ---------------------------------------------------------------------------
-    def train(self) -> dict:
+    def train(self) -> dict[str, Any]:
         """Step until ``train.steps``; checkpoint, validate and log when due."""
         tc = self.train_cfg
         total = tc["steps"]
@@ -243,7 +250,7 @@ class Trainer:
             yield from iterator
             self.epoch += 1
 
-    def _to_device(self, batch: dict) -> dict:
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for k, v in batch.items():
             if torch.is_tensor(v):
@@ -257,7 +264,7 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     # -- validation and selectors -------------------------------------------------------------
-    def validate(self) -> dict:
+    def validate(self) -> dict[str, Any]:
         """Every rank evaluates its shard; the reduced result feeds the selectors."""
         if not self.parts.val_sets:
             if self.step == self.train_cfg["val_every"]:
@@ -272,7 +279,7 @@ class Trainer:
             self.callbacks.on_validation(self, result)
         return result
 
-    def _evaluate_and_select(self) -> dict:
+    def _evaluate_and_select(self) -> dict[str, Any]:
         from tsrx.engine.evaluator import evaluate_config, take_records
 
         with torch.random.fork_rng(devices=[]):
@@ -321,7 +328,7 @@ class Trainer:
         self._last_val_records = records
         return result
 
-    def final_evaluation(self) -> dict:
+    def final_evaluation(self) -> dict[str, Any]:
         """The ``[eval]`` protocol on the test splits (validation splits when none).
 
         When that is exactly what the last validation computed (same splits, same step, same
@@ -376,13 +383,13 @@ class Trainer:
         self.run_log.status("completed", self.step)
 
     # -- state ------------------------------------------------------------------------------
-    def model_state(self) -> dict:
+    def model_state(self) -> dict[str, Any]:
         """The model's and the combiner's weights, keyed as every tsrx checkpoint saves them."""
         state = dict(self.model.state_dict())
         state.update({f"combiner.{k}": v for k, v in self.combiner.state_dict().items()})
         return state
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The whole training state (a collective: every rank contributes its RNG state)."""
         from tsrx.checkpoint import make_checkpoint
 
@@ -402,7 +409,7 @@ class Trainer:
             callbacks=self.callbacks.state_dict(),
         )
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         model_state = {k: v for k, v in state["model"].items() if not k.startswith("combiner.")}
         combiner_state = {
             k[len("combiner.") :]: v for k, v in state["model"].items() if k.startswith("combiner.")
@@ -458,7 +465,7 @@ class Trainer:
         self._check_continuation(path, state)
         self.run_log.forget_after(self.step)
 
-    def _check_continuation(self, path: Path, state: dict) -> None:
+    def _check_continuation(self, path: Path, state: dict[str, Any]) -> None:
         """A run continued to another ``train.steps`` (``tsrx train --resume``): refuse fewer
         steps than are done; warn when the learning-rate schedule depends on the total, since
         the steps done followed the old one."""
@@ -515,11 +522,11 @@ class Trainer:
             }
         )
 
-    def combiner_description(self) -> dict:
+    def combiner_description(self) -> dict[str, Any]:
         describe = getattr(self.combiner, "describe", None)
         return describe() if describe else {"type": type(self.combiner).__name__}
 
-    def _log_train(self, out: dict, rate: float) -> None:
+    def _log_train(self, out: dict[str, Any], rate: float) -> None:
         combiner = {"type": self.combiner_description()["type"]}
         combiner.update({k: v for k, v in out["combiner"].items() if k not in out["terms"]})
         self.run_log.train(
@@ -536,7 +543,7 @@ class Trainer:
             }
         )
 
-    def write_summary(self, final: dict | None, state: str) -> dict:
+    def write_summary(self, final: dict[str, Any] | None, state: str) -> dict[str, Any]:
         summary = {
             "state": state,
             "step": self.step,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from tsrx.config.schema import NON_EMPTY, Component
 from tsrx.config.sections import section
@@ -34,11 +34,11 @@ class ModelSection:
     train the ``consistency`` term; the SR backbone brings the rotation (``rotates``).
     """
 
-    sr: Annotated[dict, Component("sr")] | None = None
-    recognizer: Annotated[dict, Component("recognizer")] | None = None
-    head: Annotated[dict, Component("head")] | None = None
+    sr: Annotated[dict[str, Any], Component("sr")] | None = None
+    recognizer: Annotated[dict[str, Any], Component("recognizer")] | None = None
+    head: Annotated[dict[str, Any], Component("head")] | None = None
     coupling: Literal["image", "feature", "text_prior"] = "image"
-    prior: Annotated[dict, Component("recognizer")] | None = None
+    prior: Annotated[dict[str, Any], Component("recognizer")] | None = None
     prior_weights: str | None = None
     prior_stages: int = 1
     prior_dropout: float | None = None
@@ -146,7 +146,7 @@ def text_prior_backbones() -> str:
     return ", ".join(names) or "none registered"
 
 
-def model_section(config: dict) -> ModelSection:
+def model_section(config: dict[str, Any]) -> ModelSection:
     """The typed ``[model]`` of a resolved config: what the builders read, so each default is
     written once, above (an older checkpoint's config may lack a key added since)."""
     table = config.get("model") or {}

@@ -37,9 +37,9 @@ frozen parameters get ``requires_grad = False`` and frozen BatchNorm layers stay
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -48,6 +48,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tsrx.errors import TsrxError
 from tsrx.models.config import ModelSection, rotates, text_prior_backbones
 from tsrx.models.text import encode_labels
+
+if TYPE_CHECKING:
+    from tsrx.checkpoint import LoadReport
+    from tsrx.contracts import CTCRecognizer, RotatingBackbone, TextPriorBackbone
 
 _DEFAULTS = ModelSection()  # [model]'s defaults, written once in tsrx.models.config
 
@@ -76,6 +80,9 @@ class LossTerm:
 class JointModel(nn.Module):
     """See the module docstring. ``forward(batch) -> {"sr": (B,C,32,128) | None,
     "logits": (T,B,K) | None}`` where ``batch`` holds ``lr`` and/or ``hr``."""
+
+    prior_teacher: nn.Module | None
+    load_report: LoadReport | None  # what model.init loaded (tsrx.models.build.build_model)
 
     def __init__(
         self,
@@ -198,7 +205,7 @@ class JointModel(nn.Module):
 
     def sync_teacher(self) -> None:
         """Copy the generator's current weights into ``prior_teacher`` (after loading them)."""
-        if self.prior_teacher is not None:
+        if self.prior_teacher is not None and self.prior is not None:  # a teacher copies one
             self.prior_teacher.load_state_dict(self.prior.state_dict())
 
     def _resolve_rec_input(self, rec_input: str) -> str:
@@ -215,8 +222,8 @@ class JointModel(nn.Module):
     def _freeze(self, prefixes: list[str]) -> list[str]:
         names = [n for n, _ in self.named_parameters()]
         frozen: set[str] = set()
-        if self.head is not None:
-            classifier = {id(p) for p in self.recognizer.classifier.parameters()}
+        if self.head is not None and self.recognizer is not None:  # __init__: no head alone
+            classifier = {id(p) for p in self._ctc(self.recognizer).classifier.parameters()}
             frozen |= {
                 f"recognizer.{n}"
                 for n, p in self.recognizer.named_parameters()
@@ -249,21 +256,22 @@ class JointModel(nn.Module):
         super().train(mode)
         for name in getattr(self, "_frozen_bn", ()):
             self.get_submodule(name).eval()  # frozen statistics must not drift either
-        if getattr(self, "prior_teacher", None) is not None:
-            self.prior_teacher.eval()
+        teacher = getattr(self, "prior_teacher", None)  # None while __init__ runs
+        if teacher is not None:
+            teacher.eval()
         return self
 
     def _prior_trains(self) -> bool:
         return self.prior is not None and any(p.requires_grad for p in self.prior.parameters())
 
-    def loss_terms(self, hr_size: tuple[int, int] = (32, 128)) -> dict[str, LossTerm]:
+    def loss_terms(self, hr_size: Sequence[int] = (32, 128)) -> dict[str, LossTerm]:
         """The training terms of this composition, in the order they are logged: ``sr`` with
         an SR part, ``recognition`` with a recognizer, ``prior`` with a trainable text-prior
         generator, ``consistency`` with rotated training pairs. The SR backbone's
         ``default_losses`` (its official training) give the defaults of the last two."""
         own = dict(getattr(self.sr, "default_losses", None) or {})
         image = {"channels": getattr(self.sr, "in_channels", 3), "size": tuple(hr_size)}
-        terms = {}
+        terms: dict[str, LossTerm] = {}
         if self.sr is not None:
             terms["sr"] = LossTerm("sr_loss", {"type": "textzoom"}, image)
         if self.recognizer is not None:
@@ -271,21 +279,23 @@ class JointModel(nn.Module):
             terms["recognition"] = LossTerm(
                 "rec_loss",
                 {"type": "ctc" if ctc else "own"},
-                {"num_classes": self.recognizer.num_classes},
+                {"num_classes": self._ctc(self.recognizer).num_classes},
             )
-        if self._prior_trains():
+        if self.prior is not None and self._prior_trains():
             terms["prior"] = LossTerm(
-                "prior_loss", own.get("prior"), {"num_classes": self.prior.num_classes}
+                "prior_loss", own.get("prior"), {"num_classes": self._ctc(self.prior).num_classes}
             )
         if self.rotate_train > 0:
             terms["consistency"] = LossTerm("consistency_loss", own.get("consistency"), image)
         return terms
 
-    def loss_inputs(self, out: dict, batch: dict) -> dict[str, list[tuple]]:
+    def loss_inputs(
+        self, out: dict[str, Any], batch: dict[str, Any]
+    ) -> dict[str, list[tuple[Any, ...]]]:
         """Per term of ``loss_terms``, the positional arguments of each call of its loss on
         this training step's ``out`` (a cascade calls the SR, prior and consistency losses
         once per stage; the engine sums the calls)."""
-        inputs: dict[str, list[tuple]] = {}
+        inputs: dict[str, list[tuple[Any, ...]]] = {}
         hr = out.get("target_hr", batch.get("hr"))  # the rotated pair, when rotate_train
         stages = out.get("sr_stages") or [out["sr"]]
         if self.sr is not None:
@@ -293,7 +303,7 @@ class JointModel(nn.Module):
         if self.recognizer is not None and not getattr(self.recognizer, "ctc", True):
             inputs["recognition"] = [(out["rec_loss"],)]
         elif self.recognizer is not None:
-            alphabet = self.recognizer.alphabet
+            alphabet = self._ctc(self.recognizer).alphabet
             # a lower-case alphabet (CRNN's 0-9a-z) reads upper-case labels as lower-case
             targets, lengths = encode_labels(
                 batch["label"], alphabet, lower=alphabet == alphabet.lower()
@@ -305,50 +315,65 @@ class JointModel(nn.Module):
             inputs["consistency"] = [(t, sr, hr) for t, sr in zip(out["sr_transformed"], stages)]
         return inputs
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor | None]:
-        extra: dict = {}
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        sr: torch.Tensor | None
         if self.coupling == "text_prior":
             sr, extra = self._text_prior_sr(batch)
         else:
             sr = self.sr(batch["lr"]) if self.sr is not None else None
-        logits = None
+        logits: torch.Tensor | None = None
         if self.recognizer is not None:
-            images = sr if self.rec_input == "sr" else batch[self.rec_input]
+            # rec_input = "sr" only with an SR part (_resolve_rec_input), so sr is set then
+            images = sr if self.rec_input == "sr" and sr is not None else batch[self.rec_input]
             if not getattr(self.recognizer, "ctc", True):
                 # attention recognizers give no logits; in training, their own loss
                 return {
                     "sr": sr,
                     "logits": None,
-                    "rec_loss": self.recognizer.loss(images, batch["label"])
+                    # the attention recognizer's own objective (rec_loss "own"), not a contract
+                    # attribute: a judge-only recognizer may have none
+                    "rec_loss": self.recognizer.loss(images, batch["label"])  # type: ignore[operator]
                     if self.training and "label" in batch
                     else None,
                     **extra,
                 }
-            if self.head is not None:
-                logits = self.head(self.recognizer.encode(images))
-            else:
-                logits = self.recognizer(images)
+            rec = self._ctc(self.recognizer)
+            logits = self.head(rec.encode(images)) if self.head is not None else rec(images)
         return {"sr": sr, "logits": logits, **extra}
 
     @staticmethod
-    def _probabilities(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(generator(images).float(), -1)  # (T, B, K)
+    def _ctc(recognizer: nn.Module) -> CTCRecognizer:
+        """A recognizer or prior generator as the CTC view its contract checked
+        (tsrx.contracts.check_recognizer); only called where it is a CTC one (``ctc``)."""
+        return cast("CTCRecognizer", recognizer)
 
-    def _text_prior_sr(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    @staticmethod
+    def _probabilities(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(JointModel._ctc(generator)(images).float(), -1)  # (T, B, K)
+
+    def _text_prior_sr(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """The SR image of the last stage; in training also what the text-prior loss reads."""
-        lr, extra = batch["lr"], {}
+        lr = batch["lr"]
+        extra: dict[str, Any] = {}
+        # the coupling's parts, as __init__ checked them (_check_prior, rotates)
+        backbone = cast("TextPriorBackbone", self.sr)
+        generator = cast(nn.Module, self.prior)
         rotating = self.training and self.rotate_train > 0 and "hr" in batch
         if rotating:  # rotate the pair; the counter-rotated LR gives the consistency term
             # the backbone's own rotation of its training pairs (checked in __init__)
-            rotate = self.sr.rotate
-            angles, offsets = self.sr.random_rotation(lr.shape[0], self.rotate_train, lr.device)
+            rotating_sr = cast("RotatingBackbone", self.sr)
+            rotate = rotating_sr.rotate
+            angles, offsets = rotating_sr.random_rotation(lr.shape[0], self.rotate_train, lr.device)
             lr = rotate(lr, angles, offsets)
             extra["target_hr"] = rotate(batch["hr"], angles, offsets)
             lr_back = rotate(lr, -angles, offsets)
             extra["sr_transformed"] = []
-        image, stages, priors = lr, [], []
+        image = lr
+        stages: list[torch.Tensor] = []
+        priors: list[torch.Tensor] = []
         for _ in range(self.prior_stages):
-            probs = self._probabilities(self.prior, image)
+            probs = self._probabilities(generator, image)
             priors.append(probs)
             prior = probs.permute(1, 2, 0).unsqueeze(2).to(lr.dtype)  # (B, K, 1, T), official
             if self.prior_detach:
@@ -358,19 +383,19 @@ class JointModel(nn.Module):
                 keep = torch.ones(lr.shape[0], 1, 1, 1, dtype=prior.dtype, device=prior.device)
                 keep[: int(lr.shape[0] * self.prior_dropout)] = 0
                 prior = prior * keep
-            out = self.sr(lr, prior)
+            out = backbone(lr, prior)
             image = out[0] if isinstance(out, tuple) else out  # a backbone may add more (attention)
             stages.append(image)
             if rotating:  # the SR of the rotated-back LR, with the same prior
-                back = self.sr(lr_back, prior.detach())
-                back = back[0] if isinstance(back, tuple) else back
-                extra["sr_transformed"].append(rotate(back, angles, offsets))
+                back = backbone(lr_back, prior.detach())
+                back_sr = back[0] if isinstance(back, tuple) else back
+                extra["sr_transformed"].append(rotate(back_sr, angles, offsets))
             if self.prior_detach:
                 image = image.detach()
         if self.training:
             extra.update(sr_stages=stages, prior=priors)
             if "hr" in batch:
-                teacher = self.prior_teacher if self.prior_teacher is not None else self.prior
+                teacher = self.prior_teacher if self.prior_teacher is not None else generator
                 with torch.no_grad():
                     extra["prior_hr"] = self._probabilities(
                         teacher, extra.get("target_hr", batch["hr"])
