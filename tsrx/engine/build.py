@@ -92,6 +92,7 @@ def build_losses(
 
     hr_size = tuple(data_section({"data": data_cfg or {}}).hr_size)
     specs = model.loss_terms(hr_size)
+    rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
     losses, tables, warnings = {}, {}, []
     for task, table in loss_cfg.items():
         if task != "combiner" and table and task not in tasks:
@@ -110,7 +111,6 @@ def build_losses(
             )
         reg = ALL[spec.registry]
         losses[task] = reg.build(table, f"loss.{task}", contract_args=spec.shapes)
-        rec_ctc = bool(getattr(getattr(model, "recognizer", None), "ctc", True))
         if task == "recognition" and bool(getattr(losses[task], "own", False)) == rec_ctc:
             raise TsrxError(
                 f"loss.recognition = {table}: "
