@@ -69,7 +69,7 @@ class CTCRecognizer(Recognizer, Protocol):
 
 class TextPriorBackbone(Protocol):
     """An SR backbone guided by a text prior (``needs_text_prior``): ``forward(lr, prior
-    (B,K,1,T))`` returns the SR image, or a tuple whose first item is (TATT adds attention)."""
+    (B,K,1,T))`` returns the SR image, or a tuple whose first item is (a backbone may add its attention)."""
 
     def __call__(
         self, lr: torch.Tensor, prior: torch.Tensor
