@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from tsrx.engine.metrics import (
     FIELDS,
     PROTOCOLS,
     MetricAccumulator,
+    Protocol,
     psnr_per_image,
     ssim_per_image,
     weighted_average,
@@ -39,6 +40,9 @@ from tsrx.engine.precision import as_float32, autocast, check_precision
 from tsrx.errors import TsrxError
 from tsrx.models.text import ctc_greedy_decode, normalize_for_accuracy
 from tsrx.records import RecordCollector, Records
+
+if TYPE_CHECKING:
+    from tsrx.contracts import CTCRecognizer
 
 log = logging.getLogger("tsrx.eval")
 
@@ -67,7 +71,8 @@ def _own_predictions(
     pass already computed when it is a CTC recognizer, else ``recognize``."""
     logits = out.get("logits")
     if logits is not None and getattr(judge.recognizer, "ctc", True):
-        return ctc_greedy_decode(logits, judge.recognizer.alphabet)
+        # a CTC recognizer: its alphabet is checked by tsrx.contracts.check_recognizer
+        return ctc_greedy_decode(logits, cast("CTCRecognizer", judge.recognizer).alphabet)
     source = getattr(model, "rec_input", "sr")
     images = sr if source == "sr" else batch.get(source)
     return judge.read(images) if images is not None else None
@@ -92,7 +97,7 @@ def _my_batches(n: int, batch_size: int, env: dist_utils.DistEnv) -> list[list[i
 def evaluate_model(
     model: nn.Module,
     datasets: dict[str, Any],
-    protocol: str = EVAL_DEFAULTS.protocol,
+    protocol: Protocol = EVAL_DEFAULTS.protocol,
     batch_size: int = EVAL_DEFAULTS.batch_size,
     device: torch.device | str | None = None,
     baselines: bool = EVAL_DEFAULTS.baselines,
@@ -435,7 +440,8 @@ def _collect(
 
 def take_records(result: dict[str, Any]) -> Records | None:
     """Remove and return the per-image records of an ``evaluate_model(records=True)`` result."""
-    return result.pop("records", None)
+    records: Records | None = result.pop("records", None)
+    return records
 
 
 def _all_reduce(accs: list[MetricAccumulator], device: torch.device) -> None:
@@ -517,11 +523,10 @@ def judges_of(result: dict[str, Any]) -> list[str]:
 def judge_acc(values: dict[str, Any], judge: str | None) -> float | None:
     """A split's (or the average's) accuracy under ``judge`` (None: the primary ``acc``)."""
     if judge is None:
-        return values.get("acc")
-    by = values.get("acc_by_judge")
-    if by is None:
-        return None
-    return by.get(judge)
+        acc: float | None = values.get("acc")
+    else:
+        acc = (values.get("acc_by_judge") or {}).get(judge)
+    return acc
 
 
 def result_caption(result: dict[str, Any]) -> list[str]:
@@ -553,14 +558,15 @@ def result_table(result: dict[str, Any], title: str = "evaluation") -> Any:
         else [(f"ACC ({escape(judges[0])})" if judges else "ACC", None)]
     )
     table = Table(title=escape(title))
-    for col, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("", "left"),
         ("split", "left"),
         *[(c, "right") for c, _ in acc_cols],
         ("PSNR", "right"),
         ("SSIM", "right"),
         ("n", "right"),
-    ):
+    )
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     named = [("model", result)] + [
         (name, res)

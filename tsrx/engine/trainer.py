@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from tsrx.records import Records, write_records
 from tsrx.runfiles import LAST, SUMMARY, final_records, validation_records
 
 
-def _follows(selector, result: dict[str, Any]) -> dict[str, Any]:
+def _follows(selector: object, result: dict[str, Any]) -> dict[str, Any]:
     """Which judge's accuracy an accuracy selector followed (recorded with its best entry)."""
     if getattr(selector, "metric", None) != "acc":
         return {}
@@ -97,7 +98,8 @@ class Trainer:
         self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
         self.selectors = parts.selectors
         if tc["channels_last"]:
-            self.model.to(memory_format=torch.channels_last)
+            # Module.to(memory_format=...) exists at runtime; torch's stubs leave it out
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.loss_module = LossModule(self.model, parts.losses, self.combiner)
         # what a step calls: the loss module itself, or its DDP wrapper when distributed
         self.step_module: nn.Module = self.loss_module
@@ -140,11 +142,11 @@ class Trainer:
         values = torch.stack(
             [total.detach().float(), *[t.detach().float() for t in terms.values()]]
         )
-        values = values.tolist()
+        floats: list[float] = values.tolist()
         local = [
-            float(not all(math.isfinite(v) for v in values)),
+            float(not all(math.isfinite(v) for v in floats)),
             float(signals.stop_requested() is not None),
-            *values,
+            *floats,
         ]
         agreed = dist_utils.all_reduce_sum(
             torch.tensor(local, dtype=torch.float64, device=self.device)
@@ -238,7 +240,7 @@ class Trainer:
         self.callbacks.on_train_end(self, result)
         return result
 
-    def _batches(self):
+    def _batches(self) -> Iterator[dict[str, Any]]:
         """Batches forever, epoch after epoch; the sampler remembers the position."""
         sampler, loader = self.parts.sampler, self.parts.train_loader
         while True:
@@ -328,7 +330,7 @@ class Trainer:
         self._last_val_records = records
         return result
 
-    def final_evaluation(self) -> dict[str, Any]:
+    def final_evaluation(self) -> dict[str, Any] | None:
         """The ``[eval]`` protocol on the test splits (validation splits when none).
 
         When that is exactly what the last validation computed (same splits, same step, same
@@ -339,14 +341,15 @@ class Trainer:
         sets = self.parts.test_sets or self.parts.val_sets
         if not sets:
             return None
-        if self._validation_is_final():
+        last = self._last_val
+        if last is not None and self._validation_is_final():
             log.info(
                 "final evaluation: reusing the result of step %d's validation (same splits and "
                 "settings)",
                 self.step,
             )
             self._write_final_records(self._last_val_records)
-            return self._last_val[1]
+            return last[1]
         with self.callbacks.evaluation_weights(self):
             result = evaluate_config(
                 self.model,
@@ -494,9 +497,10 @@ class Trainer:
     def close(self) -> None:
         """Drop the DDP wrapper and optimizer before the process group goes (see distributed)."""
         self.run_log.close()
-        self.forward = self.step_module = self.loss_module = None
-        self.optimizer = self.scheduler = None
-        self.parts = None
+        # dropped for good: the trainer is not used after close
+        self.forward = self.step_module = self.loss_module = None  # type: ignore[assignment]
+        self.optimizer = self.scheduler = None  # type: ignore[assignment]
+        self.parts = None  # type: ignore[assignment]
 
     # -- files of the run directory -------------------------------------------------------------
     def _record_start(self) -> None:
