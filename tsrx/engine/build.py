@@ -24,6 +24,9 @@ from tsrx.engine.loss_module import term_names
 from tsrx.errors import TsrxError
 
 if TYPE_CHECKING:
+    from tsrx.contracts import Selector
+    from tsrx.data.loader import ResumableSampler, SampleDataset
+    from tsrx.engine.judges import Judge
     from tsrx.models.joint import JointModel
 
 log = logging.getLogger("tsrx.engine")
@@ -40,12 +43,12 @@ class RunParts:
     combiner: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    selectors: list[Any]
-    judges: list[Any]  # tsrx.engine.judges.Judge, the primary first
-    train_set: Any
-    val_sets: dict[str, Any]
-    test_sets: dict[str, Any]
-    sampler: Any
+    selectors: list[Selector]
+    judges: list[Judge]  # the primary first
+    train_set: SampleDataset
+    val_sets: dict[str, SampleDataset]
+    test_sets: dict[str, SampleDataset]
+    sampler: ResumableSampler
     train_loader: Any
     batch_size_per_rank: int
     warnings: list[str] = field(default_factory=list)

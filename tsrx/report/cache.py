@@ -12,7 +12,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tsrx.records import Records
 
 # The [data] keys that decide which test images an evaluation sees and how they look.
 DATA_KEYS = ("root", "test", "hr_size", "lr_size", "mask", "voc_type", "max_len", "skip_bad")
@@ -110,7 +113,7 @@ def store(
     checkpoint: Path,
     settings: dict[str, Any],
     result: dict[str, Any],
-    records: Any = None,
+    records: Records | None = None,
 ) -> Path:
     """Write a result under its key, atomically (temp file in the folder, fsync, rename).
 

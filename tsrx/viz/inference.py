@@ -9,19 +9,21 @@ with neither there are no readings, never guesses from an untrained recognizer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from tsrx.errors import TsrxError
 
+if TYPE_CHECKING:
+    from tsrx.engine.loading import Loaded
+
 
 def load(
     checkpoint: str | Path, device: str | None = None, judges: list[str] | tuple[str, ...] = ()
-) -> Any:
-    """Model, config and reader of a checkpoint (``judges``: ``--judge NAME=WEIGHTS`` values);
-    a tsrx.engine.loading.Loaded."""
+) -> Loaded:
+    """Model, config and reader of a checkpoint (``judges``: ``--judge NAME=WEIGHTS`` values)."""
     from tsrx.engine.judges import parse_cli_judges
     from tsrx.engine.loading import open_checkpoint
 
