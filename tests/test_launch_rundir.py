@@ -56,11 +56,22 @@ def test_force_replaces_config_and_moves_outputs_aside(tmp_path):
     d = prepare_run_dir(spec(), tmp_path)
     (d / "last.pth").write_bytes(b"old")
     (d / "metrics.jsonl").write_text("{}\n")
+    # files no fixed list knows: per-image records, a user's callback output
+    (d / "records").mkdir()
+    (d / "records" / "val-step10.npz").write_bytes(b"rec")
+    (d / "my_callback.txt").write_text("mine")
     d2 = prepare_run_dir(spec(steps=20), tmp_path, force=True)
     assert d2 == d and "steps = 20" in (d / "config.toml").read_text()
-    assert not (d / "last.pth").exists()
+    assert sorted(p.name for p in d.iterdir()) == [
+        ".meta.lock",
+        "config.toml",
+        "meta.json",
+        "superseded",
+    ]
     (old,) = list((d / "superseded").iterdir())
     assert (old / "last.pth").read_bytes() == b"old" and (old / "metrics.jsonl").exists()
+    assert (old / "records" / "val-step10.npz").exists() and (old / "my_callback.txt").exists()
+    assert "steps = 10" in (old / "config.toml").read_text()  # the config they came from
     assert read_meta(d)["superseded"] == [str(old.relative_to(d))]
 
 

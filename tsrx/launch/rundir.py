@@ -3,9 +3,10 @@
 A run directory is the unit of resuming: submitting the same config again reuses it
 (the trainer resumes from ``last.pth``); a different config is refused, because
 resuming a checkpoint under changed settings silently mixes two experiments.
-``force`` replaces the config and moves the old outputs (checkpoints, metrics,
-status, summary) into ``superseded/<UTC time>/`` so the run starts fresh and nothing
-is lost; ``new`` leaves the old directory alone and creates ``<run>~2``, ``<run>~3``...
+``force`` replaces the config and moves the old outputs (everything but config.toml,
+meta.json and the locks: checkpoints, metrics, records, a callback's files) with a copy of
+the old config into ``superseded/<UTC time>/`` so the run starts fresh and nothing is
+lost; ``new`` leaves the old directory alone and creates ``<run>~2``, ``<run>~3``...
 
 The ``[launcher]`` and ``[slurm]`` tables say where a run computes, not what: changing
 them (a partition, a time limit) resumes the run and rewrites its config.toml.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,14 +26,10 @@ from typing import TYPE_CHECKING, Any
 from tsrx.errors import TsrxError
 from tsrx.runfiles import (
     CONFIG,
-    EVAL_DIR,
-    LAST,
-    LOGS_DIR,
     META,
-    METRICS,
-    STATUS,
-    SUMMARY,
+    META_LOCK,
     SUPERSEDED_DIR,
+    WRITER_LOCK,
     atomic_write_text,
     dumps,
     meta_lock,
@@ -43,19 +41,10 @@ from tsrx.runfiles import (
 if TYPE_CHECKING:
     from tsrx.config.experiment import RunSpec
 
-# What the trainer writes; `force` moves these aside instead of resuming from them.
-OUTPUTS = (
-    LAST,
-    "best_acc_model.pth",
-    "best_psnr_model.pth",
-    METRICS,
-    STATUS,
-    SUMMARY,
-    EVAL_DIR,
-    LOGS_DIR,
-    "ema_model.pth",  # the built-in callbacks ema and val_pictures (plugins/callbacks.py)
-    "pictures",
-)
+# What `force` leaves in place: the run's identity and locks. Everything else in the run
+# directory is an output of the old config (the trainer's files, per-image records,
+# TensorBoard, whatever a user's callback wrote) and moves to superseded/<time>/.
+KEPT_BY_FORCE = frozenset({CONFIG, META, SUPERSEDED_DIR, WRITER_LOCK, META_LOCK})
 MAX_DIFF_CHARS = 200_000
 PLACEMENT_TABLES = ("launcher", "slurm")
 
@@ -141,7 +130,7 @@ def record_job(run_dir: Path, job_id: str, launcher: str, **extra: Any) -> None:
 
 
 def _supersede(run_dir: Path) -> Path | None:
-    present = [run_dir / n for n in OUTPUTS if (run_dir / n).exists()]
+    present = sorted(p for p in run_dir.iterdir() if p.name not in KEPT_BY_FORCE)
     if not present:
         return None
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -149,6 +138,8 @@ def _supersede(run_dir: Path) -> Path | None:
     dest.mkdir(parents=True)
     for p in present:
         os.replace(p, dest / p.name)
+    # the config those outputs came from (config.toml itself is rewritten with the new one)
+    shutil.copy2(run_dir / CONFIG, dest / CONFIG)
     return dest
 
 
