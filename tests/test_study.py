@@ -346,6 +346,31 @@ def test_uncertainty_grid_is_the_notebooks_three_stage_study(workdir):
     assert all(r.todo == "submit" for r in study.runs)
 
 
+def test_mini_study_runs_each_joint_configuration_with_three_seeds(workdir):
+    """Issue 23: 4 heads x 2 combiners x 3 seeds = 24 joint runs; the upstream stages stay one
+    run per configuration (a seed axis on the joint stage does not multiply them), and every
+    seed of a head loads that head's stage-2 run."""
+    from slurm_fixture import REPO
+
+    from tsrx.launch.study import plan_study
+
+    study = plan_study(REPO / "experiments" / "study_mini.toml")
+    assert [s.experiment for s in study.stages][-1] == "mini_study"
+    assert sorted(len(s.runs) for s in study.stages[:-1]) == [1, 1, 4]
+    joint = study.of(study.stages[-1])
+    assert len(joint) == 24 and study.launcher == "local"
+    points = {}
+    for r in joint:
+        cfg = r.planned.spec.config
+        key = (cfg["model"]["head"]["type"], cfg["loss"]["combiner"]["type"])
+        points.setdefault(key, []).append(cfg["seed"])
+        name = r.planned.spec.name
+        assert name.startswith(f"head={key[0]},combiner={key[1]},seed={cfg['seed']}-"), name
+        (rec,) = [u for u in r.upstream if "rec_finetune" in u.label]
+        assert rec.planned.spec.config["model"]["head"]["type"] == key[0]
+    assert len(points) == 8 and all(sorted(s) == [0, 1, 2] for s in points.values())
+
+
 def test_a_narrow_crnn_keeps_the_recognizer_contract_and_the_default_keeps_meijierus_shapes():
     import torch
 
