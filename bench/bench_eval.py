@@ -50,7 +50,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dict]:
+def run(smoke: bool = False, device: str = "cpu", precision: str = "fp32") -> list[dict]:
     """Rows: end-to-end images/s, the model / metrics / loading split, the metrics fraction."""
     import contextlib
 
@@ -70,7 +70,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
     judges = [Judge("crnn", "crnn (random weights)", judge_model.recognizer)]
     autocast = (
         torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
-        if amp == "bf16"
+        if precision == "bf16"
         else contextlib.nullcontext()
     )
     with tempfile.TemporaryDirectory(prefix="tsrx-bench-eval-") as tmp:
@@ -149,7 +149,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none") -> list[dic
 
     fraction = metrics_s / model_s
     judged = result["average"]["n"]
-    common = {"images": n_images, "batch_size": BATCH, "device": device, "amp": amp}
+    common = {"images": n_images, "batch_size": BATCH, "device": device, "precision": precision}
     return [
         row(
             "eval",

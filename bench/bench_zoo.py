@@ -13,7 +13,7 @@ as ``coupling = "text_prior"`` builds it; the generator runs and trains with the
 and the train step's loss is the same MSE (the text-prior loss and TATT's rotated pairs
 are left out: a few elementwise terms next to two forward passes).
 
-    python -m bench --only zoo [--smoke] [--device cuda] [--amp bf16]
+    python -m bench --only zoo [--smoke] [--device cuda] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def _timed(fn, warmup: int, reps: int, sync) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path = ZOO) -> list[dict]:
+def run(
+    smoke: bool = False, device: str = "cpu", precision: str = "fp32", zoo: Path = ZOO
+) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
@@ -89,7 +91,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
     size = SMOKE if smoke else (FULL_CUDA if device.startswith("cuda") else FULL)
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    dtype = torch.bfloat16 if amp == "bf16" else None
+    dtype = torch.bfloat16 if precision == "bf16" else None
     rows = []
     runs = [(name, table, None) for name, table in backbones(zoo)]
     runs += [(name, {"type": sr}, {"type": "crnn"}) for name, sr in TEXT_PRIOR]
@@ -129,7 +131,7 @@ def run(smoke: bool = False, device: str = "cpu", amp: str = "none", zoo: Path =
             "parameters": params,
             "batch": b,
             "device": device,
-            "amp": amp,
+            "precision": precision,
         }
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

@@ -60,13 +60,13 @@ stage() {  # stage NAME COMMAND...: run one stage under the time limit, keep goi
 # float32 first: the loss agreement with the baseline is judged without autocast
 COMPILE=()
 if [ "$DEVICE" = cuda ]; then COMPILE=(--compile); fi  # minutes of compiling on a CPU
-stage train-fp32 "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp none \
+stage train-fp32 "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --precision fp32 \
     --only train ${COMPILE[@]+"${COMPILE[@]}"} --out "$OUT_DIR/results_gpu_fp32.json" "$@"
-stage bf16-eval-data "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp bf16 \
+stage bf16-eval-data "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --precision bf16 \
     --only train eval data --out "$OUT_DIR/results_gpu_bf16.json" "$@"
 stage eval-paths "$PY" -m bench.bench_gpu_paths ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" \
     --out "$OUT_DIR/results_gpu_paths.json"
-stage zoo "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --amp none --only zoo \
+stage zoo "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --precision fp32 --only zoo \
     --out "$OUT_DIR/results_gpu_zoo.json" "$@"
 stage judges "$PY" -m bench ${MODE[@]+"${MODE[@]}"} --device "$DEVICE" --only judges \
     --out "$OUT_DIR/results_gpu_judges.json"
