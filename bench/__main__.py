@@ -4,7 +4,8 @@
     python -m bench --smoke              # tiny sizes, what CI runs (under a minute)
     python -m bench --only train eval    # a subset
     python -m bench --only threads       # default vs. set CPU threads, idle vs. loaded
-    python -m bench --only judges        # eval speed with crnn + aster + moran + ppocr judges
+    python -m bench --only judges        # eval speed with crnn + aster + moran + ppocr + easyocr
+    python -m bench --only judges --textzoom-size   # ... on all 4,373 images, also on a CPU
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --precision bf16 --out bench/results_gpu.json
     python -m bench --only precision     # bf16 against fp32: 100 training losses, PSNR, judges' ACC
@@ -88,7 +89,12 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
     if name == "judges":
         from bench import bench_judges
 
-        return bench_judges.run(args.smoke, device=args.device)
+        return bench_judges.run(
+            args.smoke,
+            device=args.device,
+            textzoom_size=args.textzoom_size,
+            precision=args.precision,
+        )
     if name == "data":
         return data_rows(args.smoke, [r for r in done if r["item"] == "train"])
     if name == "cli":
@@ -160,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--amp", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help="also time train.compile = true")
+    parser.add_argument(
+        "--textzoom-size",
+        action="store_true",
+        help="judges: evaluate all 4,373 images on the CPU too (no extrapolation; long)",
+    )
     parser.add_argument("--tsrn-file", help="time this tsrn.py instead of the installed one")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     args = parser.parse_args(argv)
