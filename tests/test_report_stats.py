@@ -270,3 +270,16 @@ def test_the_row_axis_is_compared_pooled_over_the_other_axes_and_seeds(tmp_path)
     assert sorted(p.result.p_holm for p in found)[0] == pytest.approx(min(1, 3 * raw[0]))
     # one block only (no other axis): nothing to pool
     assert build_report(collect(tmp_path / "joint"), rows="run").pooled == []
+    # a row value without records in some block is left out, and the report says where
+    old = tmp_path / "old"
+    for head in ("dense", "mlp"):
+        for combiner in ("avg", "uncertainty"):
+            keep = not (head == "mlp" and combiner == "avg")
+            correct = {s: latent[s] < 0.5 for s in SPLITS}
+            seed_run(old, head, 0, correct, combiner=combiner, records=keep)
+    rep = build_report(collect(old / "joint"), rows="combiner", selectors=["best_acc"])
+    assert rep.pooled == [] and rep.pooled_notes == [
+        "avg: no result with per-image records in best_acc_model.pth · head=mlp: left out of "
+        "the pooled test"
+    ]
+    assert "left out of the pooled test" in render_text(rep, "md")

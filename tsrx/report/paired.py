@@ -211,7 +211,10 @@ def pool_blocks(
     for lab in labels:
         got = [_row_records(b, lab) for b in blocks]
         if any(g is None for g in got):
-            notes.append(f"{selector}: {lab} lacks per-image records in some block: not pooled")
+            where = ", ".join(b.title for b, g in zip(blocks, got) if g is None)
+            notes.append(
+                f"{lab}: no result with per-image records in {where}: left out of the pooled test"
+            )
             continue
         records[lab] = [g for g in got if g is not None]
     sources = {r.result.source for b in blocks for r in b.rows if r.label in records and r.result}
