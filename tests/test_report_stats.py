@@ -283,3 +283,26 @@ def test_the_row_axis_is_compared_pooled_over_the_other_axes_and_seeds(tmp_path)
         "the pooled test"
     ]
     assert "left out of the pooled test" in render_text(rep, "md")
+
+
+def test_a_seed_with_only_a_validation_result_makes_the_block_mixed(tmp_path):
+    """The block's header describes every seed's value, not only the first seed's."""
+    from test_report_fixtures import write_run
+
+    rng = np.random.default_rng(8)
+    for seed in (0, 1):
+        seed_run(tmp_path, "dense", seed, _draw(rng, 0.5))
+    _, val = records_and_result(_draw(rng, 0.5))
+    d = write_run(
+        tmp_path,
+        "dense",
+        "avg",
+        val={"best_acc": val},
+        cfg=dict(config("dense", "avg"), seed=2),
+        name="head=dense,seed=2-0000abcd",
+    )
+    point = {"model.head.type": "dense", "seed": 2}
+    (d / "meta.json").write_text(json.dumps({"experiment": "joint", "run": d.name, "point": point}))
+    (block,) = build_report(collect(tmp_path / "joint"), selectors=["best_acc"]).blocks
+    assert block.rows[0].seeds == 3 and block.source == "mixed"
+    assert any(n.startswith("seed 2: validation result") for n in block.rows[0].notes)

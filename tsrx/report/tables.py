@@ -393,7 +393,13 @@ def build_report(
                 block_rows.append(Row(label, r, res, cells, extra, bad, facts=facts[id(r)]))
             if seed_axis:
                 block_rows = _merge_seeds(block_rows)
-            present = [row.result for row in block_rows if row.result is not None]
+            # every seed's result, not only a merged row's first: one seed's validation result
+            # among test results makes the block "mixed", as it would unmerged
+            present = [
+                res
+                for row in block_rows
+                for res in (row.results or ([row.result] if row.result is not None else []))
+            ]
             sources = {p.source for p in present}
             source = "none" if not sources else (sources.pop() if len(sources) == 1 else "mixed")
             protocol = _common([_protocol(p.values) for p in present])
