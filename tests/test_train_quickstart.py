@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-ENGINE_FILES = ["quickstart", "sr_pretrain", "rec_finetune", "joint_image", "joint_feature"]
+ENGINE_FILES = [
+    "quickstart",
+    "text_aware",
+    "sr_pretrain",
+    "rec_finetune",
+    "joint_image",
+    "joint_feature",
+]
 
 
 @pytest.mark.parametrize("name", ENGINE_FILES)
@@ -31,12 +38,20 @@ def test_stage_files_say_what_they_load():
 
     init = {
         n: load_experiment(EXPERIMENTS / f"{n}.toml").runs[0].config["model"]["init"]
-        for n in ("sr_pretrain", "rec_finetune", "joint_image", "joint_feature")
+        for n in ("sr_pretrain", "rec_finetune", "joint_image", "joint_feature", "text_aware")
     }
     assert init["sr_pretrain"] == {}
     assert init["rec_finetune"] == {"recognizer": "weights/crnn.pth"}
     assert init["joint_image"]["sr"].endswith("sr_pretrain/main/best_psnr_model.pth")
     assert init["joint_feature"] == {"whole": "weights/joint_composed.pth"}
+    # the text-aware fine-tune starts from the quickstart's TSRN, same architecture
+    assert init["text_aware"]["sr"].endswith("quickstart/main/best_psnr_model.pth")
+    quick, aware = (
+        load_experiment(EXPERIMENTS / f"{n}.toml").runs[0].config
+        for n in ("quickstart", "text_aware")
+    )
+    assert aware["model"]["sr"] == quick["model"]["sr"]
+    assert aware["loss"]["sr"]["type"] == "text_aware" and aware["loss"]["sr"]["content_weight"] > 0
     combiners = {
         r.config["loss"]["combiner"]["type"]
         for r in load_experiment(EXPERIMENTS / "joint_image.toml").runs
