@@ -53,6 +53,15 @@ def test_launcher_type_and_data_sets_reach_the_upstream_stages(workdir):
     assert exp.runs[0].config["train"]["steps"] == 9
 
 
+def test_train_runs_dir_is_where_a_stage_finds_its_upstream_runs(workdir, capsys):
+    """`tsrx train B --runs-dir X` looks for B's upstream checkpoints under X, as
+    `--set launcher.runs_dir=X` does (it looked under ./runs before)."""
+    path = write_study(workdir)
+    code, _, err = cli(capsys, "train", str(path), "--runs-dir", "elsewhere", "--device", "cpu")
+    assert code != 0
+    assert "elsewhere/sr/main/best_psnr_model.pth: no such file" in " ".join(err.split())
+
+
 def test_needs_cycle_is_an_error(workdir):
     _write(workdir / "a.toml", 'name = "a"\nneeds = { b = "b.toml:last" }\n')
     _write(workdir / "b.toml", 'name = "b"\nneeds = { a = "a.toml:last" }\n')

@@ -8,6 +8,7 @@ environment. Ctrl-C once asks the run to stop at the next step boundary and save
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -54,10 +55,13 @@ def train(
     from tsrx.launch.rundir import prepare_run_dir, record_job
     from tsrx.runfiles import utc_now
 
+    if runs_dir is not None:
+        # as [launcher] runs_dir, so a stage's `needs` finds its upstream runs there too
+        set_ = [*set_, f"launcher.runs_dir={json.dumps(str(runs_dir))}"]
     exp = load_experiment(file, set_, only=run or None, for_training=True)
     states = []
     for spec in exp.runs:
-        target = runs_dir or Path(spec.config.get("launcher", {}).get("runs_dir", "runs"))
+        target = Path(spec.config.get("launcher", {}).get("runs_dir", "runs"))
         run_dir = prepare_run_dir(
             spec, target, force=force, new=new, resume=resume, command=sys.argv
         )
