@@ -160,6 +160,16 @@ class Comparison:
         }
 
 
+def _interval_and_p(diffs: np.ndarray, level: float) -> tuple[float, float, float]:
+    """The percentile interval of bootstrapped differences and the two-sided bootstrap
+    p-value of "no difference" (each tail counted with the observed sample, so never 0)."""
+    tail = (1 - level) / 2
+    low, high = (float(v) for v in np.quantile(diffs, [tail, 1 - tail]))
+    below = (np.sum(diffs <= 0) + 1) / (len(diffs) + 1)
+    above = (np.sum(diffs >= 0) + 1) / (len(diffs) + 1)
+    return low, high, float(min(1.0, 2 * min(below, above)))
+
+
 def compare(
     a: list[np.ndarray],
     b: list[np.ndarray],
@@ -198,8 +208,7 @@ def compare(
         pick_b = sa + rng.integers(0, sb, size=(n_boot, sb))
         rows = np.arange(n_boot)[:, None]
         diffs = boot_acc[rows, pick_a].mean(axis=1) - boot_acc[rows, pick_b].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = (float(v) for v in np.quantile(diffs, [tail, 1 - tail]))
+    low, high, p_boot = _interval_and_p(diffs, level)
     pair_b = [
         float(np.sum(columns[:, i] & ~columns[:, sa + j])) for i in range(sa) for j in range(sb)
     ]
@@ -209,9 +218,7 @@ def compare(
     if sa == 1 and sb == 1:
         p, test = mcnemar_exact(int(pair_b[0]), int(pair_c[0])), "McNemar exact"
     else:
-        below = (np.sum(diffs <= 0) + 1) / (n_boot + 1)
-        above = (np.sum(diffs >= 0) + 1) / (n_boot + 1)
-        p, test = float(min(1.0, 2 * min(below, above))), "hierarchical bootstrap"
+        p, test = p_boot, "hierarchical bootstrap"
     return Comparison(
         acc_a,
         acc_b,
@@ -281,10 +288,7 @@ def compare_groups(
         pick_b = ib[rng.integers(0, len(ib), size=(n_boot, len(ib)))]
         diffs += boot_acc[rows, pick_a].mean(axis=1) - boot_acc[rows, pick_b].mean(axis=1)
     diffs /= len(a)
-    tail = (1 - level) / 2
-    low, high = (float(v) for v in np.quantile(diffs, [tail, 1 - tail]))
-    below = (np.sum(diffs <= 0) + 1) / (n_boot + 1)
-    above = (np.sum(diffs >= 0) + 1) / (n_boot + 1)
+    low, high, p_boot = _interval_and_p(diffs, level)
     pair_b = [
         float(np.sum(columns[:, i] & ~columns[:, j]))
         for ia, ib in zip(index_a, index_b)
@@ -303,7 +307,7 @@ def compare_groups(
         acc_a - acc_b,
         low,
         high,
-        float(min(1.0, 2 * min(below, above))),
+        p_boot,
         "hierarchical bootstrap",
         n,
         sum(len(g) for g in a),
