@@ -23,37 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import row
+from bench.common import TSRN_EXPERIMENT, row
 
 STEPS, BATCH, TRAIN_IMAGES, TEST = 100, 16, 400, [200, 200, 200]
 SMOKE = {"steps": 3, "batch": 2, "train": 8, "test": [3, 3, 3]}
 PSNR_TARGET_DB = 0.05
 ACC_TARGET_POINTS = 0.5
 JUDGES = ("ppocr", "easyocr")
-
-EXPERIMENT = """\
-name = "bench_precision"
-seed = 0
-
-[data]
-root = "{root}"
-train = {{ type = "textzoom", roots = ["train1"] }}
-num_workers = 0
-
-[model]
-sr = {{ type = "tsrn", mask = true, stn = true }}
-
-[optim]
-type = "adam"
-lr = 1e-3
-betas = [0.5, 0.999]
-
-[train]
-steps = 1000000
-batch_size = {batch}
-grad_clip = 0.25
-selectors = ["best_psnr"]
-"""
 
 
 def trained_judges() -> tuple[list, list[str]]:
@@ -85,7 +61,9 @@ def train_losses(workdir: Path, root: Path, batch: int, steps: int) -> tuple[dic
     from tsrx.engine.trainer import Trainer
 
     path = workdir / "bench_precision.toml"
-    path.write_text(EXPERIMENT.format(root=root.as_posix(), batch=batch))
+    path.write_text(
+        TSRN_EXPERIMENT.format(name="bench_precision", root=root.as_posix(), synth="", batch=batch)
+    )
     losses, model = {}, None
     for precision in ("fp32", "bf16"):
         config = load_experiment(path, [f"train.precision={precision}"]).runs[0].config

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import flop_counter, interleaved, row
+from bench.common import TSRN_EXPERIMENT, flop_counter, interleaved, row
 
 TARGET_RATIO = 2.0
 EVAL_TARGET_RATIO = 2.0
@@ -48,31 +48,6 @@ FULL_CUDA = {
     "reps": 30,
     "sgemm": 8192,
 }  # steps take milliseconds on a GPU
-
-EXPERIMENT = """\
-name = "bench_train"
-seed = 0
-
-[data]
-root = "{root}"
-synth = {{ train = {train}, test = [0, 0, 0], seed = 0 }}
-train = {{ type = "textzoom", roots = ["train1"] }}
-num_workers = 0
-
-[model]
-sr = {{ type = "tsrn", mask = true, stn = true }}
-
-[optim]
-type = "adam"
-lr = 1e-3
-betas = [0.5, 0.999]
-
-[train]
-steps = 1000000
-batch_size = {batch}
-grad_clip = 0.25
-selectors = ["best_psnr"]
-"""
 
 
 def _flat_rnn_weights(net):
@@ -129,7 +104,12 @@ def build_trainer(workdir: Path, batch: int, device: str, overrides: list[str]):
 
     path = workdir / "bench_train.toml"
     path.write_text(
-        EXPERIMENT.format(root=(workdir / "synth").as_posix(), train=max(batch, 8), batch=batch)
+        TSRN_EXPERIMENT.format(
+            name="bench_train",
+            root=(workdir / "synth").as_posix(),
+            synth=f"synth = {{ train = {max(batch, 8)}, test = [0, 0, 0], seed = 0 }}\n",
+            batch=batch,
+        )
     )
     config = load_experiment(path, overrides).runs[0].config
     run_dir = workdir / (

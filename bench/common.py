@@ -144,3 +144,30 @@ def flop_counter():
 
     mapping = {aten.addmm_: same_as(aten.addmm), aten.baddbmm_: same_as(aten.baddbmm)}
     return fc.FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+# The TSRN training run the train and precision benches time (the official setting: mask,
+# STN, Adam at 1e-3, gradient clip 0.25); {synth} is a [data] synth line or empty.
+TSRN_EXPERIMENT = """\
+name = "{name}"
+seed = 0
+
+[data]
+root = "{root}"
+{synth}train = {{ type = "textzoom", roots = ["train1"] }}
+num_workers = 0
+
+[model]
+sr = {{ type = "tsrn", mask = true, stn = true }}
+
+[optim]
+type = "adam"
+lr = 1e-3
+betas = [0.5, 0.999]
+
+[train]
+steps = 1000000
+batch_size = {batch}
+grad_clip = 0.25
+selectors = ["best_psnr"]
+"""
