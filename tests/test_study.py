@@ -191,7 +191,8 @@ def test_dry_run_prints_stages_in_order_with_dependencies_and_sbatch_scripts(
 
 
 # -- the local launcher fits the machine -----------------------------------------------
-def test_local_ranks_default_to_the_gpus_here_and_threads_share_the_cores():
+def test_local_ranks_default_to_the_gpus_here_and_threads_share_the_cores(monkeypatch):
+    monkeypatch.delenv("TSRX_THREADS", raising=False)
     cfg = {"launcher": {"gpus_per_node": 4, "tasks_per_node": None, "timeout_min": None}}
     cpu = submit_mod.local_parameters(cfg, gpus=0, cores=8)
     assert cpu["tasks_per_node"] == 1 and cpu["gpus_per_node"] == 0 and cpu["threads"] == 8
@@ -203,7 +204,14 @@ def test_local_ranks_default_to_the_gpus_here_and_threads_share_the_cores():
     # [launcher] threads chooses instead of cores // ranks (issue 26)
     cfg["launcher"]["threads"] = 5
     assert submit_mod.local_parameters(cfg, gpus=0, cores=2)["threads"] == 5
+    # else the submitting shell's TSRX_THREADS (a shared machine), not cores // ranks
+    monkeypatch.setenv("TSRX_THREADS", "2")
+    assert submit_mod.local_parameters(cfg, gpus=0, cores=8)["threads"] == 5
     del cfg["launcher"]["threads"]
+    assert submit_mod.local_parameters(cfg, gpus=0, cores=8)["threads"] == 2
+    monkeypatch.setenv("TSRX_THREADS", "two")
+    with pytest.raises(TsrxError, match="TSRX_THREADS='two': expected a positive integer"):
+        submit_mod.local_parameters(cfg, gpus=0, cores=8)
 
 
 def test_a_local_run_has_no_time_limit_unless_set():
@@ -235,6 +243,7 @@ def test_local_study_runs_stages_in_order_and_blocks_dependants_of_a_failure(
 ):
     path = write_study(workdir, study_standin)
     monkeypatch.setenv("STUDY_FAIL", "rec")
+    monkeypatch.delenv("TSRX_THREADS", raising=False)  # the ranks then share the cores
     res = tsrx("submit", str(path), cwd=workdir, timeout=240)
     out = " ".join(res.stdout.split())
     assert res.returncode == 1, res.stdout + res.stderr

@@ -44,6 +44,11 @@ def _positive(name: str) -> int | None:
     return value
 
 
+def requested_threads() -> int | None:
+    """``TSRX_THREADS`` as the user set it (None when unset); an error names a bad value."""
+    return _positive(ENV)
+
+
 def decide_threads(local_world_size: int | None = None) -> tuple[int, str]:
     """(threads, where the number came from), without changing anything."""
     import torch

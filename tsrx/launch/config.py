@@ -15,8 +15,8 @@ class LauncherSection:
 
     ``tasks_per_node`` defaults to ``gpus_per_node`` (one rank per GPU) on Slurm, and to the
     GPUs of the machine (1 without any; gloo on CPU) for ``local``, where each rank gets
-    cores / ranks threads unless ``threads`` says how many (exported to each rank as
-    TSRX_THREADS, replacing the launching shell's). ``timeout_min`` is the job's time limit (unset: 60 on Slurm,
+    ``threads`` threads (exported to each rank as TSRX_THREADS), else the launching shell's
+    TSRX_THREADS, else cores / ranks. ``timeout_min`` is the job's time limit (unset: 60 on Slurm,
     none for a local run); SIGUSR2
     comes ``signal_delay_s`` before it, the run saves and is requeued (at most
     ``max_requeues`` times for time limits; preemptions do not count). ``entry`` is the
@@ -29,7 +29,9 @@ class LauncherSection:
     gpus_per_node: Annotated[int, NonNegative] = 4
     tasks_per_node: Annotated[int, Positive] | None = None
     cpus_per_task: Annotated[int, Positive] = 1
-    threads: Annotated[int, Positive] | None = None  # per local rank; None: cores // ranks
+    threads: Annotated[int, Positive] | None = (
+        None  # per local rank; None: $TSRX_THREADS, cores // ranks
+    )
     mem: str | None = None
     timeout_min: Annotated[int, Positive] | None = None
     signal_delay_s: Annotated[int, NonNegative] = 90

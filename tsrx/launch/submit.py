@@ -125,10 +125,13 @@ def local_parameters(
 
     Ranks: ``launcher.tasks_per_node`` when set, else one per GPU here, else 1 (the
     ``gpus_per_node`` of a cluster job says nothing about this machine). Each rank gets
-    ``threads`` (exported as TSRX_THREADS and OMP_NUM_THREADS, replacing what the launching
-    shell set): ``launcher.threads`` when set, else ``cores // ranks`` (so ranks do not fight
-    for cores). No time limit unless ``launcher.timeout_min`` is set.
+    ``threads`` (exported as TSRX_THREADS and OMP_NUM_THREADS to the ranks): ``launcher.threads``
+    when set, else the submitting shell's ``TSRX_THREADS`` when set (what a user on a shared
+    machine asked for), else ``cores // ranks`` (so ranks do not fight for cores). No time
+    limit unless ``launcher.timeout_min`` is set.
     """
+    from tsrx.engine.threads import requested_threads
+
     lau = config.get("launcher", {})
     if int(lau.get("nodes", 1)) != 1:
         raise TsrxError(
@@ -145,7 +148,7 @@ def local_parameters(
         "timeout_min": int(timeout) if timeout else NO_TIME_LIMIT_MIN,
         "signal_delay_s": int(lau.get("signal_delay_s", 90)),
         "stderr_to_stdout": True,
-        "threads": int(lau.get("threads") or max(1, cores // ranks)),
+        "threads": int(lau.get("threads") or requested_threads() or max(1, cores // ranks)),
     }
 
 
