@@ -367,28 +367,21 @@ def _check_scalar_loss(loss: Any, kind: str, name: str | None, call: str, *args:
     terms = _loss_terms(loss, kind, name)
     with dry_run(loss):
         out = _call(loss, kind, name, call, loss, *args)
+    parts = {f"{call} must return": out}
     if terms is not None:
         if not isinstance(out, dict) or set(out) != set(terms):
             got = f"a dict of {list(out)}" if isinstance(out, dict) else _shape(out)
             raise _fail(loss, kind, name, f"{call} must return a dict of {terms}, got {got}")
-        for term, value in out.items():
-            if not _scalar(value) or not math.isfinite(float(value)):
-                raise _fail(
-                    loss,
-                    kind,
-                    name,
-                    f"{call}[{term!r}] must be a finite scalar (0-dim float tensor), "
-                    f"got {_shape(value)}" + (f" = {float(value)}" if _scalar(value) else ""),
-                )
-        return
-    if not _scalar(out) or not math.isfinite(float(out)):
-        raise _fail(
-            loss,
-            kind,
-            name,
-            f"{call} must return a finite scalar (0-dim float tensor), got {_shape(out)}"
-            + (f" = {float(out)}" if _scalar(out) else ""),
-        )
+        parts = {f"{call}[{term!r}] must be": value for term, value in out.items()}
+    for what, value in parts.items():
+        if not _scalar(value) or not math.isfinite(float(value)):
+            raise _fail(
+                loss,
+                kind,
+                name,
+                f"{what} a finite scalar (0-dim float tensor), got {_shape(value)}"
+                + (f" = {float(value)}" if _scalar(value) else ""),
+            )
 
 
 def check_sr_loss(
