@@ -42,7 +42,11 @@ from tsrx_builtin.tsrn import GruBlock as TsrnGruBlock  # its CPU scan serves TP
 from tsrx_builtin.tsrn import (
     LRSTNHead,
     Mish,
+    Residual,
     TPSSpatialTransformer,
+    add_bicubic,
+    check_residual,
+    start_at_bicubic,
     tsrn_body_end,
     tsrn_head,
     tsrn_tail,
@@ -159,8 +163,12 @@ class _TextPriorTSRN(nn.Module):
         text_channels: int,
         info_gen: nn.Module,
         prior_classes: int = PRIOR_CLASSES,
+        residual: Residual = "none",
+        name: str = "",
     ):
         super().__init__()
+        check_residual(residual, name)
+        self.residual = residual
         self.prior_classes = prior_classes
         if blocks < 1:
             raise TsrxError(f"blocks must be >= 1, got {blocks}")
@@ -173,7 +181,10 @@ class _TextPriorTSRN(nn.Module):
             setattr(self, f"block{i + 2}", TextGuidedBlock(channels, text_channels))
         self.infoGen = info_gen  # the prior -> feature-map module, in the official key order
         setattr(self, f"block{blocks + 2}", tsrn_body_end(channels))
-        setattr(self, f"block{blocks + 3}", tsrn_tail(channels, self.in_channels))
+        tail = tsrn_tail(channels, self.in_channels)
+        setattr(self, f"block{blocks + 3}", tail)
+        if residual == "bicubic":
+            start_at_bicubic(tail[-1])
         if stn:
             self.tps = ModernTPS(LR_SIZE)
             self.stn_head = LRSTNHead(self.in_channels)
@@ -183,12 +194,14 @@ class _TextPriorTSRN(nn.Module):
             x = self.tps(x, self.stn_head(x))
         return x
 
-    def _body(self, head: torch.Tensor, prior_map: torch.Tensor) -> torch.Tensor:
+    def _body(self, lr: torch.Tensor, head: torch.Tensor, prior_map: torch.Tensor) -> torch.Tensor:
+        """The blocks and the tail; ``lr``: the un-aligned input, for ``residual``."""
         y = head
         for i in range(2, self.blocks + 2):
             y = getattr(self, f"block{i}")(y, prior_map)
         y = getattr(self, f"block{self.blocks + 2}")(y)
-        return torch.tanh(getattr(self, f"block{self.blocks + 3}")(head + y))
+        out = torch.tanh(getattr(self, f"block{self.blocks + 3}")(head + y))
+        return add_bicubic(lr, out) if self.residual == "bicubic" else out
 
 
 class InfoGen(nn.Module):
@@ -221,7 +234,8 @@ class TPGSR(_TextPriorTSRN):
     Defaults are the official TextZoom training script (``train_TPGSR-TSRN.sh``: ``--STN
     --mask``, 5 blocks of 32 hidden units, x2). ``text_channels``: the prior map's channels
     (official ``out_text_channels``). The cascade (``--stu_iter``) is the joint model's
-    ``prior_stages``; this module is one stage.
+    ``prior_stages``; this module is one stage. ``residual``: as TSRN's (``none``: the
+    official output; ``bicubic``: bicubic x2 of the input plus the tail, starting at bicubic).
     """
 
     # official training (interfaces/super_resolution.py): a zero prior for the first quarter
@@ -237,19 +251,30 @@ class TPGSR(_TextPriorTSRN):
         stn: bool = True,
         text_channels: int = 32,
         prior_classes: int | None = None,
+        residual: Residual = "none",
     ):
         prior_classes = _check_classes(prior_classes, "tsrn_tl_cascade")
         info_gen = InfoGen(prior_classes, text_channels)
-        super().__init__(blocks, hidden_units, mask, stn, text_channels, info_gen, prior_classes)
+        super().__init__(
+            blocks,
+            hidden_units,
+            mask,
+            stn,
+            text_channels,
+            info_gen,
+            prior_classes,
+            residual,
+            "tsrn_tl_cascade",
+        )
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         check_prior(prior, x, self.prior_classes, "tsrn_tl_cascade")
-        x = self._align(x)
-        head = self.block1(x)
+        aligned = self._align(x)
+        head = self.block1(aligned)
         prior_map = F.interpolate(
-            self.infoGen(prior), x.shape[2:], mode="bilinear", align_corners=True
+            self.infoGen(prior), aligned.shape[2:], mode="bilinear", align_corners=True
         )
-        return self._body(head, prior_map)
+        return self._body(x, head, prior_map)
 
 
 # -- TATT -----------------------------------------------------------------------------------
@@ -435,7 +460,8 @@ class TATT(_TextPriorTSRN):
 
     Defaults are the official TextZoom training script (``train_TATT.sh``: ``--STN --mask``,
     5 blocks of 32 hidden units, x2, a 64-channel prior map). The transformer's width is the
-    body's (``2 * hidden_units``), as the official ``feature_in``.
+    body's (``2 * hidden_units``), as the official ``feature_in``. ``residual``: as TSRN's
+    (``none``: the official output; ``bicubic``: bicubic x2 of the input plus the tail).
     """
 
     # official training: no prior dropout; the prior (and the image between cascade stages)
@@ -451,6 +477,7 @@ class TATT(_TextPriorTSRN):
         stn: bool = True,
         text_channels: int = 64,
         prior_classes: int | None = None,
+        residual: Residual = "none",
     ):
         prior_classes = _check_classes(prior_classes, "tatt")
         if text_channels != 2 * hidden_units:
@@ -459,7 +486,17 @@ class TATT(_TextPriorTSRN):
                 f"({2 * hidden_units}): the decoder's queries are the body's features"
             )
         info_gen = TPInterpreter(prior_classes, text_channels, LR_SIZE, feature_in=2 * hidden_units)
-        super().__init__(blocks, hidden_units, mask, stn, text_channels, info_gen, prior_classes)
+        super().__init__(
+            blocks,
+            hidden_units,
+            mask,
+            stn,
+            text_channels,
+            info_gen,
+            prior_classes,
+            residual,
+            "tatt",
+        )
         unused = [self.infoGen.fc_feature_in]
         for layer in self.infoGen.transformer.decoder.layers:
             unused += [layer.self_attn, layer.norm1]
@@ -475,7 +512,6 @@ class TATT(_TextPriorTSRN):
                 f"tatt: LR images of {tuple(x.shape[2:])}, expected {LR_SIZE} "
                 "(its learned query positions are per LR pixel)"
             )
-        x = self._align(x)
-        head = self.block1(x)
+        head = self.block1(self._align(x))
         prior_map, weights = self.infoGen(head, prior)
-        return self._body(head, prior_map), weights
+        return self._body(x, head, prior_map), weights

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsrx.config.schema import PositiveInt
+from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 from tsrx_builtin.gru_scan import BiGruRecurrence, ScanOrder
 from tsrx_builtin.mish import mish
@@ -157,6 +158,32 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.prelu(self.pixel_shuffle(self.conv(x)))
+
+
+# The output: "none" = the official tanh of the tail; "bicubic" = the bicubic x2 upscale of
+# the input plus that tanh (TSRN, TPGSR and TATT share it: docs/models.md).
+Residual = Literal["none", "bicubic"]
+
+
+def check_residual(residual: str, name: str) -> None:
+    """A bad ``residual`` named (the config checks it too; direct construction does not)."""
+    if residual not in ("none", "bicubic"):
+        raise TsrxError(f"{name}: residual must be 'none' or 'bicubic', got {residual!r}")
+
+
+def start_at_bicubic(conv: nn.Conv2d) -> None:
+    """Zero the tail's last conv, so that with ``residual = "bicubic"`` an untrained model
+    returns the bicubic upscale exactly and training learns only the correction."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def add_bicubic(lr: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` plus the bicubic x2 upscale of ``lr`` (the un-aligned input: the STN aligns
+    only in training, so a trained model's correction is relative to what it is given)."""
+    size = (2 * lr.shape[-2], 2 * lr.shape[-1])
+    return out + F.interpolate(lr, size, mode="bicubic", align_corners=False)
 
 
 def tsrn_head(in_channels: int, channels: int) -> nn.Sequential:
@@ -354,9 +381,10 @@ class TSRN(nn.Module):
         upsample_stages: Literal[1, 2] = 1,
         init: Literal["default", "kaiming"] = "default",
         recurrence: Recurrence = "auto",
-        residual: Literal["none", "bicubic"] = "none",
+        residual: Residual = "none",
     ):
         super().__init__()
+        check_residual(residual, "tsrn")
         self.in_channels = 4 if mask else 3
         self.residual = residual
         self.blocks = blocks
@@ -378,9 +406,8 @@ class TSRN(nn.Module):
             self.stn_head = STNHead(self.in_channels)
         if init == "kaiming":
             self._kaiming_init()
-        if residual == "bicubic":  # start at bicubic: the correction is zero until trained
-            nn.init.zeros_(tail[-1].weight)
-            nn.init.zeros_(tail[-1].bias)
+        if residual == "bicubic":
+            start_at_bicubic(tail[-1])
 
     def _kaiming_init(self) -> None:
         for name, m in self.named_modules():
@@ -401,10 +428,7 @@ class TSRN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._forward(x)
-        if self.residual == "bicubic":  # the un-aligned input: the STN aligns only in training
-            size = (2 * x.shape[-2], 2 * x.shape[-1])
-            out = out + F.interpolate(x, size, mode="bicubic", align_corners=False)
-        return out
+        return add_bicubic(x, out) if self.residual == "bicubic" else out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         # NHWC (channels_last) from here to the output: the convolutions and the pixel

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tsrx.errors import TsrxError
+from tsrx.registry import SR_BACKBONES
 from tsrx_builtin.checkpoint_formats import read_textzoom
 from tsrx_builtin.text_prior import TATT, TPGSR
 
@@ -101,3 +103,35 @@ def test_missing_or_malformed_prior_is_a_clear_error():
         model(lr)
     with pytest.raises(TsrxError, match=r"expected \(B=2, 37, 1, T\)"):
         model(lr, torch.rand(2, 26, 37))
+
+
+@pytest.mark.parametrize("cls", [TPGSR, TATT])
+def test_bicubic_residual_starts_at_bicubic_with_the_official_keys(cls):
+    # the shared TSRN code (plugins/tsrn.py): the tail's last conv starts at zero, so the
+    # untrained model returns bicubic exactly; the default keeps the official tanh output
+    torch.manual_seed(0)
+    model = cls(blocks=1, hidden_units=8, stn=False, text_channels=16, residual="bicubic")
+    default = cls(blocks=1, hidden_units=8, stn=False, text_channels=16)
+    assert model.residual == "bicubic" and default.residual == "none"
+    shapes = {k: v.shape for k, v in default.state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    lr, prior = torch.rand(2, 4, 16, 64), torch.rand(2, 37, 1, 26).softmax(1)
+    bicubic = F.interpolate(lr, (32, 128), mode="bicubic", align_corners=False)
+
+    def sr(m):
+        out = m(lr, prior)
+        return out[0] if isinstance(out, tuple) else out
+
+    with torch.no_grad():
+        torch.testing.assert_close(sr(model.eval()), bicubic, atol=0, rtol=0)
+        assert (sr(default.eval()) - bicubic).abs().max() > 0.01  # "none": tanh of the tail
+    (sr(model.train()) - torch.rand(2, 4, 32, 128)).square().mean().backward()
+    assert model.block4[-1].weight.grad.abs().sum() > 0  # the zero-started conv learns
+
+
+@pytest.mark.parametrize("cls,name", [(TPGSR, "tsrn_tl_cascade"), (TATT, "tatt")])
+def test_bad_residual_is_named(cls, name):
+    with pytest.raises(TsrxError, match=rf"{name}: residual must be .*got 'bilinear'"):
+        cls(blocks=1, hidden_units=8, stn=False, text_channels=16, residual="bilinear")
+    with pytest.raises(TsrxError, match="bilinear"):  # from a config: the schema names it
+        SR_BACKBONES.build({"type": name, "residual": "bilinear"}, "model.sr")
