@@ -308,6 +308,40 @@ def test_validation_with_named_judges_records_which_one_best_acc_follows(
         )
 
 
+def test_val_judges_picks_who_reads_at_validation_and_the_final_table_has_them_all(
+    tmp_path, tiny_data, tiny_plugin
+):
+    from tsrx.registry import RECOGNIZERS
+
+    torch.manual_seed(3)
+    crnn = tmp_path / "crnn.pth"
+    torch.save(RECOGNIZERS.get("crnn")().state_dict(), crnn)
+    judge = f'eval.judges.crnn={{type = "crnn", weights = "{crnn}"}}'
+    both = 'train.selectors=["best_acc", "best_psnr"]'
+    run_dir, _ = _run(
+        tmp_path, tiny_data, tiny_plugin, [*JOINT, judge, both, 'eval.val_judges=["own"]']
+    )
+    assert all(list(m["result"]["judges"]) == ["own"] for m in metrics(run_dir, "val"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best"]["best_acc"]["judge"] == "own"
+    assert list(summary["final"]["judges"]) == ["own", "crnn"]  # the test table: every judge
+    # a selector following a judge that does not read at validation, and a name of no judge
+    with pytest.raises(TsrxError, match="judge = 'crnn' is not a judge of this run"):
+        _run(
+            tmp_path / "b",
+            tiny_data,
+            tiny_plugin,
+            [
+                *JOINT,
+                judge,
+                'eval.val_judges=["own"]',
+                'train.selectors=[{type = "best_acc", judge = "crnn"}]',
+            ],
+        )
+    with pytest.raises(TsrxError, match=r"eval.val_judges\[0\]: 'ppocr' is not a judge"):
+        _run(tmp_path / "c", tiny_data, tiny_plugin, [*JOINT, 'eval.val_judges=["ppocr"]'])
+
+
 def test_final_evaluation_with_baselines_does_not_reread_the_last_validations_images(
     tmp_path, tiny_data, tiny_plugin, monkeypatch
 ):

@@ -45,6 +45,7 @@ class RunParts:
     scheduler: Any
     selectors: list[Selector]
     judges: list[Judge]  # the primary first
+    val_judges: list[Judge]  # those of them that read at validation ([eval] val_judges)
     train_set: SampleDataset
     val_sets: dict[str, SampleDataset]
     test_sets: dict[str, SampleDataset]
@@ -182,16 +183,17 @@ def build_run(config: dict[str, Any], env: DistEnv, device: torch.device) -> Run
         selectors.append(
             SELECTORS.build(table, f"train.selectors[{i}]", contract_args={"splits": splits})
         )
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.config import eval_section
+    from tsrx.engine.judges import build_judges, validation_judges
 
-    judges = [
-        j.to(device) for j in build_judges(config.get("eval") or {}, model, warn=warnings.append)
-    ]
-    check_selector_judges(selectors, judges)
-    if not judges and any(getattr(s, "metric", None) == "acc" for s in selectors):
+    eval_cfg = config.get("eval") or {}
+    judges = [j.to(device) for j in build_judges(eval_cfg, model, warn=warnings.append)]
+    val_judges = validation_judges(judges, eval_cfg, eval_section(config).val_judges)
+    check_selector_judges(selectors, val_judges)
+    if not val_judges and any(getattr(s, "metric", None) == "acc" for s in selectors):
         warnings.append(
-            "selector best_acc never fires: the model has no recognizer and [eval] "
-            "names no judges, so validation has no accuracy"
+            "selector best_acc never fires: no judge reads at validation (the model has no "
+            "recognizer, and [eval] judges / val_judges name none), so it has no accuracy"
         )
 
     if env.is_main:
@@ -242,6 +244,7 @@ def build_run(config: dict[str, Any], env: DistEnv, device: torch.device) -> Run
         scheduler=scheduler,
         selectors=selectors,
         judges=judges,
+        val_judges=val_judges,
         train_set=train_set,
         val_sets=val_sets,
         test_sets=test_sets,

@@ -84,7 +84,10 @@ class EvalSection:
     ``judge`` + ``judge_weights`` (one judge) still work, but not next to ``judges``.
     ``precision``: the SR forward of every evaluation (validation, final, ``tsrx eval``;
     ``--precision`` overrides it); its output is compared and read in float32, and the
-    judges always read in float32.
+    judges always read in float32. ``val_judges``: the judges that read during training's
+    validations (names of ``judges``, ``own`` for the model's recognizer; unset: all of them):
+    a slow judge can then read the final test evaluation only, while checkpoints are selected
+    by the judges named here.
     """
 
     protocol: Literal["textzoom", "per-image"] = "textzoom"
@@ -94,6 +97,7 @@ class EvalSection:
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)
     baselines: bool = False
     precision: Precision = "fp32"
+    val_judges: list[str] | None = None
 
 
 def eval_section(config: dict[str, Any], **overrides: object) -> EvalSection:

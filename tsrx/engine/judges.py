@@ -229,6 +229,27 @@ def build_judges(
     return judges
 
 
+def validation_judges(
+    judges: list[Judge], eval_cfg: dict[str, Any], names: list[str] | None
+) -> list[Judge]:
+    """The judges of training's validations: ``[eval] val_judges`` (None: every judge).
+
+    A name must be a judge of the run: ``own`` where the model has a recognizer, or a key of
+    ``[eval.judges]``; an optional judge that was left out (its package missing) is skipped.
+    """
+    if names is None:
+        return judges
+    configured = set(judge_tables(eval_cfg)[0]) - {""}
+    known = {j.name for j in judges} | configured
+    for i, name in enumerate(names):
+        if name not in known:
+            raise TsrxError(
+                f"eval.val_judges[{i}]: {name!r} is not a judge of this run; judges: "
+                f"{', '.join(sorted(known)) or '(none: set [eval.judges])'}"
+            )
+    return [j for j in judges if j.name in names]
+
+
 class JudgeUnavailable(Exception):
     """An optional judge whose package is not installed."""
 

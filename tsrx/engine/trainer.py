@@ -292,7 +292,7 @@ class Trainer:
                 batch_size=self.train_cfg["val_batch_size"],
                 baselines=False,
                 device=self.device,
-                judges=self.parts.judges,
+                judges=self.parts.val_judges,
                 with_predictions=False,
                 env=self.env,
                 records=True,
@@ -379,6 +379,7 @@ class Trainer:
             and bool(self.parts.val_sets)
             and self.eval_settings.batch_size == self.train_cfg["val_batch_size"]
             and not self.eval_settings.baselines
+            and len(self.parts.val_judges) == len(self.parts.judges)
         )
 
     def mark_completed(self) -> None:
