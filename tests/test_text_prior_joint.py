@@ -169,6 +169,30 @@ def test_joint_forward_gives_stages_priors_and_a_frozen_teacher():
         JointModel(TPGSR(blocks=1, hidden_units=8, stn=False), coupling="text_prior", prior=fake)
 
 
+def test_a_frozen_generator_does_not_read_the_hr_image():
+    """No text-prior loss without a trainable generator, so no HR prior (a recognizer forward
+    a step saved: the pretrained english_g2 costs as much as the small SR network)."""
+    from tsrx.models.joint import JointModel
+    from tsrx_builtin.crnn import CRNN
+    from tsrx_builtin.text_prior import TPGSR
+
+    torch.manual_seed(0)
+    prior = CRNN(hidden_units=16)
+    model = JointModel(
+        TPGSR(blocks=1, hidden_units=8, stn=False, residual="bicubic"),
+        coupling="text_prior",
+        prior=prior,
+        freeze=["prior"],
+    )
+    assert model.prior_teacher is None and "prior" not in model.loss_terms()
+    calls = []
+    prior.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    out = model.train()({"lr": torch.rand(4, 4, 16, 64), "hr": torch.rand(4, 4, 32, 128)})
+    assert "prior_hr" not in out and len(calls) == 1  # the LR image only
+    out["sr"].mean().backward()
+    assert all(p.grad is None for p in prior.parameters())
+
+
 @pytest.mark.slow
 def test_tpgsr_joint_trains_and_evaluates(tmp_path, tiny_data, crnn_pth):
     from tsrx.engine.run import run_training

@@ -17,12 +17,13 @@ every composition and for DDP and non-DDP runs (save ``unwrap(model).state_dict(
   probabilities, in the official layout (B, K, 1, T), are the SR backbone's second input.
   ``prior_stages`` > 1 is a cascade (``stu_iter``): the generator reads the previous
   stage's SR image, the SR backbone always the LR image (both shared over stages). In
-  training, the output also holds every stage's SR image and prior and ``prior_hr``, the
-  probabilities of ``prior_teacher`` (a frozen copy of the generator's initial weights; the
-  generator itself when frozen) on the HR image, for the text-prior loss. ``rotate_train``
-  > 0: each training pair is first rotated by a random angle (``target_hr`` is the rotated
-  HR), and ``sr_transformed`` holds, per stage, the SR image of the LR rotated back, rotated
-  again, for the ``consistency`` term.
+  training, the output also holds every stage's SR image and prior and, when the generator
+  trains, ``prior_hr``, the probabilities of ``prior_teacher`` (a frozen copy of the
+  generator's initial weights) on the HR image, for the text-prior loss; a frozen generator
+  has no such loss, so it does not read the HR image (one recognizer forward fewer a step).
+  ``rotate_train`` > 0: each training pair is first rotated by a random angle (``target_hr``
+  is the rotated HR), and ``sr_transformed`` holds, per stage, the SR image of the LR rotated
+  back, rotated again, for the ``consistency`` term.
 The model says which training terms it produces and what each term's loss reads
 (``loss_terms``, ``loss_inputs``): the engine builds one loss per term and sums and logs
 whatever it gets, so it names no coupling's outputs (docs/engine.md, "Loss terms").
@@ -394,7 +395,7 @@ class JointModel(nn.Module):
                 image = image.detach()
         if self.training:
             extra.update(sr_stages=stages, prior=priors)
-            if "hr" in batch:
+            if "hr" in batch and self._prior_trains():  # only the text-prior loss reads it
                 teacher = self.prior_teacher if self.prior_teacher is not None else generator
                 with torch.no_grad():
                     extra["prior_hr"] = self._probabilities(
