@@ -55,7 +55,7 @@ def _invoke(args, cwd, monkeypatch):
 def test_read_only_run_dir_still_writes_the_requested_json(files, monkeypatch):
     """`tsrx eval --ckpt RO/last.pth --json out.json`: the result cache under RO/eval/ cannot
     be written (EROFS); the table, out.json and a one-line warning, exit 0."""
-    from tsrx.report import cache
+    from tsrx.engine import result_cache as cache
 
     def read_only(run_dir, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(run_dir / "eval"))

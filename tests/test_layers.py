@@ -26,11 +26,11 @@ LAYERS = {
           models.text checkpoint published""",
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
           engine.evaluator engine.grad_sync engine.judges engine.loading engine.loss_module
-          engine.metrics engine.precision engine.rng engine.run engine.runfiles engine.signals
+          engine.metrics engine.precision engine.result_cache engine.rng engine.run engine.runfiles engine.signals
           engine.threads engine.trainer""",
     5: """launch launch.config launch.control launch.job launch.rundir launch.status
           launch.study launch.submit
-          report report.cache report.collect report.diff report.evaluate report.stats report.formats
+          report report.collect report.diff report.evaluate report.stats report.formats
           report.paired
           report.paper report.render report.run_facts report.tables
           viz viz.curves viz.inference viz.samples viz.sheets""",

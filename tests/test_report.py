@@ -318,7 +318,7 @@ def test_report_from_experiment_file_lists_unlaunched_runs(tmp_path, monkeypatch
 def test_cli_modules_do_not_import_torch():
     code = (
         "import sys; import tsrx.cli.report_cmd, tsrx.report.collect, tsrx.report.tables, "
-        "tsrx.report.render, tsrx.report.diff, tsrx.report.cache, tsrx.report.evaluate; "
+        "tsrx.report.render, tsrx.report.diff, tsrx.engine.result_cache, tsrx.report.evaluate; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

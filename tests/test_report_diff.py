@@ -8,7 +8,7 @@ import typer
 from test_report_fixtures import AVG_BEST_ACC, config, result, write_run
 from typer.testing import CliRunner
 
-from tsrx.report import cache
+from tsrx.engine import result_cache as cache
 from tsrx.report.collect import collect
 from tsrx.report.diff import differences
 from tsrx.report.evaluate import evaluate_missing, missing

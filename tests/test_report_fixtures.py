@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from tsrx.config.toml_write import dumps
-from tsrx.report import cache
+from tsrx.engine import result_cache as cache
 
 N = (1619, 1411, 1343)
 SPLITS = ("easy", "medium", "hard")

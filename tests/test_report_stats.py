@@ -11,8 +11,8 @@ import pytest
 from test_report_fixtures import config, write_run
 
 from tsrx.config.toml_write import dumps
+from tsrx.engine import result_cache as cache
 from tsrx.records import RecordCollector
-from tsrx.report import cache
 from tsrx.report.collect import collect
 from tsrx.report.formats import render_text
 from tsrx.report.paired import MARK, NO_RECORDS

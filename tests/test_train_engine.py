@@ -342,6 +342,30 @@ def test_val_judges_picks_who_reads_at_validation_and_the_final_table_has_them_a
         _run(tmp_path / "c", tiny_data, tiny_plugin, [*JOINT, 'eval.val_judges=["ppocr"]'])
 
 
+def test_a_best_checkpoint_of_the_last_step_gets_the_final_test_result_in_the_report_cache(
+    tmp_path, tiny_data, tiny_plugin
+):
+    from tsrx.report.collect import Selected, read_run
+
+    # two validations: best_psnr may come from step 2 or 4; last.pth is not a selector
+    run_dir, result = _run(tmp_path, tiny_data, tiny_plugin)
+    run = read_run(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = summary["best"]["best_psnr"]
+    found, _ = run.result(Selected("best_psnr", best["file"]))
+    assert found is not None
+    if best["step"] == result["step"]:
+        assert found.source == "test" and found.verified
+        assert found.values["splits"] == summary["final"]["splits"]
+        assert found.records is not None and found.records.is_file()
+    else:  # an earlier step's weights: the report keeps its validation result
+        assert found.source == "val"
+    # a run that selects at its last validation only: every selector's file gets the result
+    run_dir, _ = _run(tmp_path / "b", tiny_data, tiny_plugin, ["train.val_every=4"])
+    found, _ = read_run(run_dir).result(Selected("best_psnr", "best_psnr_model.pth"))
+    assert found is not None and found.source == "test" and found.verified
+
+
 def test_final_evaluation_with_baselines_does_not_reread_the_last_validations_images(
     tmp_path, tiny_data, tiny_plugin, monkeypatch
 ):

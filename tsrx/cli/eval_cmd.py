@@ -193,8 +193,8 @@ def _store_in_run_dir(
 ) -> Path | None:
     """A checkpoint inside a run directory: keep its test result where `tsrx report` finds it
     (same cache key as `tsrx report --eval-missing`, from the run's config.toml)."""
+    from tsrx.engine import result_cache as cache
     from tsrx.errors import TsrxError
-    from tsrx.report import cache
     from tsrx.runfiles import read_config
 
     try:

@@ -349,6 +349,7 @@ class Trainer:
                 self.step,
             )
             self._write_final_records(self._last_val_records)
+            self._cache_for_selected(last[1], self._last_val_records)
             return last[1]
         with self.callbacks.evaluation_weights(self):
             result = evaluate_config(
@@ -361,12 +362,33 @@ class Trainer:
                 env=self.env,
                 records=True,
             )
-        self._write_final_records(take_records(result))
+        records = take_records(result)
+        self._write_final_records(records)
+        self._cache_for_selected(result, records)
         return result
 
     def _write_final_records(self, records: Records | None) -> None:
         if self.env.is_main and records is not None:
             write_records(final_records(self.run_dir, self.step), records)
+
+    def _cache_for_selected(self, result: dict[str, Any], records: Records | None) -> None:
+        """A best checkpoint saved at the last step holds the weights the final evaluation
+        read: its test result goes to the run's result cache under the key ``tsrx eval`` and
+        ``tsrx report --eval-missing`` use, so the report shows test values without
+        evaluating again."""
+        if not self.env.is_main:
+            return
+        from tsrx.engine import result_cache
+
+        settings = result_cache.eval_settings(self.config)
+        for best in self.best.values():
+            checkpoint = self.run_dir / best["filename"]
+            if best["step"] != self.step or not checkpoint.is_file():
+                continue
+            try:
+                result_cache.store(self.run_dir, checkpoint, settings, result, records)
+            except OSError as exc:  # optional, as tsrx eval's copy: the run itself is complete
+                log.warning("could not cache the test result of %s: %s", checkpoint, exc)
 
     def _validation_is_final(self) -> bool:
         data = self.config.get("data") or {}

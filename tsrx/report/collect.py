@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tsrx.config.load import get_dotted
+from tsrx.engine import result_cache as cache
 from tsrx.errors import TsrxError
-from tsrx.report import cache
 from tsrx.report.diff import flatten
 
 if TYPE_CHECKING:

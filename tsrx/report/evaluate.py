@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsrx.engine import result_cache as cache
 from tsrx.errors import TsrxError
-from tsrx.report import cache
 from tsrx.report.collect import Collection, Run, Selected
 
 

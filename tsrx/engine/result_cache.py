@@ -44,7 +44,15 @@ def eval_settings(
     data = config.get("data") or {}
     settings = {"eval": dict(config.get("eval") or {}), "data": {k: data.get(k) for k in DATA_KEYS}}
     settings["eval"].update(overrides or {})
-    return settings
+    # as config.toml stores it (TOML has no null): the trainer's in-memory config and the
+    # file a report reads give one key
+    return {"eval": _without_nulls(settings["eval"]), "data": settings["data"]}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def cache_key(checkpoint_sha256: str, settings: dict[str, Any]) -> str:
