@@ -375,7 +375,12 @@ def test_every_grad_mode_runs_the_gru_scan_workers_as_one_thread(mode, monkeypat
         == (len(list(model.parameters())) if mode in ("enable_grad", "autocast_bf16") else 0)
     )
     for g, w in zip(*(got[1], want[1])):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+        if "autocast" in mode:
+            # the bf16 recurrence sums each row group's weight gradients in bf16: another
+            # grouping rounds them differently (bf16 keeps 8 bits), so compare as a whole
+            assert (g - w).norm() <= 3e-2 * w.norm(), (g - w).norm() / w.norm()
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_inference_mode_runs_tsrn_at_two_threads_and_batch_64():
@@ -562,8 +567,35 @@ def test_recurrence_option_picks_the_gru_path_and_keeps_the_math(monkeypatch):
     torch.testing.assert_close(outputs["nn.GRU"][1], outputs["scan"][1], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("along_height", [True, False])
+def test_gru_scan_runs_in_bf16_under_bf16_autocast_close_to_float32(along_height):
+    # precision = "bf16": the recurrence itself runs in bfloat16 (faster, docs/performance.md);
+    # its output and every gradient stay within a few bf16 roundings of the float32 scan's
+    from tsrx_builtin.tsrn import GruBlock
+
+    torch.manual_seed(0)
+    block = GruBlock(64, along_height=along_height)
+    x = torch.randn(4, 64, 16, 64).contiguous(memory_format=torch.channels_last)
+    runs = []
+    for bf16 in (False, True):
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = block._scan(xi)
+        out.float().square().sum().backward()
+        runs.append((out, [p.grad for p in block.parameters()] + [xi.grad]))
+    (want, want_grads), (got, got_grads) = runs
+    assert want.dtype == torch.float32 and got.dtype == torch.bfloat16
+    # |out| < 1 here; bf16 keeps 8 bits (a rounding step of 2^-8 near 1)
+    assert (got.float() - want).abs().max() < 2e-2
+    assert (got.float() - want).norm() < 1e-2 * want.norm()
+    assert all(g.dtype == torch.float32 for g in got_grads)  # the parameters stay float32
+    for g, w in zip(got_grads, want_grads):
+        assert (g - w).norm() < 2e-2 * w.norm()
+
+
 def test_tsrn_runs_under_cpu_bf16_autocast_close_to_float32():
-    # train.precision = "bf16" on a CPU: the GRU scan runs in float32 inside the autocast region
+    # train.precision = "bf16" on a CPU: the whole model, GRU recurrence included, in bf16
     torch.manual_seed(0)
     model = SR_BACKBONES.build({"type": "tsrn", "blocks": 1}, "model.sr")
     x = torch.rand(2, 4, 16, 64)
