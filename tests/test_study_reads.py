@@ -1,6 +1,7 @@
-"""experiments/study_reads/text_prior.toml (issue 22): TPGSR and TATT guided by the pretrained
-english_g2 generator, CPU-sized. It validates as the study needs it, and a shrunk copy of
-both runs trains, validates and ends with the test table (bicubic row included)."""
+"""experiments/study_reads.toml (issue 22) and its stages: TPGSR and TATT guided by the
+pretrained english_g2 generator (study_reads/tpgsr.toml, tatt.toml), CPU-sized. They validate
+as the study needs them, a shrunk copy of both trains, validates and ends with the test table
+(bicubic row included), and the study orders every stage before its joint grid."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-FILE = EXPERIMENTS / "study_reads" / "text_prior.toml"
+FILES = {name: EXPERIMENTS / "study_reads" / f"{name}.toml" for name in ("tpgsr", "tatt")}
 
 
 def _runs() -> dict[str, dict]:
     from tsrx.config.experiment import load_experiment
 
-    return {r.name.split(",")[0].split("-")[0]: r.config for r in load_experiment(FILE).runs}
+    out = {}
+    for name, file in FILES.items():
+        (run,) = load_experiment(file).runs
+        out[name] = run.config
+    return out
 
 
 def test_both_runs_read_a_frozen_pretrained_prior_and_the_quickstarts_data():
@@ -73,17 +78,18 @@ def test_both_runs_train_validate_and_report_with_tiny_steps(workdir):
         "train.val_batch_size=4",
         "eval.batch_size=4",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tsrx", "train", str(FILE)]
-        + [a for s in tiny for a in ("--set", s)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "200", "TSRX_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dirs = sorted((workdir / "runs" / "reads_text_prior").iterdir())
-    assert sorted(d.name.split(",")[0].split("-")[0] for d in run_dirs) == ["tatt", "tpgsr"]
+    run_dirs = []
+    for name, file in FILES.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "tsrx", "train", str(file)]
+            + [a for s in tiny for a in ("--set", s)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "COLUMNS": "200", "TSRX_THREADS": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_dirs.append(workdir / "runs" / f"reads_{name}" / "main")
     for run_dir in run_dirs:
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["state"] == "completed"
@@ -92,3 +98,34 @@ def test_both_runs_train_validate_and_report_with_tiny_steps(workdir):
         train = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         terms = {t for m in train if m.get("kind") == "train" for t in m.get("terms", {})}
         assert "prior" not in terms  # the generator is frozen: no text-prior loss
+
+
+def test_the_study_runs_every_stage_before_its_joint_grid_on_the_pretrained_recognizer():
+    """One `tsrx submit`: quickstart, text_aware, the heads on english_g2, TPGSR, TATT, then the
+    8 joint runs, each after all of them and loading the head of its own type; ppocr (trained
+    with by no run) reads only their test split."""
+    from tsrx.launch.study import plan_study
+
+    study = plan_study(EXPERIMENTS / "study_reads.toml")
+    names = [s.experiment for s in study.stages]
+    assert names[-1] == "reads_study"
+    assert set(names[:-1]) == {
+        "quickstart",
+        "text_aware",
+        "reads_heads",
+        "reads_tpgsr",
+        "reads_tatt",
+    }
+    assert names.index("quickstart") < names.index("text_aware")
+    joint = study.of(study.stages[-1])
+    assert len(joint) == 8 and study.launcher == "local"
+    for r in joint:
+        cfg = r.planned.spec.config
+        assert cfg["model"]["recognizer"]["type"] == "easyocr" and cfg["model"]["freeze"] == [
+            "recognizer"
+        ]
+        assert cfg["eval"]["val_judges"] == ["own"] and "ppocr" in cfg["eval"]["judges"]
+        ups = {u.stage.experiment: u for u in r.upstream}
+        assert set(ups) == set(names[:-1])
+        head = ups["reads_heads"].planned.spec.config["model"]["head"]["type"]
+        assert head == cfg["model"]["head"]["type"]
