@@ -21,6 +21,9 @@ The per-character score is the probability of the kept step (rapidocr averages t
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -100,15 +103,51 @@ def _session(path: str, threads: int):
         raise TsrxError(f"ppocr: cannot load the ONNX model {path}: {exc}") from None
 
 
+# Concurrent ONNX calls (``threads = 0``): a pool of Python threads, each running one
+# single-threaded onnxruntime call at a time (onnxruntime releases the GIL while it runs).
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _workers(size: int) -> ThreadPoolExecutor:
+    """A pool of at least ``size`` threads, replaced only by a larger one."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(size, "tsrx-ppocr"), size
+        return _pool
+
+
+def _forget_workers() -> None:
+    """A forked child has none of the parent's threads: it makes its own pool if it needs one."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
 @RECOGNIZERS.register("ppocr")
 class PPOCR(nn.Module):
     """PP-OCRv4 recognizer (judge only): images (B, 3, H, W) RGB in [0, 1] -> words.
 
     Options: ``model_path`` (another PP-OCR recognition ONNX file with a ``character``
-    metadata entry; default the one in ``rapidocr-onnxruntime``), ``threads``
-    (onnxruntime intra-op threads, 0 = its default), ``batch_size`` (images per ONNX call;
-    8 used 1.28x less CPU time than 64 at 1 thread and 1.33x at 2, reading the same 600
-    synthetic crops: docs/performance.md, issue 25).
+    metadata entry; default the one in ``rapidocr-onnxruntime``), ``threads``,
+    ``batch_size`` (images per ONNX call; 8 used 1.28x less CPU time than 64 at 1 thread and
+    1.33x at 2, reading the same 600 synthetic crops: docs/performance.md, issue 25).
+
+    ``threads = 0`` (default): the batches of ``batch_size`` images run as single-threaded
+    onnxruntime calls, as many at once as torch has threads (the process's CPU share, set
+    by tsrx from ``TSRX_THREADS``, Slurm's ``cpus_per_task`` or the affinity mask). Why:
+    at batch 8 onnxruntime's own intra-op threads do not pay. Idle, 2 of them doubled the
+    CPU time per image (20 against 38 images per CPU-second at 1), so about the same wall
+    time. On the shared machine, onnxruntime's default (one thread per core) took 1.8x
+    the wall time of 1 thread. Independent batches need no coordination, and every way
+    gives bit-identical output (docs/performance.md, "Quickstart").
+    ``threads = N > 0``: one call at a time with N onnxruntime intra-op threads.
     """
 
     ctc = False  # its CTC logits stay inside: no head, no CTC loss, no training
@@ -122,7 +161,7 @@ class PPOCR(nn.Module):
         self.model_path = str(path)
         self.threads = int(threads)
         self.batch_size = max(1, int(batch_size))
-        session = _session(self.model_path, self.threads)
+        session = self._onnx_session()
         meta = session.get_modelmeta().custom_metadata_map
         if "character" not in meta:
             raise TsrxError(
@@ -134,6 +173,11 @@ class PPOCR(nn.Module):
         self.alphabet = "".join(c for c in self.characters if len(c) == 1)
         self.num_classes = len(self.characters)
         self.input_name = session.get_inputs()[0].name
+
+    def _onnx_session(self):
+        """The onnxruntime session: ``threads`` intra-op threads, or 1 with ``threads = 0``
+        (the calls then run side by side, ``forward``)."""
+        return _session(self.model_path, self.threads if self.threads > 0 else 1)
 
     def describe(self) -> str:
         return f"PP-OCRv4 recognizer ({PACKAGE} {package_version()}, onnxruntime)"
@@ -153,12 +197,17 @@ class PPOCR(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (B, T, K) as the ONNX model outputs them."""
-        session = _session(self.model_path, self.threads)
-        outs = []
-        for chunk in self.prepare(images).cpu().split(self.batch_size):
+        chunks = self.prepare(images).cpu().split(self.batch_size)
+        at_once = 1 if self.threads > 0 else min(len(chunks), torch.get_num_threads())
+        session = self._onnx_session()
+
+        def run(chunk: torch.Tensor) -> torch.Tensor:
             out = session.run(None, {self.input_name: chunk.contiguous().numpy()})[0]
-            outs.append(torch.from_numpy(out))
-        return torch.cat(outs)
+            return torch.from_numpy(out)
+
+        if at_once > 1:
+            return torch.cat(list(_workers(at_once).map(run, chunks)))
+        return torch.cat([run(chunk) for chunk in chunks])
 
     def decode(self, probs: torch.Tensor) -> Recognition:
         conf, best = probs.max(dim=2)

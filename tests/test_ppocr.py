@@ -95,3 +95,29 @@ def test_ppocr_is_a_judge_only(ppocr):
     assert ppocr.ctc is False and not hasattr(ppocr, "loss") and not list(ppocr.parameters())
     assert ppocr.num_classes == len(ppocr.characters) and ppocr.characters[0] == ""
     assert ppocr.characters[-1] == " "
+
+
+def test_ppocr_batches_read_side_by_side_match_one_call_at_a_time(hard, monkeypatch):
+    # threads = 0 (default): the batches run as single-threaded ONNX calls, as many at once
+    # as torch has threads; the output is bit-identical to one call at a time
+    from tsrx.registry import RECOGNIZERS
+    from tsrx_builtin import ppocr as module
+
+    one_at_a_time = RECOGNIZERS.build({"type": "ppocr", "threads": 1, "batch_size": 4}, "test")
+    side_by_side = RECOGNIZERS.build({"type": "ppocr", "batch_size": 4}, "test")
+    pools = []
+    workers = module._workers
+    monkeypatch.setattr(module, "_workers", lambda size: pools.append(size) or workers(size))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = side_by_side(hard["hr"])  # 24 images: 6 calls, 2 at a time
+        want = one_at_a_time(hard["hr"])
+        # one torch thread: one call at a time (torch's resize in prepare() may round
+        # differently at another thread count, so compare at the same one)
+        torch.set_num_threads(1)
+        alone, want_alone = side_by_side(hard["hr"]), one_at_a_time(hard["hr"])
+    finally:
+        torch.set_num_threads(threads)
+    assert pools == [2], pools  # threads = 1 never used the pool, nor one torch thread
+    assert torch.equal(got, want) and torch.equal(alone, want_alone)

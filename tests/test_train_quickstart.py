@@ -139,6 +139,10 @@ def test_quickstart_end_to_end_with_tiny_steps(workdir):
         for row in (final, final["baselines"]["bicubic"], final["baselines"]["hr"]):
             assert all(v["acc_by_judge"]["ppocr"] is not None for v in row["splits"].values())
         assert final["baselines"]["hr"]["average"]["acc"] >= 0.75  # it reads the HR words
+    # the validation selects by PSNR: no judge reads there (val_judges = []), only the final
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (val,) = [json.loads(line)["result"] for line in lines if '"kind": "val"' in line]
+    assert val["judges"] == {} and val["average"]["acc"] is None and val["average"]["psnr"] > 0
     # `tsrx train` records itself as the run's job: status knows how long it ran
     from tsrx.launch.status import run_status
 
