@@ -14,6 +14,16 @@ from typing import Any
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def as_stored(value: Any) -> Any:
+    """``value`` as :func:`dumps` writes it and a reader gets it back: every ``None`` (in a
+    table or an array) left out."""
+    if isinstance(value, dict):
+        return {k: as_stored(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [as_stored(v) for v in value if v is not None]
+    return value
+
+
 def _key(k: str) -> str:
     return k if _BARE_KEY.match(k) else json.dumps(k)
 

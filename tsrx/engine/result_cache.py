@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tsrx.config.toml_write import as_stored
+
 if TYPE_CHECKING:
     from tsrx.records import Records
 
@@ -46,13 +48,7 @@ def eval_settings(
     settings["eval"].update(overrides or {})
     # as config.toml stores it (TOML has no null): the trainer's in-memory config and the
     # file a report reads give one key
-    return {"eval": _without_nulls(settings["eval"]), "data": settings["data"]}
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    return value
+    return {"eval": as_stored(settings["eval"]), "data": settings["data"]}
 
 
 def cache_key(checkpoint_sha256: str, settings: dict[str, Any]) -> str:
