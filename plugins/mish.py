@@ -23,11 +23,17 @@ CHUNK = 1 << 17
 _EXP_CLAMP = 20.0
 
 
+# Half-precision CPU tensors (bf16 autocast hands mish a convolution's bfloat16 output) are
+# computed chunk by chunk in float32 and rounded once: ``F.mish`` on bfloat16 ran 2.4x slower
+# than this float32 path at 2 threads (a (64, 64, 16, 64) activation: 8.2 vs 3.4 ms)
+_COMPUTED_IN_FLOAT32 = (torch.bfloat16, torch.float16)
+
+
 def mish(x: torch.Tensor) -> torch.Tensor:
     """``F.mish(x)``, computed by ``_ChunkedMish`` where that is faster (float CPU tensors)."""
     if (
         x.device.type != "cpu"
-        or x.dtype not in (torch.float32, torch.float64)
+        or x.dtype not in (torch.float32, torch.float64, *_COMPUTED_IN_FLOAT32)
         or _flat(x) is None
         or torch.compiler.is_compiling()
     ):
@@ -51,18 +57,33 @@ def _chunks(*flats: torch.Tensor):
         yield tuple(f[start : start + CHUNK] for f in flats)
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in _COMPUTED_IN_FLOAT32 else x.dtype
+
+
+def _widened(chunk: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
+    """``chunk`` itself, or a half-precision chunk copied into a float32 buffer."""
+    if buffer is None:
+        return chunk
+    return buffer[: chunk.numel()].copy_(chunk)
+
+
 class _ChunkedMish(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         y = torch.empty_like(x)  # same memory format as x
-        width = min(CHUNK, x.numel())
-        e_buf, n_buf = x.new_empty(width), x.new_empty(width)
+        width, dtype = min(CHUNK, x.numel()), _compute_dtype(x)
+        half = dtype != x.dtype
+        e_buf, n_buf = x.new_empty(width, dtype=dtype), x.new_empty(width, dtype=dtype)
+        x_buf = x.new_empty(width, dtype=dtype) if half else None
         for xs, ys in _chunks(_flat(x), _flat(y)):
-            e, n = e_buf[: xs.numel()], n_buf[: xs.numel()]
-            torch.clamp(xs, max=_EXP_CLAMP, out=e).exp_()
+            e, n, xw = e_buf[: xs.numel()], n_buf[: xs.numel()], _widened(xs, x_buf)
+            torch.clamp(xw, max=_EXP_CLAMP, out=e).exp_()
             torch.add(e, 2, out=n).mul_(e)  # n = e (e + 2)
             torch.add(n, 2, out=e)
-            torch.div(n, e, out=ys).mul_(xs)  # x n / (n + 2)
+            torch.div(n, e, out=e if half else ys).mul_(xw)  # x n / (n + 2)
+            if half:
+                ys.copy_(e)
         ctx.save_for_backward(x)
         return y
 
@@ -72,18 +93,23 @@ class _ChunkedMish(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad = grad.contiguous(memory_format=_memory_format(x))
         out = torch.empty_like(x)
-        width = min(CHUNK, x.numel())
-        e_buf, n_buf, q_buf = x.new_empty(width), x.new_empty(width), x.new_empty(width)
+        width, dtype = min(CHUNK, x.numel()), _compute_dtype(x)
+        half = dtype != x.dtype
+        e_buf, n_buf, q_buf = (x.new_empty(width, dtype=dtype) for _ in range(3))
+        x_buf, g_buf = (x.new_empty(width, dtype=dtype) if half else None for _ in range(2))
         for xs, gs, outs in _chunks(_flat(x), _flat(grad), _flat(out)):
             m = xs.numel()
             e, n, q = e_buf[:m], n_buf[:m], q_buf[:m]
-            torch.clamp(xs, max=_EXP_CLAMP, out=e).exp_()
+            xw, gw = _widened(xs, x_buf), _widened(gs, g_buf)
+            torch.clamp(xw, max=_EXP_CLAMP, out=e).exp_()
             torch.add(e, 2, out=n).mul_(e)  # n = e (e + 2)
             torch.add(n, 2, out=q).reciprocal_()  # q = 1 / (n + 2)
             n.mul_(q)  # tanh(softplus(x))
             torch.addcmul(e, e, e, out=e).mul_(q).mul_(q)  # e (e + 1) q^2
-            torch.addcmul(n, e, xs, value=4, out=q)  # the derivative
-            torch.mul(q, gs, out=outs)
+            torch.addcmul(n, e, xw, value=4, out=q)  # the derivative
+            torch.mul(q, gw, out=q if half else outs)
+            if half:
+                outs.copy_(q)
         return out
 
 

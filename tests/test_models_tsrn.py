@@ -512,6 +512,29 @@ def test_chunked_mish_in_float32_matches_float64_as_closely_as_f_mish():
         g.sum().backward()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_mish_in_half_precision_computes_in_float32_and_rounds_once(dtype, monkeypatch):
+    from tsrx_builtin import mish as mish_module
+
+    monkeypatch.setattr(mish_module, "CHUNK", 1000)  # several chunks and a short last one
+    torch.manual_seed(0)
+    x64 = (torch.randn(3, 5, 7, 11, dtype=torch.float64) * 8).contiguous(
+        memory_format=torch.channels_last
+    )
+    x64[0, 0, 0, :5] = torch.tensor([30.0, 20.0, 0.0, -50.0, -800.0])
+    x = x64.to(dtype).requires_grad_()
+    y = mish_module.mish(x)
+    assert y.dtype == dtype and y.stride() == F.mish(x.detach()).stride()
+    # the float32 result rounded once: what F.mish of the half input would give at best
+    torch.testing.assert_close(y, F.mish(x.detach().float()).to(dtype), rtol=0, atol=0)
+    g = torch.randn_like(x64).to(dtype)
+    (got,) = torch.autograd.grad(y, x, g)
+    leaf = x.detach().float().requires_grad_()
+    (want,) = torch.autograd.grad(F.mish(leaf), leaf, g.float())
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, want.to(dtype), rtol=0, atol=0)
+
+
 def test_low_res_weight_makes_conv_before_the_pixel_shuffle_equal_conv_after_it():
     from tsrx_builtin.tsrn import _low_res_weight
 
