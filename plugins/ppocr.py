@@ -182,6 +182,24 @@ class PPOCR(nn.Module):
     def describe(self) -> str:
         return f"PP-OCRv4 recognizer ({PACKAGE} {package_version()}, onnxruntime)"
 
+    def reading_identity(self) -> str:
+        """What decides its readings besides this file's code (tsrx/engine/judge_identity.py):
+        the ONNX model's bytes, onnxruntime's and the package's versions. Not ``threads`` nor
+        ``batch_size``: every image of a tensor has one shape, so its padded width (``prepare``)
+        does not depend on how the batch is split into ONNX calls, and the in-process memory
+        of readings already takes a reading for a function of the image alone."""
+        from tsrx.engine.result_cache import file_sha256
+
+        try:
+            from importlib.metadata import version
+
+            runtime = version("onnxruntime")
+        except Exception:  # not installed as a distribution (a source build): its own word
+            import onnxruntime
+
+            runtime = str(onnxruntime.__version__)
+        return f"onnx sha256 {file_sha256(Path(self.model_path))}, onnxruntime {runtime}, {PACKAGE} {package_version()}"
+
     @staticmethod
     def prepare(images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, 3, 48, W') BGR, normalised, right-padded."""

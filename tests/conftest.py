@@ -37,3 +37,9 @@ def pytest_runtest_teardown(item, nextitem):
             check=False,
             env={**os.environ, "SLURM_CONF": ours},
         )
+
+
+# The reading store (tsrx/engine/reading_store.py) is off in tests, and in the commands they
+# start: tests count reads, and none may write into the user's cache. tests/test_reading_store.py
+# turns it on in a temporary folder.
+os.environ["TSRX_READING_STORE"] = "off"

@@ -11,14 +11,20 @@ import torch
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
 
 
-def _tsrx(*args, cwd):
+def _tsrx(*args, cwd, env=None):
     proc = subprocess.run(
         [sys.executable, "-m", "tsrx", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TSRX_TEST": "1"},
+        env={
+            "COLUMNS": "160",
+            "PATH": "/usr/bin:/bin",
+            "TSRX_TEST": "1",
+            "TSRX_READING_STORE": "off",
+            **(env or {}),
+        },
     )
     return proc
 

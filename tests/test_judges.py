@@ -152,7 +152,7 @@ def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
     seen: dict[str, list] = {"a": [], "b": []}
     for j in judges:
         original = j.read
-        j.read = (lambda orig, name: lambda x: seen[name].append(x.clone()) or orig(x))(
+        j.read = (lambda orig, name: lambda x, **kw: seen[name].append(x.clone()) or orig(x, **kw))(
             original, j.name
         )
     try:

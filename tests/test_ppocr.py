@@ -121,3 +121,27 @@ def test_ppocr_batches_read_side_by_side_match_one_call_at_a_time(hard, monkeypa
         torch.set_num_threads(threads)
     assert pools == [2], pools  # threads = 1 never used the pool, nor one torch thread
     assert torch.equal(got, want) and torch.equal(alone, want_alone)
+
+
+def test_ppocr_readings_are_stored_under_its_model_file_and_runtime(ppocr, hard):
+    """ppocr has no torch tensors: its identity in the reading store is its ONNX file's digest
+    and onnxruntime's version (reading_identity); the ONNX batch size is not part of it, as
+    it changes no reading (every image of a tensor is padded to the same width)."""
+    from pathlib import Path
+
+    from tsrx.engine.judge_identity import identity
+    from tsrx.engine.result_cache import file_sha256
+    from tsrx.registry import RECOGNIZERS
+
+    found = identity(ppocr, None, None)
+    assert found is not None
+    (extra,) = found[1]["reading_identity"]
+    assert f"onnx sha256 {file_sha256(Path(ppocr.model_path))}" in extra
+    assert "onnxruntime " in extra
+    texts = [
+        RECOGNIZERS.build({"type": "ppocr", "threads": 1, "batch_size": size}, "test")
+        .recognize(hard["hr"])
+        .texts
+        for size in (1, 8, 24)
+    ]
+    assert texts[0] == texts[1] == texts[2]

@@ -31,7 +31,13 @@ def _tsrx(*args, cwd):
         capture_output=True,
         text=True,
         timeout=300,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TSRX_TEST": "1", "TSRX_THREADS": "1"},
+        env={
+            "COLUMNS": "160",
+            "PATH": "/usr/bin:/bin",
+            "TSRX_TEST": "1",
+            "TSRX_READING_STORE": "off",
+            "TSRX_THREADS": "1",
+        },
     )
 
 

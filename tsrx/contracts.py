@@ -49,6 +49,11 @@ class Recognizer(Protocol):
     the default when the attribute is absent) also has ``forward(images) -> logits (T,B,K)``,
     ``encode(images) -> features (T,B,feature_dim)`` and ``classifier`` ((T,B,C) -> (T,B,K)),
     which is what a head replaces.
+
+    Optional: ``reading_identity() -> str``, what decides a judge's readings beyond its class,
+    source files, torch tensors and options (an ONNX file's digest, a runtime's version): the
+    reading store (tsrx/engine/reading_store.py) keys a frozen judge's readings on it. A
+    recognizer with no torch tensors and no ``reading_identity`` is never stored.
     """
 
     alphabet: str

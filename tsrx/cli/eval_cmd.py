@@ -61,6 +61,12 @@ def eval_command(
     baselines: bool = typer.Option(False, "--baselines", help="Add the bicubic and HR rows."),
     device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
     precision: str = typer.Option(None, "--precision", help=PRECISION_HELP),
+    reading_store: bool = typer.Option(
+        True,
+        "--reading-store/--no-reading-store",
+        help="Frozen judges reuse what they read of the same images before, in any process "
+        "(TSRX_READING_STORE: its folder, or off; default ~/.cache/tsrx/readings).",
+    ),
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
@@ -74,7 +80,13 @@ def eval_command(
     from tsrx.cli.console import console, err_console
     from tsrx.data.roots import is_synthetic
     from tsrx.engine.config import eval_section
-    from tsrx.engine.evaluator import evaluate_config, evaluation_sets, print_result, take_records
+    from tsrx.engine.evaluator import (
+        evaluate_config,
+        evaluation_sets,
+        print_result,
+        readings_line,
+        take_records,
+    )
     from tsrx.engine.judges import parse_cli_judges
     from tsrx.engine.loading import open_checkpoint
     from tsrx.engine.metrics import PROTOCOLS
@@ -106,6 +118,7 @@ def eval_command(
     cfg = loaded.config
     if precision is not None:
         check_precision(precision, loaded.device, "--precision")
+    tallies = [dict(j.tally) for j in loaded.judges]
     result = evaluate_config(
         loaded.model,
         evaluation_sets(cfg, data),
@@ -118,7 +131,11 @@ def eval_command(
         with_predictions=True,
         records=True,
         precision=precision,
+        reading_store=None if reading_store else False,
     )
+    line = readings_line(loaded.judges, tallies)
+    if line:  # why a second evaluation of the same test set is faster
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
     records = take_records(result)
     result = {
         "checkpoint": str(ckpt),

@@ -87,7 +87,9 @@ class EvalSection:
     judges always read in float32. ``val_judges``: the judges that read during training's
     validations (names of ``judges``, ``own`` for the model's recognizer; unset: all of them):
     a slow judge can then read the final test evaluation only, while checkpoints are selected
-    by the judges named here.
+    by the judges named here. ``reading_store``: frozen judges keep what they read of the
+    bicubic and HR images on disk and reuse it in any later evaluation (false: off for this
+    config; ``TSRX_READING_STORE`` says where, or ``off``: tsrx/engine/reading_store.py).
     """
 
     protocol: Literal["textzoom", "per-image"] = "textzoom"
@@ -98,6 +100,8 @@ class EvalSection:
     baselines: bool = False
     precision: Precision = "fp32"
     val_judges: list[str] | None = None
+    # frozen judges' readings kept across evaluations and processes (tsrx/engine/reading_store.py)
+    reading_store: bool = True
 
 
 def eval_section(config: dict[str, Any], **overrides: object) -> EvalSection:

@@ -106,6 +106,7 @@ def evaluate_model(
     judges: list[Judge] | None = None,
     records: bool = False,
     precision: str = EVAL_DEFAULTS.precision,
+    reading_store: bool = EVAL_DEFAULTS.reading_store,
 ) -> dict[str, Any]:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
@@ -118,11 +119,15 @@ def evaluate_model(
     (tsrx.records) under ``result["records"]``, a :class:`Records` that the caller takes out
     with :func:`take_records` before the result is written as JSON. ``precision``: the model's
     forward (tsrx.engine.precision; ``eval.precision``); its output goes on in float32, and
-    the judges read in float32 whatever it is.
+    the judges read in float32 whatever it is. ``reading_store``: frozen judges take what
+    they read before, in any process, from the reading store (tsrx/engine/reading_store.py)
+    and keep their bicubic and HR readings there; the new ones are written when the
+    evaluation ends (also one that failed) and the log says how many came from it.
     """
     from torch.utils.data import DataLoader
 
     from tsrx.data.loader import collate_batch
+    from tsrx.engine import reading_store as store
 
     env = env or dist_utils.DistEnv()
     if judges is None:
@@ -143,55 +148,62 @@ def evaluate_model(
     collector = RecordCollector(splits, names) if records else None
     was_training = model.training
     model.eval()
+    tallies = [dict(j.tally) for j in judges]
     try:
-        for split, dataset in datasets.items():
-            loader = DataLoader(
-                dataset,
-                batch_sampler=_my_batches(len(dataset), batch_size, env),
-                collate_fn=collate_batch,
-                num_workers=0,
-            )
-            for batch in loader:
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                with autocast(precision, device, "eval.precision"):
-                    out = model(batch)  # once per batch, whatever the number of judges
-                out = as_float32(out)
-                sr = out.get("sr")
-                labels = batch["label"]
-                if sr is not None:
-                    images["model"].update(split, sr, batch["hr"])
-                texts: dict[str, list[str]] = {}
-                for j in judges:
-                    preds = (
-                        _own_predictions(model, j, out, batch, sr)
-                        if j.own
-                        else j.read(sr)
-                        if sr is not None
-                        else None
-                    )
-                    if preds is not None:
-                        texts[j.name] = preds
-                        reads[("model", j.name)].update(split, None, None, preds, labels)
-                row_texts: dict[str, dict[str, list[str]]] = {"model": texts}
-                if baselines:
-                    up = _bicubic(batch["lr"][:, :3], tuple(batch["hr"].shape[-2:]))
-                    images["bicubic"].update(split, up, batch["hr"])
-                    row_texts["bicubic"], row_texts["hr"] = {}, {}
+        with store.turned_off(not reading_store):
+            for split, dataset in datasets.items():
+                loader = DataLoader(
+                    dataset,
+                    batch_sampler=_my_batches(len(dataset), batch_size, env),
+                    collate_fn=collate_batch,
+                    num_workers=0,
+                )
+                for batch in loader:
+                    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    with autocast(precision, device, "eval.precision"):
+                        out = model(batch)  # once per batch, whatever the number of judges
+                    out = as_float32(out)
+                    sr = out.get("sr")
+                    labels = batch["label"]
+                    if sr is not None:
+                        images["model"].update(split, sr, batch["hr"])
+                    texts: dict[str, list[str]] = {}
                     for j in judges:
-                        up_read, hr_read = j.read(up), j.read(batch["hr"])
-                        row_texts["bicubic"][j.name], row_texts["hr"][j.name] = up_read, hr_read
-                        reads[("bicubic", j.name)].update(split, None, None, up_read, labels)
-                        reads[("hr", j.name)].update(split, None, None, hr_read, labels)
-                if collector is not None:
-                    pictures = {"model": sr, **({"bicubic": up} if baselines else {})}
-                    _collect(collector, dataset, split, batch, pictures, row_texts)
-                if with_predictions and texts:
-                    _record(predictions[split], dataset, batch, texts, names)
-                if not baselines:
-                    _probe_hr(judges, batch)
+                        preds = (
+                            _own_predictions(model, j, out, batch, sr)
+                            if j.own
+                            else j.read(sr)
+                            if sr is not None
+                            else None
+                        )
+                        if preds is not None:
+                            texts[j.name] = preds
+                            reads[("model", j.name)].update(split, None, None, preds, labels)
+                    row_texts: dict[str, dict[str, list[str]]] = {"model": texts}
+                    if baselines:
+                        up = _bicubic(batch["lr"][:, :3], tuple(batch["hr"].shape[-2:]))
+                        images["bicubic"].update(split, up, batch["hr"])
+                        row_texts["bicubic"], row_texts["hr"] = {}, {}
+                        for j in judges:
+                            up_read = j.read(up, persist=True)
+                            hr_read = j.read(batch["hr"], persist=True)
+                            row_texts["bicubic"][j.name], row_texts["hr"][j.name] = up_read, hr_read
+                            reads[("bicubic", j.name)].update(split, None, None, up_read, labels)
+                            reads[("hr", j.name)].update(split, None, None, hr_read, labels)
+                    if collector is not None:
+                        pictures = {"model": sr, **({"bicubic": up} if baselines else {})}
+                        _collect(collector, dataset, split, batch, pictures, row_texts)
+                    if with_predictions and texts:
+                        _record(predictions[split], dataset, batch, texts, names)
+                    if not baselines:
+                        _probe_hr(judges, batch)
         _all_reduce([*images.values(), *reads.values()], device)
     finally:
+        store.flush_all()
         model.train(was_training)
+    line = readings_line(judges, tallies)
+    if line:
+        log.info(line)
 
     described = {j.name: j.description for j in judges}
     sizes = {name: len(ds) for name, ds in datasets.items()}
@@ -245,13 +257,19 @@ def evaluate_config(
     env: dist_utils.DistEnv | None = None,
     records: bool = False,
     precision: str | None = None,
+    reading_store: bool | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_model` under the config's ``[eval]`` settings (each None: the config's
     value, then ``EvalSection``'s default): what every command and the trainer evaluate with."""
     from tsrx.engine.config import eval_section
 
     settings = eval_section(
-        config, protocol=protocol, batch_size=batch_size, baselines=baselines, precision=precision
+        config,
+        protocol=protocol,
+        batch_size=batch_size,
+        baselines=baselines,
+        precision=precision,
+        reading_store=reading_store,
     )
     if settings.protocol not in PROTOCOLS:
         raise TsrxError(
@@ -269,6 +287,7 @@ def evaluate_config(
         env=env,
         records=records,
         precision=settings.precision,
+        reading_store=settings.reading_store,
     )
 
 
@@ -326,7 +345,7 @@ def _probe_hr(judges: list[Judge], batch: dict[str, Any]) -> None:
     for j in judges:
         if j.own or j.hr_probe is not None:
             continue
-        preds = j.read(batch["hr"])
+        preds = j.read(batch["hr"], persist=True)
         right = sum(
             normalize_for_accuracy(p) == normalize_for_accuracy(t)
             for p, t in zip(preds, batch["label"])
@@ -335,6 +354,25 @@ def _probe_hr(judges: list[Judge], batch: dict[str, Any]) -> None:
         j.hr_seen = (seen_right + right, seen + len(preds))
         if j.hr_seen[1] >= HR_PROBE_MIN:
             j.hr_probe = (j.hr_seen[0] / j.hr_seen[1], j.hr_seen[1])
+
+
+def readings_line(judges: list[Judge], before: list[dict[str, int]]) -> str | None:
+    """'judges: N readings from the reading store (ROOT), M images read, ...', counted since
+    ``before`` (each judge's ``tally`` then): why a second evaluation is fast. None when the
+    store neither gave nor kept a reading."""
+    from tsrx.engine import reading_store
+
+    counts = {
+        key: sum(j.tally[key] - b[key] for j, b in zip(judges, before) if not j.own)
+        for key in ("read", "store", "memory", "kept")
+    }
+    if not counts["store"] and not counts["kept"]:
+        return None
+    return (
+        f"judges: {counts['store']} reading(s) from the reading store "
+        f"({reading_store.root() or 'off'}), {counts['read']} image(s) read, "
+        f"{counts['memory']} remembered in this process; {counts['kept']} new reading(s) kept"
+    )
 
 
 def _warn_blind_judges(result: dict[str, Any], judges: list[Judge]) -> None:

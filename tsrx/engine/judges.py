@@ -48,30 +48,60 @@ class Judge:
     warned: bool = False
     # what this judge has read: (weights' state, image bytes' digest) -> text (read())
     readings: dict[tuple[Any, ...], str] = field(default_factory=dict, repr=False, compare=False)
+    # its build table (type and options, not the weights' path): part of its identity in the
+    # reading store (tsrx/engine/judge_identity.py)
+    options: dict[str, Any] | None = None
+    # images read by the recognizer, found in the reading store, remembered in this process;
+    # new readings given to the store
+    tally: dict[str, int] = field(
+        default_factory=lambda: {"read": 0, "store": 0, "memory": 0, "kept": 0},
+        repr=False,
+        compare=False,
+    )
+    _identity: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     @torch.no_grad()
-    def read(self, images: torch.Tensor) -> list[str]:
+    def read(self, images: torch.Tensor, persist: bool = False) -> list[str]:
         """The words in RGB images (B, C>=3, H, W) in [0, 1].
 
         Each distinct CPU image is read once per state of the judge's weights: the trainer's
         final evaluation re-reads the SR images its last validation read, and the judges
         are the cost of an evaluation (the quickstart: half its time in the ppocr judge,
-        issue 25). The key is the image's bytes (a 16-byte BLAKE2b digest) and the version
-        counters of the judge's tensors (an optimizer step or load_state_dict moves them,
-        so the model's own recognizer is re-read after training). Only the images not yet
-        read are read, as one batch.
+        issue 25). The key is the image's bytes, dtype and shape (a 16-byte BLAKE2b digest)
+        and the version counters of the judge's tensors (an optimizer step or load_state_dict
+        moves them, so the model's own recognizer is re-read after training). Only the images
+        not yet read are read, as one batch.
+
+        Across processes: a frozen judge (not ``own``) first looks an image up in the reading
+        store (tsrx/engine/reading_store.py); ``persist`` keeps what it reads there (the
+        evaluator's bicubic and HR rows, the same in every evaluation of a test set; not the
+        SR images, new with every checkpoint).
         """
         images = images[:, :3]
         if images.device.type != "cpu" or not len(images):
             return self._read(images)
         keys = self._reading_keys(images)
         missing = [i for i, key in enumerate(keys) if key not in self.readings]
+        self.tally["memory"] += len(keys) - len(missing)
+        shelf = self._shelf(keys[0][0]) if missing else None
         if missing:
             if len(self.readings) + len(missing) > MAX_READINGS:
                 self.readings.clear()
+            if shelf is not None:
+                found = shelf.lookup([keys[i][1] for i in missing])
+                for i, text in zip(missing, found):
+                    if text is not None:
+                        self.readings[keys[i]] = text
+                unread = [i for i, text in zip(missing, found) if text is None]
+                self.tally["store"] += len(missing) - len(unread)
+                missing = unread
+        if missing:
             part = images if len(missing) == len(keys) else images[missing]
+            self.tally["read"] += len(missing)
             for i, text in zip(missing, self._read(part)):
                 self.readings[keys[i]] = text
+                if persist and shelf is not None:
+                    self.tally["kept"] += shelf.add(keys[i][1], text)
         return [self.readings[key] for key in keys]
 
     def _reading_keys(self, images: torch.Tensor) -> list[tuple[Any, ...]]:
@@ -79,11 +109,38 @@ class Judge:
         state = (
             tuple(m.training for m in modules),
             tuple(t._version for m in modules for t in (*m.parameters(), *m.buffers())),
-            str(images.dtype),
-            tuple(images.shape[1:]),
+        )
+        # the image's dtype and shape are in its digest: the reading store's key too
+        header = hashlib.blake2b(
+            f"{images.dtype} {tuple(images.shape[1:])}".encode(), digest_size=16
         )
         raw = images.detach().contiguous().view(torch.uint8).reshape(len(images), -1).numpy()
-        return [(state, hashlib.blake2b(row, digest_size=16).digest()) for row in raw]
+        keys = []
+        for row in raw:
+            h = header.copy()
+            h.update(row)
+            keys.append((state, h.digest()))
+        return keys
+
+    def _shelf(self, state: tuple[Any, ...]) -> Any:
+        """This judge's shelf in the reading store, or None (own, store off, no identity).
+        The identity digest hashes every weight: computed once per state of the weights
+        (version counters and storage addresses)."""
+        from tsrx.engine import reading_store
+
+        if self.own or reading_store.root() is None:
+            return None
+        modules = [m for m in (self.recognizer, self.head) if m is not None]
+        where = (
+            state,
+            tuple(t.data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())),
+        )
+        if self._identity is None or self._identity[0] != where:
+            from tsrx.engine.judge_identity import identity
+
+            self._identity = (where, identity(self.recognizer, self.head, self.options))
+        found = self._identity[1]
+        return reading_store.shelf(*found) if found is not None else None
 
     def _read(self, images: torch.Tensor) -> list[str]:
         from tsrx.contracts import CTCRecognizer
@@ -381,7 +438,13 @@ def build_judge_table(
             module.eval()
             for p in module.parameters():
                 p.requires_grad_(False)
-    return Judge(name, description, rec, head)
+    return Judge(
+        name,
+        description,
+        rec,
+        head,
+        options={"recognizer": rec_table, "head": from_file.get("head")},
+    )
 
 
 def describe(judges: list[Judge]) -> dict[str, str]:

@@ -46,6 +46,8 @@ def eval_settings(
     data = config.get("data") or {}
     settings = {"eval": dict(config.get("eval") or {}), "data": {k: data.get(k) for k in DATA_KEYS}}
     settings["eval"].update(overrides or {})
+    # where judges' readings come from never changes a result (tsrx/engine/reading_store.py)
+    settings["eval"].pop("reading_store", None)
     # as config.toml stores it (TOML has no null): the trainer's in-memory config and the
     # file a report reads give one key
     return {"eval": as_stored(settings["eval"]), "data": settings["data"]}

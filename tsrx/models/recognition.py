@@ -13,6 +13,10 @@ model is built):
   ``encode(images) -> features (T, B, C)``, ``classifier`` and ``feature_dim``.
 - ``loss(images, labels) -> scalar`` where a recognizer trains with its own objective
   (attention decoders: teacher-forced cross-entropy); absent for judge-only recognizers.
+- optional ``reading_identity() -> str``: what decides its readings beyond its class, source
+  files, torch tensors and options (ppocr: its ONNX file's digest and onnxruntime's version);
+  the reading store keys a frozen judge's readings on it (tsrx/engine/judge_identity.py). A
+  recognizer with no torch tensors and no ``reading_identity`` has its readings never stored.
 """
 
 from __future__ import annotations
