@@ -191,6 +191,11 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
     assert any(r["name"].startswith("2 processes: efficiency") for r in rows)
     records = [r for r in rows if r["item"] == "records"]
     assert len(records) == 5 and all(r["value"] > 0 for r in records)
+    # a second evaluation takes the bicubic and HR readings from the reading store
+    warm = next(r for r in rows if r["name"].startswith("... warm: another SR checkpoint"))
+    n = warm["detail"]["images"]
+    assert set(warm["detail"]["from_store"].values()) == {2 * n}, warm["detail"]
+    assert by_name["warm / cold evaluation speed (same run)"]["value"] > 0
 
 
 @pytest.mark.slow

@@ -361,3 +361,21 @@ def test_tsrx_eval_says_where_its_readings_came_from(parts, tmp_path):
     assert cold.stdout.replace("\n", "") == warm.stdout.replace("\n", "")  # the same table
     off = _tsrx(*args, "--no-reading-store", cwd=tmp_path, env=env)
     assert off.returncode == 0 and "reading store" not in off.stderr
+
+
+def test_what_the_process_read_before_is_kept_when_asked_and_memory_stays_bounded(
+    store, monkeypatch
+):
+    from tsrx.engine import judges
+
+    images = torch.rand(4, 3, 8, 16)
+    reader = judge()
+    with reading_store.turned_off():  # a validation's HR probe, say, with the store off
+        texts = reader.read(images, persist=True)
+    assert reader.read(images, persist=True) == texts  # the final evaluation's HR row
+    assert reader.recognizer.read_images == 4 and reader.tally["kept"] == 4
+
+    monkeypatch.setattr(judges, "MAX_READINGS", 5)  # memory full: forgotten, never a KeyError
+    fresh = torch.rand(3, 3, 8, 16)
+    assert reader.read(torch.cat([images[:2], fresh]))[:2] == texts[:2]
+    assert len(reader.readings) <= 5

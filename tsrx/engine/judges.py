@@ -81,28 +81,29 @@ class Judge:
         if images.device.type != "cpu" or not len(images):
             return self._read(images)
         keys = self._reading_keys(images)
-        missing = [i for i, key in enumerate(keys) if key not in self.readings]
+        texts = [self.readings.get(key) for key in keys]
+        missing = [i for i, text in enumerate(texts) if text is None]
         self.tally["memory"] += len(keys) - len(missing)
-        shelf = self._shelf(keys[0][0]) if missing else None
-        if missing:
-            if len(self.readings) + len(missing) > MAX_READINGS:
-                self.readings.clear()
-            if shelf is not None:
-                found = shelf.lookup([keys[i][1] for i in missing])
-                for i, text in zip(missing, found):
-                    if text is not None:
-                        self.readings[keys[i]] = text
-                unread = [i for i, text in zip(missing, found) if text is None]
-                self.tally["store"] += len(missing) - len(unread)
-                missing = unread
+        shelf = self._shelf(keys[0][0]) if missing or persist else None
+        if missing and shelf is not None:
+            for i, text in zip(missing, shelf.lookup([keys[i][1] for i in missing])):
+                texts[i] = text
+            unread = [i for i in missing if texts[i] is None]
+            self.tally["store"] += len(missing) - len(unread)
+            missing = unread
         if missing:
             part = images if len(missing) == len(keys) else images[missing]
             self.tally["read"] += len(missing)
             for i, text in zip(missing, self._read(part)):
-                self.readings[keys[i]] = text
-                if persist and shelf is not None:
-                    self.tally["kept"] += shelf.add(keys[i][1], text)
-        return [self.readings[key] for key in keys]
+                texts[i] = text
+        if len(self.readings) + len(keys) > MAX_READINGS:
+            self.readings.clear()
+        out = [str(text) for text in texts]
+        for key, text in zip(keys, out):
+            self.readings[key] = text
+            if persist and shelf is not None:  # also what this process read without keeping
+                self.tally["kept"] += shelf.add(key[1], text)
+        return out
 
     def _reading_keys(self, images: torch.Tensor) -> list[tuple[Any, ...]]:
         modules = [m for m in (self.recognizer, self.head) if m is not None]
