@@ -59,6 +59,33 @@ def test_synth_is_deterministic_and_native_sizes_vary(synth_root, tmp_path):
     assert len(heights) > 3 and min(heights) >= 16 and max(heights) <= 64
 
 
+def _lmdb_items(root):
+    import lmdb
+
+    items = {}
+    for data in sorted(root.rglob("data.mdb")):
+        env = lmdb.open(str(data.parent), readonly=True, lock=False)
+        with env.begin() as txn:
+            items[str(data.parent.relative_to(root))] = list(txn.cursor())
+        env.close()
+    return items
+
+
+def test_synth_with_worker_processes_writes_the_same_bytes(tmp_path, monkeypatch):
+    from tsrx.data import synth
+
+    monkeypatch.setattr(synth, "MIN_PARALLEL_SAMPLES", 0)  # a small set still uses the pool
+    monkeypatch.setattr(synth, "SAMPLES_PER_TASK", 5)  # several tasks per split, out of order
+    kw = dict(train=23, test=[7, 6, 5], val=[4, 3, 2], seed=5, fonts="builtin")
+    synthesize(tmp_path / "one", workers=1, **kw)
+    synthesize(tmp_path / "two", workers=2, **kw)
+    one, two = _lmdb_items(tmp_path / "one"), _lmdb_items(tmp_path / "two")
+    assert len(one) == 8 and one == two  # train1, train2, 3 test and 3 val splits
+    assert (tmp_path / "one" / "synth.json").read_text() == (
+        tmp_path / "two" / "synth.json"
+    ).read_text()
+
+
 def test_concatenated_roots_keep_split_and_lmdb_index(synth_root):
     ds = make_ds(synth_root, ["test/easy", "test/medium"])
     assert len(ds) == 12

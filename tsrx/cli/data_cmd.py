@@ -44,6 +44,13 @@ def synth_cmd(
         help="'all': built-in font plus system fonts found; 'builtin': "
         "Pillow's embedded font only (identical on every machine).",
     ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Processes making samples (default: one per CPU, at most 8); "
+        "the data is the same for any number.",
+    ),
 ) -> None:
     """Write synthetic LR/HR text pairs in TextZoom's exact LMDB format."""
     from tsrx.cli.console import console
@@ -51,7 +58,14 @@ def synth_cmd(
 
     start = time.perf_counter()
     manifest = synthesize(
-        out, train=train, test=list(test), seed=seed, fonts=fonts, train2=train2, val=list(val)
+        out,
+        train=train,
+        test=list(test),
+        seed=seed,
+        fonts=fonts,
+        train2=train2,
+        val=list(val),
+        workers=workers,
     )
     took = time.perf_counter() - start
     console.print(
