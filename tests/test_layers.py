@@ -25,9 +25,10 @@ LAYERS = {
           models models.build models.config models.joint models.recognition
           models.text checkpoint published""",
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
-          engine.evaluator engine.grad_sync engine.judges engine.loading engine.loss_module
-          engine.metrics engine.precision engine.result_cache engine.rng engine.run engine.runfiles engine.signals
-          engine.threads engine.trainer""",
+          engine.eval_batches engine.evaluator engine.grad_sync engine.judge_identity
+          engine.judges engine.loading engine.loss_module engine.metrics engine.precision
+          engine.reading_store engine.result_cache engine.rng engine.run engine.runfiles
+          engine.signals engine.threads engine.trainer""",
     5: """launch launch.config launch.control launch.job launch.rundir launch.status
           launch.study launch.submit
           report report.collect report.diff report.evaluate report.stats report.formats

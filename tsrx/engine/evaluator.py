@@ -26,6 +26,7 @@ from torch import nn
 
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine.config import EvalSection
+from tsrx.engine.eval_batches import bicubic_baseline, evaluation_batches
 from tsrx.engine.judges import Judge, own_judge
 from tsrx.engine.metrics import (
     FIELDS,
@@ -78,19 +79,10 @@ def _own_predictions(
     return judge.read(images) if images is not None else None
 
 
-def _bicubic(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return torch.nn.functional.interpolate(lr, size, mode="bicubic", align_corners=False)
-
-
 def _lmdb_index(dataset: Any, position: int) -> int:
     if hasattr(dataset, "lmdb_index"):
         return int(dataset.lmdb_index(position)[1])
     return position + 1
-
-
-def _my_batches(n: int, batch_size: int, env: dist_utils.DistEnv) -> list[list[int]]:
-    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    return batches[env.rank :: env.world_size]
 
 
 @torch.no_grad()
@@ -124,9 +116,6 @@ def evaluate_model(
     and keep their bicubic and HR readings there; the new ones are written when the
     evaluation ends (also one that failed) and the log says how many came from it.
     """
-    from torch.utils.data import DataLoader
-
-    from tsrx.data.loader import collate_batch
     from tsrx.engine import reading_store as store
 
     env = env or dist_utils.DistEnv()
@@ -152,13 +141,7 @@ def evaluate_model(
     try:
         with store.turned_off(not reading_store):
             for split, dataset in datasets.items():
-                loader = DataLoader(
-                    dataset,
-                    batch_sampler=_my_batches(len(dataset), batch_size, env),
-                    collate_fn=collate_batch,
-                    num_workers=0,
-                )
-                for batch in loader:
+                for batch in evaluation_batches(dataset, batch_size, env):
                     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                     with autocast(precision, device, "eval.precision"):
                         out = model(batch)  # once per batch, whatever the number of judges
@@ -181,7 +164,7 @@ def evaluate_model(
                             reads[("model", j.name)].update(split, None, None, preds, labels)
                     row_texts: dict[str, dict[str, list[str]]] = {"model": texts}
                     if baselines:
-                        up = _bicubic(batch["lr"][:, :3], tuple(batch["hr"].shape[-2:]))
+                        up = bicubic_baseline(batch)
                         images["bicubic"].update(split, up, batch["hr"])
                         row_texts["bicubic"], row_texts["hr"] = {}, {}
                         for j in judges:
