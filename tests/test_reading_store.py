@@ -266,6 +266,28 @@ def test_shards_of_two_writers_merge_and_a_vanished_shard_is_no_loss(store, monk
     assert fifth.lookup(keys[:5]) == ["a", "b", "c", "d", "e"] and len(calls) == 2
 
 
+def test_an_evaluation_sees_what_other_processes_stored_since_its_shelf_loaded(store, parts):
+    """A run's shelf is loaded at its first validation; the runs of a study beside it store
+    baseline readings while it trains: its final evaluation takes them (refresh_all)."""
+    from tsrx.engine.evaluator import evaluate_model
+
+    (mine,) = crnn_judges(parts)
+    mine.read(torch.rand(2, 3, 32, 128), persist=True)  # a validation: the shelf loads now
+    my_shelves = dict(reading_store._shelves)
+    new_process()  # another run, its own process, evaluating the same test set
+    (theirs,) = crnn_judges(parts)
+    test = parts["test"]
+    evaluate_model(parts["models"][0], test, judges=[theirs], baselines=True)
+    images = sum(len(ds) for ds in test.values())
+    assert theirs.tally["kept"] == 2 * images
+    reading_store._shelves.clear()  # back in the first run's process, its shelf as loaded
+    reading_store._shelves.update(my_shelves)
+    before = dict(mine.tally)
+    evaluate_model(parts["models"][1], test, judges=[mine], baselines=True)
+    assert mine.tally["store"] - before["store"] == 2 * images  # bicubic and HR
+    assert mine.tally["read"] - before["read"] == images  # its own SR images only
+
+
 def test_a_damaged_shard_is_ignored_with_a_warning(store, caplog):
     images = torch.rand(4, 3, 8, 16)
     writer = judge()

@@ -140,6 +140,7 @@ def evaluate_model(
     tallies = [dict(j.tally) for j in judges]
     try:
         with store.turned_off(not reading_store):
+            store.refresh_all()  # what other processes (a study's runs) stored meanwhile
             for split, dataset in datasets.items():
                 for batch in evaluation_batches(dataset, batch_size, env):
                     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -159,13 +159,31 @@ class Shelf:
 
     def _load(self) -> None:
         self.readings = {}
-        names = _shard_names(self.folder)
+        self._load_shards(_shard_names(self.folder))
+        _trim(self.readings)
+        if self.shards:
+            with contextlib.suppress(OSError):  # marks the identity as used (see _prune)
+                os.utime(self.folder)
+
+    def refresh(self) -> None:
+        """Load the shards written by other processes since this shelf was loaded: a run's
+        shelf is loaded at its first validation, and the runs of a study beside it store
+        their baseline readings while it trains. Nothing before the first lookup, which
+        loads them all."""
+        if self.readings is None:
+            return
+        seen = set(self.shards) | self.skipped
+        self._load_shards([n for n in _shard_names(self.folder) if n not in seen])
+        _trim(self.readings)
+
+    def _load_shards(self, names: list[str]) -> None:
+        readings = self.readings if self.readings is not None else {}
         for _ in range(3):  # a merge elsewhere may remove shards between listdir and open
             vanished = False
             for name in names:
                 try:
                     data = (self.folder / name).read_bytes()
-                    self.readings.update(decode(data))
+                    readings.update(decode(data))
                 except FileNotFoundError:
                     vanished = True
                     continue
@@ -178,10 +196,7 @@ class Shelf:
                 break
             seen = set(self.shards) | self.skipped
             names = [n for n in _shard_names(self.folder) if n not in seen]
-        _trim(self.readings)
-        if self.shards:
-            with contextlib.suppress(OSError):  # marks the identity as used (see _prune)
-                os.utime(self.folder)
+        self.readings = readings
 
     def flush(self) -> int:
         """Write the new readings as one shard (merging the shards read, past ``MERGE_AT``);
@@ -241,6 +256,9 @@ def _prune(folder: Path, keep: Path) -> None:
 
 
 _shelves: dict[Path, Shelf] = {}
+# a forked child (a data-loader worker) keeps none of the parent's shelves: their pending
+# readings are the parent's to write
+os.register_at_fork(after_in_child=_shelves.clear)
 
 
 def shelf(identity: str, about: dict[str, Any]) -> Shelf | None:
@@ -254,10 +272,26 @@ def shelf(identity: str, about: dict[str, Any]) -> Shelf | None:
     return _shelves[folder]
 
 
+def refresh_all() -> None:
+    """Every loaded shelf takes the shards other processes wrote since it loaded (an
+    evaluation calls it first: it sees what was stored before it began)."""
+    for s in list(_shelves.values()):
+        s.refresh()
+
+
 def flush_all() -> int:
     """Write every shelf's new readings (the evaluator calls it when an evaluation ends, also
     one that failed: the readings made before the failure are right)."""
     return sum(s.flush() for s in list(_shelves.values()))
 
 
-__all__ = ["Shelf", "root", "shelf", "flush_all", "turned_off", "encode", "decode"]
+__all__ = [
+    "Shelf",
+    "root",
+    "shelf",
+    "flush_all",
+    "refresh_all",
+    "turned_off",
+    "encode",
+    "decode",
+]
