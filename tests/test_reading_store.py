@@ -401,3 +401,38 @@ def test_what_the_process_read_before_is_kept_when_asked_and_memory_stays_bounde
     fresh = torch.rand(3, 3, 8, 16)
     assert reader.read(torch.cat([images[:2], fresh]))[:2] == texts[:2]
     assert len(reader.readings) <= 5
+
+
+def test_an_evaluation_that_fails_midway_keeps_what_it_read(parts, store):
+    from tsrx.engine.evaluator import evaluate_model
+
+    model = parts["models"][0]
+    calls = []
+
+    def second_batch_fails(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory, say")
+
+    hook = model.sr.register_forward_hook(second_batch_fails)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            evaluate_model(
+                model, parts["test"], batch_size=4, judges=crnn_judges(parts), baselines=True
+            )
+    finally:
+        hook.remove()
+    (shard,) = store.glob("*/*.rd")
+    assert len(reading_store.decode(shard.read_bytes())) == 8  # batch 1: 4 bicubic + 4 HR
+
+
+def test_a_store_that_cannot_be_used_costs_a_warning_not_the_evaluation(store, monkeypatch, caplog):
+    blocked = store.parent / "a_file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("TSRX_READING_STORE", str(blocked))
+    images = torch.rand(3, 3, 8, 16)
+    reader = judge()
+    with caplog.at_level(logging.WARNING, logger="tsrx.eval"):
+        texts = reader.read(images, persist=True)
+        assert reading_store.flush_all() == 0
+    assert texts == judge().read(images) and "not kept" in caplog.text

@@ -62,7 +62,13 @@ def root() -> Path | None:
     if cache:
         return Path(cache).expanduser() / "readings"
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "tsrx" / "readings"
+    if xdg:
+        return Path(xdg) / "tsrx" / "readings"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no passwd entry (some containers): nowhere to keep it
+        return None
+    return home / ".cache" / "tsrx" / "readings"
 
 
 @contextlib.contextmanager
@@ -119,6 +125,9 @@ def _shard_names(folder: Path) -> list[str]:
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
+        return []
+    except OSError as exc:  # unreadable: the judges read, as without a store
+        log.warning("reading store: %s not read: %s", folder, exc)
         return []
     return sorted(n for n in names if n.endswith(SUFFIX) and not n.startswith("."))
 
