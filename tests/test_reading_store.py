@@ -436,3 +436,36 @@ def test_a_store_that_cannot_be_used_costs_a_warning_not_the_evaluation(store, m
         texts = reader.read(images, persist=True)
         assert reading_store.flush_all() == 0
     assert texts == judge().read(images) and "not kept" in caplog.text
+
+
+def test_an_edited_helper_of_the_same_package_reads_again(store, tmp_path, monkeypatch):
+    """A plugin's preprocessing in a sibling module (ASTER's beam search is in its own file)."""
+    package = tmp_path / "rs_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rec.py").write_text(
+        RECOGNIZER_FILE.format(factor="scale()").replace(
+            "from torch import nn\n", "from torch import nn\nfrom rs_plugin.helper import scale\n"
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    images = torch.rand(4, 3, 8, 16)
+
+    def fresh_judge():
+        for name in ("rs_plugin", "rs_plugin.rec", "rs_plugin.helper"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        return judge(importlib.import_module("rs_plugin.rec").FileRecognizer())
+
+    (package / "helper.py").write_text("def scale():\n    return 1.0\n")
+    before = fresh_judge()
+    before.read(images, persist=True)
+    reading_store.flush_all()
+    new_process()
+    unchanged = fresh_judge()
+    unchanged.read(images, persist=True)
+    assert unchanged.recognizer.read_images == 0
+    new_process()
+    (package / "helper.py").write_text("def scale():\n    return 0.25  # edited\n")
+    edited = fresh_judge()
+    edited.read(images, persist=True)
+    assert edited.recognizer.read_images == 4

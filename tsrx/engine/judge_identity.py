@@ -1,8 +1,11 @@
 """A frozen judge's identity: what decides its readings, as one digest (the reading store's key).
 
 It covers: the recognizer's and head's classes (module + qualname); the source files of the
-modules that define them, their bases and their submodules' classes (torch's own are
-covered by the torch version), so an edited preprocessing never reuses old readings; every
+modules that define them, their bases and their submodules' classes (torch's and Python's
+own are covered by their versions), of the modules of the same package those modules import
+from (ASTER's beam search in ``tsrx_builtin.beam_search``) and of tsrx's CTC decoding, so an
+edited preprocessing or decoding never reuses old readings (a helper two imports away, or
+in another package, is not followed: ``reading_identity`` can name it); every
 parameter and buffer (name, dtype, shape, bytes); the judge's options (its ``[eval.judges]``
 table, less the weights' path, whose bytes are hashed); the torch version; the training
 flags; and whatever the recognizer or head returns from an optional
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +29,41 @@ from torch import nn
 VERSION = "1"  # of this digest's recipe: a change here leaves every older reading behind
 
 
+def _skipped(name: str) -> bool:
+    """Modules whose code the torch and Python versions stand for."""
+    top = name.split(".")[0]
+    return top in ("torch", "builtins") or top in sys.stdlib_module_names
+
+
 def _source_files(modules: list[nn.Module]) -> list[str] | None:
-    """The source files of every (non-torch) class in the modules' trees and MROs; None
-    when one has no file (defined in an interactive session: nothing to digest)."""
-    files: set[str] = set()
+    """The source files of every (non-torch) class in the modules' trees and MROs, of the
+    modules of the same package their modules import from (a plugin's beam search helper),
+    and of tsrx's CTC decoding (``Judge._read``); None when a class has no file (defined in
+    an interactive session: nothing to digest)."""
+    from tsrx.models import text
+
+    files = {str(text.__file__)}
+    homes: dict[str, types.ModuleType] = {}
     for module in modules:
         for sub in module.modules():
             for cls in type(sub).__mro__:
-                name = cls.__module__
-                if name == "builtins" or name.split(".")[0] == "torch":
+                if _skipped(cls.__module__):
                     continue
-                path = getattr(sys.modules.get(name), "__file__", None)
-                if not path:
+                home = sys.modules.get(cls.__module__)
+                path = getattr(home, "__file__", None)
+                if home is None or not path:
                     return None
+                files.add(path)
+                homes[cls.__module__] = home
+    for name, home in homes.items():
+        package = name.split(".")[0]
+        for value in vars(home).values():
+            dep = value.__name__ if isinstance(value, types.ModuleType) else None
+            dep = dep or getattr(value, "__module__", None)
+            if not isinstance(dep, str) or dep.split(".")[0] != package or _skipped(dep):
+                continue
+            path = getattr(sys.modules.get(dep), "__file__", None)
+            if path and path.endswith(".py"):
                 files.add(path)
     return sorted(files)
 
