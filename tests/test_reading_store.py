@@ -469,3 +469,12 @@ def test_an_edited_helper_of_the_same_package_reads_again(store, tmp_path, monke
     edited = fresh_judge()
     edited.read(images, persist=True)
     assert edited.recognizer.read_images == 4
+
+
+def test_many_new_readings_are_written_before_the_evaluation_ends(store, monkeypatch):
+    monkeypatch.setattr(reading_store, "FLUSH_EVERY", 4)
+    reader = judge()
+    reader.read(torch.rand(6, 3, 8, 16), persist=True)  # e.g. a job killed right after
+    (shard,) = store.glob("*/*.rd")
+    assert len(reading_store.decode(shard.read_bytes())) == 4
+    assert reading_store.flush_all() == 2

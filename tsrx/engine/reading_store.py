@@ -17,6 +17,8 @@ damaged (truncated, corrupt) is ignored with a warning: its checksum must match.
 Where: ``$TSRX_READING_STORE`` (a folder, or ``off``), else ``$TSRX_CACHE_DIR/readings``,
 else ``${XDG_CACHE_HOME:-~/.cache}/tsrx/readings``. ``[eval] reading_store = false`` and
 ``tsrx eval --no-reading-store`` turn it off for one evaluation. Deleting the folder clears it.
+New readings are written when an evaluation ends (also one that failed) and every
+``FLUSH_EVERY`` new readings of a judge (a Slurm job killed by its time limit mid-evaluation).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ MAGIC = b"TSRXRD01"
 SUFFIX = ".rd"
 KEY_BYTES = 16
 MERGE_AT = 8  # shards a process saw before it merges them into one
+FLUSH_EVERY = 4096  # new readings of one judge written before the evaluation ends
 MAX_READINGS = 1_000_000  # kept per judge identity (~40 MB on disk), the oldest dropped first
 MAX_IDENTITIES = 64  # judge identities kept under the root, the least recently used dropped
 
@@ -164,6 +167,8 @@ class Shelf:
             return False
         self.readings[key] = text
         self.pending[key] = text
+        if len(self.pending) >= FLUSH_EVERY:  # a job killed mid-evaluation loses little
+            self.flush()
         return True
 
     def _load(self) -> None:
