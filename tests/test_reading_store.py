@@ -478,3 +478,15 @@ def test_many_new_readings_are_written_before_the_evaluation_ends(store, monkeyp
     (shard,) = store.glob("*/*.rd")
     assert len(reading_store.decode(shard.read_bytes())) == 4
     assert reading_store.flush_all() == 2
+
+
+def test_only_a_frozen_judge_with_every_tensor_on_the_cpu_reads_on_the_host():
+    """In a GPU evaluation such a judge (ppocr: onnxruntime on the CPU, no torch tensors)
+    gets its images on the CPU and so the memory and the store; a judge moved to the GPU
+    reads them where they are."""
+    from tsrx.engine.judges import Judge
+
+    assert Judge("ppocr-like", "no tensors", nn.Identity()).reads_on_host()
+    assert judge().reads_on_host()  # its weights on the CPU
+    assert not judge(own=True).reads_on_host()  # the model's own: never stored
+    assert not judge(Counting().to("meta")).reads_on_host()  # weights on another device

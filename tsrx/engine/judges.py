@@ -78,8 +78,16 @@ class Judge:
         SR images, new with every checkpoint).
         """
         images = images[:, :3]
-        if images.device.type != "cpu" or not len(images):
+        if not len(images):
             return self._read(images)
+        if images.device.type != "cpu":
+            if not self.reads_on_host():
+                return self._read(images)
+            # a judge that computes on the host anyway (ppocr's onnxruntime in a GPU
+            # evaluation): its images move there first, and its readings are remembered and
+            # stored as a CPU evaluation's are (its bicubic and HR rows, two thirds of its
+            # work, then come from the store in every later evaluation of the test set)
+            images = images.detach().to("cpu")
         keys = self._reading_keys(images)
         texts = [self.readings.get(key) for key in keys]
         missing = [i for i, text in enumerate(texts) if text is None]
@@ -104,6 +112,14 @@ class Judge:
             if persist and shelf is not None:  # also what this process read without keeping
                 self.tally["kept"] += shelf.add(key[1], text)
         return out
+
+    def reads_on_host(self) -> bool:
+        """Whether this judge computes on the CPU whatever device the evaluation uses: a
+        frozen judge with no tensor on another device (no tensors at all: ppocr)."""
+        if self.own:
+            return False
+        modules = [m for m in (self.recognizer, self.head) if m is not None]
+        return all(t.device.type == "cpu" for m in modules for t in (*m.parameters(), *m.buffers()))
 
     def _reading_keys(self, images: torch.Tensor) -> list[tuple[Any, ...]]:
         modules = [m for m in (self.recognizer, self.head) if m is not None]
