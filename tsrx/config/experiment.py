@@ -57,8 +57,13 @@ class RunSpec:
     point: dict[str, Any]
     config: dict[str, Any]
     provenance: Provenance = field(default_factory=dict)
-    # need name -> tsrx.config.needs.Upstream
+    # need name -> the one upstream run of that need (tsrx.config.needs.Upstream)
     upstream: dict[str, Upstream] = field(default_factory=dict)
+    variant: str | None = None  # the name of its [[variants]] table, if any
+    axes: tuple[str, ...] = ()  # the keys the file's [grid] varies (needs matches on these)
+    # every upstream run it waits for: one per need it loads from, every run of a need that
+    # only orders the stages
+    waits: list[Upstream] = field(default_factory=list)
 
     @property
     def plugins(self) -> list[str]:
@@ -182,7 +187,8 @@ def _file_of(key: str, prov: Provenance, default: str) -> str:
 
 def _expand_points(
     raw: dict[str, Any], file: str
-) -> tuple[list[tuple[str | None, dict[str, Any]]], list[ConfigIssue]]:
+) -> tuple[list[tuple[str | None, dict[str, Any]]], tuple[str, ...], list[ConfigIssue]]:
+    """(variant name, point) of every run, the keys the grid varies, and the problems."""
     issues: list[ConfigIssue] = []
     grid = raw.pop("grid", {}) or {}
     variants = raw.pop("variants", []) or []
@@ -223,7 +229,7 @@ def _expand_points(
                 "experiment; split it into files, or shorten the axes",
             )
         )
-        return [], issues
+        return [], (), issues
     vlist: list[tuple[str | None, dict[str, Any]]] = []
     if not isinstance(variants, list):
         issues.append(ConfigIssue(file, "variants", "expected [[variants]] tables"))
@@ -259,7 +265,7 @@ def _expand_points(
             point = dict(voverrides)
             point.update({k: val for (k, _), val in zip(axes, combo)})
             points.append((vname, point))
-    return points, issues
+    return points, tuple(k for k, _ in axes), issues
 
 
 def resolve_run(
@@ -385,7 +391,7 @@ def load_experiment(
             )
         load_named_plugins(plugins, path.parent, where=f"{file}:plugins")
     sets = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
-    points, issues = _expand_points(raw, file)
+    points, axes, issues = _expand_points(raw, file)
     bad_name = _name_issue(_file_of("name", prov, file), "name", name, "experiment name")
     if bad_name is not None:
         issues.append(bad_name)
@@ -418,7 +424,7 @@ def load_experiment(
             )
             if tagged not in issues:
                 issues.append(tagged)
-        runs.append(RunSpec(name, rname, point, resolved, run_prov))
+        runs.append(RunSpec(name, rname, point, resolved, run_prov, variant=vname, axes=axes))
     needs: list[Need] = []
     if raw_needs is not None:
         needs, need_issues = parse_needs(raw_needs, prov, file)

@@ -7,13 +7,20 @@
     head = "@rec"
 
 ``FILE:SELECTOR``: FILE is relative to the file that sets it; SELECTOR is a checkpoint
-selector of the upstream run (a name in its ``train.selectors``) or ``last``. ``@NAME``
-may stand for a checkpoint in ``model.init.*`` and ``eval.judge_weights``; a need that
-nothing refers to only orders the stages.
+selector of the upstream run (a name in its ``train.selectors``) or ``last``.
+``FILE:VARIANT:SELECTOR`` takes only the runs of FILE's ``[[variants]]`` table of that
+name. ``@NAME`` may stand for a checkpoint in ``model.init.*`` and ``eval.judge_weights``.
 
-Which upstream run: the one whose grid point agrees with this run's resolved config on
-every key the upstream grid varies (a joint run with ``model.head.type = "mlp"`` loads
-the ``head=mlp`` run of a stage-2 grid over heads). Exactly one must fit.
+Which upstream runs:
+
+- A need that an ``@NAME`` loads from is one run: the one whose grid point agrees with
+  this run's resolved config on every key the upstream grid varies (a joint run with
+  ``model.head.type = "mlp"`` loads the ``head=mlp`` run of a stage-2 grid over heads).
+  Exactly one must fit. Variants are told apart by name only (a variant that sets nothing
+  would fit every run, one that sets ``optim.lr`` would be left out for a key that says
+  nothing about the weights): with several variants, the need names one.
+- A need that nothing refers to only orders the stages: the run waits on every run of FILE
+  (of VARIANT, when named), each variant and grid point.
 
 Everything is checked while the experiment is loaded, before anything is submitted:
 the syntax, that the file exists and loads, cycles, the selector, the ``@NAME``
@@ -50,6 +57,8 @@ class Need:
     file: Path  # the upstream experiment file (absolute)
     select: str  # selector name or "last"
     text: str  # as written, for messages
+    variant: str | None = None  # FILE:VARIANT:SELECTOR: only that variant's runs
+    file_text: str = ""  # FILE as written, for the hints of messages
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Upstream:
     select: str
     checkpoint: Path
     spec: Any  # the upstream RunSpec
+    loads: bool = True  # an @NAME of the downstream run loads its checkpoint (else: ordering)
 
     def record(self) -> dict[str, Any]:
         """What meta.json keeps of it (``tsrx status FILE`` reads this, no torch)."""
@@ -103,10 +113,22 @@ def parse_needs(
             )
             continue
         path_text, _, select = text.rpartition(":")
-        if not path_text or not select:
-            issues.append(ConfigIssue(where, key, f'expected "FILE.toml:SELECTOR", got {text!r}'))
-            continue
+        variant = None
         path = (Path(where).parent / path_text).resolve()
+        if not path.is_file() and ":" in path_text:  # FILE:VARIANT:SELECTOR
+            file_text, _, variant_text = path_text.rpartition(":")
+            with_variant = (Path(where).parent / file_text).resolve()
+            if with_variant.is_file() and variant_text:
+                path_text, variant, path = file_text, variant_text, with_variant
+        if not path_text or not select:
+            issues.append(
+                ConfigIssue(
+                    where,
+                    key,
+                    f'expected "FILE.toml:SELECTOR" or "FILE.toml:VARIANT:SELECTOR", got {text!r}',
+                )
+            )
+            continue
         if not path.is_file():
             issues.append(
                 ConfigIssue(
@@ -114,7 +136,7 @@ def parse_needs(
                 )
             )
             continue
-        needs.append(Need(name, path, select, text))
+        needs.append(Need(name, path, select, text, variant, path_text))
     return needs, issues
 
 
@@ -145,10 +167,14 @@ def _selector_files(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _fits(down: dict[str, Any], up_spec: Any) -> bool:
+    """Whether ``down`` agrees with the upstream run on every key the upstream grid varies.
+
+    A variant's keys are not compared: a variant that sets nothing would fit every run, and
+    one that sets ``optim.lr`` would be told apart by a key that says nothing about the
+    weights. Variants are chosen by name (``FILE:VARIANT:SELECTOR``).
+    """
     missing = object()
-    for key in up_spec.point:
-        if key == "__variant__":
-            continue
+    for key in up_spec.axes:
         here = get_dotted(down, key, missing)
         if here is not missing and here != get_dotted(up_spec.config, key, missing):
             return False
@@ -203,63 +229,136 @@ def cycle_issue(need: Need, stack: tuple[Path, ...], here: Path, file: str) -> C
     return ConfigIssue(file, f"needs.{need.name}", f"stage dependencies form a cycle: {chain}")
 
 
+def _variant_issue(need: Need, up_exp: Any, file: str) -> ConfigIssue | None:
+    """The issue when ``FILE:VARIANT:SELECTOR`` names no variant of FILE."""
+    if need.variant is None:
+        return None
+    variants = list(dict.fromkeys(u.variant for u in up_exp.runs if u.variant is not None))
+    if need.variant in variants:
+        return None
+    has = (
+        f"its variants: {', '.join(variants)}"
+        if variants
+        else f'it has no [[variants]]; write "{need.file_text}:{need.select}"'
+    )
+    return ConfigIssue(
+        file,
+        f"needs.{need.name}",
+        f"{need.text}: {need.variant!r} names no variant of {need.file.name}"
+        f"{suggest(need.variant, variants)}; {has}",
+    )
+
+
+def _selector_issue(need: Need, up_exp: Any, files: dict[str, str]) -> str:
+    """An unknown checkpoint selector; a hint when it is a variant's name."""
+    variants = [u.variant for u in up_exp.runs]
+    hint = (
+        f"; {need.select!r} is a variant of {need.file.name}: write "
+        f'"{need.file_text}:{need.select}:SELECTOR"'
+        if need.select in variants
+        else ""
+    )
+    return (
+        f"{need.text}: unknown checkpoint selector {need.select!r}"
+        f"{suggest(need.select, list(files))}; that run keeps {', '.join(files)} "
+        f"(its train.selectors, and last){hint}"
+    )
+
+
+def _fit_issue(need: Need, pool: list[Any], fits: list[Any]) -> str:
+    """Why a need whose checkpoint is loaded does not resolve to exactly one upstream run."""
+    if not fits:
+        names = ", ".join(u.name for u in pool)
+        return f"{need.text}: no run of it fits; its runs: {names}"
+    names = ", ".join(u.name for u in fits)
+    variants = list(dict.fromkeys(u.variant for u in fits if u.variant is not None))
+    if len(variants) > 1:
+        return (
+            f"{need.text}: {REF}{need.name} loads the weights of one run, but {len(fits)} runs "
+            f"of {need.file} could be it ({names}): its [[variants]] {', '.join(variants)} "
+            f'are told apart by name only; write "{need.file_text}:VARIANT:{need.select}", '
+            f'e.g. "{need.file_text}:{variants[0]}:{need.select}"'
+        )
+    return (
+        f"{need.text}: {len(fits)} of its runs fit ({names}); set the keys its grid varies "
+        f"here, or give it one run; its runs: {names}"
+    )
+
+
 def resolve_needs(exp: Any, needs: list[Need], loaded: dict[Path, Any], file: str) -> None:
     """Pick each run's upstream runs, check them, put checkpoint paths in place of ``@NAME``.
 
     ``loaded``: upstream file -> its loaded Experiment (tsrx.config.experiment loads them, so
     this module never calls back into it). Sets ``exp.upstream`` (need name -> upstream
-    Experiment) and each run's ``upstream``. Raises ConfigError listing every problem.
+    Experiment), each run's ``upstream`` (need name -> its one run) and ``waits`` (every
+    upstream run it waits for). Raises ConfigError listing every problem.
     """
     issues: list[ConfigIssue] = []
     exp.upstream = {n.name: loaded[n.file] for n in needs}
     by_name = {n.name: n for n in needs}
+    bad_variant = set()
+    for need in needs:
+        issue = _variant_issue(need, exp.upstream[need.name], file)
+        if issue is not None:
+            issues.append(issue)
+            bad_variant.add(need.name)
     for spec in exp.runs:
         tag = "" if spec.name == "main" else f" [run {spec.name}]"
         spec.upstream = {}
+        spec.waits = []
+        refs = _refs(spec.config)
+        loaded_by_ref = {name for _, name in refs}
         for need in needs:
+            if need.name in bad_variant:
+                continue
             up_exp = exp.upstream[need.name]
-            fits = [u for u in up_exp.runs if _fits(spec.config, u)]
-            if len(fits) != 1:
-                names = ", ".join(u.name for u in (fits or up_exp.runs))
-                why = (
-                    "no run of it fits"
-                    if not fits
-                    else f"{len(fits)} of its runs fit ({names}); "
-                    "set the keys its grid varies here, or give it one run"
-                )
+            pool = [u for u in up_exp.runs if need.variant in (None, u.variant)]
+            loads = need.name in loaded_by_ref
+            if not any(need.select in _selector_files(u.config) for u in pool):
+                files = _selector_files(pool[0].config)
                 issues.append(
                     ConfigIssue(
-                        file, f"needs.{need.name}", f"{need.text}: {why}; its runs: {names}{tag}"
+                        file, f"needs.{need.name}", _selector_issue(need, up_exp, files) + tag
                     )
                 )
                 continue
-            up = fits[0]
-            files = _selector_files(up.config)
-            if need.select not in files:
-                issues.append(
-                    ConfigIssue(
-                        file,
-                        f"needs.{need.name}",
-                        f"{need.text}: unknown "
-                        f"checkpoint selector {need.select!r}"
-                        f"{suggest(need.select, list(files))}; that run keeps "
-                        f"{', '.join(files)} (its train.selectors, and last){tag}",
+            if loads:  # its checkpoint is loaded: exactly one run
+                chosen = [u for u in pool if _fits(spec.config, u)]
+                if len(chosen) != 1:
+                    why = _fit_issue(need, pool, chosen)
+                    issues.append(ConfigIssue(file, f"needs.{need.name}", f"{why}{tag}"))
+                    continue
+            else:  # it only orders the stages: every run of it (of its variant, when named)
+                chosen = pool
+            ups = []
+            for up in chosen:
+                files = _selector_files(up.config)
+                if need.select not in files:
+                    issues.append(
+                        ConfigIssue(
+                            file, f"needs.{need.name}", _selector_issue(need, up_exp, files) + tag
+                        )
+                    )
+                    break
+                run_dir = Path(up.config["launcher"]["runs_dir"]) / up_exp.name / up.name
+                ups.append(
+                    Upstream(
+                        need.name,
+                        need.file,
+                        up_exp.name,
+                        up.name,
+                        run_dir,
+                        need.select,
+                        run_dir / files[need.select],
+                        up,
+                        loads,
                     )
                 )
-                continue
-            runs_dir = Path(up.config["launcher"]["runs_dir"])
-            run_dir = runs_dir / up_exp.name / up.name
-            spec.upstream[need.name] = Upstream(
-                need.name,
-                need.file,
-                up_exp.name,
-                up.name,
-                run_dir,
-                need.select,
-                run_dir / files[need.select],
-                up,
-            )
-        for key, name in _refs(spec.config):
+            else:
+                spec.waits.extend(ups)
+                if len(ups) == 1:
+                    spec.upstream[need.name] = ups[0]
+        for key, name in refs:
             if name not in by_name:
                 issues.append(
                     ConfigIssue(
@@ -281,3 +380,12 @@ def resolve_needs(exp: Any, needs: list[Need], loaded: dict[Path, Any], file: st
             get_dotted(spec.config, parent)[leaf] = str(up.checkpoint)
     if issues:
         raise ConfigError(dedupe_issues(issues))
+
+
+def records(spec: Any) -> dict[str, dict[str, Any]]:
+    """What a run's meta.json keeps of its upstream runs: need name -> record, or
+    ``NAME:RUN`` -> record for each run of a need that waits on several."""
+    count: dict[str, int] = {}
+    for u in spec.waits:
+        count[u.name] = count.get(u.name, 0) + 1
+    return {(u.name if count[u.name] == 1 else f"{u.name}:{u.run}"): u.record() for u in spec.waits}

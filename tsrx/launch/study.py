@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsrx.config.needs import records
 from tsrx.errors import TsrxError
 from tsrx.launch.submit import Plan, PlannedRun, Submitted
 from tsrx.runfiles import CONFIG
@@ -79,8 +80,8 @@ def _stages(exp: Any) -> list[tuple[Any, list[Any]]]:
         bucket = wanted.setdefault(key, {})
         for spec in specs:
             bucket.setdefault(spec.name, spec)
-            for need, up in spec.upstream.items():
-                visit(e.upstream[need], [up.spec])
+            for up in spec.waits:
+                visit(e.upstream[up.name], [up.spec])
         if key not in order:
             order.append(key)
 
@@ -108,7 +109,8 @@ def plan_study(
         stages.append(p)
         for planned in p.runs:
             sr = StudyRun(planned, p)
-            sr.upstream = [by_dir[Path(u.run_dir)] for u in planned.spec.upstream.values()]
+            ups = dict.fromkeys(Path(u.run_dir) for u in planned.spec.waits)
+            sr.upstream = [by_dir[d] for d in ups]
             by_dir[Path(planned.run_dir)] = sr
             runs.append(sr)
     kinds = {p.launcher for p in stages}
@@ -135,7 +137,10 @@ def _check_upstream_files(runs: list[StudyRun]) -> None:
     """A completed upstream must hold the checkpoint its dependants load."""
     problems = []
     for r in runs:
-        for need, up in r.planned.spec.upstream.items():
+        for up in r.planned.spec.waits:
+            if not up.loads:
+                continue  # a need that only orders the stages loads nothing
+            need = up.name
             src = next(s for s in r.upstream if Path(s.run_dir) == Path(up.run_dir))
             if src.todo == "done" and not Path(up.checkpoint).is_file():
                 problems.append(
@@ -204,9 +209,7 @@ def submit_study(
     for r in study.runs:  # every run directory exists and names its upstream before any job runs
         if r.todo == "submit":
             prepare_run_dir(r.planned.spec, r.stage.runs_dir, force=force, command=command)
-            update_meta(
-                r.run_dir, needs={n: u.record() for n, u in r.planned.spec.upstream.items()}
-            )
+            update_meta(r.run_dir, needs=records(r.planned.spec))
             if study.launcher == "local":
                 mark_queued(r.run_dir)
     event = on_event or (lambda r, what: None)
