@@ -147,16 +147,7 @@ def run(
         )  # warm-up (ONNX session, kernels)
         calls.clear()
         start = time.perf_counter()
-        result = evaluate_model(
-            model,
-            datasets,
-            batch_size=BATCH,
-            device=device,
-            judges=judges,
-            baselines=True,
-            with_predictions=False,
-            precision=precision,
-        )
+        result = evaluate_with_baselines(model, datasets, device, judges, precision)
         seconds = time.perf_counter() - start
         sr_calls = len(calls)
         warm_s, warm_judges = warm_evaluation(device, datasets, result, precision)
@@ -270,7 +261,6 @@ def warm_evaluation(device: str, datasets: dict, cold: dict, precision: str) -> 
     import torch
 
     from tsrx.engine import reading_store
-    from tsrx.engine.evaluator import evaluate_model
     from tsrx.models.joint import JointModel
     from tsrx.registry import SR_BACKBONES
 
@@ -279,7 +269,18 @@ def warm_evaluation(device: str, datasets: dict, cold: dict, precision: str) -> 
     model = JointModel(sr=SR_BACKBONES.build({"type": "tsrn"}, "bench.sr")).to(device).eval()
     judges, _ = build_judges(device)
     start = time.perf_counter()
-    warm = evaluate_model(
+    warm = evaluate_with_baselines(model, datasets, device, judges, precision)
+    seconds = time.perf_counter() - start
+    if warm["baselines"] != cold["baselines"]:
+        raise AssertionError("bench judges: the warm evaluation's baselines differ from the cold")
+    return seconds, judges
+
+
+def evaluate_with_baselines(model, datasets, device, judges, precision) -> dict:
+    """The timed evaluation: SR, bicubic and HR rows read by every judge, in batches of 50."""
+    from tsrx.engine.evaluator import evaluate_model
+
+    return evaluate_model(
         model,
         datasets,
         batch_size=BATCH,
@@ -289,10 +290,6 @@ def warm_evaluation(device: str, datasets: dict, cold: dict, precision: str) -> 
         with_predictions=False,
         precision=precision,
     )
-    seconds = time.perf_counter() - start
-    if warm["baselines"] != cold["baselines"]:
-        raise AssertionError("bench judges: the warm evaluation's baselines differ from the cold")
-    return seconds, judges
 
 
 def beam_search_rows(smoke: bool = False) -> list[dict]:
