@@ -238,3 +238,16 @@ def test_bad_num_samples_value(tmp_path):
     write_raw_lmdb(tmp_path / "db", entries)
     with pytest.raises(TsrxError, match="expected an ASCII integer"):
         make_ds(tmp_path, ["db"])
+
+
+def test_synth_in_a_daemonic_process_makes_its_samples_itself(monkeypatch):
+    """A daemonic process (a multiprocessing worker) may not start children: no pool there."""
+    import multiprocessing
+
+    from tsrx.data import synth
+
+    pool = synth._pool(2, 10_000)
+    assert pool is not None
+    pool.shutdown()
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    assert synth._pool(2, 10_000) is None

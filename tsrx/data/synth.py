@@ -312,6 +312,8 @@ def _pool(workers: int, samples: int) -> ProcessPoolExecutor | None:
     only numpy and Pillow, and a user's script needs no ``__main__`` guard), else spawned."""
     if workers <= 1 or samples < MIN_PARALLEL_SAMPLES:
         return None
+    if multiprocessing.current_process().daemon:  # a daemonic process may have no children
+        return None
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     return ProcessPoolExecutor(workers, mp_context=context)
