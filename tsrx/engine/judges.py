@@ -116,16 +116,19 @@ class Judge:
     def reads_on_host(self) -> bool:
         """Whether this judge computes on the CPU whatever device the evaluation uses: a
         frozen judge with no tensor on another device (no tensors at all: ppocr)."""
-        if self.own:
-            return False
-        modules = [m for m in (self.recognizer, self.head) if m is not None]
-        return all(t.device.type == "cpu" for m in modules for t in (*m.parameters(), *m.buffers()))
+        return not self.own and all(t.device.type == "cpu" for t in self._tensors())
+
+    def _modules(self) -> list[nn.Module]:
+        return [m for m in (self.recognizer, self.head) if m is not None]
+
+    def _tensors(self) -> list[torch.Tensor]:
+        """Every parameter and buffer of the recognizer and head."""
+        return [t for m in self._modules() for t in (*m.parameters(), *m.buffers())]
 
     def _reading_keys(self, images: torch.Tensor) -> list[tuple[Any, ...]]:
-        modules = [m for m in (self.recognizer, self.head) if m is not None]
         state = (
-            tuple(m.training for m in modules),
-            tuple(t._version for m in modules for t in (*m.parameters(), *m.buffers())),
+            tuple(m.training for m in self._modules()),
+            tuple(t._version for t in self._tensors()),
         )
         # the image's dtype and shape are in its digest: the reading store's key too
         header = hashlib.blake2b(
@@ -147,11 +150,7 @@ class Judge:
 
         if self.own or reading_store.root() is None:
             return None
-        modules = [m for m in (self.recognizer, self.head) if m is not None]
-        where = (
-            state,
-            tuple(t.data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())),
-        )
+        where = (state, tuple(t.data_ptr() for t in self._tensors()))
         if self._identity is None or self._identity[0] != where:
             from tsrx.engine.judge_identity import identity
 
