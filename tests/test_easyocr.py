@@ -154,7 +154,7 @@ def test_the_weights_file_is_the_published_one_and_a_wrong_one_is_named(tmp_path
 
 
 def test_judge_needs_no_weights_and_a_missing_wheel_is_named(monkeypatch):
-    from tsrx.engine.judges import build_judges, parse_cli_judges
+    from tsrx.engine.judge_build import build_judges, parse_cli_judges
 
     (judge,) = build_judges({}, cli=parse_cli_judges(["easyocr"]))
     assert judge.name == "easyocr" and "english_g2" in judge.description

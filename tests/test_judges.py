@@ -45,7 +45,7 @@ def parts(tmp_path_factory, tiny_data, tiny_plugin):
 
 
 def test_cli_judges_parse_and_a_name_given_twice_is_an_error():
-    from tsrx.engine.judges import parse_cli_judges
+    from tsrx.engine.judge_build import parse_cli_judges
 
     assert parse_cli_judges(["crnn=a.pth", "ppocr"]) == {"crnn": {"weights": "a.pth"}, "ppocr": {}}
     with pytest.raises(TsrxError, match="'crnn' given twice"):
@@ -55,7 +55,7 @@ def test_cli_judges_parse_and_a_name_given_twice_is_an_error():
 
 
 def test_named_judges_are_built_with_their_weights_and_the_type_follows_the_file(parts):
-    from tsrx.engine.judges import build_judges, parse_cli_judges
+    from tsrx.engine.judge_build import build_judges, parse_cli_judges
 
     tmp = parts["tmp"]
     judges = build_judges(
@@ -78,7 +78,7 @@ def test_named_judges_are_built_with_their_weights_and_the_type_follows_the_file
 
 
 def test_the_older_judge_weights_key_still_works_and_cannot_be_mixed(parts):
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     weights = str(parts["tmp"] / "crnn.pth")
     (judge,) = build_judges({"judge_weights": weights})
@@ -90,7 +90,7 @@ def test_the_older_judge_weights_key_still_works_and_cannot_be_mixed(parts):
 
 
 def test_bad_judges_say_what_is_wrong(parts, monkeypatch):
-    from tsrx.engine.judges import build_judges, parse_cli_judges
+    from tsrx.engine.judge_build import build_judges, parse_cli_judges
 
     tmp = parts["tmp"]
     with pytest.raises(
@@ -134,7 +134,7 @@ def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
     """Two judges: one SR forward per batch; ACC per judge per split and row; acc = first's."""
     from tsrx.data.loader import build_datasets
     from tsrx.engine.evaluator import evaluate_model, result_table
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     tmp, model = parts["tmp"], parts["model"]
     judges = build_judges(
@@ -241,7 +241,7 @@ def test_best_acc_follows_the_named_judge():
 
 
 def test_recognizer_option_still_means_a_crnn_for_a_bare_state_dict(parts):
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     bare = parts["tmp"] / "bare_crnn.pth"
     state = torch.load(parts["tmp"] / "crnn.pth")
@@ -283,7 +283,7 @@ def test_a_judge_reads_each_distinct_image_once_per_state_of_its_weights(parts):
 def test_evaluating_twice_reads_no_image_twice(parts):
     from tsrx.data.loader import build_datasets
     from tsrx.engine.evaluator import evaluate_model
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     tmp, model = parts["tmp"], parts["model"]
     judges = build_judges({"judges": {"a": {"type": "crnn", "weights": str(tmp / "crnn.pth")}}})

@@ -26,7 +26,7 @@ LAYERS = {
           models.text checkpoint published""",
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
           engine.eval_batches engine.evaluator engine.grad_sync engine.judge_identity
-          engine.judges engine.loading engine.loss_module engine.metrics engine.precision
+          engine.judge_build engine.judges engine.loading engine.loss_module engine.metrics engine.precision
           engine.reading_store engine.result_cache engine.rng engine.run engine.runfiles
           engine.signals engine.threads engine.trainer""",
     5: """launch launch.config launch.control launch.job launch.rundir launch.status

@@ -50,7 +50,7 @@ def _acc(preds, labels):
 
 
 def test_ppocr_reads_hr_words_and_far_fewer_bicubic_ones(ppocr, hard):
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     (judge,) = build_judges({}, cli={"ppocr": {}})
     assert judge.name == "ppocr" and "PP-OCRv4" in judge.description

@@ -85,7 +85,7 @@ def parts(tmp_path_factory, tiny_data, tiny_plugin):
 
 
 def crnn_judges(parts):
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     table = {"type": "crnn", "weights": str(parts["tmp"] / "crnn.pth")}
     return build_judges({"judges": {"crnn": table}})

@@ -14,7 +14,7 @@ from tsrx.records import RecordCollector, read_records, to_bytes, write_records
 def _evaluate(parts, protocol):
     from tsrx.data.loader import build_datasets
     from tsrx.engine.evaluator import evaluate_model, take_records
-    from tsrx.engine.judges import build_judges
+    from tsrx.engine.judge_build import build_judges
 
     tmp = parts["tmp"]
     judges = build_judges(

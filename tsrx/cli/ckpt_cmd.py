@@ -215,7 +215,7 @@ def compose_cmd(
     ),
 ) -> None:
     """Load part checkpoints into the whole model in one shot, evaluate once, save one file."""
-    from tsrx.engine.judges import parse_cli_judges
+    from tsrx.engine.judge_build import parse_cli_judges
     from tsrx.errors import TsrxError
 
     judges_cli = parse_cli_judges(judge)  # a wrong spelling fails before anything is built
@@ -241,7 +241,7 @@ def compose_cmd(
     result = None
     if not no_eval:
         from tsrx.engine.evaluator import evaluate_config, result_table, without_predictions
-        from tsrx.engine.judges import build_judges
+        from tsrx.engine.judge_build import build_judges
         from tsrx.engine.loading import resolve_device
 
         dev = resolve_device(device)

@@ -87,7 +87,7 @@ def eval_command(
         readings_line,
         take_records,
     )
-    from tsrx.engine.judges import parse_cli_judges
+    from tsrx.engine.judge_build import parse_cli_judges
     from tsrx.engine.loading import open_checkpoint
     from tsrx.engine.metrics import PROTOCOLS
     from tsrx.engine.precision import check_precision

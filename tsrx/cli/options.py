@@ -4,7 +4,7 @@
 (tsrx.engine.loading.resolve_device). ``--precision``: ``fp32``, ``bf16`` or ``fp16``, the SR
 forward's arithmetic, as ``eval.precision`` (tsrx.engine.precision). ``--judge``:
 ``NAME=WEIGHTS`` or ``NAME`` for a judge that ships its weights
-(tsrx.engine.judges.parse_cli_judges), repeatable.
+(tsrx.engine.judge_build.parse_cli_judges), repeatable.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def build_run(config: dict[str, Any], env: DistEnv, device: torch.device) -> Run
             SELECTORS.build(table, f"train.selectors[{i}]", contract_args={"splits": splits})
         )
     from tsrx.engine.config import eval_section
-    from tsrx.engine.judges import build_judges, validation_judges
+    from tsrx.engine.judge_build import build_judges, validation_judges
 
     eval_cfg = config.get("eval") or {}
     judges = [j.to(device) for j in build_judges(eval_cfg, model, warn=warnings.append)]

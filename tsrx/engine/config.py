@@ -80,7 +80,7 @@ class EvalSection:
     ``textzoom`` reproduces the reference code's numbers (PSNR/SSIM per batch, then
     averaged over batches); ``per-image`` averages per image. ``judges``: named judges,
     each a recognizer table with ``weights`` (``crnn = {type = "crnn", weights = "crnn.pth"}``,
-    ``ppocr = {type = "ppocr", optional = true}``); see tsrx/engine/judges.py. The older
+    ``ppocr = {type = "ppocr", optional = true}``); see tsrx/engine/judge_build.py. The older
     ``judge`` + ``judge_weights`` (one judge) still work, but not next to ``judges``.
     ``precision``: the SR forward of every evaluation (validation, final, ``tsrx eval``;
     ``--precision`` overrides it); its output is compared and read in float32, and the

@@ -102,8 +102,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
-    ``judges`` (tsrx.engine.judges.build_judges: the model's own recognizer first, then the
-    named judges) all read the same SR batch: the model runs once per batch. The first
+    ``judges`` (tsrx.engine.judge_build.build_judges: the model's own recognizer first, then
+    the named judges) all read the same SR batch: the model runs once per batch. The first
     judge is the primary one (``acc``); every judge's accuracy is in ``acc_by_judge``.
     Without ``judges``, the model's own recognizer (if any) judges.
     ``baselines`` adds the bicubic and HR rows, read by every judge; ``env`` shards batches

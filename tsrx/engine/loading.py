@@ -149,7 +149,7 @@ class Loaded:
         warn: Any = None,
     ) -> Loaded:
         """The model's own recognizer, then the config's ``[eval.judges]`` (or ``cli``'s)."""
-        from tsrx.engine.judges import build_judges
+        from tsrx.engine.judge_build import build_judges
 
         self.judges = [
             j.to(self.device)

@@ -24,7 +24,7 @@ def load(
     checkpoint: str | Path, device: str | None = None, judges: list[str] | tuple[str, ...] = ()
 ) -> Loaded:
     """Model, config and reader of a checkpoint (``judges``: ``--judge NAME=WEIGHTS`` values)."""
-    from tsrx.engine.judges import parse_cli_judges
+    from tsrx.engine.judge_build import parse_cli_judges
     from tsrx.engine.loading import open_checkpoint
 
     return open_checkpoint(checkpoint, device=device).with_judges(
