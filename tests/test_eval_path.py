@@ -218,8 +218,9 @@ def _split(n):
 
 @pytest.mark.parametrize("baselines", [False, True])
 def test_a_judge_that_cannot_read_hr_is_called_out(baselines):
-    from tsrx.engine.evaluator import evaluate_model, result_caption
+    from tsrx.engine.evaluator import evaluate_model
     from tsrx.engine.judges import Judge
+    from tsrx.engine.result_view import result_caption
 
     data = {"easy": _split(24)}
     blind = Judge("crnn", "crnn (weights/crnn.pth)", _Blind())

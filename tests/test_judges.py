@@ -133,8 +133,9 @@ def _with_rec(parts):
 def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
     """Two judges: one SR forward per batch; ACC per judge per split and row; acc = first's."""
     from tsrx.data.loader import build_datasets
-    from tsrx.engine.evaluator import evaluate_model, result_table
+    from tsrx.engine.evaluator import evaluate_model
     from tsrx.engine.judge_build import build_judges
+    from tsrx.engine.result_view import result_table
 
     tmp, model = parts["tmp"], parts["model"]
     judges = build_judges(

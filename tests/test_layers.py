@@ -27,7 +27,7 @@ LAYERS = {
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed
           engine.eval_batches engine.evaluator engine.grad_sync engine.judge_identity
           engine.judge_build engine.judges engine.loading engine.loss_module engine.metrics engine.precision
-          engine.reading_store engine.result_cache engine.rng engine.run engine.runfiles
+          engine.reading_store engine.result_cache engine.result_view engine.rng engine.run engine.runfiles
           engine.signals engine.threads engine.trainer""",
     5: """launch launch.config launch.control launch.job launch.rundir launch.status
           launch.study launch.submit

@@ -240,9 +240,10 @@ def compose_cmd(
     model = build_model(config, console=console)
     result = None
     if not no_eval:
-        from tsrx.engine.evaluator import evaluate_config, result_table, without_predictions
+        from tsrx.engine.evaluator import evaluate_config, without_predictions
         from tsrx.engine.judge_build import build_judges
         from tsrx.engine.loading import resolve_device
+        from tsrx.engine.result_view import result_table
 
         dev = resolve_device(device)
         datasets = _test_sets(config, data)

@@ -83,7 +83,6 @@ def eval_command(
     from tsrx.engine.evaluator import (
         evaluate_config,
         evaluation_sets,
-        print_result,
         readings_line,
         take_records,
     )
@@ -91,6 +90,7 @@ def eval_command(
     from tsrx.engine.loading import open_checkpoint
     from tsrx.engine.metrics import PROTOCOLS
     from tsrx.engine.precision import check_precision
+    from tsrx.engine.result_view import print_result
     from tsrx.errors import TsrxError
 
     if protocol is not None and protocol not in PROTOCOLS:

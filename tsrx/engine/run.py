@@ -80,7 +80,7 @@ def run_training(
         if result["state"] == "completed":
             final = trainer.final_evaluation()
             if env.is_main and final is not None:
-                from tsrx.engine.evaluator import print_result
+                from tsrx.engine.result_view import print_result
 
                 if console is None:
                     from rich.console import Console
