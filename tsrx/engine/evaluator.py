@@ -27,7 +27,7 @@ from torch import nn
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine.config import EvalSection
 from tsrx.engine.eval_batches import bicubic_baseline, evaluation_batches
-from tsrx.engine.judges import Judge, own_judge
+from tsrx.engine.judges import Judge, describe, own_judge
 from tsrx.engine.metrics import (
     FIELDS,
     PROTOCOLS,
@@ -189,7 +189,7 @@ def evaluate_model(
     if line:
         log.info(line)
 
-    described = {j.name: j.description for j in judges}
+    described = describe(judges)
     sizes = {name: len(ds) for name, ds in datasets.items()}
 
     def row(name: str, image_acc: MetricAccumulator | None) -> dict[str, Any]:

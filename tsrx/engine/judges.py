@@ -180,6 +180,7 @@ def own_judge(model: nn.Module) -> Judge | None:
 
 
 def describe(judges: list[Judge]) -> dict[str, str]:
+    """Name -> description, in order: a result's ``judges`` and its records' meta."""
     return {j.name: j.description for j in judges}
 
 
