@@ -6,6 +6,7 @@
     python -m bench --only threads       # default vs. set CPU threads, idle vs. loaded
     python -m bench --only judges        # eval speed with crnn + aster + moran + ppocr + easyocr
     python -m bench --only judges --textzoom-size   # ... on all 4,373 images, also on a CPU
+    python -m bench --only judges --judge-precision bf16   # ... the judges reading in bf16
     python -m bench --only train --tsrn-file /tmp/wt/plugins/tsrn.py   # a candidate TSRN
     python -m bench --device cuda --precision bf16 --out bench/results_gpu.json
     python -m bench --only precision     # bf16 against fp32: 100 training losses, PSNR, judges' ACC
@@ -94,6 +95,7 @@ def run_one(name: str, args: argparse.Namespace, done: list[dict]) -> list[dict]
             device=args.device,
             textzoom_size=args.textzoom_size,
             precision=args.precision,
+            judge_precision=args.judge_precision,
         )
     if name == "data":
         return data_rows(args.smoke, [r for r in done if r["item"] == "train"])
@@ -163,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("fp32", "bf16"),
         help="train.precision / eval.precision of the train, eval and zoo rows (the train "
         "bench times tsrx bf16 beside fp32 either way)",
+    )
+    parser.add_argument(
+        "--judge-precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="eval.judge_precision of the judges rows (the precision bench measures both)",
     )
     parser.add_argument("--amp", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help="also time train.compile = true")

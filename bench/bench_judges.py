@@ -12,8 +12,9 @@ proportions) and EXTRAPOLATES the seconds for 4,373 images linearly (rows say so
 or with ``--textzoom-size`` (``textzoom_size=True``), it runs the full size: the whole wall
 time of ``tsrx eval --baselines`` on a TextZoom-size set, against issue 25's target of 5
 minutes on a 2-core CPU. ``--precision bf16`` runs the SR forward as ``eval.precision =
-"bf16"`` does. Per judge, its read time over the same SR batches is timed
-separately. ppocr runs on the host CPU whatever the device (onnxruntime's CPU provider).
+"bf16"`` does, ``--judge-precision bf16`` the judges as ``eval.judge_precision = "bf16"``.
+Per judge, its read time over the same SR batches is timed separately. ppocr runs on the
+host CPU whatever the device (onnxruntime's CPU provider).
 
 Cold and warm: the evaluation above is cold (an empty reading store, in a temporary
 folder); then a second one, of another SR checkpoint (TSRN seeded otherwise) on the same
@@ -102,7 +103,11 @@ def store_at(folder: Path) -> Iterator[None]:
 
 
 def run(
-    smoke: bool = False, device: str = "cpu", textzoom_size: bool = False, precision: str = "fp32"
+    smoke: bool = False,
+    device: str = "cpu",
+    textzoom_size: bool = False,
+    precision: str = "fp32",
+    judge_precision: str = "fp32",
 ) -> list[dict]:
     import torch
 
@@ -147,10 +152,12 @@ def run(
         )  # warm-up (ONNX session, kernels)
         calls.clear()
         start = time.perf_counter()
-        result = evaluate_with_baselines(model, datasets, device, judges, precision)
+        result = evaluate_with_baselines(
+            model, datasets, device, judges, precision, judge_precision
+        )
         seconds = time.perf_counter() - start
         sr_calls = len(calls)
-        warm_s, warm_judges = warm_evaluation(device, datasets, result, precision)
+        warm_s, warm_judges = warm_evaluation(device, datasets, result, precision, judge_precision)
         batches = sum((len(ds) + BATCH - 1) // BATCH for ds in datasets.values())
         # each judge alone on the same SR batches
         per_judge = {}
@@ -163,7 +170,8 @@ def run(
                     batch = collate_batch([ds[j] for j in range(i, min(i + BATCH, len(ds)))])
                     srs.append(model({"lr": batch["lr"].to(device)})["sr"])
         for j in judges:
-            # the evaluation above read these images: timed from scratch, not remembered
+            # the evaluation above read these images (in judge_precision, which it set on
+            # each judge): timed from scratch, not remembered
             j.readings.clear()
             start = time.perf_counter()
             for sr in srs:
@@ -179,6 +187,7 @@ def run(
         "left_out": notes,
         "subset_of_textzoom": sizes,
         "precision": precision,
+        "judge_precision": judge_precision,
     }
     rows = [
         row(
@@ -251,7 +260,9 @@ def run(
     return rows + beam_search_rows(smoke)
 
 
-def warm_evaluation(device: str, datasets: dict, cold: dict, precision: str) -> tuple[float, list]:
+def warm_evaluation(
+    device: str, datasets: dict, cold: dict, precision: str, judge_precision: str
+) -> tuple[float, list]:
     """Seconds of a second ``eval --baselines`` (another SR checkpoint, new judges, shelves
     forgotten: a new process) after the cold one filled the store, and its judges."""
     import torch
@@ -265,7 +276,7 @@ def warm_evaluation(device: str, datasets: dict, cold: dict, precision: str) -> 
     model = JointModel(sr=SR_BACKBONES.build({"type": "tsrn"}, "bench.sr")).to(device).eval()
     judges, _ = build_judges(device)
     start = time.perf_counter()
-    warm = evaluate_with_baselines(model, datasets, device, judges, precision)
+    warm = evaluate_with_baselines(model, datasets, device, judges, precision, judge_precision)
     seconds = time.perf_counter() - start
     if warm["baselines"] != cold["baselines"]:
         raise AssertionError("bench judges: the warm evaluation's baselines differ from the cold")
@@ -281,7 +292,7 @@ def textzoom_size_row(name: str, seconds: float, n: int, total: int, cpu: bool, 
     return row("judges", name, scaled, "s", target, ok, measured_on=n, **extra)
 
 
-def evaluate_with_baselines(model, datasets, device, judges, precision) -> dict:
+def evaluate_with_baselines(model, datasets, device, judges, precision, judge_precision) -> dict:
     """The timed evaluation: SR, bicubic and HR rows read by every judge, in batches of 50."""
     from tsrx.engine.evaluator import evaluate_model
 
@@ -294,6 +305,7 @@ def evaluate_with_baselines(model, datasets, device, judges, precision) -> dict:
         baselines=True,
         with_predictions=False,
         precision=precision,
+        judge_precision=judge_precision,
     )
 
 

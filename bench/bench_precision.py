@@ -14,6 +14,10 @@ baseline and tsrx fp32); here is what it changes, on a synthetic TextZoom-format
   weights (ppocr, easyocr); CRNN, ASTER and MORAN have no trained weights on a bench machine,
   and a random-weight judge reads nothing under either precision (an agreement that says
   nothing), so they are left out and the rows say which judges read.
+- **Judges in bf16** (``eval.judge_precision``): the same model evaluated with the judges
+  reading in fp32 and in bf16 (the SR forward fp32 in both): each judge's accuracy
+  difference on the SR, bicubic and HR rows, and the evaluation's speed ratio. ppocr computes
+  in onnxruntime and reads the same either way (its rows show 0).
 """
 
 from __future__ import annotations
@@ -95,12 +99,23 @@ def run(smoke: bool = False) -> list[dict]:
         config = {"data": {"root": str(root)}}
         sets = evaluation_sets(config, root)
         results, seconds = {}, {}
-        for precision in ("fp32", "bf16"):
+        # (SR forward, judges): fp32 both, the SR forward in bf16, the judges in bf16; the
+        # bicubic and HR rows too (what the judges read there does not depend on the SR
+        # forward), nothing from the reading store (its time is the judges' own)
+        for precision, judge_precision in (("fp32", "fp32"), ("bf16", "fp32"), ("fp32", "bf16")):
             start = time.perf_counter()
-            results[precision] = evaluate_config(
-                model, sets, config, judges=judges, precision=precision, with_predictions=False
+            results[precision, judge_precision] = evaluate_config(
+                model,
+                sets,
+                config,
+                judges=judges,
+                precision=precision,
+                judge_precision=judge_precision,
+                with_predictions=False,
+                baselines=True,
+                reading_store=False,
             )
-            seconds[precision] = time.perf_counter() - start
+            seconds[f"{precision} SR, {judge_precision} judges"] = time.perf_counter() - start
 
     rel = [abs(b - f) / max(abs(f), 1e-12) for f, b in zip(losses["fp32"], losses["bf16"])]
     common = {"steps": steps, "batch": batch, "train_images": train, "train_s": train_s}
@@ -125,7 +140,7 @@ def run(smoke: bool = False) -> list[dict]:
             **common,
         ),
     ]
-    exact, low = results["fp32"]["average"], results["bf16"]["average"]
+    exact, low = results["fp32", "fp32"]["average"], results["bf16", "fp32"]["average"]
     images = sum(test)
     detail = {
         "images": images,
@@ -175,6 +190,52 @@ def run(smoke: bool = False) -> list[dict]:
                 **detail,
             )
         )
+    rows += judge_precision_rows(results["fp32", "fp32"], results["fp32", "bf16"], judges, seconds)
     for note in notes:
         rows.append(row("precision", f"judge left out: {note}", None, ""))
+    return rows
+
+
+def judge_precision_rows(exact: dict, low: dict, judges: list, seconds: dict) -> list[dict]:
+    """``eval.judge_precision = "bf16"`` against fp32, the SR forward fp32 in both: each
+    judge's accuracy difference in points on each row (SR, bicubic, HR), and the evaluation's
+    time (the same images and judges, no reading store)."""
+    rows = []
+    for j in judges:
+        for name, a, b in (
+            ("SR", exact["average"], low["average"]),
+            (
+                "bicubic",
+                exact["baselines"]["bicubic"]["average"],
+                low["baselines"]["bicubic"]["average"],
+            ),
+            ("HR", exact["baselines"]["hr"]["average"], low["baselines"]["hr"]["average"]),
+        ):
+            acc, acc_low = a["acc_by_judge"][j.name], b["acc_by_judge"][j.name]
+            diff = round(abs(acc_low - acc) * 100, 9)  # as above: 0.5 points stays 0.5
+            rows.append(
+                row(
+                    "precision",
+                    f"judges in bf16: |ACC bf16 - fp32|, judge {j.name}, {name} row",
+                    diff,
+                    "points",
+                    f"<= {ACC_TARGET_POINTS}",
+                    diff <= ACC_TARGET_POINTS,
+                    acc_fp32=acc,
+                    acc_bf16=acc_low,
+                    computes_in_torch=bool(list(j.recognizer.parameters())),
+                )
+            )
+    fp32_s, bf16_s = seconds["fp32 SR, fp32 judges"], seconds["fp32 SR, bf16 judges"]
+    rows.append(
+        row(
+            "precision",
+            "judges in bf16: evaluation speed, bf16 / fp32 judges (SR + bicubic + HR rows)",
+            fp32_s / bf16_s,
+            "x",
+            fp32_s=fp32_s,
+            bf16_s=bf16_s,
+            judges=[j.name for j in judges],
+        )
+    )
     return rows

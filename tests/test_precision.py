@@ -105,16 +105,27 @@ def test_eval_cli_precision_overrides_the_config_and_is_shown(tsrn_run, tiny_plu
     out = tsrn_run["tmp"] / "bf16.json"
     common = ["eval", "--ckpt", tsrn_run["ckpt"], "--plugin", tiny_plugin, "--data"]
     proc = _tsrx(
-        *common, tsrn_run["data"], "--precision", "bf16", "--json", out, cwd=tsrn_run["tmp"]
+        *common,
+        tsrn_run["data"],
+        "--precision",
+        "bf16",
+        "--judge-precision",
+        "bf16",
+        "--json",
+        out,
+        cwd=tsrn_run["tmp"],
     )
     assert proc.returncode == 0, proc.stderr
-    assert "precision bf16: the SR forward under autocast (judges read float32)" in proc.stdout
-    assert json.loads(out.read_text())["precision"] == "bf16"
-    for value, message in (
-        ("fp16", "--precision 'fp16' needs a CUDA device"),
-        ("half", "--precision 'half': expected one of fp32, bf16, fp16"),
+    assert "precision bf16: the SR forward under autocast" in proc.stdout
+    assert "judge precision bf16: the judges read under autocast" in proc.stdout
+    written = json.loads(out.read_text())
+    assert written["precision"] == "bf16" and written["judge_precision"] == "bf16"
+    for option, value, message in (
+        ("--precision", "fp16", "--precision 'fp16' needs a CUDA device"),
+        ("--precision", "half", "--precision 'half': expected one of fp32, bf16, fp16"),
+        ("--judge-precision", "fp16", "--judge-precision 'fp16' needs a CUDA device"),
     ):
-        proc = _tsrx(*common, tsrn_run["data"], "--precision", value, cwd=tsrn_run["tmp"])
+        proc = _tsrx(*common, tsrn_run["data"], option, value, cwd=tsrn_run["tmp"])
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 

@@ -18,6 +18,7 @@ from tsrx.cli.options import (
     DEVICE_DEFAULT,
     DEVICE_HELP,
     JUDGE_HELP,
+    JUDGE_PRECISION_HELP,
     PRECISION_HELP,
     RECOGNIZER_MOVED,
 )
@@ -61,6 +62,7 @@ def eval_command(
     baselines: bool = typer.Option(False, "--baselines", help="Add the bicubic and HR rows."),
     device: str = typer.Option(DEVICE_DEFAULT, "--device", help=DEVICE_HELP),
     precision: str = typer.Option(None, "--precision", help=PRECISION_HELP),
+    judge_precision: str = typer.Option(None, "--judge-precision", help=JUDGE_PRECISION_HELP),
     reading_store: bool = typer.Option(
         True,
         "--reading-store/--no-reading-store",
@@ -118,6 +120,8 @@ def eval_command(
     cfg = loaded.config
     if precision is not None:
         check_precision(precision, loaded.device, "--precision")
+    if judge_precision is not None:
+        check_precision(judge_precision, loaded.device, "--judge-precision")
     tallies = [dict(j.tally) for j in loaded.judges]
     result = evaluate_config(
         loaded.model,
@@ -132,6 +136,7 @@ def eval_command(
         records=True,
         precision=precision,
         reading_store=None if reading_store else False,
+        judge_precision=judge_precision,
     )
     line = readings_line(loaded.judges, tallies)
     if line:  # why a second evaluation of the same test set is faster
@@ -170,6 +175,7 @@ def eval_command(
                 ("protocol", result["protocol"]),
                 ("batch_size", result["batch_size"]),
                 ("precision", result["precision"]),
+                ("judge_precision", result["judge_precision"]),
             )
             if v != getattr(configured, k)
         }

@@ -83,8 +83,12 @@ class EvalSection:
     ``ppocr = {type = "ppocr", optional = true}``); see tsrx/engine/judge_build.py. The older
     ``judge`` + ``judge_weights`` (one judge) still work, but not next to ``judges``.
     ``precision``: the SR forward of every evaluation (validation, final, ``tsrx eval``;
-    ``--precision`` overrides it); its output is compared and read in float32, and the
-    judges always read in float32. ``val_judges``: the judges that read during training's
+    ``--precision`` overrides it); its output is compared and read in float32.
+    ``judge_precision``: the arithmetic the judges read in (``--judge-precision``): ``fp32``
+    (exact, the default) or ``bf16`` autocast, about twice as fast for the torch judges on a
+    CPU with bf16 instructions, with readings that differ slightly (docs/performance.md,
+    "Judges in bf16"); a judge that does not compute in torch (ppocr's onnxruntime) reads the
+    same either way. ``val_judges``: the judges that read during training's
     validations (names of ``judges``, ``own`` for the model's recognizer; unset: all of them):
     a slow judge can then read the final test evaluation only, while checkpoints are selected
     by the judges named here. ``reading_store``: frozen judges keep what they read of the
@@ -99,6 +103,7 @@ class EvalSection:
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)
     baselines: bool = False
     precision: Precision = "fp32"
+    judge_precision: Precision = "fp32"
     val_judges: list[str] | None = None
     # frozen judges' readings kept across evaluations and processes (tsrx/engine/reading_store.py)
     reading_store: bool = True

@@ -99,6 +99,7 @@ def evaluate_model(
     records: bool = False,
     precision: str = EVAL_DEFAULTS.precision,
     reading_store: bool = EVAL_DEFAULTS.reading_store,
+    judge_precision: str = EVAL_DEFAULTS.judge_precision,
 ) -> dict[str, Any]:
     """The evaluation result of docs/architecture.md for ``model`` on ``datasets``.
 
@@ -110,8 +111,9 @@ def evaluate_model(
     over DDP ranks (all ranks must call). ``records``: the per-image records
     (tsrx.records) under ``result["records"]``, a :class:`Records` that the caller takes out
     with :func:`take_records` before the result is written as JSON. ``precision``: the model's
-    forward (tsrx.engine.precision; ``eval.precision``); its output goes on in float32, and
-    the judges read in float32 whatever it is. ``reading_store``: frozen judges take what
+    forward (tsrx.engine.precision; ``eval.precision``); its output goes on in float32.
+    ``judge_precision``: what every judge reads in (``eval.judge_precision``; the result
+    records it). ``reading_store``: frozen judges take what
     they read before, in any process, from the reading store (tsrx/engine/reading_store.py)
     and keep their bicubic and HR readings there; the new ones are written when the
     evaluation ends (also one that failed) and the log says how many came from it.
@@ -129,6 +131,9 @@ def evaluate_model(
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     check_precision(precision, device, "eval.precision")
+    check_precision(judge_precision, device, "eval.judge_precision")
+    for j in judges:
+        j.precision = judge_precision
     rows = ["model"] + (["bicubic", "hr"] if baselines else [])
     splits = list(datasets)
     images = {row: MetricAccumulator(protocol, splits) for row in ("model", "bicubic")}
@@ -199,6 +204,7 @@ def evaluate_model(
 
     result = row("model", images["model"])
     result["precision"] = precision
+    result["judge_precision"] = judge_precision
     if not judges:
         result["notes"] = [NO_JUDGE_HINT]
     if baselines:
@@ -242,6 +248,7 @@ def evaluate_config(
     records: bool = False,
     precision: str | None = None,
     reading_store: bool | None = None,
+    judge_precision: str | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_model` under the config's ``[eval]`` settings (each None: the config's
     value, then ``EvalSection``'s default): what every command and the trainer evaluate with."""
@@ -254,6 +261,7 @@ def evaluate_config(
         baselines=baselines,
         precision=precision,
         reading_store=reading_store,
+        judge_precision=judge_precision,
     )
     if settings.protocol not in PROTOCOLS:
         raise TsrxError(
@@ -272,6 +280,7 @@ def evaluate_config(
         records=records,
         precision=settings.precision,
         reading_store=settings.reading_store,
+        judge_precision=settings.judge_precision,
     )
 
 

@@ -49,6 +49,9 @@ class Judge:
         compare=False,
     )
     _identity: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    # the arithmetic it reads in (``eval.judge_precision``, tsrx.engine.precision): part of
+    # a reading's key, in memory and in the store, where it can change the reading
+    precision: str = "fp32"
 
     @torch.no_grad()
     def read(self, images: torch.Tensor, persist: bool = False) -> list[str]:
@@ -119,6 +122,7 @@ class Judge:
         state = (
             tuple(m.training for m in self._modules()),
             tuple(t._version for t in self._tensors()),
+            self._reading_precision(),
         )
         # the image's dtype and shape are in its digest: the reading store's key too
         header = hashlib.blake2b(
@@ -144,11 +148,25 @@ class Judge:
         if self._identity is None or self._identity[0] != where:
             from tsrx.engine.judge_identity import identity
 
-            self._identity = (where, identity(self.recognizer, self.head, self.options))
+            options = self.options
+            if self._reading_precision() != "fp32":  # fp32 keys stay those stored before
+                options = {**(options or {}), "judge_precision": self._reading_precision()}
+            self._identity = (where, identity(self.recognizer, self.head, options))
         found = self._identity[1]
         return reading_store.shelf(*found) if found is not None else None
 
+    def _reading_precision(self) -> str:
+        """The precision its readings depend on: ``fp32`` for a judge without tensors (ppocr:
+        onnxruntime computes whatever torch's autocast says), so its readings are shared."""
+        return self.precision if self._tensors() else "fp32"
+
     def _read(self, images: torch.Tensor) -> list[str]:
+        from tsrx.engine.precision import autocast
+
+        with autocast(self.precision, images.device, f"judge {self.name}: eval.judge_precision"):
+            return self._read_words(images)
+
+    def _read_words(self, images: torch.Tensor) -> list[str]:
         from tsrx.contracts import CTCRecognizer
         from tsrx.models.text import ctc_greedy_decode
 

@@ -46,8 +46,11 @@ def result_caption(result: dict[str, Any]) -> list[str]:
     )
     lines = [f"protocol {result['protocol']}, batch size {result['batch_size']}, {who}"]
     if result.get("precision", "fp32") != "fp32":  # older results: float32
+        lines.append(f"precision {result['precision']}: the SR forward under autocast")
+    if result.get("judge_precision", "fp32") != "fp32":
         lines.append(
-            f"precision {result['precision']}: the SR forward under autocast (judges read float32)"
+            f"judge precision {result['judge_precision']}: the judges read under autocast "
+            "(readings differ slightly from fp32's; onnxruntime judges read the same)"
         )
     return lines + list(result.get("notes") or [])
 
