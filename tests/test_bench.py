@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gpu_dry_run(request, tmp_path_factory):
+    """bench/gpu.sh's CPU dry run, started when this module starts, where its test is
+    selected: its stages run on one thread (``--threads 1``), like the smoke suite's, so on
+    a 2-core machine the two benchmark runs take the time of one instead of two. Yields
+    the process and its output folder; the dry run's test waits for it."""
+    selected = any(
+        item.name == "test_gpu_script_dry_runs_on_the_cpu_and_writes_every_file"
+        for item in request.session.items
+    )
+    if not selected or torch.cuda.is_available():
+        yield None
+        return
+    out_dir = tmp_path_factory.mktemp("gpu_dry_run")
+    with open(out_dir / "stdout.txt", "w") as out, open(out_dir / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(
+            ["bash", str(REPO / "bench" / "gpu.sh")],
+            cwd=out_dir,
+            env={**os.environ, "BENCH_OUT_DIR": str(out_dir)},
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,  # its stages are stopped with it, should a test fail
+        )
+    try:
+        yield proc, out_dir
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def pair(**options):
@@ -206,16 +239,16 @@ def test_smoke_suite_prints_the_table_and_writes_results(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_script_dry_runs_on_the_cpu_and_writes_every_file(tmp_path):
+def test_gpu_script_dry_runs_on_the_cpu_and_writes_every_file(gpu_dry_run):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: bench/gpu.sh would run the full GPU benchmark")
-    proc = subprocess.run(
-        ["bash", str(REPO / "bench" / "gpu.sh")],
-        cwd=tmp_path,
-        env={**os.environ, "BENCH_OUT_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run, tmp_path = gpu_dry_run  # started with the module (the fixture above)
+    run.wait(timeout=600)
+    proc = subprocess.CompletedProcess(
+        run.args,
+        run.returncode,
+        (tmp_path / "stdout.txt").read_text(),
+        (tmp_path / "stderr.txt").read_text(),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "dry run on the CPU" in proc.stderr
