@@ -16,8 +16,9 @@ baseline and tsrx fp32); here is what it changes, on a synthetic TextZoom-format
   nothing), so they are left out and the rows say which judges read.
 - **Judges in bf16** (``eval.judge_precision``): the same model evaluated with the judges
   reading in fp32 and in bf16 (the SR forward fp32 in both): each judge's accuracy
-  difference on the SR, bicubic and HR rows, and the evaluation's speed ratio. ppocr computes
-  in onnxruntime and reads the same either way (its rows show 0).
+  difference on the SR, bicubic and HR rows (their speed: bench_judges, each judge timed in
+  both precisions in alternating rounds). ppocr computes in onnxruntime and reads the same
+  either way (its rows show 0).
 """
 
 from __future__ import annotations
@@ -198,8 +199,9 @@ def run(smoke: bool = False) -> list[dict]:
 
 def judge_precision_rows(exact: dict, low: dict, judges: list, seconds: dict) -> list[dict]:
     """``eval.judge_precision = "bf16"`` against fp32, the SR forward fp32 in both: each
-    judge's accuracy difference in points on each row (SR, bicubic, HR), and the evaluation's
-    time (the same images and judges, no reading store)."""
+    judge's accuracy difference in points on each row (SR, bicubic, HR), with the
+    evaluations' seconds (sequential: their speed is bench_judges' per-judge rows, timed
+    in alternating rounds)."""
     rows = []
     for j in judges:
         for name, a, b in (
@@ -224,18 +226,7 @@ def judge_precision_rows(exact: dict, low: dict, judges: list, seconds: dict) ->
                     acc_fp32=acc,
                     acc_bf16=acc_low,
                     computes_in_torch=bool(list(j.recognizer.parameters())),
+                    eval_s=seconds,
                 )
             )
-    fp32_s, bf16_s = seconds["fp32 SR, fp32 judges"], seconds["fp32 SR, bf16 judges"]
-    rows.append(
-        row(
-            "precision",
-            "judges in bf16: evaluation speed, bf16 / fp32 judges (SR + bicubic + HR rows)",
-            fp32_s / bf16_s,
-            "x",
-            fp32_s=fp32_s,
-            bf16_s=bf16_s,
-            judges=[j.name for j in judges],
-        )
-    )
     return rows
