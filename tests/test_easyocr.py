@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
-from test_eval_cli import _tsrx
+from test_eval_cli import _tsrx_side_by_side
 
 from tsrx.errors import TsrxError
 
@@ -193,9 +193,12 @@ def test_eval_cli_judges_with_easyocr(tmp_path, tiny_data, tiny_plugin):
         tmp_path / "sr.pth", make_checkpoint(build_model(config).state_dict(), config=config)
     )
     common = ["eval", "--ckpt", ckpt, "--plugin", tiny_plugin, "--data", tiny_data, "--baselines"]
-    for how in (["--judge", "easyocr"], []):
-        out = tmp_path / "result.json"
-        proc = _tsrx(*common, *how, "--json", out, cwd=tmp_path)
+    hows = (["--judge", "easyocr"], [])
+    outs = [tmp_path / f"result{i}.json" for i in range(len(hows))]
+    procs = _tsrx_side_by_side(
+        *([*common, *how, "--json", out] for how, out in zip(hows, outs)), cwd=tmp_path
+    )
+    for proc, out in zip(procs, outs):
         assert proc.returncode == 0, proc.stderr
         assert "ACC" in proc.stdout and "easyocr" in proc.stdout
         result = json.loads(out.read_text())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
+from side_by_side import side_by_side
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
 
 
@@ -27,6 +29,15 @@ def _tsrx(*args, cwd, env=None):
         },
     )
     return proc
+
+
+def _tsrx_side_by_side(*calls, cwd, env=None):
+    """Independent ``tsrx`` commands started together (tests/side_by_side.py), one CPU
+    thread each: on a 2-core machine two evaluations take the time of one. Their results,
+    in the order given. OMP_NUM_THREADS too: with TSRX_THREADS alone, two easyocr
+    evaluations side by side spun their OpenMP threads (55 s each instead of 4)."""
+    env = {"TSRX_THREADS": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return side_by_side(*(partial(_tsrx, *args, cwd=cwd, env=env) for args in calls))
 
 
 @pytest.fixture(scope="module")
@@ -138,26 +149,29 @@ def test_foreign_textzoom_checkpoint_with_config(files):
     config = files["tmp"] / "tsrn_small.toml"
     config.write_text('[model]\nsr = { type = "tsrn", blocks = 1, hidden_units = 8 }\n')
     out = files["tmp"] / "foreign.json"
-    proc = _tsrx(
-        "eval",
-        "--ckpt",
-        foreign,
-        "--config",
-        config,
-        "--data",
-        files["data"],
-        "--json",
-        out,
-        "--batch-size",
-        6,
+    # beside it, the same file without --config, which describes a default TSRN
+    proc, without = _tsrx_side_by_side(
+        [
+            "eval",
+            "--ckpt",
+            foreign,
+            "--config",
+            config,
+            "--data",
+            files["data"],
+            "--json",
+            out,
+            "--batch-size",
+            6,
+        ],
+        ["eval", "--ckpt", foreign, "--data", files["data"]],
         cwd=files["tmp"],
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["format"] == "textzoom" and result["average"]["n"] == 18
-    # the same file without --config describes a default TSRN: the shapes say so
-    proc = _tsrx("eval", "--ckpt", foreign, "--data", files["data"], cwd=files["tmp"])
-    assert proc.returncode == 2 and "shape mismatch" in proc.stderr
+    # without --config: the shapes say it is not a default TSRN
+    assert without.returncode == 2 and "shape mismatch" in without.stderr
 
 
 def test_missing_checkpoint_is_a_clear_error(files):

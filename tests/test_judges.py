@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
-from test_eval_cli import _tsrx
+from test_eval_cli import _tsrx_side_by_side
 
 from tsrx.errors import TsrxError
 
@@ -187,21 +187,20 @@ def test_every_judge_reads_the_same_sr_batch_and_the_baselines(parts):
 def test_eval_cli_with_two_judges_prints_one_table(parts):
     tmp = parts["tmp"]
     out = tmp / "two.json"
-    proc = _tsrx(
-        "eval",
-        "--ckpt",
-        parts["ckpt"],
-        "--plugin",
-        parts["plugin"],
-        "--data",
-        parts["data"],
-        "--judge",
-        f"crnn={tmp / 'crnn.pth'}",
-        "--judge",
-        f"other={tmp / 'crnn2.pth'}",
-        "--baselines",
-        "--json",
-        out,
+    common = ["eval", "--ckpt", parts["ckpt"], "--plugin", parts["plugin"], "--data", parts["data"]]
+    # beside it, the same name given twice, which is refused
+    proc, bad = _tsrx_side_by_side(
+        [
+            *common,
+            "--judge",
+            f"crnn={tmp / 'crnn.pth'}",
+            "--judge",
+            f"other={tmp / 'crnn2.pth'}",
+            "--baselines",
+            "--json",
+            out,
+        ],
+        [*common, "--judge", f"crnn={tmp / 'crnn.pth'}", "--judge", f"crnn={tmp / 'crnn2.pth'}"],
         cwd=tmp,
     )
     assert proc.returncode == 0, proc.stderr
@@ -212,20 +211,6 @@ def test_eval_cli_with_two_judges_prints_one_table(parts):
     )
     result = json.loads(out.read_text())
     assert list(result["baselines"]["hr"]["average"]["acc_by_judge"]) == ["crnn", "other"]
-    bad = _tsrx(
-        "eval",
-        "--ckpt",
-        parts["ckpt"],
-        "--plugin",
-        parts["plugin"],
-        "--data",
-        parts["data"],
-        "--judge",
-        f"crnn={tmp / 'crnn.pth'}",
-        "--judge",
-        f"crnn={tmp / 'crnn2.pth'}",
-        cwd=tmp,
-    )
     assert bad.returncode != 0 and "given twice" in bad.stderr
 
 

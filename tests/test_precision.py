@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from side_by_side import side_by_side
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
 
 from tsrx.errors import TsrxError
@@ -37,6 +39,7 @@ def _tsrx(*args, cwd):
             "TSRX_TEST": "1",
             "TSRX_READING_STORE": "off",
             "TSRX_THREADS": "1",
+            "OMP_NUM_THREADS": "1",  # what the refusals run beside
         },
     )
 
@@ -104,28 +107,36 @@ def test_bf16_evaluation_is_close_to_fp32_and_fp32_is_exact(tsrn_run):
 def test_eval_cli_precision_overrides_the_config_and_is_shown(tsrn_run, tiny_plugin):
     out = tsrn_run["tmp"] / "bf16.json"
     common = ["eval", "--ckpt", tsrn_run["ckpt"], "--plugin", tiny_plugin, "--data"]
-    proc = _tsrx(
-        *common,
-        tsrn_run["data"],
-        "--precision",
-        "bf16",
-        "--judge-precision",
-        "bf16",
-        "--json",
-        out,
-        cwd=tsrn_run["tmp"],
+    refused = (
+        ("--precision", "fp16", "--precision 'fp16' needs a CUDA device"),
+        ("--precision", "half", "--precision 'half': expected one of fp32, bf16, fp16"),
+        ("--judge-precision", "fp16", "--judge-precision 'fp16' needs a CUDA device"),
+    )
+    # the refusals run beside the evaluation (tests/side_by_side.py)
+    proc, *refusals = side_by_side(
+        partial(
+            _tsrx,
+            *common,
+            tsrn_run["data"],
+            "--precision",
+            "bf16",
+            "--judge-precision",
+            "bf16",
+            "--json",
+            out,
+            cwd=tsrn_run["tmp"],
+        ),
+        *(
+            partial(_tsrx, *common, tsrn_run["data"], option, value, cwd=tsrn_run["tmp"])
+            for option, value, _ in refused
+        ),
     )
     assert proc.returncode == 0, proc.stderr
     assert "precision bf16: the SR forward under autocast" in proc.stdout
     assert "judge precision bf16: the judges read under autocast" in proc.stdout
     written = json.loads(out.read_text())
     assert written["precision"] == "bf16" and written["judge_precision"] == "bf16"
-    for option, value, message in (
-        ("--precision", "fp16", "--precision 'fp16' needs a CUDA device"),
-        ("--precision", "half", "--precision 'half': expected one of fp32, bf16, fp16"),
-        ("--judge-precision", "fp16", "--judge-precision 'fp16' needs a CUDA device"),
-    ):
-        proc = _tsrx(*common, tsrn_run["data"], option, value, cwd=tsrn_run["tmp"])
+    for (_, _, message), proc in zip(refused, refusals, strict=True):
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 from test_engine_helpers import tiny_data, tiny_plugin, write_experiment  # noqa: F401
-from test_eval_cli import _tsrx
+from test_eval_cli import _tsrx, _tsrx_side_by_side
 from torch import nn
 
 from tsrx.engine import reading_store
@@ -374,14 +374,17 @@ def test_tsrx_eval_says_where_its_readings_came_from(parts, tmp_path):
         f"crnn={parts['tmp'] / 'crnn.pth'}",
         "--baselines",
     ]
+    # beside the first, one told not to use the store (it prints no store line, even while
+    # the store fills); then a second evaluation, with the store filled
     env = {"TSRX_READING_STORE": str(tmp_path / "readings")}
-    cold, warm = (_tsrx(*args, cwd=tmp_path, env=env) for _ in range(2))
+    env |= {"TSRX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    cold, off = _tsrx_side_by_side(args, [*args, "--no-reading-store"], cwd=tmp_path, env=env)
+    warm = _tsrx(*args, cwd=tmp_path, env=env)  # one thread too: the same table as the first
     assert cold.returncode == 0 and warm.returncode == 0, cold.stderr + warm.stderr
     n = sum(len(ds) for ds in parts["test"].values())
     assert "judges: 0 reading(s) from the reading store" in cold.stderr
     assert f"judges: {2 * n} reading(s) from the reading store" in warm.stderr
     assert cold.stdout.replace("\n", "") == warm.stdout.replace("\n", "")  # the same table
-    off = _tsrx(*args, "--no-reading-store", cwd=tmp_path, env=env)
     assert off.returncode == 0 and "reading store" not in off.stderr
 
 
