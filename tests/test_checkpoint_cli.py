@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
+from side_by_side import side_by_side
 from typer.testing import CliRunner
 
 from tsrx.checkpoint import load_checkpoint
@@ -48,15 +50,18 @@ def parts(workdir):
 
 
 def test_inspect_shows_format_parts_and_info(parts, workdir):
-    out = tsrx("ckpt", "inspect", "model_best.pth", cwd=workdir)
+    out, crnn = side_by_side(
+        partial(tsrx, "ckpt", "inspect", "model_best.pth", cwd=workdir),
+        partial(tsrx, "ckpt", "inspect", "crnn.pth", "--keys", cwd=workdir),
+    )
     assert out.returncode == 0, out.stderr
     assert "format textzoom" in out.stdout and "info.iters: 77" in out.stdout
     n_sr = sum(p.numel() for p in parts.sr.parameters())  # without STN no other float buffers
     assert f"{n_sr:,}" in out.stdout
-    out = tsrx("ckpt", "inspect", "crnn.pth", "--keys", cwd=workdir)
-    assert out.returncode == 0, out.stderr
+    assert crnn.returncode == 0, crnn.stderr
     assert (
-        "format crnn" in out.stdout and "recognizer.rnn.1.embedding.weight (37, 512)" in out.stdout
+        "format crnn" in crnn.stdout
+        and "recognizer.rnn.1.embedding.weight (37, 512)" in crnn.stdout
     )
 
 

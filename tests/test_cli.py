@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 
+from side_by_side import side_by_side
 from typer.testing import CliRunner
 
 from tsrx import __version__
@@ -37,17 +39,22 @@ def test_help_does_not_import_torch():
 
 def test_bad_input_is_one_paragraph_exit_2_and_debug_shows_traceback(tmp_path):
     (tmp_path / "e.toml").write_text("[train]\nstepz = 3\n")
-    out = tsrx("config", "validate", "e.toml", cwd=tmp_path)
+    out, debug = side_by_side(
+        partial(tsrx, "config", "validate", "e.toml", cwd=tmp_path),
+        partial(tsrx, "--debug", "config", "validate", "e.toml", cwd=tmp_path),
+    )
     assert out.returncode == 2
     assert "e.toml:train.stepz: unknown key (did you mean 'steps'?)" in out.stderr
     assert "Traceback" not in out.stderr
-    out = tsrx("--debug", "config", "validate", "e.toml", cwd=tmp_path)
-    assert out.returncode != 0 and "Traceback" in out.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
 def test_config_show_prints_resolved_toml_per_run(tmp_path):
     (tmp_path / "g.toml").write_text('[grid]\n"train.steps" = [3, 4]\n')
-    out = tsrx("config", "show", "g.toml", "--set", "train.batch_size=8", cwd=tmp_path)
+    out, nope = side_by_side(
+        partial(tsrx, "config", "show", "g.toml", "--set", "train.batch_size=8", cwd=tmp_path),
+        partial(tsrx, "config", "show", "g.toml", "--run", "nope", cwd=tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("# run: steps=") == 2
     assert "batch_size = 8" in out.stdout and "steps = 4" in out.stdout
@@ -55,13 +62,14 @@ def test_config_show_prints_resolved_toml_per_run(tmp_path):
 
     first = out.stdout.split("# run: ")[1].split("\n", 1)[1]
     assert tomllib.loads(first)["train"]["steps"] == 3
-    out = tsrx("config", "show", "g.toml", "--run", "nope", cwd=tmp_path)
-    assert out.returncode == 2 and "names no run" in out.stderr
+    assert nope.returncode == 2 and "names no run" in nope.stderr
 
 
 def test_missing_file_and_malformed_toml(tmp_path):
-    out = tsrx("config", "validate", "absent.toml", cwd=tmp_path)
-    assert out.returncode == 2 and "absent.toml: experiment file not found" in out.stderr
     (tmp_path / "bad.toml").write_text("[train\n")
-    out = tsrx("config", "validate", "bad.toml", cwd=tmp_path)
-    assert out.returncode == 2 and "bad.toml:1:" in out.stderr and "malformed TOML" in out.stderr
+    out, bad = side_by_side(
+        partial(tsrx, "config", "validate", "absent.toml", cwd=tmp_path),
+        partial(tsrx, "config", "validate", "bad.toml", cwd=tmp_path),
+    )
+    assert out.returncode == 2 and "absent.toml: experiment file not found" in out.stderr
+    assert bad.returncode == 2 and "bad.toml:1:" in bad.stderr and "malformed TOML" in bad.stderr

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from side_by_side import side_by_side
 
 from tsrx.config.experiment import load_experiment
 from tsrx.errors import ConfigError
@@ -74,12 +76,14 @@ def test_validate_refuses_what_train_refuses_and_train_creates_no_run_dir(
 ):
     write(tmp_path / "base.toml", BASE)
     write(tmp_path / "e.toml", 'extends = "base.toml"\n' + body)
-    res = tsrx("config", "validate", "e.toml", cwd=tmp_path)
+    res, train = side_by_side(
+        partial(tsrx, "config", "validate", "e.toml", cwd=tmp_path),
+        partial(tsrx, "train", "e.toml", "--runs-dir", "runs", cwd=tmp_path),
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     # the file that deleted the table is named, not the base that set it
     assert f"e.toml:{key}: {message}" in res.stderr, res.stderr
-    res = tsrx("train", "e.toml", "--runs-dir", "runs", cwd=tmp_path)
-    assert res.returncode == 2 and f"e.toml:{key}: {message}" in res.stderr, res.stderr
+    assert train.returncode == 2 and f"e.toml:{key}: {message}" in train.stderr, train.stderr
     assert not (tmp_path / "runs").exists()
 
 

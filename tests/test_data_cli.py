@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 from PIL import Image
+from side_by_side import side_by_side
 from test_data_support import good_entries, write_raw_lmdb
 
 
@@ -29,7 +31,12 @@ def test_synth_inspect_check(tmp_path):
     manifest = json.loads((out / "synth.json").read_text())
     assert manifest["test"] == [3, 4, 5] and manifest["fonts"] == ["builtin"]
 
-    r = tsrx("data", "inspect", out, "-o", tmp_path / "sheet.png", "--json")
+    # three commands that only read the set, side by side
+    r, easy, check = side_by_side(
+        partial(tsrx, "data", "inspect", out, "-o", tmp_path / "sheet.png", "--json"),
+        partial(tsrx, "data", "inspect", out / "test" / "easy"),
+        partial(tsrx, "data", "check", out),
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert [s["name"] for s in info["splits"]] == [
@@ -48,12 +55,10 @@ def test_synth_inspect_check(tmp_path):
     with Image.open(tmp_path / "sheet.png") as sheet:
         assert sheet.width > 500 and sheet.height > 200
 
-    r = tsrx("data", "inspect", out / "test" / "easy")
-    assert r.returncode == 0 and "easy" in r.stdout
+    assert easy.returncode == 0 and "easy" in easy.stdout
 
-    r = tsrx("data", "check", out)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "test/hard: 5 entries, ok" in r.stdout
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "test/hard: 5 entries, ok" in check.stdout
 
 
 def test_synth_refuses_a_non_empty_folder(tmp_path):
@@ -70,7 +75,10 @@ def test_check_reports_every_problem_and_fails(tmp_path):
     entries[b"label-000000004"] = b"abc"
     write_raw_lmdb(tmp_path / "root" / "test" / "easy", entries)
     write_raw_lmdb(tmp_path / "root" / "train1", good_entries(2))
-    r = tsrx("data", "check", tmp_path / "root")
+    r, digit = side_by_side(
+        partial(tsrx, "data", "check", tmp_path / "root"),
+        partial(tsrx, "data", "check", tmp_path / "root", "--voc-type", "digit"),
+    )
     assert r.returncode == 1
     assert "train1: 2 entries, ok" in r.stdout
     assert "test/easy: 4 entries, 2 bad" in r.stdout
@@ -79,8 +87,7 @@ def test_check_reports_every_problem_and_fails(tmp_path):
         "(split test/easy) index 3: 'image_hr-000000003': cannot decode image (not an image"
         in r.stdout
     )
-    r = tsrx("data", "check", tmp_path / "root", "--voc-type", "digit")
-    assert "index 4: label 'abc' has no character of vocabulary 'digit'" in r.stdout
+    assert "index 4: label 'abc' has no character of vocabulary 'digit'" in digit.stdout
 
 
 def test_not_a_data_set(tmp_path):

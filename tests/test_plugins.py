@@ -8,9 +8,11 @@ import os
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from side_by_side import side_by_side
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,12 +120,17 @@ def test_readme_plugin_package_is_discovered_and_used(installed_readme_plugin):
 def test_autoload_switch_disables_third_party_but_keeps_builtins(installed_readme_plugin):
     root, site = installed_readme_plugin
     env = tsrx_env(site, TSRX_NO_PLUGIN_AUTOLOAD="1")
-    listing = run([sys.executable, "-m", "tsrx", "plugins", "list", "--json"], root, env)
+    listing, bad = side_by_side(
+        partial(run, [sys.executable, "-m", "tsrx", "plugins", "list", "--json"], root, env),
+        partial(
+            run,
+            [sys.executable, "-m", "tsrx", "config", "validate", "experiments/my_gated.toml"],
+            root,
+            env,
+        ),
+    )
     names = {(r["registry"], r["name"]) for r in json.loads(listing.stdout)["components"]}
     assert ("head", "gated") not in names and ("head", "mlp") in names
-    bad = run(
-        [sys.executable, "-m", "tsrx", "config", "validate", "experiments/my_gated.toml"], root, env
-    )
     assert bad.returncode == 2 and "unknown head 'gated'" in bad.stderr
 
 
@@ -155,8 +162,21 @@ def test_broken_plugin_is_reported_and_skipped(tmp_path):
         tsrx_env(),
     )
     assert proc.returncode == 0, proc.stderr
-    listing = run(
-        [sys.executable, "-m", "tsrx", "plugins", "list", "--json"], tmp_path, tsrx_env(site)
+    # an experiment naming an unknown component sees the failure in its error (beside the list)
+    (tmp_path / "e.toml").write_text('[model.head]\ntype = "broken_head"\n')
+    listing, bad = side_by_side(
+        partial(
+            run,
+            [sys.executable, "-m", "tsrx", "plugins", "list", "--json"],
+            tmp_path,
+            tsrx_env(site),
+        ),
+        partial(
+            run,
+            [sys.executable, "-m", "tsrx", "config", "validate", "e.toml"],
+            tmp_path,
+            tsrx_env(site),
+        ),
     )
     assert listing.returncode == 0
     data = json.loads(listing.stdout)
@@ -164,11 +184,6 @@ def test_broken_plugin_is_reported_and_skipped(tmp_path):
     assert failed and failed[0]["package"] == "tsrx-broken"
     assert "missing CUDA extension" in failed[0]["error"]
     assert any(r["name"] == "mlp" for r in data["components"])
-    # an experiment naming an unknown component sees the failure in its error
-    (tmp_path / "e.toml").write_text('[model.head]\ntype = "broken_head"\n')
-    bad = run(
-        [sys.executable, "-m", "tsrx", "config", "validate", "e.toml"], tmp_path, tsrx_env(site)
-    )
     assert bad.returncode == 2 and "missing CUDA extension" in bad.stderr
 
 
@@ -236,11 +251,13 @@ def test_skipped_plugin_warning_prints_once_per_command(tmp_path):
         "subprocess.run([sys.executable, '-c', 'from tsrx.plugins import load_plugins; "
         "load_plugins()'], check=True)\n"
     )
-    proc = run([sys.executable, "-c", code], tmp_path, env)
+    # beside it, `plugins list`, which reports the failure in its own words, once
+    proc, listing = side_by_side(
+        partial(run, [sys.executable, "-c", code], tmp_path, env),
+        partial(run, [sys.executable, "-m", "tsrx", "plugins", "list", "head"], tmp_path, env),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("skipped plugin 'broken'") == 1, proc.stderr
-    # `plugins list` reports the failure in its own words, once
-    listing = run([sys.executable, "-m", "tsrx", "plugins", "list", "head"], tmp_path, env)
     assert (listing.stdout + listing.stderr).count("missing CUDA extension") == 1
 
 

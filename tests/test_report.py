@@ -7,9 +7,11 @@ import io
 import json
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import typer
+from side_by_side import side_by_side
 from test_report_fixtures import (
     AVG_BEST_ACC,
     HEADS,
@@ -339,10 +341,15 @@ def test_tsrx_report_through_the_real_entry_point(tmp_path):
         "--format",
         "md",
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res, bad = side_by_side(
+        partial(subprocess.run, cmd, capture_output=True, text=True),
+        partial(
+            subprocess.run,
+            cmd[:3] + ["report", str(exp), "--rows", "arch"],
+            capture_output=True,
+            text=True,
+        ),
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(NOTEBOOK_AVG_BEST_ACC)
-    bad = subprocess.run(
-        cmd[:3] + ["report", str(exp), "--rows", "arch"], capture_output=True, text=True
-    )
     assert bad.returncode == 2 and "--rows 'arch': not a grid axis" in bad.stderr
