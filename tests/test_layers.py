@@ -20,8 +20,8 @@ LAYERS = {
     0: """tsrx errors runfiles records process writer console""",
     1: """config config.load config.schema config.sections config.toml_write""",
     2: """plugins registry contracts checkpoint_components config.experiment config.needs""",
-    3: """data data.cache data.config data.inspect data.lmdb_io data.loader data.roots data.samples
-          data.synth data.synth_words data.textzoom data.transforms
+    3: """data data.cache data.config data.holdout data.inspect data.lmdb_io data.loader data.roots
+          data.samples data.synth data.synth_words data.textzoom data.transforms
           models models.build models.config models.joint models.recognition
           models.text checkpoint published""",
     4: """engine engine.build engine.callbacks engine.config engine.data_stats engine.distributed

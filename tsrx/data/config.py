@@ -53,6 +53,12 @@ class DataSection:
     train: Dataset | None = None
     val: dict[str, Dataset] = field(default_factory=dict)
     test: dict[str, Dataset] = field(default_factory=dict)
+    # N training images as the validation split "holdout" (not trained on), when [data.val]
+    # is empty; which ones: a seeded order of their own (tsrx.data.holdout), not the run's seed.
+    # None = 0 (none held out, seed 0), and not written into a run's config.toml: run
+    # directories made before these keys existed keep matching their config
+    holdout: Annotated[int, NonNegative] | None = None
+    holdout_seed: int | None = None
     hr_size: list[Annotated[int, Positive]] = field(default_factory=lambda: [32, 128])
     lr_size: list[Annotated[int, Positive]] = field(default_factory=lambda: [16, 64])
     mask: bool = True
@@ -77,6 +83,28 @@ class DataSection:
                     self.synth = {k: v for k, v in synth.items() if k != "root"}  # type: ignore[assignment]
                 elif synth is not None:
                     synth.root = None
+
+    def cross_check(self) -> list[tuple[str, str]]:
+        """A validation split comes from one place: [data.val], or data.holdout."""
+        issues = []
+        if self.holdout and self.val:
+            issues.append(
+                (
+                    "data.holdout",
+                    f"data.holdout = {self.holdout} and [data.val] "
+                    f"({', '.join(self.val)}) both name the validation split: choose one "
+                    "(data.holdout takes it from the training set; set it to 0 to use [data.val])",
+                )
+            )
+        if self.holdout and not self.train:
+            issues.append(
+                (
+                    "data.holdout",
+                    f"data.holdout = {self.holdout} holds out training images, but [data.train] "
+                    "is not set",
+                )
+            )
+        return issues
 
 
 section("data")(DataSection)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -189,17 +189,35 @@ def build_datasets(
 ) -> tuple[SampleDataset | None, dict[str, SampleDataset], dict[str, SampleDataset]]:
     """(train or None, val splits, test splits) from a resolved ``[data]`` section.
 
-    ``val`` defaults to ``test`` when empty; split names are kept as written.
+    With ``data.holdout = N`` (and no ``[data.val]``), ``val`` is ``{"holdout": N training
+    images}`` and ``train`` the rest (tsrx.data.holdout). Otherwise ``val`` defaults to
+    ``test`` when empty; split names are kept as written.
     """
+    from tsrx.data.holdout import HOLDOUT, PartOf, holdout_settings, split_positions
+
+    count, seed = holdout_settings(data_cfg)
+    val_tables = data_cfg.get("val") or {}
+    if count and val_tables:
+        raise TsrxError(
+            f"data.holdout = {count} and [data.val] ({', '.join(val_tables)}) both name the "
+            "validation split: choose one"
+        )
     train = None
     if data_cfg.get("train"):
         train = build_dataset(data_cfg["train"], data_cfg, "data.train")
+    elif count:
+        raise TsrxError(f"data.holdout = {count} needs [data.train] to hold images out of")
     test = {
         name: build_dataset(t, data_cfg, f"data.test.{name}")
         for name, t in (data_cfg.get("test") or {}).items()
     }
-    val_tables = data_cfg.get("val") or {}
     val = {name: build_dataset(t, data_cfg, f"data.val.{name}") for name, t in val_tables.items()}
+    if count and train is not None:
+        roots = ", ".join(str(s.path) for s in getattr(train, "splits", []))
+        what = f"data.train ({roots})" if roots else "data.train"
+        held, rest = split_positions(len(cast(Sized, train)), count, seed, what)
+        val = {HOLDOUT: PartOf(train, held, HOLDOUT)}
+        train = PartOf(train, rest, "train")
     if not val:
         val = dict(test)
     return train, val, test

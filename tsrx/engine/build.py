@@ -177,7 +177,9 @@ def build_run(config: dict[str, Any], env: DistEnv, device: torch.device) -> Run
         config["sched"], "sched", optimizer=optimizer, total_steps=train_cfg["steps"]
     )
     selectors = []
-    splits = list(data_cfg.get("val") or data_cfg.get("test") or ("easy", "medium", "hard"))
+    from tsrx.data.holdout import selection_on_test_warning, validation_splits
+
+    splits = validation_splits(data_cfg)
     for i, s in enumerate(train_cfg["selectors"]):
         table = {"type": s} if isinstance(s, str) else s
         selectors.append(
@@ -196,6 +198,9 @@ def build_run(config: dict[str, Any], env: DistEnv, device: torch.device) -> Run
             "recognizer, and [eval] judges / val_judges name none), so it has no accuracy"
         )
 
+    on_test = selection_on_test_warning(data_cfg)
+    if on_test:
+        warnings.append(on_test)
     if env.is_main:
         ensure_synth(data_cfg)
     from tsrx.engine.distributed import barrier

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tsrx.data.holdout import validation_record
 from tsrx.data.roots import is_synthetic
 from tsrx.engine import distributed as dist_utils
 from tsrx.engine import signals
@@ -391,9 +392,11 @@ class Trainer:
                 log.warning("could not cache the test result of %s: %s", checkpoint, exc)
 
     def _validation_is_final(self) -> bool:
+        from tsrx.data.holdout import validation_source
+
         data = self.config.get("data") or {}
-        # val defaults to test, and the final evaluation falls back to val
-        same_splits = not data.get("val") or not data.get("test") or data["val"] == data["test"]
+        # val defaults to test (without data.holdout), and the final evaluation falls back to val
+        same_splits = validation_source(data) == "test" or not data.get("test")
         return (
             self._last_val is not None
             and self._last_val[0] == self.step
@@ -593,6 +596,8 @@ class Trainer:
             "plugins": plugin_records(),
             # made by data.synth / tsrx data synth: every table marks it (not TextZoom)
             "synthetic_data": is_synthetic((self.config.get("data") or {}).get("root", "")),
+            # what the selectors chose on: [data.val], the held-out training images, or test
+            "validation": validation_record(self.config.get("data") or {}),
         }
         if self.env.is_main:
             atomic_json(self.run_dir / SUMMARY, summary)

@@ -188,12 +188,14 @@ def _validation_records(run_dir: Path, step: Any) -> Path | None:
 
 
 def validates_on_test(config: dict[str, Any] | None) -> bool:
-    """Whether a run validated on its test splits (the trainer's rule: no ``[data.val]``, or
-    the same tables as ``[data.test]``); False when the config is unknown."""
+    """Whether a run validated on its test splits (the trainer's rule: no ``[data.val]`` and no
+    ``data.holdout``, or the same tables as ``[data.test]``); False when the config is unknown."""
+    from tsrx.data.holdout import validation_source
+
     if not isinstance(config, dict):
         return False
     data = config.get("data") or {}
-    return isinstance(data, dict) and (not data.get("val") or data.get("val") == data.get("test"))
+    return isinstance(data, dict) and validation_source(data) in ("test", "none")
 
 
 def _selector_of(entry: Any) -> Selected | None:
