@@ -165,3 +165,43 @@ def _config(run_dir):
     from tsrx.config.load import tomllib
 
     return tomllib.loads((run_dir / "config.toml").read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_and_data_workers_train_and_validate_on_the_same_split(
+    tmp_path, tiny_data, tiny_plugin
+):
+    """DDP shards the 30 images left to train on and the 10 held out (1 vs 2 gloo processes,
+    one data worker each: the split travels to the workers), as it does the whole set."""
+    from test_engine_helpers import weights
+
+    from tsrx.cli.train_cmd import train_run_dir
+    from tsrx.records import read_records
+
+    dirs = {}
+    for name, nproc in (("one", 1), ("two", 2)):
+        exp = write_experiment(tmp_path, tiny_data, tiny_plugin, name)
+        dirs[name] = prepare(exp, tmp_path / "runs", ["data.holdout=10", "data.num_workers=1"])
+        assert train_run_dir(dirs[name], nproc, "cpu") == "completed"
+    w1, w2 = weights(dirs["one"] / "last.pth"), weights(dirs["two"] / "last.pth")
+    for k in w1:  # the same global batches: both ranks drew from the same 30 images
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+    step = metrics(dirs["one"], "val")[-1]["step"]
+    r1, r2 = (read_records(d / "records" / f"val-step{step:08d}.npz") for d in dirs.values())
+    assert len(r1) == 10 and r1.same_images(r2) and r1.splits == [HOLDOUT]
+    assert len(set(r1.index.tolist())) == 10  # 1-based training positions: one per image
+
+
+def test_report_columns_never_read_the_holdout_split_as_hard():
+    from tsrx.report.tables import columns_for, split_columns
+
+    assert split_columns(["easy", "medium", "hard"]) == {"easy": "E", "medium": "M", "hard": "H"}
+    assert columns_for([HOLDOUT]) == [
+        "holdout-ACC",
+        "A-ACC",
+        "holdout-PSNR",
+        "A-PSNR",
+        "holdout-SSIM",
+        "A-SSIM",
+    ]
+    assert split_columns(["small", "easy"]) == {"small": "S", "easy": "E"}

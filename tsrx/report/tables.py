@@ -139,13 +139,23 @@ class Report:
     pooled_notes: list[str] = field(default_factory=list)
 
 
+# E, M and H read as TextZoom's splits: another split with one of these initials (data.holdout's
+# "holdout") keeps its full name
+TEXTZOOM_LETTERS = {"E": "easy", "M": "medium", "H": "hard"}
+
+
 def split_columns(splits: list[str]) -> dict[str, str]:
-    """Split name -> column letter: easy -> E; names whose initials clash keep their full name."""
+    """Split name -> column letter: easy -> E; names whose initials clash (with each other, with
+    A for the average, or with E/M/H of another name than TextZoom's) keep their full name."""
     initials = [s[:1].upper() for s in splits]
-    return {
-        s: (s[:1].upper() if initials.count(s[:1].upper()) == 1 and s[:1].upper() != "A" else s)
-        for s in splits
-    }
+
+    def letter(s: str) -> str:
+        i = s[:1].upper()
+        if initials.count(i) != 1 or i == "A" or TEXTZOOM_LETTERS.get(i, s.lower()) != s.lower():
+            return s
+        return i
+
+    return {s: letter(s) for s in splits}
 
 
 def metric_keys(judges: list[str]) -> list[tuple[str, str | None, str]]:
