@@ -67,6 +67,8 @@ def test_zoo_trains_every_backbone_and_reports_one_table(workdir):
             "--set",
             "data.synth.test=[2, 2, 2]",
             "--set",
+            "data.holdout=2",
+            "--set",
             "data.num_workers=0",
             "--set",
             "train.steps=1",
