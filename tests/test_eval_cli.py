@@ -79,6 +79,7 @@ def test_eval_prints_one_table_and_writes_json_with_predictions(files):
         out,
         "--baselines",
         cwd=files["tmp"],
+        env={"TSRX_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr
     for word in (
@@ -95,6 +96,8 @@ def test_eval_prints_one_table_and_writes_json_with_predictions(files):
         assert word in proc.stdout, word
     result = json.loads(out.read_text())
     assert result["protocol"] == "textzoom" and result["batch_size"] == 4
+    # the evaluation computed with the process's share of the cores, as a run does (issue 14)
+    assert result["threads"] == {"threads": 1, "source": "TSRX_THREADS"}
     # the set was made by tsrx.data.synth: the table and the JSON say so (issue 26)
     assert "data: SYNTHETIC" in proc.stdout and result["synthetic_data"] is True
     assert "crnn.pth" in result["recognizer"]

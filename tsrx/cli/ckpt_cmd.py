@@ -224,6 +224,9 @@ def compose_cmd(
         raise TsrxError("ckpt compose: give at least one of --sr, --recognizer, --head")
     sets = list(set_) + ([f"data.root={data}"] if data is not None else [])
     config = _resolve_config(config_file, run, sets, parts)
+    from tsrx.engine.threads import configure_threads
+
+    configure_threads()  # this process's share of the cores, as a run's (issue 14)
     model_cfg = config.setdefault("model", {})
     for part in parts:
         if not model_cfg.get(part):

@@ -102,6 +102,9 @@ def eval_command(
     from tsrx.plugins import load_named_plugins
 
     load_named_plugins(plugin, ".", where="--plugin")
+    from tsrx.engine.threads import configure_threads
+
+    threads = configure_threads()  # this process's share of the cores, as a run's (issue 14)
     raw = load_checkpoint(ckpt)
     loaded = open_checkpoint(
         ckpt, config=_user_config(config), stored=False, device=device, obj=raw
@@ -147,6 +150,7 @@ def eval_command(
         "format": loaded.format,
         "data": str(data) if data else (cfg.get("data") or {}).get("root"),
         **result,
+        "threads": {"threads": threads["threads"], "source": threads["source"]},
     }
     if result["data"] and is_synthetic(result["data"]):
         result["synthetic_data"] = True  # as a run's summary.json records it

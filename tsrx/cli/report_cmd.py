@@ -61,8 +61,10 @@ def report(
     fmt = get_format(format_)
     coll = collect(target, runs_dir)
     if eval_missing:
+        from tsrx.engine.threads import configure_threads
         from tsrx.report.evaluate import evaluate_missing, missing
 
+        configure_threads()  # this process's share of the cores, as a run's (issue 14)
         pending = missing(
             coll,
             selectors_of(coll.runs, selector or None),

@@ -154,6 +154,9 @@ def sr(
     if recognizer is not None:
         raise TsrxError(RECOGNIZER_MOVED.format(option="--recognizer", value=recognizer))
     load_named_plugins(plugin, ".", where="--plugin")
+    from tsrx.engine.threads import configure_threads
+
+    configure_threads()  # this process's share of the cores, as a run's (issue 14)
     rows = super_resolve(
         ckpt,
         inputs,

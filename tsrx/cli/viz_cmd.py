@@ -43,6 +43,9 @@ def samples(
         raise TsrxError(RECOGNIZER_MOVED.format(option="--recognizer", value=recognizer))
     if n < 1 or scale < 1:
         raise TsrxError(f"-n and --scale must be >= 1, got -n {n} --scale {scale}")
+    from tsrx.engine.threads import configure_threads
+
+    configure_threads()  # this process's share of the cores, as a run's (issue 14)
     path, sections = samples_sheet(
         ckpt,
         data,
