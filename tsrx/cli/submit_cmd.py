@@ -83,6 +83,12 @@ def _print_plan(plan: Plan, console: Console) -> None:
             console.print(f"local executor parameters: {r.params}", markup=False, highlight=False)
 
 
+# A local submit waits on each job: how often it looks whether the job ended, and how often
+# it redraws the status table (until 2026-12-07 both every 2 s: up to 2 s idle per run)
+POLL_S = 0.2
+TABLE_S = 2.0
+
+
 def _wait_local(console: Console) -> Callable[[Submitted], None]:
     def wait(sub: Submitted) -> None:
         from rich.live import Live
@@ -96,9 +102,14 @@ def _wait_local(console: Console) -> Callable[[Submitted], None]:
                 console=console,
                 refresh_per_second=1,
             ) as live:
+                # the job's end is seen within POLL_S (the next run of a stage starts then);
+                # the table, which reads the run directory, is redrawn every TABLE_S
+                shown = time.monotonic()
                 while not job.done():
-                    time.sleep(2.0)
-                    live.update(table(collect([sub.run.run_dir]), width=console.width))
+                    time.sleep(POLL_S)
+                    if time.monotonic() - shown >= TABLE_S:
+                        live.update(table(collect([sub.run.run_dir]), width=console.width))
+                        shown = time.monotonic()
                 live.update(table(collect([sub.run.run_dir]), width=console.width))
             console.print()
         except KeyboardInterrupt:
