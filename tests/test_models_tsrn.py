@@ -380,7 +380,11 @@ def test_every_grad_mode_runs_the_gru_scan_workers_as_one_thread(mode, monkeypat
             # grouping rounds them differently (bf16 keeps 8 bits), so compare as a whole
             assert (g - w).norm() <= 3e-2 * w.norm(), (g - w).norm() / w.norm()
         else:
-            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+            # float32 sums of terms in the hundreds in another grouping: an element that
+            # cancels to near zero differs by the terms' rounding, not its own (on a Zen CPU
+            # one of 64 such elements was 7e-5 off), so compare to the tensor's norm (seen:
+            # at most 2.6e-6 of it)
+            assert (g - w).norm() <= 2e-5 * w.norm(), (g - w).norm() / w.norm()
 
 
 def test_inference_mode_runs_tsrn_at_two_threads_and_batch_64():
