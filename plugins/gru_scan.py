@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.autograd.function import once_differentiable
 
+from tsrx_builtin import gru_native
+
 
 class ScanOrder(torch.autograd.Function):
     """(B, C, H, W) channels_last -> contiguous (T, B, ., C), T the scanned axis.
@@ -276,6 +278,11 @@ def _scan_rows(seq, out_scan, w_x_t, b_x, w_t, b_n, keep_for_backward: bool):
     not change between steps are taken once (a view costs about a microsecond, a step of a
     width block a few hundred).
     """
+    if not keep_for_backward and seq.dtype == torch.bfloat16 and seq.device.type == "cpu":
+        native = gru_native.step_function()
+        if native is not None and w_t.shape[1] % gru_native.VECTOR_WIDTH == 0:
+            _scan_rows_native(native, seq, out_scan, w_x_t, b_x, w_t, b_n)
+            return None
     t, b, length, c = seq.shape
     n, k = b * length, w_t.shape[1]
     x = seq.view(t, n, c).unbind(0)  # the rows are whole images
@@ -315,6 +322,44 @@ def _scan_rows(seq, out_scan, w_x_t, b_x, w_t, b_n, keep_for_backward: bool):
         out_fwd[s].copy_(h_images[i][0])
         out_rev[t - 1 - s].copy_(h_images[i][1])
     return (hs, rz, ng) if keep_for_backward else None
+
+
+def _scan_rows_native(step, seq, out_scan, w_x_t, b_x, w_t, b_n) -> None:
+    """``_scan_rows`` without a backward in bfloat16: per step the two input projections and
+    the hidden product in torch, the gates, the new state and its two output writes in one
+    native call (``gru_native``: the same math, in float32 inside, rounded once)."""
+    t, b, length, c = seq.shape
+    n, k = b * length, w_t.shape[1]
+    x = seq.view(t, n, c).unbind(0)
+    hs = [seq.new_empty(2, n, k) for _ in range(2)]
+    gx, g = seq.new_empty(2, n, 3 * k), seq.new_empty(2, n, 3 * k)
+    (gx_fwd, gx_rev), (w_fwd, w_rev), (b_fwd, b_rev) = gx.unbind(0), w_x_t.unbind(0), b_x.unbind(0)
+    b_hn = b_n.reshape(2, k).contiguous()
+    st, sb, sl, sc = out_scan.stride()
+    if sc != 1 or out_scan.dtype != torch.bfloat16:
+        raise ValueError("the native GRU step writes a bfloat16 output with unit channel stride")
+    base, size = out_scan.data_ptr(), out_scan.element_size()
+    for s in range(t):
+        h, h_prev = hs[s % 2], hs[(s - 1) % 2]
+        torch.addmm(b_fwd, x[s], w_fwd, out=gx_fwd)
+        torch.addmm(b_rev, x[t - 1 - s], w_rev, out=gx_rev)  # reverse: time backwards
+        if s:
+            torch.bmm(h_prev, w_t, out=g)
+        step(
+            n,
+            k,
+            int(s == 0),
+            gx.data_ptr(),
+            g.data_ptr(),
+            b_hn.data_ptr(),
+            h_prev.data_ptr(),
+            h.data_ptr(),
+            base + s * st * size,
+            base + ((t - 1 - s) * st + k) * size,
+            length,
+            sb,
+            sl,
+        )
 
 
 def _scan_rows_backward(seq, d_scan, w_x, w_hh, steps, grads) -> None:
