@@ -34,6 +34,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tsrx.cache_dir import cache_dir
+
 log = logging.getLogger("tsrx.gru_native")
 
 ENV = "TSRX_NATIVE_GRU"
@@ -143,19 +145,6 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def _cache_dir() -> Path | None:
-    chosen = os.environ.get("TSRX_CACHE_DIR", "").strip()
-    if chosen:
-        return Path(chosen).expanduser() / "kernels"
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg:
-        return Path(xdg) / "tsrx" / "kernels"
-    try:
-        return Path.home() / ".cache" / "tsrx" / "kernels"
-    except RuntimeError:
-        return None
-
-
 def _cpu_signature() -> str:
     """The CPU's model and flags: ``-march=native`` code is only reused on the same kind."""
     try:
@@ -188,24 +177,25 @@ def step_function():
     """The native bf16 step (a ctypes function), or None where it cannot be had."""
     if not enabled():
         return None
-    compiler = shutil.which(os.environ.get("CC", "").strip() or "cc")
-    if compiler is None:
-        return None
+    asked = os.environ.get("CC", "").strip() or "cc"
     with _lock:
-        if compiler in _loaded:
-            return _loaded[compiler]
+        if asked in _loaded:  # looked up once per compiler named (a scan asks at every block)
+            return _loaded[asked]
         fn = None
         try:
+            compiler = shutil.which(asked)
+            if compiler is None:
+                raise OSError(f"no C compiler {asked!r} on the PATH")
             version = subprocess.run(
                 [compiler, "--version"], capture_output=True, text=True, timeout=30
             ).stdout
             key = hashlib.sha256(
                 "\0".join((C_SOURCE, " ".join(FLAGS), version, _cpu_signature())).encode()
             ).hexdigest()[:24]
-            folder = _cache_dir()
+            folder = cache_dir()
             if folder is None:
                 raise OSError("no cache folder (no HOME, TSRX_CACHE_DIR or XDG_CACHE_HOME)")
-            target = folder / f"gru_step_{key}.so"
+            target = folder / "kernels" / f"gru_step_{key}.so"
             if not target.is_file():
                 _build(compiler, target)
             library = ctypes.CDLL(str(target))
@@ -221,5 +211,5 @@ def step_function():
                 f": {detail.decode(errors='replace')[:500]}" if detail else "",
             )
             fn = None
-        _loaded[compiler] = fn
+        _loaded[asked] = fn
         return fn

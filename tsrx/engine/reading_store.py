@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tsrx.cache_dir import cache_dir
+
 log = logging.getLogger("tsrx.eval")
 
 ENV = "TSRX_READING_STORE"
@@ -61,17 +63,8 @@ def root() -> Path | None:
         return None
     if chosen:
         return Path(chosen).expanduser()
-    cache = os.environ.get("TSRX_CACHE_DIR", "").strip()
-    if cache:
-        return Path(cache).expanduser() / "readings"
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg:
-        return Path(xdg) / "tsrx" / "readings"
-    try:
-        home = Path.home()
-    except RuntimeError:  # no HOME and no passwd entry (some containers): nowhere to keep it
-        return None
-    return home / ".cache" / "tsrx" / "readings"
+    cache = cache_dir()
+    return None if cache is None else cache / "readings"
 
 
 @contextlib.contextmanager
