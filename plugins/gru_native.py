@@ -95,8 +95,6 @@ static inline vf vexp(vf x) {
 
 static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 
-int32_t tsrx_gru_step_width(void) { return W; }
-
 /* One step of both directions (d = 0 forward, 1 reverse) over n rows; k a multiple of W.
    gx (2, n, 3k): input projections r|z|2 x_n with the r|z hidden biases added;
    gh (2, n, 3k): W_hh h_prev (unused when first); b_n (2, k); h_prev, h (2, n, k).
