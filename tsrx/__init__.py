@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tsrx.openmp_wait import shorten_idle_spin
+
+shorten_idle_spin()  # before anything loads torch (tsrx/openmp_wait.py says why)
+
 if TYPE_CHECKING:  # for annotations only: `import tsrx` imports neither torch nor tsrx.data
     from collections.abc import Iterable, Sequence
     from pathlib import Path
