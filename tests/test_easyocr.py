@@ -329,3 +329,16 @@ def test_fine_tuning_trains_it_with_batch_statistics():
     assert not torch.equal(before, norms[0].running_mean)
     assert rec.Prediction.weight.grad is not None
     assert rec.FeatureExtraction.ConvNet[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("shape", [(5, 64, 256), (3, 64, 7), (2, 1, 1)])
+@pytest.mark.parametrize("values", [256, 3])
+def test_the_contrast_percentiles_from_value_counts_equal_the_sorted_ones(shape, values):
+    from tsrx_builtin import easyocr_pipeline as pipe
+
+    torch.manual_seed(0)
+    grey = torch.randint(0, values, shape).flatten(1)
+    flat, counts = grey.double(), pipe._value_counts(grey)
+    assert counts is not None and pipe._value_counts(grey + 256) is None  # not 8-bit
+    for q in (0.9, 0.1, 0.5, 0.0, 1.0):
+        assert torch.equal(pipe._percentile(flat, q, counts), pipe._percentile(flat, q))
