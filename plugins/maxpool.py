@@ -30,15 +30,14 @@ def strided_max(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int
         and x.is_contiguous(memory_format=torch.channels_last)
         else torch.contiguous_format
     )
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            view = x[..., i : i + (h_out - 1) * sh + 1 : sh, j : j + (w_out - 1) * sw + 1 : sw]
-            if out is None:
-                out = view.clone(memory_format=layout)
-            else:
-                torch.maximum(out, view, out=out)
-    assert out is not None
+    views = [
+        x[..., i : i + (h_out - 1) * sh + 1 : sh, j : j + (w_out - 1) * sw + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    out = views[0].clone(memory_format=layout)
+    for view in views[1:]:
+        torch.maximum(out, view, out=out)
     return out
 
 
@@ -47,7 +46,7 @@ class MaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = _pair(self.kernel_size)
-        stride = _pair(self.stride if self.stride is not None else self.kernel_size)
+        stride = _pair(self.stride)  # nn.MaxPool2d set it to the kernel where none was given
         plain = (
             _pair(self.padding) == (0, 0)
             and _pair(self.dilation) == (1, 1)
