@@ -29,10 +29,9 @@ from torch import nn
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 from tsrx_builtin.textzoom_baselines import options_from_weights
+from tsrx_builtin.tps_stn import LRSTNHead, TPSSpatialTransformer
 from tsrx_builtin.tsrn import (
-    LRSTNHead,
     Mish,
-    TPSSpatialTransformer,
     tsrn_body_end,
     tsrn_head,
     tsrn_tail,

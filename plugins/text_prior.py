@@ -37,12 +37,11 @@ from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
 from tsrx_builtin import rotation
 from tsrx_builtin.tp_interpreter import TPInterpreter
+from tsrx_builtin.tps_stn import LRSTNHead, TPSSpatialTransformer
 from tsrx_builtin.tsrn import GruBlock as TsrnGruBlock  # its CPU scan serves TPGSR, TATT
 from tsrx_builtin.tsrn import (
-    LRSTNHead,
     Mish,
     Residual,
-    TPSSpatialTransformer,
     add_bicubic,
     check_residual,
     start_at_bicubic,
