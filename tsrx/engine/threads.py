@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from tsrx.memory_reuse import keep_freed_memory
+
 ENV = "TSRX_THREADS"
 _configured: dict[str, int | str] | None = None
 
@@ -72,7 +74,8 @@ def decide_threads(local_world_size: int | None = None) -> tuple[int, str]:
 
 
 def configure_threads(local_world_size: int | None = None) -> dict[str, int | str]:
-    """Set torch's intra-op threads once per process; returns ``{"threads", "source", "cores"}``."""
+    """Set torch's intra-op threads once per process, and glibc's reuse of freed memory
+    (``tsrx.memory_reuse``); returns ``{"threads", "source", "cores", "malloc"}``."""
     global _configured
     if _configured is not None:
         return dict(_configured)
@@ -80,5 +83,7 @@ def configure_threads(local_world_size: int | None = None) -> dict[str, int | st
 
     threads, source = decide_threads(local_world_size)
     torch.set_num_threads(threads)
-    _configured = {"threads": threads, "source": source, "cores": usable_cores()}
+    # the process that computes is set up here: its allocator too (tsrx.memory_reuse)
+    malloc = keep_freed_memory()
+    _configured = {"threads": threads, "source": source, "cores": usable_cores(), "malloc": malloc}
     return dict(_configured)
