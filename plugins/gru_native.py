@@ -42,35 +42,16 @@ ENV = "TSRX_NATIVE_GRU"
 VECTOR_WIDTH = 16  # floats per vector in C_SOURCE (its W)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared")
 
-C_SOURCE = r"""
+VECTOR_MATH = r"""
 #include <stdint.h>
 
 typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
 typedef uint32_t vu __attribute__((vector_size(64)));
-typedef uint16_t vh __attribute__((vector_size(32)));
 #define W 16
 
 /* lanes of a where the mask is set, else of b */
 static inline vf select_f(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
-
-static inline vf load_bf16(const uint16_t *p) {
-    vh h;
-    __builtin_memcpy(&h, p, sizeof h);
-    vu u = __builtin_convertvector(h, vu) << 16;
-    return (vf)u;
-}
-
-/* round to nearest even; a NaN stays a (quiet) NaN */
-static inline void store_bf16(uint16_t *p, vf f) {
-    vu u = (vu)f;
-    vu rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    vu nan = (u >> 16) | 0x40u;
-    vu m = (vu)((u & 0x7FFFFFFFu) > 0x7F800000u);
-    vu r = (nan & m) | (rounded & ~m);
-    vh h = __builtin_convertvector(r, vh);
-    __builtin_memcpy(p, &h, sizeof h);
-}
 
 static inline vf vexp(vf x) {
     vf c = select_f(x < -87.0f, (vf){} - 87.0f, x);
@@ -94,6 +75,30 @@ static inline vf vexp(vf x) {
 }
 
 static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+"""
+
+C_SOURCE = (
+    VECTOR_MATH
+    + r"""
+typedef uint16_t vh __attribute__((vector_size(32)));
+
+static inline vf load_bf16(const uint16_t *p) {
+    vh h;
+    __builtin_memcpy(&h, p, sizeof h);
+    vu u = __builtin_convertvector(h, vu) << 16;
+    return (vf)u;
+}
+
+/* round to nearest even; a NaN stays a (quiet) NaN */
+static inline void store_bf16(uint16_t *p, vf f) {
+    vu u = (vu)f;
+    vu rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    vu nan = (u >> 16) | 0x40u;
+    vu m = (vu)((u & 0x7FFFFFFFu) > 0x7F800000u);
+    vu r = (nan & m) | (rounded & ~m);
+    vh h = __builtin_convertvector(r, vh);
+    __builtin_memcpy(p, &h, sizeof h);
+}
 
 /* One step of both directions (d = 0 forward, 1 reverse) over n rows; k a multiple of W.
    gx (2, n, 3k): input projections r|z|2 x_n with the r|z hidden biases added;
@@ -134,9 +139,10 @@ void tsrx_gru_step_bf16(int64_t n, int64_t k, int32_t first,
     }
 }
 """
+)
 
 _lock = threading.Lock()
-_loaded: dict[str, object] = {}
+_loaded: dict[tuple[str, str, str], ctypes.CDLL | None] = {}
 
 
 def enabled() -> bool:
@@ -155,12 +161,12 @@ def _cpu_signature() -> str:
     return "\n".join(dict.fromkeys(wanted))
 
 
-def _build(compiler: str, target: Path) -> None:
-    """Compile ``C_SOURCE`` into ``target`` atomically (another process may build it too)."""
+def _build(compiler: str, source: str, target: Path) -> None:
+    """Compile ``source`` into ``target`` atomically (another process may build it too)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / "gru_step.c"
-        src.write_text(C_SOURCE, encoding="utf-8")
+        src = Path(tmp) / f"{target.stem}.c"
+        src.write_text(source, encoding="utf-8")
         out = Path(tmp) / target.name
         subprocess.run(
             [compiler, *FLAGS, "-o", str(out), str(src)],
@@ -171,15 +177,18 @@ def _build(compiler: str, target: Path) -> None:
         os.replace(out, target)
 
 
-def step_function():
-    """The native bf16 step (a ctypes function), or None where it cannot be had."""
+def load_library(source: str, stem: str, what: str) -> ctypes.CDLL | None:
+    """``source`` built by the machine's C compiler (``$CC``, else ``cc``), cached as
+    ``kernels/<stem>_<key>.so`` and loaded; None, logged once, where it cannot be had.
+    ``what`` names the kernel in that message."""
     if not enabled():
         return None
     asked = os.environ.get("CC", "").strip() or "cc"
     with _lock:
-        if asked in _loaded:  # looked up once per compiler named (a scan asks at every block)
-            return _loaded[asked]
-        fn = None
+        loaded_key = (asked, stem, hashlib.sha256(source.encode()).hexdigest())
+        if loaded_key in _loaded:  # looked up once per compiler and source (asked per block)
+            return _loaded[loaded_key]
+        library = None
         try:
             compiler = shutil.which(asked)
             if compiler is None:
@@ -188,26 +197,34 @@ def step_function():
                 [compiler, "--version"], capture_output=True, text=True, timeout=30
             ).stdout
             key = hashlib.sha256(
-                "\0".join((C_SOURCE, " ".join(FLAGS), version, _cpu_signature())).encode()
+                "\0".join((source, " ".join(FLAGS), version, _cpu_signature())).encode()
             ).hexdigest()[:24]
             folder = cache_dir()
             if folder is None:
                 raise OSError("no cache folder (no HOME, TSRX_CACHE_DIR or XDG_CACHE_HOME)")
-            target = folder / "kernels" / f"gru_step_{key}.so"
+            target = folder / "kernels" / f"{stem}_{key}.so"
             if not target.is_file():
-                _build(compiler, target)
+                _build(compiler, source, target)
             library = ctypes.CDLL(str(target))
-            fn = library.tsrx_gru_step_bf16
-            i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            fn.argtypes = [i64, i64, ctypes.c_int32, *[ptr] * 7, i64, i64, i64]
-            fn.restype = None
         except (OSError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", b"") or b""
             log.info(
-                "the native bf16 GRU step is not available (%s%s); the torch ops run instead",
+                "the native %s is not available (%s%s); the torch ops run instead",
+                what,
                 exc,
                 f": {detail.decode(errors='replace')[:500]}" if detail else "",
             )
-            fn = None
-        _loaded[asked] = fn
-        return fn
+        _loaded[loaded_key] = library
+        return library
+
+
+def step_function():
+    """The native bf16 step (a ctypes function), or None where it cannot be had."""
+    library = load_library(C_SOURCE, "gru_step", "bf16 GRU step")
+    if library is None:
+        return None
+    fn = library.tsrx_gru_step_bf16
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [i64, i64, ctypes.c_int32, *[ptr] * 7, i64, i64, i64]
+    fn.restype = None
+    return fn

@@ -30,6 +30,7 @@ from torch import nn
 from tsrx.config.schema import PositiveInt
 from tsrx.errors import TsrxError
 from tsrx.registry import SR_BACKBONES
+from tsrx_builtin import gru_native_train
 from tsrx_builtin.gru_scan import BiGruRecurrence, ScanOrder
 from tsrx_builtin.mish import mish
 from tsrx_builtin.tps_stn import STN_INPUT_SIZE, STNHead, TPSSpatialTransformer
@@ -136,7 +137,10 @@ class GruBlock(nn.Module):
         weights = (w.to(dtype) for w in (w_fold, b_fold, w_hh, b_hh[:, 2 * k :]))
         inputs = (seq, *weights)
         keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-        out = BiGruRecurrence.apply(*inputs, self.along_height, keep)
+        if keep and gru_native_train.applies(seq, w_hh):  # float32 training on the CPU
+            out = gru_native_train.NativeBiGruRecurrence.apply(*inputs, self.along_height)
+        else:
+            out = BiGruRecurrence.apply(*inputs, self.along_height, keep)
         return out.permute(0, 3, 1, 2)
 
 
