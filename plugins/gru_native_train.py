@@ -11,8 +11,8 @@ two threads (ctypes releases the GIL).
 
 Where: float32 CPU tensors that need a backward, a hidden size that is a multiple of 16, no
 dispatch mode active (a FLOP counter must see the ops), ``TSRX_NATIVE_GRU`` not 0 and a C
-compiler to build the kernel (``gru_native.load_library``: built once per hidden size and
-CPU, cached). Evaluation, bfloat16 and float64 keep their paths, so fp32 tables are unchanged.
+compiler to build the kernel (``native_build``: built once per hidden size and CPU,
+cached). Evaluation, bfloat16 and float64 keep their paths, so fp32 tables are unchanged.
 Same math as ``BiGruRecurrence``; not the same rounding (another exponential, another order of
 the sums): tests/test_gru_native_train.py holds it to float64 as closely as the torch ops.
 """
@@ -24,7 +24,7 @@ import ctypes
 import torch
 from torch.autograd.function import once_differentiable
 
-from tsrx_builtin import gru_native, gru_scan
+from tsrx_builtin import gru_native, gru_scan, native_build
 
 SCAN_SOURCE = r"""
 #include <stdlib.h>
@@ -197,10 +197,11 @@ _BACKWARD_ARGS = [_I64] * 4 + [ctypes.c_int32] + [_PTR] * 3 + [_I64] * 4 + [_PTR
 
 def kernels(hidden: int):
     """(forward, backward) ctypes functions for this hidden size, or None."""
-    if hidden % gru_native.VECTOR_WIDTH:
+    if hidden % native_build.VECTOR_WIDTH:
         return None
-    source = f"#define K {hidden}\n" + gru_native.VECTOR_MATH + SCAN_SOURCE
-    library = gru_native.load_library(source, f"gru_scan_f32_k{hidden}", "float32 GRU scan")
+    source = f"#define K {hidden}\n" + native_build.VECTOR_MATH + SCAN_SOURCE
+    stem = f"gru_scan_f32_k{hidden}"
+    library = native_build.load_library(source, stem, "float32 GRU scan", gru_native.ENV)
     if library is None:
         return None
     forward, backward = library.tsrx_gru_scan_f32, library.tsrx_gru_scan_back_f32
@@ -230,12 +231,11 @@ def _tasks(rows: int) -> list[tuple[int, int, int]]:
 
 
 def _run(calls: list) -> None:
-    """Run the kernel calls (closures), on the GRU row-group threads where there are two."""
-    if len(calls) == 1 or torch.get_num_threads() < 2:
+    """Run the kernel calls (closures): side by side where torch has two threads or more."""
+    if torch.get_num_threads() < 2:
         failed = [call() for call in calls]
     else:
-        pool = gru_scan._workers(len(calls))
-        failed = [future.result() for future in [pool.submit(call) for call in calls]]
+        failed = native_build.run_side_by_side(calls)
     if any(failed):
         raise MemoryError("the native GRU scan could not allocate its state buffer")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tsrx_builtin import gru_native, gru_scan, tsrn
+from tsrx_builtin import gru_native, gru_scan, native_build, tsrn
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def kernel_cache(tmp_path, monkeypatch):
     """A fresh build in this test's folder (no kernel loaded earlier in the process)."""
     monkeypatch.setenv("TSRX_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(gru_native.ENV, raising=False)
-    monkeypatch.setattr(gru_native, "_loaded", {})
+    monkeypatch.setattr(native_build, "_loaded", {})
     return tmp_path
 
 

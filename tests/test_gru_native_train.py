@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tsrx_builtin import gru_native, gru_native_train, gru_scan, tsrn
+from tsrx_builtin import gru_native, gru_native_train, gru_scan, native_build, tsrn
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def kernel_cache(tmp_path, monkeypatch):
     """A fresh build in this test's folder (no kernel loaded earlier in the process)."""
     monkeypatch.setenv("TSRX_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(gru_native.ENV, raising=False)
-    monkeypatch.setattr(gru_native, "_loaded", {})
+    monkeypatch.setattr(native_build, "_loaded", {})
     return tmp_path
 
 
@@ -154,6 +154,6 @@ def test_the_kernel_is_built_once_per_hidden_size_and_cached(kernel_cache):
     _native_or_skip(32)
     built = sorted(p.name.split("_")[3] for p in (kernel_cache / "kernels").glob("*.so"))
     assert built == ["k16", "k32"]
-    gru_native._loaded.clear()  # a new process: loads the cached file, builds nothing
+    native_build._loaded.clear()  # a new process: loads the cached file, builds nothing
     assert gru_native_train.kernels(16) is not None
     assert len(list((kernel_cache / "kernels").glob("*.so"))) == 2
