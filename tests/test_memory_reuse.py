@@ -48,7 +48,7 @@ def _probe(mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUN"))}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
-        env={**clean, "TSRX_THREADS": "2", "TSRX_NATIVE_GRU": "0", **env},
+        env={**clean, "TSRX_THREADS": "2", "TSRX_NATIVE_GRU": "0", "TSRX_NATIVE_MISH": "0", **env},
         capture_output=True,
         text=True,
         timeout=120,
