@@ -26,6 +26,9 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+# tsrx before torch, as in a tsrx command: OpenMP's idle spin cut short (tsrx.openmp_wait),
+# for the baseline's rounds too (it only matters where tsrx runs threads of its own)
+import tsrx  # noqa: F401
 from bench.common import atomic_write_json, machine, row
 
 NAMES = ("train", "eval", "precision", "judges", "data", "cli", "ddp", "zoo", "threads", "records")
@@ -158,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these: {', '.join(NAMES)}",
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads in this process")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory, as in a tsrx command (tsrx.memory_reuse); the baseline "
+        "shares the process, so it gains too (default: glibc's defaults, as a user runs it)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train and eval)")
     parser.add_argument(
         "--precision",
@@ -193,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()
+    if args.keep_freed_memory:
+        from tsrx.memory_reuse import keep_freed_memory
+
+        info["malloc"] = keep_freed_memory()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     rows: list[dict] = []

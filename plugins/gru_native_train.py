@@ -10,9 +10,12 @@ the gate gradients, the state's, and W_hh's and b_hn's gradients. The two direct
 two threads (ctypes releases the GIL).
 
 Where: float32 CPU tensors that need a backward, a hidden size that is a multiple of 16, no
-dispatch mode active (a FLOP counter must see the ops), ``TSRX_NATIVE_GRU`` not 0 and a C
-compiler to build the kernel (``native_build``: built once per hidden size and CPU,
-cached). Evaluation, bfloat16 and float64 keep their paths, so fp32 tables are unchanged.
+dispatch mode active (a FLOP counter must see the ops), a process that keeps freed memory
+(``tsrx.memory_reuse``: every tsrx command; its buffers span the whole sequence, and where
+glibc hands them fresh pages on every call, as in a plain script at the official size, the
+page faults cost what the kernel saves), ``TSRX_NATIVE_GRU`` not 0 and a C compiler to build
+the kernel (``native_build``: built once per hidden size and CPU, cached). Evaluation,
+bfloat16 and float64 keep their paths, so fp32 tables are unchanged.
 Same math as ``BiGruRecurrence``; not the same rounding (another exponential, another order of
 the sums): tests/test_gru_native_train.py holds it to float64 as closely as the torch ops.
 """
@@ -24,6 +27,7 @@ import ctypes
 import torch
 from torch.autograd.function import once_differentiable
 
+from tsrx import memory_reuse
 from tsrx_builtin import gru_native, gru_scan, native_build
 
 SCAN_SOURCE = r"""
@@ -217,6 +221,7 @@ def applies(seq: torch.Tensor, w_hh: torch.Tensor) -> bool:
         and seq.dtype == torch.float32
         and w_hh.dtype == torch.float32
         and not gru_scan._dispatch_modes_active()
+        and memory_reuse.kept()
         and kernels(w_hh.shape[-1]) is not None
     )
 

@@ -40,6 +40,12 @@ def keep_freed_memory() -> str:
     return _state
 
 
+def kept() -> bool:
+    """Whether this process keeps freed memory (``keep_freed_memory`` took effect): where
+    it does not, code with large per-call buffers pays fresh pages on every call."""
+    return _state is not None and _state.startswith("kept")
+
+
 def _apply() -> str:
     if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
         return f"left alone ({ENV}=0)"
