@@ -182,9 +182,7 @@ class _ChunkedMish(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=_memory_format(x))
-        out = torch.empty_like(x)
+        x, grad, out = _backward_operands(ctx, grad)
         width, dtype = min(CHUNK, x.numel()), _compute_dtype(x)
         half = dtype != x.dtype
         e_buf, n_buf, q_buf = (x.new_empty(width, dtype=dtype) for _ in range(3))
@@ -219,12 +217,16 @@ class _NativeMish(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=_memory_format(x))
-        out = torch.empty_like(x)
+        x, grad, out = _backward_operands(ctx, grad)
         _, backward = _native_kernels()
         _native_pass(backward, _flat(x), _flat(grad), _flat(out))
         return out
+
+
+def _backward_operands(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The saved input, the gradient in its memory format, and an output laid out alike."""
+    (x,) = ctx.saved_tensors
+    return x, grad.contiguous(memory_format=_memory_format(x)), torch.empty_like(x)
 
 
 def _memory_format(t: torch.Tensor) -> torch.memory_format:

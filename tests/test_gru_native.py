@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from native_unavailable import WAYS, make_unavailable
 
 from tsrx_builtin import gru_native, gru_scan, native_build, tsrn
 
@@ -104,14 +105,9 @@ def test_the_native_step_runs_only_in_bfloat16_without_autograd(kernel_cache, mo
     assert calls  # asked for; None, so the torch ops ran
 
 
-@pytest.mark.parametrize("how", ["switched off", "no compiler", "build fails"])
+@pytest.mark.parametrize("how", WAYS)
 def test_without_the_native_step_the_torch_ops_run(how, kernel_cache, monkeypatch):
-    if how == "switched off":
-        monkeypatch.setenv(gru_native.ENV, "0")
-    elif how == "no compiler":
-        monkeypatch.setenv("CC", "no-such-compiler-tsrx")
-    else:
-        monkeypatch.setenv("CC", "false")  # exits 1: the build fails
+    make_unavailable(how, gru_native.ENV, monkeypatch)
     assert gru_native.step_function() is None
     torch.manual_seed(0)
     block = tsrn.GruBlock(32, along_height=True)

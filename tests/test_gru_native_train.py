@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from native_unavailable import WAYS, make_unavailable
 from torch.utils.flop_counter import FlopCounterMode
 
 from tsrx import memory_reuse
@@ -138,14 +139,9 @@ def test_the_native_scan_runs_only_for_float32_training(kernel_cache, monkeypatc
     assert calls == [1]
 
 
-@pytest.mark.parametrize("how", ["switched off", "no compiler", "build fails"])
+@pytest.mark.parametrize("how", WAYS)
 def test_without_the_native_scan_training_runs_the_torch_ops(how, kernel_cache, monkeypatch):
-    if how == "switched off":
-        monkeypatch.setenv(gru_native.ENV, "0")
-    elif how == "no compiler":
-        monkeypatch.setenv("CC", "no-such-compiler-tsrx")
-    else:
-        monkeypatch.setenv("CC", "false")  # exits 1: the build fails
+    make_unavailable(how, gru_native.ENV, monkeypatch)
     assert gru_native_train.kernels(16) is None
     calls = _count_native(monkeypatch)
     block = tsrn.GruBlock(32, along_height=True)
