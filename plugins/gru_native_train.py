@@ -199,11 +199,16 @@ _FORWARD_ARGS = [_I64] * 4 + [ctypes.c_int32] + [_PTR] * 4 + [_I64] * 4 + [_PTR]
 _BACKWARD_ARGS = [_I64] * 4 + [ctypes.c_int32] + [_PTR] * 3 + [_I64] * 4 + [_PTR] * 3
 
 
+_sources: dict[int, str] = {}
+
+
 def kernels(hidden: int):
     """(forward, backward) ctypes functions for this hidden size, or None."""
     if hidden % native_build.VECTOR_WIDTH:
         return None
-    source = f"#define K {hidden}\n" + native_build.VECTOR_MATH + SCAN_SOURCE
+    if hidden not in _sources:  # built once per hidden size: asked at every block and step
+        _sources[hidden] = f"#define K {hidden}\n" + native_build.VECTOR_MATH + SCAN_SOURCE
+    source = _sources[hidden]
     stem = f"gru_scan_f32_k{hidden}"
     library = native_build.load_library(source, stem, "float32 GRU scan", gru_native.ENV)
     if library is None:

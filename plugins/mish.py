@@ -84,14 +84,14 @@ void tsrx_mish_back_f32(int64_t n, const float *x, const float *grad, float *out
     }
 }
 """
+_FULL_SOURCE = native_build.VECTOR_MATH + MISH_SOURCE
 # Elements per kernel call when a tensor is split among threads (smaller ones: one call)
 NATIVE_SPLIT = 1 << 16
 
 
 def _native_kernels():
     """(forward, backward) of ``MISH_SOURCE`` as ctypes functions, or None."""
-    source = native_build.VECTOR_MATH + MISH_SOURCE
-    library = native_build.load_library(source, "mish_f32", "float32 mish", NATIVE_ENV)
+    library = native_build.load_library(_FULL_SOURCE, "mish_f32", "float32 mish", NATIVE_ENV)
     if library is None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p

@@ -115,8 +115,8 @@ def load_library(source: str, stem: str, what: str, switch: str) -> ctypes.CDLL 
         return None
     asked = os.environ.get("CC", "").strip() or "cc"
     with _lock:
-        loaded_key = (asked, stem, hashlib.sha256(source.encode()).hexdigest())
-        if loaded_key in _loaded:  # looked up once per compiler and source (asked per block)
+        loaded_key = (asked, stem, source)  # the text itself: no digest on every call
+        if loaded_key in _loaded:  # looked up once per compiler and source (asked per call)
             return _loaded[loaded_key]
         library = None
         try:
