@@ -11,7 +11,6 @@ tensors.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +18,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from tsrx_builtin import gru_native
+from tsrx_builtin.worker_pool import GrowingPool
 
 
 class ScanOrder(torch.autograd.Function):
@@ -157,9 +157,6 @@ def _row_groups(b: int, length: int, groups: int) -> list[list[slice]]:
 # summed per group, then across groups in group order: deterministic for a given thread
 # count and batch, equal to the one-thread sum up to float rounding.
 MIN_GROUP_IMAGES = 32
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
 _OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
@@ -232,40 +229,29 @@ def _caller_modes():
     return enter
 
 
-def _workers(size: int) -> ThreadPoolExecutor:
-    """A pool of at least ``size`` threads whose torch ops run single-threaded, replaced only
-    by a larger one (``map`` over fewer groups uses fewer of its threads)."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < size:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            threads = torch.get_num_threads()
-            started = threading.Barrier(size + 1)
+def _single_threaded_pool(size: int) -> ThreadPoolExecutor:
+    """``size`` threads whose torch ops run single-threaded (``map`` over fewer groups uses
+    fewer of them), started before this returns."""
+    threads = torch.get_num_threads()
+    started = threading.Barrier(size + 1)
 
-            def single_threaded() -> None:
-                # torch sets a thread's OpenMP threads lazily, from the process default, on its
-                # first parallel op: have that happen first, then set this thread's to 1
-                torch.get_num_threads()
-                torch.set_num_threads(1)
-                started.wait()
+    def single_threaded() -> None:
+        # torch sets a thread's OpenMP threads lazily, from the process default, on its
+        # first parallel op: have that happen first, then set this thread's to 1
+        torch.get_num_threads()
+        torch.set_num_threads(1)
+        started.wait()
 
-            pool = ThreadPoolExecutor(size, "tsrx-gru-rows", initializer=single_threaded)
-            for _ in range(size):  # while none is idle, each submit starts a thread
-                pool.submit(int)
-            started.wait()
-            torch.set_num_threads(threads)  # it also set the process default: restore it
-            _pool, _pool_size = pool, size
-        return _pool
+    pool = ThreadPoolExecutor(size, "tsrx-gru-rows", initializer=single_threaded)
+    for _ in range(size):  # while none is idle, each submit starts a thread
+        pool.submit(int)
+    started.wait()
+    torch.set_num_threads(threads)  # it also set the process default: restore it
+    return pool
 
 
-def _forget_workers() -> None:
-    """A forked child has none of the parent's threads: it makes its own pool if it needs one."""
-    global _pool, _pool_size, _pool_lock
-    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_workers)
+_ROW_WORKERS = GrowingPool("tsrx-gru-rows", _single_threaded_pool)
+_workers = _ROW_WORKERS.at_least
 
 
 def _scan_rows(seq, out_scan, w_x_t, b_x, w_t, b_n, keep_for_backward: bool):

@@ -25,10 +25,10 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tsrx.cache_dir import cache_dir
+from tsrx_builtin.worker_pool import GrowingPool
 
 log = logging.getLogger("tsrx.native_build")
 
@@ -150,28 +150,12 @@ def load_library(source: str, stem: str, what: str, switch: str) -> ctypes.CDLL 
 
 # Kernel calls side by side: a pool of plain threads (a kernel call holds no GIL and runs no
 # torch op), sized by the largest split asked for
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+_SIDE_BY_SIDE = GrowingPool("tsrx-native")
 
 
 def run_side_by_side(calls: list[Callable[[], int | None]]) -> list[int | None]:
     """Each call's result; the calls on threads of their own where there are several."""
-    global _pool, _pool_size
     if len(calls) == 1:
         return [calls[0]()]
-    with _lock:
-        if _pool is None or _pool_size < len(calls):
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(len(calls), "tsrx-native"), len(calls)
-        pool = _pool
+    pool = _SIDE_BY_SIDE.at_least(len(calls))
     return [future.result() for future in [pool.submit(call) for call in calls]]
-
-
-def _forget_pool() -> None:
-    """A forked child has none of the parent's threads: it makes its own pool if it needs one."""
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0
-
-
-os.register_at_fork(after_in_child=_forget_pool)

@@ -21,9 +21,6 @@ The per-character score is the probability of the kept step (rapidocr averages t
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from torch import nn
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.registry import RECOGNIZERS
+from tsrx_builtin.worker_pool import GrowingPool
 
 PACKAGE = "rapidocr-onnxruntime"
 MODULE = "rapidocr_onnxruntime"
@@ -105,29 +103,7 @@ def _session(path: str, threads: int):
 
 # Concurrent ONNX calls (``threads = 0``): a pool of Python threads, each running one
 # single-threaded onnxruntime call at a time (onnxruntime releases the GIL while it runs).
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-
-
-def _workers(size: int) -> ThreadPoolExecutor:
-    """A pool of at least ``size`` threads, replaced only by a larger one."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < size:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(size, "tsrx-ppocr"), size
-        return _pool
-
-
-def _forget_workers() -> None:
-    """A forked child has none of the parent's threads: it makes its own pool if it needs one."""
-    global _pool, _pool_size, _pool_lock
-    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_workers)
+_workers = GrowingPool("tsrx-ppocr").at_least
 
 
 @RECOGNIZERS.register("ppocr")

@@ -308,11 +308,11 @@ def test_gru_block_recurrence_on_worker_threads_equals_nn_gru(along_height, monk
     if gru_scan._OPENMP:
         assert gru_scan._workers(3).submit(torch.get_num_threads).result() == 1
     # fewer groups (a narrower batch) reuse the pool instead of making one of their size
-    pool = gru_scan._pool
+    pool = gru_scan._ROW_WORKERS.current
     monkeypatch.setattr(gru_scan, "_parallel_groups", lambda images: 2)
     with torch.no_grad():
         block._scan(x)
-    assert gru_scan._pool is pool
+    assert gru_scan._ROW_WORKERS.current is pool
 
 
 # Issue 27, point 12: grad mode, inference mode and autocast are thread-local; the scan's
