@@ -225,7 +225,7 @@ def applies(seq: torch.Tensor, w_hh: torch.Tensor) -> bool:
         seq.device.type == "cpu"
         and seq.dtype == torch.float32
         and w_hh.dtype == torch.float32
-        and not gru_scan._dispatch_modes_active()
+        and not gru_scan.dispatch_modes_active()
         and memory_reuse.kept()
         and kernels(w_hh.shape[-1]) is not None
     )
@@ -263,7 +263,7 @@ class NativeBiGruRecurrence(torch.autograd.Function):
         # every step's input projections of both directions at once: (T * N, 6k)
         gx = torch.addmm(b_x.reshape(6 * k), x, w_x.reshape(6 * k, c).t())
         out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
-        scan = gru_scan._scan_view(out, along_height)
+        scan = gru_scan.scan_view(out, along_height)
         st, sb, sl, _ = scan.stride()
         wt = w_hh.transpose(1, 2).contiguous()
         bn = b_hn.contiguous()
@@ -288,9 +288,9 @@ class NativeBiGruRecurrence(torch.autograd.Function):
         t, b, length, c = ctx.shape
         k, n = w_hh.shape[-1], b * length
         _, backward = kernels(k)
-        d_scan = gru_scan._scan_view(dout, ctx.along_height)
+        d_scan = gru_scan.scan_view(dout, ctx.along_height)
         if d_scan.stride(-1) != 1:
-            d_scan = gru_scan._scan_view(dout.contiguous(), ctx.along_height)
+            d_scan = gru_scan.scan_view(dout.contiguous(), ctx.along_height)
         st, sb, sl, _ = d_scan.stride()
         dgx = x.new_empty(t * n, 6 * k)
         w = w_hh.contiguous()

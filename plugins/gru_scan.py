@@ -44,7 +44,7 @@ class ScanOrder(torch.autograd.Function):
         return back.contiguous(memory_format=torch.channels_last), None
 
 
-def _scan_view(nhwc: torch.Tensor, along_height: bool) -> torch.Tensor:
+def scan_view(nhwc: torch.Tensor, along_height: bool) -> torch.Tensor:
     """(B, H, W, C) -> the view (T, B, L, C) with T the scanned axis (no copy)."""
     return nhwc.permute(1, 0, 2, 3) if along_height else nhwc.permute(2, 0, 1, 3)
 
@@ -88,7 +88,7 @@ class BiGruRecurrence(torch.autograd.Function):
         t, b, length, _ = seq.shape
         k = w_hh.shape[-1]
         out = seq.new_empty((b, t, length, 2 * k) if along_height else (b, length, t, 2 * k))
-        out_scan = _scan_view(out, along_height)
+        out_scan = scan_view(out, along_height)
         groups = _row_groups(b, length, _parallel_groups(b) if seq.device.type == "cpu" else 1)
         # tanh(u) = 2 sigmoid(2u) - 1: the n gate's input projection doubled once here
         double_n = torch.ones_like(b_x[0])
@@ -112,7 +112,7 @@ class BiGruRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout):
         seq, w_x, w_hh = ctx.saved_tensors
-        d_scan = _scan_view(dout, ctx.along_height)
+        d_scan = scan_view(dout, ctx.along_height)
         dseq = torch.empty_like(seq)
 
         def backward_group(chunks_and_steps) -> tuple[torch.Tensor, ...]:
@@ -167,12 +167,12 @@ def _parallel_groups(images: int) -> int:
     groups = min(torch.get_num_threads(), images // MIN_GROUP_IMAGES)
     # the workers' single-threaded ops rely on OpenMP's per-thread setting; a dispatch mode
     # (FLOP counter, fake tensors) is per thread too and would not see the workers' ops
-    if groups < 2 or not _OPENMP or _dispatch_modes_active():
+    if groups < 2 or not _OPENMP or dispatch_modes_active():
         return 1
     return groups
 
 
-def _dispatch_modes_active() -> bool:
+def dispatch_modes_active() -> bool:
     """Whether a TorchDispatchMode is active in this thread (assumed so if torch cannot say)."""
     depth = getattr(torch._C, "_len_torch_dispatch_stack", None)
     return depth is None or depth() > 0
