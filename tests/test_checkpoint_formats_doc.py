@@ -30,3 +30,25 @@ def test_the_documented_reader_claims_its_layout_and_only_it():
         assert detect_format({"state_dict_G": {}, "info": {"arch": "tsrn"}}) == "textzoom"
     finally:
         CHECKPOINT_FORMATS.unregister("my_lab")
+
+
+def test_taking_the_weights_asks_each_reader_once():
+    """A reader may convert a large file (keys renamed, tensors split): state_dict_for asks
+    each reader once, not once to name the format and again for the weights."""
+    calls = []
+
+    @CHECKPOINT_FORMATS.register("counting")
+    def counting(obj):
+        calls.append(1)
+        if isinstance(obj, dict) and "counted" in obj:
+            from tsrx.checkpoint import OfficialCheckpoint
+
+            state = {"sr.w": obj["counted"]}
+            return OfficialCheckpoint("counting", {"sr": {"type": "x"}}, state)
+        return None
+
+    try:
+        assert list(state_dict_for({"counted": torch.ones(1)}, "sr")) == ["sr.w"]
+        assert len(calls) == 1
+    finally:
+        CHECKPOINT_FORMATS.unregister("counting")

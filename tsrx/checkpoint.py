@@ -165,13 +165,18 @@ def read_official(obj: Any) -> OfficialCheckpoint | None:
 def detect_format(obj: Any) -> str:
     """ "tsrx", the name of an official format a reader claims (``textzoom``, ``crnn``...),
     or "state_dict" (any other bare state_dict)."""
+    return _classify(obj)[0]
+
+
+def _classify(obj: Any) -> tuple[str, OfficialCheckpoint | None]:
+    """``detect_format``'s answer and the official reader's result (each reader runs once)."""
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        return "tsrx"
+        return "tsrx", None
     official = read_official(obj)
     if official is not None:
-        return official.format
+        return official.format, official
     if _is_tensor_map(obj):
-        return "state_dict"
+        return "state_dict", None
     from tsrx.registry import CHECKPOINT_FORMATS
 
     known = ", ".join(["tsrx", *CHECKPOINT_FORMATS.names(), "a bare state_dict"])
@@ -190,8 +195,7 @@ def state_dict_for(obj: Any, part: str | None = None) -> OrderedDict[str, torch.
     state_dict belongs and, for a tsrx or official checkpoint, which part to take from it.
     """
     whole = part in (None, "whole")
-    fmt = detect_format(obj)
-    official = None if fmt in ("tsrx", "state_dict") else read_official(obj)
+    fmt, official = _classify(obj)
     if fmt == "tsrx":
         state = strip_module_prefix(obj["model"])
     elif official is not None:
