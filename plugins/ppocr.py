@@ -30,7 +30,9 @@ from torch import nn
 
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
+from tsrx.models.text import ctc_best_path
 from tsrx.registry import RECOGNIZERS
+from tsrx_builtin.installed_package import distribution_version, package_dir
 from tsrx_builtin.worker_pool import GrowingPool
 
 PACKAGE = "rapidocr-onnxruntime"
@@ -45,12 +47,7 @@ MIN_WIDTH = 320
 
 
 def _package_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TsrxError(INSTALL_HINT)
-    return Path(list(spec.submodule_search_locations)[0])
+    return package_dir(MODULE, INSTALL_HINT)
 
 
 def default_model_path() -> Path:
@@ -76,12 +73,7 @@ def default_model_path() -> Path:
 
 
 def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(PACKAGE)
-    except PackageNotFoundError:
-        return "?"
+    return distribution_version(PACKAGE)
 
 
 @lru_cache(maxsize=4)
@@ -204,16 +196,7 @@ class PPOCR(nn.Module):
         return torch.cat([run(chunk) for chunk in chunks])
 
     def decode(self, probs: torch.Tensor) -> Recognition:
-        conf, best = probs.max(dim=2)
-        keep = torch.ones_like(best, dtype=torch.bool)
-        keep[:, 1:] = best[:, 1:] != best[:, :-1]
-        keep &= best != 0
-        texts, scores = [], []
-        for row, mask, row_conf in zip(best.tolist(), keep.tolist(), conf.tolist()):
-            chars = [(self.characters[i], c) for i, k, c in zip(row, mask, row_conf) if k]
-            texts.append("".join(ch for ch, _ in chars))
-            scores.append([float(c) for _, c in chars])
-        return Recognition(texts, scores)
+        return ctc_best_path(probs, self.characters[1:])
 
     @torch.no_grad()
     def recognize(self, images: torch.Tensor) -> Recognition:

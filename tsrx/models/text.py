@@ -8,6 +8,7 @@ the blank; class ``i`` (1-based) is ``alphabet[i-1]``.
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: data tools stay light
@@ -75,16 +76,25 @@ def ctc_greedy_recognize(logits: torch.Tensor, alphabet: str) -> Recognition:
     """
     import torch
 
+    probs = torch.softmax(logits.float(), dim=2).transpose(0, 1).cpu()  # (B, T, K)
+    return ctc_best_path(probs, alphabet)
+
+
+def ctc_best_path(probs: torch.Tensor, symbols: Sequence[str]) -> Recognition:
+    """Best path decoding of per-step class probabilities (B, T, K) on the CPU: class 0 is
+    the blank, class i the symbol ``symbols[i - 1]`` (a character or a longer string); each
+    kept symbol's probability is its score, a merged run of repeats keeping its first's."""
+    import torch
+
     from tsrx.models.recognition import Recognition
 
-    probs = torch.softmax(logits.float(), dim=2).transpose(0, 1).cpu()  # (B, T, K)
     conf, best = probs.max(dim=2)
     keep = torch.ones_like(best, dtype=torch.bool)
     keep[:, 1:] = best[:, 1:] != best[:, :-1]
     keep &= best != 0
     texts, scores = [], []
     for row, mask, row_conf in zip(best.tolist(), keep.tolist(), conf.tolist()):
-        kept = [(alphabet[i - 1], c) for i, k, c in zip(row, mask, row_conf) if k]
+        kept = [(symbols[i - 1], float(c)) for i, k, c in zip(row, mask, row_conf) if k]
         texts.append("".join(ch for ch, _ in kept))
         scores.append([c for _, c in kept])
     return Recognition(texts, scores)
