@@ -19,6 +19,7 @@ from tsrx.cli.options import (
     DEVICE_HELP,
     JUDGE_HELP,
     JUDGE_PRECISION_HELP,
+    PLUGIN_HELP,
     PRECISION_HELP,
     RECOGNIZER_MOVED,
 )
@@ -72,9 +73,7 @@ def eval_command(
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
-        help="A plugin file or module providing "
-        "components the checkpoint needs (repeatable); tsrx never "
-        "imports code a checkpoint names.",
+        help=PLUGIN_HELP,
     ),
 ) -> None:
     """Evaluate a checkpoint and print one table (rows easy/medium/hard/A)."""

@@ -5,7 +5,8 @@
 forward's arithmetic, as ``eval.precision`` (tsrx.engine.precision); ``--judge-precision``
 the judges', as ``eval.judge_precision``. ``--judge``:
 ``NAME=WEIGHTS`` or ``NAME`` for a judge that ships its weights
-(tsrx.engine.judge_build.parse_cli_judges), repeatable.
+(tsrx.engine.judge_build.parse_cli_judges), repeatable. ``--plugin``: a plugin file or
+module to load for the components a checkpoint names (tsrx.plugins.load_named_plugins).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ JUDGE_HELP = (
     "A named judge, repeatable: NAME=WEIGHTS (crnn=crnn.pth, aster=aster.pth.tar; the type "
     "is NAME unless the file says otherwise) or NAME for one that ships its weights (ppocr). "
     "Replaces the config's [eval.judges]."
+)
+PLUGIN_HELP = (
+    "A plugin file or module providing components the checkpoint needs (repeatable); tsrx "
+    "never imports code a checkpoint names."
 )
 RECOGNIZER_MOVED = (
     "{option} {value}: judge weights are given with --judge NAME=WEIGHTS in every command "

@@ -19,6 +19,7 @@ from tsrx.cli.options import (
     DEVICE_DEFAULT,
     DEVICE_HELP,
     JUDGE_HELP,
+    PLUGIN_HELP,
     PRECISION_HELP,
     RECOGNIZER_MOVED,
 )
@@ -141,9 +142,7 @@ def sr(
     plugin: list[str] = typer.Option(
         [],
         "--plugin",
-        help="A plugin file or module providing "
-        "components the checkpoint needs (repeatable); tsrx never "
-        "imports code a checkpoint names.",
+        help=PLUGIN_HELP,
     ),
 ) -> None:
     """Super-resolve text crops: each is resized to the model's LR size (bicubic), then SR'd."""
