@@ -303,3 +303,43 @@ def test_extends_replaces_or_deletes_a_whole_grid(tmp_path):
     assert [r.point for r in load_experiment(tmp_path / "one.toml").runs] == [{"train.steps": 3}]
     write(tmp_path / "none.toml", 'extends = ["base.toml"]\ngrid = "_delete_"\n')
     assert [r.name for r in load_experiment(tmp_path / "none.toml").runs] == ["main"]
+
+
+def test_a_long_grid_point_still_names_a_directory_the_file_system_takes(tmp_path):
+    # five long values and a long variant name: ~560 bytes of readable name, over the 255 a
+    # directory name may have; cut, with the digest of the whole point keeping runs apart
+    lrs = ", ".join(f"0.000{i}2345678901234567" for i in range(3))
+    exp = write(
+        tmp_path / "long.toml",
+        f"""
+[grid]
+"optim.lr" = [{lrs}]
+"optim.weight_decay" = [0.000012345678901234, 0.000022345678901234]
+"train.val_every" = [1234567, 1234568]
+[[variants]]
+name = "{"a_rather_descriptive_variant_name_" * 6}"
+"train.batch_size" = 8
+""",
+    )
+    runs = load_experiment(exp).runs
+    names = [r.name for r in runs]
+    assert len(runs) == 12 and len(set(names)) == 12
+    for name in names:
+        assert len(name.encode()) <= 255 and "..." in name, name
+        (tmp_path / "runs" / name).mkdir(parents=True)  # the file system takes it
+    assert names == [r.name for r in load_experiment(exp).runs]  # still deterministic
+    # a short point keeps its whole readable name
+    assert run_name({"train.steps": 2}, "small").startswith("small,steps=2-")
+
+
+def test_a_variant_name_longer_than_a_directory_name_is_refused(tmp_path):
+    exp = write(tmp_path / "v.toml", f'[[variants]]\nname = "{"v" * 300}"\n')
+    with pytest.raises(ConfigError, match="is 300 bytes long, a directory name at most 255"):
+        load_experiment(exp)
+
+
+def test_a_grid_value_listed_twice_is_refused_naming_the_axis(tmp_path):
+    # two equal points would be one run name, one directory: the second would resume the first
+    exp = write(tmp_path / "g.toml", '[grid]\n"train.steps" = [1, 2, 1]\n"optim.lr" = [0.1]\n')
+    with pytest.raises(ConfigError, match=r"grid\.train\.steps: lists 1 twice"):
+        load_experiment(exp)

@@ -112,14 +112,27 @@ def _fmt(v: Any) -> str:
     return str(v).replace("/", "_").replace(" ", "_")
 
 
+# the longest name of one directory on Linux file systems (ext4, xfs, NFS), in bytes
+NAME_MAX_BYTES = 255
+
+
 def run_name(point: dict[str, Any], variant: str | None) -> str:
-    """Readable and deterministic: ``variant,head=mlp,combiner=uncertainty-1a2b3c4d``."""
+    """Readable and deterministic: ``variant,head=mlp,combiner=uncertainty-1a2b3c4d``.
+
+    A point with many or long values would name a directory the file system refuses
+    ("File name too long", mid-study): past ``NAME_MAX_BYTES`` its readable part is cut
+    (``...``); the digest of the whole point keeps every name distinct.
+    """
     if not point and variant is None:
         return "main"
     keys = [k for k in point if k != "__variant__"]
     parts = ([variant] if variant else []) + [f"{_label(k, keys)}={_fmt(point[k])}" for k in keys]
     digest = hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return ",".join(parts) + "-" + digest
+    readable, suffix = ",".join(parts), "-" + digest
+    room = NAME_MAX_BYTES - len(suffix)
+    if len(readable.encode()) > room:
+        readable = readable.encode()[: room - 3].decode(errors="ignore") + "..."
+    return readable + suffix
 
 
 def dir_name_problem(name: str) -> str | None:
@@ -138,6 +151,8 @@ def dir_name_problem(name: str) -> str | None:
         return f"is {name!r}"
     if any(ord(c) < 32 for c in name):
         return "contains a control character"
+    if len(name.encode()) > NAME_MAX_BYTES:
+        return f"is {len(name.encode())} bytes long, a directory name at most {NAME_MAX_BYTES}"
     return None
 
 
@@ -211,6 +226,17 @@ def _expand_points(
         if not values:
             issues.append(
                 ConfigIssue(file, f"grid.{key}", "is an empty list: the grid would have no runs")
+            )
+            continue
+        as_written = [json.dumps(v, sort_keys=True, default=str) for v in values]
+        twice = next((v for i, v in enumerate(values) if as_written[i] in as_written[:i]), None)
+        if twice is not None:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"grid.{key}",
+                    f"lists {twice!r} twice: both runs would have one name and one directory",
+                )
             )
             continue
         axes.append((key, values))
