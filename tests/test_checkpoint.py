@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import random
 from collections import OrderedDict
 
 import pytest
@@ -49,9 +51,12 @@ def test_a_pickle_that_needs_code_is_refused_as_unsafe(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Exploit(str(marker))}, path)
-    with pytest.raises(TsrxError, match=f"{path} is refused as unsafe"):
+    with pytest.raises(TsrxError, match=f"{path} is refused as unsafe") as info:
         ckpt.load_checkpoint(path)
     assert not marker.exists()
+    # the reason torch gave, not its paragraph of generic advice
+    assert "said: Unsupported global: GLOBAL " in str(info.value) and "open" in str(info.value)
+    assert "Weights only load failed" not in str(info.value)
 
 
 def test_missing_and_corrupt_files_are_named(tmp_path):
@@ -59,8 +64,30 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         ckpt.load_checkpoint(tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(TsrxError, match="bad.pth"):
+    with pytest.raises(TsrxError, match="bad.pth: not a readable torch file"):
         ckpt.load_checkpoint(bad)
+
+
+def _garbage(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.zeros(64)}, good)
+    return {
+        "text": b"hello world\n",  # torch's reader raised a bare KeyError here
+        "random": bytes(random.Random(0).randrange(256) for _ in range(1000)),
+        "cut short": good.read_bytes()[:300],
+        "a plain pickle": pickle.dumps({"w": [0.0] * 4}),
+    }
+
+
+@pytest.mark.parametrize("kind", ["text", "random", "cut short", "a plain pickle"])
+def test_a_file_that_is_no_checkpoint_is_named_unreadable_not_unsafe(tmp_path, kind):
+    path = tmp_path / "x.pth"
+    path.write_bytes(_garbage(tmp_path)[kind])
+    with pytest.raises(TsrxError) as info:
+        ckpt.load_checkpoint(path)
+    message = str(info.value)
+    assert f"{path}: not a readable torch file (damaged, cut short" in message, message
+    assert "unsafe" not in message and "Weights only load failed" not in message
 
 
 @pytest.mark.parametrize("victim", ["replace", "fsync"])

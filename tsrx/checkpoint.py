@@ -70,15 +70,33 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
         raise TsrxError(f"checkpoint {path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except MemoryError:
+        raise
+    except Exception as exc:  # an untrusted file: torch's reader fails in many ways on garbage
+        said = _unpickler_said(exc)
+        if isinstance(exc, pickle.UnpicklingError) and "unsupported global" in said.lower():
+            raise TsrxError(
+                f"checkpoint {path} is refused as unsafe: unpickling it needs code beyond "
+                f"tensors and plain containers (torch.load weights_only=True said: {said}). "
+                "Re-save its state_dict from a trusted environment, e.g. "
+                "torch.save(model.state_dict(), ...)"
+            ) from exc
         raise TsrxError(
-            f"checkpoint {path} is refused as unsafe: unpickling it needs code beyond tensors "
-            f"and plain containers (torch.load weights_only=True said: {first}). Re-save its "
-            "state_dict from a trusted environment, e.g. torch.save(model.state_dict(), ...)"
+            f"checkpoint {path}: not a readable torch file (damaged, cut short, or another "
+            f"kind of file; torch.load said: {said})"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise TsrxError(f"checkpoint {path}: not a readable torch file ({exc})") from exc
+
+
+def _unpickler_said(exc: Exception) -> str:
+    """The part of torch's error that names the problem: its weights-only unpickler's reason
+    (after a paragraph of generic advice), else the first line, else the type."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].strip().splitlines()[0].strip()
+        return reason.split(" was not an allowed")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def make_checkpoint(model_state: Mapping[str, torch.Tensor], **fields: Any) -> dict[str, Any]:

@@ -67,12 +67,9 @@ def config_of(path: str | Path) -> tuple[dict[str, Any], str]:
 
 
 def _checkpoint_config(path: Path) -> dict[str, Any]:
-    import torch
+    from tsrx.checkpoint import load_checkpoint
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise TsrxError(f"{path}: cannot read as a checkpoint: {exc}") from None
+    ckpt = load_checkpoint(path)
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(config, dict):
         raise TsrxError(
