@@ -80,6 +80,7 @@ def _garbage(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["text", "random", "cut short", "a plain pickle"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's, on a pickle
 def test_a_file_that_is_no_checkpoint_is_named_unreadable_not_unsafe(tmp_path, kind):
     path = tmp_path / "x.pth"
     path.write_bytes(_garbage(tmp_path)[kind])
