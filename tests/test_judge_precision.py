@@ -59,7 +59,8 @@ def test_fp32_keeps_the_identity_stored_before_and_a_judge_without_tensors_share
     before = store / identity(rec, None, options)[0]  # the folder fp32 readings had
     for precision, same in (("fp32", True), ("bf16", False)):
         j = judge(rec, options=options, precision=precision)
-        shelf = j._shelf(j._reading_keys(torch.rand(1, 3, 4, 4))[0][0])
+        tensors = j._tensors()
+        shelf = j._shelf(j._reading_keys(torch.rand(1, 3, 4, 4), tensors)[0][0], tensors)
         assert (shelf.folder == before) is same, precision
 
     class Onnx(nn.Module):
@@ -74,7 +75,7 @@ def test_fp32_keeps_the_identity_stored_before_and_a_judge_without_tensors_share
     onnx = Onnx()
     images = torch.rand(2, 3, 4, 4)
     plain, low = judge(onnx), judge(onnx, precision="bf16")
-    assert plain._reading_keys(images) == low._reading_keys(images)
+    assert plain._reading_keys(images, []) == low._reading_keys(images, [])
 
 
 def test_evaluation_sets_the_judges_precision_and_records_it(tmp_path, tiny_data, tiny_plugin):  # noqa: F811

@@ -81,11 +81,12 @@ class Judge:
             # stored as a CPU evaluation's are (its bicubic and HR rows, two thirds of its
             # work, then come from the store in every later evaluation of the test set)
             images = images.detach().to("cpu")
-        keys = self._reading_keys(images)
+        tensors = self._tensors()  # walked once a read: ASTER has hundreds of modules
+        keys = self._reading_keys(images, tensors)
         texts = [self.readings.get(key) for key in keys]
         missing = [i for i, text in enumerate(texts) if text is None]
         self.tally["memory"] += len(keys) - len(missing)
-        shelf = self._shelf(keys[0][0]) if missing or persist else None
+        shelf = self._shelf(keys[0][0], tensors) if missing or persist else None
         if missing and shelf is not None:
             for i, text in zip(missing, shelf.lookup([keys[i][1] for i in missing])):
                 texts[i] = text
@@ -118,11 +119,13 @@ class Judge:
         """Every parameter and buffer of the recognizer and head."""
         return [t for m in self._modules() for t in (*m.parameters(), *m.buffers())]
 
-    def _reading_keys(self, images: torch.Tensor) -> list[tuple[Any, ...]]:
+    def _reading_keys(
+        self, images: torch.Tensor, tensors: list[torch.Tensor]
+    ) -> list[tuple[Any, ...]]:
         state = (
             tuple(m.training for m in self._modules()),
-            tuple(t._version for t in self._tensors()),
-            self._reading_precision(),
+            tuple(t._version for t in tensors),
+            self._reading_precision(tensors),
         )
         # the image's dtype and shape are in its digest: the reading store's key too
         header = hashlib.blake2b(
@@ -136,7 +139,7 @@ class Judge:
             keys.append((state, h.digest()))
         return keys
 
-    def _shelf(self, state: tuple[Any, ...]) -> Any:
+    def _shelf(self, state: tuple[Any, ...], tensors: list[torch.Tensor]) -> Any:
         """This judge's shelf in the reading store, or None (own, store off, no identity).
         The identity digest hashes every weight: computed once per state of the weights
         (version counters and storage addresses)."""
@@ -144,21 +147,22 @@ class Judge:
 
         if self.own or reading_store.root() is None:
             return None
-        where = (state, tuple(t.data_ptr() for t in self._tensors()))
+        where = (state, tuple(t.data_ptr() for t in tensors))
         if self._identity is None or self._identity[0] != where:
             from tsrx.engine.judge_identity import identity
 
             options = self.options
-            if self._reading_precision() != "fp32":  # fp32 keys stay those stored before
-                options = {**(options or {}), "judge_precision": self._reading_precision()}
+            precision = self._reading_precision(tensors)
+            if precision != "fp32":  # fp32 keys stay those stored before
+                options = {**(options or {}), "judge_precision": precision}
             self._identity = (where, identity(self.recognizer, self.head, options))
         found = self._identity[1]
         return reading_store.shelf(*found) if found is not None else None
 
-    def _reading_precision(self) -> str:
+    def _reading_precision(self, tensors: list[torch.Tensor]) -> str:
         """The precision its readings depend on: ``fp32`` for a judge without tensors (ppocr:
         onnxruntime computes whatever torch's autocast says), so its readings are shared."""
-        return self.precision if self._tensors() else "fp32"
+        return self.precision if tensors else "fp32"
 
     def _read(self, images: torch.Tensor) -> list[str]:
         from tsrx.engine.precision import autocast
