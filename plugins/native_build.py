@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tsrx.cache_dir import cache_dir
+from tsrx.env_switch import switched_off
 from tsrx_builtin.worker_pool import GrowingPool
 
 log = logging.getLogger("tsrx.native_build")
@@ -74,11 +75,6 @@ _lock = threading.Lock()
 _loaded: dict[tuple[str, str, str], ctypes.CDLL | None] = {}
 
 
-def switched_on(switch: str) -> bool:
-    """Whether the environment variable ``switch`` (a kernel's) leaves it on (unset: on)."""
-    return os.environ.get(switch, "1").strip().lower() not in ("0", "off", "false", "no")
-
-
 def _cpu_signature() -> str:
     """The CPU's model and flags: ``-march=native`` code is only reused on the same kind."""
     try:
@@ -111,7 +107,7 @@ def load_library(source: str, stem: str, what: str, switch: str) -> ctypes.CDLL 
     """``source`` built by the machine's C compiler (``$CC``, else ``cc``), cached as
     ``kernels/<stem>_<key>.so`` and loaded; None, logged once, where it cannot be had or the
     environment variable ``switch`` is 0. ``what`` names the kernel in that message."""
-    if not switched_on(switch):
+    if switched_off(switch):
         return None
     asked = os.environ.get("CC", "").strip() or "cc"
     with _lock:

@@ -24,6 +24,8 @@ import ctypes
 import os
 import platform
 
+from tsrx.env_switch import switched_off
+
 ENV = "TSRX_KEEP_FREED_MEMORY"
 MMAP_THRESHOLD = 256 << 20  # blocks up to this size come from the reusable heap
 TRIM_THRESHOLD = 512 << 20  # free memory at the heap's top kept up to this size
@@ -47,7 +49,7 @@ def kept() -> bool:
 
 
 def _apply() -> str:
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+    if switched_off(ENV):
         return f"left alone ({ENV}=0)"
     mine = [name for name in _USER_SETTINGS if name in os.environ]
     if mine:
