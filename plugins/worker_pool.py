@@ -21,7 +21,6 @@ class GrowingPool:
     ``start(n)`` makes a pool where the threads need setting up (default: plain threads)."""
 
     def __init__(self, name: str, start: Callable[[int], ThreadPoolExecutor] | None = None):
-        self.name = name
         self._start = start or (lambda size: ThreadPoolExecutor(size, name))
         self._forget()
         os.register_at_fork(after_in_child=self._forget)
