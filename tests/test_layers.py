@@ -17,7 +17,7 @@ from pathlib import Path
 
 TSRX = Path(__file__).resolve().parents[1] / "tsrx"
 LAYERS = {
-    0: """tsrx errors runfiles records process writer console cache_dir openmp_wait memory_reuse""",
+    0: """tsrx errors runfiles records process writer console cache_dir openmp_wait memory_reuse env_switch""",
     1: """config config.load config.schema config.sections config.toml_write""",
     2: """plugins registry contracts checkpoint_components config.experiment config.needs""",
     3: """data data.cache data.config data.holdout data.inspect data.lmdb_io data.loader data.roots
