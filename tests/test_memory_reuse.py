@@ -14,7 +14,7 @@ import pytest
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
 # In a fresh process: train the quickstart's TSRN (batch 16) a few steps, counting the minor
-# page faults of the last three. The GRU's row groups allocate on worker threads, whose malloc
+# page faults of each of the last five. The GRU's row groups allocate on worker threads, whose malloc
 # arenas glibc trims back to the system after each step unless told to keep the memory.
 PROBE = """
 import json, resource, sys
@@ -34,11 +34,14 @@ def step():
     optimizer.step()
 for _ in range(3):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+per_step = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"state": state, "faults": faults}))
+    per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+# the fewest of five steps: glibc's defaults fault in every step alike, while one step's
+# stray growth (a worker thread's arena) is not what is measured
+print(json.dumps({"state": state, "faults": min(per_step), "per_step": per_step}))
 """
 
 
@@ -63,8 +66,8 @@ def test_a_tsrx_process_reuses_freed_memory_instead_of_faulting_in_fresh_pages()
     kept = _probe()
     assert kept["state"].startswith("kept (mmap threshold 256 MiB")
     # measured here: ~6,000 faults a step with glibc's defaults, under 10 with the memory kept
-    assert default["faults"] > 3 * 1000, default
-    assert kept["faults"] < 3 * 100, kept
+    assert default["faults"] > 500, default
+    assert kept["faults"] < 50, kept
 
 
 @glibc_only
@@ -79,7 +82,7 @@ def test_a_tsrx_process_reuses_freed_memory_instead_of_faulting_in_fresh_pages()
 def test_a_users_own_malloc_settings_or_the_switch_leave_it_alone(env, reason):
     result = _probe(**env)
     assert result["state"] == f"left alone ({reason})"
-    assert result["faults"] > 3 * 1000  # glibc as configured: the fresh pages again
+    assert result["faults"] > 500, result  # glibc as configured: the fresh pages again
 
 
 def test_importing_tsrx_changes_nothing_in_the_allocator():
